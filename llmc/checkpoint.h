@@ -1,0 +1,109 @@
+// checkpoint.h — the native checkpoint: config + flat parameters (+ AdamW state), fast to save/load.
+//
+// Layout (little-endian), version 1:
+//   header int64[64]: [0] magic 0x54354350 ("PC5T"), [1] version = 1, [2] n floats per buffer,
+//     [3] has optimizer state (0/1), [4] optimizer step, [5..21] config (see ckpt_pack_config)
+//   params float[n]  — in the order of llmc/t5.h's layout table
+//   m float[n], v float[n]  — AdamW moments, only when [3] = 1
+// The file size must equal exactly 512 + 4n(1 + 2·has_opt); n must equal the layout's total for
+// the stored config. Written to PATH.tmp, fsynced, renamed.
+#ifndef T5_CHECKPOINT_H
+#define T5_CHECKPOINT_H
+
+#include <stdio.h>    // defines: FILE, fread, snprintf
+#include <stdint.h>   // defines: int64_t
+#include <stdlib.h>   // defines: malloc, free
+#include <string.h>   // defines: memcpy
+#include "t5.h"       // defines: T5Config, T5Layout, t5_layout, t5_config_check
+#include "fileio.h"   // defines: file_size_of, AtomicFile
+
+#define CKPT_MAGIC 0x54354350LL
+#define CKPT_VERSION 1
+#define CKPT_HEADER_INTS 64
+
+typedef struct {
+    T5Config config;
+    int64_t n;        // floats per buffer
+    int has_opt;
+    int64_t step;
+} CkptInfo;
+
+static inline int64_t ckpt_float_bits(float x) { int32_t b; memcpy(&b, &x, 4); return b; }
+static inline float ckpt_bits_float(int64_t v) { int32_t b = (int32_t)v; float x; memcpy(&x, &b, 4); return x; }
+
+static inline void ckpt_pack_config(int64_t* h, const T5Config* c) {
+    int64_t v[] = { c->vocab_size, c->d_model, c->d_kv, c->num_heads, c->d_ff, c->num_layers, c->num_decoder_layers,
+                    c->num_buckets, c->max_distance, ckpt_float_bits(c->eps), ckpt_float_bits(c->dropout), c->act,
+                    c->gated, c->tied, c->pad_id, c->eos_id, c->decoder_start_id };
+    memcpy(h + 5, v, sizeof(v));
+}
+
+static inline void ckpt_unpack_config(const int64_t* h, T5Config* c) {
+    const int64_t* v = h + 5;
+    *c = (T5Config){ (int)v[0], (int)v[1], (int)v[2], (int)v[3], (int)v[4], (int)v[5], (int)v[6], (int)v[7], (int)v[8],
+                     ckpt_bits_float(v[9]), ckpt_bits_float(v[10]), (T5Act)v[11], (int)v[12], (int)v[13],
+                     (int)v[14], (int)v[15], (int)v[16] };
+}
+
+// m and v may be NULL (no optimizer state saved)
+static inline int ckpt_save(const char* path, const T5Config* c, const float* params, const float* m, const float* v,
+                            int64_t n, int64_t step, char* err, size_t errlen) {
+    int64_t h[CKPT_HEADER_INTS] = {0};
+    h[0] = CKPT_MAGIC; h[1] = CKPT_VERSION; h[2] = n; h[3] = (m && v) ? 1 : 0; h[4] = step;
+    ckpt_pack_config(h, c);
+    AtomicFile a;
+    if (atomic_open(&a, path, err, errlen)) return -1;
+    int ok = atomic_write(&a, h, sizeof(h), err, errlen) == 0 &&
+             atomic_write(&a, params, (size_t)n * sizeof(float), err, errlen) == 0;
+    if (ok && h[3]) ok = atomic_write(&a, m, (size_t)n * sizeof(float), err, errlen) == 0 &&
+                         atomic_write(&a, v, (size_t)n * sizeof(float), err, errlen) == 0;
+    return atomic_close(&a, ok, err, errlen);
+}
+
+static inline int ckpt_fail(FILE* f, char* err, size_t errlen, const char* path, const char* what) {
+    snprintf(err, errlen, "%s: %s", path, what);
+    if (f) fclose(f);
+    return -1;
+}
+
+// reads and checks the header; leaves the file positioned at the parameters
+static inline int ckpt_read_info(FILE* f, const char* path, CkptInfo* info, char* err, size_t errlen) {
+    int64_t size = file_size_of(path, err, errlen);
+    if (size < 0) return -1;
+    int64_t h[CKPT_HEADER_INTS];
+    if (size < (int64_t)sizeof(h) || fread(h, sizeof(h), 1, f) != 1) return ckpt_fail(NULL, err, errlen, path, "file too short for a checkpoint header");
+    if (h[0] != CKPT_MAGIC) return ckpt_fail(NULL, err, errlen, path, "not a t5.c checkpoint (bad magic)");
+    if (h[1] != CKPT_VERSION) return ckpt_fail(NULL, err, errlen, path, "unsupported checkpoint version");
+    if (h[3] != 0 && h[3] != 1) return ckpt_fail(NULL, err, errlen, path, "corrupted header (optimizer flag)");
+    ckpt_unpack_config(h, &info->config);
+    const char* bad = t5_config_check(&info->config);
+    if (bad) { snprintf(err, errlen, "%s: invalid model config in header: %s", path, bad); return -1; }
+    T5Layout L;
+    t5_layout(&info->config, &L);
+    if (h[2] != (int64_t)L.total) return ckpt_fail(NULL, err, errlen, path, "parameter count does not match the stored config");
+    if (size != (int64_t)sizeof(h) + 4 * h[2] * (1 + 2 * h[3])) return ckpt_fail(NULL, err, errlen, path, "file size does not match the header (truncated or padded)");
+    info->n = h[2]; info->has_opt = (int)h[3]; info->step = h[4];
+    return 0;
+}
+
+// loads a checkpoint into freshly malloc'd buffers (*m, *v stay NULL without optimizer state)
+static inline int ckpt_load(const char* path, CkptInfo* info, float** params, float** m, float** v, char* err, size_t errlen) {
+    *params = NULL; *m = NULL; *v = NULL;
+    FILE* f = fopen(path, "rb");
+    if (!f) { snprintf(err, errlen, "%s: cannot open", path); return -1; }
+    if (ckpt_read_info(f, path, info, err, errlen)) { fclose(f); return -1; }
+    size_t n = (size_t)info->n;
+    int bufs = info->has_opt ? 3 : 1;
+    float** dst[3] = { params, m, v };
+    for (int i = 0; i < bufs; i++) {
+        *dst[i] = (float*)malloc(n * sizeof(float));
+        if (!*dst[i] || fread(*dst[i], sizeof(float), n, f) != n) {
+            for (int j = 0; j <= i; j++) { free(*dst[j]); *dst[j] = NULL; }
+            return ckpt_fail(f, err, errlen, path, "cannot read the parameter data");
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
+#endif // T5_CHECKPOINT_H

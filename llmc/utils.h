@@ -1,0 +1,42 @@
+// utils.h — checked wrappers for the C standard library, used by programs (not loaders).
+// Each *Check prints the failing call, the file and the line, then exits: only top-level
+// program code uses them. Loaders that parse files return an error instead (STYLE.md §8).
+#ifndef T5_UTILS_H
+#define T5_UTILS_H
+
+#include <stdio.h>   // defines: FILE, fopen, fread, fprintf
+#include <stdlib.h>  // defines: malloc, calloc, exit
+#include <string.h>  // defines: strerror
+#include <errno.h>   // defines: errno
+
+static inline FILE* fopen_check(const char* path, const char* mode, const char* file, int line) {
+    FILE* f = fopen(path, mode);
+    if (f == NULL) {
+        fprintf(stderr, "error: cannot open '%s' (mode %s): %s\n  at %s:%d\n", path, mode, strerror(errno), file, line);
+        exit(EXIT_FAILURE);
+    }
+    return f;
+}
+#define fopenCheck(path, mode) fopen_check(path, mode, __FILE__, __LINE__)
+
+static inline void* malloc_check(size_t size, const char* file, int line) {
+    void* p = malloc(size == 0 ? 1 : size);
+    if (p == NULL) {
+        fprintf(stderr, "error: out of memory allocating %zu bytes\n  at %s:%d\n", size, file, line);
+        exit(EXIT_FAILURE);
+    }
+    return p;
+}
+#define mallocCheck(size) malloc_check(size, __FILE__, __LINE__)
+
+static inline void* calloc_check(size_t n, size_t size, const char* file, int line) {
+    void* p = calloc(n == 0 ? 1 : n, size == 0 ? 1 : size);
+    if (p == NULL) {
+        fprintf(stderr, "error: out of memory allocating %zu x %zu bytes\n  at %s:%d\n", n, size, file, line);
+        exit(EXIT_FAILURE);
+    }
+    return p;
+}
+#define callocCheck(n, size) calloc_check(n, size, __FILE__, __LINE__)
+
+#endif // T5_UTILS_H

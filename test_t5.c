@@ -1,0 +1,560 @@
+// test_t5.c — the CPU engine against Hugging Face fixtures (dev/make_fixtures.py), plus checks that
+// need no PyTorch: finite differences, gradient accumulation, file round trips and bad input.
+// One line per compared tensor: name, max abs diff, max rel diff (relative to the reference
+// tensor's largest magnitude), OK/FAIL. The exit code is the verdict.
+//
+// Tolerances (fp32 engine vs fp32 PyTorch on the same weights and batch; the only differences are
+// summation order and libm vs PyTorch's vectorised exp/tanh/erf, each a few ulp = ~1e-7 relative):
+//   logits, loss:       1e-5 relative — ~100 ulp of headroom for sums over a few hundred terms
+//   gradients:          1e-4 relative to the tensor's scale — the backward pass chains ~3× more
+//                       roundings than the forward, and rows with tiny gradients amplify cancellation
+//   AdamW trajectory:   losses 1e-5 rel, each step's gradients 1e-4; the update itself is driven
+//                       by HF's gradients, so parameters after 4 steps must agree to 1e-6 (see there)
+#define TESTING
+#include "train_t5.c"
+
+static int g_pass = 0, g_fail = 0;
+
+static void verdict(int ok, const char* what) {
+    if (ok) g_pass++; else { g_fail++; printf("  ^^^ FAIL: %s\n", what); }
+}
+
+// compares n floats; tol is relative to max|want| (with an absolute floor of tol for all-zero tensors)
+static int check_close(const char* name, const float* got, const float* want, size_t n, float tol) {
+    double maxabs = 0.0, scale = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (fabs(want[i]) > scale) scale = fabs(want[i]);
+        double d = fabs((double)got[i] - want[i]);
+        if (!(d <= maxabs)) maxabs = isnan(d) ? INFINITY : d;
+    }
+    double rel = maxabs / (scale > 0 ? scale : 1.0);
+    int ok = rel <= tol;
+    printf("%-62s max abs %.3e  max rel %.3e  tol %.0e  %s\n", name, maxabs, rel, (double)tol, ok ? "OK" : "FAIL");
+    verdict(ok, name);
+    return ok;
+}
+
+static void check_true(const char* name, int ok) {
+    printf("%-62s %s\n", name, ok ? "OK" : "FAIL");
+    verdict(ok, name);
+}
+
+// ----------------------------------------------------------------------------
+// fixture access
+
+typedef struct { StFile st; char path[512]; } Fixture;
+
+static float* fx_f32(Fixture* f, const char* name, size_t* n) {
+    char err[1024];
+    const StTensor* t = st_find(&f->st, name);
+    if (!t) { printf("fixture %s lacks tensor %s\n", f->path, name); exit(EXIT_FAILURE); }
+    float* out = (float*)mallocCheck((size_t)t->numel * sizeof(float));
+    if (st_read_f32(&f->st, t, out, err, sizeof(err))) { printf("%s\n", err); exit(EXIT_FAILURE); }
+    if (n) *n = (size_t)t->numel;
+    return out;
+}
+
+static int* fx_i32(Fixture* f, const char* name, int* rows, int* cols) {
+    char err[1024];
+    const StTensor* t = st_find(&f->st, name);
+    if (!t) { printf("fixture %s lacks tensor %s\n", f->path, name); exit(EXIT_FAILURE); }
+    int32_t* out = (int32_t*)mallocCheck((size_t)t->numel * sizeof(int32_t));
+    if (st_read_i32(&f->st, t, out, err, sizeof(err))) { printf("%s\n", err); exit(EXIT_FAILURE); }
+    if (rows) *rows = (int)t->shape[0];
+    if (cols) *cols = t->ndim > 1 ? (int)t->shape[1] : 1;
+    return (int*)out;
+}
+
+static float fx_meta(Fixture* f, const char* key) {
+    const char* v = st_metadata(&f->st, key);
+    if (!v) { printf("fixture %s lacks metadata %s\n", f->path, key); exit(EXIT_FAILURE); }
+    return strtof(v, NULL);
+}
+
+// the fixture batch, with the source lengths read off the attention mask (must be a prefix mask)
+typedef struct { T5Batch b; int* dec_hf; } FxBatch;
+
+static FxBatch fx_batch(Fixture* f, const T5Config* c) {
+    FxBatch x;
+    int B, Ts, Tt, r, cc;
+    x.b.src = fx_i32(f, "input_ids", &B, &Ts);
+    int* mask = fx_i32(f, "attention_mask", &r, &cc);
+    x.b.labels = fx_i32(f, "labels", &r, &Tt);
+    x.dec_hf = fx_i32(f, "decoder_input_ids", &r, &cc);
+    x.b.B = B; x.b.Ts = Ts; x.b.Tt = Tt;
+    x.b.src_len = (int*)mallocCheck((size_t)B * sizeof(int));
+    x.b.dec_in = (int*)mallocCheck((size_t)B * Tt * sizeof(int));
+    int prefix = 1;
+    for (int b = 0; b < B; b++) {
+        int n = 0;
+        while (n < Ts && mask[b * Ts + n]) n++;
+        for (int j = n; j < Ts; j++) prefix &= mask[b * Ts + j] == 0;
+        x.b.src_len[b] = n;
+        for (int j = 0; j < Tt; j++) {
+            int prev = j == 0 ? c->decoder_start_id : x.b.labels[b * Tt + j - 1];
+            x.b.dec_in[b * Tt + j] = prev == IGNORE_INDEX ? c->pad_id : prev;
+        }
+    }
+    check_true("attention mask is a prefix mask", prefix);
+    check_true("labels shifted right == HF decoder_input_ids", memcmp(x.b.dec_in, x.dec_hf, (size_t)B * Tt * sizeof(int)) == 0);
+    free(mask);
+    return x;
+}
+
+static void fx_batch_free(FxBatch* x) { free(x->b.src); free(x->b.src_len); free(x->b.dec_in); free(x->b.labels); free(x->dec_hf); }
+
+// compares every parameter-shaped buffer (gradients or parameters) with the fixture's PREFIX<hf name>
+static void check_all_tensors(Fixture* f, const T5* m, const float* buf, const char* prefix, float tol) {
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const T5Tensor* t = &m->layout.t[i];
+        for (int l = 0; l < t->layers && t->size; l++) {
+            char name[160], key[200];
+            t5_tensor_name(&m->layout, i, l, name, sizeof(name));
+            snprintf(key, sizeof(key), "%s%s", prefix, name);
+            size_t n;
+            float* want = fx_f32(f, key, &n);
+            size_t per = t5_tensor_copy_size(t);
+            if (n != per) { check_true(key, 0); free(want); continue; }
+            check_close(key, buf + t->offset + (size_t)l * per, want, n, tol);
+            free(want);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// against the fixtures
+
+static T5 load_fixture_model(const char* dir) {
+    char path[600], err[1024];
+    snprintf(path, sizeof(path), "%s/model", dir);
+    T5 m;
+    if (t5_build_from_hf(&m, path, err, sizeof(err))) { printf("error: %s\n", err); exit(EXIT_FAILURE); }
+    return m;
+}
+
+static void test_forward_backward(Fixture* f, T5* m, FxBatch* x) {
+    check_true("fixture batch passes t5_check_batch", t5_check_batch(m, &x->b) == NULL);
+    float loss = t5_forward(m, &x->b, 1, 7); // dropout 0 in the fixture config: train mode is exact too
+    size_t n;
+    float* logits = fx_f32(f, "logits", &n);
+    check_close("logits", m->acts.logits, logits, n, 1e-5f);
+    float* want_loss = fx_f32(f, "loss", NULL);
+    check_close("loss", &loss, want_loss, 1, 1e-5f);
+    t5_zero_grad(m);
+    t5_backward(m, &x->b, 1, 1.0f / (float)m->num_counted);
+    check_all_tensors(f, m, m->grads_memory, "grad.", 1e-4f);
+    free(logits); free(want_loss);
+}
+
+static void test_buckets(Fixture* f, const T5Config* c) {
+    const char* names[4] = { "buckets.bidirectional", "buckets.causal", "buckets32.bidirectional", "buckets32.causal" };
+    int off = (int)fx_meta(f, "buckets_offset");
+    for (int k = 0; k < 4; k++) {
+        int n, one;
+        int* want = fx_i32(f, names[k], &n, &one);
+        int nb = k < 2 ? c->num_buckets : 32, md = k < 2 ? c->max_distance : 128, bidir = (k % 2) == 0, bad = 0;
+        for (int i = 0; i < n; i++) bad += t5_relative_bucket(i - off, bidir, nb, md) != want[i];
+        char name[96];
+        snprintf(name, sizeof(name), "%s (rel %d..%d, %d mismatches)", names[k], -off, n - 1 - off, bad);
+        check_true(name, bad == 0);
+        free(want);
+    }
+}
+
+static void test_schedules(Fixture* f) {
+    const char* names[3] = { "sched.linear", "sched.cosine", "sched.constant_warmup" };
+    LrScheduleKind kinds[3] = { SCHED_LINEAR, SCHED_COSINE, SCHED_CONSTANT };
+    for (int k = 0; k < 3; k++) {
+        size_t n;
+        float* want = fx_f32(f, names[k], &n);
+        LrSchedule s = { kinds[k], (long long)fx_meta(f, "sched_warmup_steps"), (long long)fx_meta(f, "sched_total_steps") };
+        float got[64];
+        for (size_t i = 0; i < n && i < 64; i++) got[i] = (float)lr_multiplier(&s, (long long)i);
+        check_close(names[k], got, want, n, 1e-6f); // double formula vs Python double, stored as fp32
+        free(want);
+    }
+}
+
+// reads every parameter-shaped fixture tensor PREFIX<hf name> into buf (layout order)
+static void load_all_tensors(Fixture* f, const T5* m, float* buf, const char* prefix) {
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const T5Tensor* t = &m->layout.t[i];
+        for (int l = 0; l < t->layers && t->size; l++) {
+            char name[160], key[200];
+            t5_tensor_name(&m->layout, i, l, name, sizeof(name));
+            snprintf(key, sizeof(key), "%s%s", prefix, name);
+            size_t n, per = t5_tensor_copy_size(t);
+            float* src = fx_f32(f, key, &n);
+            if (n != per) { printf("fixture tensor %s has %zu values, want %zu\n", key, n, per); exit(EXIT_FAILURE); }
+            memcpy(buf + t->offset + (size_t)l * per, src, per * sizeof(float));
+            free(src);
+        }
+    }
+}
+
+// K AdamW steps with clipping and the linear schedule, as the fixture script ran them. Each step's
+// gradients are compared with HF's, then HF's own gradients drive the update: Adam divides every
+// entry by its own magnitude, so fp32 noise in near-zero gradients (1e-7 absolute) would otherwise
+// grow into lr-sized differences and hide the optimizer arithmetic under test. With identical
+// gradients the parameters may only differ by update rounding: 1e-6 relative to scale.
+static void test_adamw_trajectory(Fixture* f, const char* dir, FxBatch* x) {
+    T5 m = load_fixture_model(dir);
+    AdamW o = { fx_meta(f, "lr"), fx_meta(f, "beta1"), fx_meta(f, "beta2"), fx_meta(f, "eps"), fx_meta(f, "weight_decay"), 1 };
+    LrSchedule s = { SCHED_LINEAR, (long long)fx_meta(f, "warmup_steps"), (long long)fx_meta(f, "total_steps") };
+    int K = (int)fx_meta(f, "steps");
+    for (int k = 0; k < K; k++) {
+        char key[64], prefix[64];
+        float loss = t5_forward(&m, &x->b, 1, 7);
+        t5_zero_grad(&m);
+        t5_backward(&m, &x->b, 1, 1.0f / (float)m.num_counted);
+        snprintf(key, sizeof(key), "step%d.loss", k);
+        float* want = fx_f32(f, key, NULL);
+        check_close(key, &loss, want, 1, 1e-5f); free(want);
+        snprintf(prefix, sizeof(prefix), k == 0 ? "grad." : "step%d.grad.", k);
+        if (k > 0) check_all_tensors(f, &m, m.grads_memory, prefix, 1e-4f);
+        load_all_tensors(f, &m, m.grads_memory, prefix);
+        float norm = t5_grad_norm(&m), lr = (float)(o.lr * lr_multiplier(&s, k));
+        snprintf(key, sizeof(key), "step%d.grad_norm", k);
+        want = fx_f32(f, key, NULL);
+        check_close(key, &norm, want, 1, 1e-6f); free(want); // same gradients: only summation order differs
+        snprintf(key, sizeof(key), "step%d.lr", k);
+        want = fx_f32(f, key, NULL);
+        check_close(key, &lr, want, 1, 1e-6f); free(want);
+        t5_clip_grads(&m, norm, fx_meta(f, "max_grad_norm"));
+        t5_update(&m, &o, lr);
+    }
+    check_all_tensors(f, &m, m.params_memory, "final.", 1e-6f);
+    t5_free(&m);
+}
+
+// the other input forms of the same weights: BF16 tensors (= fp32 rounded to bf16) and a sharded index
+static void test_load_variants(const char* dir, const T5* m) {
+    char path[600], err[1024];
+    snprintf(path, sizeof(path), "%s/model_sharded", dir);
+    struct stat st;
+    if (stat(path, &st) != 0) return;
+    T5 r;
+    int ok = t5_build_from_hf(&r, path, err, sizeof(err)) == 0;
+    if (!ok) printf("  %s\n", err);
+    check_true("sharded safetensors (index.json + 3 shards): identical parameters",
+               ok && memcmp(r.params_memory, m->params_memory, m->layout.total * sizeof(float)) == 0);
+    if (ok) t5_free(&r);
+    snprintf(path, sizeof(path), "%s/model_bf16", dir);
+    ok = t5_build_from_hf(&r, path, err, sizeof(err)) == 0;
+    if (!ok) { printf("  %s\n", err); check_true("bf16 safetensors load", 0); return; }
+    // bf16 keeps 8 significant bits (7 stored): round-to-nearest error ≤ half an ulp = 2^-8 relative
+    double worst = 0.0;
+    for (size_t i = 0; i < m->layout.total; i++) {
+        double a = m->params_memory[i], d = fabs(r.params_memory[i] - a);
+        if (d > fabs(a) * (1.0 / 256.0)) worst = fmax(worst, d / fabs(a));
+    }
+    check_true("bf16 safetensors: every value = fp32 rounded to bf16 (rel err <= 2^-8)", worst == 0.0);
+    t5_free(&r);
+}
+
+// C-side round trips: HF directory and native checkpoint give back identical parameters
+static void test_round_trips(T5* m, const char* tmpdir) {
+    char dir[600], path[600], err[1024];
+    snprintf(dir, sizeof(dir), "%s/export", tmpdir);
+    int ok = t5_save_hf_dir(dir, &m->config, m->params_memory, err, sizeof(err)) == 0;
+    T5 r;
+    ok = ok && t5_build_from_hf(&r, dir, err, sizeof(err)) == 0;
+    if (!ok) printf("  %s\n", err);
+    check_true("HF export -> import: identical config and parameters",
+               ok && memcmp(&r.config, &m->config, sizeof(T5Config)) == 0 &&
+               memcmp(r.params_memory, m->params_memory, m->layout.total * sizeof(float)) == 0);
+    if (ok) t5_free(&r);
+    snprintf(path, sizeof(path), "%s/model.ckpt", tmpdir);
+    ok = t5_save_checkpoint(m, path, err, sizeof(err)) == 0 && t5_build_from_checkpoint(&r, path, err, sizeof(err)) == 0;
+    if (!ok) printf("  %s\n", err);
+    check_true("checkpoint save -> load: identical config and parameters",
+               ok && memcmp(&r.config, &m->config, sizeof(T5Config)) == 0 &&
+               memcmp(r.params_memory, m->params_memory, m->layout.total * sizeof(float)) == 0 && r.step == m->step);
+    if (ok) t5_free(&r);
+}
+
+static void test_fixture(const char* dir, const char* tmpdir) {
+    printf("\n=== fixture %s\n", dir);
+    Fixture f;
+    char err[1024];
+    snprintf(f.path, sizeof(f.path), "%s/fixture.safetensors", dir);
+    if (st_open(&f.st, f.path, err, sizeof(err))) { printf("error: %s (run `make fixtures`)\n", err); exit(EXIT_FAILURE); }
+    T5 m = load_fixture_model(dir);
+    FxBatch x = fx_batch(&f, &m.config);
+    test_forward_backward(&f, &m, &x);
+    test_buckets(&f, &m.config);
+    test_schedules(&f);
+    test_adamw_trajectory(&f, dir, &x);
+    test_load_variants(dir, &m);
+    test_round_trips(&m, tmpdir);
+    fx_batch_free(&x);
+    t5_free(&m);
+    st_close(&f.st);
+}
+
+// ----------------------------------------------------------------------------
+// checks that need no fixture
+
+static T5Config tiny_config(int tied, T5Act act, int gated) {
+    return (T5Config){ .vocab_size = 20, .d_model = 8, .d_kv = 4, .num_heads = 2, .d_ff = 12, .num_layers = 2,
+                       .num_decoder_layers = 2, .num_buckets = 8, .max_distance = 16, .eps = 1e-6f, .dropout = 0.1f,
+                       .act = act, .gated = gated, .tied = tied, .pad_id = 0, .eos_id = 1, .decoder_start_id = 0 };
+}
+
+// a fixed batch: B = 2, sources of 7 and 4 tokens, targets of 5 and 3
+static T5Batch tiny_batch(void) {
+    static int src[14] = { 3, 5, 7, 9, 11, 13, 1, 4, 6, 8, 1, 0, 0, 0 };
+    static int src_len[2] = { 7, 4 };
+    static int labels[10] = { 2, 4, 6, 8, 1, 10, 12, 1, -100, -100 };
+    static int dec_in[10] = { 0, 2, 4, 6, 8, 0, 10, 12, 1, 0 };
+    return (T5Batch){ 2, 7, 5, src, src_len, dec_in, labels };
+}
+
+static float loss_at(T5* m, const T5Batch* b) { return t5_forward(m, b, 1, 99); }
+
+// central differences in fp32 with h = 1e-2 on the largest-gradient entries of every tensor. Error
+// budget: truncation O(h²·f''') ~ 1e-4 relative; fp32 loss noise ~1e-6 / 2h = 5e-5 absolute. The
+// check uses dropout 0.1 with a fixed seed, so the dropout masks' backward is covered too.
+static void test_finite_differences(int tied, T5Act act, int gated, const char* label) {
+    T5 m;
+    T5Config c = tiny_config(tied, act, gated);
+    t5_build_from_config(&m, &c);
+    t5_init_random(&m, 5);
+    T5Batch b = tiny_batch();
+    loss_at(&m, &b);
+    t5_zero_grad(&m);
+    t5_backward(&m, &b, 1, 1.0f / (float)m.num_counted);
+    const float h = 1e-2f;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const T5Tensor* t = &m.layout.t[i];
+        if (!t->size) continue;
+        float* p = m.params_memory + t->offset;
+        float* g = m.grads_memory + t->offset; // entries are zeroed once checked, so each pick is new
+        double worst = 0.0;
+        for (int pick = 0; pick < 3; pick++) { // the 3 largest |gradient| entries not yet used
+            size_t best = 0; float bv = -1.0f;
+            for (size_t j = 0; j < t->size; j++) if (fabsf(g[j]) > bv) { bv = fabsf(g[j]); best = j; }
+            float saved = p[best];
+            p[best] = saved + h; float lp = loss_at(&m, &b);
+            p[best] = saved - h; float lm = loss_at(&m, &b);
+            p[best] = saved;
+            double fd = ((double)lp - lm) / (2.0 * h);
+            double e = fabs(fd - g[best]) / fmax(fabs(g[best]), 1e-3);
+            if (e > worst) worst = e;
+            g[best] = 0.0f;
+        }
+        char name[160];
+        snprintf(name, sizeof(name), "finite differences %s: %s", label, t->name);
+        int ok = worst < 2e-2;
+        printf("%-62s max rel err %.3e  tol 2e-02  %s\n", name, worst, ok ? "OK" : "FAIL");
+        verdict(ok, name);
+    }
+    t5_free(&m);
+}
+
+// micro-batches [0] + [1] with loss_scale 1/(all counted tokens) == the full batch
+static void test_grad_accumulation(void) {
+    T5 m;
+    T5Config c = tiny_config(0, ACT_GELU_TANH, 1);
+    c.dropout = 0.0f;
+    t5_build_from_config(&m, &c);
+    t5_init_random(&m, 11);
+    T5Batch full = tiny_batch();
+    t5_zero_grad(&m);
+    t5_forward(&m, &full, 1, 1);
+    int total = m.num_counted;
+    t5_backward(&m, &full, 1, 1.0f / (float)total);
+    float* want = (float*)mallocCheck(m.layout.total * sizeof(float));
+    memcpy(want, m.grads_memory, m.layout.total * sizeof(float));
+    t5_zero_grad(&m);
+    for (int i = 0; i < 2; i++) {
+        T5Batch one = { 1, full.Ts, full.Tt, full.src + i * full.Ts, full.src_len + i, full.dec_in + i * full.Tt, full.labels + i * full.Tt };
+        t5_forward(&m, &one, 1, 1);
+        t5_backward(&m, &one, 1, 1.0f / (float)total);
+    }
+    check_close("gradient accumulation (2 micro-batches == full batch)", m.grads_memory, want, m.layout.total, 1e-5f);
+    free(want);
+    t5_free(&m);
+}
+
+// dropout: masks differ by seed, the kept fraction is ~1-p, eval mode is deterministic
+static void test_dropout(void) {
+    size_t n = 200000, kept = 0;
+    for (size_t i = 0; i < n; i++) kept += dropout_keep(123, 7, i, 0.1f);
+    double frac = (double)kept / n; // binomial sd = sqrt(0.09/n) ≈ 6.7e-4: 5 sd = 3.4e-3
+    printf("%-62s %.4f (want 0.9 ± 0.0034)\n", "dropout keep fraction p=0.1", frac);
+    check_true("dropout keep fraction within 5 sd", fabs(frac - 0.9) < 3.4e-3);
+    T5 m;
+    T5Config c = tiny_config(0, ACT_GELU_TANH, 1);
+    t5_build_from_config(&m, &c);
+    t5_init_random(&m, 3);
+    T5Batch b = tiny_batch();
+    float e1 = t5_forward(&m, &b, 0, 1), e2 = t5_forward(&m, &b, 0, 2);
+    float t1 = t5_forward(&m, &b, 1, 1), t1b = t5_forward(&m, &b, 1, 1), t2 = t5_forward(&m, &b, 1, 2);
+    check_true("eval mode ignores the dropout seed", e1 == e2);
+    check_true("train mode: same seed same loss, other seed other loss", t1 == t1b && t1 != t2 && t1 != e1);
+    t5_free(&m);
+}
+
+// ----------------------------------------------------------------------------
+// bad input: every loader refuses with a message naming the file, never crashes
+
+static void write_bytes(const char* path, const void* data, size_t n) {
+    FILE* f = fopenCheck(path, "wb");
+    if (n) fwrite(data, 1, n, f);
+    fclose(f);
+}
+
+static void expect_error(const char* what, int rc, const char* err, const char* must_contain) {
+    int ok = rc != 0 && strstr(err, must_contain) != NULL;
+    printf("%-62s %s\n      -> %s\n", what, ok ? "OK" : "FAIL", rc ? err : "(accepted!)");
+    verdict(ok, what);
+}
+
+static void test_bad_config(const char* tmp) {
+    const char* cases[][3] = {
+        { "config.json missing d_model", "{\"vocab_size\": 32, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 8, \"num_layers\": 1}", "missing field 'd_model'" },
+        { "config.json d_model not a number", "{\"vocab_size\": 32, \"d_model\": \"8\", \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 8, \"num_layers\": 1}", "must be an integer" },
+        { "config.json num_heads = 0", "{\"vocab_size\": 32, \"d_model\": 8, \"d_kv\": 4, \"num_heads\": 0, \"d_ff\": 8, \"num_layers\": 1}", "num_heads" },
+        { "config.json fractional d_ff", "{\"vocab_size\": 32, \"d_model\": 8, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 8.5, \"num_layers\": 1}", "must be an integer" },
+        { "config.json unknown activation", "{\"vocab_size\": 32, \"d_model\": 8, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 8, \"num_layers\": 1, \"feed_forward_proj\": \"swish\"}", "unsupported feed_forward_proj" },
+        { "config.json wrong model_type", "{\"model_type\": \"bert\", \"vocab_size\": 32, \"d_model\": 8, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 8, \"num_layers\": 1}", "model_type" },
+        { "config.json not JSON", "{\"vocab_size\": 32,, }", "config.json" },
+        { "config.json empty", "", "config.json" },
+    };
+    char path[600], err[1024];
+    snprintf(path, sizeof(path), "%s/config.json", tmp);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        write_bytes(path, cases[i][1], strlen(cases[i][1]));
+        T5Config c;
+        err[0] = 0;
+        int rc = t5_config_read(path, &c, err, sizeof(err));
+        expect_error(cases[i][0], rc, err, cases[i][2]);
+        if (rc == 0 || strstr(err, path) == NULL) { check_true("  ... and the message names the file", 0); }
+    }
+}
+
+// an HF directory whose safetensors lacks a tensor, or has one with the wrong shape
+static void test_bad_weights(const char* tmp) {
+    char dir[600], path[700], err[1024];
+    snprintf(dir, sizeof(dir), "%s/badmodel", tmp);
+    T5Config c = tiny_config(1, ACT_RELU, 0);
+    T5 m;
+    t5_build_from_config(&m, &c);
+    t5_init_random(&m, 1);
+    if (t5_save_hf_dir(dir, &c, m.params_memory, err, sizeof(err))) { printf("%s\n", err); exit(EXIT_FAILURE); }
+    float* p;
+    T5Config got;
+    // wrong shape: the config claims a wider d_ff than the weights have
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    T5Config wider = c; wider.d_ff = 16;
+    t5_config_write(path, &wider, err, sizeof(err));
+    int rc = t5_load_hf_dir(dir, &got, &p, err, sizeof(err));
+    expect_error("safetensors tensor with the wrong shape", rc, err, "has shape");
+    // missing tensor: the config claims a gated FFN (needs wi_0, wi_1)
+    T5Config gated = c; gated.gated = 1; gated.act = ACT_GELU_TANH;
+    t5_config_write(path, &gated, err, sizeof(err));
+    rc = t5_load_hf_dir(dir, &got, &p, err, sizeof(err));
+    expect_error("safetensors missing a tensor", rc, err, "missing tensor");
+    // truncated weights file
+    t5_config_write(path, &c, err, sizeof(err));
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    if (truncate(path, 100) != 0) perror("truncate");
+    rc = t5_load_hf_dir(dir, &got, &p, err, sizeof(err));
+    expect_error("truncated model.safetensors", rc, err, "model.safetensors");
+    unlink(path);
+    rc = t5_load_hf_dir(dir, &got, &p, err, sizeof(err));
+    expect_error("model directory without weights", rc, err, dir);
+    t5_free(&m);
+}
+
+static void test_bad_checkpoint(const char* tmp) {
+    char path[600], err[1024];
+    snprintf(path, sizeof(path), "%s/bad.ckpt", tmp);
+    T5Config c = tiny_config(0, ACT_GELU_TANH, 1);
+    T5 m, r;
+    t5_build_from_config(&m, &c);
+    t5_init_random(&m, 2);
+    t5_save_checkpoint(&m, path, err, sizeof(err));
+    FILE* f = fopenCheck(path, "r+b");
+    int64_t magic = 0x1234;
+    fwrite(&magic, 8, 1, f); fclose(f);
+    expect_error("checkpoint with the wrong magic", t5_build_from_checkpoint(&r, path, err, sizeof(err)), err, "bad magic");
+    t5_save_checkpoint(&m, path, err, sizeof(err));
+    f = fopenCheck(path, "r+b");
+    int64_t hdr[2] = { CKPT_MAGIC, 99 };
+    fwrite(hdr, 8, 2, f); fclose(f);
+    expect_error("checkpoint with an unknown version", t5_build_from_checkpoint(&r, path, err, sizeof(err)), err, "version");
+    t5_save_checkpoint(&m, path, err, sizeof(err));
+    if (truncate(path, 512 + 40) != 0) perror("truncate");
+    expect_error("truncated checkpoint", t5_build_from_checkpoint(&r, path, err, sizeof(err)), err, "file size");
+    t5_save_checkpoint(&m, path, err, sizeof(err));
+    f = fopenCheck(path, "r+b");
+    fseek(f, 8 * 6, SEEK_SET); int64_t dm = 9; fwrite(&dm, 8, 1, f); fclose(f); // d_model 8 → 9
+    expect_error("checkpoint whose config disagrees with its size", t5_build_from_checkpoint(&r, path, err, sizeof(err)), err, "parameter count");
+    write_bytes(path, "short", 5);
+    expect_error("checkpoint shorter than its header", t5_build_from_checkpoint(&r, path, err, sizeof(err)), err, "too short");
+    t5_free(&m);
+}
+
+static void test_bad_examples(const char* tmp) {
+    char path[600], err[1024];
+    snprintf(path, sizeof(path), "%s/ex.bin", tmp);
+    uint32_t s0[3] = { 5, 6, 1 }, t0[2] = { 7, 1 }, s1[2] = { 50, 1 }, t1[1] = { 1 };
+    const uint32_t* src[2] = { s0, s1 };
+    const uint32_t* tgt[2] = { t0, t1 };
+    int32_t ls[2] = { 3, 2 }, lt[2] = { 2, 1 };
+    ExampleFile e;
+    int rc = examples_write(path, 2, src, ls, tgt, lt, err, sizeof(err)) || examples_open(&e, path, err, sizeof(err));
+    check_true("example file write -> read", rc == 0 && e.n == 2 && examples_tgt(&e, 1)[0] == 1 && examples_src(&e, 1)[0] == 50);
+    if (rc == 0) {
+        expect_error("example token id outside the vocabulary", examples_check_vocab(&e, 32, path, err, sizeof(err)), err, "outside the model's vocabulary");
+        examples_free(&e);
+    }
+    if (truncate(path, 256 + 16 + 12) != 0) perror("truncate");
+    expect_error("truncated example file", examples_open(&e, path, err, sizeof(err)), err, "file size");
+    examples_write(path, 2, src, ls, tgt, lt, err, sizeof(err));
+    FILE* f = fopenCheck(path, "r+b");
+    fseek(f, 256, SEEK_SET); int32_t zero = 0; fwrite(&zero, 4, 1, f); fclose(f);
+    expect_error("example with length 0", examples_open(&e, path, err, sizeof(err)), err, "length");
+    write_bytes(path, "not an example file at all, but long enough? no", 47);
+    expect_error("example file too short / bad header", examples_open(&e, path, err, sizeof(err)), err, path);
+    // a batch with an id outside the vocabulary is refused before any compute
+    T5 m;
+    T5Config c = tiny_config(0, ACT_GELU_TANH, 1);
+    t5_build_from_config(&m, &c);
+    T5Batch b = tiny_batch();
+    int saved = b.src[2];
+    b.src[2] = 20; // vocab is 20
+    const char* bad = t5_check_batch(&m, &b);
+    expect_error("batch token id outside the vocabulary", bad != NULL, bad ? bad : "", "outside the vocabulary");
+    b.src[2] = saved;
+    b.labels[3] = -5;
+    bad = t5_check_batch(&m, &b);
+    expect_error("batch label id negative (not -100)", bad != NULL, bad ? bad : "", "label id");
+    b.labels[3] = 8;
+    t5_free(&m);
+}
+
+int main(int argc, char** argv) {
+    const char* fixtures[] = { "dev/fixtures/flan_gated", "dev/fixtures/t5_relu_tied", "dev/fixtures/odd_shapes", "dev/fixtures/gelu_untied" };
+    char tmp[] = "/tmp/test_t5_XXXXXX";
+    if (!mkdtemp(tmp)) { perror("mkdtemp"); return EXIT_FAILURE; }
+    int only_fast = argc > 1 && strcmp(argv[1], "--no-fixtures") == 0;
+    if (!only_fast) for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_fixture(fixtures[i], tmp);
+    printf("\n=== checks without fixtures\n");
+    test_finite_differences(0, ACT_GELU_TANH, 1, "flan");
+    test_finite_differences(1, ACT_GELU, 0, "tied");
+    test_grad_accumulation();
+    test_dropout();
+    printf("\n=== bad input\n");
+    test_bad_config(tmp);
+    test_bad_weights(tmp);
+    test_bad_checkpoint(tmp);
+    test_bad_examples(tmp);
+    char cmd[700];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
+    if (system(cmd) != 0) printf("warning: could not remove %s\n", tmp);
+    printf("\n%d passed, %d failed\n", g_pass, g_fail);
+    return g_fail ? EXIT_FAILURE : EXIT_SUCCESS;
+}

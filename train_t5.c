@@ -1,0 +1,1345 @@
+// train_t5.c — the CPU reference trainer for T5 / FLAN-T5: fp32, plain C + OpenMP.
+// Reads top to bottom: model state → layer forward/backward → model forward/backward →
+// optimizer → data → checkpoints → command line. test_t5.c includes this file with TESTING
+// defined to reach its internals.
+//
+// Gradient rule (the whole file): parameter gradients accumulate (+=); activation gradients are
+// written (=), except the residual streams and the encoder output (read by every decoder block's
+// cross-attention), which accumulate.
+#include <stdio.h>      // defines: printf, fprintf, FILE
+#include <stdlib.h>     // defines: malloc, free, strtol, strtod
+#include <stdint.h>     // defines: uint32_t, uint64_t, int32_t
+#include <string.h>     // defines: memset, memcpy, strcmp
+#include <math.h>       // defines: expf, logf, tanhf, erff, sqrtf
+#include <time.h>       // defines: clock_gettime
+#include <sys/stat.h>   // defines: stat, S_ISDIR
+#ifdef _OPENMP
+#include <omp.h>        // defines: omp_get_max_threads
+#endif
+#include "llmc/utils.h"       // defines: fopenCheck, mallocCheck, callocCheck
+#include "llmc/t5.h"          // defines: T5Config, T5Params, T5Layout, t5_layout, t5_point_params, presets
+#include "llmc/gemm.h"        // defines: gemm, GemmWorkspace
+#include "llmc/rng.h"         // defines: Rng, rng_next, rng_normal, dropout_keep
+#include "llmc/hf.h"          // defines: t5_load_hf_dir, t5_save_hf_dir (config.json + safetensors)
+#include "llmc/checkpoint.h"  // defines: ckpt_save, ckpt_load (native format)
+#include "llmc/examples.h"    // defines: ExampleFile, examples_open (pre-tokenized example file)
+#include "llmc/schedule.h"    // defines: LrSchedule, lr_multiplier
+
+#define IGNORE_INDEX (-100)
+
+// ----------------------------------------------------------------------------
+// a batch: B examples, sources padded to Ts, targets padded to Tt
+
+typedef struct {
+    int B, Ts, Tt;
+    int* src;      // (B, Ts) encoder input ids, pad_id after src_len[b]
+    int* src_len;  // (B)     real source tokens (≥ 1): keys at j ≥ src_len[b] are masked
+    int* dec_in;   // (B, Tt) decoder input ids = labels shifted right, start token first, -100 → pad
+    int* labels;   // (B, Tt) target ids, IGNORE_INDEX on padding
+} T5Batch;
+
+// ----------------------------------------------------------------------------
+// activations, sized for the largest batch the model was built for
+
+typedef struct {
+    // encoder, Ne = B*Ts tokens
+    float* e_res;    // (Le+1, Ne, C)  residual stream entering each block; [Le] enters the final norm
+    float* e_mid;    // (Le, Ne, C)    residual after self-attention, entering the FFN sublayer
+    float* e_ln1;    // (Le, Ne, C)    normed input of self-attention
+    float* e_rstd1;  // (Le, Ne)       1/rms of it
+    float* e_qkv;    // (Le, 3, Ne, HD) q, k, v projections
+    float* e_att;    // (Le, B, H, Ts, Ts) softmax probabilities (before dropout)
+    float* e_ctx;    // (Le, Ne, HD)   attention output before the o projection (after dropout)
+    float* e_ln2;    // (Le, Ne, C)
+    float* e_rstd2;  // (Le, Ne)
+    float* e_h0;     // (Le, Ne, F)    wi_0 x (or wi x): activation input
+    float* e_h1;     // (Le, Ne, F)    wi_1 x (gated only)
+    float* e_ff;     // (Le, Ne, F)    act(h0) [* h1], after dropout: the input of wo
+    float* e_rstdf;  // (Ne)           final norm
+    float* e_out;    // (Ne, C)        encoder output (after final norm and dropout)
+    // decoder, Nd = B*Tt tokens
+    float* d_res;    // (Ld+1, Nd, C)
+    float* d_mid1;   // (Ld, Nd, C)    after self-attention
+    float* d_mid2;   // (Ld, Nd, C)    after cross-attention
+    float* d_ln1;    // (Ld, Nd, C)
+    float* d_rstd1;  // (Ld, Nd)
+    float* d_qkv;    // (Ld, 3, Nd, HD)
+    float* d_att;    // (Ld, B, H, Tt, Tt)
+    float* d_ctx;    // (Ld, Nd, HD)
+    float* d_ln2;    // (Ld, Nd, C)
+    float* d_rstd2;  // (Ld, Nd)
+    float* d_cq;     // (Ld, Nd, HD)   cross-attention query
+    float* d_ckv;    // (Ld, 2, Ne, HD) cross-attention keys, values (from the encoder output)
+    float* d_catt;   // (Ld, B, H, Tt, Ts)
+    float* d_cctx;   // (Ld, Nd, HD)
+    float* d_ln3;    // (Ld, Nd, C)
+    float* d_rstd3;  // (Ld, Nd)
+    float* d_h0;     // (Ld, Nd, F)
+    float* d_h1;     // (Ld, Nd, F)
+    float* d_ff;     // (Ld, Nd, F)
+    float* d_rstdf;  // (Nd)
+    float* d_out;    // (Nd, C)        decoder output fed to the head (after dropout, * C^-0.5 if tied)
+    float* logits;   // (Nd, V)        becomes dlogits in the backward pass
+    float* losses;   // (Nd)           per-token loss (0 on ignored tokens)
+    // backward scratch
+    float* g_res;    // (max(Ne,Nd), C) gradient of the residual stream
+    float* g_x;      // (max(Ne,Nd), C) gradient of a normed sublayer input
+    float* g_qkv;    // (3, max(Ne,Nd), HD)
+    float* g_ctx;    // (max(Ne,Nd), HD)
+    float* g_att;    // (B, H, max T, max T) gradient of the attention scores
+    float* g_h0;     // (max(Ne,Nd), F)
+    float* g_h1;     // (max(Ne,Nd), F)
+    float* g_ff;     // (max(Ne,Nd), F)
+    float* g_enc;    // (Ne, C)        gradient of the encoder output, accumulated over decoder blocks
+    float* g_ckv;    // (2, Ne, HD)
+} T5Acts;
+
+typedef struct {
+    T5Config config;
+    T5Layout layout;
+    T5Params params;       // pointers into params_memory
+    float* params_memory;  // (layout.total)
+    T5Params grads;
+    float* grads_memory;
+    float* m_memory;       // AdamW first moment, lazily allocated
+    float* v_memory;       // AdamW second moment
+    long long step;        // optimizer updates done
+    T5Acts acts;
+    int max_B, max_Ts, max_Tt; // sizes the activations were allocated for (0: not yet)
+    int B, Ts, Tt;         // sizes of the last forward pass
+    float mean_loss;       // of the last forward pass
+    int num_counted;       // label tokens counted in the last forward pass
+    uint64_t dropout_seed; // mask seed of the current forward/backward pair
+    GemmWorkspace gemm_ws;
+} T5;
+
+static size_t t5_num_params(const T5* m) { return m->layout.total; }
+
+// allocate the parameter (and gradient) buffers for model->config
+static void t5_alloc_params(T5* m) {
+    t5_layout(&m->config, &m->layout);
+    m->params_memory = (float*)callocCheck(m->layout.total, sizeof(float));
+    m->grads_memory = (float*)callocCheck(m->layout.total, sizeof(float));
+    t5_point_params(&m->params, m->params_memory, &m->layout);
+    t5_point_params(&m->grads, m->grads_memory, &m->layout);
+}
+
+// T5's own initialisation (transformers T5PreTrainedModel._init_weights, factor 1.0):
+//   shared, untied lm_head ~ N(0, 1)  ·  q ~ N(0, (C·D)^-0.5)
+//   k, v ~ N(0, C^-0.5)  ·  o ~ N(0, (H·D)^-0.5)  ·  wi ~ N(0, C^-0.5)  ·  wo ~ N(0, F^-0.5)
+//   relative_attention_bias ~ N(0, C^-0.5)  ·  RMSNorm weights = 1
+static float t5_init_std(const T5Config* c, int i) {
+    float C = (float)c->d_model, D = (float)c->d_kv, HD = (float)(c->num_heads * c->d_kv), F = (float)c->d_ff;
+    switch (i) {
+        case P_SHARED: case P_LM_HEAD: return 1.0f;
+        case P_ENC_Q: case P_DEC_Q: case P_DEC_CQ: return 1.0f / sqrtf(C * D);
+        case P_ENC_O: case P_DEC_O: case P_DEC_CO: return 1.0f / sqrtf(HD);
+        case P_ENC_WO: case P_DEC_WO: return 1.0f / sqrtf(F);
+        default: return 1.0f / sqrtf(C); // k, v, wi, relative bias
+    }
+}
+
+static void t5_init_random(T5* m, uint64_t seed) {
+    Rng rng;
+    rng_init(&rng, seed);
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const T5Tensor* t = &m->layout.t[i];
+        float* p = m->params_memory + t->offset;
+        if (t5_is_norm(i)) { for (size_t j = 0; j < t->size; j++) p[j] = 1.0f; continue; }
+        float std = t5_init_std(&m->config, i);
+        for (size_t j = 0; j < t->size; j++) p[j] = std * rng_normal(&rng);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// activations
+
+static void t5_alloc_acts(T5* m, int B, int Ts, int Tt) {
+    const T5Config* c = &m->config;
+    size_t C = c->d_model, HD = (size_t)c->num_heads * c->d_kv, F = c->d_ff, H = c->num_heads, V = c->vocab_size;
+    size_t Le = c->num_layers, Ld = c->num_decoder_layers;
+    size_t Ne = (size_t)B * Ts, Nd = (size_t)B * Tt, Nm = Ne > Nd ? Ne : Nd, Tm = Ts > Tt ? Ts : Tt;
+    size_t Ff = c->gated ? F : 0; // wi_1 only exists in the gated FFN
+    T5Acts* a = &m->acts;
+    struct { float** p; size_t n; } plan[] = {
+        {&a->e_res, (Le + 1) * Ne * C}, {&a->e_mid, Le * Ne * C}, {&a->e_ln1, Le * Ne * C}, {&a->e_rstd1, Le * Ne},
+        {&a->e_qkv, Le * 3 * Ne * HD}, {&a->e_att, Le * B * H * Ts * Ts}, {&a->e_ctx, Le * Ne * HD},
+        {&a->e_ln2, Le * Ne * C}, {&a->e_rstd2, Le * Ne}, {&a->e_h0, Le * Ne * F}, {&a->e_h1, Le * Ne * Ff},
+        {&a->e_ff, Le * Ne * F}, {&a->e_rstdf, Ne}, {&a->e_out, Ne * C},
+        {&a->d_res, (Ld + 1) * Nd * C}, {&a->d_mid1, Ld * Nd * C}, {&a->d_mid2, Ld * Nd * C},
+        {&a->d_ln1, Ld * Nd * C}, {&a->d_rstd1, Ld * Nd}, {&a->d_qkv, Ld * 3 * Nd * HD},
+        {&a->d_att, Ld * B * H * Tt * Tt}, {&a->d_ctx, Ld * Nd * HD}, {&a->d_ln2, Ld * Nd * C},
+        {&a->d_rstd2, Ld * Nd}, {&a->d_cq, Ld * Nd * HD}, {&a->d_ckv, Ld * 2 * Ne * HD},
+        {&a->d_catt, Ld * B * H * Tt * Ts}, {&a->d_cctx, Ld * Nd * HD}, {&a->d_ln3, Ld * Nd * C},
+        {&a->d_rstd3, Ld * Nd}, {&a->d_h0, Ld * Nd * F}, {&a->d_h1, Ld * Nd * Ff}, {&a->d_ff, Ld * Nd * F},
+        {&a->d_rstdf, Nd}, {&a->d_out, Nd * C}, {&a->logits, Nd * V}, {&a->losses, Nd},
+        {&a->g_res, Nm * C}, {&a->g_x, Nm * C}, {&a->g_qkv, 3 * Nm * HD}, {&a->g_ctx, Nm * HD},
+        {&a->g_att, B * H * Tm * Tm}, {&a->g_h0, Nm * F}, {&a->g_h1, Nm * Ff}, {&a->g_ff, Nm * F},
+        {&a->g_enc, Ne * C}, {&a->g_ckv, 2 * Ne * HD},
+    };
+    for (size_t i = 0; i < sizeof(plan) / sizeof(plan[0]); i++) {
+        free(*plan[i].p);
+        *plan[i].p = (float*)mallocCheck(plan[i].n * sizeof(float));
+    }
+    m->max_B = B; m->max_Ts = Ts; m->max_Tt = Tt;
+}
+
+static void t5_free_acts(T5Acts* a) {
+    float** p = (float**)a;
+    for (size_t i = 0; i < sizeof(T5Acts) / sizeof(float*); i++) { free(p[i]); p[i] = NULL; }
+}
+
+static void t5_free(T5* m) {
+    free(m->params_memory); free(m->grads_memory); free(m->m_memory); free(m->v_memory);
+    t5_free_acts(&m->acts);
+    gemm_workspace_free(&m->gemm_ws);
+    memset(m, 0, sizeof(*m));
+}
+
+// ----------------------------------------------------------------------------
+// layers: forward and backward. N = tokens, C = d_model, HD = heads·d_kv, F = d_ff
+
+// dropout site ids: (stack, block, kind) → one 32-bit id, so every mask in a step is distinct
+enum { DROP_EMBED, DROP_ATT, DROP_ATT_RES, DROP_CROSS, DROP_CROSS_RES, DROP_FF, DROP_FF_RES, DROP_FINAL };
+static inline uint32_t drop_site(int decoder, int layer, int kind) {
+    return ((uint32_t)decoder << 20) | ((uint32_t)layer << 4) | (uint32_t)kind;
+}
+
+typedef struct { float p; uint64_t seed; } Dropout; // p = 0: identity
+
+// out = x * keep / (1-p)   (in place allowed)
+static void dropout_apply(float* out, const float* x, size_t n, Dropout d, uint32_t site) {
+    if (d.p == 0.0f) { if (out != x) memcpy(out, x, n * sizeof(float)); return; }
+    float scale = 1.0f / (1.0f - d.p);
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = dropout_keep(d.seed, site, i, d.p) ? x[i] * scale : 0.0f;
+}
+
+// residual add: res_out = res_in + dropout(sub)   (sub and res_out may alias)
+static void residual_forward(float* res_out, const float* res_in, const float* sub, size_t n, Dropout d, uint32_t site) {
+    float scale = d.p == 0.0f ? 1.0f : 1.0f / (1.0f - d.p);
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        int keep = d.p == 0.0f || dropout_keep(d.seed, site, i, d.p);
+        res_out[i] = res_in[i] + (keep ? sub[i] * scale : 0.0f);
+    }
+}
+
+// embedding: out (N, C) = dropout(wte[ids])
+static void embedding_forward(float* out, const int* ids, const float* wte, int N, int C, Dropout d, uint32_t site) {
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++) memcpy(out + (size_t)t * C, wte + (size_t)ids[t] * C, (size_t)C * sizeof(float));
+    dropout_apply(out, out, (size_t)N * C, d, site);
+}
+
+// dwte[ids[t]] += dropout'(dout[t]); tokens in order, so the sum order is fixed (deterministic)
+static void embedding_backward(float* dwte, const int* ids, const float* dout, int N, int C, Dropout d, uint32_t site) {
+    float scale = d.p == 0.0f ? 1.0f : 1.0f / (1.0f - d.p);
+    #pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        for (int t = 0; t < N; t++) {
+            size_t i = (size_t)t * C + c;
+            if (d.p == 0.0f || dropout_keep(d.seed, site, i, d.p)) dwte[(size_t)ids[t] * C + c] += dout[i] * scale;
+        }
+    }
+}
+
+// T5 RMSNorm (no mean, no bias):  out = w · x / sqrt(mean(x²) + eps)
+static void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* w, int N, int C, float eps) {
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++) {
+        const float* x = inp + (size_t)t * C;
+        float ss = 0.0f;
+        for (int c = 0; c < C; c++) ss += x[c] * x[c];
+        float r = 1.0f / sqrtf(ss / C + eps);
+        float* o = out + (size_t)t * C;
+        for (int c = 0; c < C; c++) o[c] = w[c] * (x[c] * r);
+        rstd[t] = r;
+    }
+}
+
+// with g = w·dout:  dx += r·g − x·r³·mean(g·x)    dw += dout·x·r
+static void rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w,
+                             const float* rstd, int N, int C) {
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++) {
+        const float* x = inp + (size_t)t * C;
+        const float* dy = dout + (size_t)t * C;
+        float r = rstd[t], dot = 0.0f;
+        for (int c = 0; c < C; c++) dot += w[c] * dy[c] * x[c];
+        float k = r * r * r * dot / C;
+        float* dx = dinp + (size_t)t * C;
+        for (int c = 0; c < C; c++) dx[c] += r * w[c] * dy[c] - k * x[c];
+    }
+    // weight gradient: columns in parallel, tokens in order (deterministic)
+    #pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        float s = 0.0f;
+        for (int t = 0; t < N; t++) s += dout[(size_t)t * C + c] * inp[(size_t)t * C + c] * rstd[t];
+        dw[c] += s;
+    }
+}
+
+// Linear without bias (PyTorch layout W (OC, IC)):  out (N, OC) = inp (N, IC) · Wᵀ
+static void matmul_forward(GemmWorkspace* ws, float* out, const float* inp, const float* w, int N, int IC, int OC) {
+    gemm(ws, N, OC, IC, inp, (size_t)IC, 0, w, (size_t)IC, 1, out, (size_t)OC, 0);
+}
+
+// dinp (N, IC) = dout · W  (+= when accumulate; skipped when dinp is NULL)    dW (OC, IC) += doutᵀ · inp
+static void matmul_backward(GemmWorkspace* ws, float* dinp, float* dw, const float* dout, const float* inp,
+                            const float* w, int N, int IC, int OC, int accumulate) {
+    if (dinp) gemm(ws, N, IC, OC, dout, (size_t)OC, 0, w, (size_t)IC, 0, dinp, (size_t)IC, accumulate);
+    gemm(ws, OC, IC, N, dout, (size_t)OC, 1, inp, (size_t)IC, 0, dw, (size_t)IC, 1);
+}
+
+// activations: relu, gelu (erf), gelu_new (tanh approximation, T5 v1.1 / FLAN)
+#define GELU_K 0.7978845608028654f  // sqrt(2/π)
+static inline float act_value(T5Act a, float x) {
+    switch (a) {
+        case ACT_RELU: return x > 0.0f ? x : 0.0f;
+        case ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+        default: return 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+    }
+}
+static inline float act_grad(T5Act a, float x) {
+    switch (a) {
+        case ACT_RELU: return x > 0.0f ? 1.0f : 0.0f;
+        case ACT_GELU: return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * 0.3989422804014327f * expf(-0.5f * x * x);
+        default: {
+            float t = tanhf(GELU_K * (x + 0.044715f * x * x * x));
+            return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+        }
+    }
+}
+
+// FFN middle:  out = dropout(act(h0) · h1)   (gated)   or   dropout(act(h0))   (h1 = NULL)
+static void ffn_act_forward(float* out, const float* h0, const float* h1, size_t n, T5Act a, Dropout d, uint32_t site) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = act_value(a, h0[i]) * (h1 ? h1[i] : 1.0f);
+    dropout_apply(out, out, n, d, site);
+}
+
+// dh0 = dropout'(dout) · h1 · act'(h0)      dh1 = dropout'(dout) · act(h0)
+static void ffn_act_backward(float* dh0, float* dh1, const float* dout, const float* h0, const float* h1,
+                             size_t n, T5Act a, Dropout d, uint32_t site) {
+    float scale = d.p == 0.0f ? 1.0f : 1.0f / (1.0f - d.p);
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float g = (d.p == 0.0f || dropout_keep(d.seed, site, i, d.p)) ? dout[i] * scale : 0.0f;
+        dh0[i] = g * (h1 ? h1[i] : 1.0f) * act_grad(a, h0[i]);
+        if (h1) dh1[i] = g * act_value(a, h0[i]);
+    }
+}
+
+// attention with T5's relative position bias and masks
+typedef struct {
+    int B, Tq, Tk, H, D;
+    const int* key_len;  // (B): keys j ≥ key_len[b] masked (padding), or NULL
+    int causal;          // keys j > i masked
+    const float* relb;   // (NB, H) relative bias table, or NULL (cross-attention has none)
+    const int* buckets;  // (Tq+Tk-1): bucket of rel = j - i at index j - i + Tq - 1
+    Dropout drop;        // on the probabilities
+    uint32_t site;
+} AttnSpec;
+
+static inline int attn_keys(const AttnSpec* s, int b, int i) {
+    int n = s->key_len ? s->key_len[b] : s->Tk;
+    if (s->causal && i + 1 < n) n = i + 1;
+    return n;
+}
+
+// out (B, Tq, H·D) = dropout(softmax(q·kᵀ + bias + mask)) · v   — T5: no 1/sqrt(D) scale.
+// q (B, Tq, H·D), k/v (B, Tk, H·D); att (B, H, Tq, Tk) keeps the probabilities (0 where masked).
+static void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const AttnSpec* s) {
+    int B = s->B, Tq = s->Tq, Tk = s->Tk, H = s->H, D = s->D, HD = H * D;
+    float scale = s->drop.p == 0.0f ? 1.0f : 1.0f / (1.0f - s->drop.p);
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < H; h++) {
+            for (int i = 0; i < Tq; i++) {
+                const float* qi = q + ((size_t)b * Tq + i) * HD + h * D;
+                float* p = att + (((size_t)b * H + h) * Tq + i) * Tk;
+                int n = attn_keys(s, b, i);
+                float maxv = -INFINITY;
+                for (int j = 0; j < n; j++) {
+                    const float* kj = k + ((size_t)b * Tk + j) * HD + h * D;
+                    float dot = 0.0f;
+                    for (int d = 0; d < D; d++) dot += qi[d] * kj[d];
+                    if (s->relb) dot += s->relb[s->buckets[j - i + Tq - 1] * H + h];
+                    p[j] = dot;
+                    if (dot > maxv) maxv = dot;
+                }
+                float sum = 0.0f;
+                for (int j = 0; j < n; j++) { p[j] = expf(p[j] - maxv); sum += p[j]; }
+                float inv = 1.0f / sum;
+                for (int j = 0; j < n; j++) p[j] *= inv;
+                for (int j = n; j < Tk; j++) p[j] = 0.0f;
+                float* oi = out + ((size_t)b * Tq + i) * HD + h * D;
+                for (int d = 0; d < D; d++) oi[d] = 0.0f;
+                size_t base = (((size_t)b * H + h) * Tq + i) * Tk;
+                for (int j = 0; j < n; j++) {
+                    float pj = p[j];
+                    if (s->drop.p != 0.0f) pj = dropout_keep(s->drop.seed, s->site, base + j, s->drop.p) ? pj * scale : 0.0f;
+                    const float* vj = v + ((size_t)b * Tk + j) * HD + h * D;
+                    for (int d = 0; d < D; d++) oi[d] += pj * vj[d];
+                }
+            }
+        }
+    }
+}
+
+// Given dout (B, Tq, H·D): dq =, dk =, dv = (each (b, h) owns its slices, so no races);
+// dscore (B, H, Tq, Tk) is written for the bias gradient:  drelb[bucket(j-i), h] += Σ dscore.
+//   dp'_j = dout_i·v_j    dv_j += p'_j dout_i    dp_j = dropout'(dp'_j)
+//   ds_j = p_j (dp_j − Σ_k p_k dp_k)    dq_i = Σ_j ds_j k_j    dk_j += ds_j q_i
+static void attention_backward(float* dq, float* dk, float* dv, float* dscore, float* drelb, const float* dout,
+                               const float* q, const float* k, const float* v, const float* att, const AttnSpec* s) {
+    int B = s->B, Tq = s->Tq, Tk = s->Tk, H = s->H, D = s->D, HD = H * D;
+    float scale = s->drop.p == 0.0f ? 1.0f : 1.0f / (1.0f - s->drop.p);
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < H; h++) {
+            for (int j = 0; j < Tk; j++) {
+                memset(dk + ((size_t)b * Tk + j) * HD + h * D, 0, (size_t)D * sizeof(float));
+                memset(dv + ((size_t)b * Tk + j) * HD + h * D, 0, (size_t)D * sizeof(float));
+            }
+            for (int i = 0; i < Tq; i++) {
+                const float* p = att + (((size_t)b * H + h) * Tq + i) * Tk;
+                float* ds = dscore + (((size_t)b * H + h) * Tq + i) * Tk;
+                const float* go = dout + ((size_t)b * Tq + i) * HD + h * D;
+                const float* qi = q + ((size_t)b * Tq + i) * HD + h * D;
+                float* dqi = dq + ((size_t)b * Tq + i) * HD + h * D;
+                size_t base = (((size_t)b * H + h) * Tq + i) * Tk;
+                int n = attn_keys(s, b, i);
+                float dot_pdp = 0.0f;
+                for (int j = 0; j < n; j++) {
+                    const float* vj = v + ((size_t)b * Tk + j) * HD + h * D;
+                    float* dvj = dv + ((size_t)b * Tk + j) * HD + h * D;
+                    int keep = s->drop.p == 0.0f || dropout_keep(s->drop.seed, s->site, base + j, s->drop.p);
+                    float pj = keep ? p[j] * scale : 0.0f;
+                    float dpj = 0.0f;
+                    for (int d = 0; d < D; d++) { dpj += go[d] * vj[d]; dvj[d] += pj * go[d]; }
+                    ds[j] = keep ? dpj * scale : 0.0f; // dp_j for now
+                    dot_pdp += p[j] * ds[j];
+                }
+                for (int d = 0; d < D; d++) dqi[d] = 0.0f;
+                for (int j = 0; j < n; j++) {
+                    ds[j] = p[j] * (ds[j] - dot_pdp);
+                    const float* kj = k + ((size_t)b * Tk + j) * HD + h * D;
+                    float* dkj = dk + ((size_t)b * Tk + j) * HD + h * D;
+                    for (int d = 0; d < D; d++) { dqi[d] += ds[j] * kj[d]; dkj[d] += ds[j] * qi[d]; }
+                }
+                for (int j = n; j < Tk; j++) ds[j] = 0.0f;
+            }
+        }
+    }
+    if (!s->relb) return;
+    #pragma omp parallel for schedule(static)
+    for (int h = 0; h < H; h++)
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < Tq; i++) {
+                const float* ds = dscore + (((size_t)b * H + h) * Tq + i) * Tk;
+                int n = attn_keys(s, b, i);
+                for (int j = 0; j < n; j++) drelb[s->buckets[j - i + Tq - 1] * H + h] += ds[j];
+            }
+}
+
+// cross-entropy over the vocabulary, ignore index -100:  losses[t] = logsumexp(logits_t) − logits_t[y_t]
+// returns the number of counted tokens; loss_sum gets Σ losses
+static int crossentropy_forward(float* losses, double* loss_sum, const float* logits, const int* labels, int N, int V) {
+    double total = 0.0;
+    int count = 0;
+    #pragma omp parallel for schedule(static) reduction(+:total, count)
+    for (int t = 0; t < N; t++) {
+        if (labels[t] == IGNORE_INDEX) { losses[t] = 0.0f; continue; }
+        const float* x = logits + (size_t)t * V;
+        float maxv = -INFINITY;
+        for (int i = 0; i < V; i++) if (x[i] > maxv) maxv = x[i];
+        double sum = 0.0;
+        for (int i = 0; i < V; i++) sum += expf(x[i] - maxv);
+        losses[t] = (float)(log(sum) + maxv - x[labels[t]]);
+        total += losses[t];
+        count++;
+    }
+    *loss_sum = total;
+    return count;
+}
+
+// in place: logits → dlogits = (softmax − onehot(y)) · scale, 0 on ignored tokens
+static void crossentropy_backward(float* logits, const int* labels, int N, int V, float scale) {
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++) {
+        float* x = logits + (size_t)t * V;
+        if (labels[t] == IGNORE_INDEX) { memset(x, 0, (size_t)V * sizeof(float)); continue; }
+        float maxv = -INFINITY;
+        for (int i = 0; i < V; i++) if (x[i] > maxv) maxv = x[i];
+        double sum = 0.0;
+        for (int i = 0; i < V; i++) { x[i] = expf(x[i] - maxv); sum += x[i]; }
+        float inv = (float)(1.0 / sum);
+        for (int i = 0; i < V; i++) x[i] = x[i] * inv * scale;
+        x[labels[t]] -= scale;
+    }
+}
+
+// ----------------------------------------------------------------------------
+// sublayers: pre-norm residual blocks,  h_out = h_in + dropout(sublayer(rmsnorm(h_in)))
+
+typedef struct { const float *ln, *q, *k, *v, *o; } AttnWeights;   // one block's attention
+typedef struct { float *ln, *q, *k, *v, *o; } AttnGrads;
+typedef struct { const float *ln, *wi0, *wi1, *wo; } FfnWeights;   // wi1 NULL when not gated
+typedef struct { float *ln, *wi0, *wi1, *wo; } FfnGrads;
+
+// activations of one attention sublayer. Self-attention: kv_src = ln (N tokens);
+// cross-attention: kv_src = encoder output (Nkv = B·Ts tokens)
+typedef struct {
+    float *ln, *rstd;   // (N, C), (N)
+    float *q, *kv;      // (N, HD), (2, Nkv, HD)
+    float *att, *ctx;   // (B, H, Tq, Tk), (N, HD)
+    const float* kv_src; int Nkv;
+} AttnActs;
+
+typedef struct { float *ln, *rstd, *h0, *h1, *ff; } FfnActs; // (N,C), (N), (N,F) ×3
+
+static void attn_sublayer_forward(T5* m, float* res_out, const float* res_in, AttnActs a, AttnWeights w,
+                                  const AttnSpec* s, int N, Dropout d, uint32_t res_site) {
+    const T5Config* c = &m->config;
+    int C = c->d_model, HD = c->num_heads * c->d_kv;
+    rmsnorm_forward(a.ln, a.rstd, res_in, w.ln, N, C, c->eps);
+    const float* kv_src = a.kv_src ? a.kv_src : a.ln;
+    matmul_forward(&m->gemm_ws, a.q, a.ln, w.q, N, C, HD);
+    matmul_forward(&m->gemm_ws, a.kv, kv_src, w.k, a.Nkv, C, HD);
+    matmul_forward(&m->gemm_ws, a.kv + (size_t)a.Nkv * HD, kv_src, w.v, a.Nkv, C, HD);
+    attention_forward(a.ctx, a.att, a.q, a.kv, a.kv + (size_t)a.Nkv * HD, s);
+    matmul_forward(&m->gemm_ws, res_out, a.ctx, w.o, N, HD, C);
+    residual_forward(res_out, res_in, res_out, (size_t)N * C, d, res_site);
+}
+
+static void ffn_sublayer_forward(T5* m, float* res_out, const float* res_in, FfnActs a, FfnWeights w,
+                                 int N, Dropout d, uint32_t act_site, uint32_t res_site) {
+    const T5Config* c = &m->config;
+    int C = c->d_model, F = c->d_ff;
+    rmsnorm_forward(a.ln, a.rstd, res_in, w.ln, N, C, c->eps);
+    matmul_forward(&m->gemm_ws, a.h0, a.ln, w.wi0, N, C, F);
+    if (w.wi1) matmul_forward(&m->gemm_ws, a.h1, a.ln, w.wi1, N, C, F);
+    ffn_act_forward(a.ff, a.h0, w.wi1 ? a.h1 : NULL, (size_t)N * F, c->act, d, act_site);
+    matmul_forward(&m->gemm_ws, res_out, a.ff, w.wo, N, F, C);
+    residual_forward(res_out, res_in, res_out, (size_t)N * C, d, res_site);
+}
+
+// g_res: in = ∂L/∂res_out, out = ∂L/∂res_in. g_kv_src: where k/v gradients go for cross-attention
+// (the encoder output gradient, accumulated); NULL for self-attention (they join the ln gradient).
+static void attn_sublayer_backward(T5* m, float* g_res, const float* res_in, AttnActs a, AttnWeights w,
+                                   AttnGrads g, const AttnSpec* s, int N, Dropout d, uint32_t res_site,
+                                   float* drelb, float* g_kv_src) {
+    const T5Config* c = &m->config;
+    T5Acts* A = &m->acts;
+    int C = c->d_model, HD = c->num_heads * c->d_kv;
+    GemmWorkspace* ws = &m->gemm_ws;
+    const float* kv_src = a.kv_src ? a.kv_src : a.ln;
+    float* g_sub = A->g_x;
+    dropout_apply(g_sub, g_res, (size_t)N * C, d, res_site);
+    matmul_backward(ws, A->g_ctx, g.o, g_sub, a.ctx, w.o, N, HD, C, 0);
+    float* gq = A->g_qkv;
+    float* gk = a.kv_src ? A->g_ckv : A->g_qkv + (size_t)N * HD;
+    float* gv = gk + (size_t)a.Nkv * HD;
+    attention_backward(gq, gk, gv, A->g_att, drelb, A->g_ctx, a.q, a.kv, a.kv + (size_t)a.Nkv * HD, a.att, s);
+    float* g_kv_dst = g_kv_src ? g_kv_src : A->g_x;
+    matmul_backward(ws, A->g_x, g.q, gq, a.ln, w.q, N, C, HD, 0);
+    matmul_backward(ws, g_kv_dst, g.k, gk, kv_src, w.k, a.Nkv, C, HD, 1);
+    matmul_backward(ws, g_kv_dst, g.v, gv, kv_src, w.v, a.Nkv, C, HD, 1);
+    rmsnorm_backward(g_res, g.ln, A->g_x, res_in, w.ln, a.rstd, N, C);
+}
+
+static void ffn_sublayer_backward(T5* m, float* g_res, const float* res_in, FfnActs a, FfnWeights w, FfnGrads g,
+                                  int N, Dropout d, uint32_t act_site, uint32_t res_site) {
+    const T5Config* c = &m->config;
+    T5Acts* A = &m->acts;
+    int C = c->d_model, F = c->d_ff;
+    GemmWorkspace* ws = &m->gemm_ws;
+    dropout_apply(A->g_x, g_res, (size_t)N * C, d, res_site);
+    matmul_backward(ws, A->g_ff, g.wo, A->g_x, a.ff, w.wo, N, F, C, 0);
+    ffn_act_backward(A->g_h0, A->g_h1, A->g_ff, a.h0, w.wi1 ? a.h1 : NULL, (size_t)N * F, c->act, d, act_site);
+    matmul_backward(ws, A->g_x, g.wi0, A->g_h0, a.ln, w.wi0, N, C, F, 0);
+    if (w.wi1) matmul_backward(ws, A->g_x, g.wi1, A->g_h1, a.ln, w.wi1, N, C, F, 1);
+    rmsnorm_backward(g_res, g.ln, A->g_x, res_in, w.ln, a.rstd, N, C);
+}
+
+// ----------------------------------------------------------------------------
+// per-block views into the stacked parameters and activations
+
+#define AT(ptr, l, stride) ((ptr) ? (ptr) + (size_t)(l) * (stride) : NULL)
+
+static AttnWeights enc_attn_w(const T5Params* p, const T5Config* c, int l) {
+    size_t C = c->d_model, W = C * c->num_heads * c->d_kv;
+    return (AttnWeights){ AT(p->enc_ln1, l, C), AT(p->enc_q, l, W), AT(p->enc_k, l, W), AT(p->enc_v, l, W), AT(p->enc_o, l, W) };
+}
+static AttnGrads enc_attn_g(const T5Params* p, const T5Config* c, int l) {
+    AttnWeights w = enc_attn_w(p, c, l);
+    return (AttnGrads){ (float*)w.ln, (float*)w.q, (float*)w.k, (float*)w.v, (float*)w.o };
+}
+static AttnWeights dec_self_w(const T5Params* p, const T5Config* c, int l) {
+    size_t C = c->d_model, W = C * c->num_heads * c->d_kv;
+    return (AttnWeights){ AT(p->dec_ln1, l, C), AT(p->dec_q, l, W), AT(p->dec_k, l, W), AT(p->dec_v, l, W), AT(p->dec_o, l, W) };
+}
+static AttnGrads dec_self_g(const T5Params* p, const T5Config* c, int l) {
+    AttnWeights w = dec_self_w(p, c, l);
+    return (AttnGrads){ (float*)w.ln, (float*)w.q, (float*)w.k, (float*)w.v, (float*)w.o };
+}
+static AttnWeights dec_cross_w(const T5Params* p, const T5Config* c, int l) {
+    size_t C = c->d_model, W = C * c->num_heads * c->d_kv;
+    return (AttnWeights){ AT(p->dec_ln2, l, C), AT(p->dec_cq, l, W), AT(p->dec_ck, l, W), AT(p->dec_cv, l, W), AT(p->dec_co, l, W) };
+}
+static AttnGrads dec_cross_g(const T5Params* p, const T5Config* c, int l) {
+    AttnWeights w = dec_cross_w(p, c, l);
+    return (AttnGrads){ (float*)w.ln, (float*)w.q, (float*)w.k, (float*)w.v, (float*)w.o };
+}
+static FfnWeights enc_ffn_w(const T5Params* p, const T5Config* c, int l) {
+    size_t C = c->d_model, W = C * c->d_ff;
+    return (FfnWeights){ AT(p->enc_ln2, l, C), AT(p->enc_wi0, l, W), AT(p->enc_wi1, l, W), AT(p->enc_wo, l, W) };
+}
+static FfnGrads enc_ffn_g(const T5Params* p, const T5Config* c, int l) {
+    FfnWeights w = enc_ffn_w(p, c, l);
+    return (FfnGrads){ (float*)w.ln, (float*)w.wi0, (float*)w.wi1, (float*)w.wo };
+}
+static FfnWeights dec_ffn_w(const T5Params* p, const T5Config* c, int l) {
+    size_t C = c->d_model, W = C * c->d_ff;
+    return (FfnWeights){ AT(p->dec_ln3, l, C), AT(p->dec_wi0, l, W), AT(p->dec_wi1, l, W), AT(p->dec_wo, l, W) };
+}
+static FfnGrads dec_ffn_g(const T5Params* p, const T5Config* c, int l) {
+    FfnWeights w = dec_ffn_w(p, c, l);
+    return (FfnGrads){ (float*)w.ln, (float*)w.wi0, (float*)w.wi1, (float*)w.wo };
+}
+
+// views for block l at the current batch sizes (layer strides use the current N, which fits the buffers)
+static AttnActs enc_attn_a(T5* m, int l) {
+    T5Acts* a = &m->acts; const T5Config* c = &m->config;
+    size_t N = (size_t)m->B * m->Ts, C = c->d_model, HD = (size_t)c->num_heads * c->d_kv;
+    size_t att = (size_t)m->B * c->num_heads * m->Ts * m->Ts;
+    float* qkv = a->e_qkv + (size_t)l * 3 * N * HD;
+    return (AttnActs){ a->e_ln1 + l * N * C, a->e_rstd1 + l * N, qkv, qkv + N * HD, a->e_att + l * att,
+                       a->e_ctx + l * N * HD, NULL, (int)N };
+}
+static FfnActs enc_ffn_a(T5* m, int l) {
+    T5Acts* a = &m->acts; const T5Config* c = &m->config;
+    size_t N = (size_t)m->B * m->Ts, C = c->d_model, F = c->d_ff;
+    return (FfnActs){ a->e_ln2 + l * N * C, a->e_rstd2 + l * N, a->e_h0 + l * N * F,
+                      c->gated ? a->e_h1 + l * N * F : NULL, a->e_ff + l * N * F };
+}
+static AttnActs dec_self_a(T5* m, int l) {
+    T5Acts* a = &m->acts; const T5Config* c = &m->config;
+    size_t N = (size_t)m->B * m->Tt, C = c->d_model, HD = (size_t)c->num_heads * c->d_kv;
+    size_t att = (size_t)m->B * c->num_heads * m->Tt * m->Tt;
+    float* qkv = a->d_qkv + (size_t)l * 3 * N * HD;
+    return (AttnActs){ a->d_ln1 + l * N * C, a->d_rstd1 + l * N, qkv, qkv + N * HD, a->d_att + l * att,
+                       a->d_ctx + l * N * HD, NULL, (int)N };
+}
+static AttnActs dec_cross_a(T5* m, int l) {
+    T5Acts* a = &m->acts; const T5Config* c = &m->config;
+    size_t N = (size_t)m->B * m->Tt, Ne = (size_t)m->B * m->Ts, C = c->d_model, HD = (size_t)c->num_heads * c->d_kv;
+    size_t att = (size_t)m->B * c->num_heads * m->Tt * m->Ts;
+    return (AttnActs){ a->d_ln2 + l * N * C, a->d_rstd2 + l * N, a->d_cq + l * N * HD, a->d_ckv + l * 2 * Ne * HD,
+                       a->d_catt + l * att, a->d_cctx + l * N * HD, a->e_out, (int)Ne };
+}
+static FfnActs dec_ffn_a(T5* m, int l) {
+    T5Acts* a = &m->acts; const T5Config* c = &m->config;
+    size_t N = (size_t)m->B * m->Tt, C = c->d_model, F = c->d_ff;
+    return (FfnActs){ a->d_ln3 + l * N * C, a->d_rstd3 + l * N, a->d_h0 + l * N * F,
+                      c->gated ? a->d_h1 + l * N * F : NULL, a->d_ff + l * N * F };
+}
+
+// ----------------------------------------------------------------------------
+// the model: forward (loss), backward (gradients), built for batches up to (B, Ts, Tt)
+
+typedef struct { AttnSpec enc, dec_self, dec_cross; int* buckets; } T5Specs;
+
+// attention specs of the current batch; buckets: encoder (2Ts-1) then decoder (2Tt-1) tables
+static void t5_specs(T5* m, const T5Batch* b, Dropout d, T5Specs* s) {
+    const T5Config* c = &m->config;
+    int H = c->num_heads, D = c->d_kv, Ts = b->Ts, Tt = b->Tt;
+    for (int r = -(Ts - 1); r <= Ts - 1; r++) s->buckets[r + Ts - 1] = t5_relative_bucket(r, 1, c->num_buckets, c->max_distance);
+    int* dec_b = s->buckets + 2 * Ts - 1;
+    for (int r = -(Tt - 1); r <= Tt - 1; r++) dec_b[r + Tt - 1] = t5_relative_bucket(r, 0, c->num_buckets, c->max_distance);
+    s->enc = (AttnSpec){ b->B, Ts, Ts, H, D, b->src_len, 0, m->params.enc_relb, s->buckets, d, 0 };
+    s->dec_self = (AttnSpec){ b->B, Tt, Tt, H, D, NULL, 1, m->params.dec_relb, dec_b, d, 0 };
+    s->dec_cross = (AttnSpec){ b->B, Tt, Ts, H, D, b->src_len, 0, NULL, NULL, d, 0 };
+}
+
+// validates a batch against the model; returns NULL or a static message
+static const char* t5_check_batch(const T5* m, const T5Batch* b) {
+    int V = m->config.vocab_size;
+    if (b->B < 1 || b->Ts < 1 || b->Tt < 1) return "empty batch";
+    for (int i = 0; i < b->B; i++) if (b->src_len[i] < 1 || b->src_len[i] > b->Ts) return "source length out of range";
+    for (int i = 0; i < b->B * b->Ts; i++) if (b->src[i] < 0 || b->src[i] >= V) return "source token id outside the vocabulary";
+    for (int i = 0; i < b->B * b->Tt; i++) {
+        if (b->dec_in[i] < 0 || b->dec_in[i] >= V) return "decoder input id outside the vocabulary";
+        if (b->labels[i] != IGNORE_INDEX && (b->labels[i] < 0 || b->labels[i] >= V)) return "label id outside the vocabulary";
+    }
+    return NULL;
+}
+
+static float t5_head_scale(const T5Config* c) { return c->tied ? 1.0f / sqrtf((float)c->d_model) : 1.0f; }
+static const float* t5_head(const T5* m) { return m->config.tied ? m->params.shared : m->params.lm_head; }
+
+static void t5_build_acts(T5* m, int B, int Ts, int Tt) {
+    if (B <= m->max_B && Ts <= m->max_Ts && Tt <= m->max_Tt) return;
+    t5_alloc_acts(m, B > m->max_B ? B : m->max_B, Ts > m->max_Ts ? Ts : m->max_Ts, Tt > m->max_Tt ? Tt : m->max_Tt);
+}
+
+static void t5_encoder_forward(T5* m, const T5Batch* b, const T5Specs* s, Dropout d) {
+    const T5Config* c = &m->config;
+    T5Acts* a = &m->acts;
+    int N = b->B * b->Ts, C = c->d_model;
+    embedding_forward(a->e_res, b->src, m->params.shared, N, C, d, drop_site(0, 0, DROP_EMBED));
+    for (int l = 0; l < c->num_layers; l++) {
+        AttnSpec sp = s->enc; sp.site = drop_site(0, l, DROP_ATT);
+        float* res_in = a->e_res + (size_t)l * N * C;
+        float* mid = a->e_mid + (size_t)l * N * C;
+        attn_sublayer_forward(m, mid, res_in, enc_attn_a(m, l), enc_attn_w(&m->params, c, l), &sp, N, d, drop_site(0, l, DROP_ATT_RES));
+        ffn_sublayer_forward(m, res_in + (size_t)N * C, mid, enc_ffn_a(m, l), enc_ffn_w(&m->params, c, l), N, d,
+                             drop_site(0, l, DROP_FF), drop_site(0, l, DROP_FF_RES));
+    }
+    rmsnorm_forward(a->e_out, a->e_rstdf, a->e_res + (size_t)c->num_layers * N * C, m->params.enc_lnf, N, C, c->eps);
+    dropout_apply(a->e_out, a->e_out, (size_t)N * C, d, drop_site(0, 0, DROP_FINAL));
+}
+
+static void t5_decoder_forward(T5* m, const T5Batch* b, const T5Specs* s, Dropout d) {
+    const T5Config* c = &m->config;
+    T5Acts* a = &m->acts;
+    int N = b->B * b->Tt, C = c->d_model;
+    embedding_forward(a->d_res, b->dec_in, m->params.shared, N, C, d, drop_site(1, 0, DROP_EMBED));
+    for (int l = 0; l < c->num_decoder_layers; l++) {
+        AttnSpec self = s->dec_self, cross = s->dec_cross;
+        self.site = drop_site(1, l, DROP_ATT); cross.site = drop_site(1, l, DROP_CROSS);
+        float* res_in = a->d_res + (size_t)l * N * C;
+        float* mid1 = a->d_mid1 + (size_t)l * N * C;
+        float* mid2 = a->d_mid2 + (size_t)l * N * C;
+        attn_sublayer_forward(m, mid1, res_in, dec_self_a(m, l), dec_self_w(&m->params, c, l), &self, N, d, drop_site(1, l, DROP_ATT_RES));
+        attn_sublayer_forward(m, mid2, mid1, dec_cross_a(m, l), dec_cross_w(&m->params, c, l), &cross, N, d, drop_site(1, l, DROP_CROSS_RES));
+        ffn_sublayer_forward(m, res_in + (size_t)N * C, mid2, dec_ffn_a(m, l), dec_ffn_w(&m->params, c, l), N, d,
+                             drop_site(1, l, DROP_FF), drop_site(1, l, DROP_FF_RES));
+    }
+    // T5 (tied): the decoder output is scaled by C^-0.5 before the shared embedding acts as the head
+    rmsnorm_forward(a->d_out, a->d_rstdf, a->d_res + (size_t)c->num_decoder_layers * N * C, m->params.dec_lnf, N, C, c->eps);
+    dropout_apply(a->d_out, a->d_out, (size_t)N * C, d, drop_site(1, 0, DROP_FINAL));
+    float hs = t5_head_scale(c);
+    if (hs != 1.0f) for (size_t i = 0; i < (size_t)N * C; i++) a->d_out[i] *= hs;
+    matmul_forward(&m->gemm_ws, a->logits, a->d_out, t5_head(m), N, C, c->vocab_size);
+}
+
+// forward pass: logits in acts.logits, returns the mean loss over counted label tokens.
+// `train` turns dropout on (rate from the config) with masks drawn from `seed`.
+static float t5_forward(T5* m, const T5Batch* b, int train, uint64_t seed) {
+    t5_build_acts(m, b->B, b->Ts, b->Tt);
+    m->B = b->B; m->Ts = b->Ts; m->Tt = b->Tt;
+    Dropout d = { train ? m->config.dropout : 0.0f, seed };
+    m->dropout_seed = seed;
+    int buckets[2 * (b->Ts + b->Tt)];
+    T5Specs s = { .buckets = buckets };
+    t5_specs(m, b, d, &s);
+    t5_encoder_forward(m, b, &s, d);
+    t5_decoder_forward(m, b, &s, d);
+    double sum;
+    m->num_counted = crossentropy_forward(m->acts.losses, &sum, m->acts.logits, b->labels, b->B * b->Tt, m->config.vocab_size);
+    m->mean_loss = m->num_counted > 0 ? (float)(sum / m->num_counted) : 0.0f;
+    return m->mean_loss;
+}
+
+static void t5_zero_grad(T5* m) { memset(m->grads_memory, 0, t5_num_params(m) * sizeof(float)); }
+
+static void t5_encoder_backward(T5* m, const T5Batch* b, const T5Specs* s, Dropout d) {
+    const T5Config* c = &m->config;
+    T5Acts* a = &m->acts;
+    int N = b->B * b->Ts, C = c->d_model, L = c->num_layers;
+    // encoder output: e_out = dropout(rmsnorm(e_res[L]));  ∂e_out was accumulated in g_enc
+    dropout_apply(a->g_x, a->g_enc, (size_t)N * C, d, drop_site(0, 0, DROP_FINAL));
+    memset(a->g_res, 0, (size_t)N * C * sizeof(float));
+    rmsnorm_backward(a->g_res, m->grads.enc_lnf, a->g_x, a->e_res + (size_t)L * N * C, m->params.enc_lnf, a->e_rstdf, N, C);
+    for (int l = L - 1; l >= 0; l--) {
+        AttnSpec sp = s->enc; sp.site = drop_site(0, l, DROP_ATT);
+        float* res_in = a->e_res + (size_t)l * N * C;
+        float* mid = a->e_mid + (size_t)l * N * C;
+        ffn_sublayer_backward(m, a->g_res, mid, enc_ffn_a(m, l), enc_ffn_w(&m->params, c, l), enc_ffn_g(&m->grads, c, l),
+                              N, d, drop_site(0, l, DROP_FF), drop_site(0, l, DROP_FF_RES));
+        attn_sublayer_backward(m, a->g_res, res_in, enc_attn_a(m, l), enc_attn_w(&m->params, c, l), enc_attn_g(&m->grads, c, l),
+                               &sp, N, d, drop_site(0, l, DROP_ATT_RES), m->grads.enc_relb, NULL);
+    }
+    embedding_backward(m->grads.shared, b->src, a->g_res, N, C, d, drop_site(0, 0, DROP_EMBED));
+}
+
+static void t5_decoder_backward(T5* m, const T5Batch* b, const T5Specs* s, Dropout d) {
+    const T5Config* c = &m->config;
+    T5Acts* a = &m->acts;
+    int N = b->B * b->Tt, C = c->d_model, L = c->num_decoder_layers;
+    float hs = t5_head_scale(c);
+    float* dhead = c->tied ? m->grads.shared : m->grads.lm_head;
+    // head: logits = d_out · headᵀ, d_out = hs · dropout(rmsnorm(d_res[L]))
+    matmul_backward(&m->gemm_ws, a->g_x, dhead, a->logits, a->d_out, t5_head(m), N, C, c->vocab_size, 0);
+    if (hs != 1.0f) for (size_t i = 0; i < (size_t)N * C; i++) a->g_x[i] *= hs;
+    dropout_apply(a->g_x, a->g_x, (size_t)N * C, d, drop_site(1, 0, DROP_FINAL));
+    memset(a->g_res, 0, (size_t)N * C * sizeof(float));
+    rmsnorm_backward(a->g_res, m->grads.dec_lnf, a->g_x, a->d_res + (size_t)L * N * C, m->params.dec_lnf, a->d_rstdf, N, C);
+    memset(a->g_enc, 0, (size_t)b->B * b->Ts * C * sizeof(float));
+    for (int l = L - 1; l >= 0; l--) {
+        AttnSpec self = s->dec_self, cross = s->dec_cross;
+        self.site = drop_site(1, l, DROP_ATT); cross.site = drop_site(1, l, DROP_CROSS);
+        float* res_in = a->d_res + (size_t)l * N * C;
+        float* mid1 = a->d_mid1 + (size_t)l * N * C;
+        float* mid2 = a->d_mid2 + (size_t)l * N * C;
+        ffn_sublayer_backward(m, a->g_res, mid2, dec_ffn_a(m, l), dec_ffn_w(&m->params, c, l), dec_ffn_g(&m->grads, c, l),
+                              N, d, drop_site(1, l, DROP_FF), drop_site(1, l, DROP_FF_RES));
+        attn_sublayer_backward(m, a->g_res, mid1, dec_cross_a(m, l), dec_cross_w(&m->params, c, l), dec_cross_g(&m->grads, c, l),
+                               &cross, N, d, drop_site(1, l, DROP_CROSS_RES), NULL, a->g_enc);
+        attn_sublayer_backward(m, a->g_res, res_in, dec_self_a(m, l), dec_self_w(&m->params, c, l), dec_self_g(&m->grads, c, l),
+                               &self, N, d, drop_site(1, l, DROP_ATT_RES), m->grads.dec_relb, NULL);
+    }
+    embedding_backward(m->grads.shared, b->dec_in, a->g_res, N, C, d, drop_site(1, 0, DROP_EMBED));
+}
+
+// backward pass of the last t5_forward (same batch, same train flag): grads += ∂(loss_scale · Σ token losses).
+// loss_scale = 1 / (counted tokens of the whole accumulated batch), so micro-batches add up exactly.
+static void t5_backward(T5* m, const T5Batch* b, int train, float loss_scale) {
+    Dropout d = { train ? m->config.dropout : 0.0f, m->dropout_seed };
+    int buckets[2 * (b->Ts + b->Tt)];
+    T5Specs s = { .buckets = buckets };
+    t5_specs(m, b, d, &s);
+    crossentropy_backward(m->acts.logits, b->labels, b->B * b->Tt, m->config.vocab_size, loss_scale);
+    t5_decoder_backward(m, b, &s, d);
+    t5_encoder_backward(m, b, &s, d);
+}
+
+// ----------------------------------------------------------------------------
+// optimizer: AdamW with the exact semantics of torch.optim.AdamW, gradient-norm clipping
+
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay;
+    int decay_norms;  // 1: decay RMSNorm weights too (torch AdamW over all parameters); 0: HF Trainer's rule
+} AdamW;
+
+// global L2 norm of all gradients (double accumulation, tensor by tensor, fixed order)
+static float t5_grad_norm(const T5* m) {
+    double total = 0.0;
+    size_t n = t5_num_params(m);
+    #pragma omp parallel for schedule(static) reduction(+:total)
+    for (size_t i = 0; i < n; i++) total += (double)m->grads_memory[i] * m->grads_memory[i];
+    return (float)sqrt(total);
+}
+
+// torch.nn.utils.clip_grad_norm_: scale all gradients by max_norm / (norm + 1e-6) when that is < 1
+static void t5_clip_grads(T5* m, float norm, float max_norm) {
+    if (max_norm <= 0.0f) return;
+    float coef = max_norm / (norm + 1e-6f);
+    if (coef >= 1.0f) return;
+    size_t n = t5_num_params(m);
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) m->grads_memory[i] *= coef;
+}
+
+// one update with learning rate lr (the schedule already applied):
+//   θ ← θ·(1 − lr·wd);  m ← m + (1−β1)(g − m);  v ← β2·v + (1−β2)·g²
+//   θ ← θ − lr/(1−β1^t) · m / (sqrt(v)/sqrt(1−β2^t) + eps)
+static void t5_update(T5* m, const AdamW* o, float lr) {
+    size_t n = t5_num_params(m);
+    if (m->m_memory == NULL) {
+        m->m_memory = (float*)callocCheck(n, sizeof(float));
+        m->v_memory = (float*)callocCheck(n, sizeof(float));
+    }
+    m->step++;
+    // bias corrections in double, as torch computes these Python scalars
+    double bc1 = 1.0 - pow((double)o->beta1, (double)m->step), bc2 = 1.0 - pow((double)o->beta2, (double)m->step);
+    float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        const T5Tensor* tt = &m->layout.t[t];
+        float decay = (t5_is_norm(t) && !o->decay_norms) ? 1.0f : (float)(1.0 - (double)lr * o->weight_decay);
+        float* p = m->params_memory + tt->offset;
+        float* g = m->grads_memory + tt->offset;
+        float* mm = m->m_memory + tt->offset;
+        float* vv = m->v_memory + tt->offset;
+        #pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < tt->size; i++) {
+            p[i] *= decay;
+            mm[i] += (g[i] - mm[i]) * (1.0f - o->beta1);
+            vv[i] = o->beta2 * vv[i] + (1.0f - o->beta2) * g[i] * g[i];
+            float denom = sqrtf(vv[i]) / bc2_sqrt + o->eps;
+            p[i] -= step_size * mm[i] / denom;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// building and loading models
+
+// from a preset name, an HF directory (config.json + safetensors) or a native checkpoint file
+typedef enum { SRC_PRESET, SRC_HF_DIR, SRC_CHECKPOINT } ModelSource;
+
+static ModelSource model_source(const char* spec) {
+    struct stat st;
+    if (stat(spec, &st) == 0) return S_ISDIR(st.st_mode) ? SRC_HF_DIR : SRC_CHECKPOINT;
+    return SRC_PRESET;
+}
+
+static void t5_build_from_config(T5* m, const T5Config* c) {
+    memset(m, 0, sizeof(*m));
+    m->config = *c;
+    t5_alloc_params(m);
+}
+
+// takes ownership of a loaded flat buffer
+static void t5_adopt_params(T5* m, const T5Config* c, float* params) {
+    t5_build_from_config(m, c);
+    memcpy(m->params_memory, params, m->layout.total * sizeof(float));
+    free(params);
+}
+
+static int t5_build_from_hf(T5* m, const char* dir, char* err, size_t errlen) {
+    T5Config c;
+    float* p;
+    if (t5_load_hf_dir(dir, &c, &p, err, errlen)) return -1;
+    t5_adopt_params(m, &c, p);
+    return 0;
+}
+
+static int t5_build_from_checkpoint(T5* m, const char* path, char* err, size_t errlen) {
+    CkptInfo info;
+    float *p, *mm, *vv;
+    if (ckpt_load(path, &info, &p, &mm, &vv, err, errlen)) return -1;
+    t5_adopt_params(m, &info.config, p);
+    m->m_memory = mm; m->v_memory = vv;
+    m->step = info.step;
+    return 0;
+}
+
+static int t5_save_checkpoint(const T5* m, const char* path, char* err, size_t errlen) {
+    return ckpt_save(path, &m->config, m->params_memory, m->m_memory, m->v_memory, (int64_t)m->layout.total, m->step, err, errlen);
+}
+
+// ----------------------------------------------------------------------------
+// batches from the example file: pad to the longest example of the batch (dynamic padding)
+
+typedef struct { int cap_B, cap_Ts, cap_Tt; T5Batch b; } BatchBuf;
+
+static void batch_reserve(BatchBuf* bb, int B, int Ts, int Tt) {
+    if (B <= bb->cap_B && Ts <= bb->cap_Ts && Tt <= bb->cap_Tt) return;
+    free(bb->b.src); free(bb->b.src_len); free(bb->b.dec_in); free(bb->b.labels);
+    bb->cap_B = B > bb->cap_B ? B : bb->cap_B;
+    bb->cap_Ts = Ts > bb->cap_Ts ? Ts : bb->cap_Ts;
+    bb->cap_Tt = Tt > bb->cap_Tt ? Tt : bb->cap_Tt;
+    bb->b.src = (int*)mallocCheck((size_t)bb->cap_B * bb->cap_Ts * sizeof(int));
+    bb->b.src_len = (int*)mallocCheck((size_t)bb->cap_B * sizeof(int));
+    bb->b.dec_in = (int*)mallocCheck((size_t)bb->cap_B * bb->cap_Tt * sizeof(int));
+    bb->b.labels = (int*)mallocCheck((size_t)bb->cap_B * bb->cap_Tt * sizeof(int));
+}
+
+static void batch_free(BatchBuf* bb) {
+    free(bb->b.src); free(bb->b.src_len); free(bb->b.dec_in); free(bb->b.labels);
+    memset(bb, 0, sizeof(*bb));
+}
+
+// lays out examples idx[0..B) (sources / targets truncated to max_src / max_tgt tokens):
+//   src = ids then pad;  labels = target ids then -100;  dec_in = [start, labels[:-1]] with -100 → pad
+static T5Batch* batch_make(BatchBuf* bb, const ExampleFile* e, const int64_t* idx, int B, int max_src, int max_tgt,
+                           const T5Config* c) {
+    int Ts = 1, Tt = 1;
+    for (int i = 0; i < B; i++) {
+        int ls = e->lens[2 * idx[i]], lt = e->lens[2 * idx[i] + 1];
+        if (ls > max_src) ls = max_src;
+        if (lt > max_tgt) lt = max_tgt;
+        if (ls > Ts) Ts = ls;
+        if (lt > Tt) Tt = lt;
+    }
+    batch_reserve(bb, B, Ts, Tt);
+    T5Batch* b = &bb->b;
+    b->B = B; b->Ts = Ts; b->Tt = Tt;
+    for (int i = 0; i < B; i++) {
+        int ls = e->lens[2 * idx[i]], lt = e->lens[2 * idx[i] + 1];
+        if (ls > max_src) ls = max_src;
+        if (lt > max_tgt) lt = max_tgt;
+        const uint32_t* s = examples_src(e, idx[i]);
+        const uint32_t* t = examples_tgt(e, idx[i]);
+        b->src_len[i] = ls;
+        for (int j = 0; j < Ts; j++) b->src[i * Ts + j] = j < ls ? (int)s[j] : c->pad_id;
+        for (int j = 0; j < Tt; j++) b->labels[i * Tt + j] = j < lt ? (int)t[j] : IGNORE_INDEX;
+        for (int j = 0; j < Tt; j++) {
+            int prev = j == 0 ? c->decoder_start_id : b->labels[i * Tt + j - 1];
+            b->dec_in[i * Tt + j] = prev == IGNORE_INDEX ? c->pad_id : prev;
+        }
+    }
+    return b;
+}
+
+static int batch_count_labels(const T5Batch* b) {
+    int n = 0;
+    for (int i = 0; i < b->B * b->Tt; i++) n += b->labels[i] != IGNORE_INDEX;
+    return n;
+}
+
+// example order: consecutive in file order (shuffle off), or a seeded permutation per epoch
+typedef struct { int64_t n, pos; int shuffle; Rng rng; int64_t* perm; } Sampler;
+
+static void sampler_init(Sampler* s, int64_t n, int shuffle, uint64_t seed) {
+    s->n = n; s->pos = 0; s->shuffle = shuffle;
+    rng_init(&s->rng, seed);
+    s->perm = (int64_t*)mallocCheck((size_t)n * sizeof(int64_t));
+    for (int64_t i = 0; i < n; i++) s->perm[i] = i;
+}
+
+static int64_t sampler_next(Sampler* s) {
+    if (s->pos == 0 && s->shuffle) {
+        for (int64_t i = s->n - 1; i > 0; i--) { // Fisher–Yates
+            int64_t j = (int64_t)(rng_next(&s->rng) % (uint64_t)(i + 1));
+            int64_t t = s->perm[i]; s->perm[i] = s->perm[j]; s->perm[j] = t;
+        }
+    }
+    int64_t r = s->perm[s->pos];
+    s->pos = (s->pos + 1) % s->n;
+    return r;
+}
+
+// ----------------------------------------------------------------------------
+// command line
+
+typedef struct {
+    const char* model;       // preset, HF directory or checkpoint file
+    const char* train_file;  // pre-tokenized examples
+    const char* save_hf;     // output HF directory
+    const char* save_ckpt;   // output native checkpoint
+    int steps, batch_size, grad_accum, warmup, shuffle, decay_norms, max_src_len, max_tgt_len;
+    float lr, weight_decay, beta1, beta2, adam_eps, clip, dropout;
+    LrScheduleKind schedule;
+    long long seed;
+    int bench, bench_src_len, bench_tgt_len;
+    T5Config dims;           // explicit dimensions over a preset (0 / -1 = keep the preset's)
+} Options;
+
+static Options options_default(void) {
+    Options o = { .model = "flan-t5-small", .steps = 10, .batch_size = 4, .grad_accum = 1, .warmup = 0, .shuffle = 1,
+                  .decay_norms = 0, .max_src_len = 512, .max_tgt_len = 128, .lr = 3e-4f, .weight_decay = 0.01f,
+                  .beta1 = 0.9f, .beta2 = 0.999f, .adam_eps = 1e-8f, .clip = 1.0f, .dropout = -1.0f,
+                  .schedule = SCHED_LINEAR, .seed = 42, .bench = 0, .bench_src_len = 256, .bench_tgt_len = 64 };
+    o.dims.tied = -1; o.dims.gated = -1; o.dims.act = (T5Act)-1;
+    return o;
+}
+
+static void usage(void) {
+    Options d = options_default();
+    fprintf(stderr,
+        "usage: train_t5 [options]\n"
+        "  --model SPEC           preset name, HF model directory (config.json + *.safetensors), or native\n"
+        "                         checkpoint file (default %s). Presets:", d.model);
+    for (int i = 0; i < T5_NUM_PRESETS; i++) fprintf(stderr, " %s", T5_PRESETS[i].name);
+    fprintf(stderr, "\n"
+        "  --train-file PATH      pre-tokenized example file (llmc/examples.h format)\n"
+        "  --steps N              optimizer steps (default %d)\n"
+        "  --batch-size N         examples per micro-batch (default %d)\n"
+        "  --grad-accum N         micro-batches per step (default %d)\n"
+        "  --lr X                 peak learning rate (default %g)\n"
+        "  --schedule S           constant | linear | cosine (default %s)\n"
+        "  --warmup N             linear warmup steps (default %d)\n"
+        "  --weight-decay X       AdamW decoupled weight decay (default %g)\n"
+        "  --decay-norms 0|1      also decay RMSNorm weights (default %d: HF Trainer's rule)\n"
+        "  --beta1 X --beta2 X    AdamW betas (default %g, %g)\n"
+        "  --adam-eps X           AdamW epsilon (default %g)\n"
+        "  --clip X               max global gradient norm, 0 = off (default %g)\n"
+        "  --dropout X            dropout rate, -1 = the model config's (default %g)\n"
+        "  --shuffle 0|1          shuffle examples each epoch; 0 = consecutive in file order (default %d)\n"
+        "  --max-src-len N        truncate sources to N tokens (default %d)\n"
+        "  --max-tgt-len N        truncate targets to N tokens (default %d)\n"
+        "  --seed N               seed for init, shuffling and dropout (default %lld)\n"
+        "  --save-hf DIR          write the trained model as an HF directory\n"
+        "  --save-checkpoint PATH write a native checkpoint (params + AdamW state)\n"
+        "  --bench N              time N forward+backward passes on a synthetic batch and exit\n"
+        "  --bench-src-len N      (default %d)   --bench-tgt-len N (default %d)\n"
+        "  explicit dimensions over a preset: --vocab-size --d-model --d-kv --num-heads --d-ff --num-layers\n"
+        "  --num-decoder-layers --num-buckets --max-distance N, --ffn relu|gelu|gelu_new|gated-gelu|gated-relu,\n"
+        "  --tied 0|1\n",
+        d.steps, d.batch_size, d.grad_accum, (double)d.lr, lr_schedule_name(d.schedule), d.warmup,
+        (double)d.weight_decay, d.decay_norms, (double)d.beta1, (double)d.beta2, (double)d.adam_eps, (double)d.clip,
+        (double)d.dropout, d.shuffle, d.max_src_len, d.max_tgt_len, d.seed, d.bench_src_len, d.bench_tgt_len);
+}
+
+static int parse_int(const char* flag, const char* s, long long lo, long long hi, long long* out) {
+    char* end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || end == s || v < lo || v > hi) {
+        fprintf(stderr, "error: %s needs an integer in [%lld, %lld], got '%s'\n", flag, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_float(const char* flag, const char* s, double lo, double hi, float* out) {
+    char* end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || end == s || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "error: %s needs a number in [%g, %g], got '%s'\n", flag, lo, hi, s);
+        return -1;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+typedef struct { const char* flag; int* dst; long long lo, hi; } IntFlag;
+typedef struct { const char* flag; float* dst; double lo, hi; } FloatFlag;
+
+// returns 0, or -1 after printing what was wrong
+static int parse_args(int argc, char** argv, Options* o) {
+    IntFlag ints[] = {
+        {"--steps", &o->steps, 0, 1000000000}, {"--batch-size", &o->batch_size, 1, 65536},
+        {"--grad-accum", &o->grad_accum, 1, 65536}, {"--warmup", &o->warmup, 0, 1000000000},
+        {"--shuffle", &o->shuffle, 0, 1}, {"--decay-norms", &o->decay_norms, 0, 1},
+        {"--max-src-len", &o->max_src_len, 1, 1 << 20}, {"--max-tgt-len", &o->max_tgt_len, 1, 1 << 20},
+        {"--bench", &o->bench, 0, 1000000}, {"--bench-src-len", &o->bench_src_len, 1, 1 << 16},
+        {"--bench-tgt-len", &o->bench_tgt_len, 1, 1 << 16},
+        {"--vocab-size", &o->dims.vocab_size, 2, 1 << 24}, {"--d-model", &o->dims.d_model, 1, 65536},
+        {"--d-kv", &o->dims.d_kv, 1, 4096}, {"--num-heads", &o->dims.num_heads, 1, 1024},
+        {"--d-ff", &o->dims.d_ff, 1, 1 << 20}, {"--num-layers", &o->dims.num_layers, 1, 256},
+        {"--num-decoder-layers", &o->dims.num_decoder_layers, 1, 256}, {"--num-buckets", &o->dims.num_buckets, 2, 4096},
+        {"--max-distance", &o->dims.max_distance, 2, 1 << 20}, {"--tied", &o->dims.tied, 0, 1},
+    };
+    FloatFlag floats[] = {
+        {"--lr", &o->lr, 0.0, 10.0}, {"--weight-decay", &o->weight_decay, 0.0, 10.0}, {"--beta1", &o->beta1, 0.0, 0.999999},
+        {"--beta2", &o->beta2, 0.0, 0.999999999}, {"--adam-eps", &o->adam_eps, 1e-30, 1.0}, {"--clip", &o->clip, 0.0, 1e9},
+        {"--dropout", &o->dropout, -1.0, 0.99},
+    };
+    for (int i = 1; i < argc; i++) {
+        const char* f = argv[i];
+        if (strcmp(f, "-h") == 0 || strcmp(f, "--help") == 0) { usage(); exit(EXIT_SUCCESS); }
+        if (i + 1 >= argc) { fprintf(stderr, "error: %s needs a value (see --help)\n", f); return -1; }
+        const char* v = argv[++i];
+        int done = 0;
+        for (size_t k = 0; k < sizeof(ints) / sizeof(ints[0]) && !done; k++) {
+            if (strcmp(f, ints[k].flag) != 0) continue;
+            long long x;
+            if (parse_int(f, v, ints[k].lo, ints[k].hi, &x)) return -1;
+            *ints[k].dst = (int)x; done = 1;
+        }
+        for (size_t k = 0; k < sizeof(floats) / sizeof(floats[0]) && !done; k++) {
+            if (strcmp(f, floats[k].flag) != 0) continue;
+            if (parse_float(f, v, floats[k].lo, floats[k].hi, floats[k].dst)) return -1;
+            done = 1;
+        }
+        if (done) continue;
+        if (strcmp(f, "--model") == 0) o->model = v;
+        else if (strcmp(f, "--train-file") == 0) o->train_file = v;
+        else if (strcmp(f, "--save-hf") == 0) o->save_hf = v;
+        else if (strcmp(f, "--save-checkpoint") == 0) o->save_ckpt = v;
+        else if (strcmp(f, "--seed") == 0) { if (parse_int(f, v, 0, (1LL << 62), &o->seed)) return -1; }
+        else if (strcmp(f, "--schedule") == 0) {
+            if (lr_schedule_parse(v, &o->schedule)) { fprintf(stderr, "error: --schedule must be constant, linear or cosine, got '%s'\n", v); return -1; }
+        } else if (strcmp(f, "--ffn") == 0) {
+            T5Config t;
+            if (hf_parse_ffn(v, &t)) { fprintf(stderr, "error: --ffn must be relu, gelu, gelu_new, gated-gelu or gated-relu, got '%s'\n", v); return -1; }
+            o->dims.gated = t.gated; o->dims.act = t.act;
+        } else { fprintf(stderr, "error: unknown option %s (see --help)\n", f); return -1; }
+    }
+    return 0;
+}
+
+// a preset with the explicitly given dimensions replacing its own
+static int config_from_preset(const Options* o, T5Config* c) {
+    if (t5_config_preset(c, o->model)) {
+        fprintf(stderr, "error: --model '%s' is not a directory, a file, or a preset (see --help)\n", o->model);
+        return -1;
+    }
+    const T5Config* d = &o->dims;
+    if (d->vocab_size) c->vocab_size = d->vocab_size;
+    if (d->d_model) c->d_model = d->d_model;
+    if (d->d_kv) c->d_kv = d->d_kv;
+    if (d->num_heads) c->num_heads = d->num_heads;
+    if (d->d_ff) c->d_ff = d->d_ff;
+    if (d->num_layers) { c->num_layers = d->num_layers; c->num_decoder_layers = d->num_layers; }
+    if (d->num_decoder_layers) c->num_decoder_layers = d->num_decoder_layers;
+    if (d->num_buckets) c->num_buckets = d->num_buckets;
+    if (d->max_distance) c->max_distance = d->max_distance;
+    if (d->tied >= 0) c->tied = d->tied;
+    if (d->gated >= 0) { c->gated = d->gated; c->act = d->act; }
+    const char* bad = t5_config_check(c);
+    if (bad) { fprintf(stderr, "error: invalid model dimensions: %s\n", bad); return -1; }
+    return 0;
+}
+
+static int load_model(T5* m, const Options* o) {
+    char err[1024];
+    int rc = 0;
+    switch (model_source(o->model)) {
+        case SRC_HF_DIR: rc = t5_build_from_hf(m, o->model, err, sizeof(err)); break;
+        case SRC_CHECKPOINT: rc = t5_build_from_checkpoint(m, o->model, err, sizeof(err)); break;
+        default: {
+            T5Config c;
+            if (config_from_preset(o, &c)) return -1;
+            t5_build_from_config(m, &c);
+            t5_init_random(m, (uint64_t)o->seed);
+            printf("model: randomly initialised %s-shaped T5 (seed %lld)\n", o->model, o->seed);
+        }
+    }
+    if (rc) { fprintf(stderr, "error: %s\n", err); return -1; }
+    if (o->dropout >= 0.0f) m->config.dropout = o->dropout;
+    return 0;
+}
+
+static void print_config(const T5* m, const Options* o) {
+    const T5Config* c = &m->config;
+    printf("+------------------------+---------------------------------------------+\n");
+    printf("| %-22s | %-43s |\n", "model", o->model);
+    printf("| %-22s | %-43zu |\n", "parameters", t5_num_params(m));
+    printf("| %-22s | V=%d C=%d H=%d D=%d F=%d L=%d/%d %-9s |\n", "shape", c->vocab_size, c->d_model, c->num_heads,
+           c->d_kv, c->d_ff, c->num_layers, c->num_decoder_layers, "");
+    printf("| %-22s | %-43s |\n", "ffn / head", c->tied ? (c->gated ? "gated, tied" : "plain, tied") : (c->gated ? "gated, untied" : "plain, untied"));
+    printf("| %-22s | %-43s |\n", "train file", o->train_file ? o->train_file : "(none)");
+    printf("| %-22s | %-43d |\n", "steps", o->steps);
+    printf("| %-22s | %d x %-39d |\n", "batch x accumulation", o->batch_size, o->grad_accum);
+    printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
+    printf("| %-22s | wd %-8g clip %-8g dropout %-14g |\n", "regularisation", (double)o->weight_decay, (double)o->clip, (double)c->dropout);
+#ifdef _OPENMP
+    printf("| %-22s | %-43d |\n", "OpenMP threads", omp_get_max_threads());
+#endif
+    printf("+------------------------+---------------------------------------------+\n");
+}
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+// ----------------------------------------------------------------------------
+// training
+
+typedef struct { float loss, grad_norm, lr; int tokens, skipped; } StepResult;
+
+// one optimizer step over grad_accum micro-batches; the loss is the mean over all counted tokens
+static StepResult train_step(T5* m, const Options* o, const ExampleFile* e, Sampler* s, BatchBuf* bufs, long long k) {
+    StepResult r = {0};
+    int A = o->grad_accum, B = o->batch_size;
+    int64_t idx[B];
+    int total = 0;
+    for (int a = 0; a < A; a++) { // labels of the whole step first: they fix the loss normalisation
+        for (int i = 0; i < B; i++) idx[i] = sampler_next(s);
+        T5Batch* b = batch_make(&bufs[a], e, idx, B, o->max_src_len, o->max_tgt_len, &m->config);
+        const char* bad = t5_check_batch(m, b);
+        if (bad) { fprintf(stderr, "error: %s: %s\n", o->train_file, bad); exit(EXIT_FAILURE); }
+        total += batch_count_labels(b);
+        r.tokens += bufs[a].b.B * (bufs[a].b.Ts + bufs[a].b.Tt);
+    }
+    t5_zero_grad(m);
+    double loss_sum = 0.0;
+    for (int a = 0; a < A; a++) {
+        uint64_t seed = mix64((uint64_t)o->seed ^ mix64((uint64_t)k * 65536 + (uint64_t)a));
+        float mean = t5_forward(m, &bufs[a].b, 1, seed);
+        loss_sum += (double)mean * m->num_counted;
+        t5_backward(m, &bufs[a].b, 1, 1.0f / (float)total);
+    }
+    r.loss = (float)(loss_sum / total);
+    r.grad_norm = t5_grad_norm(m);
+    LrSchedule sched = { o->schedule, o->warmup, o->steps };
+    r.lr = (float)(o->lr * lr_multiplier(&sched, k));
+    if (!isfinite(r.loss) || !isfinite(r.grad_norm)) { r.skipped = 1; return r; } // a bad step never reaches the weights
+    t5_clip_grads(m, r.grad_norm, o->clip);
+    AdamW opt = { o->lr, o->beta1, o->beta2, o->adam_eps, o->weight_decay, o->decay_norms };
+    t5_update(m, &opt, r.lr);
+    return r;
+}
+
+static int check_batches(const T5* m, const Options* o, const ExampleFile* e) {
+    (void)o;
+    char err[512];
+    if (examples_check_vocab(e, m->config.vocab_size, o->train_file, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+    return 0;
+}
+
+static int train(T5* m, const Options* o) {
+    char err[1024];
+    ExampleFile e;
+    if (examples_open(&e, o->train_file, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+    if (check_batches(m, o, &e)) { examples_free(&e); return -1; }
+    printf("train file: %lld examples\n", (long long)e.n);
+    Sampler s;
+    sampler_init(&s, e.n, o->shuffle, (uint64_t)o->seed);
+    BatchBuf* bufs = (BatchBuf*)callocCheck((size_t)o->grad_accum, sizeof(BatchBuf));
+    int skipped = 0;
+    for (long long k = 0; k < o->steps; k++) {
+        double t0 = now_ms();
+        StepResult r = train_step(m, o, &e, &s, bufs, k);
+        double ms = now_ms() - t0;
+        skipped += r.skipped;
+        printf("step %lld/%d | loss %.6f | lr %.4e | grad norm %.4f | %.1f ms | %.0f tok/s%s\n", k + 1, o->steps,
+               (double)r.loss, (double)r.lr, (double)r.grad_norm, ms, r.tokens / (ms / 1e3),
+               r.skipped ? " | SKIPPED: non-finite loss or gradient norm" : "");
+        fflush(stdout);
+    }
+    if (skipped) printf("%d step(s) skipped for non-finite values\n", skipped);
+    for (int a = 0; a < o->grad_accum; a++) batch_free(&bufs[a]);
+    free(bufs); free(s.perm);
+    examples_free(&e);
+    return 0;
+}
+
+// synthetic full-length batch, for timing forward + backward
+static int bench(T5* m, const Options* o) {
+    int B = o->batch_size, Ts = o->bench_src_len, Tt = o->bench_tgt_len, V = m->config.vocab_size;
+    BatchBuf bb = {0};
+    batch_reserve(&bb, B, Ts, Tt);
+    T5Batch* b = &bb.b;
+    b->B = B; b->Ts = Ts; b->Tt = Tt;
+    Rng rng;
+    rng_init(&rng, 1234);
+    for (int i = 0; i < B; i++) {
+        b->src_len[i] = Ts;
+        for (int j = 0; j < Ts; j++) b->src[i * Ts + j] = 2 + (int)(rng_next(&rng) % (uint64_t)(V - 2));
+        for (int j = 0; j < Tt; j++) b->labels[i * Tt + j] = 2 + (int)(rng_next(&rng) % (uint64_t)(V - 2));
+        for (int j = 0; j < Tt; j++) b->dec_in[i * Tt + j] = j == 0 ? 0 : b->labels[i * Tt + j - 1];
+    }
+    double times[o->bench + 1];
+    for (int it = 0; it <= o->bench; it++) { // iteration 0 warms up (allocations, page faults)
+        double t0 = now_ms();
+        t5_zero_grad(m);
+        t5_forward(m, b, 0, 0);
+        t5_backward(m, b, 0, 1.0f / (float)(B * Tt));
+        times[it] = now_ms() - t0;
+        if (it > 0) printf("bench iter %d: %.1f ms (loss %.4f)\n", it, times[it], (double)m->mean_loss);
+    }
+    // median of the timed iterations
+    for (int i = 1; i <= o->bench; i++)
+        for (int j = i + 1; j <= o->bench; j++)
+            if (times[j] < times[i]) { double t = times[i]; times[i] = times[j]; times[j] = t; }
+    double med = times[1 + (o->bench - 1) / 2];
+    printf("bench: fwdbwd_ms=%.2f tokens=%d tok_per_s=%.0f\n", med, B * (Ts + Tt), B * (Ts + Tt) / (med / 1e3));
+    batch_free(&bb);
+    return 0;
+}
+
+static int save_outputs(const T5* m, const Options* o) {
+    char err[1024];
+    if (o->save_hf) {
+        if (t5_save_hf_dir(o->save_hf, &m->config, m->params_memory, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+        printf("saved HF directory %s\n", o->save_hf);
+    }
+    if (o->save_ckpt) {
+        if (t5_save_checkpoint(m, o->save_ckpt, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+        printf("saved checkpoint %s\n", o->save_ckpt);
+    }
+    return 0;
+}
+
+#ifndef TESTING
+int main(int argc, char** argv) {
+    Options o = options_default();
+    if (parse_args(argc, argv, &o)) return EXIT_FAILURE;
+    if (o.bench == 0 && o.train_file == NULL && !o.save_hf && !o.save_ckpt) {
+        fprintf(stderr, "error: nothing to do: give --train-file, --bench, --save-hf or --save-checkpoint\n");
+        usage();
+        return EXIT_FAILURE;
+    }
+    T5 m;
+    if (load_model(&m, &o)) return EXIT_FAILURE;
+    print_config(&m, &o);
+    int rc = 0;
+    if (o.bench) rc = bench(&m, &o);
+    else if (o.train_file) rc = train(&m, &o);
+    if (rc == 0 && !o.bench) rc = save_outputs(&m, &o);
+    t5_free(&m);
+    return rc ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+#endif
