@@ -12,6 +12,7 @@
 //                       by HF's gradients, so parameters after 4 steps must agree to 1e-6 (see there)
 #define TESTING
 #include "train_t5.c"
+#include <sys/wait.h>  // defines: WIFEXITED, WEXITSTATUS
 
 static int g_pass = 0, g_fail = 0;
 
@@ -536,12 +537,118 @@ static void test_bad_examples(const char* tmp) {
     t5_free(&m);
 }
 
+
+// ----------------------------------------------------------------------------
+// the train_t5 command line, run as a user runs it
+
+// runs a command, captures stdout+stderr into out (truncated), returns the exit status
+static int run_cmd(const char* cmd, char* out, size_t n) {
+    char full[4096];
+    snprintf(full, sizeof(full), "%s 2>&1", cmd);
+    FILE* p = popen(full, "r");
+    if (!p) return -1;
+    size_t len = fread(out, 1, n - 1, p);
+    out[len] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// every "loss <x>" in the output, in order
+static int parse_losses(const char* out, float* losses, int max) {
+    int n = 0;
+    for (const char* q = strstr(out, "| loss "); q && n < max; q = strstr(q + 1, "| loss ")) losses[n++] = strtof(q + 7, NULL);
+    return n;
+}
+
+// HF dir in → train 4 steps with the fixture's optimizer settings → step losses match transformers + torch
+// AdamW → export → the exported directory loads back with the trained parameters of a checkpoint
+static void test_cli_fixture_run(const char* bin, const char* tmp) {
+    static char out[1 << 16];
+    char cmd[2048], path[600], err[1024];
+    const char* fx = "dev/fixtures/flan_gated";
+    snprintf(cmd, sizeof(cmd), "%s --model %s/model --train-file %s/examples.bin --steps 4 --batch-size 3 --shuffle 0 "
+             "--lr 1e-2 --schedule linear --warmup 2 --schedule-steps 6 --weight-decay 0.01 --decay-norms 1 --clip 1 "
+             "--dropout 0 --save-hf %s/cli_hf --save-checkpoint %s/cli.ckpt", bin, fx, fx, tmp, tmp);
+    int rc = run_cmd(cmd, out, sizeof(out));
+    float got[8];
+    int n = parse_losses(out, got, 8);
+    check_true("train_t5 on an HF dir + example file exits 0 with 4 step lines", rc == 0 && n == 4);
+    if (rc != 0 || n != 4) { printf("%s\n", out); return; }
+    Fixture f;
+    snprintf(f.path, sizeof(f.path), "%s/fixture.safetensors", fx);
+    if (st_open(&f.st, f.path, err, sizeof(err))) { printf("%s\n", err); exit(EXIT_FAILURE); }
+    for (int k = 0; k < 4; k++) {
+        char key[64], name[96];
+        snprintf(key, sizeof(key), "step%d.loss", k);
+        float* want = fx_f32(&f, key, NULL);
+        snprintf(name, sizeof(name), "train_t5 CLI %s (printed with 6 decimals)", key);
+        check_close(name, &got[k], want, 1, 1e-5f);
+        free(want);
+    }
+    st_close(&f.st);
+    T5 a, b;
+    snprintf(path, sizeof(path), "%s/cli_hf", tmp);
+    int ok = t5_build_from_hf(&a, path, err, sizeof(err)) == 0;
+    snprintf(path, sizeof(path), "%s/cli.ckpt", tmp);
+    ok = ok && t5_build_from_checkpoint(&b, path, err, sizeof(err)) == 0;
+    check_true("CLI --save-hf and --save-checkpoint hold the same trained parameters",
+               ok && a.layout.total == b.layout.total && b.step == 4 && b.m_memory != NULL &&
+               memcmp(a.params_memory, b.params_memory, a.layout.total * sizeof(float)) == 0);
+    if (ok) { t5_free(&a); t5_free(&b); }
+}
+
+// a small random model learns the 3 fixture examples: the loss falls; then resumes from its checkpoint
+static void test_cli_loss_falls(const char* bin, const char* tmp) {
+    static char out[1 << 16];
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd), "%s --model flan-t5-small --vocab-size 128 --d-model 64 --num-heads 4 --d-kv 16 "
+             "--d-ff 128 --num-layers 2 --train-file dev/fixtures/flan_gated/examples.bin --steps 40 --batch-size 3 "
+             "--lr 3e-3 --warmup 5 --schedule cosine --dropout 0.1 --grad-accum 2 --save-checkpoint %s/small.ckpt", bin, tmp);
+    int rc = run_cmd(cmd, out, sizeof(out));
+    float l[64];
+    int n = parse_losses(out, l, 64);
+    printf("%-62s first %.4f last %.4f\n", "CLI random model: loss over 40 steps", n ? (double)l[0] : 0.0, n ? (double)l[n - 1] : 0.0);
+    check_true("CLI training lowers the loss by more than half", rc == 0 && n == 40 && l[n - 1] < 0.5f * l[0]);
+    snprintf(cmd, sizeof(cmd), "%s --model %s/small.ckpt --train-file dev/fixtures/flan_gated/examples.bin --steps 2 "
+             "--batch-size 3 --lr 1e-4", bin, tmp);
+    rc = run_cmd(cmd, out, sizeof(out));
+    float r[4];
+    int nr = parse_losses(out, r, 4);
+    check_true("CLI continues from a native checkpoint with the loss it reached", rc == 0 && nr == 2 && n > 0 && r[0] < 0.6f * l[0]);
+}
+
+// bad flags and inputs: a clear message and a non-zero exit, never a crash
+static void test_cli_errors(const char* bin) {
+    static char out[1 << 16];
+    struct { const char* args; const char* want; } cases[] = {
+        { "--model /nonexistent/dir --save-hf x", "not a directory, a file, or a preset" },
+        { "--model flan-t5-small --lr abc --bench 1", "--lr needs a number" },
+        { "--model flan-t5-small --batch-size 0 --bench 1", "--batch-size needs an integer" },
+        { "--model flan-t5-small --schedule sometimes --bench 1", "--schedule must be" },
+        { "--model flan-t5-small --steps", "needs a value" },
+        { "--model flan-t5-small --frobnicate 1", "unknown option" },
+        { "--model flan-t5-small --num-heads 4 --d-kv 16 --d-model 32 --d-ff 32 --num-layers 1 --vocab-size 64 "
+          "--train-file dev/fixtures/flan_gated/examples.bin --steps 1", "outside the model's vocabulary" },
+        { "--model flan-t5-small --d-model 32 --train-file /nonexistent.bin --steps 1", "/nonexistent.bin" },
+        { "--model dev/fixtures/flan_gated/fixture.safetensors --train-file dev/fixtures/flan_gated/examples.bin --steps 1", "bad magic" },
+        { "--model dev/fixtures/flan_gated/model", "nothing to do" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char cmd[2048], name[120];
+        snprintf(cmd, sizeof(cmd), "%s %s", bin, cases[i].args);
+        int rc = run_cmd(cmd, out, sizeof(out));
+        snprintf(name, sizeof(name), "CLI refuses: %.90s", cases[i].args);
+        expect_error(name, rc == 0 ? 0 : (rc > 0 && rc < 128 ? 1 : 0), out, cases[i].want);
+    }
+}
+
 int main(int argc, char** argv) {
     const char* fixtures[] = { "dev/fixtures/flan_gated", "dev/fixtures/t5_relu_tied", "dev/fixtures/odd_shapes", "dev/fixtures/gelu_untied" };
     char tmp[] = "/tmp/test_t5_XXXXXX";
     if (!mkdtemp(tmp)) { perror("mkdtemp"); return EXIT_FAILURE; }
-    int only_fast = argc > 1 && strcmp(argv[1], "--no-fixtures") == 0;
-    if (!only_fast) for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_fixture(fixtures[i], tmp);
+    const char* bin = NULL; // --train-bin PATH: also test the command line of that binary
+    for (int i = 1; i + 1 < argc; i++) if (strcmp(argv[i], "--train-bin") == 0) bin = argv[i + 1];
+    for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_fixture(fixtures[i], tmp);
     printf("\n=== checks without fixtures\n");
     test_finite_differences(0, ACT_GELU_TANH, 1, "flan");
     test_finite_differences(1, ACT_GELU, 0, "tied");
@@ -552,6 +659,12 @@ int main(int argc, char** argv) {
     test_bad_weights(tmp);
     test_bad_checkpoint(tmp);
     test_bad_examples(tmp);
+    if (bin) {
+        printf("\n=== command line (%s)\n", bin);
+        test_cli_fixture_run(bin, tmp);
+        test_cli_loss_falls(bin, tmp);
+        test_cli_errors(bin);
+    }
     char cmd[700];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
     if (system(cmd) != 0) printf("warning: could not remove %s\n", tmp);

@@ -1002,7 +1002,7 @@ typedef struct {
     const char* train_file;  // pre-tokenized examples
     const char* save_hf;     // output HF directory
     const char* save_ckpt;   // output native checkpoint
-    int steps, batch_size, grad_accum, warmup, shuffle, decay_norms, max_src_len, max_tgt_len;
+    int steps, schedule_steps, batch_size, grad_accum, warmup, shuffle, decay_norms, max_src_len, max_tgt_len;
     float lr, weight_decay, beta1, beta2, adam_eps, clip, dropout;
     LrScheduleKind schedule;
     long long seed;
@@ -1034,6 +1034,7 @@ static void usage(void) {
         "  --lr X                 peak learning rate (default %g)\n"
         "  --schedule S           constant | linear | cosine (default %s)\n"
         "  --warmup N             linear warmup steps (default %d)\n"
+        "  --schedule-steps N     length of the lr schedule, 0 = --steps (default 0)\n"
         "  --weight-decay X       AdamW decoupled weight decay (default %g)\n"
         "  --decay-norms 0|1      also decay RMSNorm weights (default %d: HF Trainer's rule)\n"
         "  --beta1 X --beta2 X    AdamW betas (default %g, %g)\n"
@@ -1086,7 +1087,7 @@ typedef struct { const char* flag; float* dst; double lo, hi; } FloatFlag;
 // returns 0, or -1 after printing what was wrong
 static int parse_args(int argc, char** argv, Options* o) {
     IntFlag ints[] = {
-        {"--steps", &o->steps, 0, 1000000000}, {"--batch-size", &o->batch_size, 1, 65536},
+        {"--steps", &o->steps, 0, 1000000000}, {"--schedule-steps", &o->schedule_steps, 0, 1000000000}, {"--batch-size", &o->batch_size, 1, 65536},
         {"--grad-accum", &o->grad_accum, 1, 65536}, {"--warmup", &o->warmup, 0, 1000000000},
         {"--shuffle", &o->shuffle, 0, 1}, {"--decay-norms", &o->decay_norms, 0, 1},
         {"--max-src-len", &o->max_src_len, 1, 1 << 20}, {"--max-tgt-len", &o->max_tgt_len, 1, 1 << 20},
@@ -1233,7 +1234,7 @@ static StepResult train_step(T5* m, const Options* o, const ExampleFile* e, Samp
     }
     r.loss = (float)(loss_sum / total);
     r.grad_norm = t5_grad_norm(m);
-    LrSchedule sched = { o->schedule, o->warmup, o->steps };
+    LrSchedule sched = { o->schedule, o->warmup, o->schedule_steps ? o->schedule_steps : o->steps };
     r.lr = (float)(o->lr * lr_multiplier(&sched, k));
     if (!isfinite(r.loss) || !isfinite(r.grad_norm)) { r.skipped = 1; return r; } // a bad step never reaches the weights
     t5_clip_grads(m, r.grad_norm, o->clip);

@@ -369,8 +369,8 @@ static void test_half_values(TestCtx* tc) {
     // plus every one of the 65536 bit patterns of each type (crosses the 32 KiB conversion chunks)
     unsigned char* data = (unsigned char*)malloc(32 + 2 * 65536 * 2);
     for (int i = 0; i < 8; i++) {
-        data[2 * i] = f16[i] & 0xFF; data[2 * i + 1] = f16[i] >> 8;
-        data[16 + 2 * i] = bf16[i] & 0xFF; data[16 + 2 * i + 1] = bf16[i] >> 8;
+        data[2 * i] = (unsigned char)(f16[i] & 0xFF); data[2 * i + 1] = (unsigned char)(f16[i] >> 8);
+        data[16 + 2 * i] = (unsigned char)(bf16[i] & 0xFF); data[16 + 2 * i + 1] = (unsigned char)(bf16[i] >> 8);
     }
     for (int i = 0; i < 65536; i++) {
         data[32 + 2 * i] = (unsigned char)(i & 0xFF); data[32 + 2 * i + 1] = (unsigned char)(i >> 8);

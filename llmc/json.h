@@ -217,13 +217,13 @@ static inline int json_read_hex4(JsonParser* p, size_t end, unsigned long* out) 
 
 // \uXXXX, or a surrogate pair \uD8xx\uDCxx = U+10000 + ((hi - D800) << 10) + (lo - DC00)
 static inline int json_decode_unicode(JsonParser* p, size_t end, char* out, size_t* n) {
-    unsigned long cp;
+    unsigned long cp = 0;
     if (json_read_hex4(p, end, &cp) != 0) { return -1; }
     if (cp == 0) { return json_fail(p, "\\u0000 is not supported (strings are NUL-terminated)"); }
     if (cp >= 0xDC00 && cp <= 0xDFFF) { return json_fail(p, "unpaired low surrogate"); }
     if (cp >= 0xD800 && cp <= 0xDBFF) {
         p->pos += 6;
-        unsigned long lo;
+        unsigned long lo = 0;
         if (end - p->pos < 2 || p->text[p->pos] != '\\' || p->text[p->pos + 1] != 'u') {
             return json_fail(p, "high surrogate not followed by a \\u low surrogate");
         }

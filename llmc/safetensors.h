@@ -543,7 +543,7 @@ static inline int stset_open_file(StSet* set, const char* path, const char* inde
     return 0;
 }
 
-// index of shard `name` among the opened files (by path suffix), -1 if not opened
+// index of shard `name` among the opened files (compared as DIR/name), -1 if not opened
 static inline int stset_shard_index(const StSet* set, const char* dir, const char* name) {
     for (int i = 0; i < set->nfiles; i++) {
         char* p = st_path_join(dir, name);
