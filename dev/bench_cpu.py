@@ -23,7 +23,7 @@ import warnings
 C_ENGINE_CMD = ("./train_t5 --model flan-t5-small --bench {iters} --batch-size {batch_size} "
                 "--bench-src-len {src_len} --bench-tgt-len {tgt_len}")
 C_ENGINE_BINARY = "./train_t5"
-C_ENGINE_RESULT = re.compile(r"^bench: fwdbwd_ms=([0-9.eE+-]+)\s*$", re.MULTILINE)
+C_ENGINE_RESULT = re.compile(r"^bench: fwdbwd_ms=([0-9.eE+-]+)", re.MULTILINE)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
