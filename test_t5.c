@@ -643,6 +643,7 @@ static void test_cli_errors(const char* bin) {
 }
 
 int main(int argc, char** argv) {
+    enable_flush_to_zero();
     const char* fixtures[] = { "dev/fixtures/flan_gated", "dev/fixtures/t5_relu_tied", "dev/fixtures/odd_shapes", "dev/fixtures/gelu_untied" };
     char tmp[] = "/tmp/test_t5_XXXXXX";
     if (!mkdtemp(tmp)) { perror("mkdtemp"); return EXIT_FAILURE; }

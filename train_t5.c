@@ -1326,6 +1326,7 @@ static int save_outputs(const T5* m, const Options* o) {
 
 #ifndef TESTING
 int main(int argc, char** argv) {
+    enable_flush_to_zero();
     Options o = options_default();
     if (parse_args(argc, argv, &o)) return EXIT_FAILURE;
     if (o.bench == 0 && o.train_file == NULL && !o.save_hf && !o.save_ckpt) {

@@ -16,7 +16,8 @@
 
 #define GEMM_MR 8     // rows of the register tile
 #define GEMM_NR 16    // columns of the register tile (one AVX-512 or two AVX2 vectors)
-#define GEMM_KC 256   // depth of one packed slice: an A and a B panel slice stay in L1/L2
+#define GEMM_KC 256   // depth of one packed slice: a B panel slice (16 KB) stays in L1
+#define GEMM_MC 256   // rows of A per cache block: MC × KC floats = 256 KB stay in L2
 
 // scratch for the packed operands, grown on demand and owned by the caller (no global state)
 typedef struct { float* buf; size_t cap; } GemmWorkspace;
@@ -58,7 +59,7 @@ static inline void gemm_pack_b(float* Bp, const float* B, size_t ldb, int tb, in
 }
 
 // acc (MR, NR) = Σ_k Ap[k][r] · Bp[k][c], then C tile (+)= acc for the valid rows/columns
-static inline void gemm_micro(const float* Ap, const float* Bp, int kc, float* C, size_t ldc,
+__attribute__((always_inline)) static inline void gemm_micro(const float* Ap, const float* Bp, int kc, float* C, size_t ldc,
                               int rows, int cols, int add) {
     float acc[GEMM_MR][GEMM_NR];
     memset(acc, 0, sizeof(acc));
@@ -102,14 +103,18 @@ static void gemm(GemmWorkspace* ws, int M, int N, int K,
             #pragma omp for schedule(static)
             for (int nb = 0; nb < nblocks; nb++)
                 gemm_pack_b(Bp + (size_t)nb * GEMM_NR * kc, B, ldb, tb, N, nb * GEMM_NR, k0, kc);
-            // each thread takes whole column panels: its B slice stays in cache across all row blocks
-            #pragma omp for schedule(static)
-            for (int nb = 0; nb < nblocks; nb++) {
-                int n0 = nb * GEMM_NR, cols = N - n0 < GEMM_NR ? N - n0 : GEMM_NR;
-                for (int mb = 0; mb < mblocks; mb++) {
-                    int m0 = mb * GEMM_MR, rows = M - m0 < GEMM_MR ? M - m0 : GEMM_MR;
-                    gemm_micro(Ap + (size_t)mb * GEMM_MR * kc, Bp + (size_t)nb * GEMM_NR * kc, kc,
-                               C + (size_t)m0 * ldc + n0, ldc, rows, cols, add);
+            // rows in blocks of GEMM_MC: the packed A block (MC × KC) stays in L2 while every thread
+            // sweeps its column panels over it; each B panel (KC × NR) stays in L1 across the block
+            for (int mc = 0; mc < mblocks; mc += GEMM_MC / GEMM_MR) {
+                int mc_end = mc + GEMM_MC / GEMM_MR < mblocks ? mc + GEMM_MC / GEMM_MR : mblocks;
+                #pragma omp for schedule(static)
+                for (int nb = 0; nb < nblocks; nb++) {
+                    int n0 = nb * GEMM_NR, cols = N - n0 < GEMM_NR ? N - n0 : GEMM_NR;
+                    for (int mb = mc; mb < mc_end; mb++) {
+                        int m0 = mb * GEMM_MR, rows = M - m0 < GEMM_MR ? M - m0 : GEMM_MR;
+                        gemm_micro(Ap + (size_t)mb * GEMM_MR * kc, Bp + (size_t)nb * GEMM_NR * kc, kc,
+                                   C + (size_t)m0 * ldc + n0, ldc, rows, cols, add);
+                    }
                 }
             }
         }
