@@ -562,17 +562,17 @@ static int parse_losses(const char* out, float* losses, int max) {
 
 // HF dir in → train 4 steps with the fixture's optimizer settings → step losses match transformers + torch
 // AdamW → export → the exported directory loads back with the trained parameters of a checkpoint
-static void test_cli_fixture_run(const char* bin, const char* tmp) {
+static void test_cli_fixture_run(const char* bin, const char* tmp, const char* fx) {
     static char out[1 << 16];
     char cmd[2048], path[600], err[1024];
-    const char* fx = "dev/fixtures/flan_gated";
     snprintf(cmd, sizeof(cmd), "%s --model %s/model --train-file %s/examples.bin --steps 4 --batch-size 3 --shuffle 0 "
              "--lr 1e-2 --schedule linear --warmup 2 --schedule-steps 6 --weight-decay 0.01 --decay-norms 1 --clip 1 "
              "--dropout 0 --save-hf %s/cli_hf --save-checkpoint %s/cli.ckpt", bin, fx, fx, tmp, tmp);
     int rc = run_cmd(cmd, out, sizeof(out));
     float got[8];
     int n = parse_losses(out, got, 8);
-    check_true("train_t5 on an HF dir + example file exits 0 with 4 step lines", rc == 0 && n == 4);
+    snprintf(path, sizeof(path), "train_t5 on %s: exit 0 with 4 step lines", fx);
+    check_true(path, rc == 0 && n == 4);
     if (rc != 0 || n != 4) { printf("%s\n", out); return; }
     Fixture f;
     snprintf(f.path, sizeof(f.path), "%s/fixture.safetensors", fx);
@@ -581,7 +581,7 @@ static void test_cli_fixture_run(const char* bin, const char* tmp) {
         char key[64], name[96];
         snprintf(key, sizeof(key), "step%d.loss", k);
         float* want = fx_f32(&f, key, NULL);
-        snprintf(name, sizeof(name), "train_t5 CLI %s (printed with 6 decimals)", key);
+        snprintf(name, sizeof(name), "train_t5 CLI %s (6 decimals printed)", key);
         check_close(name, &got[k], want, 1, 1e-5f);
         free(want);
     }
@@ -662,7 +662,7 @@ int main(int argc, char** argv) {
     test_bad_examples(tmp);
     if (bin) {
         printf("\n=== command line (%s)\n", bin);
-        test_cli_fixture_run(bin, tmp);
+        for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_cli_fixture_run(bin, tmp, fixtures[i]);
         test_cli_loss_falls(bin, tmp);
         test_cli_errors(bin);
     }

@@ -54,6 +54,8 @@ def bench_pytorch(args):
 
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
+    # t5.c flushes subnormals to zero (llmc/utils.h); --torch-flush-denormal gives PyTorch the same
+    torch.set_flush_denormal(args.torch_flush_denormal)
     torch.manual_seed(0)
     config = T5Config(**FLAN_T5_SMALL)
     model = T5ForConditionalGeneration(config)
@@ -113,6 +115,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both (default: all CPUs)")
     ap.add_argument("--iters", type=int, default=3, help="timed iterations, median reported (default 3)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed iterations first (default 1)")
+    ap.add_argument("--torch-flush-denormal", action="store_true",
+                    help="torch.set_flush_denormal(True), as t5.c does (default: PyTorch's default, off)")
     args = ap.parse_args()
     for name in ("batch_size", "src_len", "tgt_len", "threads", "iters"):
         if getattr(args, name) < 1:
@@ -129,7 +133,7 @@ def main():
 
     pt_ms, pt_all, info = bench_pytorch(args)
     print(f"pytorch: torch {info['torch']}, transformers {info['transformers']}, attention {info['attention']}, "
-          f"{info['params'] / 1e6:.1f}M params, fwd+bwd ms per iter: " + ", ".join(f"{t:.1f}" for t in pt_all))
+          f"{info['params'] / 1e6:.1f}M params, flush_denormal {args.torch_flush_denormal}, fwd+bwd ms per iter: " + ", ".join(f"{t:.1f}" for t in pt_all))
     c_ms = bench_c(args)
 
     print()

@@ -103,19 +103,29 @@ static inline const char* hf_ffn_name(const T5Config* c) {
     return c->act == ACT_RELU ? "relu" : c->act == ACT_GELU ? "gelu" : "gelu_new";
 }
 
+// the shortest decimal that reads back as the same float (1e-06, not 9.99999997e-07)
+static inline void hf_format_float(char* buf, size_t n, float x) {
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, n, "%.*g", prec, (double)x);
+        if (strtof(buf, NULL) == x) return;
+    }
+}
+
 static inline int t5_config_write(const char* path, const T5Config* c, char* err, size_t errlen) {
     if (c->gated && c->act == ACT_GELU) { snprintf(err, errlen, "%s: a gated exact-GELU FFN has no HF config name", path); return -1; }
-    char buf[2048];
+    char buf[2048], eps[32], drop[32];
+    hf_format_float(eps, sizeof(eps), c->eps);
+    hf_format_float(drop, sizeof(drop), c->dropout);
     int n = snprintf(buf, sizeof(buf),
         "{\n  \"architectures\": [\"T5ForConditionalGeneration\"],\n  \"model_type\": \"t5\",\n"
         "  \"vocab_size\": %d,\n  \"d_model\": %d,\n  \"d_kv\": %d,\n  \"d_ff\": %d,\n  \"num_heads\": %d,\n"
         "  \"num_layers\": %d,\n  \"num_decoder_layers\": %d,\n  \"relative_attention_num_buckets\": %d,\n"
-        "  \"relative_attention_max_distance\": %d,\n  \"layer_norm_epsilon\": %.9g,\n  \"dropout_rate\": %.9g,\n"
+        "  \"relative_attention_max_distance\": %d,\n  \"layer_norm_epsilon\": %s,\n  \"dropout_rate\": %s,\n"
         "  \"feed_forward_proj\": \"%s\",\n  \"dense_act_fn\": \"%s\",\n  \"is_gated_act\": %s,\n"
         "  \"tie_word_embeddings\": %s,\n  \"initializer_factor\": 1.0,\n  \"is_encoder_decoder\": true,\n"
         "  \"use_cache\": true,\n  \"pad_token_id\": %d,\n  \"eos_token_id\": %d,\n  \"decoder_start_token_id\": %d\n}\n",
         c->vocab_size, c->d_model, c->d_kv, c->d_ff, c->num_heads, c->num_layers, c->num_decoder_layers,
-        c->num_buckets, c->max_distance, (double)c->eps, (double)c->dropout, hf_ffn_name(c),
+        c->num_buckets, c->max_distance, eps, drop, hf_ffn_name(c),
         c->act == ACT_RELU ? "relu" : c->act == ACT_GELU ? "gelu" : "gelu_new", c->gated ? "true" : "false",
         c->tied ? "true" : "false", c->pad_id, c->eos_id, c->decoder_start_id);
     AtomicFile a;
