@@ -348,97 +348,106 @@ static inline int attn_keys(const AttnSpec* s, int b, int i) {
     return n;
 }
 
-// out (B, Tq, H·D) = dropout(softmax(q·kᵀ + bias + mask)) · v   — T5: no 1/sqrt(D) scale.
-// q (B, Tq, H·D), k/v (B, Tk, H·D); att (B, H, Tq, Tk) keeps the probabilities (0 where masked).
-static void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const AttnSpec* s) {
-    int B = s->B, Tq = s->Tq, Tk = s->Tk, H = s->H, D = s->D, HD = H * D;
-    float scale = s->drop.p == 0.0f ? 1.0f : 1.0f / (1.0f - s->drop.p);
-    #pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < H; h++) {
+// pointer to head h of sequence b in a (B, T, H·D) tensor: a (T, D) matrix with row stride H·D
+static inline float* head_at(const float* x, int b, int h, int T, int HD, int D) {
+    return (float*)x + (size_t)b * T * HD + (size_t)h * D;
+}
+
+// in place on each row of att (B, H, Tq, Tk): + relative bias, mask, softmax; 0 on masked keys
+static void attention_softmax(float* att, const AttnSpec* s) {
+    int B = s->B, Tq = s->Tq, Tk = s->Tk, H = s->H;
+    #pragma omp parallel for collapse(3) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
             for (int i = 0; i < Tq; i++) {
-                const float* qi = q + ((size_t)b * Tq + i) * HD + h * D;
                 float* p = att + (((size_t)b * H + h) * Tq + i) * Tk;
                 int n = attn_keys(s, b, i);
                 float maxv = -INFINITY;
                 for (int j = 0; j < n; j++) {
-                    const float* kj = k + ((size_t)b * Tk + j) * HD + h * D;
-                    float dot = 0.0f;
-                    for (int d = 0; d < D; d++) dot += qi[d] * kj[d];
-                    if (s->relb) dot += s->relb[s->buckets[j - i + Tq - 1] * H + h];
-                    p[j] = dot;
-                    if (dot > maxv) maxv = dot;
+                    if (s->relb) p[j] += s->relb[s->buckets[j - i + Tq - 1] * H + h];
+                    if (p[j] > maxv) maxv = p[j];
                 }
                 float sum = 0.0f;
                 for (int j = 0; j < n; j++) { p[j] = expf(p[j] - maxv); sum += p[j]; }
                 float inv = 1.0f / sum;
                 for (int j = 0; j < n; j++) p[j] *= inv;
                 for (int j = n; j < Tk; j++) p[j] = 0.0f;
-                float* oi = out + ((size_t)b * Tq + i) * HD + h * D;
-                for (int d = 0; d < D; d++) oi[d] = 0.0f;
-                size_t base = (((size_t)b * H + h) * Tq + i) * Tk;
-                for (int j = 0; j < n; j++) {
-                    float pj = p[j];
-                    if (s->drop.p != 0.0f) pj = dropout_keep(s->drop.seed, s->site, base + j, s->drop.p) ? pj * scale : 0.0f;
-                    const float* vj = v + ((size_t)b * Tk + j) * HD + h * D;
-                    for (int d = 0; d < D; d++) oi[d] += pj * vj[d];
-                }
             }
-        }
-    }
 }
 
-// Given dout (B, Tq, H·D): dq =, dk =, dv = (each (b, h) owns its slices, so no races);
-// dscore (B, H, Tq, Tk) is written for the bias gradient:  drelb[bucket(j-i), h] += Σ dscore.
-//   dp'_j = dout_i·v_j    dv_j += p'_j dout_i    dp_j = dropout'(dp'_j)
-//   ds_j = p_j (dp_j − Σ_k p_k dp_k)    dq_i = Σ_j ds_j k_j    dk_j += ds_j q_i
-static void attention_backward(float* dq, float* dk, float* dv, float* dscore, float* drelb, const float* dout,
-                               const float* q, const float* k, const float* v, const float* att, const AttnSpec* s) {
+// the probabilities after dropout, p' = dropout(p), into dst (B, H, Tq, Tk); returns p itself when p = 0
+static const float* attention_dropped(float* dst, const float* att, const AttnSpec* s) {
+    if (s->drop.p == 0.0f) return att;
+    dropout_apply(dst, att, (size_t)s->B * s->H * s->Tq * s->Tk, s->drop, s->site);
+    return dst;
+}
+
+// out (B, Tq, H·D) = dropout(softmax(q·kᵀ + bias + mask)) · v   — T5: no 1/sqrt(D) scale.
+// q (B, Tq, H·D), k/v (B, Tk, H·D); att (B, H, Tq, Tk) keeps the probabilities (0 where masked);
+// scratch (B, H, Tq, Tk) holds the dropped probabilities when dropout is on.
+// The two products run as one GEMM per (sequence, head) on the strided head views.
+static void attention_forward(GemmWorkspace* ws, float* out, float* att, float* scratch, const float* q,
+                              const float* k, const float* v, const AttnSpec* s) {
     int B = s->B, Tq = s->Tq, Tk = s->Tk, H = s->H, D = s->D, HD = H * D;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) // scores (Tq, Tk) = q_bh · k_bhᵀ
+            gemm(ws, Tq, Tk, D, head_at(q, b, h, Tq, HD, D), HD, 0, head_at(k, b, h, Tk, HD, D), HD, 1,
+                 att + ((size_t)b * H + h) * Tq * Tk, Tk, 0);
+    attention_softmax(att, s);
+    const float* pd = attention_dropped(scratch, att, s);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) // out_bh (Tq, D) = p'_bh · v_bh
+            gemm(ws, Tq, D, Tk, pd + ((size_t)b * H + h) * Tq * Tk, Tk, 0, head_at(v, b, h, Tk, HD, D), HD, 0,
+                 head_at(out, b, h, Tq, HD, D), HD, 0);
+}
+
+// Given dout (B, Tq, H·D): dq, dk, dv are written (=); dscore (B, H, Tq, Tk) ends as ∂L/∂scores,
+// from which drelb[bucket(j-i), h] += Σ dscore.
+//   dv = p'ᵀ·dout    dp' = dout·vᵀ    dp = dropout'(dp')    ds_j = p_j (dp_j − Σ_k p_k dp_k)
+//   dq = ds·k        dk = dsᵀ·q
+static void attention_backward(GemmWorkspace* ws, float* dq, float* dk, float* dv, float* dscore, float* drelb,
+                               const float* dout, const float* q, const float* k, const float* v,
+                               const float* att, const AttnSpec* s) {
+    int B = s->B, Tq = s->Tq, Tk = s->Tk, H = s->H, D = s->D, HD = H * D;
+    size_t TT = (size_t)Tq * Tk;
+    const float* pd = attention_dropped(dscore, att, s); // dscore serves as scratch for p' first
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            gemm(ws, Tk, D, Tq, pd + ((size_t)b * H + h) * TT, Tk, 1, head_at(dout, b, h, Tq, HD, D), HD, 0,
+                 head_at(dv, b, h, Tk, HD, D), HD, 0);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            gemm(ws, Tq, Tk, D, head_at(dout, b, h, Tq, HD, D), HD, 0, head_at(v, b, h, Tk, HD, D), HD, 1,
+                 dscore + ((size_t)b * H + h) * TT, Tk, 0);
     float scale = s->drop.p == 0.0f ? 1.0f : 1.0f / (1.0f - s->drop.p);
-    #pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < H; h++) {
-            for (int j = 0; j < Tk; j++) {
-                memset(dk + ((size_t)b * Tk + j) * HD + h * D, 0, (size_t)D * sizeof(float));
-                memset(dv + ((size_t)b * Tk + j) * HD + h * D, 0, (size_t)D * sizeof(float));
-            }
+    #pragma omp parallel for collapse(3) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
             for (int i = 0; i < Tq; i++) {
-                const float* p = att + (((size_t)b * H + h) * Tq + i) * Tk;
-                float* ds = dscore + (((size_t)b * H + h) * Tq + i) * Tk;
-                const float* go = dout + ((size_t)b * Tq + i) * HD + h * D;
-                const float* qi = q + ((size_t)b * Tq + i) * HD + h * D;
-                float* dqi = dq + ((size_t)b * Tq + i) * HD + h * D;
-                size_t base = (((size_t)b * H + h) * Tq + i) * Tk;
+                size_t base = ((size_t)b * H + h) * TT + (size_t)i * Tk;
+                const float* p = att + base;
+                float* ds = dscore + base;
                 int n = attn_keys(s, b, i);
-                float dot_pdp = 0.0f;
+                float dot = 0.0f;
                 for (int j = 0; j < n; j++) {
-                    const float* vj = v + ((size_t)b * Tk + j) * HD + h * D;
-                    float* dvj = dv + ((size_t)b * Tk + j) * HD + h * D;
-                    int keep = s->drop.p == 0.0f || dropout_keep(s->drop.seed, s->site, base + j, s->drop.p);
-                    float pj = keep ? p[j] * scale : 0.0f;
-                    float dpj = 0.0f;
-                    for (int d = 0; d < D; d++) { dpj += go[d] * vj[d]; dvj[d] += pj * go[d]; }
-                    ds[j] = keep ? dpj * scale : 0.0f; // dp_j for now
-                    dot_pdp += p[j] * ds[j];
+                    if (s->drop.p != 0.0f) ds[j] = dropout_keep(s->drop.seed, s->site, base + j, s->drop.p) ? ds[j] * scale : 0.0f;
+                    dot += p[j] * ds[j];
                 }
-                for (int d = 0; d < D; d++) dqi[d] = 0.0f;
-                for (int j = 0; j < n; j++) {
-                    ds[j] = p[j] * (ds[j] - dot_pdp);
-                    const float* kj = k + ((size_t)b * Tk + j) * HD + h * D;
-                    float* dkj = dk + ((size_t)b * Tk + j) * HD + h * D;
-                    for (int d = 0; d < D; d++) { dqi[d] += ds[j] * kj[d]; dkj[d] += ds[j] * qi[d]; }
-                }
+                for (int j = 0; j < n; j++) ds[j] = p[j] * (ds[j] - dot);
                 for (int j = n; j < Tk; j++) ds[j] = 0.0f;
             }
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const float* ds = dscore + ((size_t)b * H + h) * TT;
+            gemm(ws, Tq, D, Tk, ds, Tk, 0, head_at(k, b, h, Tk, HD, D), HD, 0, head_at(dq, b, h, Tq, HD, D), HD, 0);
+            gemm(ws, Tk, D, Tq, ds, Tk, 1, head_at(q, b, h, Tq, HD, D), HD, 0, head_at(dk, b, h, Tk, HD, D), HD, 0);
         }
-    }
     if (!s->relb) return;
     #pragma omp parallel for schedule(static)
     for (int h = 0; h < H; h++)
         for (int b = 0; b < B; b++)
             for (int i = 0; i < Tq; i++) {
-                const float* ds = dscore + (((size_t)b * H + h) * Tq + i) * Tk;
+                const float* ds = dscore + ((size_t)b * H + h) * TT + (size_t)i * Tk;
                 int n = attn_keys(s, b, i);
                 for (int j = 0; j < n; j++) drelb[s->buckets[j - i + Tq - 1] * H + h] += ds[j];
             }
@@ -509,7 +518,7 @@ static void attn_sublayer_forward(T5* m, float* res_out, const float* res_in, At
     matmul_forward(&m->gemm_ws, a.q, a.ln, w.q, N, C, HD);
     matmul_forward(&m->gemm_ws, a.kv, kv_src, w.k, a.Nkv, C, HD);
     matmul_forward(&m->gemm_ws, a.kv + (size_t)a.Nkv * HD, kv_src, w.v, a.Nkv, C, HD);
-    attention_forward(a.ctx, a.att, a.q, a.kv, a.kv + (size_t)a.Nkv * HD, s);
+    attention_forward(&m->gemm_ws, a.ctx, a.att, m->acts.g_att, a.q, a.kv, a.kv + (size_t)a.Nkv * HD, s);
     matmul_forward(&m->gemm_ws, res_out, a.ctx, w.o, N, HD, C);
     residual_forward(res_out, res_in, res_out, (size_t)N * C, d, res_site);
 }
@@ -542,7 +551,7 @@ static void attn_sublayer_backward(T5* m, float* g_res, const float* res_in, Att
     float* gq = A->g_qkv;
     float* gk = a.kv_src ? A->g_ckv : A->g_qkv + (size_t)N * HD;
     float* gv = gk + (size_t)a.Nkv * HD;
-    attention_backward(gq, gk, gv, A->g_att, drelb, A->g_ctx, a.q, a.kv, a.kv + (size_t)a.Nkv * HD, a.att, s);
+    attention_backward(ws, gq, gk, gv, A->g_att, drelb, A->g_ctx, a.q, a.kv, a.kv + (size_t)a.Nkv * HD, a.att, s);
     float* g_kv_dst = g_kv_src ? g_kv_src : A->g_x;
     matmul_backward(ws, A->g_x, g.q, gq, a.ln, w.q, N, C, HD, 0);
     matmul_backward(ws, g_kv_dst, g.k, gk, kv_src, w.k, a.Nkv, C, HD, 1);
