@@ -567,7 +567,7 @@ static void test_cli_fixture_run(const char* bin, const char* tmp, const char* f
     char cmd[2048], path[600], err[1024];
     snprintf(cmd, sizeof(cmd), "%s --model %s/model --train-file %s/examples.bin --steps 4 --batch-size 3 --shuffle 0 "
              "--lr 1e-2 --schedule linear --warmup 2 --schedule-steps 6 --weight-decay 0.01 --decay-norms 1 --clip 1 "
-             "--dropout 0 --save-hf %s/cli_hf --save-checkpoint %s/cli.ckpt", bin, fx, fx, tmp, tmp);
+             "--dropout 0 --save-hf %s/new/dirs/cli_hf --save-checkpoint %s/new/ckpt/cli.ckpt", bin, fx, fx, tmp, tmp);
     int rc = run_cmd(cmd, out, sizeof(out));
     float got[8];
     int n = parse_losses(out, got, 8);
@@ -587,9 +587,9 @@ static void test_cli_fixture_run(const char* bin, const char* tmp, const char* f
     }
     st_close(&f.st);
     T5 a, b;
-    snprintf(path, sizeof(path), "%s/cli_hf", tmp);
+    snprintf(path, sizeof(path), "%s/new/dirs/cli_hf", tmp); // parent directories created on demand
     int ok = t5_build_from_hf(&a, path, err, sizeof(err)) == 0;
-    snprintf(path, sizeof(path), "%s/cli.ckpt", tmp);
+    snprintf(path, sizeof(path), "%s/new/ckpt/cli.ckpt", tmp);
     ok = ok && t5_build_from_checkpoint(&b, path, err, sizeof(err)) == 0;
     check_true("CLI --save-hf and --save-checkpoint hold the same trained parameters",
                ok && a.layout.total == b.layout.total && b.step == 4 && b.m_memory != NULL &&

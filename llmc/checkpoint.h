@@ -52,7 +52,7 @@ static inline int ckpt_save(const char* path, const T5Config* c, const float* pa
     h[0] = CKPT_MAGIC; h[1] = CKPT_VERSION; h[2] = n; h[3] = (m && v) ? 1 : 0; h[4] = step;
     ckpt_pack_config(h, c);
     AtomicFile a;
-    if (atomic_open(&a, path, err, errlen)) return -1;
+    if (mkdir_parent(path, err, errlen) || atomic_open(&a, path, err, errlen)) return -1;
     int ok = atomic_write(&a, h, sizeof(h), err, errlen) == 0 &&
              atomic_write(&a, params, (size_t)n * sizeof(float), err, errlen) == 0;
     if (ok && h[3]) ok = atomic_write(&a, m, (size_t)n * sizeof(float), err, errlen) == 0 &&

@@ -19,6 +19,34 @@ static inline int64_t file_size_of(const char* path, char* err, size_t errlen) {
     return (int64_t)st.st_size;
 }
 
+// mkdir -p DIR (0755); 0 on success or if it exists as a directory
+static inline int mkdir_p(const char* dir, char* err, size_t errlen) {
+    char buf[4096];
+    if (snprintf(buf, sizeof(buf), "%s", dir) >= (int)sizeof(buf)) { snprintf(err, errlen, "%s: path too long", dir); return -1; }
+    for (char* p = buf + 1; ; p++) {
+        if (*p != '/' && *p != 0) continue;
+        char c = *p;
+        *p = 0;
+        struct stat st;
+        if (mkdir(buf, 0755) != 0 && (errno != EEXIST || stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))) {
+            snprintf(err, errlen, "%s: cannot create directory: %s", buf, strerror(errno)); return -1;
+        }
+        if (c == 0) return 0;
+        *p = c;
+    }
+}
+
+// mkdir -p of the directory that will hold PATH
+static inline int mkdir_parent(const char* path, char* err, size_t errlen) {
+    const char* slash = strrchr(path, '/');
+    if (slash == NULL || slash == path) return 0;
+    char dir[4096];
+    if ((size_t)(slash - path) >= sizeof(dir)) { snprintf(err, errlen, "%s: path too long", path); return -1; }
+    memcpy(dir, path, (size_t)(slash - path));
+    dir[slash - path] = 0;
+    return mkdir_p(dir, err, errlen);
+}
+
 // an open temporary file PATH.tmp for an atomic write
 typedef struct { FILE* f; char tmp[4096]; const char* path; } AtomicFile;
 

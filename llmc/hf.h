@@ -196,7 +196,7 @@ static inline int t5_load_hf_dir(const char* dir, T5Config* c, float** params, c
 
 // writes DIR/config.json and DIR/model.safetensors (F32) that transformers' from_pretrained loads
 static inline int t5_save_hf_dir(const char* dir, const T5Config* c, const float* params, char* err, size_t errlen) {
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) { snprintf(err, errlen, "%s: cannot create directory: %s", dir, strerror(errno)); return -1; }
+    if (mkdir_p(dir, err, errlen)) return -1;
     T5Layout L;
     t5_layout(c, &L);
     int count = 0;
