@@ -104,22 +104,40 @@ static FxBatch fx_batch(Fixture* f, const T5Config* c) {
 
 static void fx_batch_free(FxBatch* x) { free(x->b.src); free(x->b.src_len); free(x->b.dec_in); free(x->b.labels); free(x->dec_hf); }
 
-// compares every parameter-shaped buffer (gradients or parameters) with the fixture's PREFIX<hf name>
-static void check_all_tensors(Fixture* f, const T5* m, const float* buf, const char* prefix, float tol) {
+// calls fn(fixture tensor PREFIX<hf name>, its slot in a parameter-shaped buffer) for every layout
+// tensor copy; the fixture tensor must have the copy's size
+typedef void (*TensorVisit)(const char* key, float* slot, const float* fixture_values, size_t n, float tol);
+
+static void visit_all_tensors(Fixture* f, const T5* m, float* buf, const char* prefix, TensorVisit fn, float tol) {
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         const T5Tensor* t = &m->layout.t[i];
         for (int l = 0; l < t->layers && t->size; l++) {
             char name[160], key[200];
             t5_tensor_name(&m->layout, i, l, name, sizeof(name));
             snprintf(key, sizeof(key), "%s%s", prefix, name);
-            size_t n;
+            size_t n, per = t5_tensor_copy_size(t);
             float* want = fx_f32(f, key, &n);
-            size_t per = t5_tensor_copy_size(t);
-            if (n != per) { check_true(key, 0); free(want); continue; }
-            check_close(key, buf + t->offset + (size_t)l * per, want, n, tol);
+            if (n != per) { printf("fixture tensor %s has %zu values, want %zu\n", key, n, per); check_true(key, 0); }
+            else fn(key, buf + t->offset + (size_t)l * per, want, n, tol);
             free(want);
         }
     }
+}
+
+static void visit_compare(const char* key, float* slot, const float* want, size_t n, float tol) { check_close(key, slot, want, n, tol); }
+static void visit_copy(const char* key, float* slot, const float* src, size_t n, float tol) {
+    (void)key; (void)tol;
+    memcpy(slot, src, n * sizeof(float));
+}
+
+// compares every parameter-shaped buffer (gradients or parameters) with the fixture's PREFIX<hf name>
+static void check_all_tensors(Fixture* f, const T5* m, const float* buf, const char* prefix, float tol) {
+    visit_all_tensors(f, m, (float*)buf, prefix, visit_compare, tol);
+}
+
+// reads every parameter-shaped fixture tensor PREFIX<hf name> into buf (layout order)
+static void load_all_tensors(Fixture* f, const T5* m, float* buf, const char* prefix) {
+    visit_all_tensors(f, m, buf, prefix, visit_copy, 0.0f);
 }
 
 // ----------------------------------------------------------------------------
@@ -173,23 +191,6 @@ static void test_schedules(Fixture* f) {
         for (size_t i = 0; i < n && i < 64; i++) got[i] = (float)lr_multiplier(&s, (long long)i);
         check_close(names[k], got, want, n, 1e-6f); // double formula vs Python double, stored as fp32
         free(want);
-    }
-}
-
-// reads every parameter-shaped fixture tensor PREFIX<hf name> into buf (layout order)
-static void load_all_tensors(Fixture* f, const T5* m, float* buf, const char* prefix) {
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        const T5Tensor* t = &m->layout.t[i];
-        for (int l = 0; l < t->layers && t->size; l++) {
-            char name[160], key[200];
-            t5_tensor_name(&m->layout, i, l, name, sizeof(name));
-            snprintf(key, sizeof(key), "%s%s", prefix, name);
-            size_t n, per = t5_tensor_copy_size(t);
-            float* src = fx_f32(f, key, &n);
-            if (n != per) { printf("fixture tensor %s has %zu values, want %zu\n", key, n, per); exit(EXIT_FAILURE); }
-            memcpy(buf + t->offset + (size_t)l * per, src, per * sizeof(float));
-            free(src);
-        }
     }
 }
 

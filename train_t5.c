@@ -1217,7 +1217,7 @@ static double now_ms(void) {
 // ----------------------------------------------------------------------------
 // training
 
-typedef struct { float loss, grad_norm, lr; int tokens, skipped; } StepResult;
+typedef struct { float loss, grad_norm, lr; int tokens, skipped; const char* error; } StepResult;
 
 // one optimizer step over grad_accum micro-batches; the loss is the mean over all counted tokens
 static StepResult train_step(T5* m, const Options* o, const ExampleFile* e, Sampler* s, BatchBuf* bufs, long long k) {
@@ -1229,7 +1229,7 @@ static StepResult train_step(T5* m, const Options* o, const ExampleFile* e, Samp
         for (int i = 0; i < B; i++) idx[i] = sampler_next(s);
         T5Batch* b = batch_make(&bufs[a], e, idx, B, o->max_src_len, o->max_tgt_len, &m->config);
         const char* bad = t5_check_batch(m, b);
-        if (bad) { fprintf(stderr, "error: %s: %s\n", o->train_file, bad); exit(EXIT_FAILURE); }
+        if (bad) { r.error = bad; return r; } // refused before any compute
         total += batch_count_labels(b);
         r.tokens += bufs[a].b.B * (bufs[a].b.Ts + bufs[a].b.Tt);
     }
@@ -1252,27 +1252,25 @@ static StepResult train_step(T5* m, const Options* o, const ExampleFile* e, Samp
     return r;
 }
 
-static int check_batches(const T5* m, const Options* o, const ExampleFile* e) {
-    (void)o;
-    char err[512];
-    if (examples_check_vocab(e, m->config.vocab_size, o->train_file, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
-    return 0;
-}
-
 static int train(T5* m, const Options* o) {
     char err[1024];
     ExampleFile e;
     if (examples_open(&e, o->train_file, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
-    if (check_batches(m, o, &e)) { examples_free(&e); return -1; }
+    if (examples_check_vocab(&e, m->config.vocab_size, o->train_file, err, sizeof(err))) {
+        fprintf(stderr, "error: %s\n", err);
+        examples_free(&e);
+        return -1;
+    }
     printf("train file: %lld examples\n", (long long)e.n);
     Sampler s;
     sampler_init(&s, e.n, o->shuffle, (uint64_t)o->seed);
     BatchBuf* bufs = (BatchBuf*)callocCheck((size_t)o->grad_accum, sizeof(BatchBuf));
-    int skipped = 0;
-    for (long long k = 0; k < o->steps; k++) {
+    int skipped = 0, rc = 0;
+    for (long long k = 0; k < o->steps && rc == 0; k++) {
         double t0 = now_ms();
         StepResult r = train_step(m, o, &e, &s, bufs, k);
         double ms = now_ms() - t0;
+        if (r.error) { fprintf(stderr, "error: %s: %s\n", o->train_file, r.error); rc = -1; break; }
         skipped += r.skipped;
         printf("step %lld/%d | loss %.6f | lr %.4e | grad norm %.4f | %.1f ms | %.0f tok/s%s\n", k + 1, o->steps,
                (double)r.loss, (double)r.lr, (double)r.grad_norm, ms, r.tokens / (ms / 1e3),
@@ -1283,7 +1281,7 @@ static int train(T5* m, const Options* o) {
     for (int a = 0; a < o->grad_accum; a++) batch_free(&bufs[a]);
     free(bufs); free(s.perm);
     examples_free(&e);
-    return 0;
+    return rc;
 }
 
 // synthetic full-length batch, for timing forward + backward
