@@ -267,7 +267,7 @@ static void test_round_trips(T5* m, const char* tmpdir) {
                memcmp(r.params_memory, m->params_memory, m->layout.total * sizeof(float)) == 0);
     if (ok) t5_free(&r);
     snprintf(path, sizeof(path), "%s/model.ckpt", tmpdir);
-    ok = t5_save_checkpoint(m, path, err, sizeof(err)) == 0 && t5_build_from_checkpoint(&r, path, err, sizeof(err)) == 0;
+    ok = t5_save_checkpoint(m, path, NULL, err, sizeof(err)) == 0 && t5_build_from_checkpoint(&r, path, NULL, err, sizeof(err)) == 0;
     if (!ok) printf("  %s\n", err);
     check_true("checkpoint save -> load: identical config and parameters",
                ok && memcmp(&r.config, &m->config, sizeof(T5Config)) == 0 &&
@@ -477,25 +477,25 @@ static void test_bad_checkpoint(const char* tmp) {
     T5 m, r;
     t5_build_from_config(&m, &c);
     t5_init_random(&m, 2);
-    t5_save_checkpoint(&m, path, err, sizeof(err));
+    t5_save_checkpoint(&m, path, NULL, err, sizeof(err));
     FILE* f = fopenCheck(path, "r+b");
     int64_t magic = 0x1234;
     fwrite(&magic, 8, 1, f); fclose(f);
-    expect_error("checkpoint with the wrong magic", t5_build_from_checkpoint(&r, path, err, sizeof(err)), err, "bad magic");
-    t5_save_checkpoint(&m, path, err, sizeof(err));
+    expect_error("checkpoint with the wrong magic", t5_build_from_checkpoint(&r, path, NULL, err, sizeof(err)), err, "bad magic");
+    t5_save_checkpoint(&m, path, NULL, err, sizeof(err));
     f = fopenCheck(path, "r+b");
     int64_t hdr[2] = { CKPT_MAGIC, 99 };
     fwrite(hdr, 8, 2, f); fclose(f);
-    expect_error("checkpoint with an unknown version", t5_build_from_checkpoint(&r, path, err, sizeof(err)), err, "version");
-    t5_save_checkpoint(&m, path, err, sizeof(err));
+    expect_error("checkpoint with an unknown version", t5_build_from_checkpoint(&r, path, NULL, err, sizeof(err)), err, "version");
+    t5_save_checkpoint(&m, path, NULL, err, sizeof(err));
     if (truncate(path, 512 + 40) != 0) perror("truncate");
-    expect_error("truncated checkpoint", t5_build_from_checkpoint(&r, path, err, sizeof(err)), err, "file size");
-    t5_save_checkpoint(&m, path, err, sizeof(err));
+    expect_error("truncated checkpoint", t5_build_from_checkpoint(&r, path, NULL, err, sizeof(err)), err, "file size");
+    t5_save_checkpoint(&m, path, NULL, err, sizeof(err));
     f = fopenCheck(path, "r+b");
     fseek(f, 8 * 6, SEEK_SET); int64_t dm = 9; fwrite(&dm, 8, 1, f); fclose(f); // d_model 8 → 9
-    expect_error("checkpoint whose config disagrees with its size", t5_build_from_checkpoint(&r, path, err, sizeof(err)), err, "parameter count");
+    expect_error("checkpoint whose config disagrees with its size", t5_build_from_checkpoint(&r, path, NULL, err, sizeof(err)), err, "parameter count");
     write_bytes(path, "short", 5);
-    expect_error("checkpoint shorter than its header", t5_build_from_checkpoint(&r, path, err, sizeof(err)), err, "too short");
+    expect_error("checkpoint shorter than its header", t5_build_from_checkpoint(&r, path, NULL, err, sizeof(err)), err, "too short");
     t5_free(&m);
 }
 
@@ -566,7 +566,7 @@ static int parse_losses(const char* out, float* losses, int max) {
 static void test_cli_fixture_run(const char* bin, const char* tmp, const char* fx) {
     static char out[1 << 16];
     char cmd[2048], path[600], err[1024];
-    snprintf(cmd, sizeof(cmd), "%s --model %s/model --train-file %s/examples.bin --steps 4 --batch-size 3 --shuffle 0 "
+    snprintf(cmd, sizeof(cmd), "%s --model %s/model --train-file %s/examples.bin --steps 4 --batch-size 3 --shuffle 0 --bucket 0 "
              "--lr 1e-2 --schedule linear --warmup 2 --schedule-steps 6 --weight-decay 0.01 --decay-norms 1 --clip 1 "
              "--dropout 0 --save-hf %s/new/dirs/cli_hf --save-checkpoint %s/new/ckpt/cli.ckpt", bin, fx, fx, tmp, tmp);
     int rc = run_cmd(cmd, out, sizeof(out));
@@ -591,7 +591,7 @@ static void test_cli_fixture_run(const char* bin, const char* tmp, const char* f
     snprintf(path, sizeof(path), "%s/new/dirs/cli_hf", tmp); // parent directories created on demand
     int ok = t5_build_from_hf(&a, path, err, sizeof(err)) == 0;
     snprintf(path, sizeof(path), "%s/new/ckpt/cli.ckpt", tmp);
-    ok = ok && t5_build_from_checkpoint(&b, path, err, sizeof(err)) == 0;
+    ok = ok && t5_build_from_checkpoint(&b, path, NULL, err, sizeof(err)) == 0;
     check_true("CLI --save-hf and --save-checkpoint hold the same trained parameters",
                ok && a.layout.total == b.layout.total && b.step == 4 && b.m_memory != NULL &&
                memcmp(a.params_memory, b.params_memory, a.layout.total * sizeof(float)) == 0);

@@ -13,6 +13,9 @@
 #include <math.h>       // defines: expf, logf, tanhf, erff, sqrtf
 #include <time.h>       // defines: clock_gettime
 #include <sys/stat.h>   // defines: stat, S_ISDIR
+#include <dirent.h>     // defines: opendir, readdir (the checkpoints of a run directory)
+#include <signal.h>     // defines: signal, sig_atomic_t, SIGINT, SIGTERM
+#include <unistd.h>     // defines: unlink
 #ifdef _OPENMP
 #include <omp.h>        // defines: omp_get_max_threads
 #endif
@@ -23,20 +26,8 @@
 #include "llmc/hf.h"          // defines: t5_load_hf_dir, t5_save_hf_dir (config.json + safetensors)
 #include "llmc/checkpoint.h"  // defines: ckpt_save, ckpt_load (native format)
 #include "llmc/examples.h"    // defines: ExampleFile, examples_open (pre-tokenized example file)
+#include "llmc/dataloader.h"  // defines: T5Batch, BatchBuf, batch_make, DataLoader, dataloader_next
 #include "llmc/schedule.h"    // defines: LrSchedule, lr_multiplier
-
-#define IGNORE_INDEX (-100)
-
-// ----------------------------------------------------------------------------
-// a batch: B examples, sources padded to Ts, targets padded to Tt
-
-typedef struct {
-    int B, Ts, Tt;
-    int* src;      // (B, Ts) encoder input ids, pad_id after src_len[b]
-    int* src_len;  // (B)     real source tokens (≥ 1): keys at j ≥ src_len[b] are masked
-    int* dec_in;   // (B, Tt) decoder input ids = labels shifted right, start token first, -100 → pad
-    int* labels;   // (B, Tt) target ids, IGNORE_INDEX on padding
-} T5Batch;
 
 // ----------------------------------------------------------------------------
 // activations, sized for the largest batch the model was built for
@@ -907,100 +898,22 @@ static int t5_build_from_hf(T5* m, const char* dir, char* err, size_t errlen) {
     return 0;
 }
 
-static int t5_build_from_checkpoint(T5* m, const char* path, char* err, size_t errlen) {
+// ts (may be NULL) receives the training state stored with the weights
+static int t5_build_from_checkpoint(T5* m, const char* path, CkptTrainState* ts, char* err, size_t errlen) {
     CkptInfo info;
     float *p, *mm, *vv;
     if (ckpt_load(path, &info, &p, &mm, &vv, err, errlen)) return -1;
     t5_adopt_params(m, &info.config, p);
     m->m_memory = mm; m->v_memory = vv;
     m->step = info.step;
+    if (ts) *ts = info.train;
     return 0;
 }
 
-static int t5_save_checkpoint(const T5* m, const char* path, char* err, size_t errlen) {
-    return ckpt_save(path, &m->config, m->params_memory, m->m_memory, m->v_memory, (int64_t)m->layout.total, m->step, err, errlen);
-}
-
-// ----------------------------------------------------------------------------
-// batches from the example file: pad to the longest example of the batch (dynamic padding)
-
-typedef struct { int cap_B, cap_Ts, cap_Tt; T5Batch b; } BatchBuf;
-
-static void batch_reserve(BatchBuf* bb, int B, int Ts, int Tt) {
-    if (B <= bb->cap_B && Ts <= bb->cap_Ts && Tt <= bb->cap_Tt) return;
-    free(bb->b.src); free(bb->b.src_len); free(bb->b.dec_in); free(bb->b.labels);
-    bb->cap_B = B > bb->cap_B ? B : bb->cap_B;
-    bb->cap_Ts = Ts > bb->cap_Ts ? Ts : bb->cap_Ts;
-    bb->cap_Tt = Tt > bb->cap_Tt ? Tt : bb->cap_Tt;
-    bb->b.src = (int*)mallocCheck((size_t)bb->cap_B * bb->cap_Ts * sizeof(int));
-    bb->b.src_len = (int*)mallocCheck((size_t)bb->cap_B * sizeof(int));
-    bb->b.dec_in = (int*)mallocCheck((size_t)bb->cap_B * bb->cap_Tt * sizeof(int));
-    bb->b.labels = (int*)mallocCheck((size_t)bb->cap_B * bb->cap_Tt * sizeof(int));
-}
-
-static void batch_free(BatchBuf* bb) {
-    free(bb->b.src); free(bb->b.src_len); free(bb->b.dec_in); free(bb->b.labels);
-    memset(bb, 0, sizeof(*bb));
-}
-
-// lays out examples idx[0..B) (sources / targets truncated to max_src / max_tgt tokens):
-//   src = ids then pad;  labels = target ids then -100;  dec_in = [start, labels[:-1]] with -100 → pad
-static T5Batch* batch_make(BatchBuf* bb, const ExampleFile* e, const int64_t* idx, int B, int max_src, int max_tgt,
-                           const T5Config* c) {
-    int Ts = 1, Tt = 1;
-    for (int i = 0; i < B; i++) {
-        int ls = e->lens[2 * idx[i]], lt = e->lens[2 * idx[i] + 1];
-        if (ls > max_src) ls = max_src;
-        if (lt > max_tgt) lt = max_tgt;
-        if (ls > Ts) Ts = ls;
-        if (lt > Tt) Tt = lt;
-    }
-    batch_reserve(bb, B, Ts, Tt);
-    T5Batch* b = &bb->b;
-    b->B = B; b->Ts = Ts; b->Tt = Tt;
-    for (int i = 0; i < B; i++) {
-        int ls = e->lens[2 * idx[i]], lt = e->lens[2 * idx[i] + 1];
-        if (ls > max_src) ls = max_src;
-        if (lt > max_tgt) lt = max_tgt;
-        const uint32_t* s = examples_src(e, idx[i]);
-        const uint32_t* t = examples_tgt(e, idx[i]);
-        b->src_len[i] = ls;
-        for (int j = 0; j < Ts; j++) b->src[i * Ts + j] = j < ls ? (int)s[j] : c->pad_id;
-        for (int j = 0; j < Tt; j++) b->labels[i * Tt + j] = j < lt ? (int)t[j] : IGNORE_INDEX;
-        for (int j = 0; j < Tt; j++) {
-            int prev = j == 0 ? c->decoder_start_id : b->labels[i * Tt + j - 1];
-            b->dec_in[i * Tt + j] = prev == IGNORE_INDEX ? c->pad_id : prev;
-        }
-    }
-    return b;
-}
-
-static int batch_count_labels(const T5Batch* b) {
-    int n = 0;
-    for (int i = 0; i < b->B * b->Tt; i++) n += b->labels[i] != IGNORE_INDEX;
-    return n;
-}
-
-// example order: consecutive in file order (shuffle off), or a seeded permutation per epoch
-typedef struct { int64_t n, pos; int shuffle; Rng rng; int64_t* perm; } Sampler;
-
-static void sampler_init(Sampler* s, int64_t n, int shuffle, uint64_t seed) {
-    s->n = n; s->pos = 0; s->shuffle = shuffle;
-    rng_init(&s->rng, seed);
-    s->perm = (int64_t*)mallocCheck((size_t)n * sizeof(int64_t));
-    for (int64_t i = 0; i < n; i++) s->perm[i] = i;
-}
-
-static int64_t sampler_next(Sampler* s) {
-    if (s->pos == 0 && s->shuffle) {
-        for (int64_t i = s->n - 1; i > 0; i--) { // Fisher–Yates
-            int64_t j = (int64_t)(rng_next(&s->rng) % (uint64_t)(i + 1));
-            int64_t t = s->perm[i]; s->perm[i] = s->perm[j]; s->perm[j] = t;
-        }
-    }
-    int64_t r = s->perm[s->pos];
-    s->pos = (s->pos + 1) % s->n;
-    return r;
+// ts may be NULL (a checkpoint that only seeds a new run)
+static int t5_save_checkpoint(const T5* m, const char* path, const CkptTrainState* ts, char* err, size_t errlen) {
+    return ckpt_save(path, &m->config, m->params_memory, m->m_memory, m->v_memory, (int64_t)m->layout.total, m->step,
+                     ts, err, errlen);
 }
 
 // ----------------------------------------------------------------------------
@@ -1008,10 +921,15 @@ static int64_t sampler_next(Sampler* s) {
 
 typedef struct {
     const char* model;       // preset, HF directory or checkpoint file
-    const char* train_file;  // pre-tokenized examples
-    const char* save_hf;     // output HF directory
+    const char* train_file;  // pre-tokenized examples (prepro_dialogsum.py output)
+    const char* val_file;    // pre-tokenized validation examples
+    const char* out_dir;     // run directory: metrics.jsonl, checkpoints/, model/
+    const char* resume;      // "latest" (newest valid checkpoint in out_dir/checkpoints) or a checkpoint file
+    const char* save_hf;     // output HF directory (default with --out-dir: OUT/model)
     const char* save_ckpt;   // output native checkpoint
-    int steps, schedule_steps, batch_size, grad_accum, warmup, shuffle, decay_norms, max_src_len, max_tgt_len;
+    int steps, schedule_steps, batch_size, grad_accum, warmup, shuffle, bucket, decay_norms, max_src_len, max_tgt_len;
+    float epochs;
+    int eval_every, eval_batches, eval_batch_size, checkpoint_every, keep_checkpoints;
     float lr, weight_decay, beta1, beta2, adam_eps, clip, dropout;
     LrScheduleKind schedule;
     long long seed;
@@ -1020,10 +938,12 @@ typedef struct {
 } Options;
 
 static Options options_default(void) {
-    Options o = { .model = "flan-t5-small", .steps = 10, .batch_size = 4, .grad_accum = 1, .warmup = 0, .shuffle = 1,
-                  .decay_norms = 0, .max_src_len = 512, .max_tgt_len = 128, .lr = 3e-4f, .weight_decay = 0.01f,
-                  .beta1 = 0.9f, .beta2 = 0.999f, .adam_eps = 1e-8f, .clip = 1.0f, .dropout = -1.0f,
-                  .schedule = SCHED_LINEAR, .seed = 42, .bench = 0, .bench_src_len = 256, .bench_tgt_len = 64 };
+    Options o = { .model = "flan-t5-small", .steps = 0, .epochs = 1.0f, .batch_size = 4, .grad_accum = 1, .warmup = 0,
+                  .shuffle = 1, .bucket = 1, .decay_norms = 0, .max_src_len = 512, .max_tgt_len = 128, .eval_every = 0,
+                  .eval_batches = 0, .eval_batch_size = 0, .checkpoint_every = 0, .keep_checkpoints = 3, .lr = 3e-4f,
+                  .weight_decay = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f, .adam_eps = 1e-8f, .clip = 1.0f,
+                  .dropout = -1.0f, .schedule = SCHED_LINEAR, .seed = 42, .bench = 0, .bench_src_len = 256,
+                  .bench_tgt_len = 64 };
     o.dims.tied = -1; o.dims.gated = -1; o.dims.act = (T5Act)-1;
     return o;
 }
@@ -1036,34 +956,50 @@ static void usage(void) {
         "                         checkpoint file (default %s). Presets:", d.model);
     for (int i = 0; i < T5_NUM_PRESETS; i++) fprintf(stderr, " %s", T5_PRESETS[i].name);
     fprintf(stderr, "\n"
-        "  --train-file PATH      pre-tokenized example file (llmc/examples.h format)\n"
-        "  --steps N              optimizer steps (default %d)\n"
+        " data\n"
+        "  --train-file PATH      pre-tokenized training examples (prepro_dialogsum.py / llmc/examples.h)\n"
+        "  --val-file PATH        pre-tokenized validation examples: validation loss\n"
         "  --batch-size N         examples per micro-batch (default %d)\n"
-        "  --grad-accum N         micro-batches per step (default %d)\n"
+        "  --grad-accum N         micro-batches per optimizer step (default %d)\n"
+        "  --shuffle 0|1          shuffle examples each epoch; 0 = file order (default %d)\n"
+        "  --bucket 0|1           group examples of similar length into batches (default %d)\n"
+        "  --max-src-len N        truncate sources to N tokens (default %d)\n"
+        "  --max-tgt-len N        truncate targets to N tokens (default %d)\n"
+        " schedule and optimizer\n"
+        "  --epochs X             passes over the training file (default %g), used when --steps is 0\n"
+        "  --steps N              optimizer steps in all, 0 = from --epochs (default %d)\n"
         "  --lr X                 peak learning rate (default %g)\n"
         "  --schedule S           constant | linear | cosine (default %s)\n"
         "  --warmup N             linear warmup steps (default %d)\n"
-        "  --schedule-steps N     length of the lr schedule, 0 = --steps (default 0)\n"
+        "  --schedule-steps N     length of the lr schedule, 0 = the run's steps (default 0)\n"
         "  --weight-decay X       AdamW decoupled weight decay (default %g)\n"
         "  --decay-norms 0|1      also decay RMSNorm weights (default %d: HF Trainer's rule)\n"
         "  --beta1 X --beta2 X    AdamW betas (default %g, %g)\n"
         "  --adam-eps X           AdamW epsilon (default %g)\n"
         "  --clip X               max global gradient norm, 0 = off (default %g)\n"
         "  --dropout X            dropout rate, -1 = the model config's (default %g)\n"
-        "  --shuffle 0|1          shuffle examples each epoch; 0 = consecutive in file order (default %d)\n"
-        "  --max-src-len N        truncate sources to N tokens (default %d)\n"
-        "  --max-tgt-len N        truncate targets to N tokens (default %d)\n"
-        "  --seed N               seed for init, shuffling and dropout (default %lld)\n"
+        "  --seed N               seed for init, data order and dropout (default %lld)\n"
+        " run directory, evaluation, checkpoints\n"
+        "  --out-dir DIR          write DIR/metrics.jsonl, DIR/checkpoints/ and the final model to DIR/model\n"
+        "  --eval-every N         validation loss every N steps, 0 = at the end only (default %d)\n"
+        "  --eval-batches N       validation batches per evaluation, 0 = the whole file (default %d)\n"
+        "  --eval-batch-size N    validation batch size, 0 = --batch-size (default %d)\n"
+        "  --checkpoint-every N   checkpoint every N steps into DIR/checkpoints, 0 = at the end (default %d)\n"
+        "  --keep-checkpoints K   keep the newest K checkpoints (default %d)\n"
+        "  --resume latest|PATH   continue the run in --out-dir from its newest valid checkpoint (or PATH)\n"
         "  --save-hf DIR          write the trained model as an HF directory\n"
         "  --save-checkpoint PATH write a native checkpoint (params + AdamW state)\n"
+        "  SIGINT / SIGTERM finish the current step, write a checkpoint and exit with 130 / 143.\n"
+        " other\n"
         "  --bench N              time N forward+backward passes on a synthetic batch and exit\n"
         "  --bench-src-len N      (default %d)   --bench-tgt-len N (default %d)\n"
         "  explicit dimensions over a preset: --vocab-size --d-model --d-kv --num-heads --d-ff --num-layers\n"
         "  --num-decoder-layers --num-buckets --max-distance N, --ffn relu|gelu|gelu_new|gated-gelu|gated-relu,\n"
         "  --tied 0|1\n",
-        d.steps, d.batch_size, d.grad_accum, (double)d.lr, lr_schedule_name(d.schedule), d.warmup,
-        (double)d.weight_decay, d.decay_norms, (double)d.beta1, (double)d.beta2, (double)d.adam_eps, (double)d.clip,
-        (double)d.dropout, d.shuffle, d.max_src_len, d.max_tgt_len, d.seed, d.bench_src_len, d.bench_tgt_len);
+        d.batch_size, d.grad_accum, d.shuffle, d.bucket, d.max_src_len, d.max_tgt_len, (double)d.epochs, d.steps,
+        (double)d.lr, lr_schedule_name(d.schedule), d.warmup, (double)d.weight_decay, d.decay_norms, (double)d.beta1,
+        (double)d.beta2, (double)d.adam_eps, (double)d.clip, (double)d.dropout, d.seed, d.eval_every, d.eval_batches,
+        d.eval_batch_size, d.checkpoint_every, d.keep_checkpoints, d.bench_src_len, d.bench_tgt_len);
 }
 
 static int parse_int(const char* flag, const char* s, long long lo, long long hi, long long* out) {
@@ -1092,14 +1028,29 @@ static int parse_float(const char* flag, const char* s, double lo, double hi, fl
 
 typedef struct { const char* flag; int* dst; long long lo, hi; } IntFlag;
 typedef struct { const char* flag; float* dst; double lo, hi; } FloatFlag;
+typedef struct { const char* flag; const char** dst; } StrFlag;
+
+// combinations the flags alone cannot rule out
+static int check_options(const Options* o) {
+    const char* bad = NULL;
+    if (o->resume && !o->out_dir) bad = "--resume needs --out-dir (the run directory to continue)";
+    else if (o->resume && !o->train_file) bad = "--resume needs --train-file";
+    else if ((o->eval_every || o->eval_batches) && !o->val_file) bad = "--eval-every / --eval-batches need --val-file";
+    else if (o->checkpoint_every && !o->out_dir) bad = "--checkpoint-every needs --out-dir";
+    if (bad) fprintf(stderr, "error: %s\n", bad);
+    return bad ? -1 : 0;
+}
 
 // returns 0, or -1 after printing what was wrong
 static int parse_args(int argc, char** argv, Options* o) {
     IntFlag ints[] = {
         {"--steps", &o->steps, 0, 1000000000}, {"--schedule-steps", &o->schedule_steps, 0, 1000000000}, {"--batch-size", &o->batch_size, 1, 65536},
         {"--grad-accum", &o->grad_accum, 1, 65536}, {"--warmup", &o->warmup, 0, 1000000000},
-        {"--shuffle", &o->shuffle, 0, 1}, {"--decay-norms", &o->decay_norms, 0, 1},
+        {"--shuffle", &o->shuffle, 0, 1}, {"--bucket", &o->bucket, 0, 1}, {"--decay-norms", &o->decay_norms, 0, 1},
         {"--max-src-len", &o->max_src_len, 1, 1 << 20}, {"--max-tgt-len", &o->max_tgt_len, 1, 1 << 20},
+        {"--eval-every", &o->eval_every, 0, 1000000000}, {"--eval-batches", &o->eval_batches, 0, 1000000000},
+        {"--eval-batch-size", &o->eval_batch_size, 0, 65536}, {"--checkpoint-every", &o->checkpoint_every, 0, 1000000000},
+        {"--keep-checkpoints", &o->keep_checkpoints, 1, 1000000},
         {"--bench", &o->bench, 0, 1000000}, {"--bench-src-len", &o->bench_src_len, 1, 1 << 16},
         {"--bench-tgt-len", &o->bench_tgt_len, 1, 1 << 16},
         {"--vocab-size", &o->dims.vocab_size, 2, 1 << 24}, {"--d-model", &o->dims.d_model, 1, 65536},
@@ -1111,7 +1062,11 @@ static int parse_args(int argc, char** argv, Options* o) {
     FloatFlag floats[] = {
         {"--lr", &o->lr, 0.0, 10.0}, {"--weight-decay", &o->weight_decay, 0.0, 10.0}, {"--beta1", &o->beta1, 0.0, 0.999999},
         {"--beta2", &o->beta2, 0.0, 0.999999999}, {"--adam-eps", &o->adam_eps, 1e-30, 1.0}, {"--clip", &o->clip, 0.0, 1e9},
-        {"--dropout", &o->dropout, -1.0, 0.99},
+        {"--dropout", &o->dropout, -1.0, 0.99}, {"--epochs", &o->epochs, 1e-6, 1e6},
+    };
+    StrFlag strs[] = {
+        {"--model", &o->model}, {"--train-file", &o->train_file}, {"--val-file", &o->val_file}, {"--out-dir", &o->out_dir},
+        {"--resume", &o->resume}, {"--save-hf", &o->save_hf}, {"--save-checkpoint", &o->save_ckpt},
     };
     for (int i = 1; i < argc; i++) {
         const char* f = argv[i];
@@ -1130,12 +1085,10 @@ static int parse_args(int argc, char** argv, Options* o) {
             if (parse_float(f, v, floats[k].lo, floats[k].hi, floats[k].dst)) return -1;
             done = 1;
         }
+        for (size_t k = 0; k < sizeof(strs) / sizeof(strs[0]) && !done; k++)
+            if (strcmp(f, strs[k].flag) == 0) { *strs[k].dst = v; done = 1; }
         if (done) continue;
-        if (strcmp(f, "--model") == 0) o->model = v;
-        else if (strcmp(f, "--train-file") == 0) o->train_file = v;
-        else if (strcmp(f, "--save-hf") == 0) o->save_hf = v;
-        else if (strcmp(f, "--save-checkpoint") == 0) o->save_ckpt = v;
-        else if (strcmp(f, "--seed") == 0) { if (parse_int(f, v, 0, (1LL << 62), &o->seed)) return -1; }
+        if (strcmp(f, "--seed") == 0) { if (parse_int(f, v, 0, (1LL << 62), &o->seed)) return -1; }
         else if (strcmp(f, "--schedule") == 0) {
             if (lr_schedule_parse(v, &o->schedule)) { fprintf(stderr, "error: --schedule must be constant, linear or cosine, got '%s'\n", v); return -1; }
         } else if (strcmp(f, "--ffn") == 0) {
@@ -1144,7 +1097,7 @@ static int parse_args(int argc, char** argv, Options* o) {
             o->dims.gated = t.gated; o->dims.act = t.act;
         } else { fprintf(stderr, "error: unknown option %s (see --help)\n", f); return -1; }
     }
-    return 0;
+    return check_options(o);
 }
 
 // a preset with the explicitly given dimensions replacing its own
@@ -1175,13 +1128,13 @@ static int load_model(T5* m, const Options* o) {
     int rc = 0;
     switch (model_source(o->model)) {
         case SRC_HF_DIR: rc = t5_build_from_hf(m, o->model, err, sizeof(err)); break;
-        case SRC_CHECKPOINT: rc = t5_build_from_checkpoint(m, o->model, err, sizeof(err)); break;
+        case SRC_CHECKPOINT: rc = t5_build_from_checkpoint(m, o->model, NULL, err, sizeof(err)); break;
         default: {
             T5Config c;
             if (config_from_preset(o, &c)) return -1;
             t5_build_from_config(m, &c);
             t5_init_random(m, (uint64_t)o->seed);
-            printf("model: randomly initialised %s-shaped T5 (seed %lld)\n", o->model, o->seed);
+            printf("model: RANDOMLY INITIALISED %s-shaped T5 (seed %lld), not pretrained weights\n", o->model, o->seed);
         }
     }
     if (rc) { fprintf(stderr, "error: %s\n", err); return -1; }
@@ -1189,17 +1142,19 @@ static int load_model(T5* m, const Options* o) {
     return 0;
 }
 
-static void print_config(const T5* m, const Options* o) {
+static void print_config(const T5* m, const Options* o, const char* model_from) {
     const T5Config* c = &m->config;
     printf("+------------------------+---------------------------------------------+\n");
-    printf("| %-22s | %-43s |\n", "model", o->model);
+    printf("| %-22s | %-43s |\n", "model", model_from);
     printf("| %-22s | %-43zu |\n", "parameters", t5_num_params(m));
     printf("| %-22s | V=%d C=%d H=%d D=%d F=%d L=%d/%d %-9s |\n", "shape", c->vocab_size, c->d_model, c->num_heads,
            c->d_kv, c->d_ff, c->num_layers, c->num_decoder_layers, "");
     printf("| %-22s | %-43s |\n", "ffn / head", c->tied ? (c->gated ? "gated, tied" : "plain, tied") : (c->gated ? "gated, untied" : "plain, untied"));
     printf("| %-22s | %-43s |\n", "train file", o->train_file ? o->train_file : "(none)");
-    printf("| %-22s | %-43d |\n", "steps", o->steps);
+    printf("| %-22s | %-43s |\n", "val file", o->val_file ? o->val_file : "(none)");
+    printf("| %-22s | %-43s |\n", "run directory", o->out_dir ? o->out_dir : "(none)");
     printf("| %-22s | %d x %-39d |\n", "batch x accumulation", o->batch_size, o->grad_accum);
+    printf("| %-22s | shuffle %d bucket %d src<=%-6d tgt<=%-10d |\n", "batches", o->shuffle, o->bucket, o->max_src_len, o->max_tgt_len);
     printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
     printf("| %-22s | wd %-8g clip %-8g dropout %-14g |\n", "regularisation", (double)o->weight_decay, (double)o->clip, (double)c->dropout);
 #ifdef _OPENMP
@@ -1215,35 +1170,187 @@ static double now_ms(void) {
 }
 
 // ----------------------------------------------------------------------------
+// the run directory: metrics log and checkpoints
+//
+//   OUT/metrics.jsonl              one JSON object per line: train steps, evaluations, run events
+//   OUT/checkpoints/ckpt_NNNNNNNNN.bin   the newest --keep-checkpoints, named by optimizer step
+//   OUT/model/                     the final model as an HF directory
+
+#define CKPT_PREFIX "ckpt_"
+#define CKPT_SUFFIX ".bin"
+
+// steps of the checkpoints in dir, newest first; returns how many (at most max)
+static int ckpt_list(const char* dir, long long* steps, int max) {
+    DIR* d = opendir(dir);
+    if (!d) return 0;
+    int n = 0;
+    for (struct dirent* e; (e = readdir(d)) != NULL && n < max; ) {
+        long long s;
+        char tail[8];
+        if (sscanf(e->d_name, CKPT_PREFIX "%lld%7s", &s, tail) == 2 && strcmp(tail, CKPT_SUFFIX) == 0 && s >= 0) steps[n++] = s;
+    }
+    closedir(d);
+    for (int i = 1; i < n; i++) // insertion sort, newest first
+        for (int j = i; j > 0 && steps[j] > steps[j - 1]; j--) { long long t = steps[j]; steps[j] = steps[j - 1]; steps[j - 1] = t; }
+    return n;
+}
+
+static void ckpt_path(char* buf, size_t len, const char* out_dir, long long step) {
+    snprintf(buf, len, "%s/checkpoints/" CKPT_PREFIX "%09lld" CKPT_SUFFIX, out_dir, step);
+}
+
+// leftovers of a write that was killed (PATH.tmp) are never read; remove them
+static void ckpt_remove_stale(const char* out_dir) {
+    char dir[4096], path[4400];
+    snprintf(dir, sizeof(dir), "%s/checkpoints", out_dir);
+    DIR* d = opendir(dir);
+    if (!d) return;
+    for (struct dirent* e; (e = readdir(d)) != NULL; ) {
+        size_t l = strlen(e->d_name);
+        if (l > 4 && strcmp(e->d_name + l - 4, ".tmp") == 0) {
+            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+            if (unlink(path) == 0) printf("removed %s (an interrupted checkpoint write)\n", path);
+        }
+    }
+    closedir(d);
+}
+
+// writes OUT/checkpoints/ckpt_<steps run>.bin atomically, then deletes all but the newest `keep`
+static int ckpt_write_run(const T5* m, const char* out_dir, const CkptTrainState* ts, int keep) {
+    char path[4400], err[1024], dir[4096];
+    ckpt_path(path, sizeof(path), out_dir, ts->run_step);
+    if (t5_save_checkpoint(m, path, ts, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+    printf("checkpoint %s\n", path);
+    snprintf(dir, sizeof(dir), "%s/checkpoints", out_dir);
+    long long steps[4096];
+    int n = ckpt_list(dir, steps, 4096);
+    for (int i = keep; i < n; i++) {
+        ckpt_path(path, sizeof(path), out_dir, steps[i]);
+        if (unlink(path) != 0) fprintf(stderr, "warning: could not remove old checkpoint %s\n", path);
+    }
+    return 0;
+}
+
+// the checkpoint to resume: PATH as given, or the newest one in OUT/checkpoints that loads and
+// checks out (a corrupted newer one is reported and skipped, never deleted). 0 on success.
+static int resume_model(T5* m, const Options* o, CkptTrainState* ts, char* used, size_t usedlen) {
+    char err[1024], dir[4096];
+    if (strcmp(o->resume, "latest") != 0) {
+        snprintf(used, usedlen, "%s", o->resume);
+        if (t5_build_from_checkpoint(m, o->resume, ts, err, sizeof(err)) == 0) return 0;
+        fprintf(stderr, "error: cannot resume: %s\n", err);
+        return -1;
+    }
+    snprintf(dir, sizeof(dir), "%s/checkpoints", o->out_dir);
+    long long steps[4096];
+    int n = ckpt_list(dir, steps, 4096);
+    for (int i = 0; i < n; i++) {
+        ckpt_path(used, usedlen, o->out_dir, steps[i]);
+        if (t5_build_from_checkpoint(m, used, ts, err, sizeof(err)) == 0) return 0;
+        fprintf(stderr, "warning: skipping checkpoint: %s\n", err);
+    }
+    fprintf(stderr, "error: cannot resume: no valid checkpoint in %s\n", dir);
+    return -1;
+}
+
+// a fresh run must not overwrite another run's checkpoints
+static int check_fresh_run_dir(const char* out_dir) {
+    char dir[4096];
+    long long steps[1];
+    snprintf(dir, sizeof(dir), "%s/checkpoints", out_dir);
+    if (ckpt_list(dir, steps, 1) == 0) return 0;
+    fprintf(stderr, "error: %s already holds checkpoints of a run: pass --resume latest to continue it, or choose "
+            "another --out-dir\n", dir);
+    return -1;
+}
+
+// JSON has no NaN/Inf: non-finite numbers are written as null
+static void json_num(FILE* f, const char* key, double x) {
+    if (isfinite(x)) fprintf(f, ", \"%s\": %.9g", key, x);
+    else fprintf(f, ", \"%s\": null", key);
+}
+
+// on resume, the log keeps only the records up to the checkpoint's step (a killed run may have
+// logged steps past its last checkpoint); rewritten atomically
+static int metrics_truncate(const char* path, long long step, char* err, size_t errlen) {
+    FILE* in = fopen(path, "rb");
+    if (!in) return 0;
+    AtomicFile a;
+    if (atomic_open(&a, path, err, errlen)) { fclose(in); return -1; }
+    char line[8192];
+    int ok = 1;
+    while (ok && fgets(line, sizeof(line), in)) {
+        const char* s = strstr(line, "\"step\": ");
+        if (s && strtoll(s + 8, NULL, 10) > step) continue;
+        if (strchr(line, '\n') == NULL) continue; // a torn last line from a killed run
+        ok = atomic_write(&a, line, strlen(line), err, errlen) == 0;
+    }
+    fclose(in);
+    return atomic_close(&a, ok, err, errlen);
+}
+
+static FILE* metrics_open(const Options* o, int resumed, long long step) {
+    char path[4400], err[1024];
+    snprintf(path, sizeof(path), "%s/metrics.jsonl", o->out_dir);
+    if (resumed && metrics_truncate(path, step, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return NULL; }
+    FILE* f = fopen(path, resumed ? "ab" : "wb");
+    if (!f) fprintf(stderr, "error: %s: cannot open for writing\n", path);
+    return f;
+}
+
+// ----------------------------------------------------------------------------
 // training
 
-typedef struct { float loss, grad_norm, lr; int tokens, skipped; const char* error; } StepResult;
+typedef struct { float loss, grad_norm, lr; long long tokens; int skipped; const char* error; } StepResult;
+
+// set by SIGINT / SIGTERM, read between steps: the one piece of global state, as signal handlers
+// can reach nothing else
+static volatile sig_atomic_t g_stop_signal = 0;
+
+static void on_stop_signal(int sig) {
+    g_stop_signal = sig;
+    signal(sig, SIG_DFL); // a second signal stops the program at once
+}
+
+// everything a run holds besides the model
+typedef struct {
+    DataLoader train, val;
+    BatchBuf* bufs;         // (grad_accum) the micro-batches of a step
+    BatchBuf val_buf;
+    FILE* metrics;          // NULL without --out-dir
+    long long step;         // steps run (the optimizer's count, m->step, skips non-finite steps)
+    long long total_steps;
+    int has_val;
+} Run;
+
+static LrSchedule run_schedule(const Options* o, const Run* r) {
+    return (LrSchedule){ o->schedule, o->warmup, o->schedule_steps ? o->schedule_steps : (int)r->total_steps };
+}
 
 // one optimizer step over grad_accum micro-batches; the loss is the mean over all counted tokens
-static StepResult train_step(T5* m, const Options* o, const ExampleFile* e, Sampler* s, BatchBuf* bufs, long long k) {
+static StepResult train_step(T5* m, const Options* o, Run* run, long long k) {
     StepResult r = {0};
-    int A = o->grad_accum, B = o->batch_size;
-    int64_t idx[B];
-    int total = 0;
+    int A = o->grad_accum;
+    long long total = 0;
     for (int a = 0; a < A; a++) { // labels of the whole step first: they fix the loss normalisation
-        for (int i = 0; i < B; i++) idx[i] = sampler_next(s);
-        T5Batch* b = batch_make(&bufs[a], e, idx, B, o->max_src_len, o->max_tgt_len, &m->config);
-        const char* bad = t5_check_batch(m, b);
+        T5Batch* b = dataloader_next(&run->train, &run->bufs[a]);
+        const char* bad = b->B > 0 ? t5_check_batch(m, b) : NULL; // B = 0: a rank's empty share of a short batch
         if (bad) { r.error = bad; return r; } // refused before any compute
         total += batch_count_labels(b);
-        r.tokens += bufs[a].b.B * (bufs[a].b.Ts + bufs[a].b.Tt);
+        r.tokens += batch_real_tokens(b);
     }
     t5_zero_grad(m);
     double loss_sum = 0.0;
     for (int a = 0; a < A; a++) {
+        if (run->bufs[a].b.B == 0 || total == 0) continue;
         uint64_t seed = mix64((uint64_t)o->seed ^ mix64((uint64_t)k * 65536 + (uint64_t)a));
-        float mean = t5_forward(m, &bufs[a].b, 1, seed);
+        float mean = t5_forward(m, &run->bufs[a].b, 1, seed);
         loss_sum += (double)mean * m->num_counted;
-        t5_backward(m, &bufs[a].b, 1, 1.0f / (float)total);
+        t5_backward(m, &run->bufs[a].b, 1, 1.0f / (float)total);
     }
-    r.loss = (float)(loss_sum / total);
+    r.loss = total > 0 ? (float)(loss_sum / (double)total) : NAN;
     r.grad_norm = t5_grad_norm(m);
-    LrSchedule sched = { o->schedule, o->warmup, o->schedule_steps ? o->schedule_steps : o->steps };
+    LrSchedule sched = run_schedule(o, run);
     r.lr = (float)(o->lr * lr_multiplier(&sched, k));
     if (!isfinite(r.loss) || !isfinite(r.grad_norm)) { r.skipped = 1; return r; } // a bad step never reaches the weights
     t5_clip_grads(m, r.grad_norm, o->clip);
@@ -1252,35 +1359,167 @@ static StepResult train_step(T5* m, const Options* o, const ExampleFile* e, Samp
     return r;
 }
 
-static int train(T5* m, const Options* o) {
+// mean loss over the validation file (or its first eval_batches batches), dropout off
+static double evaluate(T5* m, const Options* o, Run* run, long long* tokens) {
+    DataLoader* v = &run->val;
+    dataloader_seek(v, 0, 0);
+    long long nb = o->eval_batches ? o->eval_batches : v->num_batches, counted = 0;
+    if (nb > v->num_batches) nb = v->num_batches;
+    double sum = 0.0;
+    for (long long i = 0; i < nb; i++) {
+        T5Batch* b = dataloader_next(v, &run->val_buf);
+        if (t5_check_batch(m, b) || b->B == 0) continue;
+        float mean = t5_forward(m, b, 0, 0);
+        sum += (double)mean * m->num_counted;
+        counted += m->num_counted;
+    }
+    *tokens = counted;
+    return counted ? sum / (double)counted : NAN;
+}
+
+static void log_eval(T5* m, const Options* o, Run* run) {
+    double t0 = now_ms();
+    long long tokens;
+    double loss = evaluate(m, o, run, &tokens);
+    printf("eval step %lld | val loss %.6f | %lld target tokens | %.1f s\n", run->step, loss, tokens, (now_ms() - t0) / 1e3);
+    if (run->metrics) {
+        fprintf(run->metrics, "{\"type\": \"eval\", \"step\": %lld", run->step);
+        json_num(run->metrics, "val_loss", loss);
+        fprintf(run->metrics, ", \"tokens\": %lld}\n", tokens);
+        fflush(run->metrics);
+    }
+}
+
+static void log_step(const Run* run, const StepResult* r, long long k, double ms, double avg_ms, long long epoch) {
+    double eta = avg_ms * (double)(run->total_steps - k - 1) / 1e3;
+    printf("step %lld/%lld | loss %.6f | lr %.4e | grad norm %.4f | %.1f ms | %.0f tok/s | eta %dm%02ds%s\n", k + 1,
+           run->total_steps, (double)r->loss, (double)r->lr, (double)r->grad_norm, ms, r->tokens / (ms / 1e3),
+           (int)(eta / 60), (int)eta % 60, r->skipped ? " | SKIPPED: non-finite loss or gradient norm" : "");
+    fflush(stdout);
+    if (!run->metrics) return;
+    FILE* f = run->metrics;
+    fprintf(f, "{\"type\": \"train\", \"step\": %lld, \"epoch\": %lld", k + 1, epoch);
+    json_num(f, "loss", r->loss); json_num(f, "lr", r->lr); json_num(f, "grad_norm", r->grad_norm);
+    json_num(f, "ms", ms); json_num(f, "tokens_per_s", r->tokens / (ms / 1e3));
+    fprintf(f, ", \"tokens\": %lld, \"skipped\": %d}\n", r->tokens, r->skipped);
+    fflush(f);
+}
+
+static CkptTrainState train_state(const Options* o, const Run* run) {
+    return (CkptTrainState){ o->seed, run->step, run->train.epoch, run->train.batch, o->batch_size, o->grad_accum, 1 };
+}
+
+static int open_loader(DataLoader* dl, const char* path, const Options* o, const T5* m, int bs, int training) {
     char err[1024];
-    ExampleFile e;
-    if (examples_open(&e, o->train_file, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
-    if (examples_check_vocab(&e, m->config.vocab_size, o->train_file, err, sizeof(err))) {
+    LoaderConfig c = { bs, 1, 0, training ? o->shuffle : 0, training ? o->bucket : 1, 64, o->max_src_len, o->max_tgt_len,
+                       m->config.pad_id, m->config.decoder_start_id, (uint64_t)o->seed };
+    if (dataloader_init(dl, path, &c, err, sizeof(err)) ||
+        examples_check_vocab(&dl->data, m->config.vocab_size, path, err, sizeof(err))) {
         fprintf(stderr, "error: %s\n", err);
-        examples_free(&e);
         return -1;
     }
-    printf("train file: %lld examples\n", (long long)e.n);
-    Sampler s;
-    sampler_init(&s, e.n, o->shuffle, (uint64_t)o->seed);
-    BatchBuf* bufs = (BatchBuf*)callocCheck((size_t)o->grad_accum, sizeof(BatchBuf));
-    int skipped = 0, rc = 0;
-    for (long long k = 0; k < o->steps && rc == 0; k++) {
+    return 0;
+}
+
+// a resumed run continues with the data position of its checkpoint, which only means the same
+// thing under the same batch geometry and seed
+static int resume_data(Run* run, const Options* o, const CkptTrainState* ts, const char* from) {
+    if (ts->batch_size != o->batch_size || ts->grad_accum != o->grad_accum || ts->seed != o->seed) {
+        fprintf(stderr, "error: %s was written with --batch-size %lld --grad-accum %lld --seed %lld; resume with the "
+                "same values\n", from, (long long)ts->batch_size, (long long)ts->grad_accum, (long long)ts->seed);
+        return -1;
+    }
+    if (dataloader_seek(&run->train, ts->epoch, ts->batch)) {
+        fprintf(stderr, "error: %s: data position (epoch %lld, batch %lld) does not fit %s\n", from,
+                (long long)ts->epoch, (long long)ts->batch, o->train_file);
+        return -1;
+    }
+    return 0;
+}
+
+static int run_open(Run* run, T5* m, const Options* o, const CkptTrainState* resumed, const char* from) {
+    memset(run, 0, sizeof(*run));
+    if (open_loader(&run->train, o->train_file, o, m, o->batch_size, 1)) return -1;
+    run->has_val = o->val_file != NULL;
+    if (run->has_val && open_loader(&run->val, o->val_file, o, m, o->eval_batch_size ? o->eval_batch_size : o->batch_size, 0)) return -1;
+    long long per_epoch = (run->train.num_batches + o->grad_accum - 1) / o->grad_accum;
+    run->total_steps = o->steps ? o->steps : (long long)ceil((double)o->epochs * (double)per_epoch);
+    if (run->total_steps < 1) run->total_steps = 1;
+    printf("train file: %lld examples, %lld batches of %d per epoch, %lld steps in all\n", (long long)run->train.data.n,
+           (long long)run->train.num_batches, o->batch_size, run->total_steps);
+    if (run->has_val) printf("val file: %lld examples\n", (long long)run->val.data.n);
+    if (resumed && resume_data(run, o, resumed, from)) return -1;
+    run->step = resumed ? resumed->run_step : 0;
+    run->bufs = (BatchBuf*)callocCheck((size_t)o->grad_accum, sizeof(BatchBuf));
+    if (o->out_dir) {
+        char err[1024];
+        if (mkdir_p(o->out_dir, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+        run->metrics = metrics_open(o, resumed != NULL, run->step);
+        if (!run->metrics) return -1;
+        fprintf(run->metrics, "{\"type\": \"%s\", \"step\": %lld, \"total_steps\": %lld, \"params\": %zu}\n",
+                resumed ? "resume" : "start", run->step, run->total_steps, t5_num_params(m));
+        fflush(run->metrics);
+    }
+    return 0;
+}
+
+static void run_close(Run* run, const Options* o) {
+    dataloader_free(&run->train);
+    if (run->has_val) dataloader_free(&run->val);
+    if (run->bufs) for (int a = 0; a < o->grad_accum; a++) batch_free(&run->bufs[a]);
+    free(run->bufs);
+    batch_free(&run->val_buf);
+    if (run->metrics) fclose(run->metrics);
+}
+
+// the step loop; returns 0, -1 on error, or the signal number that stopped it
+static int train_loop(T5* m, const Options* o, Run* run) {
+    double ms_sum = 0.0;
+    int timed = 0, skipped = 0;
+    for (long long k = run->step; k < run->total_steps; k++) {
         double t0 = now_ms();
-        StepResult r = train_step(m, o, &e, &s, bufs, k);
+        long long epoch = run->train.epoch;
+        StepResult r = train_step(m, o, run, k);
+        if (r.error) { fprintf(stderr, "error: %s: %s\n", o->train_file, r.error); return -1; }
         double ms = now_ms() - t0;
-        if (r.error) { fprintf(stderr, "error: %s: %s\n", o->train_file, r.error); rc = -1; break; }
+        ms_sum += ms; timed++;
         skipped += r.skipped;
-        printf("step %lld/%d | loss %.6f | lr %.4e | grad norm %.4f | %.1f ms | %.0f tok/s%s\n", k + 1, o->steps,
-               (double)r.loss, (double)r.lr, (double)r.grad_norm, ms, r.tokens / (ms / 1e3),
-               r.skipped ? " | SKIPPED: non-finite loss or gradient norm" : "");
-        fflush(stdout);
+        run->step = k + 1;
+        log_step(run, &r, k, ms, ms_sum / timed, epoch);
+        int last = k + 1 == run->total_steps;
+        if (run->has_val && o->eval_every && (k + 1) % o->eval_every == 0 && !last) log_eval(m, o, run);
+        if (o->checkpoint_every && (k + 1) % o->checkpoint_every == 0 && !last) {
+            CkptTrainState ts = train_state(o, run);
+            if (ckpt_write_run(m, o->out_dir, &ts, o->keep_checkpoints)) return -1;
+        }
+        if (g_stop_signal) return g_stop_signal;
     }
     if (skipped) printf("%d step(s) skipped for non-finite values\n", skipped);
-    for (int a = 0; a < o->grad_accum; a++) batch_free(&bufs[a]);
-    free(bufs); free(s.perm);
-    examples_free(&e);
+    return 0;
+}
+
+static int train(T5* m, const Options* o, const CkptTrainState* resumed, const char* from) {
+    Run run;
+    int rc = run_open(&run, m, o, resumed, from);
+    if (rc == 0) {
+        signal(SIGINT, on_stop_signal);
+        signal(SIGTERM, on_stop_signal);
+        rc = train_loop(m, o, &run);
+        printf("padding: %.1f%% of the training batch tokens\n", 100.0 * dataloader_padding_fraction(&run.train));
+        if (rc > 0) printf("stopped by signal %d after step %lld\n", rc, run.step);
+        if (rc >= 0 && run.has_val && rc == 0) log_eval(m, o, &run);
+        if (rc >= 0 && o->out_dir) {
+            CkptTrainState ts = train_state(o, &run);
+            if (ckpt_write_run(m, o->out_dir, &ts, o->keep_checkpoints)) rc = -1;
+            else if (rc > 0) printf("resume with the same command and --resume latest\n");
+        }
+        if (run.metrics) {
+            fprintf(run.metrics, "{\"type\": \"%s\", \"step\": %lld", rc == 0 ? "end" : "stop", run.step);
+            json_num(run.metrics, "padding_fraction", dataloader_padding_fraction(&run.train));
+            fprintf(run.metrics, "}\n");
+        }
+    }
+    run_close(&run, o);
     return rc;
 }
 
@@ -1319,16 +1558,33 @@ static int bench(T5* m, const Options* o) {
 }
 
 static int save_outputs(const T5* m, const Options* o) {
-    char err[1024];
-    if (o->save_hf) {
-        if (t5_save_hf_dir(o->save_hf, &m->config, m->params_memory, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
-        printf("saved HF directory %s\n", o->save_hf);
+    char err[1024], dir[4400];
+    const char* hf = o->save_hf;
+    if (!hf && o->out_dir) { snprintf(dir, sizeof(dir), "%s/model", o->out_dir); hf = dir; }
+    if (hf) {
+        if (t5_save_hf_dir(hf, &m->config, m->params_memory, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+        printf("saved HF directory %s\n", hf);
     }
     if (o->save_ckpt) {
-        if (t5_save_checkpoint(m, o->save_ckpt, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+        if (t5_save_checkpoint(m, o->save_ckpt, NULL, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
         printf("saved checkpoint %s\n", o->save_ckpt);
     }
     return 0;
+}
+
+// the model of this run: a resumed checkpoint, or --model; *resumed is set when resuming
+static int setup_model(T5* m, const Options* o, CkptTrainState* ts, int* resumed, char* from, size_t fromlen) {
+    *resumed = 0;
+    snprintf(from, fromlen, "%s", o->model);
+    if (o->resume) {
+        if (resume_model(m, o, ts, from, fromlen)) return -1;
+        if (o->dropout >= 0.0f) m->config.dropout = o->dropout;
+        *resumed = 1;
+        printf("resuming from %s at step %lld (epoch %lld, batch %lld)\n", from, (long long)ts->run_step, (long long)ts->epoch, (long long)ts->batch);
+        return 0;
+    }
+    if (o->out_dir && o->train_file && check_fresh_run_dir(o->out_dir)) return -1;
+    return load_model(m, o);
 }
 
 #ifndef TESTING
@@ -1342,13 +1598,18 @@ int main(int argc, char** argv) {
         return EXIT_FAILURE;
     }
     T5 m;
-    if (load_model(&m, &o)) return EXIT_FAILURE;
-    print_config(&m, &o);
+    CkptTrainState ts;
+    int resumed;
+    char from[4400];
+    if (setup_model(&m, &o, &ts, &resumed, from, sizeof(from))) return EXIT_FAILURE;
+    if (o.out_dir) ckpt_remove_stale(o.out_dir);
+    print_config(&m, &o, from);
     int rc = 0;
     if (o.bench) rc = bench(&m, &o);
-    else if (o.train_file) rc = train(&m, &o);
+    else if (o.train_file) rc = train(&m, &o, resumed ? &ts : NULL, from);
     if (rc == 0 && !o.bench) rc = save_outputs(&m, &o);
     t5_free(&m);
+    if (rc > 0) return 128 + rc; // stopped by a signal, checkpoint written
     return rc ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 #endif

@@ -1,26 +1,25 @@
 """Writer for the pre-tokenized example file read by the trainers (format: llmc/examples.h).
 
-    header  int64[32]: magic 0x5835544558, version 1, N, total source tokens, total target tokens,
-                       largest token id, zeros
+    header  int64[32]: magic 0x5835544558, version 2, N, total source tokens, total target tokens,
+                       largest token id, CRC-32 of everything after the header, zeros
     lengths int32[2N]: (source length, target length) per example
     tokens  uint32:    per example, its source ids then its target ids
 
-Written to PATH.tmp and renamed, so a failed write never leaves a partial file.
+Written to PATH.tmp, fsynced and renamed, so a failed write never leaves a partial file.
 """
 import os
 import struct
+import zlib
+
+import numpy as np
 
 MAGIC = 0x5835544558
-VERSION = 1
+VERSION = 2
 HEADER_INTS = 32
 MAX_LEN = 1 << 20
 
 
-def write_examples(path, examples):
-    """examples: sequence of (source_ids, target_ids), each a non-empty sequence of ints >= 0."""
-    examples = [(list(map(int, s)), list(map(int, t))) for s, t in examples]
-    if not examples:
-        raise ValueError(f"{path}: no examples to write")
+def _check(path, examples):
     max_id = 0
     for i, (s, t) in enumerate(examples):
         for name, ids in (("source", s), ("target", t)):
@@ -29,17 +28,30 @@ def write_examples(path, examples):
             if min(ids) < 0 or max(ids) >= 1 << 32:
                 raise ValueError(f"{path}: example {i} has a {name} token id outside [0, 2^32)")
             max_id = max(max_id, max(ids))
+    return max_id
+
+
+def write_examples(path, examples):
+    """examples: sequence of (source_ids, target_ids), each a non-empty sequence of ints >= 0."""
+    examples = [(list(map(int, s)), list(map(int, t))) for s, t in examples]
+    if not examples:
+        raise ValueError(f"{path}: no examples to write")
+    max_id = _check(path, examples)
+    lens = np.array([(len(s), len(t)) for s, t in examples], dtype="<i4").tobytes()
+    tokens = np.array([x for s, t in examples for x in s + t], dtype="<u4").tobytes()
     header = [0] * HEADER_INTS
-    header[0:6] = [MAGIC, VERSION, len(examples), sum(len(s) for s, _ in examples),
-                   sum(len(t) for _, t in examples), max_id]
+    header[0:7] = [MAGIC, VERSION, len(examples), sum(len(s) for s, _ in examples),
+                   sum(len(t) for _, t in examples), max_id, zlib.crc32(tokens, zlib.crc32(lens))]
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack(f"<{HEADER_INTS}q", *header))
-        for s, t in examples:
-            f.write(struct.pack("<2i", len(s), len(t)))
-        for s, t in examples:
-            f.write(struct.pack(f"<{len(s)}I", *s))
-            f.write(struct.pack(f"<{len(t)}I", *t))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack(f"<{HEADER_INTS}q", *header))
+            f.write(lens)
+            f.write(tokens)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

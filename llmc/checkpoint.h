@@ -1,12 +1,15 @@
 // checkpoint.h — the native checkpoint: config + flat parameters (+ AdamW state), fast to save/load.
 //
-// Layout (little-endian), version 1:
-//   header int64[64]: [0] magic 0x54354350 ("PC5T"), [1] version = 1, [2] n floats per buffer,
-//     [3] has optimizer state (0/1), [4] optimizer step, [5..21] config (see ckpt_pack_config)
+// Layout (little-endian), version 2:
+//   header int64[64]: [0] magic 0x54354350 ("PC5T"), [1] version = 2, [2] n floats per buffer,
+//     [3] has optimizer state (0/1), [4] optimizer step, [5..21] config (see ckpt_pack_config),
+//     [22..28] training state (CkptTrainState: seed, steps run, data position, batch geometry),
+//     [29] CRC-32 of every byte after the header
 //   params float[n]  — in the order of llmc/t5.h's layout table
 //   m float[n], v float[n]  — AdamW moments, only when [3] = 1
 // The file size must equal exactly 512 + 4n(1 + 2·has_opt); n must equal the layout's total for
-// the stored config. Written to PATH.tmp, fsynced, renamed.
+// the stored config; the checksum must match. Written to PATH.tmp, fsynced, renamed.
+// Version 1 (no training state, no checksum) is still read.
 #ifndef T5_CHECKPOINT_H
 #define T5_CHECKPOINT_H
 
@@ -16,16 +19,29 @@
 #include <string.h>   // defines: memcpy
 #include "t5.h"       // defines: T5Config, T5Layout, t5_layout, t5_config_check
 #include "fileio.h"   // defines: file_size_of, AtomicFile
+#include "crc32.h"    // defines: Crc32Table, crc32_update
 
 #define CKPT_MAGIC 0x54354350LL
-#define CKPT_VERSION 1
+#define CKPT_VERSION 2
 #define CKPT_HEADER_INTS 64
+
+// what a training run needs besides the weights to continue exactly where it stopped: the data
+// position (epoch, next global batch) and the settings that give that position its meaning
+typedef struct {
+    int64_t seed;                  // --seed: data order and dropout masks derive from it and the step
+    int64_t run_step;              // steps run (≥ optimizer updates: a non-finite step is skipped)
+    int64_t epoch, batch;          // the data loader's next batch
+    int64_t batch_size, grad_accum, num_ranks;
+} CkptTrainState;
+static_assert(sizeof(CkptTrainState) == 7 * sizeof(int64_t), "the header holds 7 training-state slots [22..28]");
 
 typedef struct {
     T5Config config;
     int64_t n;        // floats per buffer
     int has_opt;
     int64_t step;
+    CkptTrainState train; // zeros in version 1 files
+    int64_t crc;          // stored checksum, -1 in version 1 files
 } CkptInfo;
 
 static inline int64_t ckpt_float_bits(float x) { int32_t b; memcpy(&b, &x, 4); return b; }
@@ -45,12 +61,19 @@ static inline void ckpt_unpack_config(const int64_t* h, T5Config* c) {
                      (int)v[14], (int)v[15], (int)v[16] };
 }
 
-// m and v may be NULL (no optimizer state saved)
+// m and v may be NULL (no optimizer state saved); ts may be NULL (no training state)
 static inline int ckpt_save(const char* path, const T5Config* c, const float* params, const float* m, const float* v,
-                            int64_t n, int64_t step, char* err, size_t errlen) {
+                            int64_t n, int64_t step, const CkptTrainState* ts, char* err, size_t errlen) {
     int64_t h[CKPT_HEADER_INTS] = {0};
     h[0] = CKPT_MAGIC; h[1] = CKPT_VERSION; h[2] = n; h[3] = (m && v) ? 1 : 0; h[4] = step;
     ckpt_pack_config(h, c);
+    if (ts) memcpy(h + 22, ts, sizeof(*ts));
+    const float* bufs[3] = { params, m, v };
+    Crc32Table T;
+    crc32_table_init(&T);
+    uint32_t crc = 0;
+    for (int i = 0; i < (h[3] ? 3 : 1); i++) crc = crc32_update(&T, crc, bufs[i], (size_t)n * sizeof(float));
+    h[29] = crc;
     AtomicFile a;
     if (mkdir_parent(path, err, errlen) || atomic_open(&a, path, err, errlen)) return -1;
     int ok = atomic_write(&a, h, sizeof(h), err, errlen) == 0 &&
@@ -73,7 +96,7 @@ static inline int ckpt_read_info(FILE* f, const char* path, CkptInfo* info, char
     int64_t h[CKPT_HEADER_INTS];
     if (size < (int64_t)sizeof(h) || fread(h, sizeof(h), 1, f) != 1) return ckpt_fail(NULL, err, errlen, path, "file too short for a checkpoint header");
     if (h[0] != CKPT_MAGIC) return ckpt_fail(NULL, err, errlen, path, "not a t5.c checkpoint (bad magic)");
-    if (h[1] != CKPT_VERSION) return ckpt_fail(NULL, err, errlen, path, "unsupported checkpoint version");
+    if (h[1] != 1 && h[1] != CKPT_VERSION) return ckpt_fail(NULL, err, errlen, path, "unsupported checkpoint version");
     if (h[3] != 0 && h[3] != 1) return ckpt_fail(NULL, err, errlen, path, "corrupted header (optimizer flag)");
     ckpt_unpack_config(h, &info->config);
     const char* bad = t5_config_check(&info->config);
@@ -83,6 +106,9 @@ static inline int ckpt_read_info(FILE* f, const char* path, CkptInfo* info, char
     if (h[2] != (int64_t)L.total) return ckpt_fail(NULL, err, errlen, path, "parameter count does not match the stored config");
     if (size != (int64_t)sizeof(h) + 4 * h[2] * (1 + 2 * h[3])) return ckpt_fail(NULL, err, errlen, path, "file size does not match the header (truncated or padded)");
     info->n = h[2]; info->has_opt = (int)h[3]; info->step = h[4];
+    memset(&info->train, 0, sizeof(info->train));
+    if (h[1] >= 2) memcpy(&info->train, h + 22, sizeof(info->train));
+    info->crc = h[1] >= 2 ? h[29] : -1;
     return 0;
 }
 
@@ -95,14 +121,22 @@ static inline int ckpt_load(const char* path, CkptInfo* info, float** params, fl
     size_t n = (size_t)info->n;
     int bufs = info->has_opt ? 3 : 1;
     float** dst[3] = { params, m, v };
+    Crc32Table T;
+    crc32_table_init(&T);
+    uint32_t crc = 0;
     for (int i = 0; i < bufs; i++) {
         *dst[i] = (float*)malloc(n * sizeof(float));
         if (!*dst[i] || fread(*dst[i], sizeof(float), n, f) != n) {
             for (int j = 0; j <= i; j++) { free(*dst[j]); *dst[j] = NULL; }
             return ckpt_fail(f, err, errlen, path, "cannot read the parameter data");
         }
+        crc = crc32_update(&T, crc, *dst[i], n * sizeof(float));
     }
     fclose(f);
+    if (info->crc >= 0 && (int64_t)crc != info->crc) {
+        for (int i = 0; i < 3; i++) { free(*dst[i]); *dst[i] = NULL; }
+        return ckpt_fail(NULL, err, errlen, path, "checksum mismatch (the checkpoint is corrupted)");
+    }
     return 0;
 }
 

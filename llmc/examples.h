@@ -1,8 +1,10 @@
 // examples.h — the pre-tokenized example file: what prepro writes and the trainers read.
 //
-// Layout (little-endian), version 1:
-//   header  int64[32]: [0] magic 0x5835544558 ("XET5X"), [1] version = 1, [2] N examples,
-//           [3] total source tokens, [4] total target tokens, [5] largest token id, rest 0
+// Layout (little-endian), version 2:
+//   header  int64[32]: [0] magic 0x5835544558 ("XET5X"), [1] version = 2, [2] N examples,
+//           [3] total source tokens, [4] total target tokens, [5] largest token id,
+//           [6] CRC-32 (zlib.crc32) of every byte after the header, rest 0
+//           (version 1 is the same without [6]; it is still read, without the checksum test)
 //   lengths int32[2N]: (source length, target length) of each example, each in [1, 2^20]
 //   tokens  uint32[...]: example by example, its source ids then its target ids (EOS included)
 // Everything is checked against the file size before use; token ids are checked against the
@@ -14,9 +16,10 @@
 #include <stdint.h>   // defines: int64_t, int32_t, uint32_t
 #include <stdlib.h>   // defines: malloc, free
 #include "fileio.h"   // defines: file_size_of, AtomicFile, atomic_open/write/close
+#include "crc32.h"    // defines: Crc32Table, crc32_update
 
 #define EXAMPLES_MAGIC 0x5835544558LL
-#define EXAMPLES_VERSION 1
+#define EXAMPLES_VERSION 2
 #define EXAMPLES_HEADER_INTS 32
 #define EXAMPLES_MAX_LEN (1 << 20)
 
@@ -51,7 +54,7 @@ static inline int examples_open(ExampleFile* e, const char* path, char* err, siz
     if (!f) return examples_fail(e, NULL, err, errlen, path, "cannot open");
     if (fread(h, sizeof(h), 1, f) != 1) return examples_fail(e, f, err, errlen, path, "cannot read the header");
     if (h[0] != EXAMPLES_MAGIC) return examples_fail(e, f, err, errlen, path, "not an example file (bad magic)");
-    if (h[1] != EXAMPLES_VERSION) return examples_fail(e, f, err, errlen, path, "unsupported example file version");
+    if (h[1] != 1 && h[1] != EXAMPLES_VERSION) return examples_fail(e, f, err, errlen, path, "unsupported example file version");
     int64_t n = h[2], ns = h[3], nt = h[4];
     if (n < 1 || n > (size / 8)) return examples_fail(e, f, err, errlen, path, "example count is not consistent with the file size");
     if (ns < n || nt < n || ns > size / 4 || nt > size / 4) return examples_fail(e, f, err, errlen, path, "token totals are not consistent with the file size");
@@ -74,6 +77,13 @@ static inline int examples_open(ExampleFile* e, const char* path, char* err, siz
     int64_t max_id = 0;
     for (int64_t i = 0; i < ns + nt; i++) if (e->tokens[i] > max_id) max_id = e->tokens[i];
     if (max_id != h[5]) return examples_fail(e, f, err, errlen, path, "largest token id does not match the header (corrupted tokens)");
+    if (h[1] >= 2) {
+        Crc32Table T;
+        crc32_table_init(&T);
+        uint32_t crc = crc32_update(&T, 0, e->lens, (size_t)n * 2 * sizeof(int32_t));
+        crc = crc32_update(&T, crc, e->tokens, (size_t)(ns + nt) * sizeof(uint32_t));
+        if ((int64_t)crc != h[6]) return examples_fail(e, f, err, errlen, path, "checksum mismatch (the file is corrupted)");
+    }
     e->max_id = max_id;
     fclose(f);
     return 0;
@@ -104,6 +114,18 @@ static inline int examples_write(const char* path, int64_t n, const uint32_t* co
         for (int j = 0; j < src_len[i]; j++) if (src[i][j] > h[5]) h[5] = src[i][j];
         for (int j = 0; j < tgt_len[i]; j++) if (tgt[i][j] > h[5]) h[5] = tgt[i][j];
     }
+    Crc32Table T; // the checksum covers the bytes in write order: all lengths, then all tokens
+    crc32_table_init(&T);
+    uint32_t crc = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t l[2] = { src_len[i], tgt_len[i] };
+        crc = crc32_update(&T, crc, l, sizeof(l));
+    }
+    for (int64_t i = 0; i < n; i++) {
+        crc = crc32_update(&T, crc, src[i], (size_t)src_len[i] * 4);
+        crc = crc32_update(&T, crc, tgt[i], (size_t)tgt_len[i] * 4);
+    }
+    h[6] = crc;
     AtomicFile a;
     if (atomic_open(&a, path, err, errlen)) return -1;
     int ok = atomic_write(&a, h, sizeof(h), err, errlen) == 0;
