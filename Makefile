@@ -61,11 +61,26 @@ $(BUILD)/asan/test_io: dev/test_io.c llmc/json.h llmc/safetensors.h
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(filter-out -O3,$(CFLAGS)) $(SAN_FLAGS) -I. $< -o $@ $(LDLIBS)
 
+# ROUGE / BLEU in C (llmc/rouge.h, llmc/bleu.h): the `score` command line, its sanitizer build, and
+# the parity test against rouge_score and sacrebleu (pip install rouge-score sacrebleu; data from
+# ../shared/data, or T5_DATA=DIR)
+METRIC_HEADERS = llmc/rouge.h llmc/bleu.h llmc/porter.h llmc/ngram.h llmc/utils.h llmc/json.h
+$(BUILD)/score: dev/score.c $(METRIC_HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -I. $< -o $@ $(LDLIBS)
+$(BUILD)/asan/score: dev/score.c $(METRIC_HEADERS)
+	@mkdir -p $(BUILD)/asan
+	$(CC) $(filter-out -O3,$(CFLAGS)) $(SAN_FLAGS) -I. $< -o $@ $(LDLIBS)
+.PHONY: test_metrics
+test_metrics: $(BUILD)/score $(BUILD)/asan/score
+	ASAN_OPTIONS=detect_leaks=1 $(PYTHON) dev/test_metrics.py --score-bin $(BUILD)/score --asan-bin $(BUILD)/asan/score
+
 # the whole suite: file readers, the engine against the HF fixtures, the CLI, then all of it again
 # under the sanitizers
 test: train_t5 test_t5 $(BUILD)/test_io
 	./$(BUILD)/test_io
 	./test_t5 --train-bin ./train_t5
+	$(MAKE) --no-print-directory test_metrics
 	$(MAKE) --no-print-directory asan
 
 asan: $(BUILD)/asan/train_t5 $(BUILD)/asan/test_t5 $(BUILD)/asan/test_io
