@@ -20,8 +20,9 @@ median) and corpus BLEU. --json prints the corpus numbers and every example's sc
 */
 #include <stdio.h>          // defines: printf, fprintf
 #include <stdlib.h>         // defines: free, exit
-#include <string.h>         // defines: strcmp, memchr
-#include "llmc/utils.h"     // defines: mallocCheck, fopenCheck
+#include <string.h>         // defines: strcmp, strchr, memchr, strerror
+#include <errno.h>          // defines: errno
+#include "llmc/utils.h"     // defines: mallocCheck
 #include "llmc/json.h"      // defines: json_slurp (whole-file read)
 #include "llmc/rouge.h"     // defines: rouge_token_string, RougeScores, rouge_score_multi, RougeCorpus, rouge_corpus_add, rouge_corpus_mean
 #include "llmc/bleu.h"      // defines: bleu_tokenize_13a, BleuStats, BleuScore, bleu_add, bleu_compute, bleu_sentence_score

@@ -26,7 +26,8 @@ Scores (P = precision against the hypothesis, R = recall against the reference):
 Corpus figures are plain means over examples (rouge_corpus_mean). HF `evaluate`'s rouge reports the
 median of a random bootstrap instead, so its numbers move from run to run; ours do not.
 
-Memory: O(tokens) per text, plus one bit per (reference sentence token × hypothesis sentence token)
+Cost: time O(hyp tokens × ref tokens) for ROUGE-L and Lsum (dynamic-programming LCS, as rouge_score);
+memory O(tokens) per text, plus one bit per (reference sentence token × hypothesis sentence token)
 pair for the Lsum backtrack.
 */
 #ifndef LLMC_ROUGE_H
