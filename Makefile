@@ -26,17 +26,86 @@ else
   $(info ✗ OpenMP: not found or disabled; the CPU engine runs single-threaded)
 endif
 
-# ---------------------------------------------------------------- CUDA toolchain (report only, for the CUDA issues)
-NVCC_FOUND := $(shell command -v nvcc >/dev/null 2>&1 && echo 1 || echo 0)
+# ---------------------------------------------------------------- CUDA (probes): nvcc, cuBLASLt, cuDNN, NCCL, MPI
+# train_t5cu / test_t5cu need nvcc + cuBLASLt. PRECISION=BF16 (default) or FP32. GPU_ARCH: the card's
+# sm_XX (default: native when nvidia-smi sees a GPU, else sm_90). cuDNN, NCCL, MPI are reported for
+# the attention and multi-GPU work; USE_X=1 / NO_X=1 force a probe's answer.
+NVCC ?= nvcc
+CXX ?= g++
+NVCC_FOUND := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo 1 || echo 0)
+CUDA_HOME ?= $(if $(filter 1,$(NVCC_FOUND)),$(abspath $(dir $(shell command -v $(NVCC)))/..),/usr/local/cuda)
+CUDA_PROBE = $(CXX) -x c++ - -I$(CUDA_HOME)/include -L$(CUDA_HOME)/lib64 -o /dev/null
+HASH := \#
+probe = $(shell printf '$(1)' | $(CUDA_PROBE) $(2) >/dev/null 2>&1 && echo 1 || echo 0)
+define cuda_dep # name, USE_ flag, NO_ flag, probe result variable
+  ifeq ($$($(3)),1)
+    $(1)_FOUND = 0
+  else ifeq ($$($(2)),1)
+    $(1)_FOUND = 1
+  else ifeq ($$($(2))$$($(3)),)
+    $(1)_FOUND := $$($(4))
+  else
+    $$(error $(3) / $(2) must be 1 when given)
+  endif
+endef
 ifeq ($(NVCC_FOUND),1)
-  $(info ✓ nvcc: $(shell command -v nvcc))
+  $(info ✓ nvcc: $(shell command -v $(NVCC)) ($(shell $(NVCC) --version | grep -o 'release [0-9.]*')))
+  CUBLASLT_PROBE := $(call probe,$(HASH)include <cublasLt.h>\nint main(void){cublasLtHandle_t h; return (int)cublasLtCreate(&h);}\n,-lcublasLt)
+  CUDNN_PROBE := $(call probe,$(HASH)include <cudnn.h>\nint main(void){return (int)cudnnGetVersion();}\n,-lcudnn)
+  CUDNN_FE_PROBE := $(call probe,$(HASH)include <cudnn_frontend.h>\nint main(void){return 0;}\n,-std=c++17 $(if $(CUDNN_FRONTEND_PATH),-I$(CUDNN_FRONTEND_PATH)) -fsyntax-only)
+  NCCL_PROBE := $(call probe,$(HASH)include <nccl.h>\nint main(void){int v; return (int)ncclGetVersion(&v);}\n,-lnccl)
+  MPI_PROBE := $(shell command -v mpicxx >/dev/null 2>&1 && echo 'int main(void){return 0;}' | mpicxx -x c++ - -o /dev/null >/dev/null 2>&1 && echo 1 || echo 0)
 else
   $(info ✗ nvcc: not found (CUDA targets unavailable))
+  CUBLASLT_PROBE = 0
+  CUDNN_PROBE = 0
+  CUDNN_FE_PROBE = 0
+  NCCL_PROBE = 0
+  MPI_PROBE = 0
 endif
+$(eval $(call cuda_dep,CUBLASLT,USE_CUBLASLT,NO_CUBLASLT,CUBLASLT_PROBE))
+$(eval $(call cuda_dep,CUDNN,USE_CUDNN,NO_CUDNN,CUDNN_PROBE))
+$(eval $(call cuda_dep,NCCL,USE_NCCL,NO_NCCL,NCCL_PROBE))
+$(eval $(call cuda_dep,MPI,USE_MPI,NO_MPI,MPI_PROBE))
+ifeq ($(CUBLASLT_FOUND),1)
+  $(info ✓ cuBLASLt: the CUDA trainer's matmuls)
+else
+  $(info ✗ cuBLASLt: not found (train_t5cu / test_t5cu unavailable))
+endif
+ifeq ($(CUDNN_FOUND),1)
+  $(info ✓ cuDNN: found; frontend headers $(if $(filter 1,$(CUDNN_FE_PROBE)),✓,✗ (pip install nvidia-cudnn-frontend, CUDNN_FRONTEND_PATH=.../include)); the cuDNN SDPA attention path is not written yet (README "GPU"))
+else
+  $(info ✗ cuDNN: not found or disabled)
+endif
+$(info $(if $(filter 1,$(NCCL_FOUND)),✓,✗) NCCL: $(if $(filter 1,$(NCCL_FOUND)),found (multi-GPU, issue 6),not found or disabled))
+$(info $(if $(filter 1,$(MPI_FOUND)),✓,✗) MPI: $(if $(filter 1,$(MPI_FOUND)),found (mpirun launches, issue 6),not found or disabled))
+
+PRECISION ?= BF16
+ifeq ($(PRECISION),BF16)
+  PRECISION_FLAGS =
+else ifeq ($(PRECISION),FP32)
+  PRECISION_FLAGS = -DENABLE_FP32
+else
+  $(error PRECISION must be BF16 or FP32)
+endif
+GPU_ARCH ?= $(shell nvidia-smi -L 2>/dev/null | grep -q GPU && echo native || echo sm_90)
+ifneq ($(GPU_ARCH),native)
+  ifeq ($(filter sm_%,$(GPU_ARCH)),)
+    $(error GPU_ARCH must be native or sm_XX, e.g. sm_80 or sm_90)
+  endif
+endif
+# -ftz=true: subnormals flush to zero, as in the CPU engine; no fast math (the fp32 build must match the CPU)
+NVCC_FLAGS = -O3 -std=c++17 -ftz=true -I. $(PRECISION_FLAGS) -diag-suppress 177 -Xcompiler -Wall,-Wextra,-Wno-unused-function,-Wno-format-truncation $(if $(filter 1,$(OMP_FOUND)),-Xcompiler -fopenmp)
+NVCC_LDLIBS = -lcublasLt -lm
+CUDA_HEADERS = $(wildcard llmc/*.cuh)
+# the CPU engine as a library (llmc/t5_cpu.c): random initialisation for train_t5cu, the reference for test_t5cu
+$(BUILD)/t5_cpu.o: llmc/t5_cpu.c train_t5.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -Wno-unused-function -I. -c $< -o $@
 
 HEADERS = $(wildcard llmc/*.h)
 
-.PHONY: all test test_fast asan fixtures bench_cpu check_export clean
+.PHONY: all test test_fast asan fixtures bench_cpu check_export clean cuda_compile_check
 
 all: train_t5 test_t5
 
@@ -77,7 +146,7 @@ test_metrics: $(BUILD)/score $(BUILD)/asan/score
 
 # the whole suite: file readers, the engine against the HF fixtures, the CLI, then all of it again
 # under the sanitizers
-test: train_t5 test_t5 $(BUILD)/test_io
+test: train_t5 test_t5 $(BUILD)/test_io $(if $(filter 1,$(CUBLASLT_FOUND)),cuda_compile_check)
 	./$(BUILD)/test_io
 	./test_t5 --train-bin ./train_t5
 	$(MAKE) --no-print-directory test_metrics
@@ -95,5 +164,23 @@ fixtures:
 bench_cpu: train_t5
 	$(PYTHON) dev/bench_cpu.py
 
+# ---------------------------------------------------------------- CUDA targets
+train_t5cu: train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
+	$(NVCC) $(NVCC_FLAGS) -arch=$(GPU_ARCH) $< $(BUILD)/t5_cpu.o -o $@ $(NVCC_LDLIBS)
+
+test_t5cu: test_t5cu.cu train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
+	$(NVCC) $(NVCC_FLAGS) -arch=$(GPU_ARCH) $< $(BUILD)/t5_cpu.o -o $@ $(NVCC_LDLIBS)
+
+# CI (no GPU): both programs for sm_80 and sm_90 in one nvcc call each, every warning an error
+CUDA_CHECK_ARCHS = -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+CUDA_CHECK_FLAGS = $(NVCC_FLAGS) -Werror all-warnings -Xcompiler -Werror $(CUDA_CHECK_ARCHS)
+cuda_compile_check: $(BUILD)/cc/train_t5cu $(BUILD)/cc/test_t5cu
+$(BUILD)/cc/train_t5cu: train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
+	@mkdir -p $(BUILD)/cc
+	$(NVCC) $(CUDA_CHECK_FLAGS) $< $(BUILD)/t5_cpu.o -o $@ $(NVCC_LDLIBS)
+$(BUILD)/cc/test_t5cu: test_t5cu.cu train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
+	@mkdir -p $(BUILD)/cc
+	$(NVCC) $(CUDA_CHECK_FLAGS) $< $(BUILD)/t5_cpu.o -o $@ $(NVCC_LDLIBS)
+
 clean:
-	rm -rf train_t5 test_t5 $(BUILD)
+	rm -rf train_t5 test_t5 train_t5cu test_t5cu $(BUILD)

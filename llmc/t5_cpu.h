@@ -1,0 +1,47 @@
+// t5_cpu.h — the CPU reference engine (train_t5.c) as a small library for the CUDA programs:
+// train_t5cu takes its random initialisation from it (same seed → same model on both engines) and
+// test_t5cu compares the CUDA engine against it. Implemented by llmc/t5_cpu.c, a C translation unit
+// that includes train_t5.c with TESTING defined; nothing of the engine is re-declared here.
+#ifndef T5_CPU_H
+#define T5_CPU_H
+
+#include <stddef.h>        // defines: size_t
+#include <stdint.h>        // defines: uint64_t
+#include "t5.h"            // defines: T5Config
+#include "dataloader.h"    // defines: T5Batch
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct T5Cpu T5Cpu;  // opaque: the CPU engine's model
+
+// T5's own initialisation (train_t5.c t5_init_random) of a flat buffer in layout order
+void t5cpu_init_random(const T5Config* c, float* params, uint64_t seed);
+
+T5Cpu* t5cpu_create(const T5Config* c, const float* params);  // copies params (layout order)
+void t5cpu_free(T5Cpu* m);
+size_t t5cpu_num_params(const T5Cpu* m);
+float* t5cpu_params(T5Cpu* m);
+float* t5cpu_grads(T5Cpu* m);
+const float* t5cpu_logits(const T5Cpu* m);      // (B·Tt, V) of the last forward (dlogits after backward)
+int t5cpu_num_counted(const T5Cpu* m);
+
+float t5cpu_forward(T5Cpu* m, const T5Batch* b, int train, uint64_t seed);
+void t5cpu_zero_grad(T5Cpu* m);
+void t5cpu_backward(T5Cpu* m, const T5Batch* b, int train, float loss_scale);
+// clip to max_norm (0 = off) and one AdamW update at learning rate lr; returns the gradient norm
+float t5cpu_step(T5Cpu* m, float lr, float beta1, float beta2, float eps, float weight_decay, int decay_norms,
+                 float max_norm);
+
+// the CPU engine's checks and command-line value parsers, shared by train_t5cu:
+// a batch against the config (NULL or a message); a flag's value in [lo, hi] (0, or -1 after a message)
+const char* t5cpu_check_batch(const T5Config* c, const T5Batch* b);
+int t5cpu_parse_int(const char* flag, const char* s, long long lo, long long hi, long long* out);
+int t5cpu_parse_float(const char* flag, const char* s, double lo, double hi, float* out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif // T5_CPU_H

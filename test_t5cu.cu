@@ -1,0 +1,497 @@
+// test_t5cu.cu — the CUDA engine (train_t5.cu, included with TESTING) against the Hugging Face
+// fixtures of test_t5, against the CPU engine (llmc/t5_cpu.h) on flan-t5-small and t5-small shaped
+// random models, and against itself (determinism, save/resume). One line per compared tensor:
+// name, max abs diff, max rel diff (relative to the reference tensor's largest magnitude), tol,
+// OK/FAIL. The exit code is the verdict.
+//
+// Tolerances. fp32 build (PRECISION=FP32): the same arithmetic as the CPU engine in another
+// summation order (warp trees, cuBLAS tiles), each a few ulp:
+//   logits, loss 2e-5 (test_t5 uses 1e-5 for one engine; two orders give twice the rounding)
+//   gradients 2e-4 relative to the tensor's scale (test_t5: 1e-4, same reason)
+//   deep random models (8 + 8 blocks) vs the CPU engine: logits 1e-4, loss 1e-5, gradients 1e-3
+// bf16 build: matmul inputs and activations carry 8 significant bits (relative rounding 2^-9 =
+// 2e-3 per value); errors add up over ~10 roundings per sublayer and the depth of the model:
+//   logits 3e-2 (2^-9 × ~15 roundings on the path from the embedding to the head)
+//   loss 1e-2 (a mean of log-probabilities: the logit errors partly average out)
+//   gradients 1e-1 relative to the tensor's scale (the backward chains twice the roundings, and
+//     small-gradient tensors such as the relative bias sum many rounded terms)
+// Optimizer arithmetic is fp32 in both builds: with HF's own gradients loaded, the parameters after
+// K AdamW steps must match the fixture to 1e-6, whatever the precision.
+#define TESTING
+#include "train_t5.cu"
+#include <sys/wait.h>          // defines: WIFEXITED, WEXITSTATUS
+#include "llmc/safetensors.h"  // defines: StFile, st_open, st_find, st_read_f32, st_read_i32, st_metadata
+
+#ifdef ENABLE_FP32
+static const float TOL_LOGITS = 2e-5f, TOL_LOSS = 2e-5f, TOL_GRAD = 2e-4f;
+static const float TOL_DEEP_LOGITS = 1e-4f, TOL_DEEP_LOSS = 1e-5f, TOL_DEEP_GRAD = 1e-3f;
+#else
+static const float TOL_LOGITS = 3e-2f, TOL_LOSS = 1e-2f, TOL_GRAD = 1e-1f;
+static const float TOL_DEEP_LOGITS = 3e-2f, TOL_DEEP_LOSS = 1e-2f, TOL_DEEP_GRAD = 1e-1f;
+#endif
+
+static int g_pass = 0, g_fail = 0;
+
+static void verdict(int ok, const char* what) {
+    if (ok) g_pass++; else { g_fail++; printf("  ^^^ FAIL: %s\n", what); }
+}
+
+// compares n floats; tol is relative to max|want| (absolute when want is all zero)
+static int check_close(const char* name, const float* got, const float* want, size_t n, float tol) {
+    double maxabs = 0.0, scale = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (fabs(want[i]) > scale) scale = fabs(want[i]);
+        double d = fabs((double)got[i] - want[i]);
+        if (!(d <= maxabs)) maxabs = isnan(d) ? INFINITY : d;
+    }
+    double rel = maxabs / (scale > 0 ? scale : 1.0);
+    int ok = rel <= tol;
+    printf("%-62s max abs %.3e  max rel %.3e  tol %.0e  %s\n", name, maxabs, rel, (double)tol, ok ? "OK" : "FAIL");
+    verdict(ok, name);
+    return ok;
+}
+
+static void check_true(const char* name, int ok) {
+    printf("%-62s %s\n", name, ok ? "OK" : "FAIL");
+    verdict(ok, name);
+}
+
+static float* download(T5Cuda* m, const float* dev, size_t n) {
+    float* h = (float*)mallocCheck(n * sizeof(float));
+    t5cu_download(m, h, dev, n);
+    return h;
+}
+
+// the logits of the last forward (run with loss_scale 0) as fp32
+__global__ void floatx_to_float_kernel(float* dst, const floatX* src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) dst[i] = to_float(src[i]);
+}
+static float* download_logits(T5Cuda* m) {
+    size_t n = (size_t)m->B * m->Tt * m->config.vocab_size;
+    float* d = cuda_alloc<float>(n);
+    floatx_to_float_kernel<<<elementwise_blocks(n), 256, 0, m->stream>>>(d, m->acts.logits, n);
+    cudaCheckLaunch();
+    float* h = download(m, d, n);
+    cudaCheck(cudaFree(d));
+    return h;
+}
+
+// ----------------------------------------------------------------------------
+// device twins of host functions: bit-identical
+
+__global__ void dropout_keep_kernel(unsigned char* out, uint64_t seed, uint32_t site, size_t n, float p) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = dropout_keep_dev(seed, site, i, p);
+}
+
+static void test_dropout_twin(void) {
+    size_t n = 1 << 22;
+    unsigned char* d = cuda_alloc<unsigned char>(n);
+    unsigned char* h = (unsigned char*)mallocCheck(n);
+    uint64_t seeds[3] = { 0, 42, 0x9e3779b97f4a7c15ULL };
+    uint32_t sites[3] = { 0, (1u << 20) | (7u << 4) | 6u, 0xfffffu };
+    for (int k = 0; k < 3; k++) {
+        dropout_keep_kernel<<<1024, 256>>>(d, seeds[k], sites[k], n, 0.1f);
+        cudaCheckLaunch();
+        cudaCheck(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost));
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) bad += h[i] != (unsigned char)dropout_keep(seeds[k], sites[k], i, 0.1f);
+        char name[120];
+        snprintf(name, sizeof(name), "dropout mask device == llmc/rng.h (seed %d, 4M indices): %zu differ", k, bad);
+        check_true(name, bad == 0);
+    }
+    cudaCheck(cudaFree(d)); free(h);
+}
+
+static void test_bucket_twin(void) {
+    int cfg[4][2] = { {32, 128}, {8, 16}, {6, 20}, {64, 256} };
+    int T = 1024, n = 2 * T - 1;
+    int* d = cuda_alloc<int>(n);
+    int* h = (int*)mallocCheck(n * sizeof(int));
+    for (int k = 0; k < 4; k++)
+        for (int bidir = 0; bidir < 2; bidir++) {
+            relative_buckets(d, T, bidir, cfg[k][0], cfg[k][1], 0);
+            cudaCheck(cudaMemcpy(h, d, n * sizeof(int), cudaMemcpyDeviceToHost));
+            int bad = 0;
+            for (int i = 0; i < n; i++) bad += h[i] != t5_relative_bucket(i - (T - 1), bidir, cfg[k][0], cfg[k][1]);
+            char name[120];
+            snprintf(name, sizeof(name), "buckets device == t5_relative_bucket (NB %d, max %d, %s): %d differ",
+                     cfg[k][0], cfg[k][1], bidir ? "bidirectional" : "causal", bad);
+            check_true(name, bad == 0);
+        }
+    cudaCheck(cudaFree(d)); free(h);
+}
+
+// ----------------------------------------------------------------------------
+// fixtures (dev/make_fixtures.py): the tensors test_t5 reads
+
+typedef struct { StFile st; char path[512]; } Fixture;
+
+static float* fx_f32(Fixture* f, const char* name, size_t* n) {
+    char err[1024];
+    const StTensor* t = st_find(&f->st, name);
+    if (!t) { printf("fixture %s lacks tensor %s\n", f->path, name); exit(EXIT_FAILURE); }
+    float* out = (float*)mallocCheck((size_t)t->numel * sizeof(float));
+    if (st_read_f32(&f->st, t, out, err, sizeof(err))) { printf("%s\n", err); exit(EXIT_FAILURE); }
+    if (n) *n = (size_t)t->numel;
+    return out;
+}
+
+static int* fx_i32(Fixture* f, const char* name, int* rows, int* cols) {
+    char err[1024];
+    const StTensor* t = st_find(&f->st, name);
+    if (!t) { printf("fixture %s lacks tensor %s\n", f->path, name); exit(EXIT_FAILURE); }
+    int32_t* out = (int32_t*)mallocCheck((size_t)t->numel * sizeof(int32_t));
+    if (st_read_i32(&f->st, t, out, err, sizeof(err))) { printf("%s\n", err); exit(EXIT_FAILURE); }
+    *rows = (int)t->shape[0];
+    *cols = t->ndim > 1 ? (int)t->shape[1] : 1;
+    return (int*)out;
+}
+
+static float fx_meta(Fixture* f, const char* key) {
+    const char* v = st_metadata(&f->st, key);
+    if (!v) { printf("fixture %s lacks metadata %s\n", f->path, key); exit(EXIT_FAILURE); }
+    return strtof(v, NULL);
+}
+
+// the fixture batch; source lengths from the (prefix) attention mask, dec_in = HF's decoder_input_ids
+static T5Batch fx_batch(Fixture* f) {
+    T5Batch b;
+    int r, c;
+    b.src = fx_i32(f, "input_ids", &b.B, &b.Ts);
+    int* mask = fx_i32(f, "attention_mask", &r, &c);
+    b.labels = fx_i32(f, "labels", &r, &b.Tt);
+    b.dec_in = fx_i32(f, "decoder_input_ids", &r, &c);
+    b.src_len = (int*)mallocCheck((size_t)b.B * sizeof(int));
+    for (int i = 0; i < b.B; i++) { int n = 0; while (n < b.Ts && mask[i * b.Ts + n]) n++; b.src_len[i] = n; }
+    free(mask);
+    return b;
+}
+
+static void batch_release(T5Batch* b) { free(b->src); free(b->src_len); free(b->dec_in); free(b->labels); }
+
+// every parameter-shaped fixture tensor PREFIX<hf name>: compared with buf (cmp) or copied into it
+static void fx_tensors(Fixture* f, const T5Layout* L, float* buf, const char* prefix, int copy, float tol) {
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const T5Tensor* t = &L->t[i];
+        for (int l = 0; l < t->layers && t->size; l++) {
+            char name[160], key[200];
+            t5_tensor_name(L, i, l, name, sizeof(name));
+            snprintf(key, sizeof(key), "%s%s", prefix, name);
+            size_t n, per = t5_tensor_copy_size(t);
+            float* want = fx_f32(f, key, &n);
+            float* slot = buf + t->offset + (size_t)l * per;
+            if (n != per) check_true(key, 0);
+            else if (copy) memcpy(slot, want, n * sizeof(float));
+            else check_close(key, slot, want, n, tol);
+            free(want);
+        }
+    }
+}
+
+static void load_fixture_model(const char* dir, T5Cuda* m) {
+    char path[600], err[1024];
+    snprintf(path, sizeof(path), "%s/model", dir);
+    T5Config c;
+    float* p;
+    if (t5_load_hf_dir(path, &c, &p, err, sizeof(err))) { printf("error: %s\n", err); exit(EXIT_FAILURE); }
+    t5cu_build(m, &c, p);
+    free(p);
+}
+
+static void test_fixture_forward_backward(Fixture* f, T5Cuda* m, const T5Batch* b) {
+    size_t n;
+    t5cu_forward(m, b, 1, 7, 0.0f); // dropout 0 in the fixture configs: train mode is exact too
+    float loss = t5cu_read_loss(m);
+    float* logits = download_logits(m);
+    float* want = fx_f32(f, "logits", &n);
+    check_close("logits", logits, want, n, TOL_LOGITS);
+    free(logits); free(want);
+    want = fx_f32(f, "loss", NULL);
+    check_close("loss", &loss, want, 1, TOL_LOSS);
+    free(want);
+    t5cu_zero_grad(m);
+    t5cu_forward(m, b, 1, 7, 1.0f / (float)m->num_counted);
+    t5cu_backward(m);
+    float* g = download(m, m->grads, t5cu_num_params(m));
+    fx_tensors(f, &m->layout, g, "grad.", 0, TOL_GRAD);
+    free(g);
+}
+
+// K AdamW steps as the fixture script ran them. Losses and gradients are compared each step; HF's
+// own gradients then drive the update (see test_t5.c: Adam would amplify rounding noise in tiny
+// gradients into lr-sized differences and hide the optimizer arithmetic under test).
+static void test_fixture_adamw(Fixture* f, const char* dir, const T5Batch* b) {
+    T5Cuda m;
+    load_fixture_model(dir, &m);
+    AdamW o = { fx_meta(f, "lr"), fx_meta(f, "beta1"), fx_meta(f, "beta2"), fx_meta(f, "eps"), fx_meta(f, "weight_decay"), 1 };
+    LrSchedule s = { SCHED_LINEAR, (long long)fx_meta(f, "warmup_steps"), (long long)fx_meta(f, "total_steps") };
+    int K = (int)fx_meta(f, "steps");
+    size_t n = t5cu_num_params(&m);
+    float* g = (float*)mallocCheck(n * sizeof(float));
+    for (int k = 0; k < K; k++) {
+        char key[64], prefix[64];
+        t5cu_zero_grad(&m);
+        t5cu_forward(&m, b, 1, 7, 1.0f / (float)batch_count_labels(b));
+        t5cu_backward(&m);
+        float loss = t5cu_read_loss(&m);
+        snprintf(key, sizeof(key), "step%d.loss", k);
+        float* want = fx_f32(f, key, NULL);
+        check_close(key, &loss, want, 1, TOL_LOSS); free(want);
+        snprintf(prefix, sizeof(prefix), k == 0 ? "grad." : "step%d.grad.", k);
+        fx_tensors(f, &m.layout, g, prefix, 1, 0.0f);
+        cudaCheck(cudaMemcpy(m.grads, g, n * sizeof(float), cudaMemcpyHostToDevice));
+        t5cu_grad_norm(&m);
+        float norm = t5cu_read_norm(&m), lr = (float)(o.lr * lr_multiplier(&s, k));
+        snprintf(key, sizeof(key), "step%d.grad_norm", k);
+        want = fx_f32(f, key, NULL);
+        check_close(key, &norm, want, 1, 1e-6f); free(want); // same gradients: only summation order differs
+        t5cu_update(&m, &o, lr, norm, fx_meta(f, "max_grad_norm"));
+    }
+    float* p = download(&m, m.params, n);
+    fx_tensors(f, &m.layout, p, "final.", 0, 1e-6f);
+    free(p); free(g);
+    t5cu_free(&m);
+}
+
+static void test_fixture(const char* dir) {
+    printf("\n=== fixture %s (%s)\n", dir, PRECISION_NAME);
+    Fixture f;
+    char err[1024];
+    snprintf(f.path, sizeof(f.path), "%s/fixture.safetensors", dir);
+    if (st_open(&f.st, f.path, err, sizeof(err))) { printf("error: %s\n", err); exit(EXIT_FAILURE); }
+    T5Cuda m;
+    load_fixture_model(dir, &m);
+    T5Batch b = fx_batch(&f);
+    check_true("fixture batch passes the batch check", t5cpu_check_batch(&m.config, &b) == NULL);
+    test_fixture_forward_backward(&f, &m, &b);
+    t5cu_free(&m);
+    test_fixture_adamw(&f, dir, &b);
+    batch_release(&b);
+    st_close(&f.st);
+}
+
+// ----------------------------------------------------------------------------
+// against the CPU engine on a model of real size
+
+// logits, loss and every gradient with dropout on, then K AdamW steps on both engines
+static void test_against_cpu(const char* preset, int layers, float dropout) {
+    printf("\n=== CUDA vs CPU engine: %s-shaped random model, %d+%d blocks, dropout %g (%s)\n", preset, layers, layers,
+           (double)dropout, PRECISION_NAME);
+    T5Config c;
+    t5_config_preset(&c, preset);
+    c.num_layers = c.num_decoder_layers = layers;
+    c.dropout = dropout;
+    T5Layout L;
+    t5_layout(&c, &L);
+    float* p0 = (float*)mallocCheck(L.total * sizeof(float));
+    t5cpu_init_random(&c, p0, 1234);
+    T5Cpu* cpu = t5cpu_create(&c, p0);
+    T5Cuda m;
+    t5cu_build(&m, &c, p0);
+    int ls[4] = { 37, 64, 5, 50 }, lt[4] = { 12, 20, 3, 17 };
+    BatchBuf bb;
+    memset(&bb, 0, sizeof(bb));
+    Rng rng;
+    rng_init(&rng, 99);
+    synthetic_batch(&bb, ls, lt, 4, &c, &rng); // unequal lengths: dynamic padding and masks
+    const T5Batch* b = &bb.b;
+    uint64_t seed = 2024;
+    float want_loss = t5cpu_forward(cpu, b, 1, seed);
+    t5cu_forward(&m, b, 1, seed, 0.0f);
+    float loss = t5cu_read_loss(&m);
+    float* logits = download_logits(&m);
+    check_close("logits (dropout on: same masks)", logits, t5cpu_logits(cpu), (size_t)b->B * b->Tt * c.vocab_size, TOL_DEEP_LOGITS);
+    check_close("loss", &loss, &want_loss, 1, TOL_DEEP_LOSS);
+    free(logits);
+    int counted = t5cpu_num_counted(cpu);
+    t5cpu_zero_grad(cpu);
+    t5cpu_backward(cpu, b, 1, 1.0f / counted);
+    t5cu_zero_grad(&m);
+    t5cu_forward(&m, b, 1, seed, 1.0f / counted);
+    t5cu_backward(&m);
+    float* g = download(&m, m.grads, L.total);
+    const float* want = t5cpu_grads(cpu);
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        if (!L.t[i].size) continue;
+        char name[160];
+        snprintf(name, sizeof(name), "grad %s", L.t[i].name);
+        check_close(name, g + L.t[i].offset, want + L.t[i].offset, L.t[i].size, TOL_DEEP_GRAD);
+    }
+    free(g);
+    // K steps, each engine on its own gradients: losses agree; parameters within what K Adam
+    // updates can move them apart (each moves a parameter by at most ~lr)
+    const int K = 3;
+    const float lr = 1e-4f;
+    AdamW o = { lr, 0.9f, 0.999f, 1e-8f, 0.01f, 0 };
+    for (int k = 0; k < K; k++) {
+        uint64_t s = mix64(seed + (uint64_t)k);
+        float lc = t5cpu_forward(cpu, b, 1, s);
+        t5cpu_zero_grad(cpu);
+        t5cpu_backward(cpu, b, 1, 1.0f / counted);
+        t5cpu_step(cpu, lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.decay_norms, 1.0f);
+        t5cu_zero_grad(&m);
+        t5cu_forward(&m, b, 1, s, 1.0f / counted);
+        t5cu_backward(&m);
+        float lg = t5cu_read_loss(&m);
+        t5cu_grad_norm(&m);
+        t5cu_update(&m, &o, lr, t5cu_read_norm(&m), 1.0f);
+        char name[80];
+        snprintf(name, sizeof(name), "AdamW step %d loss", k);
+        check_close(name, &lg, &lc, 1, TOL_DEEP_LOSS);
+    }
+    float* p = download(&m, m.params, L.total);
+    const float* pc = t5cpu_params(cpu);
+    double worst = 0.0;
+    for (size_t i = 0; i < L.total; i++) worst = fmax(worst, fabs((double)p[i] - pc[i]));
+    printf("%-62s max abs %.3e  bound %.1e\n", "parameters after 3 steps (each update moves <= ~lr)", worst, 2.0 * K * lr);
+    check_true("parameters after 3 steps within 2·K·lr of the CPU engine's", worst <= 2.0 * K * lr);
+    free(p);
+    batch_free(&bb);
+    t5cu_free(&m);
+    t5cpu_free(cpu);
+    free(p0);
+}
+
+// ----------------------------------------------------------------------------
+// determinism: same seed → bit-identical losses, across two runs and across save/resume
+
+static T5Cuda small_model(const T5Config* c, const float* p0, const char* ckpt) {
+    T5Cuda m;
+    if (!ckpt) { t5cu_build(&m, c, p0); return m; }
+    CkptInfo info;
+    float *p, *mm, *vv;
+    char err[1024];
+    if (ckpt_load(ckpt, &info, &p, &mm, &vv, err, sizeof(err))) { printf("error: %s\n", err); exit(EXIT_FAILURE); }
+    t5cu_build(&m, &info.config, p);
+    t5cu_set_optimizer_state(&m, mm, vv, info.step);
+    free(p); free(mm); free(vv);
+    return m;
+}
+
+// steps [k0, k1) of a fixed run of `total` steps: batch, lr and dropout seed depend only on k
+static void run_steps(T5Cuda* m, int k0, int k1, int total, float* losses) {
+    Options o = options_default();
+    o.steps = total; o.lr = 1e-3f; o.warmup = 1;
+    for (int k = k0; k < k1; k++) {
+        BatchBuf bb;
+        memset(&bb, 0, sizeof(bb));
+        bench_batch(&bb, k, 2, &m->config);
+        T5Batch* b = &bb.b;
+        StepResult r = train_step(m, &o, &b, 1, k);
+        losses[k] = r.loss;
+        batch_free(&bb);
+    }
+}
+
+static void test_determinism(const char* tmp) {
+    printf("\n=== determinism (%s)\n", PRECISION_NAME);
+    T5Config c;
+    t5_config_preset(&c, "flan-t5-small");
+    c.num_layers = c.num_decoder_layers = 2;
+    c.dropout = 0.1f;
+    T5Layout L;
+    t5_layout(&c, &L);
+    float* p0 = (float*)mallocCheck(L.total * sizeof(float));
+    t5cpu_init_random(&c, p0, 7);
+    const int K = 4;
+    float a[K], b[K], r[K];
+    T5Cuda m1 = small_model(&c, p0, NULL);
+    run_steps(&m1, 0, K, K, a);
+    float* pa = download(&m1, m1.params, L.total);
+    t5cu_free(&m1);
+    T5Cuda m2 = small_model(&c, p0, NULL);
+    run_steps(&m2, 0, K / 2, K, b);
+    char path[600], err[1024];
+    snprintf(path, sizeof(path), "%s/resume.ckpt", tmp);
+    if (t5cu_save_checkpoint(&m2, path, NULL, err, sizeof(err))) { printf("error: %s\n", err); exit(EXIT_FAILURE); }
+    run_steps(&m2, K / 2, K, K, b);
+    float* pb = download(&m2, m2.params, L.total);
+    t5cu_free(&m2);
+    T5Cuda m3 = small_model(&c, p0, path);
+    memcpy(r, b, sizeof(float) * (K / 2));
+    run_steps(&m3, K / 2, K, K, r);
+    float* pr = download(&m3, m3.params, L.total);
+    t5cu_free(&m3);
+    printf("  losses run 1:");
+    for (int k = 0; k < K; k++) printf(" %.7f", (double)a[k]);
+    printf("\n  losses run 2:");
+    for (int k = 0; k < K; k++) printf(" %.7f", (double)b[k]);
+    printf("\n  resumed at %d:", K / 2);
+    for (int k = 0; k < K; k++) printf(" %.7f", (double)r[k]);
+    printf("\n");
+    check_true("two runs, same seed: bit-identical losses", memcmp(a, b, sizeof(a)) == 0);
+    check_true("two runs, same seed: bit-identical parameters", memcmp(pa, pb, L.total * sizeof(float)) == 0);
+    check_true("save at step 2 + resume: bit-identical losses", memcmp(a, r, sizeof(a)) == 0);
+    check_true("save at step 2 + resume: bit-identical parameters", memcmp(pa, pr, L.total * sizeof(float)) == 0);
+    check_true("the loss moves (the run trains)", a[K - 1] != a[0] && isfinite(a[K - 1]));
+    free(pa); free(pb); free(pr); free(p0);
+}
+
+// ----------------------------------------------------------------------------
+// the train_t5cu command line on a fixture: the step losses of transformers + torch AdamW
+
+static int run_cmd(const char* cmd, char* out, size_t n) {
+    char full[4096];
+    snprintf(full, sizeof(full), "%s 2>&1", cmd);
+    FILE* p = popen(full, "r");
+    if (!p) return -1;
+    size_t len = fread(out, 1, n - 1, p);
+    out[len] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli(const char* bin, const char* fx) {
+    static char out[1 << 16];
+    char cmd[2048], err[1024];
+    printf("\n=== command line (%s on %s)\n", bin, fx);
+    snprintf(cmd, sizeof(cmd), "%s --model %s/model --train-file %s/examples.bin --steps 4 --batch-size 3 --shuffle 0 "
+             "--lr 1e-2 --schedule linear --warmup 2 --schedule-steps 6 --weight-decay 0.01 --decay-norms 1 --clip 1 "
+             "--dropout 0", bin, fx, fx);
+    int rc = run_cmd(cmd, out, sizeof(out));
+    float got[8];
+    int n = 0;
+    for (const char* q = strstr(out, "| loss "); q && n < 8; q = strstr(q + 1, "| loss ")) got[n++] = strtof(q + 7, NULL);
+    check_true("train_t5cu: exit 0 with 4 step lines", rc == 0 && n == 4);
+    if (rc != 0 || n != 4) { printf("%s\n", out); return; }
+    Fixture f;
+    snprintf(f.path, sizeof(f.path), "%s/fixture.safetensors", fx);
+    if (st_open(&f.st, f.path, err, sizeof(err))) { printf("%s\n", err); exit(EXIT_FAILURE); }
+    for (int k = 0; k < 4; k++) {
+        char key[64], name[96];
+        snprintf(key, sizeof(key), "step%d.loss", k);
+        float* want = fx_f32(&f, key, NULL);
+        snprintf(name, sizeof(name), "train_t5cu CLI %s", key);
+        check_close(name, &got[k], want, 1, TOL_LOSS > 1e-5f ? TOL_LOSS : 1e-5f); // 6 decimals printed
+        free(want);
+    }
+    st_close(&f.st);
+    snprintf(cmd, sizeof(cmd), "%s --model flan-t5-small --batch-size 0 --bench 1", bin);
+    rc = run_cmd(cmd, out, sizeof(out));
+    check_true("train_t5cu refuses --batch-size 0 with a message", rc != 0 && strstr(out, "--batch-size needs an integer"));
+}
+
+int main(int argc, char** argv) {
+    const char* fixtures[] = { "dev/fixtures/flan_gated", "dev/fixtures/t5_relu_tied", "dev/fixtures/odd_shapes", "dev/fixtures/gelu_untied" };
+    const char* bin = NULL; // --train-bin PATH: also test that train_t5cu binary's command line
+    for (int i = 1; i + 1 < argc; i++) if (strcmp(argv[i], "--train-bin") == 0) bin = argv[i + 1];
+    cudaDeviceProp prop;
+    cudaCheck(cudaGetDeviceProperties(&prop, 0));
+    printf("device: %s (sm_%d%d), build: %s\n", prop.name, prop.major, prop.minor, PRECISION_NAME);
+    char tmp[] = "/tmp/test_t5cu_XXXXXX";
+    if (!mkdtemp(tmp)) { perror("mkdtemp"); return EXIT_FAILURE; }
+    printf("\n=== device twins of host code\n");
+    test_dropout_twin();
+    test_bucket_twin();
+    for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_fixture(fixtures[i]);
+    test_against_cpu("flan-t5-small", 8, 0.1f);
+    test_against_cpu("t5-small", 2, 0.1f);
+    test_determinism(tmp);
+    if (bin) test_cli(bin, fixtures[0]);
+    char cmd[700];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
+    if (system(cmd) != 0) printf("warning: could not remove %s\n", tmp);
+    printf("\n%d passed, %d failed\n", g_pass, g_fail);
+    return g_fail ? EXIT_FAILURE : EXIT_SUCCESS;
+}
