@@ -327,6 +327,9 @@ def main():
     ap.add_argument("--asan-bin", default=None, help="a sanitizer build of score: reruns the edge cases and random texts")
     ap.add_argument("--data", default=os.environ.get("T5_DATA", os.path.join(REPO, "..", "shared", "data")))
     args = ap.parse_args()
+    if not os.path.isdir(os.path.join(args.data, "dialogsum")):
+        print(f"FAIL {args.data}/dialogsum not found: pass --data DIR or set T5_DATA")
+        return 1
     print(f"rouge_score + nltk {__import__('nltk').__version__}, sacrebleu {sacrebleu.__version__}; tolerance {TOL:g} absolute")
     check_baseline(args.score_bin, args.data)
     check_edges_and_random(args.score_bin, "")
