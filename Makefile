@@ -144,16 +144,36 @@ $(BUILD)/asan/score: dev/score.c $(METRIC_HEADERS)
 test_metrics: $(BUILD)/score $(BUILD)/asan/score
 	ASAN_OPTIONS=detect_leaks=1 $(PYTHON) dev/test_metrics.py --score-bin $(BUILD)/score --asan-bin $(BUILD)/asan/score
 
+# SentencePiece tokenizer in C (tokenizer/spm.h): the t5tok command line, its unit + mutation test
+# (also under the sanitizers, in `asan`), and the id-for-id parity test against the sentencepiece
+# library on all of DialogSum (pip install sentencepiece; data from DATA=../shared/data)
+DATA ?= ../shared/data
+$(BUILD)/t5tok: tokenizer/t5tok.c tokenizer/spm.h
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+$(BUILD)/test_spm: tokenizer/test_spm.c tokenizer/spm.h
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+$(BUILD)/asan/test_spm: tokenizer/test_spm.c tokenizer/spm.h
+	@mkdir -p $(BUILD)/asan
+	$(CC) $(filter-out -O3,$(CFLAGS)) $(SAN_FLAGS) $< -o $@ $(LDLIBS)
+.PHONY: test_tokenizer
+test_tokenizer: $(BUILD)/t5tok $(BUILD)/test_spm
+	./$(BUILD)/test_spm --model $(DATA)/t5/spiece.model
+	$(PYTHON) dev/test_tokenizer.py --t5tok $(BUILD)/t5tok --data $(DATA)
+
 # the whole suite: file readers, the engine against the HF fixtures, the CLI, then all of it again
 # under the sanitizers
 test: train_t5 test_t5 $(BUILD)/test_io $(if $(filter 1,$(CUBLASLT_FOUND)),cuda_compile_check)
 	./$(BUILD)/test_io
 	./test_t5 --train-bin ./train_t5
 	$(MAKE) --no-print-directory test_metrics
+	$(MAKE) --no-print-directory test_tokenizer
 	$(MAKE) --no-print-directory asan
 
-asan: $(BUILD)/asan/train_t5 $(BUILD)/asan/test_t5 $(BUILD)/asan/test_io
+asan: $(BUILD)/asan/train_t5 $(BUILD)/asan/test_t5 $(BUILD)/asan/test_io $(BUILD)/asan/test_spm
 	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_io
+	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_spm --model $(DATA)/t5/spiece.model
 	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_t5 --train-bin ./$(BUILD)/asan/train_t5
 
 # regenerate dev/fixtures with Hugging Face transformers (needs torch + transformers)
