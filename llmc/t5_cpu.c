@@ -54,3 +54,54 @@ int t5cpu_parse_int(const char* flag, const char* s, long long lo, long long hi,
 int t5cpu_parse_float(const char* flag, const char* s, double lo, double hi, float* out) {
     return parse_float(flag, s, lo, hi, out);
 }
+
+void t5cpu_rmsnorm_forward(float* out, float* rstd, const float* inp, const float* w, int N, int C, float eps) {
+    rmsnorm_forward(out, rstd, inp, w, N, C, eps);
+}
+
+void t5cpu_rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w,
+                            const float* rstd, int N, int C) {
+    rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, C);
+}
+
+void t5cpu_ffn_act_forward(float* out, const float* h0, const float* h1, size_t n, T5Act a, float p, uint64_t seed,
+                           uint32_t site) {
+    Dropout d = { p, seed };
+    ffn_act_forward(out, h0, h1, n, a, d, site);
+}
+
+void t5cpu_ffn_act_backward(float* dh0, float* dh1, const float* dout, const float* h0, const float* h1, size_t n,
+                            T5Act a, float p, uint64_t seed, uint32_t site) {
+    Dropout d = { p, seed };
+    ffn_act_backward(dh0, dh1, dout, h0, h1, n, a, d, site);
+}
+
+int t5cpu_crossentropy(float* losses, const float* logits, const int* labels, int N, int V) {
+    double sum;
+    return crossentropy_forward(losses, &sum, logits, labels, N, V);
+}
+
+void t5cpu_crossentropy_backward(float* logits, const int* labels, int N, int V, float scale) {
+    crossentropy_backward(logits, labels, N, V, scale);
+}
+
+static AttnSpec cpu_attn_spec(const T5CpuAttn* s) {
+    AttnSpec a = { s->B, s->Tq, s->Tk, s->H, s->D, s->key_len, s->causal, s->relb, s->buckets, { s->p, s->seed }, s->site };
+    return a;
+}
+
+void t5cpu_attention_forward(float* out, float* att, float* scratch, const float* q, const float* k, const float* v,
+                             const T5CpuAttn* s) {
+    GemmWorkspace ws = { 0 };
+    AttnSpec a = cpu_attn_spec(s);
+    attention_forward(&ws, out, att, scratch, q, k, v, &a);
+    gemm_workspace_free(&ws);
+}
+
+void t5cpu_attention_backward(float* dq, float* dk, float* dv, float* dscore, float* drelb, const float* dout,
+                              const float* q, const float* k, const float* v, const float* att, const T5CpuAttn* s) {
+    GemmWorkspace ws = { 0 };
+    AttnSpec a = cpu_attn_spec(s);
+    attention_backward(&ws, dq, dk, dv, dscore, drelb, dout, q, k, v, att, &a);
+    gemm_workspace_free(&ws);
+}

@@ -40,6 +40,30 @@ const char* t5cpu_check_batch(const T5Config* c, const T5Batch* b);
 int t5cpu_parse_int(const char* flag, const char* s, long long lo, long long hi, long long* out);
 int t5cpu_parse_float(const char* flag, const char* s, double lo, double hi, float* out);
 
+// single layers of the CPU engine: the references of the kernel twins in dev/cuda/. Dropout is
+// (p, seed, site) with the engine's semantics; p = 0 turns it off.
+void t5cpu_rmsnorm_forward(float* out, float* rstd, const float* inp, const float* w, int N, int C, float eps);
+void t5cpu_rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w,
+                            const float* rstd, int N, int C);
+void t5cpu_ffn_act_forward(float* out, const float* h0, const float* h1, size_t n, T5Act a, float p, uint64_t seed,
+                           uint32_t site);
+void t5cpu_ffn_act_backward(float* dh0, float* dh1, const float* dout, const float* h0, const float* h1, size_t n,
+                            T5Act a, float p, uint64_t seed, uint32_t site);
+// losses (N); returns the counted tokens. Then logits → dlogits · scale in place
+int t5cpu_crossentropy(float* losses, const float* logits, const int* labels, int N, int V);
+void t5cpu_crossentropy_backward(float* logits, const int* labels, int N, int V, float scale);
+// attention over q (B,Tq,H·D), k/v (B,Tk,H·D); att (B,H,Tq,Tk) probabilities; scratch same size.
+// relb (NB,H) and buckets (2Tq−1) for self-attention, else NULL; key_len (B) or NULL
+typedef struct {
+    int B, Tq, Tk, H, D, causal;
+    const int* key_len; const float* relb; const int* buckets;
+    float p; uint64_t seed; uint32_t site;
+} T5CpuAttn;
+void t5cpu_attention_forward(float* out, float* att, float* scratch, const float* q, const float* k, const float* v,
+                             const T5CpuAttn* s);
+void t5cpu_attention_backward(float* dq, float* dk, float* dv, float* dscore, float* drelb, const float* dout,
+                              const float* q, const float* k, const float* v, const float* att, const T5CpuAttn* s);
+
 #ifdef __cplusplus
 }
 #endif

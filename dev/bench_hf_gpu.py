@@ -1,0 +1,184 @@
+"""
+The baseline for train_t5cu: Hugging Face transformers + PyTorch training a flan-t5-base-shaped
+random model on the same synthetic DialogSum-shaped batches as `train_t5cu --bench`, with the best
+settings found for it:
+  bf16 autocast over fp32 master weights (what HF Trainer's bf16=True does), fused AdamW,
+  dynamic padding (each batch padded to its own longest example), SDPA attention where
+  transformers offers it for T5, torch.compile when it works (--compile auto tries it, falls back).
+
+    python3 dev/bench_hf_gpu.py --steps 20 --warmup 3 --batch-size 16
+
+The model is built from a T5Config (no hub): flan-t5-base shape, untied lm_head, dropout 0.1.
+Lengths: the generator of train_t5.cu (bench_batch): per example, splitmix64 seeded with
+mix64(0xd1a1095 + k*B + i); dialogue length round(exp(5.312 + 0.435 z)) clipped to [16, 512],
+summary round(exp(3.628 + 0.35 z)) clipped to [4, 128], z by Box-Muller in double.
+Prints one line `bench: engine=hf-pytorch ...` in the format of train_t5cu's.
+"""
+
+import argparse
+import math
+import time
+
+import torch
+from torch import nn
+
+MASK64 = (1 << 64) - 1
+
+
+def mix64(z):
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+class Rng:  # llmc/rng.h: splitmix64
+    def __init__(self, seed):
+        self.state = seed & MASK64
+
+    def next(self):
+        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
+        return mix64(self.state)
+
+    def uniform(self):  # train_t5.cu bench_uniform
+        return ((self.next() >> 11) + 0.5) * (1.0 / 9007199254740992.0)
+
+
+def bench_length(r, mu, sigma, lo, hi):
+    u1, u2 = r.uniform(), r.uniform()
+    z = math.sqrt(-2.0 * math.log(u1)) * math.cos(6.283185307179586 * u2)
+    v = math.exp(mu + sigma * z)
+    v = int(math.floor(v + 0.5))  # lround: halves away from zero (v > 0)
+    return min(max(v, lo), hi)
+
+
+def bench_batch(k, B, vocab, pad=0, start=0):
+    """Batch k of train_t5.cu's synthetic stream: (input_ids, attention_mask, labels, decoder_input_ids)."""
+    ls, lt = [], []
+    for i in range(B):
+        r = Rng(mix64((0xD1A1095 + k * B + i) & MASK64))
+        ls.append(bench_length(r, 5.312, 0.435, 16, 512))
+        lt.append(bench_length(r, 3.628, 0.35, 4, 128))
+    Ts, Tt = max(ls), max(lt)
+    src = torch.full((B, Ts), pad, dtype=torch.long)
+    labels = torch.full((B, Tt), -100, dtype=torch.long)
+    for i in range(B):  # ids continue from the last example's generator, as in synthetic_batch
+        src[i, :ls[i]] = torch.tensor([2 + r.next() % (vocab - 2) for _ in range(ls[i])])
+        labels[i, :lt[i]] = torch.tensor([2 + r.next() % (vocab - 2) for _ in range(lt[i])])
+    mask = (torch.arange(Ts)[None, :] < torch.tensor(ls)[:, None]).long()
+    dec_in = torch.full((B, Tt), pad, dtype=torch.long)
+    dec_in[:, 0] = start
+    dec_in[:, 1:] = labels[:, :-1].clamp(min=0)
+    dec_in[:, 1:][labels[:, :-1] == -100] = pad
+    return src, mask, labels, dec_in, ls, lt
+
+
+def batch_flops(cfg, ls, lt):
+    """train_t5.cu t5_batch_flops: 3 × forward FLOPs of the real tokens."""
+    C, HD, F, V = cfg.d_model, cfg.num_heads * cfg.d_kv, cfg.d_ff, cfg.vocab_size
+    ffn = 2.0 * C * F * (3 if cfg.is_gated_act else 2)
+    attn_proj = 2.0 * 4 * C * HD
+    f = 0.0
+    for s, t in zip(ls, lt):
+        f += cfg.num_layers * (s * (attn_proj + ffn) + 4.0 * HD * s * s)
+        f += cfg.num_decoder_layers * (t * (2 * attn_proj + ffn - 2.0 * 2 * C * HD) + s * 2.0 * 2 * C * HD +
+                                       4.0 * HD * t * (t + 1) / 2 + 4.0 * HD * t * s)
+        f += t * 2.0 * C * V
+    return 3.0 * f
+
+
+def card_peak_tflops(name):  # train_t5.cu card_peak_tflops
+    cards = [("H100 SXM", 989.4), ("H100 80GB HBM3", 989.4), ("H200", 989.4), ("GH200", 989.4), ("H100 NVL", 835.0),
+             ("H100 PCIe", 756.0), ("H100", 756.0), ("A100", 312.0), ("A10G", 70.0), ("L40S", 362.0), ("L4", 121.0),
+             ("RTX 4090", 165.2), ("RTX 3090", 71.0)]
+    for key, t in cards:
+        if key in name:
+            return t
+    return 0.0
+
+
+def build_model(attn):
+    from transformers import T5Config, T5ForConditionalGeneration
+    kw = dict(vocab_size=32128, d_model=768, d_kv=64, num_heads=12, d_ff=2048, num_layers=12,
+              num_decoder_layers=12, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+              dropout_rate=0.1, relative_attention_num_buckets=32, relative_attention_max_distance=128)
+    try:
+        config = T5Config(**kw, attn_implementation=attn)
+        model = T5ForConditionalGeneration(config)
+    except (ValueError, ImportError) as e:  # T5 may not offer SDPA in this transformers
+        print(f"attn_implementation={attn} unavailable ({e}); using eager")
+        config = T5Config(**kw, attn_implementation="eager")
+        model = T5ForConditionalGeneration(config)
+    if model.lm_head.weight is model.shared.weight:  # transformers >= 5 ties it anyway (dev/make_fixtures.py)
+        model.lm_head.weight = nn.Parameter(torch.empty_like(model.shared.weight))
+        nn.init.normal_(model.lm_head.weight, mean=0.0, std=1.0)
+        model.config.tie_word_embeddings = False
+    return model, config
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--attn", default="sdpa")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    dev = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    model, config = build_model(args.attn)
+    model.to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01, fused=True)
+    step_fn = model
+    if args.compile != "off":
+        try:
+            step_fn = torch.compile(model, dynamic=True)
+        except Exception as e:  # noqa: BLE001 — any failure means: run eager
+            print(f"torch.compile unavailable ({e}); eager")
+            step_fn = model
+
+    def train_step(batch):
+        src, mask, labels, dec_in = (t.to(dev, non_blocking=True) for t in batch[:4])
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = step_fn(input_ids=src, attention_mask=mask, decoder_input_ids=dec_in, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    batches = [bench_batch(k, args.batch_size, config.vocab_size) for k in range(args.warmup + args.steps)]
+    compiled = step_fn is not model
+    for k in range(args.warmup):
+        try:
+            train_step(batches[k])
+        except Exception as e:  # noqa: BLE001 — a compile failure shows up at the first call
+            if not compiled or args.compile == "on":
+                raise
+            print(f"torch.compile failed at run time ({type(e).__name__}: {e}); eager")
+            step_fn, compiled = model, False
+            train_step(batches[k])
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    times, tokens, flops = [], 0, 0.0
+    for k in range(args.warmup, args.warmup + args.steps):
+        t0 = time.perf_counter()
+        loss = train_step(batches[k])
+        loss.item()  # synchronises, like train_t5cu's one read per step
+        times.append((time.perf_counter() - t0) * 1e3)
+        ls, lt = batches[k][4], batches[k][5]
+        tokens += sum(ls) + sum(lt)
+        flops += batch_flops(config, ls, lt)
+        print(f"step {k + 1} | loss {loss.item():.4f} | {times[-1]:.1f} ms")
+    total_s = sum(times) / 1e3
+    peak = card_peak_tflops(torch.cuda.get_device_name())
+    tflops = flops / total_s / 1e12
+    print(f"bench: engine=hf-pytorch precision=bf16-autocast batch={args.batch_size} steps={args.steps} "
+          f"median_step_ms={sorted(times)[(len(times) - 1) // 2]:.2f} real_tok_per_s={tokens / total_s:.0f} "
+          f"tflops={tflops:.1f} mfu={100.0 * tflops / peak if peak else 0.0:.1f}% "
+          f"peak_mem_gib={torch.cuda.max_memory_allocated() / 2**30:.2f} compile={'on' if compiled else 'off'} "
+          f"attn={config._attn_implementation}")
+
+
+if __name__ == "__main__":
+    main()
