@@ -162,6 +162,20 @@ test_tokenizer: $(BUILD)/t5tok $(BUILD)/test_spm
 	./$(BUILD)/test_spm --model $(DATA)/t5/spiece.model
 	$(PYTHON) dev/test_tokenizer.py --t5tok $(BUILD)/t5tok --data $(DATA)
 
+# the data loader on generated example files; the DialogSum pipeline end to end (prepro on a subset
+# of the real data, a CPU run whose loss falls, kill + resume, corrupted files, plots, W&B offline;
+# pip install sentencepiece numpy matplotlib wandb)
+$(BUILD)/test_dataloader: dev/test_dataloader.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -I. $< -o $@ $(LDLIBS)
+$(BUILD)/asan/test_dataloader: dev/test_dataloader.c $(HEADERS)
+	@mkdir -p $(BUILD)/asan
+	$(CC) $(filter-out -O3,$(CFLAGS)) $(SAN_FLAGS) -I. $< -o $@ $(LDLIBS)
+.PHONY: test_pipeline
+test_pipeline: train_t5 $(BUILD)/test_dataloader
+	./$(BUILD)/test_dataloader
+	$(PYTHON) dev/test_pipeline.py --train-bin ./train_t5 --data $(DATA)
+
 # the whole suite: file readers, the engine against the HF fixtures, the CLI, then all of it again
 # under the sanitizers
 test: train_t5 test_t5 $(BUILD)/test_io $(if $(filter 1,$(CUBLASLT_FOUND)),cuda_compile_check)
@@ -169,12 +183,31 @@ test: train_t5 test_t5 $(BUILD)/test_io $(if $(filter 1,$(CUBLASLT_FOUND)),cuda_
 	./test_t5 --train-bin ./train_t5
 	$(MAKE) --no-print-directory test_metrics
 	$(MAKE) --no-print-directory test_tokenizer
+	$(MAKE) --no-print-directory test_pipeline
 	$(MAKE) --no-print-directory asan
 
-asan: $(BUILD)/asan/train_t5 $(BUILD)/asan/test_t5 $(BUILD)/asan/test_io $(BUILD)/asan/test_spm
+asan: $(BUILD)/asan/train_t5 $(BUILD)/asan/test_t5 $(BUILD)/asan/test_io $(BUILD)/asan/test_spm $(BUILD)/asan/test_dataloader
 	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_io
+	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_dataloader
 	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_spm --model $(DATA)/t5/spiece.model
 	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_t5 --train-bin ./$(BUILD)/asan/train_t5
+
+# the main job (README): DialogSum → pre-tokenized shards → fine-tune → validation loss, metrics log
+# and plots in RUN. MODEL = an HF FLAN-T5 / T5 directory (e.g. a google/flan-t5-base download);
+# without one, a small randomly initialised FLAN-shaped T5 that trains in minutes on 2 CPU cores.
+# Running it again continues the run in RUN from its newest checkpoint.
+MODEL ?=
+RUN ?= out/dialogsum_run
+PREP ?= out/dialogsum
+SMALL_T5 = --model flan-t5-small --d-model 256 --num-heads 4 --d-kv 64 --d-ff 512 --num-layers 2
+DIALOGSUM_ARGS ?= --steps 300 --batch-size 8 --lr 1e-3 --warmup 30 --eval-every 100 --checkpoint-every 50
+.PHONY: dialogsum
+dialogsum: train_t5
+	$(PYTHON) prepro_dialogsum.py --data-dir $(DATA)/dialogsum --tokenizer $(DATA)/t5/spiece.model --out-dir $(PREP)
+	@$(if $(MODEL),,echo "no MODEL=<HF FLAN-T5 directory> given: training a SMALL RANDOMLY INITIALISED T5, not pretrained FLAN-T5")
+	./train_t5 $(if $(MODEL),--model $(MODEL),$(SMALL_T5)) --train-file $(PREP)/train.bin --val-file $(PREP)/val.bin \
+	    --out-dir $(RUN) $(DIALOGSUM_ARGS) $(if $(wildcard $(RUN)/checkpoints/ckpt_*.bin),--resume latest)
+	$(PYTHON) dev/plot_metrics.py $(RUN)
 
 # regenerate dev/fixtures with Hugging Face transformers (needs torch + transformers)
 fixtures:

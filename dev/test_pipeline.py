@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""The DialogSum pipeline end to end, on a subset of the real DialogSum and the real T5 tokenizer:
+prepro (both split modes, both input layouts, bad input), a short CPU training run whose loss falls,
+kill-and-resume (SIGTERM and kill -9) with bit-identical losses, refusal of corrupted or truncated
+shards and checkpoints (the previous checkpoint survives), the metrics plots and the W&B bridge.
+
+    python3 dev/test_pipeline.py [--train-bin ./train_t5] [--data ../shared/data]
+
+Needs: sentencepiece, numpy (prepro); matplotlib, wandb (plots, bridge). Exit status is the verdict.
+"""
+import argparse
+import glob
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PASS, FAIL = [], []
+# a small random FLAN-shaped model: fast on 2 cores, large enough to learn unigram statistics
+TINY = ["--model", "flan-t5-small", "--d-model", "64", "--num-heads", "2", "--d-kv", "32", "--d-ff", "128",
+        "--num-layers", "2"]
+
+
+def check(name, ok, detail=""):
+    print(f"{name:<78} {'OK' if ok else 'FAIL'}{('  ' + detail) if detail else ''}")
+    (PASS if ok else FAIL).append(name)
+    return ok
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, **kw)
+
+
+
+def header(path):
+    with open(path, "rb") as f:
+        return struct.unpack("<32q", f.read(256))
+
+
+def read_refs(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def train_records(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
+        recs = [json.loads(line) for line in f]
+    return {r["step"]: (r["loss"], r["grad_norm"]) for r in recs if r["type"] == "train"}, recs
+
+
+# ----------------------------------------------------------------------------- prepro
+
+def make_subset(data, tmp):
+    """First 160/40/40 records of the official files, as jsonl and as the hub's CSV layout."""
+    import csv
+    src = os.path.join(data, "dialogsum")
+    sub = os.path.join(tmp, "subset")
+    csvd = os.path.join(tmp, "subset_csv")
+    os.makedirs(sub)
+    os.makedirs(csvd)
+    counts = {"train": 160, "dev": 40, "test": 40}
+    csv_names = {"train": "train.csv", "dev": "validation.csv", "test": "test.csv"}
+    for split, n in counts.items():
+        with open(os.path.join(src, f"dialogsum.{split}.jsonl"), encoding="utf-8") as f:
+            lines = [next(f) for _ in range(n)]
+        with open(os.path.join(sub, f"dialogsum.{split}.jsonl"), "w", encoding="utf-8") as f:
+            f.writelines(lines)
+        recs = [json.loads(x) for x in lines]
+        fields = list(recs[0].keys())
+        with open(os.path.join(csvd, csv_names[split]), "w", encoding="utf-8", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(recs)
+    return sub, csvd
+
+
+def prepro(args, data_dir, out_dir, *extra):
+    return run([sys.executable, "prepro_dialogsum.py", "--data-dir", data_dir, "--out-dir", out_dir,
+                "--tokenizer", os.path.join(args.data, "t5", "spiece.model"), *extra])
+
+
+def test_prepro_official(args, sub, csvd, tmp):
+    out = os.path.join(tmp, "official")
+    r = prepro(args, sub, out, "--max-source-len", "128")
+    if not check("prepro official split: exit 0", r.returncode == 0, r.stderr[-300:]):
+        return None
+    sizes = {s: header(os.path.join(out, f"{s}.bin"))[2] for s in ("train", "val", "test")}
+    check("prepro official split: 160/40/40 examples", sizes == {"train": 160, "val": 40, "test": 40}, str(sizes))
+    test_refs = read_refs(os.path.join(out, "test_refs.jsonl"))
+    check("test references: all three human summaries per dialogue",
+          len(test_refs) == 40 and all(len(r["summaries"]) == 3 for r in test_refs))
+    import sentencepiece
+    sp = sentencepiece.SentencePieceProcessor(model_file=os.path.join(args.data, "t5", "spiece.model"))
+    meta = json.load(open(os.path.join(out, "meta.json")))
+    want = sp.encode(meta["prompt"].replace("{dialogue}", test_refs[0]["dialogue"]))
+    want = (want[:127] if len(want) >= 128 else want) + [1]
+    h = header(os.path.join(out, "test.bin"))
+    with open(os.path.join(out, "test.bin"), "rb") as f:
+        f.seek(256)
+        ls, lt = struct.unpack("<2i", f.read(8))
+        f.seek(256 + 8 * h[2])
+        got = list(struct.unpack(f"<{ls}I", f.read(4 * ls)))
+        tgt = list(struct.unpack(f"<{lt}I", f.read(4 * lt)))
+    check("first test example: prompt + dialogue tokens + </s> as sentencepiece encodes them", got == want)
+    check("first test target: summary1 tokens + </s>", tgt == sp.encode(test_refs[0]["summaries"][0]) + [1])
+    long_src = sum(1 for s in ("train", "val", "test") for x in meta["splits"][s]["source_len"].values() if x == 128)
+    check("truncation to --max-source-len 128 is reported", meta["splits"]["train"]["truncated_sources"] > 0
+          and meta["splits"]["train"]["source_len"]["max"] == 128 and long_src > 0, r.stdout.splitlines()[-4])
+    out_csv = os.path.join(tmp, "official_csv")
+    r = prepro(args, csvd, out_csv, "--max-source-len", "128")
+    same = r.returncode == 0 and all(open(os.path.join(out, f"{s}.bin"), "rb").read() ==
+                                     open(os.path.join(out_csv, f"{s}.bin"), "rb").read() for s in ("train", "val", "test"))
+    check("the CSV layout (knkarthick/dialogsum) gives byte-identical shards", same, r.stderr[-300:])
+    return out
+
+
+def test_prepro_ratio(args, sub, tmp):
+    outs = []
+    for name, seed in (("r1", "1"), ("r2", "1"), ("r3", "2")):
+        out = os.path.join(tmp, name)
+        r = prepro(args, sub, out, "--split", "80/10/10", "--seed", seed)
+        if not check(f"prepro --split 80/10/10 --seed {seed}: exit 0", r.returncode == 0, r.stderr[-300:]):
+            return
+        outs.append(out)
+    ids = {s: [r["id"] for r in read_refs(os.path.join(outs[0], f"{s}_refs.jsonl"))] for s in ("train", "val", "test")}
+    sizes = {s: len(v) for s, v in ids.items()}
+    check("80/10/10 of 240 dialogues: 192/24/24", sizes == {"train": 192, "val": 24, "test": 24}, str(sizes))
+    all_ids = ids["train"] + ids["val"] + ids["test"]
+    check("no dialogue in two splits, every dialogue in one", len(set(all_ids)) == 240 == len(all_ids))
+    dialogues = [{r["dialogue"] for r in read_refs(os.path.join(outs[0], f"{s}_refs.jsonl"))} for s in ("train", "val", "test")]
+    check("no dialogue text shared between splits", not (dialogues[0] & dialogues[1] or dialogues[0] & dialogues[2] or dialogues[1] & dialogues[2]))
+    same = open(os.path.join(outs[0], "train.bin"), "rb").read() == open(os.path.join(outs[1], "train.bin"), "rb").read()
+    other = open(os.path.join(outs[0], "train.bin"), "rb").read() != open(os.path.join(outs[2], "train.bin"), "rb").read()
+    check("the same seed gives the same split, another seed another", same and other)
+
+
+def test_prepro_errors(args, sub, tmp):
+    def broken(name, edit):
+        d = os.path.join(tmp, name)
+        shutil.copytree(sub, d)
+        path = os.path.join(d, "dialogsum.dev.jsonl")
+        lines = open(path, encoding="utf-8").readlines()
+        lines[2] = edit(json.loads(lines[2]), lines[2])
+        open(path, "w", encoding="utf-8").writelines(lines)
+        return d
+    cases = [
+        ("missing directory", os.path.join(tmp, "nope"), "no such directory"),
+        ("malformed JSON line", broken("bad_json", lambda r, line: line[:40] + "\n"), "dialogsum.dev.jsonl:3: malformed JSON"),
+        ("missing field", broken("no_field", lambda r, line: json.dumps({k: v for k, v in r.items() if k != "summary"}) + "\n"),
+         "dialogsum.dev.jsonl:3: missing field 'summary'"),
+        ("empty dialogue", broken("empty", lambda r, line: json.dumps(dict(r, dialogue="  ")) + "\n"), "dialogsum.dev.jsonl:3: empty dialogue"),
+    ]
+    for name, data_dir, want in cases:
+        out = os.path.join(tmp, "err_out_" + name.replace(" ", "_"))
+        r = prepro(args, data_dir, out)
+        written = os.path.exists(out) and os.listdir(out)
+        check(f"prepro refuses a {name}: exit 1, message names the place, nothing written",
+              r.returncode == 1 and want in r.stderr and not written, r.stderr.strip()[-160:])
+
+
+# ----------------------------------------------------------------------------- training
+
+def train(args, data, run_dir, *extra, wait=True):
+    cmd = [args.train_bin, *TINY, "--train-file", os.path.join(data, "train.bin"), "--batch-size", "4",
+           "--lr", "3e-3", "--warmup", "3", "--dropout", "0.1", "--out-dir", run_dir, *extra]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return run(cmd)
+
+
+def test_training(args, data, tmp):
+    rd = os.path.join(tmp, "run_loss")
+    r = train(args, data, rd, "--steps", "40", "--val-file", os.path.join(data, "val.bin"), "--eval-every", "20")
+    if not check("a 40-step CPU run on DialogSum: exit 0", r.returncode == 0, r.stderr[-300:]):
+        print(r.stdout[-2000:])
+        return
+    steps, recs = train_records(rd)
+    first = sum(steps[k][0] for k in (1, 2, 3)) / 3
+    last = sum(steps[k][0] for k in (38, 39, 40)) / 3
+    check("training loss falls by more than half (mean of the first vs last 3 steps)", last < 0.5 * first,
+          f"{first:.2f} -> {last:.2f}")
+    evals = [x for x in recs if x["type"] == "eval"]
+    check("validation loss logged at steps 20 and 40, and it falls", [e["step"] for e in evals] == [20, 40]
+          and evals[1]["val_loss"] < evals[0]["val_loss"], str([round(e["val_loss"], 3) for e in evals]))
+    line = next(x for x in r.stdout.splitlines() if x.startswith("step 40/40"))
+    check("the step line shows loss, lr, grad norm, ms, tok/s and ETA",
+          all(k in line for k in ("| loss ", "| lr ", "| grad norm ", " ms |", " tok/s |", "| eta ")), line)
+    check("the padding fraction is reported", "padding:" in r.stdout)
+    model = os.path.join(rd, "model")
+    check("the final model is an HF directory (config.json + model.safetensors)",
+          os.path.isfile(os.path.join(model, "config.json")) and os.path.isfile(os.path.join(model, "model.safetensors")))
+    r2 = run([args.train_bin, "--model", model, "--save-checkpoint", os.path.join(tmp, "reload.ckpt")])
+    check("the exported HF directory loads back into train_t5", r2.returncode == 0, r2.stderr[-200:])
+    test_tracking(rd, recs)
+
+
+def test_tracking(rd, recs):
+    r = run([sys.executable, "dev/plot_metrics.py", rd])
+    pngs = sorted(os.path.basename(p) for p in glob.glob(os.path.join(rd, "plots", "*.png")))
+    check("dev/plot_metrics.py writes the loss, lr, throughput and grad-norm PNGs", r.returncode == 0 and
+          pngs == ["grad_norm.png", "loss.png", "lr.png", "throughput.png"] and
+          all(os.path.getsize(os.path.join(rd, "plots", p)) > 5000 for p in pngs), r.stderr[-200:] or str(pngs))
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
+    r = run([sys.executable, "dev/wandb_bridge.py", rd, "--project", "t5c-test"], env=env)
+    n_train = sum(1 for x in recs if x["type"] == "train")
+    n_eval = sum(1 for x in recs if x["type"] == "eval")
+    files = glob.glob(os.path.join(rd, "wandb", "offline-run-*", "run-*.wandb"))
+    blob = open(files[0], "rb").read() if files else b""
+    last_loss = json.dumps([x for x in recs if x["type"] == "train"][-1]["loss"]).encode()
+    check("the W&B bridge logs every train and eval record to an offline run",
+          r.returncode == 0 and f"sent {n_train + n_eval} records" in r.stdout and blob.count(b"train/loss") >= n_train
+          and blob.count(b"val/val_loss") >= n_eval and last_loss in blob, (r.stdout + r.stderr).strip()[-200:])
+
+
+def wait_for(path, proc, timeout=120):
+    t0 = time.time()
+    while not os.path.exists(path) and proc.poll() is None and time.time() - t0 < timeout:
+        time.sleep(0.05)
+    return os.path.exists(path)
+
+
+def test_resume(args, data, tmp):
+    common = ("--steps", "16", "--checkpoint-every", "4", "--keep-checkpoints", "2")
+    ref = os.path.join(tmp, "run_ref")
+    r = train(args, data, ref, *common)
+    if not check("uninterrupted 16-step run with a checkpoint every 4 steps: exit 0", r.returncode == 0, r.stderr[-300:]):
+        return
+    want, _ = train_records(ref)
+    ckpts = sorted(os.listdir(os.path.join(ref, "checkpoints")))
+    check("--keep-checkpoints 2 keeps the newest two", ckpts == ["ckpt_000000012.bin", "ckpt_000000016.bin"], str(ckpts))
+
+    for how, sig in (("SIGTERM", signal.SIGTERM), ("kill -9", signal.SIGKILL)):
+        rd = os.path.join(tmp, "run_" + how.replace(" ", "").replace("-", ""))
+        p = train(args, data, rd, *common, wait=False)
+        target = os.path.join(rd, "checkpoints", "ckpt_000000008.bin")
+        wait_for(target, p)
+        p.send_signal(sig)
+        out, _ = p.communicate()
+        if sig == signal.SIGTERM:
+            check("SIGTERM: checkpoint written, exit 143", p.returncode == 143 and "stopped by signal 15" in out, f"rc {p.returncode}")
+        r = train(args, data, rd, *common, "--resume", "latest")
+        got, _ = train_records(rd)
+        same = sorted(got) == list(range(1, 17)) and all(got[k] == want[k] for k in want)
+        check(f"{how} during the run, then --resume latest: losses and grad norms bit-identical",
+              r.returncode == 0 and same, f"resumed: {[l for l in r.stdout.splitlines() if 'resuming' in l]}")
+    test_bad_checkpoints(args, data, tmp, ref, common)
+    test_bad_shard(args, data, tmp, ref, common)
+
+
+def test_bad_checkpoints(args, data, tmp, ref, common):
+    rd = os.path.join(tmp, "run_corrupt")
+    shutil.copytree(ref, rd)
+    newest = os.path.join(rd, "checkpoints", "ckpt_000000016.bin")
+    with open(newest, "r+b") as f:
+        f.seek(1000)
+        b = f.read(1)
+        f.seek(1000)
+        f.write(bytes([b[0] ^ 0x10]))
+    r = train(args, data, rd, *common, "--resume", newest)
+    check("--resume with a corrupted checkpoint file: a clear error, non-zero exit", r.returncode == 1 and
+          "checksum mismatch" in r.stderr and newest in r.stderr, r.stderr.strip()[-160:])
+    r = train(args, data, rd, *common[:1], "20", *common[2:], "--resume", "latest")
+    check("--resume latest skips the corrupted newest checkpoint (reported) and resumes the previous one",
+          r.returncode == 0 and "checksum mismatch" in r.stderr and "ckpt_000000012.bin" in r.stdout,
+          r.stderr.strip().splitlines()[0] if r.stderr.strip() else "")
+    trunc = os.path.join(tmp, "trunc.bin")
+    with open(os.path.join(ref, "checkpoints", "ckpt_000000012.bin"), "rb") as f:
+        open(trunc, "wb").write(f.read()[:-100])
+    r = train(args, data, os.path.join(tmp, "run_trunc"), *common, "--resume", trunc)
+    check("a truncated checkpoint: refused with the size problem", r.returncode == 1 and "truncated" in r.stderr, r.stderr.strip()[-160:])
+    r = train(args, data, ref, *common)
+    check("a fresh run into a directory with checkpoints is refused (nothing overwritten)",
+          r.returncode == 1 and "--resume latest" in r.stderr and os.path.exists(os.path.join(ref, "checkpoints", "ckpt_000000016.bin")))
+
+
+def test_bad_shard(args, data, tmp, ref, common):
+    bad = os.path.join(tmp, "bad_data")
+    shutil.copytree(data, bad)
+    path = os.path.join(bad, "train.bin")
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.seek(size - 40)
+        b = f.read(1)
+        f.seek(size - 40)
+        f.write(bytes([b[0] ^ 0x01]))
+    rd = os.path.join(tmp, "run_ref_copy")
+    shutil.copytree(ref, rd)
+    before = sorted(os.listdir(os.path.join(rd, "checkpoints")))
+    r = train(args, bad, rd, *common[:1], "20", *common[2:], "--resume", "latest")
+    after = sorted(os.listdir(os.path.join(rd, "checkpoints")))
+    check("a corrupted shard is refused (checksum, file named); the checkpoints survive",
+          r.returncode == 1 and "checksum mismatch" in r.stderr and path in r.stderr and before == after, r.stderr.strip()[-160:])
+    with open(path, "r+b") as f:
+        f.truncate(size - 12)
+    r = train(args, bad, os.path.join(tmp, "run_badshard"), "--steps", "2")
+    check("a truncated shard is refused with the size problem", r.returncode == 1 and "truncated" in r.stderr, r.stderr.strip()[-160:])
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--train-bin", default="./train_t5")
+    p.add_argument("--data", default=os.environ.get("DATA", os.path.join(REPO, "..", "shared", "data")))
+    args = p.parse_args()
+    args.train_bin = os.path.abspath(os.path.join(REPO, args.train_bin))
+    tmp = tempfile.mkdtemp(prefix="t5c_pipeline_")
+    try:
+        sub, csvd = make_subset(args.data, tmp)
+        print("=== prepro")
+        data = test_prepro_official(args, sub, csvd, tmp)
+        test_prepro_ratio(args, sub, tmp)
+        test_prepro_errors(args, sub, tmp)
+        if data:
+            print("=== training, tracking, resume")
+            test_training(args, data, tmp)
+            test_resume(args, data, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\n{len(PASS)} passed, {len(FAIL)} failed")
+    return 1 if FAIL else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
