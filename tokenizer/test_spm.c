@@ -363,6 +363,83 @@ static void test_mutants(TestCtx* tc, const uint8_t* data, size_t len, int n_tru
     free(buf);
 }
 
+// random byte strings (valid UTF-8 pieces mixed with arbitrary bytes, short and 100 kB long):
+// encode must succeed with every id in range and every span inside the normalized text, and
+// decode must take the ids back; returns the number of bad results
+static int fuzz_inputs(const SpmModel* m, uint64_t* rng, int n_texts, char* detail, size_t dlen) {
+    static const char* atoms[] = {"a", "b", " ", "  ", "\t", "\n", "\r", "\xc3\xa9", "e\xcc\x81", "\xef\xac\x81",
+                                  "\xe6\x97\xa5", "\xf0\x9f\x98\x80", "\xe2\x96\x81", "#", "Hello", "\xff", "\x80", "\xed\xa0\x80"};
+    size_t n_atoms = sizeof(atoms) / sizeof(atoms[0]);
+    SpmBuf text = {NULL, 0, 0};
+    SpmEncoding e;
+    memset(&e, 0, sizeof(e));
+    char err[256];
+    int bad = 0;
+    size_t tokens = 0;
+    for (int t = 0; t < n_texts; t++) {
+        size_t n = t < 3 ? 100000 : (size_t)(xorshift(rng) % 300);
+        text.len = 0;
+        while (text.len < n) {
+            uint64_t r = xorshift(rng);
+            if (r % 4 == 0) {
+                uint8_t byte = (uint8_t)(r >> 8);
+                spm_buf_append(&text, &byte, 1);
+            } else {
+                const char* a = atoms[(r >> 8) % n_atoms];
+                spm_buf_append(&text, a, strlen(a));
+            }
+        }
+        if (spm_encode(m, text.data, text.len, &e, err, sizeof(err)) != 0) {
+            bad++;
+            continue;
+        }
+        for (size_t i = 0; i < e.n; i++) {
+            bad += e.ids[i] < 0 || e.ids[i] >= m->n_pieces || (size_t)e.span_start[i] + e.span_len[i] > e.normalized_len;
+        }
+        tokens += e.n;
+        char* back = spm_decode(m, e.ids, e.n, SPM_SKIP_SPECIAL, NULL, err, sizeof(err));
+        bad += back == NULL;
+        free(back);
+    }
+    snprintf(detail, dlen, "%d texts, %zu tokens, %d bad", n_texts, tokens, bad);
+    free(text.data);
+    spm_encoding_free(&e);
+    return bad;
+}
+
+// the real model plus 256 byte pieces and byte_fallback: unknown characters become their bytes,
+// and decoding puts the bytes back (invalid sequences as U+FFFD, as sentencepiece)
+static void test_byte_fallback(TestCtx* tc, const uint8_t* data, size_t len, uint64_t* rng) {
+    Pb extra = {{0}, 0};
+    for (int b = 0; b < 256; b++) {
+        char piece[8];
+        snprintf(piece, sizeof(piece), "<0x%02X>", b);
+        pb_piece(&extra, piece, SPM_BYTE);
+    }
+    pb_trainer_uint(&extra, 35, 1);
+    uint8_t* buf = (uint8_t*)malloc(len + extra.n);
+    memcpy(buf, data, len);
+    memcpy(buf + len, extra.b, extra.n);
+    SpmModel m;
+    char err[512] = "", d[200] = "";
+    int rc = spm_load_bytes(&m, buf, len + extra.n, "byte_fallback.model", err, sizeof(err));
+    check(tc, "byte_fallback model (T5 + 256 byte pieces) loads", rc == 0 && m.byte_fallback && m.byte_id[0xF0] == 32000 + 0xF0, err);
+    free(buf);
+    if (rc != 0) { return; }
+    SpmEncoding e;
+    memset(&e, 0, sizeof(e));
+    const char* text = "a\xf0\x9f\x98\x80" "b";  // "a😀b": the emoji becomes <0xF0> <0x9F> <0x98> <0x80>
+    const int want[] = {3, 9, 32000 + 0xF0, 32000 + 0x9F, 32000 + 0x98, 32000 + 0x80, 115};
+    check(tc, "byte_fallback: an unknown character becomes its UTF-8 bytes", encode_equals(&m, &e, text, want, 7, d, sizeof(d)), d);
+    const int ids[] = {32000 + 0xF0, 32000 + 0x9F, 8774, 32000 + 0xC3, 32000 + 0xA9};
+    check(tc, "byte_fallback: decode bytes, a cut sequence gives U+FFFD", decode_equals(&m, ids, 5, SPM_SKIP_SPECIAL,
+          "\xef\xbf\xbd\xef\xbf\xbd Hello\xc3\xa9", d, sizeof(d)), d);
+    int bad = fuzz_inputs(&m, rng, 500, d, sizeof(d));
+    check(tc, "byte_fallback: random byte strings encode and decode", bad == 0, d);
+    spm_encoding_free(&e);
+    spm_free(&m);
+}
+
 int main(int argc, char** argv) {
     const char* path = "../shared/data/t5/spiece.model";
     int n_trunc = 200, n_flips = 300;
@@ -383,7 +460,12 @@ int main(int argc, char** argv) {
     check(&tc, "load the T5 model", rc == 0, rc == 0 ? path : (data ? err : "cannot read the file"));
     if (rc == 0) {
         test_real_model(&tc, &m);
+        uint64_t rng = 42;
+        char d[200];
+        int bad = fuzz_inputs(&m, &rng, 1500, d, sizeof(d));
+        check(&tc, "random byte strings (3 of 100 kB): encode, ids in range, decode", bad == 0, d);
         spm_free(&m);
+        test_byte_fallback(&tc, data, len, &rng);
         test_mutants(&tc, data, len, n_trunc, n_flips);
     }
     test_malformed(&tc);
