@@ -1,9 +1,15 @@
 /*
 tokenizer/spm.h — SentencePiece (unigram) tokenizer for T5 / FLAN-T5, header-only C, no global state.
 
-defines: SpmModel, SpmPieceType, SpmSpecial, SpmEncoding, spm_load, spm_load_bytes, spm_free,
+defines: SpmModel, SpmPieceType, SpmSpecial, SpmEncoding, SpmBuf, spm_load, spm_load_bytes, spm_free,
          spm_encode, spm_encoding_free, spm_encoding_piece, spm_decode, spm_piece_to_id,
-         spm_id_to_piece, spm_normalize, SPM_T5_EXTRA_IDS
+         spm_id_to_piece, spm_normalize, spm_buf_append, SPM_T5_EXTRA_IDS
+
+Use:  SpmModel m; char err[256];
+      if (spm_load(&m, "../shared/data/t5/spiece.model", err, sizeof(err)) != 0) { fail(err); }
+      SpmEncoding e = {0};  spm_encode(&m, text, strlen(text), &e, err, sizeof(err));  // e.ids, e.n
+      char* s = spm_decode(&m, e.ids, e.n, SPM_SKIP_SPECIAL, NULL, err, sizeof(err));   // free(s)
+      spm_encoding_free(&e); spm_free(&m);
 
 What it reads: T5's `spiece.model`, a serialized protobuf ModelProto (sentencepiece_model.proto):
   1 pieces (repeated SentencePiece: 1 piece, 2 score (float), 3 type), 2 trainer_spec,
