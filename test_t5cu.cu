@@ -320,7 +320,7 @@ static void test_against_cpu(const char* preset, int layers, float dropout) {
     }
     free(g);
     // K steps, each engine on its own gradients: losses agree; parameters within what K Adam
-    // updates can move them apart (each moves a parameter by at most ~lr)
+    // updates of both engines can move them apart
     const int K = 3;
     const float lr = 1e-4f;
     AdamW o = { lr, 0.9f, 0.999f, 1e-8f, 0.01f, 0 };
@@ -344,8 +344,9 @@ static void test_against_cpu(const char* preset, int layers, float dropout) {
     const float* pc = t5cpu_params(cpu);
     double worst = 0.0;
     for (size_t i = 0; i < L.total; i++) worst = fmax(worst, fabs((double)p[i] - pc[i]));
-    printf("%-62s max abs %.3e  bound %.1e\n", "parameters after 3 steps (each update moves <= ~lr)", worst, 2.0 * K * lr);
-    check_true("parameters after 3 steps within 2·K·lr of the CPU engine's", worst <= 2.0 * K * lr);
+    // Adam's step is lr·m̂/sqrt(v̂): exactly ±lr at step 1, at most ~2·lr in the next few steps
+    printf("%-62s max abs %.3e  bound %.1e\n", "parameters after 3 steps (each update moves <= ~2 lr)", worst, 4.0 * K * lr);
+    check_true("parameters after 3 steps within 4·K·lr of the CPU engine's", worst <= 4.0 * K * lr);
     free(p);
     batch_free(&bb);
     t5cu_free(&m);

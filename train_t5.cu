@@ -945,8 +945,10 @@ static void print_config(const T5Cuda* m, const Options* o, const char* from, co
     printf("| %-22s | %-43s |\n", "model", o->model);
     printf("| %-22s | %-43s |\n", "loaded from", from);
     printf("| %-22s | %-43zu |\n", "parameters", t5cu_num_params(m));
-    printf("| %-22s | V=%d C=%d H=%d D=%d F=%d L=%d/%d\n", "shape", c->vocab_size, c->d_model, c->num_heads, c->d_kv,
-           c->d_ff, c->num_layers, c->num_decoder_layers);
+    char shape[96];
+    snprintf(shape, sizeof(shape), "V=%d C=%d H=%d D=%d F=%d L=%d/%d", c->vocab_size, c->d_model, c->num_heads, c->d_kv,
+             c->d_ff, c->num_layers, c->num_decoder_layers);
+    printf("| %-22s | %-43s |\n", "shape", shape);
     printf("| %-22s | %-43s |\n", "ffn / head", c->tied ? (c->gated ? "gated, tied" : "plain, tied") : (c->gated ? "gated, untied" : "plain, untied"));
     printf("| %-22s | %-43s |\n", "precision", PRECISION_NAME);
     printf("| %-22s | %-43s |\n", "device", p->name);
