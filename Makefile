@@ -54,15 +54,16 @@ ifeq ($(NVCC_FOUND),1)
   CUDNN_PROBE := $(call probe,$(HASH)include <cudnn.h>\nint main(void){return (int)cudnnGetVersion();}\n,-lcudnn)
   CUDNN_FE_PROBE := $(call probe,$(HASH)include <cudnn_frontend.h>\nint main(void){return 0;}\n,-std=c++17 $(if $(CUDNN_FRONTEND_PATH),-I$(CUDNN_FRONTEND_PATH)) -fsyntax-only)
   NCCL_PROBE := $(call probe,$(HASH)include <nccl.h>\nint main(void){int v; return (int)ncclGetVersion(&v);}\n,-lnccl)
-  MPI_PROBE := $(shell command -v mpicxx >/dev/null 2>&1 && echo 'int main(void){return 0;}' | mpicxx -x c++ - -o /dev/null >/dev/null 2>&1 && echo 1 || echo 0)
 else
   $(info ✗ nvcc: not found (CUDA targets unavailable))
   CUBLASLT_PROBE = 0
   CUDNN_PROBE = 0
   CUDNN_FE_PROBE = 0
   NCCL_PROBE = 0
-  MPI_PROBE = 0
 endif
+# MPI (Open MPI or MPICH through their mpicc wrapper): data parallelism for train_t5 (CPU) and the
+# NCCL bootstrap of train_t5cu; the CPU trainer gets -DUSE_MPI and the wrapper's flags
+MPI_PROBE := $(shell command -v mpicc >/dev/null 2>&1 && echo '$(HASH)include <mpi.h>\nint main(int c,char**v){MPI_Init(&c,&v);return MPI_Finalize();}' | mpicc -x c - -o /dev/null >/dev/null 2>&1 && echo 1 || echo 0)
 $(eval $(call cuda_dep,CUBLASLT,USE_CUBLASLT,NO_CUBLASLT,CUBLASLT_PROBE))
 $(eval $(call cuda_dep,CUDNN,USE_CUDNN,NO_CUDNN,CUDNN_PROBE))
 $(eval $(call cuda_dep,NCCL,USE_NCCL,NO_NCCL,NCCL_PROBE))
@@ -78,7 +79,11 @@ else
   $(info ✗ cuDNN: not found or disabled)
 endif
 $(info $(if $(filter 1,$(NCCL_FOUND)),✓,✗) NCCL: $(if $(filter 1,$(NCCL_FOUND)),found (multi-GPU, issue 6),not found or disabled))
-$(info $(if $(filter 1,$(MPI_FOUND)),✓,✗) MPI: $(if $(filter 1,$(MPI_FOUND)),found (mpirun launches, issue 6),not found or disabled))
+$(info $(if $(filter 1,$(MPI_FOUND)),✓,✗) MPI: $(if $(filter 1,$(MPI_FOUND)),found: mpirun -np N ./train_t5 trains data-parallel,not found or disabled (apt-get install libopenmpi-dev openmpi-bin)))
+ifeq ($(MPI_FOUND),1)
+  MPI_CFLAGS := -DUSE_MPI $(shell mpicc --showme:compile 2>/dev/null || mpicc -compile_info 2>/dev/null | cut -d' ' -f2- | tr ' ' '\n' | grep '^-I' | tr '\n' ' ')
+  MPI_LDLIBS := $(shell mpicc --showme:link 2>/dev/null || mpicc -link_info 2>/dev/null | cut -d' ' -f2- | tr ' ' '\n' | grep '^-[Ll]' | tr '\n' ' ')
+endif
 
 PRECISION ?= BF16
 ifeq ($(PRECISION),BF16)
@@ -97,6 +102,18 @@ endif
 # -ftz=true: subnormals flush to zero, as in the CPU engine; no fast math (the fp32 build must match the CPU)
 NVCC_FLAGS = -O3 -std=c++17 -ftz=true -I. $(PRECISION_FLAGS) -diag-suppress 177 -Xcompiler -Wall,-Wextra,-Wno-unused-function,-Wno-format-truncation $(if $(filter 1,$(OMP_FOUND)),-Xcompiler -fopenmp)
 NVCC_LDLIBS = -lcublasLt -lm
+# multi-GPU (issue 6): NCCL collectives (-DUSE_NCCL), bootstrapped through MPI when it is found (-DUSE_MPI
+# with the mpicc wrapper's flags; the C API only, so the C++ bindings are skipped), else through a shared
+# directory (train_t5cu --nccl-init-dir)
+NVCC_COMMA := ,
+ifeq ($(NCCL_FOUND),1)
+  NVCC_FLAGS += -DUSE_NCCL
+  NVCC_LDLIBS += -lnccl
+endif
+ifeq ($(MPI_FOUND),1)
+  NVCC_FLAGS += -DOMPI_SKIP_MPICXX=1 -DMPICH_SKIP_MPICXX=1 $(MPI_CFLAGS)
+  NVCC_LDLIBS += $(subst -pthread,-Xcompiler -pthread,$(patsubst -Wl$(NVCC_COMMA)%,-Xlinker %,$(MPI_LDLIBS)))
+endif
 CUDA_HEADERS = $(wildcard llmc/*.cuh)
 # the CPU engine as a library (llmc/t5_cpu.c): random initialisation for train_t5cu, the reference for test_t5cu
 $(BUILD)/t5_cpu.o: llmc/t5_cpu.c train_t5.c $(HEADERS)
@@ -110,7 +127,7 @@ HEADERS = $(wildcard llmc/*.h)
 all: train_t5 test_t5
 
 train_t5: train_t5.c $(HEADERS)
-	$(CC) $(CFLAGS) -I. $< -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS) $(MPI_CFLAGS) -I. $< -o $@ $(LDLIBS) $(MPI_LDLIBS)
 
 test_t5: test_t5.c train_t5.c $(HEADERS)
 	$(CC) $(CFLAGS) -Wno-unused-function -I. $< -o $@ $(LDLIBS)
@@ -122,7 +139,7 @@ $(BUILD)/test_io: dev/test_io.c llmc/json.h llmc/safetensors.h
 # the same three programs under AddressSanitizer + UndefinedBehaviorSanitizer
 $(BUILD)/asan/train_t5: train_t5.c $(HEADERS)
 	@mkdir -p $(BUILD)/asan
-	$(CC) $(filter-out -O3,$(CFLAGS)) $(SAN_FLAGS) -I. $< -o $@ $(LDLIBS)
+	$(CC) $(filter-out -O3,$(CFLAGS)) $(MPI_CFLAGS) $(SAN_FLAGS) -I. $< -o $@ $(LDLIBS) $(MPI_LDLIBS)
 $(BUILD)/asan/test_t5: test_t5.c train_t5.c $(HEADERS)
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(filter-out -O3,$(CFLAGS)) $(SAN_FLAGS) -Wno-unused-function -I. $< -o $@ $(LDLIBS)
@@ -174,7 +191,7 @@ $(BUILD)/asan/test_dataloader: dev/test_dataloader.c $(HEADERS)
 .PHONY: test_pipeline
 test_pipeline: train_t5 $(BUILD)/test_dataloader
 	./$(BUILD)/test_dataloader
-	$(PYTHON) dev/test_pipeline.py --train-bin ./train_t5 --data $(DATA)
+	$(PYTHON) dev/test_pipeline.py --train-bin ./train_t5 --data $(DATA) --mpi $(if $(filter 1,$(MPI_FOUND)),1,0)
 
 # the whole suite: file readers, the engine against the HF fixtures, the CLI, then all of it again
 # under the sanitizers
@@ -212,6 +229,7 @@ dialogsum: train_t5
 # regenerate dev/fixtures with Hugging Face transformers (needs torch + transformers)
 fixtures:
 	$(PYTHON) dev/make_fixtures.py
+	$(PYTHON) dev/make_gen_fixtures.py
 
 # CPU speed vs PyTorch on this machine (a benchmark, not a test)
 bench_cpu: train_t5
@@ -227,7 +245,11 @@ test_t5cu: test_t5cu.cu train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
 # CI (no GPU): both programs for sm_80 and sm_90 in one nvcc call each, every warning an error
 CUDA_CHECK_ARCHS = -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 CUDA_CHECK_FLAGS = $(NVCC_FLAGS) -Werror all-warnings -Xcompiler -Werror $(CUDA_CHECK_ARCHS)
-cuda_compile_check: $(BUILD)/cc/train_t5cu $(BUILD)/cc/test_t5cu
+# (+ the single-process build without NCCL/MPI, and the multi-GPU one when NCCL was found)
+cuda_compile_check: $(BUILD)/cc/train_t5cu $(BUILD)/cc/test_t5cu $(BUILD)/cc/train_t5cu_single
+$(BUILD)/cc/train_t5cu_single: train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
+	@mkdir -p $(BUILD)/cc
+	$(NVCC) $(filter-out -DUSE_NCCL -DUSE_MPI,$(CUDA_CHECK_FLAGS)) $< $(BUILD)/t5_cpu.o -o $@ -lcublasLt -lm
 $(BUILD)/cc/train_t5cu: train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
 	@mkdir -p $(BUILD)/cc
 	$(NVCC) $(CUDA_CHECK_FLAGS) $< $(BUILD)/t5_cpu.o -o $@ $(NVCC_LDLIBS)

@@ -27,6 +27,10 @@
 #include "llmc/checkpoint.h"  // defines: ckpt_save, ckpt_load (native format)
 #include "llmc/examples.h"    // defines: ExampleFile, examples_open (pre-tokenized example file)
 #include "llmc/dataloader.h"  // defines: T5Batch, BatchBuf, batch_make, DataLoader, dataloader_next
+#include "llmc/dist.h"        // defines: Dist, dist_init, dist_sum_f32 (MPI data parallelism, USE_MPI)
+#include "llmc/rouge.h"       // defines: rouge_score_multi, RougeCorpus (rouge_score's ROUGE)
+#include "llmc/bleu.h"        // defines: bleu_add, bleu_compute (sacrebleu's corpus BLEU)
+#include "tokenizer/spm.h"    // defines: SpmModel, spm_load, spm_encode, spm_decode (T5's SentencePiece)
 #include "llmc/schedule.h"    // defines: LrSchedule, lr_multiplier
 
 // ----------------------------------------------------------------------------
@@ -866,6 +870,500 @@ static void t5_update(T5* m, const AdamW* o, float lr) {
 }
 
 // ----------------------------------------------------------------------------
+// generation: greedy and beam search with a key/value cache, as transformers' generate() (5.24) runs
+// them for T5. The encoder runs once for the batch; the decoder then runs one position per step for
+// all R = B·num_beams rows, reading the keys/values of earlier positions from a cache:
+//   self-attention:  k, v of the new position t are appended; its query sees keys 0..t with the causal
+//                    relative bias bucket(j − t), i.e. row t of the full causal pass
+//   cross-attention: k, v of the encoder output, computed once per input and shared by its beams
+// No dropout. The search loops follow GenerationMixin._sample (greedy) and _beam_search step by step,
+// their fp32 arithmetic included, so near-equal scores are compared the way HF compares them.
+
+#define GEN_NEG 1.0e9f  // HF's penalty for hypotheses that must not be picked (exact in fp32: 15625000·2^6)
+
+typedef struct {
+    int max_new_tokens;        // ≥ 1: tokens generated per input, eos included
+    int num_beams;             // 1 = greedy search
+    int no_repeat_ngram_size;  // 0 = off; n: a token that would complete an n-gram already in the sequence
+                               // (start token included) is banned (score −inf)
+    double length_penalty;     // beam: a finished hypothesis scores Σ log p / (its new tokens)^length_penalty;
+                               // a double because HF raises to this power in Python floats
+    int early_stopping;        // beam: 1 = an input is done once it has num_beams finished hypotheses (HF True);
+                               // 0 = HF's default: done once the best running beam, scored at the current
+                               // length, cannot beat the worst of num_beams finished ones
+    float eos_bias;            // added to the eos logit before anything else; 0 = off (lets tests make random
+                               // models stop: they rarely pick eos on their own)
+} GenConfig;
+
+// the public entry points (this one and t5_generate) are static inline, so that a program that includes
+// the engine without generating (train_t5 today) compiles without unused-function warnings
+static inline GenConfig gen_config_default(void) {
+    return (GenConfig){ .max_new_tokens = 128, .num_beams = 1, .no_repeat_ngram_size = 0, .length_penalty = 1.0,
+                        .early_stopping = 0, .eos_bias = 0.0f };
+}
+
+// everything one t5_generate call owns: the caches, the per-step activations of R rows, the search state
+typedef struct {
+    int B, nb, R, Ts, Tmax;         // inputs, beams per input, rows R = B·nb, padded source length, positions
+    float *self_k, *self_v;         // (Ld, R, Tmax, HD) keys/values of the decoded positions
+    float *cross_k, *cross_v;       // (Ld, B, Ts, HD)   keys/values of the encoder output
+    int *self_len, *cross_len;      // (R) keys each row attends to: t+1 / its input's source length
+    int *row_input;                 // (R) the input of row r: r / nb
+    int *buckets;                   // (Tmax) causal bucket of key j for the current query position t
+    float *x, *x2, *ln, *rstd;      // (R, C) residual stream in and out, normed input; (R) 1/rms
+    float *q, *k_new, *v_new, *ctx; // (R, HD)
+    float *att;                     // (R, H, max(Tmax, Ts)) attention probabilities
+    float *h0, *h1, *ff;            // (R, F)
+    float *logits;                  // (R, V)
+    float *tmp;                     // (R, Tmax, HD) staging area for reordering the cache
+    void* owned[40]; int n_owned;   // every buffer of this struct and of the search state, for gen_cache_free
+} GenCache;
+
+static void* gen_alloc(GenCache* g, size_t bytes) {
+    void* p = mallocCheck(bytes);
+    g->owned[g->n_owned++] = p;
+    return p;
+}
+
+static void gen_cache_build(GenCache* g, const T5Config* c, int B, int nb, int Ts, int Tmax) {
+    memset(g, 0, sizeof(*g));
+    g->B = B; g->nb = nb; g->R = B * nb; g->Ts = Ts; g->Tmax = Tmax;
+    size_t R = g->R, C = c->d_model, HD = (size_t)c->num_heads * c->d_kv, F = c->d_ff, V = c->vocab_size;
+    size_t Ld = c->num_decoder_layers, Tk = Tmax > Ts ? Tmax : Ts, f = sizeof(float), i = sizeof(int);
+    g->self_k = gen_alloc(g, Ld * R * Tmax * HD * f);
+    g->self_v = gen_alloc(g, Ld * R * Tmax * HD * f);
+    g->cross_k = gen_alloc(g, Ld * B * Ts * HD * f);
+    g->cross_v = gen_alloc(g, Ld * B * Ts * HD * f);
+    g->self_len = gen_alloc(g, R * i); g->cross_len = gen_alloc(g, R * i); g->row_input = gen_alloc(g, R * i);
+    g->buckets = gen_alloc(g, Tmax * i);
+    g->x = gen_alloc(g, R * C * f); g->x2 = gen_alloc(g, R * C * f); g->ln = gen_alloc(g, R * C * f);
+    g->rstd = gen_alloc(g, R * f);
+    g->q = gen_alloc(g, R * HD * f); g->k_new = gen_alloc(g, R * HD * f); g->v_new = gen_alloc(g, R * HD * f);
+    g->ctx = gen_alloc(g, R * HD * f);
+    g->att = gen_alloc(g, R * c->num_heads * Tk * f);
+    g->h0 = gen_alloc(g, R * F * f); g->h1 = gen_alloc(g, R * F * f); g->ff = gen_alloc(g, R * F * f);
+    g->logits = gen_alloc(g, R * V * f);
+    g->tmp = gen_alloc(g, R * Tmax * HD * f);
+    for (int r = 0; r < g->R; r++) g->row_input[r] = r / nb;
+}
+
+static void gen_cache_free(GenCache* g) {
+    for (int i = 0; i < g->n_owned; i++) free(g->owned[i]);
+    memset(g, 0, sizeof(*g));
+}
+
+// one new query per row:  out (R, H·D) = softmax(q·kᵀ + bias + mask) · v   — T5: no 1/sqrt(D).
+// Row r reads sequence kv_seq[r] (NULL: r) of a (S, Tk, H·D) key/value cache. s describes R sequences of
+// one query each (Tq = 1): attention_softmax adds the bias and masks keys j ≥ s->key_len[r].
+static void attention_decode(float* out, float* att, const float* q, const float* k, const float* v,
+                             const int* kv_seq, const AttnSpec* s) {
+    int R = s->B, Tk = s->Tk, H = s->H, D = s->D, HD = H * D;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int r = 0; r < R; r++)
+        for (int h = 0; h < H; h++) { // scores_j = q_rh · k_jh
+            const float* qh = q + (size_t)r * HD + (size_t)h * D;
+            const float* kh = head_at(k, kv_seq ? kv_seq[r] : r, h, Tk, HD, D);
+            float* a = att + ((size_t)r * H + h) * Tk;
+            for (int j = 0; j < s->key_len[r]; j++) {
+                float dot = 0.0f;
+                for (int d = 0; d < D; d++) dot += qh[d] * kh[(size_t)j * HD + d];
+                a[j] = dot;
+            }
+        }
+    attention_softmax(att, s);
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int r = 0; r < R; r++)
+        for (int h = 0; h < H; h++) { // out_rh = Σ_j p_j v_jh
+            const float* vh = head_at(v, kv_seq ? kv_seq[r] : r, h, Tk, HD, D);
+            const float* p = att + ((size_t)r * H + h) * Tk;
+            float* o = out + (size_t)r * HD + (size_t)h * D;
+            for (int d = 0; d < D; d++) o[d] = 0.0f;
+            for (int j = 0; j < s->key_len[r]; j++)
+                for (int d = 0; d < D; d++) o[d] += p[j] * vh[(size_t)j * HD + d];
+        }
+}
+
+// res_out = res_in + o(attention(rmsnorm(res_in))) for one new position per row. Self-attention
+// (append_at = t ≥ 0) first writes this position's k, v into the layer's cache (R, Tmax, HD) at t.
+static void gen_attn_sublayer(T5* m, GenCache* g, float* res_out, const float* res_in, AttnWeights w, float* k,
+                              float* v, const int* kv_seq, const AttnSpec* s, int append_at) {
+    const T5Config* c = &m->config;
+    int R = g->R, C = c->d_model, HD = c->num_heads * c->d_kv;
+    rmsnorm_forward(g->ln, g->rstd, res_in, w.ln, R, C, c->eps);
+    matmul_forward(&m->gemm_ws, g->q, g->ln, w.q, R, C, HD);
+    if (append_at >= 0) {
+        matmul_forward(&m->gemm_ws, g->k_new, g->ln, w.k, R, C, HD);
+        matmul_forward(&m->gemm_ws, g->v_new, g->ln, w.v, R, C, HD);
+        for (int r = 0; r < R; r++) {
+            size_t at = ((size_t)r * g->Tmax + append_at) * HD;
+            memcpy(k + at, g->k_new + (size_t)r * HD, (size_t)HD * sizeof(float));
+            memcpy(v + at, g->v_new + (size_t)r * HD, (size_t)HD * sizeof(float));
+        }
+    }
+    attention_decode(g->ctx, g->att, g->q, k, v, kv_seq, s);
+    matmul_forward(&m->gemm_ws, res_out, g->ctx, w.o, R, HD, C);
+    residual_forward(res_out, res_in, res_out, (size_t)R * C, (Dropout){0}, 0);
+}
+
+// the decoder at position t for every row: tokens (R) → g->logits (R, V), the same logits the full
+// (non-cached) decoder gives at t for these rows' prefixes
+static void gen_decode_step(T5* m, GenCache* g, const int* tokens, int t) {
+    const T5Config* c = &m->config;
+    int R = g->R, C = c->d_model, H = c->num_heads, D = c->d_kv;
+    size_t self_stride = (size_t)R * g->Tmax * H * D, cross_stride = (size_t)g->B * g->Ts * H * D;
+    Dropout none = {0};
+    for (int j = 0; j <= t; j++) g->buckets[j] = t5_relative_bucket(j - t, 0, c->num_buckets, c->max_distance);
+    for (int r = 0; r < R; r++) g->self_len[r] = t + 1;
+    AttnSpec self = { R, 1, g->Tmax, H, D, g->self_len, 0, m->params.dec_relb, g->buckets, none, 0 };
+    AttnSpec cross = { R, 1, g->Ts, H, D, g->cross_len, 0, NULL, NULL, none, 0 };
+    embedding_forward(g->x, tokens, m->params.shared, R, C, none, 0);
+    for (int l = 0; l < c->num_decoder_layers; l++) { // x → x2 (self) → x (cross) → x2 (FFN), then swap
+        gen_attn_sublayer(m, g, g->x2, g->x, dec_self_w(&m->params, c, l), g->self_k + l * self_stride,
+                          g->self_v + l * self_stride, NULL, &self, t);
+        gen_attn_sublayer(m, g, g->x, g->x2, dec_cross_w(&m->params, c, l), g->cross_k + l * cross_stride,
+                          g->cross_v + l * cross_stride, g->row_input, &cross, -1);
+        FfnActs fa = { g->ln, g->rstd, g->h0, c->gated ? g->h1 : NULL, g->ff };
+        ffn_sublayer_forward(m, g->x2, g->x, fa, dec_ffn_w(&m->params, c, l), R, none, 0, 0);
+        float* swap = g->x; g->x = g->x2; g->x2 = swap;
+    }
+    // T5 (tied): the decoder output is scaled by C^-0.5 before the shared embedding acts as the head
+    rmsnorm_forward(g->ln, g->rstd, g->x, m->params.dec_lnf, R, C, c->eps);
+    float hs = t5_head_scale(c);
+    if (hs != 1.0f) for (size_t i = 0; i < (size_t)R * C; i++) g->ln[i] *= hs;
+    matmul_forward(&m->gemm_ws, g->logits, g->ln, t5_head(m), R, C, c->vocab_size);
+}
+
+// beam search: row r continues the hypothesis of row parent[r], so it takes over that row's cached keys
+// and values (positions < len)
+static void gen_cache_reorder(GenCache* g, const T5Config* c, const int* parent, int len) {
+    size_t row = (size_t)g->Tmax * c->num_heads * c->d_kv, n = (size_t)len * c->num_heads * c->d_kv * sizeof(float);
+    float* caches[2] = { g->self_k, g->self_v };
+    for (int l = 0; l < c->num_decoder_layers; l++)
+        for (int kv = 0; kv < 2; kv++) {
+            float* base = caches[kv] + (size_t)l * g->R * row;
+            #pragma omp parallel for schedule(static)
+            for (int r = 0; r < g->R; r++) memcpy(g->tmp + r * row, base + (size_t)parent[r] * row, n);
+            #pragma omp parallel for schedule(static)
+            for (int r = 0; r < g->R; r++) memcpy(base + r * row, g->tmp + r * row, n);
+        }
+}
+
+// the encoder over the batch (sources padded with pad_id to Ts, key-padding mask from src_len), then the
+// cross-attention keys and values of every decoder layer from its output
+static void gen_encode(T5* m, GenCache* g, const int* const* src, const int* src_len) {
+    const T5Config* c = &m->config;
+    int B = g->B, Ts = g->Ts, C = c->d_model, HD = c->num_heads * c->d_kv, Ne = B * Ts;
+    int* ids = (int*)mallocCheck((size_t)Ne * sizeof(int));
+    int* dec = (int*)mallocCheck((size_t)B * sizeof(int)); // a one-position decoder batch: t5_specs wants one
+    int* lab = (int*)mallocCheck((size_t)B * sizeof(int));
+    for (int b = 0; b < B; b++) {
+        for (int j = 0; j < Ts; j++) ids[(size_t)b * Ts + j] = j < src_len[b] ? src[b][j] : c->pad_id;
+        dec[b] = c->decoder_start_id; lab[b] = IGNORE_INDEX;
+    }
+    T5Batch batch = { .B = B, .Ts = Ts, .Tt = 1, .src = ids, .src_len = (int*)src_len, .dec_in = dec, .labels = lab };
+    Dropout none = {0};
+    t5_build_acts(m, B, Ts, 1);
+    m->B = B; m->Ts = Ts; m->Tt = 1;
+    int buckets[2 * (Ts + 1)];
+    T5Specs s = { .buckets = buckets };
+    t5_specs(m, &batch, none, &s);
+    t5_encoder_forward(m, &batch, &s, none);
+    size_t stride = (size_t)Ne * HD;
+    for (int l = 0; l < c->num_decoder_layers; l++) {
+        AttnWeights w = dec_cross_w(&m->params, c, l);
+        matmul_forward(&m->gemm_ws, g->cross_k + l * stride, m->acts.e_out, w.k, Ne, C, HD);
+        matmul_forward(&m->gemm_ws, g->cross_v + l * stride, m->acts.e_out, w.v, Ne, C, HD);
+    }
+    for (int r = 0; r < g->R; r++) g->cross_len[r] = src_len[g->row_input[r]];
+    free(ids); free(dec); free(lab);
+}
+
+// HF's NoRepeatNGramLogitsProcessor on one row: the last n−1 tokens of seq (len tokens, start token
+// included) are matched against every earlier window; each match bans the token that followed it
+static void gen_ban_ngrams(float* scores, const int* seq, int len, int n) {
+    if (n <= 0 || len < n) return;
+    const int* prefix = seq + len - (n - 1);
+    for (int i = 0; i + n <= len; i++)
+        if (memcmp(seq + i, prefix, (size_t)(n - 1) * sizeof(int)) == 0) scores[seq[i + n - 1]] = -INFINITY;
+}
+
+// in place: x ← log_softmax(x) = x − max − log Σ exp(x − max)
+static void log_softmax_forward(float* x, int V) {
+    float maxv = -INFINITY;
+    for (int i = 0; i < V; i++) if (x[i] > maxv) maxv = x[i];
+    double sum = 0.0;
+    for (int i = 0; i < V; i++) sum += expf(x[i] - maxv);
+    float lse = (float)log(sum);
+    for (int i = 0; i < V; i++) x[i] = x[i] - maxv - lse;
+}
+
+// idx[0..k) = positions of the k largest x[0..n), largest first; equal values keep index order
+static void topk_indices(const float* x, int n, int k, int* idx) {
+    int count = 0;
+    for (int i = 0; i < n; i++) {
+        if (count == k && !(x[i] > x[idx[k - 1]])) continue;
+        int at = count < k ? count++ : k - 1;
+        while (at > 0 && x[i] > x[idx[at - 1]]) { idx[at] = idx[at - 1]; at--; }
+        idx[at] = i;
+    }
+}
+
+static int argmax_first(const float* x, int n) { // torch.argmax: the first of equal maxima
+    int best = 0;
+    for (int i = 1; i < n; i++) if (x[i] > x[best]) best = i;
+    return best;
+}
+
+// greedy search (HF _sample without sampling): seq (R, 1 + max_new) gets the start token then one token
+// per step; a row that produced eos gets pad_id from then on while the others go on (HF's padding)
+static void gen_greedy(T5* m, GenCache* g, const GenConfig* cfg, int* seq, int* out_len) {
+    const T5Config* c = &m->config;
+    int R = g->R, V = c->vocab_size, L = 1 + cfg->max_new_tokens;
+    int* tokens = (int*)mallocCheck((size_t)R * sizeof(int));
+    int* done = (int*)callocCheck((size_t)R, sizeof(int));
+    for (int r = 0; r < R; r++) { seq[(size_t)r * L] = tokens[r] = c->decoder_start_id; out_len[r] = 0; }
+    for (int t = 0; t < cfg->max_new_tokens; t++) {
+        gen_decode_step(m, g, tokens, t);
+        int open = 0;
+        for (int r = 0; r < R; r++) {
+            float* x = g->logits + (size_t)r * V;
+            x[c->eos_id] += cfg->eos_bias;
+            gen_ban_ngrams(x, seq + (size_t)r * L, t + 1, cfg->no_repeat_ngram_size);
+            int next = done[r] ? c->pad_id : argmax_first(x, V);
+            seq[(size_t)r * L + t + 1] = tokens[r] = next;
+            if (!done[r]) out_len[r] = t + 1;
+            if (next == c->eos_id || t + 1 == cfg->max_new_tokens) done[r] = 1;
+            open += !done[r];
+        }
+        if (!open) break;
+    }
+    free(tokens); free(done);
+}
+
+// beam search state, named after the tensors of HF's _beam_search. K = 2·num_beams candidates per step
+// (one eos token: HF keeps max(2, 1 + #eos)·num_beams), L = 1 + max_new_tokens positions
+typedef struct {
+    int nb, K, L;
+    int* run_seq;            // (B, nb, L) running hypotheses, start token first (running_sequences)
+    float* run_score;        // (B, nb) their summed log-probabilities (running_beam_scores)
+    int* cand_seq;           // (B, K, L) this step's candidates
+    float* cand_score;       // (B, K) summed log-probabilities, best first
+    int* cand_beam;          // (B, K) the running beam a candidate extends
+    unsigned char* cand_hit; // (B, K) candidate ends here: eos, or the maximum length
+    int* fin_seq;            // (B, nb, L) finished hypotheses, best first (sequences)
+    float* fin_score;        // (B, nb) length-normalised scores; −1e9 while a slot is empty (beam_scores)
+    int* fin_len;            // (B, nb) new tokens of each, eos included (the filled part of beam_indices)
+    unsigned char* fin_done; // (B, nb) is_sent_finished
+    unsigned char* open;     // (B) is_early_stop_heuristic_unsatisfied: an input can still improve
+    int* parent;             // (R) the cache row each running beam continues
+    int* scratch;            // (B, nb + K) merge staging: indices, then sequences below
+    int* stage_seq;          // (B, nb, L)
+} BeamState;
+
+static void beam_build(BeamState* s, GenCache* g, const T5Config* c, int max_new) {
+    int B = g->B, nb = g->nb;
+    s->nb = nb; s->K = 2 * nb; s->L = 1 + max_new;
+    size_t nL = (size_t)B * nb * s->L, KL = (size_t)B * s->K * s->L, BK = (size_t)B * s->K, Bn = (size_t)B * nb;
+    s->run_seq = gen_alloc(g, nL * sizeof(int)); s->run_score = gen_alloc(g, Bn * sizeof(float));
+    s->cand_seq = gen_alloc(g, KL * sizeof(int)); s->cand_score = gen_alloc(g, BK * sizeof(float));
+    s->cand_beam = gen_alloc(g, BK * sizeof(int)); s->cand_hit = gen_alloc(g, BK);
+    s->fin_seq = gen_alloc(g, nL * sizeof(int)); s->fin_score = gen_alloc(g, Bn * sizeof(float));
+    s->fin_len = gen_alloc(g, Bn * sizeof(int)); s->fin_done = gen_alloc(g, Bn); s->open = gen_alloc(g, B);
+    s->parent = gen_alloc(g, Bn * sizeof(int)); s->scratch = gen_alloc(g, (size_t)B * (nb + s->K) * sizeof(int));
+    s->stage_seq = gen_alloc(g, nL * sizeof(int));
+    // HF: only beam 0 starts live (the others at −1e9, so step 0 does not pick the same token nb times)
+    for (size_t i = 0; i < nL; i++) s->run_seq[i] = s->fin_seq[i] = c->eos_id; // HF's fill value (see t5_generate)
+    for (size_t r = 0; r < Bn; r++) {
+        s->run_seq[r * s->L] = s->fin_seq[r * s->L] = c->decoder_start_id;
+        s->run_score[r] = (r % nb) == 0 ? 0.0f : -GEN_NEG;
+        s->fin_score[r] = -GEN_NEG; s->fin_len[r] = 0; s->fin_done[r] = 0;
+    }
+    for (int b = 0; b < B; b++) s->open[b] = 1;
+}
+
+// step 1 for input b: the K best continuations over its nb beams of acc = running score + log p (rows of
+// g->logits, flat index = beam·V + token); cand_hit when a candidate ends in eos or reaches L tokens
+static void beam_candidates(BeamState* s, const GenCache* g, const T5Config* c, int b, int cur_len) {
+    int V = c->vocab_size, nb = s->nb, K = s->K, L = s->L;
+    int* idx = s->scratch + (size_t)b * (nb + K);
+    topk_indices(g->logits + (size_t)b * nb * V, nb * V, K, idx);
+    for (int k = 0; k < K; k++) {
+        int beam = idx[k] / V, tok = idx[k] % V;
+        size_t ck = (size_t)b * K + k;
+        s->cand_score[ck] = g->logits[(size_t)b * nb * V + idx[k]];
+        s->cand_beam[ck] = beam;
+        s->cand_hit[ck] = tok == c->eos_id || cur_len + 1 >= L;
+        int* cs = s->cand_seq + ck * L;
+        memcpy(cs, s->run_seq + ((size_t)b * nb + beam) * L, (size_t)L * sizeof(int));
+        cs[cur_len] = tok;
+    }
+}
+
+// step 2 (_get_running_beams_for_next_iteration): the nb best candidates that did not end go on;
+// ended ones are pushed down by 1e9 (their penalised score is what the running beam keeps)
+static void beam_next_running(BeamState* s, int b) {
+    int nb = s->nb, K = s->K, L = s->L;
+    float pen[K];
+    int* idx = s->scratch + (size_t)b * (nb + K);
+    for (int k = 0; k < K; k++) pen[k] = s->cand_score[(size_t)b * K + k] + (s->cand_hit[(size_t)b * K + k] ? -GEN_NEG : -0.0f);
+    topk_indices(pen, K, nb, idx);
+    for (int j = 0; j < nb; j++) {
+        size_t ck = (size_t)b * K + idx[j], r = (size_t)b * nb + j;
+        memcpy(s->run_seq + r * L, s->cand_seq + ck * L, (size_t)L * sizeof(int));
+        s->run_score[r] = pen[idx[j]];
+        s->parent[r] = b * nb + s->cand_beam[ck];
+    }
+}
+
+// step 3 (_update_finished_beams): candidates among the top nb that just ended enter the finished set
+// with score / (new tokens)^length_penalty; the nb best of old ∪ new stay. Candidates that did not end,
+// and all candidates once the input is full (early_stopping) or cannot improve, get −1e9 (in this order,
+// as fp32 adds, like HF)
+static void beam_update_finished(BeamState* s, const GenConfig* cfg, int b, int cur_len) {
+    int nb = s->nb, K = s->K, L = s->L;
+    float merged[nb + K];
+    int full = cfg->early_stopping;
+    for (int j = 0; j < nb; j++) { merged[j] = s->fin_score[(size_t)b * nb + j]; full &= s->fin_done[(size_t)b * nb + j]; }
+    float denom = (float)pow((double)cur_len, cfg->length_penalty);
+    for (int k = 0; k < K; k++) {
+        size_t ck = (size_t)b * K + k;
+        int did = s->cand_hit[ck] && k < nb;
+        float sc = s->cand_score[ck] / denom;
+        sc += full ? -GEN_NEG : -0.0f;
+        sc += s->open[b] ? -0.0f : -GEN_NEG;
+        sc += did ? -0.0f : -GEN_NEG;
+        merged[nb + k] = sc;
+    }
+    int* idx = s->scratch + (size_t)b * (nb + K);
+    topk_indices(merged, nb + K, nb, idx);
+    float score[nb];
+    int len[nb];
+    unsigned char done[nb];
+    for (int j = 0; j < nb; j++) { // staged: the new set may take slots of the old one
+        int i = idx[j];
+        const int* src = i < nb ? s->fin_seq + ((size_t)b * nb + i) * L : s->cand_seq + ((size_t)b * K + i - nb) * L;
+        memcpy(s->stage_seq + ((size_t)b * nb + j) * L, src, (size_t)L * sizeof(int));
+        score[j] = merged[i];
+        len[j] = i < nb ? s->fin_len[(size_t)b * nb + i] : cur_len;
+        done[j] = i < nb ? s->fin_done[(size_t)b * nb + i] : (s->cand_hit[(size_t)b * K + i - nb] && i - nb < nb);
+    }
+    memcpy(s->fin_seq + (size_t)b * nb * L, s->stage_seq + (size_t)b * nb * L, (size_t)nb * L * sizeof(int));
+    for (int j = 0; j < nb; j++) {
+        s->fin_score[(size_t)b * nb + j] = score[j]; s->fin_len[(size_t)b * nb + j] = len[j];
+        s->fin_done[(size_t)b * nb + j] = done[j];
+    }
+}
+
+// step 4 (_check_early_stop_heuristic, after cur_len grew): an input stays open while its best running
+// beam, scored at the current length, beats the worst finished score in some slot (an empty slot
+// counts as −1e9, so an input with fewer than nb finished hypotheses stays open)
+static void beam_check_open(BeamState* s, const GenConfig* cfg, int b, int cur_len) {
+    int nb = s->nb;
+    const float* fs = s->fin_score + (size_t)b * nb;
+    float best = s->run_score[(size_t)b * nb] / (float)pow((double)(cur_len - 1), cfg->length_penalty);
+    float worst = fs[0];
+    for (int j = 1; j < nb; j++) if (fs[j] < worst) worst = fs[j];
+    int any = 0;
+    for (int j = 0; j < nb; j++) any |= best > (s->fin_done[(size_t)b * nb + j] ? worst : -GEN_NEG);
+    s->open[b] = s->open[b] && any;
+}
+
+// _beam_search_has_unfinished_sequences: go on while some input can improve, some input has a slot
+// left (early_stopping only), and some candidate did not end
+static int beam_go_on(const BeamState* s, const GenConfig* cfg, int B) {
+    int improvable = 0, all_done = 1, all_hit = 1;
+    for (int b = 0; b < B; b++) improvable |= s->open[b];
+    for (int i = 0; i < B * s->nb; i++) all_done &= s->fin_done[i];
+    for (int i = 0; i < B * s->K; i++) all_hit &= s->cand_hit[i];
+    return improvable && !(all_done && cfg->early_stopping) && !all_hit;
+}
+
+// beam search: the best finished hypothesis of each input → seq (B, L) (start token first), out_len (B)
+static void gen_beam(T5* m, GenCache* g, const GenConfig* cfg, int* seq, int* out_len) {
+    const T5Config* c = &m->config;
+    int B = g->B, R = g->R, V = c->vocab_size;
+    BeamState s;
+    beam_build(&s, g, c, cfg->max_new_tokens);
+    int* tokens = gen_alloc(g, (size_t)R * sizeof(int));
+    for (int cur_len = 1, go_on = 1; go_on; cur_len++) {
+        for (int r = 0; r < R; r++) tokens[r] = s.run_seq[(size_t)r * s.L + cur_len - 1];
+        gen_decode_step(m, g, tokens, cur_len - 1);
+        #pragma omp parallel for schedule(static)
+        for (int r = 0; r < R; r++) { // log p, processed, plus the running score
+            float* x = g->logits + (size_t)r * V;
+            x[c->eos_id] += cfg->eos_bias;
+            log_softmax_forward(x, V);
+            gen_ban_ngrams(x, s.run_seq + (size_t)r * s.L, cur_len, cfg->no_repeat_ngram_size);
+            for (int i = 0; i < V; i++) x[i] += s.run_score[r];
+        }
+        #pragma omp parallel for schedule(static)
+        for (int b = 0; b < B; b++) {
+            beam_candidates(&s, g, c, b, cur_len);
+            beam_next_running(&s, b);
+            beam_update_finished(&s, cfg, b, cur_len);
+            beam_check_open(&s, cfg, b, cur_len + 1);
+        }
+        gen_cache_reorder(g, c, s.parent, cur_len);
+        go_on = beam_go_on(&s, cfg, B);
+    }
+    for (int b = 0; b < B; b++) {
+        memcpy(seq + (size_t)b * s.L, s.fin_seq + (size_t)b * s.nb * s.L, (size_t)s.L * sizeof(int));
+        out_len[b] = s.fin_len[(size_t)b * s.nb];
+    }
+}
+
+// validates a generation request; returns 0, or -1 with a message naming the bad input
+static int gen_check(const T5* m, const int* const* src, const int* src_len, int B, const GenConfig* g,
+                     char* err, size_t errlen) {
+    int V = m->config.vocab_size;
+    const char* bad = NULL;
+    if (B < 1) bad = "batch size must be >= 1";
+    else if (g->max_new_tokens < 1 || g->max_new_tokens > (1 << 16)) bad = "max_new_tokens must be in [1, 65536]";
+    else if (g->num_beams < 1 || g->num_beams > 1024) bad = "num_beams must be in [1, 1024]";
+    else if (g->no_repeat_ngram_size < 0) bad = "no_repeat_ngram_size must be >= 0";
+    else if (!isfinite(g->length_penalty) || !isfinite(g->eos_bias)) bad = "length_penalty and eos_bias must be finite";
+    if (bad) { snprintf(err, errlen, "generate: %s", bad); return -1; }
+    for (int b = 0; b < B; b++) {
+        if (src[b] == NULL || src_len[b] < 1 || src_len[b] > (1 << 20)) {
+            snprintf(err, errlen, "generate: input %d: length %d outside [1, 1048576]", b, src_len[b]);
+            return -1;
+        }
+        for (int j = 0; j < src_len[b]; j++)
+            if (src[b][j] < 0 || src[b][j] >= V) {
+                snprintf(err, errlen, "generate: input %d: token id %d at position %d outside the vocabulary [0, %d)",
+                         b, src[b][j], j, V);
+                return -1;
+            }
+    }
+    return 0;
+}
+
+// Summaries for B inputs (src[b]: src_len[b] token ids): out (B, max_new_tokens) gets each input's best
+// sequence without the start token, ending with eos if it stopped, then pad_id; out_len its length.
+// (HF pads its batched output with pad_id after greedy search but with eos after beam search: its fill
+// value `pad_token_id or eos_token_id` skips pad id 0. out_len makes that moot here.)
+static inline int t5_generate(T5* m, const int* const* src, const int* src_len, int B, const GenConfig* cfg,
+                              int* out, int* out_len, char* err, size_t errlen) {
+    if (gen_check(m, src, src_len, B, cfg, err, errlen)) return -1;
+    int Ts = 1, nb = cfg->num_beams, L = 1 + cfg->max_new_tokens;
+    for (int b = 0; b < B; b++) if (src_len[b] > Ts) Ts = src_len[b];
+    GenCache g;
+    gen_cache_build(&g, &m->config, B, nb, Ts, cfg->max_new_tokens);
+    gen_encode(m, &g, src, src_len);
+    int* seq = gen_alloc(&g, (size_t)g.R * L * sizeof(int));
+    int* lens = gen_alloc(&g, (size_t)g.R * sizeof(int));
+    if (nb == 1) gen_greedy(m, &g, cfg, seq, lens);
+    else gen_beam(m, &g, cfg, seq, lens);
+    for (int b = 0; b < B; b++) {
+        out_len[b] = lens[b];
+        for (int j = 0; j < cfg->max_new_tokens; j++)
+            out[(size_t)b * cfg->max_new_tokens + j] = j < lens[b] ? seq[(size_t)b * L + 1 + j] : m->config.pad_id;
+    }
+    gen_cache_free(&g);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
 // building and loading models
 
 // from a preset name, an HF directory (config.json + safetensors) or a native checkpoint file
@@ -917,6 +1415,306 @@ static int t5_save_checkpoint(const T5* m, const char* path, const CkptTrainStat
 }
 
 // ----------------------------------------------------------------------------
+// evaluation: summaries of a split written by the model, scored against the human ones
+//
+// A split is what prepro_dialogsum.py wrote: PREFIX.bin (sources: prompt + dialogue + </s>) and
+// PREFIX_refs.jsonl (one line per example, in the same order: id, dialogue, summaries, topic).
+// Summaries are decoded as sentencepiece decodes (special tokens dropped) and scored with ROUGE
+// (rouge_score's, use_stemmer=True; best F over the references, plain mean over examples: HF
+// `evaluate` reports a bootstrap median instead) and corpus BLEU (sacrebleu's defaults).
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+typedef struct {
+    ExampleFile ex;        // the sources
+    int64_t n;             // examples used (≤ ex.n with a limit)
+    char** ids;            // (n)
+    char** dialogues;      // (n)
+    char** refs;           // all references, example by example
+    int* ref_start;        // (n + 1) example i's references are refs[ref_start[i] .. ref_start[i+1])
+} EvalSet;
+
+static void evalset_free(EvalSet* s) {
+    examples_free(&s->ex);
+    for (int64_t i = 0; i < s->n; i++) { free(s->ids[i]); free(s->dialogues[i]); }
+    for (int64_t r = 0; s->ref_start && r < s->ref_start[s->n]; r++) free(s->refs[r]);
+    free(s->ids); free(s->dialogues); free(s->refs); free(s->ref_start);
+    memset(s, 0, sizeof(*s));
+}
+
+static char* json_dup_string(const JsonValue* obj, const char* key) {
+    const JsonValue* v = json_find(obj, key);
+    return v && v->type == JSON_STRING ? strdup(v->string) : NULL;
+}
+
+// one line of PREFIX_refs.jsonl into example i; 0, or -1 with "file:line: problem"
+static int evalset_parse_line(EvalSet* s, int64_t i, const char* line, size_t len, const char* path, char* err, size_t errlen) {
+    JsonValue v;
+    char why[256];
+    if (json_parse(line, len, &v, why, sizeof(why))) { snprintf(err, errlen, "%s:%lld: %s", path, (long long)i + 1, why); return -1; }
+    const JsonValue* sums = json_find(&v, "summaries");
+    s->ids[i] = json_dup_string(&v, "id");
+    s->dialogues[i] = json_dup_string(&v, "dialogue");
+    int ok = s->ids[i] && s->dialogues[i] && sums && sums->type == JSON_ARRAY && sums->count >= 1;
+    for (size_t k = 0; ok && k < sums->count; k++) ok = sums->items[k].type == JSON_STRING;
+    if (ok) {
+        int r0 = s->ref_start[i];
+        s->refs = (char**)realloc(s->refs, (size_t)(r0 + sums->count) * sizeof(char*));
+        for (size_t k = 0; k < sums->count; k++) s->refs[r0 + k] = strdup(sums->items[k].string);
+        s->ref_start[i + 1] = r0 + (int)sums->count;
+    } else {
+        s->ref_start[i + 1] = s->ref_start[i];
+        snprintf(err, errlen, "%s:%lld: a record needs string fields id and dialogue and a non-empty array of string summaries",
+                 path, (long long)i + 1);
+    }
+    json_free(&v);
+    return ok ? 0 : -1;
+}
+
+static int evalset_read_refs(EvalSet* s, const char* path, char* err, size_t errlen) {
+    FILE* f = fopen(path, "rb");
+    if (!f) { snprintf(err, errlen, "%s: cannot open (written by prepro_dialogsum.py next to the .bin)", path); return -1; }
+    char* line = NULL;
+    size_t cap = 0;
+    int64_t i = 0;
+    int rc = 0;
+    for (ssize_t len; rc == 0 && i < s->n && (len = getline(&line, &cap, f)) > 0; i++) {
+        s->ids[i] = s->dialogues[i] = NULL;
+        rc = evalset_parse_line(s, i, line, (size_t)len, path, err, errlen); // on failure, i still moves past the line
+    }
+    if (rc == 0 && i < s->n) { snprintf(err, errlen, "%s: %lld records for %lld examples in the .bin", path, (long long)i, (long long)s->ex.n); rc = -1; }
+    s->n = i; // what was filled, so evalset_free releases exactly that
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+// PREFIX.bin + PREFIX_refs.jsonl, the first `limit` examples (0 = all)
+static int evalset_open(EvalSet* s, const char* prefix, int64_t limit, char* err, size_t errlen) {
+    memset(s, 0, sizeof(*s));
+    char bin[4400], refs[4400];
+    snprintf(bin, sizeof(bin), "%s.bin", prefix);
+    snprintf(refs, sizeof(refs), "%s_refs.jsonl", prefix);
+    if (examples_open(&s->ex, bin, err, errlen)) return -1;
+    s->n = limit > 0 && limit < s->ex.n ? limit : s->ex.n;
+    s->ids = (char**)callocCheck((size_t)s->n, sizeof(char*));
+    s->dialogues = (char**)callocCheck((size_t)s->n, sizeof(char*));
+    s->ref_start = (int*)callocCheck((size_t)s->n + 1, sizeof(int));
+    if (evalset_read_refs(s, refs, err, errlen)) { evalset_free(s); return -1; }
+    return 0;
+}
+
+typedef struct {
+    GenConfig gen;
+    int batch_size;   // inputs per t5_generate call
+    int max_src;      // sources longer than this keep their first max_src - 1 tokens and </s>
+    int progress;     // a progress bar on stderr
+} EvalConfig;
+
+typedef struct {
+    char** summaries;    // (n) generated, decoded
+    RougeScores rouge;   // means over examples, F in [0, 1]
+    BleuScore bleu;      // corpus BLEU, 0..100
+    double seconds;
+    int64_t n;
+} EvalResult;
+
+static void eval_result_free(EvalResult* r) {
+    for (int64_t i = 0; r->summaries && i < r->n; i++) free(r->summaries[i]);
+    free(r->summaries);
+    memset(r, 0, sizeof(*r));
+}
+
+static void progress_bar(const char* label, int64_t done, int64_t total, double seconds) {
+    int width = 30, filled = (int)(width * done / (total > 0 ? total : 1));
+    fprintf(stderr, "\r%s [%.*s%.*s] %lld/%lld  %.2f summaries/s", label, filled, "##############################",
+            width - filled, "..............................", (long long)done, (long long)total, done / (seconds > 0 ? seconds : 1e-9));
+    if (done == total) fprintf(stderr, "\n");
+}
+
+// sources of examples [lo, lo+B) as int rows (truncated to max_src with </s> kept last)
+static void eval_sources(const EvalSet* s, int64_t lo, int B, int max_src, int eos, int* buf, int** rows, int* lens) {
+    for (int b = 0; b < B; b++) {
+        int64_t e = lo + b;
+        int len = s->ex.lens[2 * e];
+        const uint32_t* src = examples_src(&s->ex, e);
+        rows[b] = buf + (size_t)b * max_src;
+        lens[b] = len < max_src ? len : max_src;
+        for (int j = 0; j < lens[b]; j++) rows[b][j] = (int)src[j];
+        if (len > max_src) rows[b][max_src - 1] = eos;
+    }
+}
+
+// generates a summary for every example of s and scores them; 0, or -1 with a message
+static int eval_generate(T5* m, const SpmModel* tok, const EvalSet* s, const EvalConfig* c, const char* label,
+                         EvalResult* r, char* err, size_t errlen) {
+    memset(r, 0, sizeof(*r));
+    r->summaries = (char**)callocCheck((size_t)s->n, sizeof(char*));
+    int Bmax = c->batch_size, T = c->gen.max_new_tokens;
+    int* buf = (int*)mallocCheck((size_t)Bmax * c->max_src * sizeof(int));
+    int* out = (int*)mallocCheck((size_t)Bmax * T * sizeof(int));
+    int *rows[Bmax], lens[Bmax], out_len[Bmax];
+    RougeCorpus rc = {0};
+    BleuStats bs = {0};
+    double t0 = now_ms();
+    int status = 0;
+    for (int64_t lo = 0; lo < s->n && status == 0; lo += Bmax) {
+        int B = (int)(s->n - lo < Bmax ? s->n - lo : Bmax);
+        eval_sources(s, lo, B, c->max_src, m->config.eos_id, buf, rows, lens);
+        status = t5_generate(m, (const int* const*)rows, lens, B, &c->gen, out, out_len, err, errlen);
+        for (int b = 0; b < B && status == 0; b++, r->n++) {
+            int64_t e = lo + b;
+            r->summaries[e] = spm_decode(tok, out + (size_t)b * T, (size_t)out_len[b], SPM_SKIP_SPECIAL, NULL, err, errlen);
+            if (!r->summaries[e]) { status = -1; break; }
+            const char* const* refs = (const char* const*)s->refs + s->ref_start[e];
+            int nrefs = s->ref_start[e + 1] - s->ref_start[e];
+            RougeScores one = rouge_score_multi(r->summaries[e], refs, nrefs);
+            rouge_corpus_add(&rc, &one);
+            bleu_add(&bs, r->summaries[e], refs, nrefs);
+        }
+        if (c->progress) progress_bar(label, r->n, s->n, (now_ms() - t0) / 1e3);
+    }
+    r->seconds = (now_ms() - t0) / 1e3;
+    r->rouge = rouge_corpus_mean(&rc);
+    r->bleu = bleu_compute(&bs);
+    free(buf); free(out);
+    return status;
+}
+
+// ----------------------------------------------------------------------------
+// evaluation outputs: generations JSONL, scores, the side-by-side comparison report
+
+static void json_put_string(FILE* f, const char* s) {
+    fputc('"', f);
+    for (const unsigned char* p = (const unsigned char*)s; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p == '\n') fputs("\\n", f);
+        else if (*p == '\t') fputs("\\t", f);
+        else if (*p == '\r') fputs("\\r", f);
+        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+// (id, dialogue, human summaries, generated summary) per line; written to PATH.tmp, then renamed
+static int write_generations(const char* path, const EvalSet* s, const EvalResult* r, char* err, size_t errlen) {
+    AtomicFile a;
+    if (mkdir_parent(path, err, errlen) || atomic_open(&a, path, err, errlen)) return -1;
+    for (int64_t i = 0; i < r->n; i++) {
+        fputs("{\"id\": ", a.f); json_put_string(a.f, s->ids[i]);
+        fputs(", \"dialogue\": ", a.f); json_put_string(a.f, s->dialogues[i]);
+        fputs(", \"human\": [", a.f);
+        for (int k = s->ref_start[i]; k < s->ref_start[i + 1]; k++) {
+            if (k > s->ref_start[i]) fputs(", ", a.f);
+            json_put_string(a.f, s->refs[k]);
+        }
+        fputs("], \"generated\": ", a.f); json_put_string(a.f, r->summaries[i]);
+        fputs("}\n", a.f);
+    }
+    return atomic_close(&a, !ferror(a.f), err, errlen);
+}
+
+static void print_scores_row(FILE* f, const char* name, const EvalResult* r, int markdown) {
+    const char* fmt = markdown ? "| %s | %lld | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n"
+                               : "%-24s %6lld %8.2f %8.2f %8.2f %8.2f %8.2f %10.2f\n";
+    fprintf(f, fmt, name, (long long)r->n, 100 * r->rouge.m[ROUGE_1].fmeasure, 100 * r->rouge.m[ROUGE_2].fmeasure,
+            100 * r->rouge.m[ROUGE_L].fmeasure, 100 * r->rouge.m[ROUGE_LSUM].fmeasure, r->bleu.score, r->n / r->seconds);
+}
+
+static void print_scores_header(FILE* f, int markdown) {
+    if (markdown) fprintf(f, "| model | examples | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-Lsum | BLEU | summaries/s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    else fprintf(f, "%-24s %6s %8s %8s %8s %8s %8s %10s\n", "model", "n", "ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-Lsum", "BLEU", "summ/s");
+}
+
+static int write_scores_json(const char* path, const EvalResult* r, const char* model, char* err, size_t errlen) {
+    AtomicFile a;
+    if (mkdir_parent(path, err, errlen) || atomic_open(&a, path, err, errlen)) return -1;
+    fputs("{\"model\": ", a.f); json_put_string(a.f, model);
+    fprintf(a.f, ", \"examples\": %lld", (long long)r->n);
+    for (int k = 0; k < ROUGE_NUM_METRICS; k++) fprintf(a.f, ", \"%s\": %.6f", ROUGE_NAMES[k], 100 * r->rouge.m[k].fmeasure);
+    fprintf(a.f, ", \"bleu\": %.6f, \"bleu_bp\": %.6f, \"summaries_per_s\": %.4f, \"note\": \"ROUGE: mean of per-example F1 x 100 "
+            "(rouge_score, use_stemmer, best over the references), not a bootstrap median\"}\n",
+            r->bleu.score, r->bleu.bp, r->n / r->seconds);
+    return atomic_close(&a, !ferror(a.f), err, errlen);
+}
+
+// the side-by-side report: scores of both models, then the first `examples` dialogues with the human,
+// the original (zero-shot) and the fine-tuned summary; as text and as markdown
+static void write_comparison(FILE* f, int md, const EvalSet* s, const EvalResult* base, const EvalResult* tuned,
+                             const char* base_name, const char* tuned_name, int examples) {
+    fprintf(f, md ? "# Summaries: human vs zero-shot vs fine-tuned\n\n" : "SUMMARIES: human vs zero-shot vs fine-tuned\n\n");
+    print_scores_header(f, md);
+    print_scores_row(f, base_name, base, md);
+    print_scores_row(f, tuned_name, tuned, md);
+    fprintf(f, md ? "\nROUGE: mean per-example F1 x 100 against every human summary (best one counts); BLEU: corpus "
+                    "sacrebleu (13a, exp smoothing).\n" : "\n");
+    for (int64_t i = 0; i < s->n && i < examples; i++) {
+        fprintf(f, md ? "\n## %s\n\n```\n%s\n```\n\n" : "\n=== %s\n%s\n\n", s->ids[i], s->dialogues[i]);
+        fprintf(f, md ? "- **human**: %s\n" : "  human      : %s\n", s->refs[s->ref_start[i]]);
+        fprintf(f, md ? "- **zero-shot** (%s): %s\n" : "  zero-shot  : (%s) %s\n", base_name, base->summaries[i]);
+        fprintf(f, md ? "- **fine-tuned** (%s): %s\n" : "  fine-tuned : (%s) %s\n", tuned_name, tuned->summaries[i]);
+    }
+}
+
+static int write_comparison_files(const char* dir, const EvalSet* s, const EvalResult* base, const EvalResult* tuned,
+                                  const char* base_name, const char* tuned_name, int examples, char* err, size_t errlen) {
+    const char* names[2] = { "comparison.txt", "comparison.md" };
+    for (int md = 0; md < 2; md++) {
+        char path[4400];
+        snprintf(path, sizeof(path), "%s/%s", dir, names[md]);
+        AtomicFile a;
+        if (mkdir_parent(path, err, errlen) || atomic_open(&a, path, err, errlen)) return -1;
+        write_comparison(a.f, md, s, base, tuned, base_name, tuned_name, examples);
+        if (atomic_close(&a, !ferror(a.f), err, errlen)) return -1;
+    }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// summarize: one dialogue in, its summary out, with the C tokenizer end to end
+
+#define DEFAULT_PROMPT "Summarize the following conversation.\n\n{dialogue}\n\nSummary: "
+
+// prompt(dialogue) → ids + </s> (the last max_src tokens dropped past the limit, </s> kept)
+static int encode_prompt(const SpmModel* tok, const char* prompt, const char* text, int max_src, int eos,
+                         int** ids, int* n, char* err, size_t errlen) {
+    const char* at = strstr(prompt, "{dialogue}");
+    if (!at) { snprintf(err, errlen, "--prompt must contain {dialogue}"); return -1; }
+    size_t len = (size_t)(at - prompt) + strlen(text) + strlen(at + 10);
+    char* full = (char*)mallocCheck(len + 1);
+    snprintf(full, len + 1, "%.*s%s%s", (int)(at - prompt), prompt, text, at + 10);
+    SpmEncoding e = {0};
+    int rc = spm_encode(tok, full, len, &e, err, errlen);
+    free(full);
+    if (rc == 0) {
+        *n = (int)(e.n + 1 < (size_t)max_src ? e.n + 1 : (size_t)max_src);
+        *ids = (int*)mallocCheck((size_t)*n * sizeof(int));
+        memcpy(*ids, e.ids, (size_t)(*n - 1) * sizeof(int));
+        (*ids)[*n - 1] = eos;
+    }
+    spm_encoding_free(&e);
+    return rc;
+}
+
+static char* summarize_text(T5* m, const SpmModel* tok, const char* prompt, const char* text, const EvalConfig* c,
+                            char* err, size_t errlen) {
+    int *ids, n, out_len;
+    if (encode_prompt(tok, prompt, text, c->max_src, m->config.eos_id, &ids, &n, err, errlen)) return NULL;
+    int* out = (int*)mallocCheck((size_t)c->gen.max_new_tokens * sizeof(int));
+    const int* rows[1] = { ids };
+    char* s = NULL;
+    if (t5_generate(m, rows, &n, 1, &c->gen, out, &out_len, err, errlen) == 0)
+        s = spm_decode(tok, out, (size_t)out_len, SPM_SKIP_SPECIAL, NULL, err, errlen);
+    free(ids); free(out);
+    return s;
+}
+
+// ----------------------------------------------------------------------------
 // command line
 
 typedef struct {
@@ -927,6 +1725,15 @@ typedef struct {
     const char* resume;      // "latest" (newest valid checkpoint in out_dir/checkpoints) or a checkpoint file
     const char* save_hf;     // output HF directory (default with --out-dir: OUT/model)
     const char* save_ckpt;   // output native checkpoint
+    const char* data_log;    // PREFIX: each rank writes the example ids of every step to PREFIX.rank<r>
+    const char* eval_split;  // PREFIX of a prepro split (PREFIX.bin + PREFIX_refs.jsonl): summaries + scores
+    const char* eval_out;    // directory for generations.jsonl, scores.json, comparison.{txt,md}
+    const char* baseline_model; // the model to compare with (the original, zero-shot one)
+    const char* summarize;   // FILE or - : print the summary of one dialogue
+    const char* tokenizer;   // T5's spiece.model
+    const char* prompt;      // source template with {dialogue}, as prepro_dialogsum.py's
+    int num_beams, max_new_tokens, no_repeat_ngram, early_stopping, gen_batch_size, eval_limit, eval_rouge, compare_examples;
+    float length_penalty;
     int steps, schedule_steps, batch_size, grad_accum, warmup, shuffle, bucket, decay_norms, max_src_len, max_tgt_len;
     float epochs;
     int eval_every, eval_batches, eval_batch_size, checkpoint_every, keep_checkpoints;
@@ -943,7 +1750,9 @@ static Options options_default(void) {
                   .eval_batches = 0, .eval_batch_size = 0, .checkpoint_every = 0, .keep_checkpoints = 3, .lr = 3e-4f,
                   .weight_decay = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f, .adam_eps = 1e-8f, .clip = 1.0f,
                   .dropout = -1.0f, .schedule = SCHED_LINEAR, .seed = 42, .bench = 0, .bench_src_len = 256,
-                  .bench_tgt_len = 64 };
+                  .bench_tgt_len = 64, .tokenizer = "../shared/data/t5/spiece.model", .prompt = DEFAULT_PROMPT,
+                  .num_beams = 1, .max_new_tokens = 128, .no_repeat_ngram = 0, .early_stopping = 0, .gen_batch_size = 8,
+                  .eval_limit = 0, .eval_rouge = 0, .compare_examples = 5, .length_penalty = 1.0f };
     o.dims.tied = -1; o.dims.gated = -1; o.dims.act = (T5Act)-1;
     return o;
 }
@@ -990,6 +1799,23 @@ static void usage(void) {
         "  --save-hf DIR          write the trained model as an HF directory\n"
         "  --save-checkpoint PATH write a native checkpoint (params + AdamW state)\n"
         "  SIGINT / SIGTERM finish the current step, write a checkpoint and exit with 130 / 143.\n"
+        " summaries and scores (ROUGE as rouge_score, BLEU as sacrebleu)\n"
+        "  --eval-split PREFIX    summarize PREFIX.bin (prepro output, e.g. out/dialogsum/test) and score against\n"
+        "                         PREFIX_refs.jsonl; after training when --train-file is given\n"
+        "  --eval-out DIR         generations.jsonl + scores.json (+ comparison.txt/.md) (default OUT/eval, or out/eval)\n"
+        "  --baseline-model SPEC  also summarize with SPEC (the original model) and write the side-by-side comparison\n"
+        "  --compare-examples N   dialogues shown side by side in the comparison (default %d)\n"
+        "  --eval-limit N         only the first N examples of the split, 0 = all (default %d)\n"
+        "  --eval-rouge N         while training, also ROUGE on the first N validation examples at each evaluation\n"
+        "  --summarize FILE|-     print the summary of the dialogue in FILE (- = stdin)\n"
+        "  --tokenizer PATH       T5's spiece.model (default %s)\n"
+        "  --prompt TEXT          source template with {dialogue} (default: prepro_dialogsum.py's FLAN prompt)\n"
+        "  --num-beams N          1 = greedy (default %d)   --max-new-tokens N (default %d)\n"
+        "  --length-penalty X     beam score / length^X (default %g)   --early-stopping 0|1 (default %d)\n"
+        "  --no-repeat-ngram N    ban repeated N-grams, 0 = off (default %d)   --gen-batch-size N (default %d)\n"
+        " several processes (built with MPI): mpirun -np N ./train_t5 ... — each rank takes 1/N of every\n"
+        "  global batch of N x --batch-size examples; gradients are summed with MPI_Allreduce\n"
+        "  --data-log PREFIX      each rank writes the example ids of every step to PREFIX.rank<r>\n"
         " other\n"
         "  --bench N              time N forward+backward passes on a synthetic batch and exit\n"
         "  --bench-src-len N      (default %d)   --bench-tgt-len N (default %d)\n"
@@ -999,7 +1825,9 @@ static void usage(void) {
         d.batch_size, d.grad_accum, d.shuffle, d.bucket, d.max_src_len, d.max_tgt_len, (double)d.epochs, d.steps,
         (double)d.lr, lr_schedule_name(d.schedule), d.warmup, (double)d.weight_decay, d.decay_norms, (double)d.beta1,
         (double)d.beta2, (double)d.adam_eps, (double)d.clip, (double)d.dropout, d.seed, d.eval_every, d.eval_batches,
-        d.eval_batch_size, d.checkpoint_every, d.keep_checkpoints, d.bench_src_len, d.bench_tgt_len);
+        d.eval_batch_size, d.checkpoint_every, d.keep_checkpoints, d.compare_examples, d.eval_limit, d.tokenizer,
+        d.num_beams, d.max_new_tokens, (double)d.length_penalty, d.early_stopping, d.no_repeat_ngram, d.gen_batch_size,
+        d.bench_src_len, d.bench_tgt_len);
 }
 
 static int parse_int(const char* flag, const char* s, long long lo, long long hi, long long* out) {
@@ -1037,6 +1865,9 @@ static int check_options(const Options* o) {
     else if (o->resume && !o->train_file) bad = "--resume needs --train-file";
     else if ((o->eval_every || o->eval_batches) && !o->val_file) bad = "--eval-every / --eval-batches need --val-file";
     else if (o->checkpoint_every && !o->out_dir) bad = "--checkpoint-every needs --out-dir";
+    else if (o->eval_rouge && !o->val_file) bad = "--eval-rouge needs --val-file (and its _refs.jsonl beside it)";
+    else if (o->baseline_model && !o->eval_split) bad = "--baseline-model needs --eval-split";
+    else if (!strstr(o->prompt, "{dialogue}")) bad = "--prompt must contain {dialogue}";
     if (bad) fprintf(stderr, "error: %s\n", bad);
     return bad ? -1 : 0;
 }
@@ -1051,6 +1882,10 @@ static int parse_args(int argc, char** argv, Options* o) {
         {"--eval-every", &o->eval_every, 0, 1000000000}, {"--eval-batches", &o->eval_batches, 0, 1000000000},
         {"--eval-batch-size", &o->eval_batch_size, 0, 65536}, {"--checkpoint-every", &o->checkpoint_every, 0, 1000000000},
         {"--keep-checkpoints", &o->keep_checkpoints, 1, 1000000},
+        {"--num-beams", &o->num_beams, 1, 64}, {"--max-new-tokens", &o->max_new_tokens, 1, 4096},
+        {"--no-repeat-ngram", &o->no_repeat_ngram, 0, 64}, {"--early-stopping", &o->early_stopping, 0, 1},
+        {"--gen-batch-size", &o->gen_batch_size, 1, 4096}, {"--eval-limit", &o->eval_limit, 0, 1000000000},
+        {"--eval-rouge", &o->eval_rouge, 0, 1000000000}, {"--compare-examples", &o->compare_examples, 0, 1000000},
         {"--bench", &o->bench, 0, 1000000}, {"--bench-src-len", &o->bench_src_len, 1, 1 << 16},
         {"--bench-tgt-len", &o->bench_tgt_len, 1, 1 << 16},
         {"--vocab-size", &o->dims.vocab_size, 2, 1 << 24}, {"--d-model", &o->dims.d_model, 1, 65536},
@@ -1063,10 +1898,14 @@ static int parse_args(int argc, char** argv, Options* o) {
         {"--lr", &o->lr, 0.0, 10.0}, {"--weight-decay", &o->weight_decay, 0.0, 10.0}, {"--beta1", &o->beta1, 0.0, 0.999999},
         {"--beta2", &o->beta2, 0.0, 0.999999999}, {"--adam-eps", &o->adam_eps, 1e-30, 1.0}, {"--clip", &o->clip, 0.0, 1e9},
         {"--dropout", &o->dropout, -1.0, 0.99}, {"--epochs", &o->epochs, 1e-6, 1e6},
+        {"--length-penalty", &o->length_penalty, -100.0, 100.0},
     };
     StrFlag strs[] = {
         {"--model", &o->model}, {"--train-file", &o->train_file}, {"--val-file", &o->val_file}, {"--out-dir", &o->out_dir},
         {"--resume", &o->resume}, {"--save-hf", &o->save_hf}, {"--save-checkpoint", &o->save_ckpt},
+        {"--data-log", &o->data_log}, {"--eval-split", &o->eval_split}, {"--eval-out", &o->eval_out},
+        {"--baseline-model", &o->baseline_model}, {"--summarize", &o->summarize}, {"--tokenizer", &o->tokenizer},
+        {"--prompt", &o->prompt},
     };
     for (int i = 1; i < argc; i++) {
         const char* f = argv[i];
@@ -1101,9 +1940,9 @@ static int parse_args(int argc, char** argv, Options* o) {
 }
 
 // a preset with the explicitly given dimensions replacing its own
-static int config_from_preset(const Options* o, T5Config* c) {
-    if (t5_config_preset(c, o->model)) {
-        fprintf(stderr, "error: --model '%s' is not a directory, a file, or a preset (see --help)\n", o->model);
+static int config_from_preset(const Options* o, const char* spec, T5Config* c) {
+    if (t5_config_preset(c, spec)) {
+        fprintf(stderr, "error: model '%s' is not a directory, a file, or a preset (see --help)\n", spec);
         return -1;
     }
     const T5Config* d = &o->dims;
@@ -1123,18 +1962,19 @@ static int config_from_preset(const Options* o, T5Config* c) {
     return 0;
 }
 
-static int load_model(T5* m, const Options* o) {
+// spec: --model or --baseline-model (a preset gets the same dimension flags and --seed)
+static int load_model(T5* m, const Options* o, const char* spec) {
     char err[1024];
     int rc = 0;
-    switch (model_source(o->model)) {
-        case SRC_HF_DIR: rc = t5_build_from_hf(m, o->model, err, sizeof(err)); break;
-        case SRC_CHECKPOINT: rc = t5_build_from_checkpoint(m, o->model, NULL, err, sizeof(err)); break;
+    switch (model_source(spec)) {
+        case SRC_HF_DIR: rc = t5_build_from_hf(m, spec, err, sizeof(err)); break;
+        case SRC_CHECKPOINT: rc = t5_build_from_checkpoint(m, spec, NULL, err, sizeof(err)); break;
         default: {
             T5Config c;
-            if (config_from_preset(o, &c)) return -1;
+            if (config_from_preset(o, spec, &c)) return -1;
             t5_build_from_config(m, &c);
             t5_init_random(m, (uint64_t)o->seed);
-            printf("model: RANDOMLY INITIALISED %s-shaped T5 (seed %lld), not pretrained weights\n", o->model, o->seed);
+            fprintf(stderr, "note: model %s: RANDOMLY INITIALISED %s-shaped T5 (seed %lld), not pretrained weights\n", spec, spec, o->seed);
         }
     }
     if (rc) { fprintf(stderr, "error: %s\n", err); return -1; }
@@ -1163,10 +2003,21 @@ static void print_config(const T5* m, const Options* o, const char* model_from) 
     printf("+------------------------+---------------------------------------------+\n");
 }
 
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+static EvalConfig eval_config(const Options* o, int progress) {
+    EvalConfig c = { gen_config_default(), o->gen_batch_size, o->max_src_len, progress };
+    c.gen.max_new_tokens = o->max_new_tokens;
+    c.gen.num_beams = o->num_beams;
+    c.gen.no_repeat_ngram_size = o->no_repeat_ngram;
+    c.gen.length_penalty = o->length_penalty;
+    c.gen.early_stopping = o->early_stopping;
+    return c;
+}
+
+static int load_tokenizer(SpmModel* tok, const Options* o) {
+    char err[1024];
+    if (spm_load(tok, o->tokenizer, err, sizeof(err)) == 0) return 0;
+    fprintf(stderr, "error: tokenizer: %s\n", err);
+    return -1;
 }
 
 // ----------------------------------------------------------------------------
@@ -1314,8 +2165,13 @@ static void on_stop_signal(int sig) {
 
 // everything a run holds besides the model
 typedef struct {
+    const Dist* dist;       // this process among the data-parallel ranks
     DataLoader train, val;
     BatchBuf* bufs;         // (grad_accum) the micro-batches of a step
+    FILE* data_log;         // --data-log
+    EvalSet rouge_set;      // --eval-rouge: the first N validation examples with their references
+    SpmModel tok;           // decodes their summaries
+    int has_rouge;
     BatchBuf val_buf;
     FILE* metrics;          // NULL without --out-dir
     long long step;         // steps run (the optimizer's count, m->step, skips non-finite steps)
@@ -1327,27 +2183,45 @@ static LrSchedule run_schedule(const Options* o, const Run* r) {
     return (LrSchedule){ o->schedule, o->warmup, o->schedule_steps ? o->schedule_steps : (int)r->total_steps };
 }
 
-// one optimizer step over grad_accum micro-batches; the loss is the mean over all counted tokens
+static void log_step_data(Run* run, long long k, int a) {
+    if (!run->data_log) return;
+    fprintf(run->data_log, "%lld %d", k + 1, a);
+    for (int i = 0; i < run->train.idx_n; i++) fprintf(run->data_log, " %lld", (long long)run->train.idx[i]);
+    fprintf(run->data_log, "\n");
+}
+
+// one optimizer step over grad_accum micro-batches; the loss is the mean over all counted tokens of
+// the global batch. With R ranks each holds 1/R of every micro-batch: the token count and, after the
+// backward passes, the gradients are summed over ranks, so every rank applies the same update.
 static StepResult train_step(T5* m, const Options* o, Run* run, long long k) {
     StepResult r = {0};
-    int A = o->grad_accum;
-    long long total = 0;
+    const Dist* d = run->dist;
+    int A = o->grad_accum, bad_batch = 0;
+    int64_t counts[2] = {0, 0}; // counted label tokens, real tokens
     for (int a = 0; a < A; a++) { // labels of the whole step first: they fix the loss normalisation
         T5Batch* b = dataloader_next(&run->train, &run->bufs[a]);
+        log_step_data(run, k, a);
         const char* bad = b->B > 0 ? t5_check_batch(m, b) : NULL; // B = 0: a rank's empty share of a short batch
-        if (bad) { r.error = bad; return r; } // refused before any compute
-        total += batch_count_labels(b);
-        r.tokens += batch_real_tokens(b);
+        if (bad) { r.error = bad; bad_batch = 1; }
+        counts[0] += batch_count_labels(b);
+        counts[1] += batch_real_tokens(b);
     }
+    if (dist_max_int(d, bad_batch)) { if (!r.error) r.error = "a bad batch on another rank"; return r; } // before any compute
+    dist_sum_i64(d, counts, 2);
+    long long total = counts[0];
+    r.tokens = counts[1];
     t5_zero_grad(m);
     double loss_sum = 0.0;
     for (int a = 0; a < A; a++) {
         if (run->bufs[a].b.B == 0 || total == 0) continue;
-        uint64_t seed = mix64((uint64_t)o->seed ^ mix64((uint64_t)k * 65536 + (uint64_t)a));
+        // ranks > 0 draw other masks than rank 0 for the same positions of their slices
+        uint64_t seed = mix64((uint64_t)o->seed ^ mix64((uint64_t)k * 65536 + (uint64_t)a)) + (uint64_t)d->rank * 0x9e3779b97f4a7c15ULL;
         float mean = t5_forward(m, &run->bufs[a].b, 1, seed);
         loss_sum += (double)mean * m->num_counted;
         t5_backward(m, &run->bufs[a].b, 1, 1.0f / (float)total);
     }
+    dist_sum_f32(d, m->grads_memory, t5_num_params(m));
+    dist_sum_f64(d, &loss_sum, 1);
     r.loss = total > 0 ? (float)(loss_sum / (double)total) : NAN;
     r.grad_norm = t5_grad_norm(m);
     LrSchedule sched = run_schedule(o, run);
@@ -1365,29 +2239,61 @@ static double evaluate(T5* m, const Options* o, Run* run, long long* tokens) {
     dataloader_seek(v, 0, 0);
     long long nb = o->eval_batches ? o->eval_batches : v->num_batches, counted = 0;
     if (nb > v->num_batches) nb = v->num_batches;
-    double sum = 0.0;
+    double sum[2] = {0.0, 0.0}; // loss sum, counted tokens; over this rank's slices, then all ranks
     for (long long i = 0; i < nb; i++) {
         T5Batch* b = dataloader_next(v, &run->val_buf);
-        if (t5_check_batch(m, b) || b->B == 0) continue;
+        if (b->B == 0 || t5_check_batch(m, b)) continue;
         float mean = t5_forward(m, b, 0, 0);
-        sum += (double)mean * m->num_counted;
-        counted += m->num_counted;
+        sum[0] += (double)mean * m->num_counted;
+        sum[1] += m->num_counted;
     }
+    dist_sum_f64(run->dist, sum, 2);
+    counted = (long long)sum[1];
     *tokens = counted;
-    return counted ? sum / (double)counted : NAN;
+    return counted ? sum[0] / (double)counted : NAN;
+}
+
+// ROUGE of greedy summaries of the --eval-rouge validation examples (rank 0; 0 = fine, -1 = failed)
+static int eval_rouge(T5* m, const Options* o, Run* run, EvalResult* r) {
+    char err[1024];
+    EvalConfig c = eval_config(o, 0);
+    c.gen.num_beams = 1;
+    if (eval_generate(m, &run->tok, &run->rouge_set, &c, "rouge", r, err, sizeof(err)) == 0) return 0;
+    fprintf(stderr, "warning: validation ROUGE failed: %s\n", err);
+    return -1;
 }
 
 static void log_eval(T5* m, const Options* o, Run* run) {
     double t0 = now_ms();
     long long tokens;
     double loss = evaluate(m, o, run, &tokens);
-    printf("eval step %lld | val loss %.6f | %lld target tokens | %.1f s\n", run->step, loss, tokens, (now_ms() - t0) / 1e3);
+    EvalResult r = {0};
+    int rouge = run->has_rouge && run->dist->rank == 0 && eval_rouge(m, o, run, &r) == 0;
+    printf("eval step %lld | val loss %.6f | %lld target tokens", run->step, loss, tokens);
+    if (rouge) printf(" | ROUGE-1/2/L/Lsum %.2f/%.2f/%.2f/%.2f on %lld", 100 * r.rouge.m[ROUGE_1].fmeasure, 100 * r.rouge.m[ROUGE_2].fmeasure,
+                      100 * r.rouge.m[ROUGE_L].fmeasure, 100 * r.rouge.m[ROUGE_LSUM].fmeasure, (long long)r.n);
+    printf(" | %.1f s\n", (now_ms() - t0) / 1e3);
     if (run->metrics) {
         fprintf(run->metrics, "{\"type\": \"eval\", \"step\": %lld", run->step);
         json_num(run->metrics, "val_loss", loss);
+        for (int k = 0; rouge && k < ROUGE_NUM_METRICS; k++) json_num(run->metrics, ROUGE_NAMES[k], 100 * r.rouge.m[k].fmeasure);
+        if (rouge) json_num(run->metrics, "bleu", r.bleu.score);
         fprintf(run->metrics, ", \"tokens\": %lld}\n", tokens);
         fflush(run->metrics);
     }
+    eval_result_free(&r);
+}
+
+// --eval-rouge: the validation split's references (VAL.bin → VAL_refs.jsonl) and the tokenizer
+static int open_rouge(Run* run, const Options* o) {
+    char err[1024], prefix[4400];
+    snprintf(prefix, sizeof(prefix), "%s", o->val_file);
+    size_t l = strlen(prefix);
+    if (l > 4 && strcmp(prefix + l - 4, ".bin") == 0) prefix[l - 4] = 0;
+    if (evalset_open(&run->rouge_set, prefix, o->eval_rouge, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+    if (load_tokenizer(&run->tok, o)) { evalset_free(&run->rouge_set); return -1; }
+    run->has_rouge = 1;
+    return 0;
 }
 
 static void log_step(const Run* run, const StepResult* r, long long k, double ms, double avg_ms, long long epoch) {
@@ -1406,12 +2312,12 @@ static void log_step(const Run* run, const StepResult* r, long long k, double ms
 }
 
 static CkptTrainState train_state(const Options* o, const Run* run) {
-    return (CkptTrainState){ o->seed, run->step, run->train.epoch, run->train.batch, o->batch_size, o->grad_accum, 1 };
+    return (CkptTrainState){ o->seed, run->step, run->train.epoch, run->train.batch, o->batch_size, o->grad_accum, run->dist->size };
 }
 
-static int open_loader(DataLoader* dl, const char* path, const Options* o, const T5* m, int bs, int training) {
+static int open_loader(DataLoader* dl, const char* path, const Options* o, const T5* m, const Dist* d, int bs, int training) {
     char err[1024];
-    LoaderConfig c = { bs, 1, 0, training ? o->shuffle : 0, training ? o->bucket : 1, 64, o->max_src_len, o->max_tgt_len,
+    LoaderConfig c = { bs, d->size, d->rank, training ? o->shuffle : 0, training ? o->bucket : 1, 64, o->max_src_len, o->max_tgt_len,
                        m->config.pad_id, m->config.decoder_start_id, (uint64_t)o->seed };
     if (dataloader_init(dl, path, &c, err, sizeof(err)) ||
         examples_check_vocab(&dl->data, m->config.vocab_size, path, err, sizeof(err))) {
@@ -1422,11 +2328,14 @@ static int open_loader(DataLoader* dl, const char* path, const Options* o, const
 }
 
 // a resumed run continues with the data position of its checkpoint, which only means the same
-// thing under the same batch geometry and seed
+// thing under the same global batch (batch size x ranks), accumulation and seed; the number of
+// ranks may change if the global batch stays the same
 static int resume_data(Run* run, const Options* o, const CkptTrainState* ts, const char* from) {
-    if (ts->batch_size != o->batch_size || ts->grad_accum != o->grad_accum || ts->seed != o->seed) {
-        fprintf(stderr, "error: %s was written with --batch-size %lld --grad-accum %lld --seed %lld; resume with the "
-                "same values\n", from, (long long)ts->batch_size, (long long)ts->grad_accum, (long long)ts->seed);
+    long long global = (long long)o->batch_size * run->dist->size, was = (long long)(ts->batch_size * (ts->num_ranks > 0 ? ts->num_ranks : 1));
+    if (was != global || ts->grad_accum != o->grad_accum || ts->seed != o->seed) {
+        fprintf(stderr, "error: %s was written with a global batch of %lld (--batch-size %lld x %lld ranks), --grad-accum "
+                "%lld, --seed %lld; resume with the same global batch, accumulation and seed\n", from, was,
+                (long long)ts->batch_size, (long long)ts->num_ranks, (long long)ts->grad_accum, (long long)ts->seed);
         return -1;
     }
     if (dataloader_seek(&run->train, ts->epoch, ts->batch)) {
@@ -1437,21 +2346,28 @@ static int resume_data(Run* run, const Options* o, const CkptTrainState* ts, con
     return 0;
 }
 
-static int run_open(Run* run, T5* m, const Options* o, const CkptTrainState* resumed, const char* from) {
+static int run_open(Run* run, T5* m, const Options* o, const Dist* d, const CkptTrainState* resumed, const char* from) {
     memset(run, 0, sizeof(*run));
-    if (open_loader(&run->train, o->train_file, o, m, o->batch_size, 1)) return -1;
+    run->dist = d;
+    if (open_loader(&run->train, o->train_file, o, m, d, o->batch_size, 1)) return -1;
     run->has_val = o->val_file != NULL;
-    if (run->has_val && open_loader(&run->val, o->val_file, o, m, o->eval_batch_size ? o->eval_batch_size : o->batch_size, 0)) return -1;
+    if (run->has_val && open_loader(&run->val, o->val_file, o, m, d, o->eval_batch_size ? o->eval_batch_size : o->batch_size, 0)) return -1;
     long long per_epoch = (run->train.num_batches + o->grad_accum - 1) / o->grad_accum;
     run->total_steps = o->steps ? o->steps : (long long)ceil((double)o->epochs * (double)per_epoch);
     if (run->total_steps < 1) run->total_steps = 1;
-    printf("train file: %lld examples, %lld batches of %d per epoch, %lld steps in all\n", (long long)run->train.data.n,
-           (long long)run->train.num_batches, o->batch_size, run->total_steps);
+    printf("train file: %lld examples, %lld batches of %d x %d ranks per epoch, %lld steps in all\n", (long long)run->train.data.n,
+           (long long)run->train.num_batches, o->batch_size, d->size, run->total_steps);
     if (run->has_val) printf("val file: %lld examples\n", (long long)run->val.data.n);
+    if (o->eval_rouge && d->rank == 0 && open_rouge(run, o)) return -1;
     if (resumed && resume_data(run, o, resumed, from)) return -1;
     run->step = resumed ? resumed->run_step : 0;
     run->bufs = (BatchBuf*)callocCheck((size_t)o->grad_accum, sizeof(BatchBuf));
-    if (o->out_dir) {
+    if (o->data_log) {
+        char path[4400];
+        snprintf(path, sizeof(path), "%s.rank%d", o->data_log, d->rank);
+        if (!(run->data_log = fopen(path, resumed ? "a" : "w"))) { fprintf(stderr, "error: %s: cannot open for writing\n", path); return -1; }
+    }
+    if (o->out_dir && d->rank == 0) { // rank 0 writes the run directory
         char err[1024];
         if (mkdir_p(o->out_dir, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
         run->metrics = metrics_open(o, resumed != NULL, run->step);
@@ -1470,17 +2386,20 @@ static void run_close(Run* run, const Options* o) {
     free(run->bufs);
     batch_free(&run->val_buf);
     if (run->metrics) fclose(run->metrics);
+    if (run->data_log) fclose(run->data_log);
+    if (run->has_rouge) { evalset_free(&run->rouge_set); spm_free(&run->tok); }
 }
 
 // the step loop; returns 0, -1 on error, or the signal number that stopped it
 static int train_loop(T5* m, const Options* o, Run* run) {
+    const Dist* d = run->dist;
     double ms_sum = 0.0;
     int timed = 0, skipped = 0;
     for (long long k = run->step; k < run->total_steps; k++) {
         double t0 = now_ms();
         long long epoch = run->train.epoch;
         StepResult r = train_step(m, o, run, k);
-        if (r.error) { fprintf(stderr, "error: %s: %s\n", o->train_file, r.error); return -1; }
+        if (r.error) { fprintf(stderr, "error: %s (rank %d): %s\n", o->train_file, d->rank, r.error); return -1; }
         double ms = now_ms() - t0;
         ms_sum += ms; timed++;
         skipped += r.skipped;
@@ -1490,37 +2409,147 @@ static int train_loop(T5* m, const Options* o, Run* run) {
         if (run->has_val && o->eval_every && (k + 1) % o->eval_every == 0 && !last) log_eval(m, o, run);
         if (o->checkpoint_every && (k + 1) % o->checkpoint_every == 0 && !last) {
             CkptTrainState ts = train_state(o, run);
-            if (ckpt_write_run(m, o->out_dir, &ts, o->keep_checkpoints)) return -1;
+            int bad = d->rank == 0 && ckpt_write_run(m, o->out_dir, &ts, o->keep_checkpoints);
+            if (dist_max_int(d, bad)) return -1;
         }
-        if (g_stop_signal) return g_stop_signal;
+        int sig = dist_max_int(d, (int)g_stop_signal); // every rank stops after the same step
+        if (sig) return sig;
     }
     if (skipped) printf("%d step(s) skipped for non-finite values\n", skipped);
     return 0;
 }
 
-static int train(T5* m, const Options* o, const CkptTrainState* resumed, const char* from) {
+// after the last step (or a stop signal): the final evaluation and checkpoint, and the log's last record
+static int train_finish(T5* m, const Options* o, Run* run, int rc) {
+    printf("padding: %.1f%% of the training batch tokens\n", 100.0 * dataloader_padding_fraction(&run->train));
+    if (rc > 0) printf("stopped by signal %d after step %lld\n", rc, run->step);
+    if (rc == 0 && run->has_val) log_eval(m, o, run);
+    if (rc >= 0 && o->out_dir) {
+        CkptTrainState ts = train_state(o, run);
+        int bad = run->dist->rank == 0 && ckpt_write_run(m, o->out_dir, &ts, o->keep_checkpoints);
+        if (dist_max_int(run->dist, bad)) rc = -1;
+        else if (rc > 0) printf("resume with the same command and --resume latest\n");
+    }
+    if (run->metrics) {
+        fprintf(run->metrics, "{\"type\": \"%s\", \"step\": %lld", rc == 0 ? "end" : "stop", run->step);
+        json_num(run->metrics, "padding_fraction", dataloader_padding_fraction(&run->train));
+        fprintf(run->metrics, "}\n");
+    }
+    return rc;
+}
+
+static int train(T5* m, const Options* o, const Dist* d, const CkptTrainState* resumed, const char* from) {
     Run run;
-    int rc = run_open(&run, m, o, resumed, from);
+    int rc = dist_max_int(d, run_open(&run, m, o, d, resumed, from) != 0) ? -1 : 0; // all ranks or none
     if (rc == 0) {
         signal(SIGINT, on_stop_signal);
         signal(SIGTERM, on_stop_signal);
-        rc = train_loop(m, o, &run);
-        printf("padding: %.1f%% of the training batch tokens\n", 100.0 * dataloader_padding_fraction(&run.train));
-        if (rc > 0) printf("stopped by signal %d after step %lld\n", rc, run.step);
-        if (rc >= 0 && run.has_val && rc == 0) log_eval(m, o, &run);
-        if (rc >= 0 && o->out_dir) {
-            CkptTrainState ts = train_state(o, &run);
-            if (ckpt_write_run(m, o->out_dir, &ts, o->keep_checkpoints)) rc = -1;
-            else if (rc > 0) printf("resume with the same command and --resume latest\n");
-        }
-        if (run.metrics) {
-            fprintf(run.metrics, "{\"type\": \"%s\", \"step\": %lld", rc == 0 ? "end" : "stop", run.step);
-            json_num(run.metrics, "padding_fraction", dataloader_padding_fraction(&run.train));
-            fprintf(run.metrics, "}\n");
-        }
+        rc = train_finish(m, o, &run, train_loop(m, o, &run));
     }
     run_close(&run, o);
     return rc;
+}
+
+// ----------------------------------------------------------------------------
+// the evaluation and summarize commands
+
+static void eval_path(const Options* o, const char* file, char* buf, size_t len) {
+    const char* dir = o->eval_out ? o->eval_out : (o->out_dir ? NULL : "out/eval");
+    if (dir) snprintf(buf, len, "%s/%s", dir, file);
+    else snprintf(buf, len, "%s/eval/%s", o->out_dir, file);
+}
+
+// one model over the split: generations{tag}.jsonl and scores{tag}.json in the eval directory
+static int eval_model(T5* m, const Options* o, const SpmModel* tok, const EvalSet* s, const char* name, const char* tag,
+                      EvalResult* r) {
+    char err[1024], file[256], path[4400];
+    EvalConfig c = eval_config(o, 1);
+    if (eval_generate(m, tok, s, &c, tag[0] ? "zero-shot " : "generating", r, err, sizeof(err))) {
+        fprintf(stderr, "error: %s: %s\n", name, err);
+        return -1;
+    }
+    snprintf(file, sizeof(file), "generations%s.jsonl", tag);
+    eval_path(o, file, path, sizeof(path));
+    int rc = write_generations(path, s, r, err, sizeof(err));
+    snprintf(file, sizeof(file), "scores%s.json", tag);
+    eval_path(o, file, path, sizeof(path));
+    if (rc == 0) rc = write_scores_json(path, r, name, err, sizeof(err));
+    if (rc) fprintf(stderr, "error: %s\n", err);
+    return rc;
+}
+
+// summaries for --eval-split with the model (and --baseline-model), scores, and the comparison report
+static int run_eval(T5* m, const Options* o, const char* name) {
+    char err[1024], path[4400];
+    EvalSet s;
+    SpmModel tok;
+    if (evalset_open(&s, o->eval_split, o->eval_limit, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+    if (examples_check_vocab(&s.ex, m->config.vocab_size, o->eval_split, err, sizeof(err)) || load_tokenizer(&tok, o)) {
+        if (err[0]) fprintf(stderr, "error: %s\n", err);
+        evalset_free(&s);
+        return -1;
+    }
+    printf("evaluating on %s: %lld dialogues, %s, up to %d new tokens\n", o->eval_split, (long long)s.n,
+           o->num_beams > 1 ? "beam search" : "greedy", o->max_new_tokens);
+    EvalResult base = {0}, tuned = {0};
+    int rc = 0;
+    if (o->baseline_model) {
+        T5 b;
+        rc = load_model(&b, o, o->baseline_model);
+        if (rc == 0) { rc = eval_model(&b, o, &tok, &s, o->baseline_model, "_baseline", &base); t5_free(&b); }
+    }
+    if (rc == 0) rc = eval_model(m, o, &tok, &s, name, "", &tuned);
+    if (rc == 0) {
+        print_scores_header(stdout, 0);
+        if (o->baseline_model) print_scores_row(stdout, "zero-shot (baseline)", &base, 0);
+        print_scores_row(stdout, o->baseline_model ? "fine-tuned" : "model", &tuned, 0);
+        printf("(ROUGE: mean per-example F1 x 100, best over the %s references; BLEU: corpus sacrebleu)\n",
+               s.ref_start[1] > 1 ? "human" : "human reference");
+        eval_path(o, "", path, sizeof(path));
+        printf("wrote generations and scores to %s\n", path);
+    }
+    if (rc == 0 && o->baseline_model) {
+        eval_path(o, "", path, sizeof(path));
+        rc = write_comparison_files(path, &s, &base, &tuned, o->baseline_model, name, o->compare_examples, err, sizeof(err));
+        if (rc) fprintf(stderr, "error: %s\n", err);
+        else printf("wrote the side-by-side comparison to %scomparison.txt and comparison.md\n", path);
+    }
+    eval_result_free(&base); eval_result_free(&tuned);
+    spm_free(&tok);
+    evalset_free(&s);
+    return rc;
+}
+
+// the whole of FILE (or stdin) as one dialogue → its summary on stdout
+static int run_summarize(T5* m, const Options* o) {
+    char err[1024];
+    FILE* f = strcmp(o->summarize, "-") == 0 ? stdin : fopen(o->summarize, "rb");
+    if (!f) { fprintf(stderr, "error: %s: cannot open\n", o->summarize); return -1; }
+    size_t len = 0, cap = 1 << 16;
+    char* text = (char*)mallocCheck(cap);
+    for (size_t got; (got = fread(text + len, 1, cap - 1 - len, f)) > 0; ) {
+        len += got;
+        if (len + 1 == cap) text = (char*)realloc(text, cap *= 2);
+        if (!text) { fprintf(stderr, "error: out of memory\n"); return -1; }
+    }
+    if (f != stdin) fclose(f);
+    text[len] = 0;
+    int blank = 1;
+    for (size_t i = 0; i < len && blank; i++) blank = text[i] == ' ' || text[i] == '\n' || text[i] == '\t' || text[i] == '\r';
+    if (blank || strlen(text) != len) {
+        fprintf(stderr, "error: %s: %s\n", o->summarize, blank ? "empty dialogue" : "the text contains a NUL byte");
+        free(text);
+        return -1;
+    }
+    SpmModel tok;
+    if (load_tokenizer(&tok, o)) { free(text); return -1; }
+    EvalConfig c = eval_config(o, 0);
+    char* summary = summarize_text(m, &tok, o->prompt, text, &c, err, sizeof(err));
+    if (summary) printf("%s\n", summary);
+    else fprintf(stderr, "error: %s\n", err);
+    free(summary); free(text);
+    spm_free(&tok);
+    return summary ? 0 : -1;
 }
 
 // synthetic full-length batch, for timing forward + backward
@@ -1584,31 +2613,50 @@ static int setup_model(T5* m, const Options* o, CkptTrainState* ts, int* resumed
         return 0;
     }
     if (o->out_dir && o->train_file && check_fresh_run_dir(o->out_dir)) return -1;
-    return load_model(m, o);
+    return load_model(m, o, o->model);
 }
 
 #ifndef TESTING
-int main(int argc, char** argv) {
-    enable_flush_to_zero();
-    Options o = options_default();
-    if (parse_args(argc, argv, &o)) return EXIT_FAILURE;
-    if (o.bench == 0 && o.train_file == NULL && !o.save_hf && !o.save_ckpt) {
-        fprintf(stderr, "error: nothing to do: give --train-file, --bench, --save-hf or --save-checkpoint\n");
-        usage();
-        return EXIT_FAILURE;
-    }
+// setup → train (or bench) → outputs; returns 0, -1 on error, or the signal that stopped training
+static int run_program(const Options* o, const Dist* d) {
     T5 m;
     CkptTrainState ts;
     int resumed;
     char from[4400];
-    if (setup_model(&m, &o, &ts, &resumed, from, sizeof(from))) return EXIT_FAILURE;
-    if (o.out_dir) ckpt_remove_stale(o.out_dir);
-    print_config(&m, &o, from);
+    if (dist_max_int(d, setup_model(&m, o, &ts, &resumed, from, sizeof(from)) != 0)) return -1; // all ranks or none
+    if (o->out_dir && d->rank == 0) ckpt_remove_stale(o->out_dir);
+    if (o->summarize) { // stdout carries the summary alone
+        int rc = run_summarize(&m, o);
+        t5_free(&m);
+        return rc;
+    }
+    print_config(&m, o, from);
     int rc = 0;
-    if (o.bench) rc = bench(&m, &o);
-    else if (o.train_file) rc = train(&m, &o, resumed ? &ts : NULL, from);
-    if (rc == 0 && !o.bench) rc = save_outputs(&m, &o);
+    if (o->bench) rc = bench(&m, o);
+    else if (o->train_file) rc = train(&m, o, d, resumed ? &ts : NULL, from);
+    if (rc == 0 && !o->bench && d->rank == 0) rc = save_outputs(&m, o);
+    if (rc == 0 && o->eval_split && d->rank == 0) rc = run_eval(&m, o, o->train_file ? "fine-tuned" : from);
     t5_free(&m);
+    return rc;
+}
+
+int main(int argc, char** argv) {
+    enable_flush_to_zero();
+    Dist d;
+    if (dist_init(&d, &argc, &argv)) return EXIT_FAILURE;
+    if (d.rank > 0 && !freopen("/dev/null", "w", stdout)) return EXIT_FAILURE; // rank 0 speaks for all
+    Options o = options_default();
+    int rc = parse_args(argc, argv, &o);
+    if (rc == 0 && o.bench == 0 && o.train_file == NULL && !o.save_hf && !o.save_ckpt && !o.eval_split && !o.summarize) {
+        fprintf(stderr, "error: nothing to do: give --train-file, --eval-split, --summarize, --bench, --save-hf or --save-checkpoint\n");
+        usage();
+        rc = -1;
+    }
+    if (rc == 0) {
+        if (d.size > 1) printf("data parallel: %d ranks (MPI)\n", d.size);
+        rc = run_program(&o, &d);
+    }
+    dist_finalize(&d);
     if (rc > 0) return 128 + rc; // stopped by a signal, checkpoint written
     return rc ? EXIT_FAILURE : EXIT_SUCCESS;
 }
