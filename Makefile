@@ -245,8 +245,10 @@ test_t5cu: test_t5cu.cu train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
 # CI (no GPU): both programs for sm_80 and sm_90 in one nvcc call each, every warning an error
 CUDA_CHECK_ARCHS = -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 CUDA_CHECK_FLAGS = $(NVCC_FLAGS) -Werror all-warnings -Xcompiler -Werror $(CUDA_CHECK_ARCHS)
-# (+ the single-process build without NCCL/MPI, and the multi-GPU one when NCCL was found)
+# (+ the single-process build without NCCL/MPI; then --plan-memory, which needs no GPU: it checks the
+# device order of every preset and prints the largest batch per preset)
 cuda_compile_check: $(BUILD)/cc/train_t5cu $(BUILD)/cc/test_t5cu $(BUILD)/cc/train_t5cu_single
+	./$(BUILD)/cc/train_t5cu --plan-memory 80
 $(BUILD)/cc/train_t5cu_single: train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
 	@mkdir -p $(BUILD)/cc
 	$(NVCC) $(filter-out -DUSE_NCCL -DUSE_MPI,$(CUDA_CHECK_FLAGS)) $< $(BUILD)/t5_cpu.o -o $@ -lcublasLt -lm

@@ -15,7 +15,16 @@
 // written (=), except the residual streams and the encoder output, which accumulate.
 // Host synchronisation: one per optimizer step, after the backward passes, to read the loss and the
 // gradient norm (to print them and to skip a non-finite step before it reaches the weights, as the
-// CPU engine does); the next step's batches are prepared on the host before that wait.
+// CPU engine does); the next step's batches are prepared on the host before that wait. With several
+// ranks, one more at the start of a step: the global count of label tokens (the loss normalisation).
+//
+// Several GPUs (llmc/nccl.cuh: mpirun / srun / --nccl-init-dir, one process per GPU): each rank takes
+// its slice of every global batch from the data loader, the loss is normalised by the global count of
+// label tokens, and the gradients are summed over ranks bucket by bucket (llmc/zero.cuh) on a second
+// stream while the backward pass goes on; every rank then applies the same update. --zero 1 shards the
+// fp32 master weights and AdamW moments (reduce-scatter of the gradients, shard update, all-gather of
+// the floatX weights). --recompute 1 keeps only the residual streams of each block and recomputes
+// the block's internals in the backward pass.
 #include <stdio.h>      // defines: printf, fprintf
 #include <stdlib.h>     // defines: malloc, free, strtol, strtod
 #include <stdint.h>     // defines: uint64_t, uint32_t
@@ -41,6 +50,9 @@
 #include "llmc/crossentropy.cuh" // defines: crossentropy_forward_backward
 #include "llmc/global_norm.cuh"  // defines: global_norm
 #include "llmc/adamw.cuh"        // defines: adamw_update, copy_to_floatx
+#include "llmc/crc32.h"          // defines: Crc32Table, crc32_table_init, crc32_update
+#include "llmc/nccl.cuh"         // defines: Comm, comm_bootstrap, comm_init, comm_all_reduce_sum, comm_all_gather
+#include "llmc/zero.cuh"         // defines: ParamOrder, Bucket, order_build, order_at, shard_sumsq, BK_* buckets
 
 // ----------------------------------------------------------------------------
 // activations on the device, sized for the largest batch seen (layer strides use the current batch)
@@ -115,13 +127,28 @@ typedef struct {
     EmbedGroups enc, dec;
 } BatchDev;
 
+// how the model is built: communicator (NULL: one process), ZeRO-1, recompute
+typedef struct {
+    Comm* comm;
+    int zero;       // 1: fp32 master weights and AdamW moments sharded over comm's ranks (needs comm)
+    int recompute;  // 1: keep the residual streams only; recompute block internals in the backward pass
+} T5CudaOptions;
+
+// Device buffers. "full": ParamOrder.total floats in the device order of llmc/zero.cuh; "shard": this
+// rank's parts of every bucket (ParamOrder.shard floats; the whole device order without ZeRO-1).
 typedef struct {
     T5Config config;
-    T5Layout layout;
-    float* params;       // (total) fp32 master weights, layout order
-    floatX* params_x;    // (total) floatX copy for the matmuls (aliases params in the fp32 build)
-    float* grads;        // (total) fp32
-    float* m_mem;        // AdamW moments (total), allocated with the model
+    T5Layout layout;     // host order (checkpoints, HF files, tests)
+    ParamOrder order;    // device order, buckets, shards
+    int zero, recompute, shard_rank;
+    Comm* comm;
+    float* master;       // (shard) fp32 master weights
+    floatX* params_x;    // (full) floatX copy for the matmuls (aliases master in the fp32 build without ZeRO-1)
+    float* f32;          // (f32_total) fp32 values of the fp32-read prefix (aliases master without ZeRO-1,
+                         //   params_x in the fp32 build with it)
+    float* grads;        // (full) fp32 gradients
+    float* gshard;       // (shard) this rank's summed gradients (aliases grads without ZeRO-1)
+    float* m_mem;        // (shard) AdamW moments
     float* v_mem;
     long long step;      // optimizer updates done
     T5CudaActs acts;
@@ -134,61 +161,184 @@ typedef struct {
     double* loss_sum;    // device (2): Σ token losses of the last forward; of the step since t5cu_zero_grad
     float* norm;         // device: gradient norm
     double* norm_partial;
+    double* sumsq;       // device: Σ g² (the ZeRO-1 norm before its sum over ranks)
+    int reduce_now;      // the running backward pass reduces each bucket when it is done with it
+    int next_bucket;     // position in bucket_sequence: every rank must issue the same order
     MatmulCtx mm;
     cudaStream_t stream;
     size_t act_bytes;    // device bytes of the activations
+    size_t state_bytes;  // device bytes of weights, gradients and optimizer state on this rank
 } T5Cuda;
 
 static size_t t5cu_num_params(const T5Cuda* m) { return m->layout.total; }
 
-// copy `l` of tensor i: fp32 master, floatX copy, gradient
+// copy `l` of tensor i: fp32 value (fp32-read tensors only), floatX copy, gradient
 static float* PM(const T5Cuda* m, int i, int l) {
-    const T5Tensor* t = &m->layout.t[i];
-    return t->size ? m->params + t->offset + (size_t)l * t5_tensor_copy_size(t) : NULL;
+    if (!m->layout.t[i].size) return NULL;
+    size_t at = order_at(&m->order, i, l);
+    if (at >= m->order.f32_total) { // a programming error: the fp32 prefix of llmc/zero.cuh lacks tensor i
+        fprintf(stderr, "error: %s is read in fp32 but is not in the fp32-read buckets\n", m->layout.t[i].name);
+        exit(EXIT_FAILURE);
+    }
+    return m->f32 + at;
 }
 static const floatX* PX(const T5Cuda* m, int i, int l) {
-    const T5Tensor* t = &m->layout.t[i];
-    return t->size ? m->params_x + t->offset + (size_t)l * t5_tensor_copy_size(t) : NULL;
+    return m->layout.t[i].size ? m->params_x + order_at(&m->order, i, l) : NULL;
 }
 static float* PG(const T5Cuda* m, int i, int l) {
-    const T5Tensor* t = &m->layout.t[i];
-    return t->size ? m->grads + t->offset + (size_t)l * t5_tensor_copy_size(t) : NULL;
+    return m->layout.t[i].size ? m->grads + order_at(&m->order, i, l) : NULL;
+}
+
+typedef struct { void** p; size_t bytes; } AllocPlan;
+
+// the device buffers of the model state (aliases get no entry); t5cu_build allocates these and
+// --plan-memory adds them up
+static int state_plan(T5Cuda* m, AllocPlan* plan) {
+    size_t full = m->order.total, sh = m->order.shard, f = sizeof(float);
+    int n = 0;
+    plan[n++] = AllocPlan{ (void**)&m->master, sh * f };
+    plan[n++] = AllocPlan{ (void**)&m->grads, full * f };
+    plan[n++] = AllocPlan{ (void**)&m->m_mem, sh * f };
+    plan[n++] = AllocPlan{ (void**)&m->v_mem, sh * f };
+#ifdef ENABLE_FP32
+    if (m->zero) plan[n++] = AllocPlan{ (void**)&m->params_x, full * sizeof(floatX) };
+#else
+    plan[n++] = AllocPlan{ (void**)&m->params_x, full * sizeof(floatX) };
+    if (m->zero) plan[n++] = AllocPlan{ (void**)&m->f32, m->order.f32_total * f };
+#endif
+    if (m->zero) plan[n++] = AllocPlan{ (void**)&m->gshard, sh * f };
+    return n;
+}
+
+static void state_alias(T5Cuda* m) {
+    if (!m->params_x) m->params_x = (floatX*)m->master;                 // fp32 build, no ZeRO-1
+    if (!m->f32) m->f32 = m->zero ? (float*)m->params_x : m->master;    // fp32 build with ZeRO-1: floatX = float
+    if (!m->gshard) m->gshard = m->grads;
+}
+
+static size_t plan_bytes(const AllocPlan* plan, int n) {
+    size_t s = 0;
+    for (int i = 0; i < n; i++) s += plan[i].bytes;
+    return s;
+}
+
+// the geometry of the state: device order with one part per rank under ZeRO-1
+static void t5cu_set_geometry(T5Cuda* m, const T5Config* c, const T5CudaOptions* o) {
+    m->config = *c;
+    t5_layout(c, &m->layout);
+    m->comm = o->comm;
+    m->zero = o->zero;
+    m->recompute = o->recompute;
+    if (o->zero && !o->comm) { fprintf(stderr, "error: ZeRO-1 needs a communicator (even one of one rank)\n"); exit(EXIT_FAILURE); }
+    int ranks = o->zero ? o->comm->size : 1;
+    m->shard_rank = o->zero ? o->comm->rank : 0;
+    order_build(&m->order, c, ranks);
+    const char* bad = order_check(&m->order, &m->layout);
+    if (bad) { fprintf(stderr, "error: device order of the parameters: %s\n", bad); exit(EXIT_FAILURE); }
+}
+
+// ----------------------------------------------------------------------------
+// host (llmc/t5.h layout) ↔ device (llmc/zero.cuh order), one bucket at a time through a staging buffer
+
+typedef enum { T5CU_PARAMS, T5CU_ADAM_M, T5CU_ADAM_V, T5CU_GRADS } T5CuBuffer;
+
+// the slices of bucket b between a host buffer and `stage` (the bucket in device order)
+static void bucket_slices_copy(const T5Cuda* m, int b, float* stage, float* host, cudaMemcpyKind dir) {
+    const Bucket* bk = &m->order.b[b];
+    for (int k = 0; k < m->order.ns; k++) {
+        const OrderSlice* s = &m->order.s[k];
+        if (s->dev < bk->off || s->dev >= bk->off + bk->n) continue;
+        float* d = stage + (s->dev - bk->off);
+        float* h = host + s->host;
+        if (dir == cudaMemcpyHostToDevice) cudaCheck(cudaMemcpy(d, h, s->n * sizeof(float), dir));
+        else cudaCheck(cudaMemcpy(h, d, s->n * sizeof(float), dir));
+    }
+}
+
+static float* shard_buffer(T5Cuda* m, T5CuBuffer which) {
+    return which == T5CU_PARAMS ? m->master : which == T5CU_ADAM_M ? m->m_mem : m->v_mem;
+}
+
+// device ← host buffer in layout order (every rank passes the whole buffer and keeps its parts)
+static void t5cu_put(T5Cuda* m, T5CuBuffer which, const float* host) {
+    const ParamOrder* o = &m->order;
+    float* stage = cuda_alloc<float>(o->max_bucket);
+    cudaCheck(cudaStreamSynchronize(m->stream));
+    for (int b = 0; b < o->nb; b++) {
+        const Bucket* bk = &o->b[b];
+        if (!bk->n) continue;
+        cudaCheck(cudaMemset(stage, 0, bk->n * sizeof(float)));
+        bucket_slices_copy(m, b, stage, (float*)host, cudaMemcpyHostToDevice);
+        const float* mine = stage + (size_t)m->shard_rank * bk->part;
+        size_t part = bk->part * sizeof(float);
+        if (which == T5CU_GRADS) {
+            cudaCheck(cudaMemcpy(m->grads + bk->off, stage, bk->n * sizeof(float), cudaMemcpyDeviceToDevice));
+            continue;
+        }
+        cudaCheck(cudaMemcpy(shard_buffer(m, which) + bk->vstart, mine, part, cudaMemcpyDeviceToDevice));
+        if (which != T5CU_PARAMS) continue;
+        copy_to_floatx(m->params_x + bk->off, stage, bk->n, 0);
+        if (bk->fp32_read && m->f32 != m->master && (void*)m->f32 != (void*)m->params_x)
+            cudaCheck(cudaMemcpy(m->f32 + bk->off, stage, bk->n * sizeof(float), cudaMemcpyDeviceToDevice));
+    }
+    cudaCheck(cudaDeviceSynchronize());
+    cudaCheck(cudaFree(stage));
+}
+
+// host buffer in layout order ← device. Under ZeRO-1 the parts are gathered from all ranks, so every
+// rank must call; host may be NULL on ranks that do not need the values.
+static void t5cu_get(T5Cuda* m, T5CuBuffer which, float* host) {
+    const ParamOrder* o = &m->order;
+    float* stage = m->zero && which != T5CU_GRADS ? cuda_alloc<float>(o->max_bucket) : NULL;
+    for (int b = 0; b < o->nb; b++) {
+        const Bucket* bk = &o->b[b];
+        if (!bk->n) continue;
+        float* src;
+        if (which == T5CU_GRADS) src = m->grads + bk->off;
+        else if (!m->zero) src = shard_buffer(m, which) + bk->off;
+        else {
+            comm_all_gather(m->comm, shard_buffer(m, which) + bk->vstart, stage, bk->part, COMM_F32, m->stream);
+            src = stage;
+        }
+        cudaCheck(cudaStreamSynchronize(m->stream));
+        if (host) bucket_slices_copy(m, b, src, host, cudaMemcpyDeviceToHost);
+    }
+    if (stage) cudaCheck(cudaFree(stage));
 }
 
 // builds the model from a flat host buffer of fp32 parameters (layout order) on the current device
-static void t5cu_build(T5Cuda* m, const T5Config* c, const float* params) {
+static void t5cu_build_with(T5Cuda* m, const T5Config* c, const float* params, const T5CudaOptions* o) {
     memset(m, 0, sizeof(*m));
-    m->config = *c;
-    t5_layout(c, &m->layout);
-    size_t n = m->layout.total;
+    t5cu_set_geometry(m, c, o);
     cudaCheck(cudaStreamCreate(&m->stream));
     matmul_ctx_init(&m->mm, m->stream);
-    m->params = cuda_alloc<float>(n);
-#ifdef ENABLE_FP32
-    m->params_x = m->params;
-#else
-    m->params_x = cuda_alloc<floatX>(n);
-#endif
-    m->grads = cuda_alloc<float>(n);
-    m->m_mem = cuda_alloc<float>(n);
-    m->v_mem = cuda_alloc<float>(n);
-    cudaCheck(cudaMemcpy(m->params, params, n * sizeof(float), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemset(m->grads, 0, n * sizeof(float)));
-    cudaCheck(cudaMemset(m->m_mem, 0, n * sizeof(float)));
-    cudaCheck(cudaMemset(m->v_mem, 0, n * sizeof(float)));
-    copy_to_floatx(m->params_x, m->params, n, m->stream);
+    AllocPlan plan[8];
+    int n = state_plan(m, plan);
+    for (int i = 0; i < n; i++) {
+        *plan[i].p = cuda_alloc<char>(plan[i].bytes);
+        cudaCheck(cudaMemset(*plan[i].p, 0, plan[i].bytes)); // alignment gaps stay zero
+    }
+    state_alias(m);
+    m->state_bytes = plan_bytes(plan, n);
+    t5cu_put(m, T5CU_PARAMS, params);
     m->loss_sum = cuda_alloc<double>(2);
     m->norm = cuda_alloc<float>(1);
     m->norm_partial = cuda_alloc<double>(NORM_BLOCKS);
+    m->sumsq = cuda_alloc<double>(1);
     for (int s = 0; s < 2; s++) cudaCheck(cudaEventCreateWithFlags(&m->batch.copied[s], cudaEventDisableTiming));
     cudaCheck(cudaStreamSynchronize(m->stream));
 }
 
+// one process, no ZeRO-1, no recompute
+static void t5cu_build(T5Cuda* m, const T5Config* c, const float* params) {
+    T5CudaOptions o = { NULL, 0, 0 };
+    t5cu_build_with(m, c, params, &o);
+}
+
 // AdamW moments and step from a checkpoint (host buffers of layout size)
 static void t5cu_set_optimizer_state(T5Cuda* m, const float* mm, const float* vv, long long step) {
-    size_t n = t5cu_num_params(m) * sizeof(float);
-    cudaCheck(cudaMemcpy(m->m_mem, mm, n, cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(m->v_mem, vv, n, cudaMemcpyHostToDevice));
+    t5cu_put(m, T5CU_ADAM_M, mm);
+    t5cu_put(m, T5CU_ADAM_V, vv);
     m->step = step;
 }
 
@@ -207,37 +357,39 @@ static void t5cu_free(T5Cuda* m) {
     cudaCheck(cudaStreamSynchronize(m->stream));
     t5cu_free_acts(&m->acts);
     t5cu_free_batch(&m->batch);
-    cudaCheck(cudaFree(m->params));
-    if ((void*)m->params_x != (void*)m->params) cudaCheck(cudaFree(m->params_x));
-    cudaCheck(cudaFree(m->grads)); cudaCheck(cudaFree(m->m_mem)); cudaCheck(cudaFree(m->v_mem));
+    AllocPlan plan[8];
+    int n = state_plan(m, plan); // the owned buffers (plan reads only the geometry and the pointers)
+    for (int i = 0; i < n; i++) cudaCheck(cudaFree(*plan[i].p));
     cudaCheck(cudaFree(m->loss_sum)); cudaCheck(cudaFree(m->norm)); cudaCheck(cudaFree(m->norm_partial));
+    cudaCheck(cudaFree(m->sumsq));
     matmul_ctx_free(&m->mm);
     cudaCheck(cudaStreamDestroy(m->stream));
+    order_free(&m->order);
     memset(m, 0, sizeof(*m));
 }
 
-static void t5cu_alloc_acts(T5Cuda* m, int B, int Ts, int Tt) {
-    const T5Config* c = &m->config;
+// the activation buffers for batches up to (B, Ts, Tt); with recompute the block internals (all but
+// the residual streams e_res, e_mid, d_res, d_mid1, d_mid2) hold one block, reused by every block.
+// t5cu_alloc_acts allocates these and --plan-memory adds them up.
+static int acts_plan(T5CudaActs* a, const T5Config* c, int B, int Ts, int Tt, int recompute, AllocPlan* plan) {
     size_t C = c->d_model, HD = (size_t)c->num_heads * c->d_kv, F = c->d_ff, H = c->num_heads, V = c->vocab_size;
     size_t Le = c->num_layers, Ld = c->num_decoder_layers;
+    size_t Ke = recompute ? 1 : Le, Kd = recompute ? 1 : Ld; // stacked copies of the block internals
     size_t Ne = (size_t)B * Ts, Nd = (size_t)B * Tt, Nm = Ne > Nd ? Ne : Nd, Tm = Ts > Tt ? Ts : Tt;
     size_t Ff = c->gated ? F : 0, f = sizeof(float), x = sizeof(floatX);
-    cudaCheck(cudaStreamSynchronize(m->stream));
-    T5CudaActs* a = &m->acts;
-    t5cu_free_acts(a);
-    struct { void** p; size_t bytes; } plan[] = {
-        {(void**)&a->e_res, (Le + 1) * Ne * C * f}, {(void**)&a->e_mid, Le * Ne * C * f}, {(void**)&a->e_ln1, Le * Ne * C * x},
-        {(void**)&a->e_rstd1, Le * Ne * f}, {(void**)&a->e_qkv, Le * 3 * Ne * HD * x}, {(void**)&a->e_att, Le * B * H * Ts * Ts * x},
-        {(void**)&a->e_ctx, Le * Ne * HD * x}, {(void**)&a->e_ln2, Le * Ne * C * x}, {(void**)&a->e_rstd2, Le * Ne * f},
-        {(void**)&a->e_h0, Le * Ne * F * x}, {(void**)&a->e_h1, Le * Ne * Ff * x}, {(void**)&a->e_ff, Le * Ne * F * x},
+    AllocPlan p[] = {
+        {(void**)&a->e_res, (Le + 1) * Ne * C * f}, {(void**)&a->e_mid, Le * Ne * C * f}, {(void**)&a->e_ln1, Ke * Ne * C * x},
+        {(void**)&a->e_rstd1, Ke * Ne * f}, {(void**)&a->e_qkv, Ke * 3 * Ne * HD * x}, {(void**)&a->e_att, Ke * B * H * Ts * Ts * x},
+        {(void**)&a->e_ctx, Ke * Ne * HD * x}, {(void**)&a->e_ln2, Ke * Ne * C * x}, {(void**)&a->e_rstd2, Ke * Ne * f},
+        {(void**)&a->e_h0, Ke * Ne * F * x}, {(void**)&a->e_h1, Ke * Ne * Ff * x}, {(void**)&a->e_ff, Ke * Ne * F * x},
         {(void**)&a->e_rstdf, Ne * f}, {(void**)&a->e_out, Ne * C * x},
         {(void**)&a->d_res, (Ld + 1) * Nd * C * f}, {(void**)&a->d_mid1, Ld * Nd * C * f}, {(void**)&a->d_mid2, Ld * Nd * C * f},
-        {(void**)&a->d_ln1, Ld * Nd * C * x}, {(void**)&a->d_rstd1, Ld * Nd * f}, {(void**)&a->d_qkv, Ld * 3 * Nd * HD * x},
-        {(void**)&a->d_att, Ld * B * H * Tt * Tt * x}, {(void**)&a->d_ctx, Ld * Nd * HD * x}, {(void**)&a->d_ln2, Ld * Nd * C * x},
-        {(void**)&a->d_rstd2, Ld * Nd * f}, {(void**)&a->d_cq, Ld * Nd * HD * x}, {(void**)&a->d_ckv, Ld * 2 * Ne * HD * x},
-        {(void**)&a->d_catt, Ld * B * H * Tt * Ts * x}, {(void**)&a->d_cctx, Ld * Nd * HD * x}, {(void**)&a->d_ln3, Ld * Nd * C * x},
-        {(void**)&a->d_rstd3, Ld * Nd * f}, {(void**)&a->d_h0, Ld * Nd * F * x}, {(void**)&a->d_h1, Ld * Nd * Ff * x},
-        {(void**)&a->d_ff, Ld * Nd * F * x}, {(void**)&a->d_rstdf, Nd * f}, {(void**)&a->d_out, Nd * C * x},
+        {(void**)&a->d_ln1, Kd * Nd * C * x}, {(void**)&a->d_rstd1, Kd * Nd * f}, {(void**)&a->d_qkv, Kd * 3 * Nd * HD * x},
+        {(void**)&a->d_att, Kd * B * H * Tt * Tt * x}, {(void**)&a->d_ctx, Kd * Nd * HD * x}, {(void**)&a->d_ln2, Kd * Nd * C * x},
+        {(void**)&a->d_rstd2, Kd * Nd * f}, {(void**)&a->d_cq, Kd * Nd * HD * x}, {(void**)&a->d_ckv, Kd * 2 * Ne * HD * x},
+        {(void**)&a->d_catt, Kd * B * H * Tt * Ts * x}, {(void**)&a->d_cctx, Kd * Nd * HD * x}, {(void**)&a->d_ln3, Kd * Nd * C * x},
+        {(void**)&a->d_rstd3, Kd * Nd * f}, {(void**)&a->d_h0, Kd * Nd * F * x}, {(void**)&a->d_h1, Kd * Nd * Ff * x},
+        {(void**)&a->d_ff, Kd * Nd * F * x}, {(void**)&a->d_rstdf, Nd * f}, {(void**)&a->d_out, Nd * C * x},
         {(void**)&a->logits, Nd * V * x}, {(void**)&a->losses, Nd * f},
         {(void**)&a->sub, Nm * C * f}, {(void**)&a->scores, B * H * Tm * Tm * f}, {(void**)&a->att_x, B * H * Tm * Tm * x},
         {(void**)&a->diag, H * (2 * Tm - 1) * f}, {(void**)&a->g_res, Nm * C * f}, {(void**)&a->g_x, Nm * C * f},
@@ -245,12 +397,21 @@ static void t5cu_alloc_acts(T5Cuda* m, int B, int Ts, int Tt) {
         {(void**)&a->g_h0, Nm * F * x}, {(void**)&a->g_h1, Nm * Ff * x}, {(void**)&a->g_ff, Nm * F * x},
         {(void**)&a->g_enc, Ne * C * f}, {(void**)&a->g_ckv, 2 * Ne * HD * x}, {(void**)&a->dw_partial, RMSNORM_CHUNKS * C * f},
     };
-    static_assert(sizeof(plan) / sizeof(plan[0]) == sizeof(T5CudaActs) / sizeof(void*), "every activation is planned");
-    m->act_bytes = 0;
-    for (size_t i = 0; i < sizeof(plan) / sizeof(plan[0]); i++) {
-        *plan[i].p = cuda_alloc<char>(plan[i].bytes);
-        m->act_bytes += plan[i].bytes;
-    }
+    static_assert(sizeof(p) / sizeof(p[0]) == sizeof(T5CudaActs) / sizeof(void*), "every activation is planned");
+    memcpy(plan, p, sizeof(p));
+    return (int)(sizeof(p) / sizeof(p[0]));
+}
+
+#define ACTS_PLAN_MAX ((int)(sizeof(T5CudaActs) / sizeof(void*)))
+
+static void t5cu_alloc_acts(T5Cuda* m, int B, int Ts, int Tt) {
+    cudaCheck(cudaStreamSynchronize(m->stream));
+    T5CudaActs* a = &m->acts;
+    t5cu_free_acts(a);
+    AllocPlan plan[ACTS_PLAN_MAX];
+    int n = acts_plan(a, &m->config, B, Ts, Tt, m->recompute, plan);
+    for (int i = 0; i < n; i++) *plan[i].p = cuda_alloc<char>(plan[i].bytes);
+    m->act_bytes = plan_bytes(plan, n);
     m->max_B = B; m->max_Ts = Ts; m->max_Tt = Tt;
 }
 
@@ -258,7 +419,6 @@ static void t5cu_build_acts(T5Cuda* m, int B, int Ts, int Tt) {
     if (B <= m->max_B && Ts <= m->max_Ts && Tt <= m->max_Tt) return;
     t5cu_alloc_acts(m, B > m->max_B ? B : m->max_B, Ts > m->max_Ts ? Ts : m->max_Ts, Tt > m->max_Tt ? Tt : m->max_Tt);
 }
-
 // ----------------------------------------------------------------------------
 // the batch: validated on the host, staged in pinned memory, one copy to the device
 
@@ -356,8 +516,8 @@ typedef struct { floatX* ln; float* rstd; floatX *h0, *h1, *ff; } FfnActs;
 
 static AttnScratch attn_scratch(T5Cuda* m) { return AttnScratch{ m->acts.scores, m->acts.att_x, m->acts.diag }; }
 
-// sub (N, C) fp32 = o(attention(q(ln), k(kv_src), v(kv_src)))
-static void attn_sublayer_forward(T5Cuda* m, AttnActs a, AttnIds w, int l, const AttnSpec* s, int N) {
+// the internals of an attention sublayer: q(ln), k(kv_src), v(kv_src), probabilities, context
+static void attn_inner_forward(T5Cuda* m, AttnActs a, AttnIds w, int l, const AttnSpec* s, int N) {
     const T5Config* c = &m->config;
     int C = c->d_model, HD = c->num_heads * c->d_kv;
     const floatX* kv_src = a.kv_src ? a.kv_src : a.ln;
@@ -365,17 +525,28 @@ static void attn_sublayer_forward(T5Cuda* m, AttnActs a, AttnIds w, int l, const
     matmul_forward(&m->mm, a.kv, 0, kv_src, PX(m, w.k, l), a.Nkv, C, HD);
     matmul_forward(&m->mm, a.kv + (size_t)a.Nkv * HD, 0, kv_src, PX(m, w.v, l), a.Nkv, C, HD);
     attention_forward(&m->mm, a.ctx, a.att, attn_scratch(m), a.q, a.kv, a.kv + (size_t)a.Nkv * HD, s, m->stream);
-    matmul_forward(&m->mm, m->acts.sub, 1, a.ctx, PX(m, w.o, l), N, HD, C);
 }
 
-// sub (N, C) fp32 = wo(dropout(act(wi0 ln) [· wi1 ln]))
-static void ffn_sublayer_forward(T5Cuda* m, FfnActs a, FfnIds w, int l, int N, DropSite act_drop) {
+// sub (N, C) fp32 = o(attention(q(ln), k(kv_src), v(kv_src)))
+static void attn_sublayer_forward(T5Cuda* m, AttnActs a, AttnIds w, int l, const AttnSpec* s, int N) {
+    const T5Config* c = &m->config;
+    attn_inner_forward(m, a, w, l, s, N);
+    matmul_forward(&m->mm, m->acts.sub, 1, a.ctx, PX(m, w.o, l), N, c->num_heads * c->d_kv, c->d_model);
+}
+
+// the internals of an FFN sublayer: ff = dropout(act(wi0 ln) [· wi1 ln])
+static void ffn_inner_forward(T5Cuda* m, FfnActs a, FfnIds w, int l, int N, DropSite act_drop) {
     const T5Config* c = &m->config;
     int C = c->d_model, F = c->d_ff;
     matmul_forward(&m->mm, a.h0, 0, a.ln, PX(m, w.wi0, l), N, C, F);
     if (c->gated) matmul_forward(&m->mm, a.h1, 0, a.ln, PX(m, w.wi1, l), N, C, F);
     ffn_act_forward(a.ff, a.h0, c->gated ? a.h1 : NULL, (size_t)N * F, c->act, act_drop, m->stream);
-    matmul_forward(&m->mm, m->acts.sub, 1, a.ff, PX(m, w.wo, l), N, F, C);
+}
+
+// sub (N, C) fp32 = wo(dropout(act(wi0 ln) [· wi1 ln]))
+static void ffn_sublayer_forward(T5Cuda* m, FfnActs a, FfnIds w, int l, int N, DropSite act_drop) {
+    ffn_inner_forward(m, a, w, l, N, act_drop);
+    matmul_forward(&m->mm, m->acts.sub, 1, a.ff, PX(m, w.wo, l), N, m->config.d_ff, m->config.d_model);
 }
 
 // res_out = res_in + dropout(sub) (sub = NULL: res_out is the input already), then the next norm:
@@ -439,15 +610,18 @@ static void norm_backward(T5Cuda* m, int ln_id, int l, const float* x, const flo
 }
 
 // ----------------------------------------------------------------------------
-// per-block views into the stacked activations (strides of the current batch)
+// per-block views into the stacked activations (strides of the current batch). With recompute every
+// block uses the one copy of the internals (slot 0); the residual streams stay stacked.
+
+static size_t block_slot(const T5Cuda* m, int l) { return m->recompute ? 0 : (size_t)l; }
 
 // self-attention of block l over T tokens per sequence, from the stacked buffers of one stack
 static AttnActs self_attn_a(T5Cuda* m, int l, int T, floatX* ln, float* rstd, floatX* qkv, floatX* att, floatX* ctx) {
     const T5Config* c = &m->config;
-    size_t N = (size_t)m->B * T, C = c->d_model, HD = (size_t)c->num_heads * c->d_kv;
+    size_t N = (size_t)m->B * T, C = c->d_model, HD = (size_t)c->num_heads * c->d_kv, k = block_slot(m, l);
     size_t n_att = (size_t)m->B * c->num_heads * T * T;
-    floatX* q = qkv + (size_t)l * 3 * N * HD;
-    return AttnActs{ ln + l * N * C, rstd + l * N, q, q + N * HD, att + l * n_att, ctx + l * N * HD, NULL, (int)N };
+    floatX* q = qkv + k * 3 * N * HD;
+    return AttnActs{ ln + k * N * C, rstd + k * N, q, q + N * HD, att + k * n_att, ctx + k * N * HD, NULL, (int)N };
 }
 static AttnActs enc_attn_a(T5Cuda* m, int l) {
     T5CudaActs* a = &m->acts;
@@ -456,8 +630,8 @@ static AttnActs enc_attn_a(T5Cuda* m, int l) {
 // FFN of block l over N tokens
 static FfnActs ffn_a(T5Cuda* m, int l, size_t N, floatX* ln, float* rstd, floatX* h0, floatX* h1, floatX* ff) {
     const T5Config* c = &m->config;
-    size_t C = c->d_model, F = c->d_ff;
-    return FfnActs{ ln + l * N * C, rstd + l * N, h0 + l * N * F, c->gated ? h1 + l * N * F : NULL, ff + l * N * F };
+    size_t C = c->d_model, F = c->d_ff, k = block_slot(m, l);
+    return FfnActs{ ln + k * N * C, rstd + k * N, h0 + k * N * F, c->gated ? h1 + k * N * F : NULL, ff + k * N * F };
 }
 static FfnActs enc_ffn_a(T5Cuda* m, int l) {
     T5CudaActs* a = &m->acts;
@@ -470,9 +644,9 @@ static AttnActs dec_self_a(T5Cuda* m, int l) {
 static AttnActs dec_cross_a(T5Cuda* m, int l) {
     T5CudaActs* a = &m->acts; const T5Config* c = &m->config;
     size_t N = (size_t)m->B * m->Tt, Ne = (size_t)m->B * m->Ts, C = c->d_model, HD = (size_t)c->num_heads * c->d_kv;
-    size_t att = (size_t)m->B * c->num_heads * m->Tt * m->Ts;
-    return AttnActs{ a->d_ln2 + l * N * C, a->d_rstd2 + l * N, a->d_cq + l * N * HD, a->d_ckv + l * 2 * Ne * HD,
-                     a->d_catt + l * att, a->d_cctx + l * N * HD, a->e_out, (int)Ne };
+    size_t att = (size_t)m->B * c->num_heads * m->Tt * m->Ts, k = block_slot(m, l);
+    return AttnActs{ a->d_ln2 + k * N * C, a->d_rstd2 + k * N, a->d_cq + k * N * HD, a->d_ckv + k * 2 * Ne * HD,
+                     a->d_catt + k * att, a->d_cctx + k * N * HD, a->e_out, (int)Ne };
 }
 static FfnActs dec_ffn_a(T5Cuda* m, int l) {
     T5CudaActs* a = &m->acts;
@@ -588,8 +762,84 @@ static float t5cu_read_loss(T5Cuda* m) {
 
 // starts a step: gradients and the step's loss sum to zero
 static void t5cu_zero_grad(T5Cuda* m) {
-    cudaCheck(cudaMemsetAsync(m->grads, 0, t5cu_num_params(m) * sizeof(float), m->stream));
+    cudaCheck(cudaMemsetAsync(m->grads, 0, m->order.total * sizeof(float), m->stream));
     cudaCheck(cudaMemsetAsync(m->loss_sum, 0, 2 * sizeof(double), m->stream));
+}
+
+// ----------------------------------------------------------------------------
+// gradient buckets (llmc/zero.cuh): the backward pass hands each bucket to the communication stream
+// as soon as it has written its last gradient there. The order is fixed, the same on every rank:
+//   head, decoder blocks Ld−1 … 0, decoder norms, encoder blocks Le−1 … 0, encoder norms, embedding
+
+static int bucket_count(const T5Config* c) { return BK_LAYERS + c->num_layers + c->num_decoder_layers; }
+
+static int bucket_sequence(const T5Config* c, int k) {
+    int Le = c->num_layers, Ld = c->num_decoder_layers;
+    if (k == 0) return BK_HEAD;
+    if (k <= Ld) return order_dec_bucket(Ld - k);
+    if (k == Ld + 1) return BK_DEC_NORMS;
+    if (k <= Ld + 1 + Le) return order_enc_bucket(c, Ld + 1 + Le - k);
+    return k == Ld + Le + 2 ? BK_ENC_NORMS : BK_EMBED;
+}
+
+// sums bucket b over ranks: all-reduce in place, or (ZeRO-1) reduce-scatter into this rank's shard
+static void t5cu_reduce_bucket(T5Cuda* m, int b) {
+    const Bucket* bk = &m->order.b[b];
+    if (!bk->n) return;
+    Comm* c = m->comm;
+    comm_wait_for(c, m->stream);
+    if (m->zero) comm_reduce_scatter_sum(c, m->grads + bk->off, m->gshard + bk->vstart, bk->part, c->stream);
+    else comm_all_reduce_sum(c, m->grads + bk->off, bk->n, COMM_F32, c->stream);
+}
+
+// the backward pass is done with bucket b
+static void t5cu_bucket_done(T5Cuda* m, int b) {
+    if (!m->reduce_now) return;
+    int want = bucket_sequence(&m->config, m->next_bucket++);
+    if (b != want) { // a programming error that would hang the other ranks: stop here instead
+        fprintf(stderr, "error: gradient bucket %d finished where bucket %d was due\n", b, want);
+        exit(EXIT_FAILURE);
+    }
+    t5cu_reduce_bucket(m, b);
+}
+
+// the buckets not reduced yet (all of them on a rank whose last micro-batch was empty)
+static void t5cu_reduce_rest(T5Cuda* m) {
+    for (; m->next_bucket < bucket_count(&m->config); m->next_bucket++)
+        t5cu_reduce_bucket(m, bucket_sequence(&m->config, m->next_bucket));
+}
+
+// ----------------------------------------------------------------------------
+// recompute (--recompute 1): a block's internals rebuilt from its stored residual inputs, exactly as
+// the forward pass computed them (same kernels, same order, same dropout masks), into the one slot
+
+static void t5cu_encoder_recompute(T5Cuda* m, const T5Specs* s, int l) {
+    T5CudaActs* a = &m->acts;
+    int N = m->B * m->Ts;
+    size_t NC = (size_t)N * m->config.d_model;
+    AttnSpec sp = s->enc; sp.drop = drop_at(m, 0, l, DROP_ATT);
+    AttnActs aa = enc_attn_a(m, l);
+    FfnActs fa = enc_ffn_a(m, l);
+    residual_norm(m, a->e_res + l * NC, NULL, NULL, NO_DROP, aa.ln, aa.rstd, PM(m, P_ENC_LN1, l), NO_DROP, 1.0f, N);
+    attn_inner_forward(m, aa, ENC_ATTN, l, &sp, N);
+    residual_norm(m, a->e_mid + l * NC, NULL, NULL, NO_DROP, fa.ln, fa.rstd, PM(m, P_ENC_LN2, l), NO_DROP, 1.0f, N);
+    ffn_inner_forward(m, fa, ENC_FFN, l, N, drop_at(m, 0, l, DROP_FF));
+}
+
+static void t5cu_decoder_recompute(T5Cuda* m, const T5Specs* s, int l) {
+    T5CudaActs* a = &m->acts;
+    int N = m->B * m->Tt;
+    size_t NC = (size_t)N * m->config.d_model;
+    AttnSpec self = s->dec_self, cross = s->dec_cross;
+    self.drop = drop_at(m, 1, l, DROP_ATT); cross.drop = drop_at(m, 1, l, DROP_CROSS);
+    AttnActs sa = dec_self_a(m, l), ca = dec_cross_a(m, l);
+    FfnActs fa = dec_ffn_a(m, l);
+    residual_norm(m, a->d_res + l * NC, NULL, NULL, NO_DROP, sa.ln, sa.rstd, PM(m, P_DEC_LN1, l), NO_DROP, 1.0f, N);
+    attn_inner_forward(m, sa, DEC_SELF, l, &self, N);
+    residual_norm(m, a->d_mid1 + l * NC, NULL, NULL, NO_DROP, ca.ln, ca.rstd, PM(m, P_DEC_LN2, l), NO_DROP, 1.0f, N);
+    attn_inner_forward(m, ca, DEC_CROSS, l, &cross, N);
+    residual_norm(m, a->d_mid2 + l * NC, NULL, NULL, NO_DROP, fa.ln, fa.rstd, PM(m, P_DEC_LN3, l), NO_DROP, 1.0f, N);
+    ffn_inner_forward(m, fa, DEC_FFN, l, N, drop_at(m, 1, l, DROP_FF));
 }
 
 static void t5cu_encoder_backward(T5Cuda* m, const T5Specs* s) {
@@ -603,6 +853,7 @@ static void t5cu_encoder_backward(T5Cuda* m, const T5Specs* s) {
                             a->e_rstdf, N, C };
     rmsnorm_backward(&fin, m->stream);
     for (int l = L - 1; l >= 0; l--) {
+        if (m->recompute) t5cu_encoder_recompute(m, s, l);
         AttnSpec sp = s->enc; sp.drop = drop_at(m, 0, l, DROP_ATT);
         AttnActs aa = enc_attn_a(m, l);
         FfnActs fa = enc_ffn_a(m, l);
@@ -610,8 +861,11 @@ static void t5cu_encoder_backward(T5Cuda* m, const T5Specs* s) {
         norm_backward(m, P_ENC_LN2, l, a->e_mid + l * NC, fa.rstd, N, 1, drop_at(m, 0, l, DROP_ATT_RES));
         attn_sublayer_backward(m, aa, ENC_ATTN, l, &sp, N, PG(m, P_ENC_RELB, 0), NULL);
         norm_backward(m, P_ENC_LN1, l, a->e_res + l * NC, aa.rstd, N, l > 0, l > 0 ? drop_at(m, 0, l - 1, DROP_FF_RES) : NO_DROP);
+        t5cu_bucket_done(m, order_enc_bucket(c, l));
     }
+    t5cu_bucket_done(m, BK_ENC_NORMS);
     embedding_backward(PG(m, P_SHARED, 0), m->batch.enc, a->g_res, C, drop_at(m, 0, 0, DROP_EMBED), m->stream);
+    t5cu_bucket_done(m, BK_EMBED);
 }
 
 static void t5cu_decoder_backward(T5Cuda* m, const T5Specs* s) {
@@ -621,6 +875,7 @@ static void t5cu_decoder_backward(T5Cuda* m, const T5Specs* s) {
     size_t NC = (size_t)N * C;
     // head: logits = d_out · headᵀ, d_out = hs · dropout(rmsnorm(d_res[L]))
     matmul_backward_weight(&m->mm, PG(m, head, 0), a->logits, a->d_out, N, C, c->vocab_size);
+    t5cu_bucket_done(m, BK_HEAD); // empty when tied: the head is the embedding, reduced last
     matmul_backward_input(&m->mm, a->g_x, 1, a->logits, PX(m, head, 0), N, C, c->vocab_size, 0);
     RmsNormBackward fin = { a->g_res, 0, a->g_sub, drop_at(m, 1, L - 1, DROP_FF_RES), PG(m, P_DEC_LNF, 0), a->dw_partial,
                             a->g_x, t5cu_head_scale(c), drop_at(m, 1, 0, DROP_FINAL), a->d_res + L * NC,
@@ -628,6 +883,7 @@ static void t5cu_decoder_backward(T5Cuda* m, const T5Specs* s) {
     rmsnorm_backward(&fin, m->stream);
     cudaCheck(cudaMemsetAsync(a->g_enc, 0, (size_t)m->B * m->Ts * C * sizeof(float), m->stream));
     for (int l = L - 1; l >= 0; l--) {
+        if (m->recompute) t5cu_decoder_recompute(m, s, l);
         AttnSpec self = s->dec_self, cross = s->dec_cross;
         self.drop = drop_at(m, 1, l, DROP_ATT); cross.drop = drop_at(m, 1, l, DROP_CROSS);
         AttnActs sa = dec_self_a(m, l), ca = dec_cross_a(m, l);
@@ -638,7 +894,9 @@ static void t5cu_decoder_backward(T5Cuda* m, const T5Specs* s) {
         norm_backward(m, P_DEC_LN2, l, a->d_mid1 + l * NC, ca.rstd, N, 1, drop_at(m, 1, l, DROP_ATT_RES));
         attn_sublayer_backward(m, sa, DEC_SELF, l, &self, N, PG(m, P_DEC_RELB, 0), NULL);
         norm_backward(m, P_DEC_LN1, l, a->d_res + l * NC, sa.rstd, N, l > 0, l > 0 ? drop_at(m, 1, l - 1, DROP_FF_RES) : NO_DROP);
+        t5cu_bucket_done(m, order_dec_bucket(l));
     }
+    t5cu_bucket_done(m, BK_DEC_NORMS);
     embedding_backward(PG(m, P_SHARED, 0), m->batch.dec, a->g_res, C, drop_at(m, 1, 0, DROP_EMBED), m->stream);
 }
 
@@ -657,8 +915,14 @@ typedef struct {
     int decay_norms;  // 1: decay RMSNorm weights too; 0: HF Trainer's rule
 } AdamW;
 
-// launches the norm; the value stays on the device until t5cu_read_norm
-static void t5cu_grad_norm(T5Cuda* m) { global_norm(m->norm, m->norm_partial, m->grads, t5cu_num_params(m), m->stream); }
+// launches the norm of the summed gradients; the value stays on the device until t5cu_read_norm.
+// ZeRO-1: Σ g² of this rank's shard, summed over ranks, then the root.
+static void t5cu_grad_norm(T5Cuda* m) {
+    if (!m->zero) { global_norm(m->norm, m->norm_partial, m->grads, m->order.total, m->stream); return; }
+    shard_sumsq(m->sumsq, m->norm_partial, m->gshard, m->order.shard, m->stream);
+    comm_all_reduce_sum(m->comm, m->sumsq, 1, COMM_F64, m->stream);
+    norm_from_sumsq(m->norm, m->sumsq, m->stream);
+}
 
 static float t5cu_read_norm(T5Cuda* m) {
     float n;
@@ -673,28 +937,44 @@ static void t5cu_update(T5Cuda* m, const AdamW* o, float lr, float norm, float m
     double bc1 = 1.0 - pow((double)o->beta1, (double)m->step), bc2 = 1.0 - pow((double)o->beta2, (double)m->step);
     float clip = 1.0f;
     if (max_norm > 0.0f) { float coef = max_norm / (norm + 1e-6f); if (coef < 1.0f) clip = coef; }
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
-        const T5Tensor* tt = &m->layout.t[t];
-        float decay = (t5_is_norm(t) && !o->decay_norms) ? 1.0f : (float)(1.0 - (double)lr * o->weight_decay);
-        AdamWStep s = { o->beta1, o->beta2, o->eps, decay, (float)(lr / bc1), (float)sqrt(bc2), clip };
-        size_t off = tt->offset;
-        adamw_update(m->params + off, m->params_x + off, m->grads + off, m->m_mem + off, m->v_mem + off, tt->size, s, m->stream);
+    // this rank's part of each bucket, cut into runs of one weight-decay class (the whole device order
+    // without ZeRO-1); master, moments and summed gradients at shard offsets, the floatX copy in place
+    const ParamOrder* po = &m->order;
+    for (int b = 0; b < po->nb; b++) {
+        const Bucket* bk = &po->b[b];
+        size_t lo = bk->off + (size_t)m->shard_rank * bk->part, hi = lo + bk->part;
+        for (int k = 0; k < po->nruns; k++) {
+            const DecayRun* r = &po->runs[k];
+            size_t a = r->off > lo ? r->off : lo, e = r->off + r->n < hi ? r->off + r->n : hi;
+            if (a >= e) continue;
+            float decay = (r->norm && !o->decay_norms) ? 1.0f : (float)(1.0 - (double)lr * o->weight_decay);
+            AdamWStep s = { o->beta1, o->beta2, o->eps, decay, (float)(lr / bc1), (float)sqrt(bc2), clip };
+            size_t v = bk->vstart + (a - lo);
+            adamw_update(m->master + v, m->params_x + a, m->gshard + v, m->m_mem + v, m->v_mem + v, e - a, s, m->stream);
+        }
+    }
+    if (!m->zero) return;
+    // ZeRO-1: every rank's updated parts to every rank: the floatX copy, and the fp32 prefix the forward reads
+    for (int b = 0; b < po->nb; b++) {
+        const Bucket* bk = &po->b[b];
+        floatX* x = m->params_x + bk->off;
+        comm_all_gather(m->comm, x + (size_t)m->shard_rank * bk->part, x, bk->part, COMM_FLOATX, m->stream);
+        if (bk->fp32_read && (void*)m->f32 != (void*)m->params_x)
+            comm_all_gather(m->comm, m->master + bk->vstart, m->f32 + bk->off, bk->part, COMM_F32, m->stream);
     }
 }
 
-// host copies of device buffers (for checkpoints, exports and tests)
-static void t5cu_download(T5Cuda* m, float* dst, const float* src, size_t n) {
-    cudaCheck(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, m->stream));
-    cudaCheck(cudaStreamSynchronize(m->stream));
-}
+static int is_rank0(const T5Cuda* m) { return !m->comm || m->comm->rank == 0; }
 
+// rank 0 writes params + AdamW state in layout order (under ZeRO-1 every rank takes part in the gather).
+// The file is an ordinary checkpoint: it loads with any number of ranks, with or without ZeRO-1.
 static int t5cu_save_checkpoint(T5Cuda* m, const char* path, const CkptTrainState* ts, char* err, size_t errlen) {
     size_t n = t5cu_num_params(m);
-    float* p = (float*)mallocCheck(3 * n * sizeof(float));
-    t5cu_download(m, p, m->params, n);
-    t5cu_download(m, p + n, m->m_mem, n);
-    t5cu_download(m, p + 2 * n, m->v_mem, n);
-    int rc = ckpt_save(path, &m->config, p, p + n, p + 2 * n, (int64_t)n, m->step, ts, err, errlen);
+    float* p = is_rank0(m) ? (float*)mallocCheck(3 * n * sizeof(float)) : NULL;
+    t5cu_get(m, T5CU_PARAMS, p);
+    t5cu_get(m, T5CU_ADAM_M, p ? p + n : NULL);
+    t5cu_get(m, T5CU_ADAM_V, p ? p + 2 * n : NULL);
+    int rc = p ? ckpt_save(path, &m->config, p, p + n, p + 2 * n, (int64_t)n, m->step, ts, err, errlen) : 0;
     free(p);
     return rc;
 }
@@ -798,11 +1078,12 @@ typedef struct {
     const char* train_file;  // pre-tokenized examples
     const char* save_hf;
     const char* save_ckpt;
+    const char* nccl_init_dir;
     int steps, schedule_steps, batch_size, grad_accum, warmup, shuffle, bucket, decay_norms, max_src_len, max_tgt_len;
-    float lr, weight_decay, beta1, beta2, adam_eps, clip, dropout, peak_tflops;
+    float lr, weight_decay, beta1, beta2, adam_eps, clip, dropout, peak_tflops, plan_memory;
     LrScheduleKind schedule;
     long long seed;
-    int bench, bench_warmup;
+    int bench, bench_warmup, zero, recompute, plan_ranks;
 } Options;
 
 static Options options_default(void) {
@@ -811,7 +1092,7 @@ static Options options_default(void) {
     o.model = "flan-t5-small"; o.steps = 10; o.batch_size = 8; o.grad_accum = 1; o.shuffle = 1; o.bucket = 1;
     o.max_src_len = 512; o.max_tgt_len = 128; o.lr = 3e-4f; o.weight_decay = 0.01f; o.beta1 = 0.9f;
     o.beta2 = 0.999f; o.adam_eps = 1e-8f; o.clip = 1.0f; o.dropout = -1.0f; o.schedule = SCHED_LINEAR; o.seed = 42;
-    o.bench_warmup = 3;
+    o.bench_warmup = 3; o.plan_ranks = 8;
     return o;
 }
 
@@ -819,12 +1100,13 @@ static void usage(void) {
     Options d = options_default();
     fprintf(stderr,
         "usage: train_t5cu [options]   (" PRECISION_NAME " build)\n"
+        "       mpirun -np N train_t5cu [options]   (one process per GPU; srun works the same)\n"
         "  --model SPEC           preset name, HF model directory, or native checkpoint (default %s). Presets:", d.model);
     for (int i = 0; i < T5_NUM_PRESETS; i++) fprintf(stderr, " %s", T5_PRESETS[i].name);
     fprintf(stderr, "\n"
         "  --train-file PATH      pre-tokenized example file (llmc/examples.h format)\n"
         "  --steps N              optimizer steps (default %d)\n"
-        "  --batch-size N         examples per micro-batch (default %d)\n"
+        "  --batch-size N         examples per micro-batch and rank (default %d)\n"
         "  --grad-accum N         micro-batches per step (default %d)\n"
         "  --lr X                 peak learning rate (default %g)\n"
         "  --schedule S           constant | linear | cosine (default %s)\n"
@@ -842,13 +1124,19 @@ static void usage(void) {
         "  --max-tgt-len N        truncate targets to N tokens (default %d)\n"
         "  --seed N               seed for init, data order and dropout (default %lld)\n"
         "  --save-hf DIR          write the trained model as an HF directory\n"
-        "  --save-checkpoint PATH write a native checkpoint (params + AdamW state)\n"
+        "  --save-checkpoint PATH write a native checkpoint (params + AdamW state; gathered under --zero 1)\n"
         "  --bench N              time N training steps on synthetic DialogSum-shaped batches and exit\n"
         "  --bench-warmup N       untimed steps before them (default %d)\n"
-        "  --peak-tflops X        bf16 dense peak for MFU, 0 = from the card's name (default 0)\n",
+        "  --peak-tflops X        bf16 dense peak for MFU, 0 = from the card's name (default 0)\n"
+        "  --zero 0|1             ZeRO-1: shard fp32 master weights and AdamW moments over the ranks (default %d)\n"
+        "  --recompute 0|1        recompute block internals in the backward pass (less memory, ~1/3 more compute) (default %d)\n"
+        "  --nccl-init-dir DIR    bootstrap without MPI: ranks from RANK/WORLD_SIZE/LOCAL_RANK (or SLURM_*), the\n"
+        "                         NCCL id through DIR on a shared filesystem (fresh per run)\n"
+        "  --plan-memory GIB      print the memory plan of every preset for a GIB GiB device and exit (no GPU needed)\n"
+        "  --plan-ranks N         ranks for the ZeRO-1 column of --plan-memory (default %d)\n",
         d.steps, d.batch_size, d.grad_accum, (double)d.lr, lr_schedule_name(d.schedule), d.warmup, (double)d.weight_decay,
         d.decay_norms, (double)d.beta1, (double)d.beta2, (double)d.adam_eps, (double)d.clip, (double)d.dropout, d.shuffle,
-        d.bucket, d.max_src_len, d.max_tgt_len, d.seed, d.bench_warmup);
+        d.bucket, d.max_src_len, d.max_tgt_len, d.seed, d.bench_warmup, d.zero, d.recompute, d.plan_ranks);
 }
 
 typedef struct { const char* flag; int* dst; long long lo, hi; } IntFlag;
@@ -863,15 +1151,17 @@ static int parse_flag(Options* o, const char* f, const char* v) {
         {"--warmup", &o->warmup, 0, 1000000000}, {"--shuffle", &o->shuffle, 0, 1}, {"--bucket", &o->bucket, 0, 1},
         {"--decay-norms", &o->decay_norms, 0, 1}, {"--max-src-len", &o->max_src_len, 1, 1 << 16},
         {"--max-tgt-len", &o->max_tgt_len, 1, 1 << 16}, {"--bench", &o->bench, 0, 1000000},
-        {"--bench-warmup", &o->bench_warmup, 0, 1000000},
+        {"--bench-warmup", &o->bench_warmup, 0, 1000000}, {"--zero", &o->zero, 0, 1}, {"--recompute", &o->recompute, 0, 1},
+        {"--plan-ranks", &o->plan_ranks, 1, 1 << 20},
     };
     FloatFlag floats[] = {
         {"--lr", &o->lr, 0.0, 10.0}, {"--weight-decay", &o->weight_decay, 0.0, 10.0}, {"--beta1", &o->beta1, 0.0, 0.999999},
         {"--beta2", &o->beta2, 0.0, 0.999999999}, {"--adam-eps", &o->adam_eps, 1e-30, 1.0}, {"--clip", &o->clip, 0.0, 1e9},
         {"--dropout", &o->dropout, -1.0, 0.99}, {"--peak-tflops", &o->peak_tflops, 0.0, 1e6},
+        {"--plan-memory", &o->plan_memory, 0.0, 1e6},
     };
     StrFlag strs[] = { {"--model", &o->model}, {"--train-file", &o->train_file}, {"--save-hf", &o->save_hf},
-                       {"--save-checkpoint", &o->save_ckpt} };
+                       {"--save-checkpoint", &o->save_ckpt}, {"--nccl-init-dir", &o->nccl_init_dir} };
     for (size_t k = 0; k < sizeof(ints) / sizeof(ints[0]); k++) {
         if (strcmp(f, ints[k].flag) != 0) continue;
         long long x;
@@ -902,8 +1192,8 @@ static int parse_args(int argc, char** argv, Options* o) {
         if (r < 0) return -1;
         if (r == 0) { fprintf(stderr, "error: unknown option %s (see --help)\n", f); return -1; }
     }
-    if (o->bench == 0 && !o->train_file && !o->save_hf && !o->save_ckpt) {
-        fprintf(stderr, "error: nothing to do: give --train-file, --bench, --save-hf or --save-checkpoint\n");
+    if (o->plan_memory == 0.0f && o->bench == 0 && !o->train_file && !o->save_hf && !o->save_ckpt) {
+        fprintf(stderr, "error: nothing to do: give --train-file, --bench, --save-hf, --save-checkpoint or --plan-memory\n");
         return -1;
     }
     return 0;
@@ -939,24 +1229,127 @@ static int load_host_model(const Options* o, HostModel* h) {
     return 0;
 }
 
+// CRC-32 of the host parameters: every rank must start from the same model
+static int64_t params_crc(const HostModel* h) {
+    T5Layout L;
+    t5_layout(&h->config, &L);
+    Crc32Table T;
+    crc32_table_init(&T);
+    return (int64_t)crc32_update(&T, 0, h->params, L.total * sizeof(float));
+}
+
 static void print_config(const T5Cuda* m, const Options* o, const char* from, const cudaDeviceProp* p, double peak) {
     const T5Config* c = &m->config;
+    int ranks = m->comm ? m->comm->size : 1;
     printf("+------------------------+---------------------------------------------+\n");
     printf("| %-22s | %-43s |\n", "model", o->model);
     printf("| %-22s | %-43s |\n", "loaded from", from);
     printf("| %-22s | %-43zu |\n", "parameters", t5cu_num_params(m));
-    char shape[96];
-    snprintf(shape, sizeof(shape), "V=%d C=%d H=%d D=%d F=%d L=%d/%d", c->vocab_size, c->d_model, c->num_heads, c->d_kv,
+    char row[96];
+    snprintf(row, sizeof(row), "V=%d C=%d H=%d D=%d F=%d L=%d/%d", c->vocab_size, c->d_model, c->num_heads, c->d_kv,
              c->d_ff, c->num_layers, c->num_decoder_layers);
-    printf("| %-22s | %-43s |\n", "shape", shape);
+    printf("| %-22s | %-43s |\n", "shape", row);
     printf("| %-22s | %-43s |\n", "ffn / head", c->tied ? (c->gated ? "gated, tied" : "plain, tied") : (c->gated ? "gated, untied" : "plain, untied"));
     printf("| %-22s | %-43s |\n", "precision", PRECISION_NAME);
     printf("| %-22s | %-43s |\n", "device", p->name);
     printf("| %-22s | %-43.1f |\n", "bf16 dense peak TFLOP/s", peak);
-    printf("| %-22s | %d x %-39d |\n", "batch x accumulation", o->batch_size, o->grad_accum);
+    printf("| %-22s | %d x %d x %-35d |\n", "batch x accum x ranks", o->batch_size, o->grad_accum, ranks);
+    snprintf(row, sizeof(row), "%s%s, ZeRO-1 %s, recompute %s", m->comm && m->comm->active ? "NCCL" : "one process",
+             m->comm && m->comm->via_mpi ? " (MPI)" : "", m->zero ? "on" : "off", m->recompute ? "on" : "off");
+    printf("| %-22s | %-43s |\n", "parallelism", row);
+    snprintf(row, sizeof(row), "%.2f GiB per rank (%zu buckets)", m->state_bytes / 1073741824.0, (size_t)m->order.nb);
+    printf("| %-22s | %-43s |\n", "weights+grads+AdamW", row);
     printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
     printf("| %-22s | wd %-8g clip %-8g dropout %-14g |\n", "regularisation", (double)o->weight_decay, (double)o->clip, (double)c->dropout);
     printf("+------------------------+---------------------------------------------+\n");
+}
+
+// ----------------------------------------------------------------------------
+// the memory plan (--plan-memory): device bytes per rank from the same plans the allocations use
+
+// weights, gradients and optimizer state of config c on one of `ranks` ranks
+static size_t plan_state_bytes(const T5Config* c, int zero, int ranks) {
+    T5Cuda m;
+    memset(&m, 0, sizeof(m));
+    m.zero = zero;
+    order_build(&m.order, c, zero ? ranks : 1);
+    AllocPlan plan[8];
+    size_t bytes = plan_bytes(plan, state_plan(&m, plan));
+    order_free(&m.order);
+    return bytes;
+}
+
+static size_t plan_act_bytes(const T5Config* c, int B, int Ts, int Tt, int recompute) {
+    T5CudaActs a;
+    AllocPlan plan[ACTS_PLAN_MAX];
+    return plan_bytes(plan, acts_plan(&a, c, B, Ts, Tt, recompute, plan));
+}
+
+// what else a process holds: the CUDA context and kernels (~0.6 GiB on an H100), the cuBLASLt
+// workspace (32 MiB), NCCL's buffers (~0.4 GiB for 8 ranks), and allocator fragmentation: 1.5 GiB
+#define PLAN_RESERVE_BYTES ((size_t)3 << 29)
+
+// the largest batch of B·(Ts + Tt) tokens whose state + activations fit in `budget` bytes (0: none)
+static int plan_max_batch(const T5Config* c, size_t state, size_t budget, int Ts, int Tt, int recompute) {
+    if (state + PLAN_RESERVE_BYTES + plan_act_bytes(c, 1, Ts, Tt, recompute) > budget) return 0;
+    int lo = 1, hi = 65536;
+    while (lo < hi) { // largest B that fits: activations grow with B
+        int mid = lo + (hi - lo + 1) / 2;
+        if (state + PLAN_RESERVE_BYTES + plan_act_bytes(c, mid, Ts, Tt, recompute) <= budget) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
+// the device order of every preset, and of the fixture-like odd shapes, for 1 … 64 ranks
+static const char* plan_check_orders(void) {
+    for (int i = 0; i <= T5_NUM_PRESETS; i++) {
+        T5Config c;
+        t5_config_preset(&c, T5_PRESETS[i < T5_NUM_PRESETS ? i : 0].name);
+        if (i == T5_NUM_PRESETS) { c.num_heads = 5; c.d_kv = 6; c.d_model = 24; c.d_ff = 37; c.num_layers = 3; c.num_decoder_layers = 1; }
+        T5Layout L;
+        t5_layout(&c, &L);
+        for (int r = 1; r <= 64; r *= 2) {
+            ParamOrder po;
+            order_build(&po, &c, r);
+            const char* bad = order_check(&po, &L);
+            order_free(&po);
+            if (bad) return bad;
+        }
+    }
+    return NULL;
+}
+
+static int plan_memory(const Options* o) {
+    const char* bad = plan_check_orders();
+    if (bad) { fprintf(stderr, "error: device order of the parameters: %s\n", bad); return -1; }
+    size_t budget = (size_t)((double)o->plan_memory * 1073741824.0);
+    int Ts = o->max_src_len, Tt = o->max_tgt_len, R = o->plan_ranks;
+    double G = 1073741824.0;
+    printf("memory plan (%s build): a %.0f GiB device, every example padded to %d source + %d target tokens (the\n"
+           "worst case of --max-src-len / --max-tgt-len), %.1f GiB reserved for the CUDA context, cuBLASLt, NCCL\n"
+           "and fragmentation. state = weights + gradients + AdamW moments per rank; act/ex = activations per example.\n",
+           PRECISION_NAME, (double)o->plan_memory, Ts, Tt, PLAN_RESERVE_BYTES / G);
+    char zero_col[32];
+    snprintf(zero_col, sizeof(zero_col), "ZeRO-1 x%d", R);
+    printf("%-14s %8s %10s %12s %10s %10s %10s %10s %13s\n", "", "params", "state GiB", "state GiB", "act GiB", "act GiB",
+           "max batch", "max batch", "max batch");
+    printf("%-14s %8s %10s %12s %10s %10s %10s %10s %13s\n", "preset", "(M)", "1 GPU", zero_col, "/example", "recompute",
+           "", "recompute", "recomp+ZeRO-1");
+    for (int i = 0; i < T5_NUM_PRESETS; i++) {
+        T5Config c;
+        t5_config_preset(&c, T5_PRESETS[i].name);
+        T5Layout L;
+        t5_layout(&c, &L);
+        size_t s1 = plan_state_bytes(&c, 0, 1), sz = plan_state_bytes(&c, 1, R);
+        double a1 = (plan_act_bytes(&c, 2, Ts, Tt, 0) - plan_act_bytes(&c, 1, Ts, Tt, 0)) / G;
+        double ar = (plan_act_bytes(&c, 2, Ts, Tt, 1) - plan_act_bytes(&c, 1, Ts, Tt, 1)) / G;
+        printf("%-14s %8.0f %10.1f %13.1f %10.3f %10.3f %10d %10d %13d\n", T5_PRESETS[i].name, L.total / 1e6, s1 / G, sz / G,
+               a1, ar, plan_max_batch(&c, s1, budget, Ts, Tt, 0), plan_max_batch(&c, s1, budget, Ts, Tt, 1),
+               plan_max_batch(&c, sz, budget, Ts, Tt, 1));
+    }
+    printf("max batch: examples per GPU and micro-batch (0: the state alone does not fit). DialogSum batches are\n"
+           "dynamically padded (mean 223 / p95 415 source tokens), so real batches of this size use less.\n");
+    return 0;
 }
 
 // ----------------------------------------------------------------------------
@@ -964,27 +1357,50 @@ static void print_config(const T5Cuda* m, const Options* o, const char* from, co
 
 typedef struct { float loss, grad_norm, lr; long long tokens; double flops; int skipped; const char* error; } StepResult;
 
-// one optimizer step over the micro-batches batches[0..A); the loss is the mean over all counted tokens
+// One optimizer step over this rank's micro-batches batches[0..A) (B = 0 is possible: a rank's empty
+// share of a short last batch). The loss is the mean over the counted tokens of the global batch: the
+// counts are summed over ranks first, the backward passes scale by 1 / that total, the bucket
+// reductions of the last backward pass sum the gradients, so every rank applies the same update.
 static StepResult train_step(T5Cuda* m, const Options* o, T5Batch** batches, int A, long long k) {
     StepResult r;
     memset(&r, 0, sizeof(r));
-    long long total = 0;
+    int64_t counts[3] = { 0, 0, 0 }; // counted label tokens, real tokens, FLOPs (rounded)
+    int bad = 0;
     for (int a = 0; a < A; a++) { // labels of the whole step first: they fix the loss normalisation
-        const char* bad = t5cpu_check_batch(&m->config, batches[a]);
-        if (bad) { r.error = bad; return r; } // refused before any compute
-        total += batch_count_labels(batches[a]);
-        r.tokens += batch_real_tokens(batches[a]);
-        r.flops += t5_batch_flops(&m->config, batches[a]);
+        const char* why = batches[a]->B > 0 ? t5cpu_check_batch(&m->config, batches[a]) : NULL;
+        if (why) { r.error = why; bad = 1; }
+        counts[0] += batch_count_labels(batches[a]);
+        counts[1] += batch_real_tokens(batches[a]);
+        counts[2] += (int64_t)t5_batch_flops(&m->config, batches[a]);
     }
+    Comm* c = m->comm;
+    int comm_on = c && (c->active || m->zero);
+    if (c && comm_max_int(c, bad)) { if (!r.error) r.error = "a bad batch on another rank"; return r; } // before any compute
+    if (bad) return r;
+    if (c) comm_sum_i64(c, counts, 3);
+    long long total = counts[0];
+    r.tokens = counts[1]; r.flops = (double)counts[2];
+    int rank = c ? c->rank : 0;
     t5cu_zero_grad(m);
+    m->reduce_now = 0; m->next_bucket = 0;
     for (int a = 0; a < A && total > 0; a++) {
-        uint64_t seed = mix64((uint64_t)o->seed ^ mix64((uint64_t)k * 65536 + (uint64_t)a));
+        if (batches[a]->B == 0) continue;
+        // ranks > 0 draw other masks than rank 0 for the same positions of their slices (as train_t5)
+        uint64_t seed = mix64((uint64_t)o->seed ^ mix64((uint64_t)k * 65536 + (uint64_t)a)) + (uint64_t)rank * 0x9e3779b97f4a7c15ULL;
         t5cu_forward(m, batches[a], 1, seed, 1.0f / (float)total);
+        m->reduce_now = comm_on && a == A - 1;
         t5cu_backward(m);
     }
+    if (comm_on && total > 0) {
+        m->reduce_now = 1;
+        t5cu_reduce_rest(m);
+        m->reduce_now = 0;
+        comm_join(c, m->stream);
+    }
+    if (c) comm_all_reduce_sum(c, m->loss_sum, 2, COMM_F64, m->stream);
     t5cu_grad_norm(m);
     double sums[2];
-    t5cu_read_loss_sums(m, sums); // the step's one synchronisation (see the top of the file)
+    t5cu_read_loss_sums(m, sums); // the step's synchronisation (see the top of the file)
     r.loss = total > 0 ? (float)(sums[1] / (double)total) : NAN;
     r.grad_norm = t5cu_read_norm(m);
     LrSchedule sched = { o->schedule, o->warmup, o->schedule_steps ? o->schedule_steps : o->steps };
@@ -995,12 +1411,14 @@ static StepResult train_step(T5Cuda* m, const Options* o, T5Batch** batches, int
     return r;
 }
 
-typedef struct { double peak_tflops; size_t peak_mem; } Meter;
+typedef struct { double peak_tflops; size_t peak_mem; int ranks, print; } Meter;
 
+// one line per step on rank 0: tokens/s of all ranks, MFU per GPU, this GPU's memory
 static void log_step(const StepResult* r, long long k, int steps, double ms, Meter* meter) {
     size_t used = device_memory_used();
     if (used > meter->peak_mem) meter->peak_mem = used;
-    double tflops = r->flops / (ms / 1e3) / 1e12;
+    if (!meter->print) return;
+    double tflops = r->flops / (ms / 1e3) / 1e12 / meter->ranks;
     printf("step %lld/%d | loss %.6f | lr %.4e | grad norm %.4f | %.1f ms | %.0f tok/s", k + 1, steps, (double)r->loss,
            (double)r->lr, (double)r->grad_norm, ms, r->tokens / (ms / 1e3));
     if (meter->peak_tflops > 0) printf(" | MFU %.1f%%", 100.0 * tflops / meter->peak_tflops);
@@ -1011,14 +1429,14 @@ static void log_step(const StepResult* r, long long k, int steps, double ms, Met
 static int train(T5Cuda* m, const Options* o, Meter* meter) {
     char err[1024];
     DataLoader dl;
-    LoaderConfig lc = { o->batch_size, 1, 0, o->shuffle, o->bucket, 64, o->max_src_len, o->max_tgt_len,
+    int ranks = m->comm ? m->comm->size : 1, rank = m->comm ? m->comm->rank : 0;
+    LoaderConfig lc = { o->batch_size, ranks, rank, o->shuffle, o->bucket, 64, o->max_src_len, o->max_tgt_len,
                         m->config.pad_id, m->config.decoder_start_id, (uint64_t)o->seed };
-    if (dataloader_init(&dl, o->train_file, &lc, err, sizeof(err)) ||
-        examples_check_vocab(&dl.data, m->config.vocab_size, o->train_file, err, sizeof(err))) {
-        fprintf(stderr, "error: %s\n", err);
-        return -1;
-    }
-    printf("train file: %lld examples\n", (long long)dl.data.n);
+    int bad = dataloader_init(&dl, o->train_file, &lc, err, sizeof(err)) ||
+              examples_check_vocab(&dl.data, m->config.vocab_size, o->train_file, err, sizeof(err));
+    if (bad) fprintf(stderr, "error: %s\n", err);
+    if (m->comm ? comm_max_int(m->comm, bad) : bad) { if (!bad) dataloader_free(&dl); return -1; } // all ranks or none
+    if (meter->print) printf("train file: %lld examples, %d rank(s) x %d per micro-batch\n", (long long)dl.data.n, ranks, o->batch_size);
     BatchBuf* bufs = (BatchBuf*)callocCheck((size_t)o->grad_accum, sizeof(BatchBuf));
     T5Batch** batches = (T5Batch**)mallocCheck((size_t)o->grad_accum * sizeof(T5Batch*));
     int rc = 0, skipped = 0;
@@ -1030,7 +1448,7 @@ static int train(T5Cuda* m, const Options* o, Meter* meter) {
         skipped += r.skipped;
         log_step(&r, k, o->steps, now_ms() - t0, meter);
     }
-    if (skipped) printf("%d step(s) skipped for non-finite values\n", skipped);
+    if (skipped && meter->print) printf("%d step(s) skipped for non-finite values\n", skipped);
     for (int a = 0; a < o->grad_accum; a++) batch_free(&bufs[a]);
     free(bufs); free(batches);
     dataloader_free(&dl);
@@ -1042,15 +1460,16 @@ static int cmp_double(const void* a, const void* b) {
     return x < y ? -1 : x > y;
 }
 
-// full training steps on synthetic DialogSum-shaped batches: median step time, real tokens/s, MFU
+// full training steps on synthetic DialogSum-shaped batches: median step time, real tokens/s, MFU.
+// Rank r of R draws batches k·R + r of the synthetic stream.
 static int bench(T5Cuda* m, const Options* o, Meter* meter) {
-    int W = o->bench_warmup, N = o->bench;
+    int W = o->bench_warmup, N = o->bench, ranks = m->comm ? m->comm->size : 1, rank = m->comm ? m->comm->rank : 0;
     BatchBuf bb;
     memset(&bb, 0, sizeof(bb));
     double* ms = (double*)mallocCheck((size_t)N * sizeof(double));
     double tokens = 0, flops = 0, total_ms = 0;
     for (int k = 0; k < W + N; k++) {
-        bench_batch(&bb, k, o->batch_size, &m->config);
+        bench_batch(&bb, k * ranks + rank, o->batch_size, &m->config);
         T5Batch* b = &bb.b;
         double t0 = now_ms();
         StepResult r = train_step(m, o, &b, 1, k);
@@ -1061,51 +1480,81 @@ static int bench(T5Cuda* m, const Options* o, Meter* meter) {
         ms[k - W] = dt; tokens += r.tokens; flops += r.flops; total_ms += dt;
     }
     qsort(ms, (size_t)N, sizeof(double), cmp_double);
-    double tok_s = tokens / (total_ms / 1e3), tflops = flops / (total_ms / 1e3) / 1e12;
-    printf("bench: engine=t5.c-cuda precision=%s batch=%d steps=%d median_step_ms=%.2f real_tok_per_s=%.0f "
-           "tflops=%.1f mfu=%.1f%% peak_mem_gib=%.2f\n", PRECISION_NAME, o->batch_size, N, ms[(N - 1) / 2], tok_s, tflops,
-           meter->peak_tflops > 0 ? 100.0 * tflops / meter->peak_tflops : 0.0, meter->peak_mem / 1073741824.0);
+    double tok_s = tokens / (total_ms / 1e3), tflops = flops / (total_ms / 1e3) / 1e12 / ranks;
+    if (meter->print)
+        printf("bench: engine=t5.c-cuda precision=%s batch=%d ranks=%d zero=%d recompute=%d steps=%d median_step_ms=%.2f "
+               "real_tok_per_s=%.0f tflops=%.1f mfu=%.1f%% peak_mem_gib=%.2f\n", PRECISION_NAME, o->batch_size, ranks,
+               m->zero, m->recompute, N, ms[(N - 1) / 2], tok_s, tflops,
+               meter->peak_tflops > 0 ? 100.0 * tflops / meter->peak_tflops : 0.0, meter->peak_mem / 1073741824.0);
     free(ms);
     batch_free(&bb);
     return 0;
 }
 
+// rank 0 writes; every rank takes part (ZeRO-1 gathers); the outcome is agreed over ranks
 static int save_outputs(T5Cuda* m, const Options* o) {
     char err[1024];
+    int bad = 0;
     if (o->save_hf) {
-        float* p = (float*)mallocCheck(t5cu_num_params(m) * sizeof(float));
-        t5cu_download(m, p, m->params, t5cu_num_params(m));
-        int rc = t5_save_hf_dir(o->save_hf, &m->config, p, err, sizeof(err));
+        float* p = is_rank0(m) ? (float*)mallocCheck(t5cu_num_params(m) * sizeof(float)) : NULL;
+        t5cu_get(m, T5CU_PARAMS, p);
+        if (p && t5_save_hf_dir(o->save_hf, &m->config, p, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); bad = 1; }
+        else if (p) printf("saved HF directory %s\n", o->save_hf);
         free(p);
-        if (rc) { fprintf(stderr, "error: %s\n", err); return -1; }
-        printf("saved HF directory %s\n", o->save_hf);
     }
     if (o->save_ckpt) {
-        if (t5cu_save_checkpoint(m, o->save_ckpt, NULL, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
-        printf("saved checkpoint %s\n", o->save_ckpt);
+        if (t5cu_save_checkpoint(m, o->save_ckpt, NULL, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); bad = 1; }
+        else if (is_rank0(m)) printf("saved checkpoint %s\n", o->save_ckpt);
     }
-    return 0;
+    return (m->comm ? comm_max_int(m->comm, bad) : bad) ? -1 : 0;
+}
+
+// everything after the bootstrap: load, build, run, save (every rank)
+static int run(Comm* comm, const Options* o) {
+    HostModel h;
+    int bad = load_host_model(o, &h) != 0;
+    if (comm_max_int(comm, bad)) { free(h.params); free(h.m); free(h.v); return -1; } // all ranks or none
+    int64_t crc[2] = { params_crc(&h), 0 };
+    crc[1] = crc[0];
+    comm_sum_i64(comm, crc, 1);
+    if (comm_max_int(comm, (int)(crc[0] != crc[1] * comm->size))) { // Σ crc = size · crc on every rank
+        if (comm->rank == 0) fprintf(stderr, "error: the ranks loaded different models from --model %s\n", o->model);
+        free(h.params); free(h.m); free(h.v);
+        return -1;
+    }
+    cudaDeviceProp prop;
+    cudaCheck(cudaGetDeviceProperties(&prop, comm->local_rank));
+    Meter meter = { o->peak_tflops > 0 ? o->peak_tflops : card_peak_tflops(prop.name), 0, comm->size, comm->rank == 0 };
+    T5Cuda m;
+    T5CudaOptions mo = { comm, o->zero, o->recompute };
+    t5cu_build_with(&m, &h.config, h.params, &mo);
+    if (h.m) t5cu_set_optimizer_state(&m, h.m, h.v, h.step);
+    free(h.params); free(h.m); free(h.v);
+    if (meter.print) print_config(&m, o, h.from, &prop, meter.peak_tflops);
+    int rc = o->bench ? bench(&m, o, &meter) : o->train_file ? train(&m, o, &meter) : 0;
+    if (rc == 0 && !o->bench) rc = save_outputs(&m, o);
+    if (meter.print)
+        printf("peak device memory in use: %.2f GiB (activations %.2f GiB, weights+grads+AdamW %.2f GiB)\n",
+               meter.peak_mem / 1073741824.0, m.act_bytes / 1073741824.0, m.state_bytes / 1073741824.0);
+    t5cu_free(&m);
+    return rc;
 }
 
 #ifndef TESTING
 int main(int argc, char** argv) {
     Options o = options_default();
     if (parse_args(argc, argv, &o)) { usage(); return EXIT_FAILURE; }
-    HostModel h;
-    if (load_host_model(&o, &h)) return EXIT_FAILURE;
-    cudaDeviceProp prop;
-    cudaCheck(cudaGetDeviceProperties(&prop, 0));
-    Meter meter = { o.peak_tflops > 0 ? o.peak_tflops : card_peak_tflops(prop.name), 0 };
-    T5Cuda m;
-    t5cu_build(&m, &h.config, h.params);
-    if (h.m) t5cu_set_optimizer_state(&m, h.m, h.v, h.step);
-    free(h.params); free(h.m); free(h.v);
-    print_config(&m, &o, h.from, &prop, meter.peak_tflops);
-    int rc = o.bench ? bench(&m, &o, &meter) : o.train_file ? train(&m, &o, &meter) : 0;
-    if (rc == 0 && !o.bench) rc = save_outputs(&m, &o);
-    printf("peak device memory in use: %.2f GiB (activations %.2f GiB)\n", meter.peak_mem / 1073741824.0,
-           m.act_bytes / 1073741824.0);
-    t5cu_free(&m);
+    if (o.plan_memory > 0.0f) return plan_memory(&o) ? EXIT_FAILURE : EXIT_SUCCESS; // no GPU needed
+    char err[1024];
+    Comm comm;
+    if (comm_bootstrap(&comm, &argc, &argv, o.nccl_init_dir, err, sizeof(err)) ||
+        comm_init(&comm, o.nccl_init_dir, err, sizeof(err))) {
+        fprintf(stderr, "error: %s\n", err);
+        comm_free(&comm);
+        return EXIT_FAILURE;
+    }
+    int rc = run(&comm, &o);
+    comm_free(&comm);
     return rc ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 #endif
