@@ -209,21 +209,25 @@ asan: $(BUILD)/asan/train_t5 $(BUILD)/asan/test_t5 $(BUILD)/asan/test_io $(BUILD
 	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_spm --model $(DATA)/t5/spiece.model
 	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_t5 --train-bin ./$(BUILD)/asan/train_t5
 
-# the main job (README): DialogSum → pre-tokenized shards → fine-tune → validation loss, metrics log
-# and plots in RUN. MODEL = an HF FLAN-T5 / T5 directory (e.g. a google/flan-t5-base download);
-# without one, a small randomly initialised FLAN-shaped T5 that trains in minutes on 2 CPU cores.
-# Running it again continues the run in RUN from its newest checkpoint.
+# the main job (README): DialogSum → pre-tokenized shards → fine-tune → validation loss → summaries of
+# the test split scored against the human ones, next to the untuned starting model's (RUN/eval/
+# comparison.md), metrics log and plots in RUN. MODEL = an HF FLAN-T5 / T5 directory (e.g. a
+# google/flan-t5-base download); without one, a small randomly initialised FLAN-shaped T5 that trains
+# in minutes on 2 CPU cores. Running it again continues the run in RUN from its newest checkpoint.
 MODEL ?=
 RUN ?= out/dialogsum_run
 PREP ?= out/dialogsum
-SMALL_T5 = --model flan-t5-small --d-model 256 --num-heads 4 --d-kv 64 --d-ff 512 --num-layers 2
-DIALOGSUM_ARGS ?= --steps 300 --batch-size 8 --lr 1e-3 --warmup 30 --eval-every 100 --checkpoint-every 50
+SMALL_T5 = --d-model 256 --num-heads 4 --d-kv 64 --d-ff 512 --num-layers 2
+START = $(if $(MODEL),$(MODEL),flan-t5-small)
+DIALOGSUM_ARGS ?= --steps 300 --batch-size 8 --lr 1e-3 --warmup 30 --eval-every 100 --checkpoint-every 50 --eval-rouge 32
+EVAL_ARGS ?= --eval-limit 100 --max-new-tokens 64
 .PHONY: dialogsum
 dialogsum: train_t5
 	$(PYTHON) prepro_dialogsum.py --data-dir $(DATA)/dialogsum --tokenizer $(DATA)/t5/spiece.model --out-dir $(PREP)
 	@$(if $(MODEL),,echo "no MODEL=<HF FLAN-T5 directory> given: training a SMALL RANDOMLY INITIALISED T5, not pretrained FLAN-T5")
-	./train_t5 $(if $(MODEL),--model $(MODEL),$(SMALL_T5)) --train-file $(PREP)/train.bin --val-file $(PREP)/val.bin \
-	    --out-dir $(RUN) $(DIALOGSUM_ARGS) $(if $(wildcard $(RUN)/checkpoints/ckpt_*.bin),--resume latest)
+	./train_t5 --model $(START) $(if $(MODEL),,$(SMALL_T5)) --train-file $(PREP)/train.bin --val-file $(PREP)/val.bin \
+	    --out-dir $(RUN) $(DIALOGSUM_ARGS) $(if $(wildcard $(RUN)/checkpoints/ckpt_*.bin),--resume latest) \
+	    --tokenizer $(DATA)/t5/spiece.model --eval-split $(PREP)/test --baseline-model $(START) $(EVAL_ARGS)
 	$(PYTHON) dev/plot_metrics.py $(RUN)
 
 # regenerate dev/fixtures with Hugging Face transformers (needs torch + transformers)

@@ -176,7 +176,8 @@ def train(args, data, run_dir, *extra, wait=True):
 
 def test_training(args, data, tmp):
     rd = os.path.join(tmp, "run_loss")
-    r = train(args, data, rd, "--steps", "40", "--val-file", os.path.join(data, "val.bin"), "--eval-every", "20")
+    r = train(args, data, rd, "--steps", "40", "--val-file", os.path.join(data, "val.bin"), "--eval-every", "20",
+              "--eval-rouge", "4", "--max-new-tokens", "16", "--tokenizer", os.path.join(args.data, "t5", "spiece.model"))
     if not check("a 40-step CPU run on DialogSum: exit 0", r.returncode == 0, r.stderr[-300:]):
         print(r.stdout[-2000:])
         return
@@ -188,6 +189,8 @@ def test_training(args, data, tmp):
     evals = [x for x in recs if x["type"] == "eval"]
     check("validation loss logged at steps 20 and 40, and it falls", [e["step"] for e in evals] == [20, 40]
           and evals[1]["val_loss"] < evals[0]["val_loss"], str([round(e["val_loss"], 3) for e in evals]))
+    check("validation ROUGE (--eval-rouge 4) logged with each evaluation", all(
+        all(isinstance(e.get(k), (int, float)) for k in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu")) for e in evals))
     line = next(x for x in r.stdout.splitlines() if x.startswith("step 40/40"))
     check("the step line shows loss, lr, grad norm, ms, tok/s and ETA",
           all(k in line for k in ("| loss ", "| lr ", "| grad norm ", " ms |", " tok/s |", "| eta ")), line)
@@ -198,13 +201,53 @@ def test_training(args, data, tmp):
     r2 = run([args.train_bin, "--model", model, "--save-checkpoint", os.path.join(tmp, "reload.ckpt")])
     check("the exported HF directory loads back into train_t5", r2.returncode == 0, r2.stderr[-200:])
     test_tracking(rd, recs)
+    test_eval(args, data, rd, tmp)
+
+
+def test_eval(args, data, rd, tmp):
+    """The evaluation command (fine-tuned vs the untrained start, on 12 test dialogues), its scores against
+    rouge_score / sacrebleu on the same summaries, and the summarize command on one of those dialogues."""
+    from rouge_score import rouge_scorer
+    import sacrebleu
+    ev = os.path.join(tmp, "eval")
+    tok = ["--tokenizer", os.path.join(args.data, "t5", "spiece.model"), "--max-new-tokens", "24"]
+    dims = TINY[2:]  # the same shape and --seed default: the baseline is exactly the run's starting point
+    r = run([args.train_bin, *dims, "--model", os.path.join(rd, "model"), "--baseline-model", "flan-t5-small",
+             "--eval-split", os.path.join(data, "test"), "--eval-limit", "12", "--eval-out", ev, *tok])
+    if not check("--eval-split with --baseline-model: exit 0, a score table for both models", r.returncode == 0 and
+                 "zero-shot (baseline)" in r.stdout and "fine-tuned" in r.stdout, r.stderr[-300:]):
+        return
+    gens = [json.loads(x) for x in open(os.path.join(ev, "generations.jsonl"), encoding="utf-8")]
+    refs = read_refs(os.path.join(data, "test_refs.jsonl"))[:12]
+    check("generations.jsonl: id, dialogue, the three human summaries, the generated one",
+          len(gens) == 12 and all(g["id"] == x["id"] and g["dialogue"] == x["dialogue"] and g["human"] == x["summaries"]
+                                  and len(g["human"]) == 3 and isinstance(g["generated"], str) for g, x in zip(gens, refs)))
+    scores = json.load(open(os.path.join(ev, "scores.json")))
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)
+    per = [scorer.score_multi(g["human"], g["generated"]) for g in gens]
+    worst = max(abs(100 * sum(p[k].fmeasure for p in per) / len(per) - scores[k]) for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"))
+    bleu = sacrebleu.corpus_bleu([g["generated"] for g in gens], [[g["human"][i] for g in gens] for i in range(3)]).score
+    # scores.json holds 6 decimals of 100·F: 5e-7 of rounding; the metrics themselves match to 1e-6 (make test_metrics)
+    check("scores.json = rouge_score (use_stemmer, best of 3 refs) and sacrebleu on the same summaries",
+          worst < 1e-5 and abs(bleu - scores["bleu"]) < 1e-5, f"ROUGE max diff {worst:.1e}, BLEU {scores['bleu']:.4f} vs {bleu:.4f}")
+    md = open(os.path.join(ev, "comparison.md"), encoding="utf-8").read()
+    check("comparison.md: both models' scores and the dialogues side by side", "| model | examples | ROUGE-1" in md and "flan-t5-small" in md
+          and "**human**" in md and "**zero-shot**" in md and "**fine-tuned**" in md and refs[0]["id"] in md
+          and os.path.isfile(os.path.join(ev, "comparison.txt")) and os.path.isfile(os.path.join(ev, "generations_baseline.jsonl")))
+    r = run([args.train_bin, "--model", os.path.join(rd, "model"), "--summarize", "-", *tok], input=refs[0]["dialogue"])
+    check("--summarize - (C tokenizer end to end) prints the summary the evaluation generated", r.returncode == 0
+          and r.stdout.rstrip("\n") == gens[0]["generated"], repr(r.stdout[:80]))
+    r = run([args.train_bin, "--model", os.path.join(rd, "model"), "--summarize", "-", *tok], input=" \n ")
+    check("--summarize of an empty dialogue: a clear error", r.returncode == 1 and "empty dialogue" in r.stderr, r.stderr.strip())
+    r = run([args.train_bin, "--model", os.path.join(rd, "model"), "--eval-split", os.path.join(tmp, "nope"), *tok])
+    check("--eval-split of a missing split: an error naming the file", r.returncode == 1 and "nope.bin" in r.stderr, r.stderr.strip())
 
 
 def test_tracking(rd, recs):
     r = run([sys.executable, "dev/plot_metrics.py", rd])
     pngs = sorted(os.path.basename(p) for p in glob.glob(os.path.join(rd, "plots", "*.png")))
     check("dev/plot_metrics.py writes the loss, lr, throughput and grad-norm PNGs", r.returncode == 0 and
-          pngs == ["grad_norm.png", "loss.png", "lr.png", "throughput.png"] and
+          pngs == ["grad_norm.png", "loss.png", "lr.png", "rouge.png", "throughput.png"] and
           all(os.path.getsize(os.path.join(rd, "plots", p)) > 5000 for p in pngs), r.stderr[-200:] or str(pngs))
     env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
     r = run([sys.executable, "dev/wandb_bridge.py", rd, "--project", "t5c-test"], env=env)
