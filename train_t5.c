@@ -1736,7 +1736,7 @@ typedef struct {
     float length_penalty;
     int steps, schedule_steps, batch_size, grad_accum, warmup, shuffle, bucket, decay_norms, max_src_len, max_tgt_len;
     float epochs;
-    int eval_every, eval_batches, eval_batch_size, checkpoint_every, keep_checkpoints;
+    int eval_every, eval_batches, eval_batch_size, checkpoint_every, keep_checkpoints, max_skips;
     float lr, weight_decay, beta1, beta2, adam_eps, clip, dropout;
     LrScheduleKind schedule;
     long long seed;
@@ -1747,7 +1747,7 @@ typedef struct {
 static Options options_default(void) {
     Options o = { .model = "flan-t5-small", .steps = 0, .epochs = 1.0f, .batch_size = 4, .grad_accum = 1, .warmup = 0,
                   .shuffle = 1, .bucket = 1, .decay_norms = 0, .max_src_len = 512, .max_tgt_len = 128, .eval_every = 0,
-                  .eval_batches = 0, .eval_batch_size = 0, .checkpoint_every = 0, .keep_checkpoints = 3, .lr = 3e-4f,
+                  .eval_batches = 0, .eval_batch_size = 0, .checkpoint_every = 0, .keep_checkpoints = 3, .max_skips = 10, .lr = 3e-4f,
                   .weight_decay = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f, .adam_eps = 1e-8f, .clip = 1.0f,
                   .dropout = -1.0f, .schedule = SCHED_LINEAR, .seed = 42, .bench = 0, .bench_src_len = 256,
                   .bench_tgt_len = 64, .tokenizer = "../shared/data/t5/spiece.model", .prompt = DEFAULT_PROMPT,
@@ -1786,6 +1786,7 @@ static void usage(void) {
         "  --beta1 X --beta2 X    AdamW betas (default %g, %g)\n"
         "  --adam-eps X           AdamW epsilon (default %g)\n"
         "  --clip X               max global gradient norm, 0 = off (default %g)\n"
+        "  --max-skips N          stop after N consecutive steps with a non-finite loss or gradient norm (default %d)\n"
         "  --dropout X            dropout rate, -1 = the model config's (default %g)\n"
         "  --seed N               seed for init, data order and dropout (default %lld)\n"
         " run directory, evaluation, checkpoints\n"
@@ -1824,7 +1825,7 @@ static void usage(void) {
         "  --tied 0|1\n",
         d.batch_size, d.grad_accum, d.shuffle, d.bucket, d.max_src_len, d.max_tgt_len, (double)d.epochs, d.steps,
         (double)d.lr, lr_schedule_name(d.schedule), d.warmup, (double)d.weight_decay, d.decay_norms, (double)d.beta1,
-        (double)d.beta2, (double)d.adam_eps, (double)d.clip, (double)d.dropout, d.seed, d.eval_every, d.eval_batches,
+        (double)d.beta2, (double)d.adam_eps, (double)d.clip, d.max_skips, (double)d.dropout, d.seed, d.eval_every, d.eval_batches,
         d.eval_batch_size, d.checkpoint_every, d.keep_checkpoints, d.compare_examples, d.eval_limit, d.tokenizer,
         d.num_beams, d.max_new_tokens, (double)d.length_penalty, d.early_stopping, d.no_repeat_ngram, d.gen_batch_size,
         d.bench_src_len, d.bench_tgt_len);
@@ -1881,7 +1882,7 @@ static int parse_args(int argc, char** argv, Options* o) {
         {"--max-src-len", &o->max_src_len, 1, 1 << 20}, {"--max-tgt-len", &o->max_tgt_len, 1, 1 << 20},
         {"--eval-every", &o->eval_every, 0, 1000000000}, {"--eval-batches", &o->eval_batches, 0, 1000000000},
         {"--eval-batch-size", &o->eval_batch_size, 0, 65536}, {"--checkpoint-every", &o->checkpoint_every, 0, 1000000000},
-        {"--keep-checkpoints", &o->keep_checkpoints, 1, 1000000},
+        {"--keep-checkpoints", &o->keep_checkpoints, 1, 1000000}, {"--max-skips", &o->max_skips, 1, 1000000000},
         {"--num-beams", &o->num_beams, 1, 64}, {"--max-new-tokens", &o->max_new_tokens, 1, 4096},
         {"--no-repeat-ngram", &o->no_repeat_ngram, 0, 64}, {"--early-stopping", &o->early_stopping, 0, 1},
         {"--gen-batch-size", &o->gen_batch_size, 1, 4096}, {"--eval-limit", &o->eval_limit, 0, 1000000000},
@@ -2394,7 +2395,7 @@ static void run_close(Run* run, const Options* o) {
 static int train_loop(T5* m, const Options* o, Run* run) {
     const Dist* d = run->dist;
     double ms_sum = 0.0;
-    int timed = 0, skipped = 0;
+    int timed = 0, skipped = 0, in_a_row = 0;
     for (long long k = run->step; k < run->total_steps; k++) {
         double t0 = now_ms();
         long long epoch = run->train.epoch;
@@ -2403,8 +2404,14 @@ static int train_loop(T5* m, const Options* o, Run* run) {
         double ms = now_ms() - t0;
         ms_sum += ms; timed++;
         skipped += r.skipped;
+        in_a_row = r.skipped ? in_a_row + 1 : 0;
         run->step = k + 1;
         log_step(run, &r, k, ms, ms_sum / timed, epoch);
+        if (in_a_row >= o->max_skips) { // the weights never saw these steps; the data or the model is broken
+            fprintf(stderr, "error: %d consecutive steps had a non-finite loss or gradient norm (last: step %lld); stopping "
+                    "(--max-skips)\n", in_a_row, k + 1);
+            return -1;
+        }
         int last = k + 1 == run->total_steps;
         if (run->has_val && o->eval_every && (k + 1) % o->eval_every == 0 && !last) log_eval(m, o, run);
         if (o->checkpoint_every && (k + 1) % o->checkpoint_every == 0 && !last) {

@@ -261,6 +261,36 @@ def test_tracking(rd, recs):
           and blob.count(b"val/val_loss") >= n_eval and last_loss in blob, (r.stdout + r.stderr).strip()[-200:])
 
 
+def poison(model_dir, tensor):
+    """Writes a NaN into the first element of `tensor` of an HF directory's model.safetensors."""
+    path = os.path.join(model_dir, "model.safetensors")
+    with open(path, "r+b") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        start = json.loads(f.read(n))[tensor]["data_offsets"][0]
+        f.seek(8 + n + start)
+        f.write(struct.pack("<f", float("nan")))
+
+
+def test_nonfinite(args, data, tmp):
+    """A NaN weight makes every loss non-finite: each step is skipped and reported, the weights are never
+    updated, the metrics log marks it, and --max-skips stops a run that cannot recover."""
+    src = os.path.join(tmp, "nan_model")
+    r = run([args.train_bin, *TINY, "--save-hf", src])
+    poison(src, "decoder.final_layer_norm.weight")
+    rd = os.path.join(tmp, "run_nan")
+    r = run([args.train_bin, "--model", src, "--train-file", os.path.join(data, "train.bin"), "--batch-size", "4",
+             "--steps", "3", "--out-dir", rd])
+    steps, _ = train_records(rd) if os.path.exists(os.path.join(rd, "metrics.jsonl")) else ({}, [])
+    recs = [json.loads(x) for x in open(os.path.join(rd, "metrics.jsonl"))] if steps else []
+    check("non-finite loss: each step SKIPPED and reported, the run ends cleanly", r.returncode == 0
+          and r.stdout.count("SKIPPED: non-finite") == 3 and "3 step(s) skipped" in r.stdout
+          and [x["skipped"] for x in recs if x["type"] == "train"] == [1, 1, 1], (r.stdout + r.stderr)[-300:])
+    r = run([args.train_bin, "--model", src, "--train-file", os.path.join(data, "train.bin"), "--batch-size", "4",
+             "--steps", "8", "--max-skips", "2"])
+    check("--max-skips 2: two non-finite steps in a row stop the run with an error", r.returncode == 1
+          and "2 consecutive steps" in r.stderr and r.stdout.count("SKIPPED") == 2, r.stderr.strip()[-200:])
+
+
 def wait_for(path, proc, timeout=120):
     t0 = time.time()
     while not os.path.exists(path) and proc.poll() is None and time.time() - t0 < timeout:
@@ -403,6 +433,7 @@ def main():
             print("=== training, tracking, resume")
             test_training(args, data, tmp)
             test_resume(args, data, tmp)
+            test_nonfinite(args, data, tmp)
             print("=== data parallel (MPI)")
             if args.mpi:
                 test_mpi(args, data, tmp)
