@@ -283,18 +283,24 @@ static void test_fixture(const char* dir) {
 // ----------------------------------------------------------------------------
 // against the CPU engine on a model of real size
 
+// a preset-shaped random model of Le + Ld blocks (the CPU engine's initialisation); returns its parameters
+static float* random_model(T5Config* c, T5Layout* L, const char* preset, int Le, int Ld, float dropout, uint64_t seed) {
+    t5_config_preset(c, preset);
+    c->num_layers = Le; c->num_decoder_layers = Ld;
+    c->dropout = dropout;
+    t5_layout(c, L);
+    float* p0 = (float*)mallocCheck(L->total * sizeof(float));
+    t5cpu_init_random(c, p0, seed);
+    return p0;
+}
+
 // logits, loss and every gradient with dropout on, then K AdamW steps on both engines
 static void test_against_cpu(const char* preset, int layers, float dropout) {
     printf("\n=== CUDA vs CPU engine: %s-shaped random model, %d+%d blocks, dropout %g (%s)\n", preset, layers, layers,
            (double)dropout, PRECISION_NAME);
     T5Config c;
-    t5_config_preset(&c, preset);
-    c.num_layers = c.num_decoder_layers = layers;
-    c.dropout = dropout;
     T5Layout L;
-    t5_layout(&c, &L);
-    float* p0 = (float*)mallocCheck(L.total * sizeof(float));
-    t5cpu_init_random(&c, p0, 1234);
+    float* p0 = random_model(&c, &L, preset, layers, layers, dropout, 1234);
     T5Cpu* cpu = t5cpu_create(&c, p0);
     T5Cuda m;
     t5cu_build(&m, &c, p0);
@@ -394,22 +400,11 @@ static void run_steps(T5Cuda* m, int k0, int k1, int total, float* losses) {
     }
 }
 
-// a flan-t5-small-shaped random model of Le + Ld blocks with dropout 0.1; returns its parameters
-static float* small_random_model(T5Config* c, T5Layout* L, int Le, int Ld, uint64_t seed) {
-    t5_config_preset(c, "flan-t5-small");
-    c->num_layers = Le; c->num_decoder_layers = Ld;
-    c->dropout = 0.1f;
-    t5_layout(c, L);
-    float* p0 = (float*)mallocCheck(L->total * sizeof(float));
-    t5cpu_init_random(c, p0, seed);
-    return p0;
-}
-
 static void test_determinism(const char* tmp) {
     printf("\n=== determinism (%s)\n", PRECISION_NAME);
     T5Config c;
     T5Layout L;
-    float* p0 = small_random_model(&c, &L, 2, 2, 7);
+    float* p0 = random_model(&c, &L, "flan-t5-small", 2, 2, 0.1f, 7);
     const int K = 4;
     float a[K], b[K], r[K];
     T5Cuda m1 = small_model(&c, p0, NULL);
@@ -455,7 +450,7 @@ static void test_zero_recompute(Comm* comm) {
     printf("\n=== ZeRO-1 (one rank) and recompute vs the plain trainer (%s)\n", PRECISION_NAME);
     T5Config c;
     T5Layout L;
-    float* p0 = small_random_model(&c, &L, 3, 2, 11);
+    float* p0 = random_model(&c, &L, "flan-t5-small", 3, 2, 0.1f, 11);
     const int K = 3;
     float losses[4][K];
     float* params[4];
@@ -483,6 +478,86 @@ static void test_zero_recompute(Comm* comm) {
         }
     }
     for (int v = 0; v < 4; v++) free(params[v]);
+    free(p0);
+}
+
+// ----------------------------------------------------------------------------
+// GPU generation (t5cu_generate) against the CPU engine's t5_generate (itself checked against
+// transformers' generate() by test_t5): greedy and beam search, n-gram bans, early stopping, length
+// penalty, inputs of different lengths. The fp32 build must give the same tokens: its logits agree with
+// the CPU's to ~1e-6, far below the gaps between competing tokens of these models. The bf16 build
+// rounds activations to 8 bits, so near-ties can flip: its agreement is printed, not required.
+
+// an eos bias with which greedy search on the CPU ends some but not all inputs before max_new_tokens
+// (random models never pick eos by themselves; the scale of their logits depends on the family)
+static float pick_eos_bias(T5Cpu* cpu, const int* const* src, const int* lens, int B) {
+    T5CpuGen g = { 20, 1, 0, 1.0, 0, 0.0f };
+    int out[16 * 20], out_len[16];
+    char err[1024];
+    for (float bias = 1.0f; bias < 300.0f; bias *= 1.5f) {
+        g.eos_bias = bias;
+        if (t5cpu_generate(cpu, src, lens, B, &g, out, out_len, err, sizeof(err))) return 0.0f;
+        int stopped = 0;
+        for (int b = 0; b < B; b++) stopped += out_len[b] < g.max_new_tokens;
+        if (stopped == B) return bias / 1.5f; // overshot: one step back (ends none or some)
+        if (stopped > 0) return bias;
+    }
+    return 0.0f;
+}
+
+static void test_generate(const char* preset, int Le, int Ld) {
+    printf("\n=== GPU generation vs the CPU engine: %s-shaped random model, %d+%d blocks (%s)\n", preset, Le, Ld, PRECISION_NAME);
+    T5Config c;
+    T5Layout L;
+    float* p0 = random_model(&c, &L, preset, Le, Ld, 0.0f, 77);
+    T5Cpu* cpu = t5cpu_create(&c, p0);
+    T5Cuda m;
+    t5cu_build(&m, &c, p0);
+    enum { B = 4 };
+    int lens[B] = { 37, 64, 5, 50 }, ids[B][64];
+    const int* src[B];
+    Rng rng;
+    rng_init(&rng, 5);
+    for (int b = 0; b < B; b++) {
+        for (int j = 0; j < lens[b]; j++) ids[b][j] = 2 + (int)(rng_next(&rng) % (uint64_t)(c.vocab_size - 2));
+        ids[b][lens[b] - 1] = c.eos_id;
+        src[b] = ids[b];
+    }
+    // max_new_tokens, beams, no_repeat_ngram, length_penalty, early_stopping, eos_bias (the bias makes
+    // random models stop at different lengths, so finished rows and padding are exercised)
+    float eb = pick_eos_bias(cpu, src, lens, B);
+    printf("eos bias for some early ends: %g\n", (double)eb);
+    T5CpuGen cases[] = { { 20, 1, 0, 1.0, 0, 0.0f }, { 20, 1, 2, 1.0, 0, eb }, { 16, 3, 3, 1.0, 0, eb },
+                         { 16, 4, 0, 0.6, 1, eb }, { 12, 2, 2, 2.0, 0, 0.0f }, { 16, 3, 0, 1.0, 0, eb / 2 } };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        const T5CpuGen* g = &cases[k];
+        int T = g->max_new_tokens, want[B * 20], got[B * 20], want_len[B], got_len[B];
+        char err[1024], name[160];
+        int rc_cpu = t5cpu_generate(cpu, src, lens, B, g, want, want_len, err, sizeof(err));
+        int rc_gpu = t5cu_generate(&m, src, lens, B, g, got, got_len, err, sizeof(err));
+        int same = 0, total = 0, stopped = 0;
+        for (int b = 0; b < B; b++) {
+            stopped += want_len[b] < T;
+            for (int j = 0; j < T; j++) { same += got[b * T + j] == want[b * T + j]; total++; }
+            same -= got_len[b] != want_len[b] ? T : 0; // a length mismatch fails the case
+        }
+        snprintf(name, sizeof(name), "%s, %d beam(s), ngram %d, lp %.1f, early %d: %d/%d tokens equal (%d rows stopped)",
+                 g->num_beams > 1 ? "beam" : "greedy", g->num_beams, g->no_repeat_ngram_size, g->length_penalty,
+                 g->early_stopping, same, total, stopped);
+#ifdef ENABLE_FP32
+        check_true(name, rc_cpu == 0 && rc_gpu == 0 && same == total);
+#else
+        check_true(name, rc_cpu == 0 && rc_gpu == 0); // agreement printed, not required (see above)
+#endif
+    }
+    int bad[1] = { c.vocab_size }, one = 1;
+    const int* bad_src[1] = { bad };
+    char err[1024];
+    int out[20], out_len[1];
+    int rc = t5cu_generate(&m, bad_src, &one, 1, &cases[0], out, out_len, err, sizeof(err));
+    check_true("GPU generate refuses a token id outside the vocabulary", rc != 0 && strstr(err, "outside the vocabulary"));
+    t5cu_free(&m);
+    t5cpu_free(cpu);
     free(p0);
 }
 
@@ -554,6 +629,8 @@ int main(int argc, char** argv) {
     }
     test_zero_recompute(&comm);
     comm_free(&comm);
+    test_generate("flan-t5-small", 2, 3);
+    test_generate("t5-small", 2, 2);
     if (bin) test_cli(bin, fixtures[0]);
     char cmd[700];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);

@@ -53,6 +53,7 @@
 #include "llmc/crc32.h"          // defines: Crc32Table, crc32_table_init, crc32_update
 #include "llmc/nccl.cuh"         // defines: Comm, comm_bootstrap, comm_init, comm_all_reduce_sum, comm_all_gather
 #include "llmc/zero.cuh"         // defines: ParamOrder, Bucket, order_build, order_at, shard_sumsq, BK_* buckets
+#include "llmc/generate.cuh"     // defines: DecodeAttn, decode_attention, gen_scores, topk, cache_reorder
 
 // ----------------------------------------------------------------------------
 // activations on the device, sized for the largest batch seen (layer strides use the current batch)
@@ -1071,6 +1072,246 @@ static void bench_batch(BatchBuf* bb, int k, int B, const T5Config* c) {
 }
 
 // ----------------------------------------------------------------------------
+// generation on the GPU: t5_generate of the CPU engine (train_t5.c), same GenConfig semantics, with
+// the encoder, the cached decoder step, the next-token scores and the top-k on the device
+// (llmc/generate.cuh). The search bookkeeping is the CPU engine's: beam search drives its BeamState
+// through llmc/t5_cpu.h; greedy search is gen_greedy's few lines (gen_gpu_greedy_pick below).
+// The key/value caches are floatX (bf16 in the bf16 build); scores and log-probabilities are fp32.
+// Host synchronisation: once per decoder step, to read the picks (R ints, or B·2·beams candidates).
+
+typedef struct {
+    int B, nb, R, Ts, T, ngram;    // inputs, beams, rows R = B·nb, padded source length, positions, n-gram ban
+    floatX *self_k[2], *self_v[2]; // (Ld, R, T, HD) keys/values of the decoded positions; beam search
+    int cur;                       //   reorders [cur] into [cur ^ 1] and swaps
+    floatX *cross_k, *cross_v;     // (Ld, B, Ts, HD) keys/values of the encoder output
+    int *row_input, *cross_len;    // (R) device: the input of row r, its source length
+    int* buckets;                  // (2T − 1) device: causal bucket of rel = j − t at index rel + T − 1
+    int *tokens, *seq, *parent;    // (R), (R, 1 + T), (R) device
+    float *x, *x2, *sub;           // (R, C) fp32 residual streams and a sublayer's output
+    floatX *ln, *q, *ctx;          // (R, C), (R, HD), (R, HD)
+    float* rstd;                   // (R)
+    floatX *h0, *h1, *ff;          // (R, F)
+    float* att;                    // (R, H, max(T, Ts)) attention scratch
+    float* logits;                 // (R, V) fp32 next-token scores
+    float* score;                  // (R) running beam scores
+    float* top_val; int* top_idx;  // (max(R, B·2nb)) picks, on the device
+    float* h_val; int* h_idx;      // the same, pinned on the host
+    int* h_tokens;                 // (R) pinned
+    void* dev[40]; int n_dev;      // every device buffer above, for gen_gpu_free
+} GenGpu;
+
+static void* gen_dev(GenGpu* G, size_t bytes) {
+    void* p = cuda_alloc<char>(bytes);
+    G->dev[G->n_dev++] = p;
+    return p;
+}
+
+static void gen_gpu_build(GenGpu* G, const T5Config* c, int B, const T5CpuGen* g, int Ts) {
+    memset(G, 0, sizeof(*G));
+    G->B = B; G->nb = g->num_beams; G->R = B * G->nb; G->Ts = Ts; G->T = g->max_new_tokens; G->ngram = g->no_repeat_ngram_size;
+    size_t R = G->R, T = G->T, C = c->d_model, HD = (size_t)c->num_heads * c->d_kv, F = c->d_ff, V = c->vocab_size;
+    size_t Ld = c->num_decoder_layers, x = sizeof(floatX), f = sizeof(float), i = sizeof(int);
+    size_t picks = R > (size_t)B * 2 * G->nb ? R : (size_t)B * 2 * G->nb, Tk = T > (size_t)Ts ? T : (size_t)Ts;
+    for (int k = 0; k < (G->nb > 1 ? 2 : 1); k++) {
+        G->self_k[k] = (floatX*)gen_dev(G, Ld * R * T * HD * x);
+        G->self_v[k] = (floatX*)gen_dev(G, Ld * R * T * HD * x);
+    }
+    G->cross_k = (floatX*)gen_dev(G, Ld * B * Ts * HD * x);
+    G->cross_v = (floatX*)gen_dev(G, Ld * B * Ts * HD * x);
+    G->row_input = (int*)gen_dev(G, R * i); G->cross_len = (int*)gen_dev(G, R * i);
+    G->buckets = (int*)gen_dev(G, (2 * T - 1) * i);
+    G->tokens = (int*)gen_dev(G, R * i); G->seq = (int*)gen_dev(G, R * (T + 1) * i); G->parent = (int*)gen_dev(G, R * i);
+    G->x = (float*)gen_dev(G, R * C * f); G->x2 = (float*)gen_dev(G, R * C * f); G->sub = (float*)gen_dev(G, R * C * f);
+    G->ln = (floatX*)gen_dev(G, R * C * x); G->q = (floatX*)gen_dev(G, R * HD * x); G->ctx = (floatX*)gen_dev(G, R * HD * x);
+    G->rstd = (float*)gen_dev(G, R * f);
+    G->h0 = (floatX*)gen_dev(G, R * F * x); G->h1 = (floatX*)gen_dev(G, R * F * x); G->ff = (floatX*)gen_dev(G, R * F * x);
+    G->att = (float*)gen_dev(G, R * c->num_heads * Tk * f);
+    G->logits = (float*)gen_dev(G, R * V * f);
+    G->score = (float*)gen_dev(G, R * f);
+    G->top_val = (float*)gen_dev(G, picks * f); G->top_idx = (int*)gen_dev(G, picks * i);
+    cudaCheck(cudaMallocHost((void**)&G->h_val, picks * f));
+    cudaCheck(cudaMallocHost((void**)&G->h_idx, picks * i));
+    cudaCheck(cudaMallocHost((void**)&G->h_tokens, R * i));
+    relative_buckets(G->buckets, G->T, 0, c->num_buckets, c->max_distance, 0);
+}
+
+static void gen_gpu_free(GenGpu* G) {
+    cudaCheck(cudaDeviceSynchronize());
+    for (int k = 0; k < G->n_dev; k++) cudaCheck(cudaFree(G->dev[k]));
+    cudaCheck(cudaFreeHost(G->h_val)); cudaCheck(cudaFreeHost(G->h_idx)); cudaCheck(cudaFreeHost(G->h_tokens));
+    memset(G, 0, sizeof(*G));
+}
+
+// the encoder over the inputs (padded to Ts, key-padding mask from src_len), then the cross-attention
+// keys and values of every decoder block
+static void gen_gpu_encode(T5Cuda* m, GenGpu* G, const int* const* src, const int* src_len) {
+    const T5Config* c = &m->config;
+    int B = G->B, Ts = G->Ts, C = c->d_model, HD = c->num_heads * c->d_kv, Ne = B * Ts;
+    BatchBuf bb;
+    memset(&bb, 0, sizeof(bb));
+    batch_reserve(&bb, B, Ts, 1);
+    T5Batch* b = &bb.b; // a one-position decoder side: the upload wants a whole batch
+    b->B = B; b->Ts = Ts; b->Tt = 1;
+    for (int i = 0; i < B; i++) {
+        for (int j = 0; j < Ts; j++) b->src[(size_t)i * Ts + j] = j < src_len[i] ? src[i][j] : c->pad_id;
+        b->src_len[i] = src_len[i]; b->dec_in[i] = c->decoder_start_id; b->labels[i] = IGNORE_INDEX;
+    }
+    t5cu_build_acts(m, B, Ts, 1);
+    m->B = B; m->Ts = Ts; m->Tt = 1; m->train = 0;
+    t5cu_upload_batch(m, b);
+    T5Specs s = t5cu_specs(m);
+    t5cu_encoder_forward(m, &s);
+    size_t stride = (size_t)Ne * HD;
+    for (int l = 0; l < c->num_decoder_layers; l++) {
+        matmul_forward(&m->mm, G->cross_k + l * stride, 0, m->acts.e_out, PX(m, P_DEC_CK, l), Ne, C, HD);
+        matmul_forward(&m->mm, G->cross_v + l * stride, 0, m->acts.e_out, PX(m, P_DEC_CV, l), Ne, C, HD);
+    }
+    int* h = (int*)mallocCheck((size_t)G->R * 2 * sizeof(int));
+    for (int r = 0; r < G->R; r++) { h[r] = r / G->nb; h[G->R + r] = src_len[r / G->nb]; }
+    cudaCheck(cudaMemcpy(G->row_input, h, (size_t)G->R * sizeof(int), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(G->cross_len, h + G->R, (size_t)G->R * sizeof(int), cudaMemcpyHostToDevice));
+    cudaCheck(cudaStreamSynchronize(m->stream)); // the batch staging is reused by the next upload
+    free(h);
+    batch_free(&bb);
+}
+
+// rows (R, HD) of ln·Wᵀ written into a cache at one position: row r at dst + r·ld
+static void gen_cache_write(T5Cuda* m, floatX* dst, int64_t ld, const floatX* ln, const floatX* w, int R) {
+    int C = m->config.d_model, HD = m->config.num_heads * m->config.d_kv;
+    Matmul mm = { dst, 0, ld, 0, { ln, 0, C, 0 }, { w, 1, C, 0 }, R, HD, C, 1, 0 };
+    matmul(&m->mm, &mm);
+}
+
+// the decoder at position t for every row: G->tokens (R) → G->logits (R, V), the logits the full
+// decoder gives at t for these rows' prefixes (gen_decode_step of train_t5.c)
+static void gen_gpu_step(T5Cuda* m, GenGpu* G, int t) {
+    const T5Config* c = &m->config;
+    int R = G->R, C = c->d_model, H = c->num_heads, D = c->d_kv, HD = H * D, L = c->num_decoder_layers;
+    size_t self_layer = (size_t)R * G->T * HD, cross_layer = (size_t)G->B * G->Ts * HD;
+    int att_stride = G->T > G->Ts ? G->T : G->Ts;
+    embedding_forward(G->x, G->tokens, PM(m, P_SHARED, 0), R, C, NO_DROP, m->stream);
+    residual_norm(m, G->x, NULL, NULL, NO_DROP, G->ln, G->rstd, PM(m, P_DEC_LN1, 0), NO_DROP, 1.0f, R);
+    for (int l = 0; l < L; l++) { // x → x2 (self) → x (cross) → x2 (FFN), then swap
+        floatX* kc = G->self_k[G->cur] + l * self_layer;
+        floatX* vc = G->self_v[G->cur] + l * self_layer;
+        matmul_forward(&m->mm, G->q, 0, G->ln, PX(m, P_DEC_Q, l), R, C, HD);
+        gen_cache_write(m, kc + (size_t)t * HD, (int64_t)G->T * HD, G->ln, PX(m, P_DEC_K, l), R);
+        gen_cache_write(m, vc + (size_t)t * HD, (int64_t)G->T * HD, G->ln, PX(m, P_DEC_V, l), R);
+        DecodeAttn self = { R, H, D, kc, vc, (size_t)G->T * HD, NULL, NULL, t + 1, PM(m, P_DEC_RELB, 0), G->buckets, t, G->T - 1 };
+        decode_attention(G->ctx, G->att, att_stride, G->q, &self, m->stream);
+        matmul_forward(&m->mm, G->sub, 1, G->ctx, PX(m, P_DEC_O, l), R, HD, C);
+        residual_norm(m, G->x2, G->x, G->sub, NO_DROP, G->ln, G->rstd, PM(m, P_DEC_LN2, l), NO_DROP, 1.0f, R);
+        matmul_forward(&m->mm, G->q, 0, G->ln, PX(m, P_DEC_CQ, l), R, C, HD);
+        DecodeAttn cross = { R, H, D, G->cross_k + l * cross_layer, G->cross_v + l * cross_layer, (size_t)G->Ts * HD,
+                             G->row_input, G->cross_len, 0, NULL, NULL, 0, 0 };
+        decode_attention(G->ctx, G->att, att_stride, G->q, &cross, m->stream);
+        matmul_forward(&m->mm, G->sub, 1, G->ctx, PX(m, P_DEC_CO, l), R, HD, C);
+        residual_norm(m, G->x, G->x2, G->sub, NO_DROP, G->ln, G->rstd, PM(m, P_DEC_LN3, l), NO_DROP, 1.0f, R);
+        FfnActs fa = { G->ln, G->rstd, G->h0, c->gated ? G->h1 : NULL, G->ff };
+        ffn_inner_forward(m, fa, DEC_FFN, l, R, NO_DROP);
+        matmul_forward(&m->mm, G->sub, 1, G->ff, PX(m, P_DEC_WO, l), R, c->d_ff, C);
+        int last = l + 1 == L; // T5 (tied): the final norm's output is scaled by C^-0.5 before the head
+        residual_norm(m, G->x2, G->x, G->sub, NO_DROP, G->ln, G->rstd, PM(m, last ? P_DEC_LNF : P_DEC_LN1, last ? 0 : l + 1),
+                      NO_DROP, last ? t5cu_head_scale(c) : 1.0f, R);
+        float* swap = G->x; G->x = G->x2; G->x2 = swap;
+    }
+    matmul_forward(&m->mm, G->logits, 1, G->ln, PX(m, t5cu_head_id(c), 0), R, C, c->vocab_size);
+}
+
+// n values from the device into pinned host memory (synchronises)
+static void gen_download_picks(T5Cuda* m, GenGpu* G, int n, int with_values) {
+    cudaCheck(cudaMemcpyAsync(G->h_idx, G->top_idx, (size_t)n * sizeof(int), cudaMemcpyDeviceToHost, m->stream));
+    if (with_values) cudaCheck(cudaMemcpyAsync(G->h_val, G->top_val, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, m->stream));
+    cudaCheck(cudaStreamSynchronize(m->stream));
+}
+
+static void gen_upload_tokens(T5Cuda* m, GenGpu* G) {
+    cudaCheck(cudaMemcpyAsync(G->tokens, G->h_tokens, (size_t)G->R * sizeof(int), cudaMemcpyHostToDevice, m->stream));
+}
+
+// gen_greedy of train_t5.c, its bookkeeping for one step: row r's pick (pad once done) into seq; returns
+// the rows still open
+static int gen_gpu_greedy_pick(const T5Config* c, int t, int T, const int* pick, int* seq, int* tokens, int* done,
+                               int* out_len, int R) {
+    int open = 0, L = 1 + T;
+    for (int r = 0; r < R; r++) {
+        int next = done[r] ? c->pad_id : pick[r];
+        seq[(size_t)r * L + t + 1] = tokens[r] = next;
+        if (!done[r]) out_len[r] = t + 1;
+        if (next == c->eos_id || t + 1 == T) done[r] = 1;
+        open += !done[r];
+    }
+    return open;
+}
+
+static void gen_gpu_greedy(T5Cuda* m, GenGpu* G, const T5CpuGen* g, int* out, int* out_len) {
+    const T5Config* c = &m->config;
+    int R = G->R, V = c->vocab_size, T = g->max_new_tokens, L = 1 + T;
+    int* seq = (int*)mallocCheck((size_t)R * L * sizeof(int));
+    int* done = (int*)callocCheck((size_t)R, sizeof(int));
+    for (int r = 0; r < R; r++) { seq[(size_t)r * L] = G->h_tokens[r] = c->decoder_start_id; out_len[r] = 0; }
+    for (int t = 0; t < T; t++) {
+        gen_upload_tokens(m, G);
+        if (G->ngram > 0) cudaCheck(cudaMemcpyAsync(G->seq, seq, (size_t)R * L * sizeof(int), cudaMemcpyHostToDevice, m->stream));
+        gen_gpu_step(m, G, t);
+        gen_scores(G->logits, R, V, c->eos_id, g->eos_bias, 0, NULL, G->seq, L, t + 1, G->ngram, m->stream);
+        topk(G->logits, R, V, 1, G->top_val, G->top_idx, m->stream); // argmax, the first of equal maxima
+        gen_download_picks(m, G, R, 0);
+        if (!gen_gpu_greedy_pick(c, t, T, G->h_idx, seq, G->h_tokens, done, out_len, R)) break;
+    }
+    for (int b = 0; b < G->B; b++)
+        for (int j = 0; j < T; j++) out[(size_t)b * T + j] = j < out_len[b] ? seq[(size_t)b * L + 1 + j] : c->pad_id;
+    free(seq); free(done);
+}
+
+static void gen_gpu_beam(T5Cuda* m, GenGpu* G, const T5CpuGen* g, int* out, int* out_len) {
+    const T5Config* c = &m->config;
+    int R = G->R, B = G->B, nb = G->nb, V = c->vocab_size, K = 2 * nb, HD = c->num_heads * c->d_kv;
+    T5CpuBeam* bs = t5cpu_beam_create(c, B, g);
+    int W = t5cpu_beam_width(bs);
+    int* parent = (int*)mallocCheck((size_t)R * sizeof(int));
+    for (int cur_len = 1, go_on = 1; go_on; cur_len++) {
+        const int* run = t5cpu_beam_running(bs);
+        for (int r = 0; r < R; r++) G->h_tokens[r] = run[(size_t)r * W + cur_len - 1];
+        gen_upload_tokens(m, G);
+        cudaCheck(cudaMemcpyAsync(G->score, t5cpu_beam_scores(bs), (size_t)R * sizeof(float), cudaMemcpyHostToDevice, m->stream));
+        if (G->ngram > 0) cudaCheck(cudaMemcpyAsync(G->seq, run, (size_t)R * W * sizeof(int), cudaMemcpyHostToDevice, m->stream));
+        gen_gpu_step(m, G, cur_len - 1);
+        gen_scores(G->logits, R, V, c->eos_id, g->eos_bias, 1, G->score, G->seq, W, cur_len, G->ngram, m->stream);
+        topk(G->logits, B, nb * V, K, G->top_val, G->top_idx, m->stream);
+        gen_download_picks(m, G, B * K, 1);
+        go_on = t5cpu_beam_step(bs, G->h_val, G->h_idx, cur_len, parent);
+        cudaCheck(cudaMemcpyAsync(G->parent, parent, (size_t)R * sizeof(int), cudaMemcpyHostToDevice, m->stream));
+        int to = G->cur ^ 1;
+        cache_reorder(G->self_k[to], G->self_k[G->cur], G->parent, c->num_decoder_layers, R, (size_t)G->T * HD,
+                      (size_t)cur_len * HD, m->stream);
+        cache_reorder(G->self_v[to], G->self_v[G->cur], G->parent, c->num_decoder_layers, R, (size_t)G->T * HD,
+                      (size_t)cur_len * HD, m->stream);
+        G->cur = to;
+        cudaCheck(cudaStreamSynchronize(m->stream)); // the host buffers uploaded above are rewritten next step
+    }
+    t5cpu_beam_result(bs, out, out_len);
+    free(parent);
+    t5cpu_beam_free(bs);
+}
+
+// t5_generate on the GPU: out (B, max_new_tokens) each input's summary after the start token (eos
+// included if it stopped, then pad_id), out_len (B); 0, or -1 with a message naming the bad input
+static int t5cu_generate(T5Cuda* m, const int* const* src, const int* src_len, int B, const T5CpuGen* g, int* out,
+                         int* out_len, char* err, size_t errlen) {
+    if (t5cpu_gen_check(&m->config, src, src_len, B, g, err, errlen)) return -1;
+    int Ts = 1;
+    for (int b = 0; b < B; b++) if (src_len[b] > Ts) Ts = src_len[b];
+    GenGpu G;
+    gen_gpu_build(&G, &m->config, B, g, Ts);
+    gen_gpu_encode(m, &G, src, src_len);
+    if (g->num_beams == 1) gen_gpu_greedy(m, &G, g, out, out_len);
+    else gen_gpu_beam(m, &G, g, out, out_len);
+    gen_gpu_free(&G);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
 // command line
 
 typedef struct {
@@ -1079,6 +1320,11 @@ typedef struct {
     const char* save_hf;
     const char* save_ckpt;
     const char* nccl_init_dir;
+    const char* eval_split;  // summarize PREFIX.bin on the GPU and score (train_t5's --eval-split)
+    const char* eval_out;
+    const char* tokenizer;
+    int num_beams, max_new_tokens, no_repeat_ngram, early_stopping, gen_batch_size, eval_limit, gen_bench;
+    float length_penalty, eos_bias;
     int steps, schedule_steps, batch_size, grad_accum, warmup, shuffle, bucket, decay_norms, max_src_len, max_tgt_len;
     float lr, weight_decay, beta1, beta2, adam_eps, clip, dropout, peak_tflops, plan_memory;
     LrScheduleKind schedule;
@@ -1093,6 +1339,11 @@ static Options options_default(void) {
     o.max_src_len = 512; o.max_tgt_len = 128; o.lr = 3e-4f; o.weight_decay = 0.01f; o.beta1 = 0.9f;
     o.beta2 = 0.999f; o.adam_eps = 1e-8f; o.clip = 1.0f; o.dropout = -1.0f; o.schedule = SCHED_LINEAR; o.seed = 42;
     o.bench_warmup = 3; o.plan_ranks = 8;
+    o.eval_out = "out/eval"; o.tokenizer = "../shared/data/t5/spiece.model";
+    T5CpuGen g = t5cpu_gen_default(); // the CPU engine's generation defaults
+    o.num_beams = g.num_beams; o.max_new_tokens = g.max_new_tokens; o.no_repeat_ngram = g.no_repeat_ngram_size;
+    o.early_stopping = g.early_stopping; o.length_penalty = (float)g.length_penalty; o.eos_bias = g.eos_bias;
+    o.gen_batch_size = 32;
     return o;
 }
 
@@ -1133,10 +1384,23 @@ static void usage(void) {
         "  --nccl-init-dir DIR    bootstrap without MPI: ranks from RANK/WORLD_SIZE/LOCAL_RANK (or SLURM_*), the\n"
         "                         NCCL id through DIR on a shared filesystem (fresh per run)\n"
         "  --plan-memory GIB      print the memory plan of every preset for a GIB GiB device and exit (no GPU needed)\n"
-        "  --plan-ranks N         ranks for the ZeRO-1 column of --plan-memory (default %d)\n",
+        "  --plan-ranks N         ranks for the ZeRO-1 column of --plan-memory (default %d)\n"
+        "generation on the GPU (train_t5's semantics; rank 0 generates, after training if any):\n"
+        "  --eval-split PREFIX    summarize PREFIX.bin, score against PREFIX_refs.jsonl (prepro_dialogsum.py)\n"
+        "  --eval-out DIR         generations.jsonl + scores.json (default %s)\n"
+        "  --eval-limit N         only the first N examples, 0 = all (default %d)\n"
+        "  --tokenizer PATH       spiece.model for decoding (default %s)\n"
+        "  --num-beams N          1 = greedy (default %d)   --max-new-tokens N (default %d)\n"
+        "  --length-penalty X     beam score / length^X (default %g)   --early-stopping 0|1 (default %d)\n"
+        "  --no-repeat-ngram N    ban repeated N-grams, 0 = off (default %d)   --gen-batch-size N (default %d)\n"
+        "  --eos-bias X           added to the eos logit (default %g)\n"
+        "  --gen-bench N          time generation of N synthetic DialogSum-shaped inputs (eos suppressed, so every\n"
+        "                         summary has --max-new-tokens tokens) and exit\n",
         d.steps, d.batch_size, d.grad_accum, (double)d.lr, lr_schedule_name(d.schedule), d.warmup, (double)d.weight_decay,
         d.decay_norms, (double)d.beta1, (double)d.beta2, (double)d.adam_eps, (double)d.clip, (double)d.dropout, d.shuffle,
-        d.bucket, d.max_src_len, d.max_tgt_len, d.seed, d.bench_warmup, d.zero, d.recompute, d.plan_ranks);
+        d.bucket, d.max_src_len, d.max_tgt_len, d.seed, d.bench_warmup, d.zero, d.recompute, d.plan_ranks, d.eval_out,
+        d.eval_limit, d.tokenizer, d.num_beams, d.max_new_tokens, (double)d.length_penalty, d.early_stopping,
+        d.no_repeat_ngram, d.gen_batch_size, (double)d.eos_bias);
 }
 
 typedef struct { const char* flag; int* dst; long long lo, hi; } IntFlag;
@@ -1152,16 +1416,21 @@ static int parse_flag(Options* o, const char* f, const char* v) {
         {"--decay-norms", &o->decay_norms, 0, 1}, {"--max-src-len", &o->max_src_len, 1, 1 << 16},
         {"--max-tgt-len", &o->max_tgt_len, 1, 1 << 16}, {"--bench", &o->bench, 0, 1000000},
         {"--bench-warmup", &o->bench_warmup, 0, 1000000}, {"--zero", &o->zero, 0, 1}, {"--recompute", &o->recompute, 0, 1},
-        {"--plan-ranks", &o->plan_ranks, 1, 1 << 20},
+        {"--plan-ranks", &o->plan_ranks, 1, 1 << 20}, {"--num-beams", &o->num_beams, 1, 64},
+        {"--max-new-tokens", &o->max_new_tokens, 1, 4096}, {"--no-repeat-ngram", &o->no_repeat_ngram, 0, 64},
+        {"--early-stopping", &o->early_stopping, 0, 1}, {"--gen-batch-size", &o->gen_batch_size, 1, 4096},
+        {"--eval-limit", &o->eval_limit, 0, 1000000000}, {"--gen-bench", &o->gen_bench, 0, 1000000},
     };
     FloatFlag floats[] = {
         {"--lr", &o->lr, 0.0, 10.0}, {"--weight-decay", &o->weight_decay, 0.0, 10.0}, {"--beta1", &o->beta1, 0.0, 0.999999},
         {"--beta2", &o->beta2, 0.0, 0.999999999}, {"--adam-eps", &o->adam_eps, 1e-30, 1.0}, {"--clip", &o->clip, 0.0, 1e9},
         {"--dropout", &o->dropout, -1.0, 0.99}, {"--peak-tflops", &o->peak_tflops, 0.0, 1e6},
-        {"--plan-memory", &o->plan_memory, 0.0, 1e6},
+        {"--plan-memory", &o->plan_memory, 0.0, 1e6}, {"--length-penalty", &o->length_penalty, -100.0, 100.0},
+        {"--eos-bias", &o->eos_bias, -1e9, 1e9},
     };
     StrFlag strs[] = { {"--model", &o->model}, {"--train-file", &o->train_file}, {"--save-hf", &o->save_hf},
-                       {"--save-checkpoint", &o->save_ckpt}, {"--nccl-init-dir", &o->nccl_init_dir} };
+                       {"--save-checkpoint", &o->save_ckpt}, {"--nccl-init-dir", &o->nccl_init_dir},
+                       {"--eval-split", &o->eval_split}, {"--eval-out", &o->eval_out}, {"--tokenizer", &o->tokenizer} };
     for (size_t k = 0; k < sizeof(ints) / sizeof(ints[0]); k++) {
         if (strcmp(f, ints[k].flag) != 0) continue;
         long long x;
@@ -1192,8 +1461,10 @@ static int parse_args(int argc, char** argv, Options* o) {
         if (r < 0) return -1;
         if (r == 0) { fprintf(stderr, "error: unknown option %s (see --help)\n", f); return -1; }
     }
-    if (o->plan_memory == 0.0f && o->bench == 0 && !o->train_file && !o->save_hf && !o->save_ckpt) {
-        fprintf(stderr, "error: nothing to do: give --train-file, --bench, --save-hf, --save-checkpoint or --plan-memory\n");
+    if (o->plan_memory == 0.0f && o->bench == 0 && o->gen_bench == 0 && !o->train_file && !o->eval_split && !o->save_hf &&
+        !o->save_ckpt) {
+        fprintf(stderr, "error: nothing to do: give --train-file, --eval-split, --bench, --gen-bench, --save-hf, "
+                "--save-checkpoint or --plan-memory\n");
         return -1;
     }
     return 0;
@@ -1432,10 +1703,10 @@ static int train(T5Cuda* m, const Options* o, Meter* meter) {
     int ranks = m->comm ? m->comm->size : 1, rank = m->comm ? m->comm->rank : 0;
     LoaderConfig lc = { o->batch_size, ranks, rank, o->shuffle, o->bucket, 64, o->max_src_len, o->max_tgt_len,
                         m->config.pad_id, m->config.decoder_start_id, (uint64_t)o->seed };
-    int bad = dataloader_init(&dl, o->train_file, &lc, err, sizeof(err)) ||
-              examples_check_vocab(&dl.data, m->config.vocab_size, o->train_file, err, sizeof(err));
+    int opened = dataloader_init(&dl, o->train_file, &lc, err, sizeof(err)) == 0;
+    int bad = !opened || examples_check_vocab(&dl.data, m->config.vocab_size, o->train_file, err, sizeof(err));
     if (bad) fprintf(stderr, "error: %s\n", err);
-    if (m->comm ? comm_max_int(m->comm, bad) : bad) { if (!bad) dataloader_free(&dl); return -1; } // all ranks or none
+    if (m->comm ? comm_max_int(m->comm, bad) : bad) { if (opened) dataloader_free(&dl); return -1; } // all ranks or none
     if (meter->print) printf("train file: %lld examples, %d rank(s) x %d per micro-batch\n", (long long)dl.data.n, ranks, o->batch_size);
     BatchBuf* bufs = (BatchBuf*)callocCheck((size_t)o->grad_accum, sizeof(BatchBuf));
     T5Batch** batches = (T5Batch**)mallocCheck((size_t)o->grad_accum * sizeof(T5Batch*));
@@ -1491,6 +1762,82 @@ static int bench(T5Cuda* m, const Options* o, Meter* meter) {
     return 0;
 }
 
+// ----------------------------------------------------------------------------
+// generation commands (rank 0)
+
+static T5CpuGen gen_options(const Options* o) {
+    T5CpuGen g = { o->max_new_tokens, o->num_beams, o->no_repeat_ngram, (double)o->length_penalty, o->early_stopping, o->eos_bias };
+    return g;
+}
+
+// --eval-split: summaries of the split on the GPU in batches of --gen-batch-size, decoded and scored by
+// the CPU engine's evaluation (llmc/t5_cpu.h): the same generations.jsonl and scores.json as train_t5
+static int eval_split(T5Cuda* m, const Options* o) {
+    char err[1024];
+    T5CpuEval* e = t5cpu_eval_open(o->eval_split, o->eval_limit, o->tokenizer, m->config.vocab_size, err, sizeof(err));
+    if (!e) { fprintf(stderr, "error: %s\n", err); return -1; }
+    long long n = t5cpu_eval_size(e);
+    int Bmax = o->gen_batch_size, T = o->max_new_tokens, max_src = o->max_src_len, rc = 0;
+    T5CpuGen g = gen_options(o);
+    int* buf = (int*)mallocCheck((size_t)Bmax * max_src * sizeof(int));
+    int* out = (int*)mallocCheck((size_t)Bmax * T * sizeof(int));
+    int** rows = (int**)mallocCheck((size_t)Bmax * sizeof(int*));
+    int* lens = (int*)mallocCheck((size_t)Bmax * 2 * sizeof(int));
+    int* out_len = lens + Bmax;
+    printf("evaluating on %s: %lld dialogues, %s, up to %d new tokens, on the GPU\n", o->eval_split, n,
+           g.num_beams > 1 ? "beam search" : "greedy", T);
+    double t0 = now_ms();
+    for (long long lo = 0; lo < n && rc == 0; lo += Bmax) {
+        int B = (int)(n - lo < Bmax ? n - lo : Bmax);
+        t5cpu_eval_sources(e, lo, B, max_src, m->config.eos_id, buf, rows, lens);
+        rc = t5cu_generate(m, (const int* const*)rows, lens, B, &g, out, out_len, err, sizeof(err));
+        for (int b = 0; b < B && rc == 0; b++) rc = t5cpu_eval_add(e, lo + b, out + (size_t)b * T, out_len[b], err, sizeof(err));
+        fprintf(stderr, "\rgenerating %lld/%lld  %.2f summaries/s", lo + B, n, (lo + B) / ((now_ms() - t0) / 1e3));
+    }
+    fprintf(stderr, "\n");
+    if (rc == 0) rc = t5cpu_eval_finish(e, o->eval_out, o->model, (now_ms() - t0) / 1e3, err, sizeof(err));
+    if (rc) fprintf(stderr, "error: %s\n", err);
+    free(buf); free(out); free(rows); free(lens);
+    t5cpu_eval_free(e);
+    return rc;
+}
+
+// --gen-bench N: the sources of the synthetic training batches (bench_batch; dev/bench_hf_generate.py
+// draws the same), batches of --gen-batch-size (N rounded up to whole batches), eos suppressed so every
+// summary has max_new_tokens tokens (HF: min_new_tokens). One untimed batch first.
+static int gen_bench(T5Cuda* m, const Options* o) {
+    char err[1024];
+    T5CpuGen g = gen_options(o);
+    g.eos_bias = -1e9f;
+    int B = o->gen_batch_size, T = o->max_new_tokens, nbatch = (o->gen_bench + B - 1) / B;
+    BatchBuf bb;
+    memset(&bb, 0, sizeof(bb));
+    int* out = (int*)mallocCheck((size_t)B * T * sizeof(int));
+    int* out_len = (int*)mallocCheck((size_t)B * sizeof(int));
+    const int** rows = (const int**)mallocCheck((size_t)B * sizeof(int*));
+    double ms = 0.0;
+    long long tokens = 0;
+    int rc = 0;
+    for (int k = -1; k < nbatch && rc == 0; k++) {
+        bench_batch(&bb, k < 0 ? 0 : k, B, &m->config);
+        for (int i = 0; i < B; i++) rows[i] = bb.b.src + (size_t)i * bb.b.Ts;
+        double t0 = now_ms();
+        rc = t5cu_generate(m, rows, bb.b.src_len, B, &g, out, out_len, err, sizeof(err));
+        double dt = now_ms() - t0;
+        if (k < 0) continue;
+        ms += dt;
+        for (int i = 0; i < B; i++) tokens += out_len[i];
+        printf("gen batch %d/%d | %d inputs | %.1f ms | %.1f summaries/s\n", k + 1, nbatch, B, dt, B / (dt / 1e3));
+    }
+    if (rc) fprintf(stderr, "error: %s\n", err);
+    else printf("gen_bench: engine=t5.c-cuda precision=%s inputs=%d batch=%d beams=%d max_new_tokens=%d seconds=%.3f "
+                "summaries_per_s=%.2f new_tokens_per_s=%.0f\n", PRECISION_NAME, nbatch * B, B, g.num_beams, T, ms / 1e3,
+                nbatch * B / (ms / 1e3), tokens / (ms / 1e3));
+    free(out); free(out_len); free(rows);
+    batch_free(&bb);
+    return rc;
+}
+
 // rank 0 writes; every rank takes part (ZeRO-1 gathers); the outcome is agreed over ranks
 static int save_outputs(T5Cuda* m, const Options* o) {
     char err[1024];
@@ -1531,8 +1878,13 @@ static int run(Comm* comm, const Options* o) {
     if (h.m) t5cu_set_optimizer_state(&m, h.m, h.v, h.step);
     free(h.params); free(h.m); free(h.v);
     if (meter.print) print_config(&m, o, h.from, &prop, meter.peak_tflops);
-    int rc = o->bench ? bench(&m, o, &meter) : o->train_file ? train(&m, o, &meter) : 0;
-    if (rc == 0 && !o->bench) rc = save_outputs(&m, o);
+    int rc = 0;
+    if (o->gen_bench) rc = meter.print ? gen_bench(&m, o) : 0;
+    else {
+        rc = o->bench ? bench(&m, o, &meter) : o->train_file ? train(&m, o, &meter) : 0;
+        if (rc == 0 && !o->bench) rc = save_outputs(&m, o);
+        if (rc == 0 && o->eval_split && meter.print) rc = eval_split(&m, o);
+    }
     if (meter.print)
         printf("peak device memory in use: %.2f GiB (activations %.2f GiB, weights+grads+AdamW %.2f GiB)\n",
                meter.peak_mem / 1073741824.0, m.act_bytes / 1073741824.0, m.state_bytes / 1073741824.0);
