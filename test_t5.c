@@ -643,6 +643,229 @@ static void test_cli_errors(const char* bin) {
     }
 }
 
+// ----------------------------------------------------------------------------
+// generation: t5_generate against transformers' generate() (dev/make_gen_fixtures.py), the cached
+// decoder against the full forward pass, and bad requests
+
+// a number from the generation fixture's metadata (doubles: length_penalty must not round through float)
+static double gen_meta(Fixture* f, const char* key) {
+    const char* v = st_metadata(&f->st, key);
+    if (!v) { printf("fixture %s lacks metadata %s\n", f->path, key); exit(EXIT_FAILURE); }
+    return strtod(v, NULL);
+}
+
+// a fixture batch as t5_generate takes it: row pointers into ids (B, Ts) and lengths from the prefix mask
+typedef struct { int B, Ts; int* ids; int* len; const int** src; } GenInputs;
+
+static GenInputs gen_inputs(Fixture* f, int k) {
+    GenInputs in;
+    char key[64];
+    int r, c;
+    snprintf(key, sizeof(key), "case%d.input_ids", k);
+    in.ids = fx_i32(f, key, &in.B, &in.Ts);
+    snprintf(key, sizeof(key), "case%d.attention_mask", k);
+    int* mask = fx_i32(f, key, &r, &c);
+    in.len = (int*)mallocCheck((size_t)in.B * sizeof(int));
+    in.src = (const int**)mallocCheck((size_t)in.B * sizeof(int*));
+    for (int b = 0; b < in.B; b++) {
+        in.len[b] = 0;
+        while (in.len[b] < in.Ts && mask[b * in.Ts + in.len[b]]) in.len[b]++;
+        in.src[b] = in.ids + (size_t)b * in.Ts;
+    }
+    free(mask);
+    return in;
+}
+
+static void gen_inputs_free(GenInputs* in) { free(in->ids); free(in->len); free(in->src); }
+
+static GenConfig gen_case_config(Fixture* f, int k) {
+    char key[64];
+    GenConfig g = gen_config_default();
+    g.max_new_tokens = (int)gen_meta(f, "max_new_tokens");
+    snprintf(key, sizeof(key), "case%d.num_beams", k); g.num_beams = (int)gen_meta(f, key);
+    snprintf(key, sizeof(key), "case%d.length_penalty", k); g.length_penalty = gen_meta(f, key);
+    snprintf(key, sizeof(key), "case%d.no_repeat_ngram_size", k); g.no_repeat_ngram_size = (int)gen_meta(f, key);
+    snprintf(key, sizeof(key), "case%d.early_stopping", k); g.early_stopping = (int)gen_meta(f, key);
+    snprintf(key, sizeof(key), "case%d.eos_bias", k); g.eos_bias = (float)gen_meta(f, key);
+    return g;
+}
+
+// what generate() returns for these summaries: (B, 1 + longest) with the start token first, then the
+// fill value: pad_id after greedy search, eos after beam search (HF's `pad_token_id or eos_token_id`)
+static int* gen_hf_layout(const T5Config* c, const GenConfig* g, const int* out, const int* len, int B, int* width) {
+    int W = 0;
+    for (int b = 0; b < B; b++) if (len[b] > W) W = len[b];
+    *width = ++W;
+    int* hf = (int*)mallocCheck((size_t)B * W * sizeof(int));
+    int fill = g->num_beams == 1 ? c->pad_id : c->eos_id;
+    for (int b = 0; b < B; b++) {
+        hf[(size_t)b * W] = c->decoder_start_id;
+        for (int j = 1; j < W; j++) hf[(size_t)b * W + j] = j <= len[b] ? out[(size_t)b * g->max_new_tokens + j - 1] : fill;
+    }
+    return hf;
+}
+
+// one fixture case: t5_generate must return generate()'s sequences token for token
+static void test_generate_case(Fixture* f, T5* m, const char* model, int k, int** out_keep, int** len_keep) {
+    char key[64], name[200], err[1024];
+    GenInputs in = gen_inputs(f, k);
+    GenConfig g = gen_case_config(f, k);
+    int* out = (int*)mallocCheck((size_t)in.B * g.max_new_tokens * sizeof(int));
+    int* len = (int*)mallocCheck((size_t)in.B * sizeof(int));
+    int rc = t5_generate(m, in.src, in.len, in.B, &g, out, len, err, sizeof(err));
+    if (rc) printf("  %s\n", err);
+    int rows, W, width = 0;
+    snprintf(key, sizeof(key), "case%d.sequences", k);
+    int* want = fx_i32(f, key, &rows, &W);
+    int* got = rc ? NULL : gen_hf_layout(&m->config, &g, out, len, in.B, &width);
+    int diff = rows != in.B || width != W ? -1 : 0;
+    for (int i = 0; got && diff >= 0 && i < rows * W; i++) diff += got[i] != want[i];
+    char lens[64] = "", *p = lens;
+    for (int b = 0; b < in.B && !rc; b++) p += snprintf(p, lens + sizeof(lens) - p, "%s%d", b ? "," : "", len[b]);
+    snprintf(key, sizeof(key), "case%d.name", k);
+    snprintf(name, sizeof(name), "generate %s %s (lengths %s)", model, st_metadata(&f->st, key), lens);
+    printf("%-62s width %d vs HF %d, %d tokens differ  %s\n", name, width, W, diff < 0 ? rows * W : diff,
+           rc == 0 && diff == 0 ? "OK" : "FAIL");
+    verdict(rc == 0 && diff == 0, name);
+    if (diff != 0 && got) {
+        for (int b = 0; b < in.B; b++) {
+            printf("    C :"); for (int j = 0; j < width; j++) printf(" %d", got[b * width + j]);
+            printf("\n    HF:"); for (int j = 0; j < W; j++) printf(" %d", want[b * W + j]);
+            printf("\n");
+        }
+    }
+    free(want); free(got); gen_inputs_free(&in);
+    if (out_keep) { *out_keep = out; *len_keep = len; } else { free(out); free(len); }
+}
+
+// full-pass logits (B, Tt, V) of t5_forward for decoder inputs dec (B, Tt) on sources src
+static float* gen_full_logits(T5* m, const int* const* src, const int* src_len, int B, const int* dec, int Tt) {
+    int Ts = 1, V = m->config.vocab_size;
+    for (int b = 0; b < B; b++) if (src_len[b] > Ts) Ts = src_len[b];
+    int* ids = (int*)mallocCheck((size_t)B * Ts * sizeof(int));
+    int* labels = (int*)mallocCheck((size_t)B * Tt * sizeof(int));
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < Ts; j++) ids[b * Ts + j] = j < src_len[b] ? src[b][j] : m->config.pad_id;
+    for (int i = 0; i < B * Tt; i++) labels[i] = m->config.eos_id;
+    T5Batch batch = { .B = B, .Ts = Ts, .Tt = Tt, .src = ids, .src_len = (int*)src_len, .dec_in = (int*)dec, .labels = labels };
+    t5_forward(m, &batch, 0, 0);
+    float* logits = (float*)mallocCheck((size_t)B * Tt * V * sizeof(float));
+    memcpy(logits, m->acts.logits, (size_t)B * Tt * V * sizeof(float));
+    free(ids); free(labels);
+    return logits;
+}
+
+// The cached decoder, one position per step, against the full (non-cached) t5_forward on the same
+// decoder inputs: logits at every position. Rows are nb beams per input; after step `reorder_at` the
+// rows take over the caches of parent[] (as beam search does), and the reference is the full pass on
+// the sequences that result. Tolerance 1e-5 relative to the largest logit: both are fp32 and compute
+// the same sums in different orders (dot-product loops vs GEMM tiles), ~1e-7 relative apart — the
+// headroom of the fixture logits check.
+static void test_generate_cache(T5* m, const char* label, const int* const* src, const int* src_len, int B, int nb,
+                                const int* tokens, int T, const int* parent, int reorder_at) {
+    const T5Config* c = &m->config;
+    int R = B * nb, V = c->vocab_size;
+    int* dec = (int*)mallocCheck((size_t)R * T * sizeof(int));  // what each row's decoder has seen, as rows
+    const int** row_src = (const int**)mallocCheck((size_t)R * sizeof(int*));
+    int* row_len = (int*)mallocCheck((size_t)R * sizeof(int));
+    int* step = (int*)mallocCheck((size_t)R * sizeof(int));
+    float* cached = (float*)mallocCheck((size_t)R * T * V * sizeof(float));
+    int Ts = 1;
+    for (int b = 0; b < B; b++) if (src_len[b] > Ts) Ts = src_len[b];
+    GenCache g;
+    gen_cache_build(&g, c, B, nb, Ts, T);
+    gen_encode(m, &g, src, src_len);
+    memcpy(dec, tokens, (size_t)R * T * sizeof(int));
+    for (int t = 0; t < T; t++) {
+        if (t == reorder_at) { // row r now continues row parent[r]: its first t inputs and logits are parent[r]'s
+            gen_cache_reorder(&g, c, parent, t);
+            int* old = (int*)mallocCheck((size_t)R * T * sizeof(int));
+            float* old_logits = (float*)mallocCheck((size_t)R * T * V * sizeof(float));
+            memcpy(old, dec, (size_t)R * T * sizeof(int));
+            memcpy(old_logits, cached, (size_t)R * T * V * sizeof(float));
+            for (int r = 0; r < R; r++) {
+                memcpy(dec + (size_t)r * T, old + (size_t)parent[r] * T, (size_t)t * sizeof(int));
+                memcpy(cached + (size_t)r * T * V, old_logits + (size_t)parent[r] * T * V, (size_t)t * V * sizeof(float));
+            }
+            free(old); free(old_logits);
+        }
+        for (int r = 0; r < R; r++) step[r] = dec[(size_t)r * T + t];
+        gen_decode_step(m, &g, step, t);
+        for (int r = 0; r < R; r++) memcpy(cached + ((size_t)r * T + t) * V, g.logits + (size_t)r * V, (size_t)V * sizeof(float));
+    }
+    gen_cache_free(&g);
+    for (int r = 0; r < R; r++) { row_src[r] = src[r / nb]; row_len[r] = src_len[r / nb]; }
+    float* full = gen_full_logits(m, row_src, row_len, R, dec, T);
+    char name[160];
+    snprintf(name, sizeof(name), "cached decoder == full t5_forward: %s", label);
+    check_close(name, cached, full, (size_t)R * T * V, 1e-5f);
+    free(dec); free(row_src); free(row_len); free(step); free(cached); free(full);
+}
+
+// bad requests are refused with a message, before any compute
+static void test_generate_errors(void) {
+    T5 model;
+    T5Config c = tiny_config(0, ACT_GELU_TANH, 1);
+    t5_build_from_config(&model, &c);
+    T5* m = &model;
+    char err[1024];
+    int ids[3] = { 5, 6, 1 }, bad_ids[3] = { 5, 4000, 1 }, len = 3, zero = 0, out[8], out_len[1];
+    const int* src[1] = { ids };
+    const int* bad_src[1] = { bad_ids };
+    GenConfig g = gen_config_default();
+    g.max_new_tokens = 8;
+    expect_error("generate refuses a token id outside the vocabulary",
+                 t5_generate(m, bad_src, &len, 1, &g, out, out_len, err, sizeof(err)), err, "outside the vocabulary");
+    expect_error("generate refuses an empty input", t5_generate(m, src, &zero, 1, &g, out, out_len, err, sizeof(err)),
+                 err, "length 0");
+    GenConfig b = g; b.num_beams = 0;
+    expect_error("generate refuses num_beams = 0", t5_generate(m, src, &len, 1, &b, out, out_len, err, sizeof(err)),
+                 err, "num_beams");
+    b = g; b.max_new_tokens = 0;
+    expect_error("generate refuses max_new_tokens = 0", t5_generate(m, src, &len, 1, &b, out, out_len, err, sizeof(err)),
+                 err, "max_new_tokens");
+    b = g; b.no_repeat_ngram_size = -1;
+    expect_error("generate refuses no_repeat_ngram_size < 0", t5_generate(m, src, &len, 1, &b, out, out_len, err, sizeof(err)),
+                 err, "no_repeat_ngram_size");
+    t5_free(m);
+}
+
+static void test_generation_fixture(const char* model) {
+    char path[600], err[1024];
+    Fixture f;
+    snprintf(f.path, sizeof(f.path), "dev/fixtures/gen/%s.safetensors", model);
+    if (st_open(&f.st, f.path, err, sizeof(err))) { printf("error: %s (run `make fixtures`)\n", err); exit(EXIT_FAILURE); }
+    snprintf(path, sizeof(path), "%s", st_metadata(&f.st, "model_dir") ? st_metadata(&f.st, "model_dir") : "?");
+    T5 m;
+    if (t5_build_from_hf(&m, path, err, sizeof(err))) { printf("error: %s\n", err); exit(EXIT_FAILURE); }
+    int cases = (int)gen_meta(&f, "cases");
+    int *out = NULL, *len = NULL;
+    for (int k = 0; k < cases; k++) test_generate_case(&f, &m, model, k, k == 0 ? &out : NULL, k == 0 ? &len : NULL);
+    // the cache on case 0's greedy summaries (4 inputs of different lengths): decoder inputs = start + tokens
+    GenInputs in = gen_inputs(&f, 0);
+    int T = (int)gen_meta(&f, "max_new_tokens");
+    int* dec = (int*)mallocCheck((size_t)in.B * T * sizeof(int));
+    for (int b = 0; b < in.B; b++)
+        for (int t = 0; t < T; t++) dec[b * T + t] = t == 0 ? m.config.decoder_start_id : out[b * T + t - 1];
+    test_generate_cache(&m, "greedy summaries, 4 inputs x 20 positions", in.src, in.len, in.B, 1, dec, T, NULL, -1);
+    // beams: 2 inputs x 2 beams; after 3 positions the rows take over other rows' caches (within an input)
+    int parent[4] = { 1, 1, 3, 2 };
+    int beam_dec[4 * 6];
+    for (int r = 0; r < 4; r++)
+        for (int t = 0; t < 6; t++) beam_dec[r * 6 + t] = t == 0 ? m.config.decoder_start_id : 2 + (r * 31 + t * 17) % (m.config.vocab_size - 2);
+    test_generate_cache(&m, "2 inputs x 2 beams, rows reordered at t=3", in.src + 1, in.len + 1, 2, 2, beam_dec, 6, parent, 3);
+    free(dec); free(out); free(len); gen_inputs_free(&in);
+    t5_free(&m);
+    st_close(&f.st);
+}
+
+static void test_generation(void) {
+    printf("\n=== generation vs transformers generate()\n");
+    const char* models[] = { "flan_gated", "t5_relu_tied", "odd_shapes" };
+    for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++) test_generation_fixture(models[i]);
+    test_generate_errors();
+}
+
 int main(int argc, char** argv) {
     enable_flush_to_zero();
     const char* fixtures[] = { "dev/fixtures/flan_gated", "dev/fixtures/t5_relu_tied", "dev/fixtures/odd_shapes", "dev/fixtures/gelu_untied" };
@@ -661,6 +884,7 @@ int main(int argc, char** argv) {
     test_bad_weights(tmp);
     test_bad_checkpoint(tmp);
     test_bad_examples(tmp);
+    test_generation();
     if (bin) {
         printf("\n=== command line (%s)\n", bin);
         for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_cli_fixture_run(bin, tmp, fixtures[i]);

@@ -966,6 +966,7 @@ static void attention_decode(float* out, float* att, const float* q, const float
             float* a = att + ((size_t)r * H + h) * Tk;
             for (int j = 0; j < s->key_len[r]; j++) {
                 float dot = 0.0f;
+                #pragma omp simd reduction(+:dot)
                 for (int d = 0; d < D; d++) dot += qh[d] * kh[(size_t)j * HD + d];
                 a[j] = dot;
             }
@@ -983,6 +984,35 @@ static void attention_decode(float* out, float* att, const float* q, const float
         }
 }
 
+// Linear for the few rows of a decoding step:  out (R, OC) = inp (R, IC) · Wᵀ. The GEMM would pack (copy)
+// all of W for a handful of rows; here W is read in place, once: a block of 8 weight rows at a time stays
+// in L1 while every group of 4 input rows passes over it, 2 weight rows × 4 input rows of dot products at
+// once (8 independent sums keep the FMA units busy).
+static void matmul_rows_forward(float* out, const float* inp, const float* w, int R, int IC, int OC) {
+    #pragma omp parallel for schedule(static)
+    for (int ob = 0; ob < OC; ob += 8)
+        for (int r0 = 0; r0 < R; r0 += 4) {
+            int nr = R - r0 < 4 ? R - r0 : 4, oe = OC - ob < 8 ? OC : ob + 8;
+            const float *x0 = inp + (size_t)r0 * IC, *x1 = nr > 1 ? x0 + IC : x0; // rows past R repeat row r0
+            const float *x2 = nr > 2 ? x0 + 2 * (size_t)IC : x0, *x3 = nr > 3 ? x0 + 3 * (size_t)IC : x0;
+            for (int o = ob; o < oe; o += 2) {
+                const float* w0 = w + (size_t)o * IC;
+                const float* w1 = o + 1 < oe ? w0 + IC : w0; // an odd last row is computed twice, stored once
+                float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, b0 = 0.0f, b1 = 0.0f, b2 = 0.0f, b3 = 0.0f;
+                #pragma omp simd reduction(+:a0, a1, a2, a3, b0, b1, b2, b3)
+                for (int i = 0; i < IC; i++) {
+                    a0 += x0[i] * w0[i]; a1 += x1[i] * w0[i]; a2 += x2[i] * w0[i]; a3 += x3[i] * w0[i];
+                    b0 += x0[i] * w1[i]; b1 += x1[i] * w1[i]; b2 += x2[i] * w1[i]; b3 += x3[i] * w1[i];
+                }
+                float sa[4] = { a0, a1, a2, a3 }, sb[4] = { b0, b1, b2, b3 };
+                for (int i = 0; i < nr; i++) {
+                    out[(size_t)(r0 + i) * OC + o] = sa[i];
+                    if (o + 1 < oe) out[(size_t)(r0 + i) * OC + o + 1] = sb[i];
+                }
+            }
+        }
+}
+
 // res_out = res_in + o(attention(rmsnorm(res_in))) for one new position per row. Self-attention
 // (append_at = t ≥ 0) first writes this position's k, v into the layer's cache (R, Tmax, HD) at t.
 static void gen_attn_sublayer(T5* m, GenCache* g, float* res_out, const float* res_in, AttnWeights w, float* k,
@@ -990,10 +1020,10 @@ static void gen_attn_sublayer(T5* m, GenCache* g, float* res_out, const float* r
     const T5Config* c = &m->config;
     int R = g->R, C = c->d_model, HD = c->num_heads * c->d_kv;
     rmsnorm_forward(g->ln, g->rstd, res_in, w.ln, R, C, c->eps);
-    matmul_forward(&m->gemm_ws, g->q, g->ln, w.q, R, C, HD);
+    matmul_rows_forward(g->q, g->ln, w.q, R, C, HD);
     if (append_at >= 0) {
-        matmul_forward(&m->gemm_ws, g->k_new, g->ln, w.k, R, C, HD);
-        matmul_forward(&m->gemm_ws, g->v_new, g->ln, w.v, R, C, HD);
+        matmul_rows_forward(g->k_new, g->ln, w.k, R, C, HD);
+        matmul_rows_forward(g->v_new, g->ln, w.v, R, C, HD);
         for (int r = 0; r < R; r++) {
             size_t at = ((size_t)r * g->Tmax + append_at) * HD;
             memcpy(k + at, g->k_new + (size_t)r * HD, (size_t)HD * sizeof(float));
@@ -1001,7 +1031,19 @@ static void gen_attn_sublayer(T5* m, GenCache* g, float* res_out, const float* r
         }
     }
     attention_decode(g->ctx, g->att, g->q, k, v, kv_seq, s);
-    matmul_forward(&m->gemm_ws, res_out, g->ctx, w.o, R, HD, C);
+    matmul_rows_forward(res_out, g->ctx, w.o, R, HD, C);
+    residual_forward(res_out, res_in, res_out, (size_t)R * C, (Dropout){0}, 0);
+}
+
+// res_out = res_in + wo(act(wi_0 x) [* wi_1 x]), x = rmsnorm(res_in): ffn_sublayer_forward for a few rows
+static void gen_ffn_sublayer(T5* m, GenCache* g, float* res_out, const float* res_in, FfnWeights w) {
+    const T5Config* c = &m->config;
+    int R = g->R, C = c->d_model, F = c->d_ff;
+    rmsnorm_forward(g->ln, g->rstd, res_in, w.ln, R, C, c->eps);
+    matmul_rows_forward(g->h0, g->ln, w.wi0, R, C, F);
+    if (w.wi1) matmul_rows_forward(g->h1, g->ln, w.wi1, R, C, F);
+    ffn_act_forward(g->ff, g->h0, w.wi1 ? g->h1 : NULL, (size_t)R * F, c->act, (Dropout){0}, 0);
+    matmul_rows_forward(res_out, g->ff, w.wo, R, F, C);
     residual_forward(res_out, res_in, res_out, (size_t)R * C, (Dropout){0}, 0);
 }
 
@@ -1022,15 +1064,14 @@ static void gen_decode_step(T5* m, GenCache* g, const int* tokens, int t) {
                           g->self_v + l * self_stride, NULL, &self, t);
         gen_attn_sublayer(m, g, g->x, g->x2, dec_cross_w(&m->params, c, l), g->cross_k + l * cross_stride,
                           g->cross_v + l * cross_stride, g->row_input, &cross, -1);
-        FfnActs fa = { g->ln, g->rstd, g->h0, c->gated ? g->h1 : NULL, g->ff };
-        ffn_sublayer_forward(m, g->x2, g->x, fa, dec_ffn_w(&m->params, c, l), R, none, 0, 0);
+        gen_ffn_sublayer(m, g, g->x2, g->x, dec_ffn_w(&m->params, c, l));
         float* swap = g->x; g->x = g->x2; g->x2 = swap;
     }
     // T5 (tied): the decoder output is scaled by C^-0.5 before the shared embedding acts as the head
     rmsnorm_forward(g->ln, g->rstd, g->x, m->params.dec_lnf, R, C, c->eps);
     float hs = t5_head_scale(c);
     if (hs != 1.0f) for (size_t i = 0; i < (size_t)R * C; i++) g->ln[i] *= hs;
-    matmul_forward(&m->gemm_ws, g->logits, g->ln, t5_head(m), R, C, c->vocab_size);
+    matmul_rows_forward(g->logits, g->ln, t5_head(m), R, C, c->vocab_size);
 }
 
 // beam search: row r continues the hypothesis of row parent[r], so it takes over that row's cached keys
