@@ -100,6 +100,7 @@ static inline int comm_bootstrap(Comm* c, int* argc, char*** argv, const char* i
         snprintf(err, errlen, "%d processes, but this build has no NCCL (the Makefile reports NCCL ✓/✗)", c->size);
         return -1;
     }
+    c->active = 0; // one process and no NCCL: no communicator, the collectives are the identity
 #endif
     return 0;
 }
