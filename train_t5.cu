@@ -854,7 +854,7 @@ static void t5cu_encoder_backward(T5Cuda* m, const T5Specs* s) {
                             a->e_rstdf, N, C };
     rmsnorm_backward(&fin, m->stream);
     for (int l = L - 1; l >= 0; l--) {
-        if (m->recompute) t5cu_encoder_recompute(m, s, l);
+        if (m->recompute && l < L - 1) t5cu_encoder_recompute(m, s, l); // the slot still holds the last block
         AttnSpec sp = s->enc; sp.drop = drop_at(m, 0, l, DROP_ATT);
         AttnActs aa = enc_attn_a(m, l);
         FfnActs fa = enc_ffn_a(m, l);
@@ -884,7 +884,7 @@ static void t5cu_decoder_backward(T5Cuda* m, const T5Specs* s) {
     rmsnorm_backward(&fin, m->stream);
     cudaCheck(cudaMemsetAsync(a->g_enc, 0, (size_t)m->B * m->Ts * C * sizeof(float), m->stream));
     for (int l = L - 1; l >= 0; l--) {
-        if (m->recompute) t5cu_decoder_recompute(m, s, l);
+        if (m->recompute && l < L - 1) t5cu_decoder_recompute(m, s, l); // the slot still holds the last block
         AttnSpec self = s->dec_self, cross = s->dec_cross;
         self.drop = drop_at(m, 1, l, DROP_ATT); cross.drop = drop_at(m, 1, l, DROP_CROSS);
         AttnActs sa = dec_self_a(m, l), ca = dec_cross_a(m, l);
@@ -1218,11 +1218,14 @@ static void gen_gpu_step(T5Cuda* m, GenGpu* G, int t) {
     matmul_forward(&m->mm, G->logits, 1, G->ln, PX(m, t5cu_head_id(c), 0), R, C, c->vocab_size);
 }
 
-// n values from the device into pinned host memory (synchronises)
-static void gen_download_picks(T5Cuda* m, GenGpu* G, int n, int with_values) {
+// n picks from the device into pinned host memory (synchronises); 0, or -1 when scores were all NaN
+// (top-k then finds no index)
+static int gen_download_picks(T5Cuda* m, GenGpu* G, int n, int with_values) {
     cudaCheck(cudaMemcpyAsync(G->h_idx, G->top_idx, (size_t)n * sizeof(int), cudaMemcpyDeviceToHost, m->stream));
     if (with_values) cudaCheck(cudaMemcpyAsync(G->h_val, G->top_val, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, m->stream));
     cudaCheck(cudaStreamSynchronize(m->stream));
+    for (int i = 0; i < n; i++) if (G->h_idx[i] < 0) return -1;
+    return 0;
 }
 
 static void gen_upload_tokens(T5Cuda* m, GenGpu* G) {
@@ -1244,33 +1247,38 @@ static int gen_gpu_greedy_pick(const T5Config* c, int t, int T, const int* pick,
     return open;
 }
 
-static void gen_gpu_greedy(T5Cuda* m, GenGpu* G, const T5CpuGen* g, int* out, int* out_len) {
+// greedy search; 0, or -1 on NaN scores
+static int gen_gpu_greedy(T5Cuda* m, GenGpu* G, const T5CpuGen* g, int* out, int* out_len) {
     const T5Config* c = &m->config;
     int R = G->R, V = c->vocab_size, T = g->max_new_tokens, L = 1 + T;
     int* seq = (int*)mallocCheck((size_t)R * L * sizeof(int));
     int* done = (int*)callocCheck((size_t)R, sizeof(int));
     for (int r = 0; r < R; r++) { seq[(size_t)r * L] = G->h_tokens[r] = c->decoder_start_id; out_len[r] = 0; }
-    for (int t = 0; t < T; t++) {
+    int rc = 0;
+    for (int t = 0; t < T && rc == 0; t++) {
         gen_upload_tokens(m, G);
         if (G->ngram > 0) cudaCheck(cudaMemcpyAsync(G->seq, seq, (size_t)R * L * sizeof(int), cudaMemcpyHostToDevice, m->stream));
         gen_gpu_step(m, G, t);
         gen_scores(G->logits, R, V, c->eos_id, g->eos_bias, 0, NULL, G->seq, L, t + 1, G->ngram, m->stream);
         topk(G->logits, R, V, 1, G->top_val, G->top_idx, m->stream); // argmax, the first of equal maxima
-        gen_download_picks(m, G, R, 0);
-        if (!gen_gpu_greedy_pick(c, t, T, G->h_idx, seq, G->h_tokens, done, out_len, R)) break;
+        rc = gen_download_picks(m, G, R, 0);
+        if (rc == 0 && !gen_gpu_greedy_pick(c, t, T, G->h_idx, seq, G->h_tokens, done, out_len, R)) break;
     }
     for (int b = 0; b < G->B; b++)
         for (int j = 0; j < T; j++) out[(size_t)b * T + j] = j < out_len[b] ? seq[(size_t)b * L + 1 + j] : c->pad_id;
     free(seq); free(done);
+    return rc;
 }
 
-static void gen_gpu_beam(T5Cuda* m, GenGpu* G, const T5CpuGen* g, int* out, int* out_len) {
+// beam search; 0, or -1 on NaN scores
+static int gen_gpu_beam(T5Cuda* m, GenGpu* G, const T5CpuGen* g, int* out, int* out_len) {
     const T5Config* c = &m->config;
     int R = G->R, B = G->B, nb = G->nb, V = c->vocab_size, K = 2 * nb, HD = c->num_heads * c->d_kv;
     T5CpuBeam* bs = t5cpu_beam_create(c, B, g);
     int W = t5cpu_beam_width(bs);
     int* parent = (int*)mallocCheck((size_t)R * sizeof(int));
-    for (int cur_len = 1, go_on = 1; go_on; cur_len++) {
+    int rc = 0;
+    for (int cur_len = 1, go_on = 1; go_on && rc == 0; cur_len++) {
         const int* run = t5cpu_beam_running(bs);
         for (int r = 0; r < R; r++) G->h_tokens[r] = run[(size_t)r * W + cur_len - 1];
         gen_upload_tokens(m, G);
@@ -1279,7 +1287,7 @@ static void gen_gpu_beam(T5Cuda* m, GenGpu* G, const T5CpuGen* g, int* out, int*
         gen_gpu_step(m, G, cur_len - 1);
         gen_scores(G->logits, R, V, c->eos_id, g->eos_bias, 1, G->score, G->seq, W, cur_len, G->ngram, m->stream);
         topk(G->logits, B, nb * V, K, G->top_val, G->top_idx, m->stream);
-        gen_download_picks(m, G, B * K, 1);
+        if ((rc = gen_download_picks(m, G, B * K, 1)) != 0) break;
         go_on = t5cpu_beam_step(bs, G->h_val, G->h_idx, cur_len, parent);
         cudaCheck(cudaMemcpyAsync(G->parent, parent, (size_t)R * sizeof(int), cudaMemcpyHostToDevice, m->stream));
         int to = G->cur ^ 1;
@@ -1293,6 +1301,7 @@ static void gen_gpu_beam(T5Cuda* m, GenGpu* G, const T5CpuGen* g, int* out, int*
     t5cpu_beam_result(bs, out, out_len);
     free(parent);
     t5cpu_beam_free(bs);
+    return rc;
 }
 
 // t5_generate on the GPU: out (B, max_new_tokens) each input's summary after the start token (eos
@@ -1305,10 +1314,10 @@ static int t5cu_generate(T5Cuda* m, const int* const* src, const int* src_len, i
     GenGpu G;
     gen_gpu_build(&G, &m->config, B, g, Ts);
     gen_gpu_encode(m, &G, src, src_len);
-    if (g->num_beams == 1) gen_gpu_greedy(m, &G, g, out, out_len);
-    else gen_gpu_beam(m, &G, g, out, out_len);
+    int rc = g->num_beams == 1 ? gen_gpu_greedy(m, &G, g, out, out_len) : gen_gpu_beam(m, &G, g, out, out_len);
     gen_gpu_free(&G);
-    return 0;
+    if (rc) snprintf(err, errlen, "generate: the model's scores are NaN (no token to pick)");
+    return rc;
 }
 
 // ----------------------------------------------------------------------------
