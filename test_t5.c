@@ -802,6 +802,25 @@ static void test_generate_cache(T5* m, const char* label, const int* const* src,
     free(dec); free(row_src); free(row_len); free(step); free(cached); free(full);
 }
 
+// the decoding step's Linear (few rows, W read in place) against the engine's GEMM, on shapes that
+// leave partial row groups and an odd last weight row. Tolerance 1e-6 relative: sums of 37 products
+// in two orders, a few ulp apart.
+static void test_matmul_rows(void) {
+    int R = 5, IC = 37, OC = 13;
+    float *x = (float*)mallocCheck((size_t)R * IC * sizeof(float)), *w = (float*)mallocCheck((size_t)OC * IC * sizeof(float));
+    float *got = (float*)mallocCheck((size_t)R * OC * sizeof(float)), *want = (float*)mallocCheck((size_t)R * OC * sizeof(float));
+    Rng rng;
+    rng_init(&rng, 3);
+    for (int i = 0; i < R * IC; i++) x[i] = rng_normal(&rng);
+    for (int i = 0; i < OC * IC; i++) w[i] = rng_normal(&rng);
+    GemmWorkspace ws = {0};
+    matmul_forward(&ws, want, x, w, R, IC, OC);
+    matmul_rows_forward(got, x, w, R, IC, OC);
+    check_close("matmul_rows_forward == matmul_forward (5 x 37 -> 13)", got, want, (size_t)R * OC, 1e-6f);
+    gemm_workspace_free(&ws);
+    free(x); free(w); free(got); free(want);
+}
+
 // bad requests are refused with a message, before any compute
 static void test_generate_errors(void) {
     T5 model;
@@ -863,6 +882,7 @@ static void test_generation(void) {
     printf("\n=== generation vs transformers generate()\n");
     const char* models[] = { "flan_gated", "t5_relu_tied", "odd_shapes" };
     for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++) test_generation_fixture(models[i]);
+    test_matmul_rows();
     test_generate_errors();
 }
 

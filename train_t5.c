@@ -896,7 +896,7 @@ typedef struct {
 } GenConfig;
 
 // the public entry points (this one and t5_generate) are static inline, so that a program that includes
-// the engine without generating (train_t5 today) compiles without unused-function warnings
+// the engine without generating compiles without unused-function warnings
 static inline GenConfig gen_config_default(void) {
     return (GenConfig){ .max_new_tokens = 128, .num_beams = 1, .no_repeat_ngram_size = 0, .length_penalty = 1.0,
                         .early_stopping = 0, .eos_bias = 0.0f };
@@ -916,10 +916,14 @@ typedef struct {
     float *h0, *h1, *ff;            // (R, F)
     float *logits;                  // (R, V)
     float *tmp;                     // (R, Tmax, HD) staging area for reordering the cache
-    void* owned[40]; int n_owned;   // every buffer of this struct and of the search state, for gen_cache_free
+    void* owned[48]; int n_owned;   // every buffer of this struct and of the search state, for gen_cache_free
 } GenCache;
 
 static void* gen_alloc(GenCache* g, size_t bytes) {
+    if (g->n_owned == (int)(sizeof(g->owned) / sizeof(g->owned[0]))) {
+        fprintf(stderr, "error: GenCache.owned is full: raise its size in train_t5.c\n");
+        exit(EXIT_FAILURE);
+    }
     void* p = mallocCheck(bytes);
     g->owned[g->n_owned++] = p;
     return p;

@@ -30,15 +30,20 @@ of magnitude ~10, and a beam score sums at most 20 of them: ≤ 2e-4, five times
 
 End of sequence. Random models almost never pick eos by themselves. Cases with eos_bias != 0 add that
 constant to the eos logit before anything else, here with a forward hook on lm_head and in C with
-GenConfig.eos_bias, so that sequences end at different steps; those cases also require that some but not
-all inputs end with eos before max_new_tokens (so padding and early finishes are exercised). Cases with
-eos_bias = 0 show the plain model.
+GenConfig.eos_bias. The bias is searched with the seed (EOS_BIASES) until the outputs show what the case
+is for (see CASES): some inputs ending early (padding in the batch), all ending early (the search stops
+before max_new_tokens), or, for early_stopping=False, the early-stop heuristic changing a result. The
+tied model either ends at step 1 or never, so its "all" cases end at step 1 (the strict rule, different
+steps, falls back). Cases with eos_bias = 0 show the plain model.
+
+The replay doubles as a check of our reading of _beam_search: the C search (train_t5.c gen_beam) makes
+the same decisions in the same order, and every seed tried (kept or not) must replay exactly.
 
 Determinism: one thread, deterministic algorithms, fp32, eager attention; a second run writes
 byte-identical files (the safetensors header is rewritten with sorted metadata, as make_fixtures.py does).
+Runs in about 2 minutes on 2 cores.
 """
 
-import json
 import os
 import sys
 import warnings
