@@ -1079,17 +1079,16 @@ static void gen_decode_step(T5* m, GenCache* g, const int* tokens, int t) {
 }
 
 // beam search: row r continues the hypothesis of row parent[r], so it takes over that row's cached keys
-// and values (positions < len)
+// and values (positions < len). Only rows with another parent move; every source is staged before any
+// row is overwritten. Serial: plain copies, bound by memory bandwidth.
 static void gen_cache_reorder(GenCache* g, const T5Config* c, const int* parent, int len) {
     size_t row = (size_t)g->Tmax * c->num_heads * c->d_kv, n = (size_t)len * c->num_heads * c->d_kv * sizeof(float);
     float* caches[2] = { g->self_k, g->self_v };
     for (int l = 0; l < c->num_decoder_layers; l++)
         for (int kv = 0; kv < 2; kv++) {
             float* base = caches[kv] + (size_t)l * g->R * row;
-            #pragma omp parallel for schedule(static)
-            for (int r = 0; r < g->R; r++) memcpy(g->tmp + r * row, base + (size_t)parent[r] * row, n);
-            #pragma omp parallel for schedule(static)
-            for (int r = 0; r < g->R; r++) memcpy(base + r * row, g->tmp + r * row, n);
+            for (int r = 0; r < g->R; r++) if (parent[r] != r) memcpy(g->tmp + r * row, base + (size_t)parent[r] * row, n);
+            for (int r = 0; r < g->R; r++) if (parent[r] != r) memcpy(base + r * row, g->tmp + r * row, n);
         }
 }
 
