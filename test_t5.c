@@ -886,6 +886,20 @@ static void test_generation(void) {
     test_generate_errors();
 }
 
+// generated ids → summary text: T5's embedding rows past the tokenizer's 32,100 tokens are not tokens
+// and are dropped, like </s> and <pad> (needs the real spiece.model; CI has ../shared/data)
+static void test_decode_summary(const char* spm_path) {
+    SpmModel tok;
+    char err[1024];
+    if (spm_load(&tok, spm_path, err, sizeof(err))) { check_true("decode_summary: load the T5 tokenizer", 0); printf("%s\n", err); return; }
+    int ids[] = { 0, 8774, 32103, 296, 32127, 1, 0 };
+    char* s = decode_summary(&tok, ids, 7, err, sizeof(err));
+    printf("%-62s '%s'\n", "decode_summary [pad Hello 32103 world 32127 </s> pad]", s ? s : err);
+    check_true("decode_summary drops special ids and ids past the tokenizer", s && strcmp(s, "Hello world") == 0);
+    free(s);
+    spm_free(&tok);
+}
+
 int main(int argc, char** argv) {
     enable_flush_to_zero();
     const char* fixtures[] = { "dev/fixtures/flan_gated", "dev/fixtures/t5_relu_tied", "dev/fixtures/odd_shapes", "dev/fixtures/gelu_untied" };
@@ -905,6 +919,9 @@ int main(int argc, char** argv) {
     test_bad_checkpoint(tmp);
     test_bad_examples(tmp);
     test_generation();
+    const char* spm = "../shared/data/t5/spiece.model"; // --spm PATH overrides
+    for (int i = 1; i + 1 < argc; i++) if (strcmp(argv[i], "--spm") == 0) spm = argv[i + 1];
+    test_decode_summary(spm);
     if (bin) {
         printf("\n=== command line (%s)\n", bin);
         for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_cli_fixture_run(bin, tmp, fixtures[i]);

@@ -1580,6 +1580,15 @@ static void progress_bar(const char* label, int64_t done, int64_t total, double 
     if (done == total) fprintf(stderr, "\n");
 }
 
+// generated ids → text as sentencepiece decodes (special tokens dropped). Ids past the tokenizer's
+// vocabulary (T5's embedding has 28 padding rows after the 32,100 tokens) are not tokens: dropped too,
+// as HF's fast tokenizer drops them. ids is rewritten in place.
+static char* decode_summary(const SpmModel* tok, int* ids, int n, char* err, size_t errlen) {
+    int k = 0;
+    for (int i = 0; i < n; i++) if (ids[i] >= 0 && ids[i] < tok->vocab_size) ids[k++] = ids[i];
+    return spm_decode(tok, ids, (size_t)k, SPM_SKIP_SPECIAL, NULL, err, errlen);
+}
+
 // sources of examples [lo, lo+B) as int rows (truncated to max_src with </s> kept last)
 static void eval_sources(const EvalSet* s, int64_t lo, int B, int max_src, int eos, int* buf, int** rows, int* lens) {
     for (int b = 0; b < B; b++) {
@@ -1612,7 +1621,7 @@ static int eval_generate(T5* m, const SpmModel* tok, const EvalSet* s, const Eva
         status = t5_generate(m, (const int* const*)rows, lens, B, &c->gen, out, out_len, err, errlen);
         for (int b = 0; b < B && status == 0; b++, r->n++) {
             int64_t e = lo + b;
-            r->summaries[e] = spm_decode(tok, out + (size_t)b * T, (size_t)out_len[b], SPM_SKIP_SPECIAL, NULL, err, errlen);
+            r->summaries[e] = decode_summary(tok, out + (size_t)b * T, out_len[b], err, errlen);
             if (!r->summaries[e]) { status = -1; break; }
             const char* const* refs = (const char* const*)s->refs + s->ref_start[e];
             int nrefs = s->ref_start[e + 1] - s->ref_start[e];
@@ -1753,7 +1762,7 @@ static char* summarize_text(T5* m, const SpmModel* tok, const char* prompt, cons
     const int* rows[1] = { ids };
     char* s = NULL;
     if (t5_generate(m, rows, &n, 1, &c->gen, out, &out_len, err, errlen) == 0)
-        s = spm_decode(tok, out, (size_t)out_len, SPM_SKIP_SPECIAL, NULL, err, errlen);
+        s = decode_summary(tok, out, out_len, err, errlen);
     free(ids); free(out);
     return s;
 }
