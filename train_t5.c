@@ -1561,15 +1561,17 @@ typedef struct {
 
 typedef struct {
     char** summaries;    // (n) generated, decoded
+    RougeScores* each;   // (n) per-example ROUGE (best over the references)
     RougeScores rouge;   // means over examples, F in [0, 1]
     BleuScore bleu;      // corpus BLEU, 0..100
     double seconds;
-    int64_t n;
+    int64_t n;           // summaries made
+    int64_t cap;         // slots of summaries / each (the split's size)
 } EvalResult;
 
 static void eval_result_free(EvalResult* r) {
-    for (int64_t i = 0; r->summaries && i < r->n; i++) free(r->summaries[i]);
-    free(r->summaries);
+    for (int64_t i = 0; r->summaries && i < r->cap; i++) free(r->summaries[i]);
+    free(r->summaries); free(r->each);
     memset(r, 0, sizeof(*r));
 }
 
@@ -1582,11 +1584,45 @@ static void progress_bar(const char* label, int64_t done, int64_t total, double 
 
 // generated ids → text as sentencepiece decodes (special tokens dropped). Ids past the tokenizer's
 // vocabulary (T5's embedding has 28 padding rows after the 32,100 tokens) are not tokens: dropped too,
-// as HF's fast tokenizer drops them. ids is rewritten in place.
-static char* decode_summary(const SpmModel* tok, int* ids, int n, char* err, size_t errlen) {
+// as HF's fast tokenizer drops them.
+static char* decode_summary(const SpmModel* tok, const int* ids, int n, char* err, size_t errlen) {
+    int* kept = (int*)mallocCheck((size_t)(n > 0 ? n : 1) * sizeof(int));
     int k = 0;
-    for (int i = 0; i < n; i++) if (ids[i] >= 0 && ids[i] < tok->vocab_size) ids[k++] = ids[i];
-    return spm_decode(tok, ids, (size_t)k, SPM_SKIP_SPECIAL, NULL, err, errlen);
+    for (int i = 0; i < n; i++) if (ids[i] >= 0 && ids[i] < tok->vocab_size) kept[k++] = ids[i];
+    char* s = spm_decode(tok, kept, (size_t)k, SPM_SKIP_SPECIAL, NULL, err, errlen);
+    free(kept);
+    return s;
+}
+
+// an evaluation in progress: summaries as they come, their scores, the corpus sums
+typedef struct { EvalResult r; RougeCorpus rouge; BleuStats bleu; } EvalAccum;
+
+static void eval_accum_init(EvalAccum* a, int64_t n) {
+    memset(a, 0, sizeof(*a));
+    a->r.summaries = (char**)callocCheck((size_t)n, sizeof(char*));
+    a->r.each = (RougeScores*)callocCheck((size_t)n, sizeof(RougeScores));
+    a->r.cap = n;
+}
+
+// example e's generated ids: decoded, scored against its references, added to the corpus sums
+static int eval_accum_add(EvalAccum* a, const EvalSet* s, const SpmModel* tok, int64_t e, const int* ids, int n,
+                          char* err, size_t errlen) {
+    if (e < 0 || e >= s->n || a->r.summaries[e]) { snprintf(err, errlen, "evaluation: example %lld out of range or given twice", (long long)e); return -1; }
+    a->r.summaries[e] = decode_summary(tok, ids, n, err, errlen);
+    if (!a->r.summaries[e]) return -1;
+    const char* const* refs = (const char* const*)s->refs + s->ref_start[e];
+    int nrefs = s->ref_start[e + 1] - s->ref_start[e];
+    a->r.each[e] = rouge_score_multi(a->r.summaries[e], refs, nrefs);
+    rouge_corpus_add(&a->rouge, &a->r.each[e]);
+    bleu_add(&a->bleu, a->r.summaries[e], refs, nrefs);
+    a->r.n++;
+    return 0;
+}
+
+static void eval_accum_finish(EvalAccum* a, double seconds) {
+    a->r.seconds = seconds;
+    a->r.rouge = rouge_corpus_mean(&a->rouge);
+    a->r.bleu = bleu_compute(&a->bleu);
 }
 
 // sources of examples [lo, lo+B) as int rows (truncated to max_src with </s> kept last)
@@ -1605,35 +1641,23 @@ static void eval_sources(const EvalSet* s, int64_t lo, int B, int max_src, int e
 // generates a summary for every example of s and scores them; 0, or -1 with a message
 static int eval_generate(T5* m, const SpmModel* tok, const EvalSet* s, const EvalConfig* c, const char* label,
                          EvalResult* r, char* err, size_t errlen) {
-    memset(r, 0, sizeof(*r));
-    r->summaries = (char**)callocCheck((size_t)s->n, sizeof(char*));
+    EvalAccum acc;
+    eval_accum_init(&acc, s->n);
     int Bmax = c->batch_size, T = c->gen.max_new_tokens;
     int* buf = (int*)mallocCheck((size_t)Bmax * c->max_src * sizeof(int));
     int* out = (int*)mallocCheck((size_t)Bmax * T * sizeof(int));
     int *rows[Bmax], lens[Bmax], out_len[Bmax];
-    RougeCorpus rc = {0};
-    BleuStats bs = {0};
     double t0 = now_ms();
     int status = 0;
     for (int64_t lo = 0; lo < s->n && status == 0; lo += Bmax) {
         int B = (int)(s->n - lo < Bmax ? s->n - lo : Bmax);
         eval_sources(s, lo, B, c->max_src, m->config.eos_id, buf, rows, lens);
         status = t5_generate(m, (const int* const*)rows, lens, B, &c->gen, out, out_len, err, errlen);
-        for (int b = 0; b < B && status == 0; b++, r->n++) {
-            int64_t e = lo + b;
-            r->summaries[e] = decode_summary(tok, out + (size_t)b * T, out_len[b], err, errlen);
-            if (!r->summaries[e]) { status = -1; break; }
-            const char* const* refs = (const char* const*)s->refs + s->ref_start[e];
-            int nrefs = s->ref_start[e + 1] - s->ref_start[e];
-            RougeScores one = rouge_score_multi(r->summaries[e], refs, nrefs);
-            rouge_corpus_add(&rc, &one);
-            bleu_add(&bs, r->summaries[e], refs, nrefs);
-        }
-        if (c->progress) progress_bar(label, r->n, s->n, (now_ms() - t0) / 1e3);
+        for (int b = 0; b < B && status == 0; b++) status = eval_accum_add(&acc, s, tok, lo + b, out + (size_t)b * T, out_len[b], err, errlen);
+        if (c->progress) progress_bar(label, acc.r.n, s->n, (now_ms() - t0) / 1e3);
     }
-    r->seconds = (now_ms() - t0) / 1e3;
-    r->rouge = rouge_corpus_mean(&rc);
-    r->bleu = bleu_compute(&bs);
+    eval_accum_finish(&acc, (now_ms() - t0) / 1e3);
+    *r = acc.r;
     free(buf); free(out);
     return status;
 }
@@ -1654,7 +1678,8 @@ static void json_put_string(FILE* f, const char* s) {
     fputc('"', f);
 }
 
-// (id, dialogue, human summaries, generated summary) per line; written to PATH.tmp, then renamed
+// (id, dialogue, human summaries, generated summary, its ROUGE F1 x 100) per line; written to PATH.tmp,
+// then renamed
 static int write_generations(const char* path, const EvalSet* s, const EvalResult* r, char* err, size_t errlen) {
     AtomicFile a;
     if (mkdir_parent(path, err, errlen) || atomic_open(&a, path, err, errlen)) return -1;
@@ -1667,6 +1692,7 @@ static int write_generations(const char* path, const EvalSet* s, const EvalResul
             json_put_string(a.f, s->refs[k]);
         }
         fputs("], \"generated\": ", a.f); json_put_string(a.f, r->summaries[i]);
+        for (int k = 0; k < ROUGE_NUM_METRICS; k++) fprintf(a.f, ", \"%s\": %.6f", ROUGE_NAMES[k], 100 * r->each[i].m[k].fmeasure);
         fputs("}\n", a.f);
     }
     return atomic_close(&a, !ferror(a.f), err, errlen);

@@ -230,6 +230,8 @@ def test_eval(args, data, rd, tmp):
     # scores.json holds 6 decimals of 100·F: 5e-7 of rounding; the metrics themselves match to 1e-6 (make test_metrics)
     check("scores.json = rouge_score (use_stemmer, best of 3 refs) and sacrebleu on the same summaries",
           worst < 1e-5 and abs(bleu - scores["bleu"]) < 1e-5, f"ROUGE max diff {worst:.1e}, BLEU {scores['bleu']:.4f} vs {bleu:.4f}")
+    each = max(abs(100 * p[k].fmeasure - g[k]) for p, g in zip(per, gens) for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"))
+    check("generations.jsonl: each summary's own ROUGE = rouge_score's", each < 1e-5, f"max diff {each:.1e}")
     md = open(os.path.join(ev, "comparison.md"), encoding="utf-8").read()
     check("comparison.md: both models' scores and the dialogues side by side", "| model | examples | ROUGE-1" in md and "flan-t5-small" in md
           and "**human**" in md and "**zero-shot**" in md and "**fine-tuned**" in md and refs[0]["id"] in md

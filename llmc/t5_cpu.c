@@ -193,7 +193,7 @@ void t5cpu_beam_result(const T5CpuBeam* x, int* out, int* out_len) {
 // ----------------------------------------------------------------------------
 // evaluation
 
-struct T5CpuEval { EvalSet set; SpmModel tok; EvalResult r; RougeCorpus rouge; BleuStats bleu; };
+struct T5CpuEval { EvalSet set; SpmModel tok; EvalAccum acc; };
 
 T5CpuEval* t5cpu_eval_open(const char* prefix, long long limit, const char* tokenizer, int vocab, char* err, size_t errlen) {
     T5CpuEval* e = (T5CpuEval*)callocCheck(1, sizeof(T5CpuEval));
@@ -203,12 +203,12 @@ T5CpuEval* t5cpu_eval_open(const char* prefix, long long limit, const char* toke
         free(e);
         return NULL;
     }
-    e->r.summaries = (char**)callocCheck((size_t)e->set.n, sizeof(char*));
+    eval_accum_init(&e->acc, e->set.n);
     return e;
 }
 
 void t5cpu_eval_free(T5CpuEval* e) {
-    eval_result_free(&e->r);
+    eval_result_free(&e->acc.r);
     spm_free(&e->tok);
     evalset_free(&e->set);
     free(e);
@@ -221,30 +221,20 @@ void t5cpu_eval_sources(const T5CpuEval* e, long long lo, int B, int max_src, in
 }
 
 int t5cpu_eval_add(T5CpuEval* e, long long i, const int* ids, int n, char* err, size_t errlen) {
-    const EvalSet* s = &e->set;
-    if (i < 0 || i >= s->n || e->r.summaries[i]) { snprintf(err, errlen, "evaluation: example %lld out of range or given twice", i); return -1; }
-    e->r.summaries[i] = spm_decode(&e->tok, ids, (size_t)n, SPM_SKIP_SPECIAL, NULL, err, errlen);
-    if (!e->r.summaries[i]) return -1;
-    const char* const* refs = (const char* const*)s->refs + s->ref_start[i];
-    RougeScores one = rouge_score_multi(e->r.summaries[i], refs, s->ref_start[i + 1] - s->ref_start[i]);
-    rouge_corpus_add(&e->rouge, &one);
-    bleu_add(&e->bleu, e->r.summaries[i], refs, s->ref_start[i + 1] - s->ref_start[i]);
-    e->r.n++;
-    return 0;
+    return eval_accum_add(&e->acc, &e->set, &e->tok, i, ids, n, err, errlen);
 }
 
 int t5cpu_eval_finish(T5CpuEval* e, const char* dir, const char* model, double seconds, char* err, size_t errlen) {
-    if (e->r.n != e->set.n) { snprintf(err, errlen, "evaluation: %lld of %lld summaries given", (long long)e->r.n, (long long)e->set.n); return -1; }
-    e->r.seconds = seconds;
-    e->r.rouge = rouge_corpus_mean(&e->rouge);
-    e->r.bleu = bleu_compute(&e->bleu);
+    EvalResult* r = &e->acc.r;
+    if (r->n != e->set.n) { snprintf(err, errlen, "evaluation: %lld of %lld summaries given", (long long)r->n, (long long)e->set.n); return -1; }
+    eval_accum_finish(&e->acc, seconds);
     char path[4400];
     snprintf(path, sizeof(path), "%s/generations.jsonl", dir);
-    if (write_generations(path, &e->set, &e->r, err, errlen)) return -1;
+    if (write_generations(path, &e->set, r, err, errlen)) return -1;
     snprintf(path, sizeof(path), "%s/scores.json", dir);
-    if (write_scores_json(path, &e->r, model, err, errlen)) return -1;
+    if (write_scores_json(path, r, model, err, errlen)) return -1;
     print_scores_header(stdout, 0);
-    print_scores_row(stdout, model, &e->r, 0);
+    print_scores_row(stdout, model, r, 0);
     printf("(ROUGE: mean per-example F1 x 100, best over the human references; BLEU: corpus sacrebleu)\n");
     printf("wrote %s/generations.jsonl and %s/scores.json\n", dir, dir);
     return 0;
