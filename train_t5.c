@@ -1225,22 +1225,33 @@ static void beam_build(BeamState* s, GenCache* g, const T5Config* c, int max_new
     for (int b = 0; b < B; b++) s->open[b] = 1;
 }
 
-// step 1 for input b: the K best continuations over its nb beams of acc = running score + log p (rows of
-// g->logits, flat index = beam·V + token); cand_hit when a candidate ends in eos or reaches L tokens
-static void beam_candidates(BeamState* s, const GenCache* g, const T5Config* c, int b, int cur_len) {
-    int V = c->vocab_size, nb = s->nb, K = s->K, L = s->L;
-    int* idx = s->scratch + (size_t)b * (nb + K);
-    topk_indices(g->logits + (size_t)b * nb * V, nb * V, K, idx);
-    for (int k = 0; k < K; k++) {
+// step 1, second half: the candidate sequences of input b from its top K (value, index) pairs, index =
+// beam·V + token; cand_hit when a candidate ends in eos or reaches L tokens (also driven with a GPU's
+// top-k, llmc/t5_cpu.c)
+static void beam_candidates_given(BeamState* s, const T5Config* c, int b, int cur_len, const float* val, const int* idx) {
+    int V = c->vocab_size;
+    for (int k = 0; k < s->K; k++) {
+        size_t ck = (size_t)b * s->K + k;
         int beam = idx[k] / V, tok = idx[k] % V;
-        size_t ck = (size_t)b * K + k;
-        s->cand_score[ck] = g->logits[(size_t)b * nb * V + idx[k]];
+        s->cand_score[ck] = val[k];
         s->cand_beam[ck] = beam;
-        s->cand_hit[ck] = tok == c->eos_id || cur_len + 1 >= L;
-        int* cs = s->cand_seq + ck * L;
-        memcpy(cs, s->run_seq + ((size_t)b * nb + beam) * L, (size_t)L * sizeof(int));
+        s->cand_hit[ck] = tok == c->eos_id || cur_len + 1 >= s->L;
+        int* cs = s->cand_seq + ck * s->L;
+        memcpy(cs, s->run_seq + ((size_t)b * s->nb + beam) * s->L, (size_t)s->L * sizeof(int));
         cs[cur_len] = tok;
     }
+}
+
+// step 1 for input b: the K best continuations over its nb beams of acc = running score + log p (rows of
+// g->logits, flat index = beam·V + token)
+static void beam_candidates(BeamState* s, const GenCache* g, const T5Config* c, int b, int cur_len) {
+    int V = c->vocab_size, nb = s->nb, K = s->K;
+    int* idx = s->scratch + (size_t)b * (nb + K);
+    const float* scores = g->logits + (size_t)b * nb * V;
+    float val[K];
+    topk_indices(scores, nb * V, K, idx);
+    for (int k = 0; k < K; k++) val[k] = scores[idx[k]];
+    beam_candidates_given(s, c, b, cur_len, val, idx);
 }
 
 // step 2 (_get_running_beams_for_next_iteration): the nb best candidates that did not end go on;

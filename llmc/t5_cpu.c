@@ -153,21 +153,6 @@ int t5cpu_beam_width(const T5CpuBeam* x) { return x->s.L; }
 const int* t5cpu_beam_running(const T5CpuBeam* x) { return x->s.run_seq; }
 const float* t5cpu_beam_scores(const T5CpuBeam* x) { return x->s.run_score; }
 
-// beam_candidates of train_t5.c after its top-k, with the top-k given: the candidate sequences
-static void beam_candidates_given(BeamState* s, const T5Config* c, int b, int cur_len, const float* val, const int* idx) {
-    int V = c->vocab_size;
-    for (int k = 0; k < s->K; k++) {
-        size_t ck = (size_t)b * s->K + k;
-        int beam = idx[k] / V, tok = idx[k] % V;
-        s->cand_score[ck] = val[k];
-        s->cand_beam[ck] = beam;
-        s->cand_hit[ck] = tok == c->eos_id || cur_len + 1 >= s->L;
-        int* cs = s->cand_seq + ck * s->L;
-        memcpy(cs, s->run_seq + ((size_t)b * s->nb + beam) * s->L, (size_t)s->L * sizeof(int));
-        cs[cur_len] = tok;
-    }
-}
-
 int t5cpu_beam_step(T5CpuBeam* x, const float* top_val, const int* top_idx, int cur_len, int* parent) {
     BeamState* s = &x->s;
     for (int b = 0; b < x->g.B; b++) { // the loop of gen_beam after its scores
