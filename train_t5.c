@@ -2444,7 +2444,9 @@ static int run_open(Run* run, T5* m, const Options* o, const Dist* d, const Ckpt
     run->has_val = o->val_file != NULL;
     if (run->has_val && open_loader(&run->val, o->val_file, o, m, d, o->eval_batch_size ? o->eval_batch_size : o->batch_size, 0)) return -1;
     long long per_epoch = (run->train.num_batches + o->grad_accum - 1) / o->grad_accum;
-    run->total_steps = o->steps ? o->steps : (long long)ceil((double)o->epochs * (double)per_epoch);
+    // --epochs is read as a float: 0.05f is 0.0500000007, so 40 batches would give 2.0000000298 steps;
+    // a hundredth of a step is noise, not a step
+    run->total_steps = o->steps ? o->steps : (long long)ceil((double)o->epochs * (double)per_epoch - 0.01);
     if (run->total_steps < 1) run->total_steps = 1;
     printf("train file: %lld examples, %lld batches of %d x %d ranks per epoch, %lld steps in all\n", (long long)run->train.data.n,
            (long long)run->train.num_batches, o->batch_size, d->size, run->total_steps);

@@ -198,6 +198,9 @@ def test_training(args, data, tmp):
     model = os.path.join(rd, "model")
     check("the final model is an HF directory (config.json + model.safetensors)",
           os.path.isfile(os.path.join(model, "config.json")) and os.path.isfile(os.path.join(model, "model.safetensors")))
+    r3 = train(args, data, os.path.join(tmp, "run_epochs"), "--epochs", "0.05")  # 160 examples / 4 = 40 batches
+    check("--epochs 0.05 of 40 batches per epoch: 2 steps", r3.returncode == 0 and "2 steps in all" in r3.stdout
+          and "step 2/2 " in r3.stdout, r3.stderr[-200:])
     r2 = run([args.train_bin, "--model", model, "--save-checkpoint", os.path.join(tmp, "reload.ckpt")])
     check("the exported HF directory loads back into train_t5", r2.returncode == 0, r2.stderr[-200:])
     test_tracking(rd, recs)
@@ -241,6 +244,17 @@ def test_eval(args, data, rd, tmp):
           and r.stdout.rstrip("\n") == gens[0]["generated"], repr(r.stdout[:80]))
     r = run([args.train_bin, "--model", os.path.join(rd, "model"), "--summarize", "-", *tok], input=" \n ")
     check("--summarize of an empty dialogue: a clear error", r.returncode == 1 and "empty dialogue" in r.stderr, r.stderr.strip())
+    ev2 = os.path.join(tmp, "eval_beam")
+    r = run([args.train_bin, *dims, "--model", os.path.join(rd, "model"), "--baseline-model", "flan-t5-small",
+             "--eval-split", os.path.join(data, "test"), "--eval-limit", "6", "--eval-out", ev2, "--num-beams", "3",
+             "--length-penalty", "0.6", "--no-repeat-ngram", "3", "--early-stopping", "1", "--gen-batch-size", "4",
+             "--compare-examples", "2", *tok])
+    md = open(os.path.join(ev2, "comparison.md"), encoding="utf-8").read() if r.returncode == 0 else ""
+    check("beam search flags through the evaluation command (3 beams, ngram ban, early stop, batches of 4)",
+          r.returncode == 0 and md.count("\n## ") == 2 and "beam search" in r.stdout, r.stderr[-200:])
+    r = run([args.train_bin, "--model", os.path.join(rd, "model"), "--summarize", "-", "--prompt", "no placeholder", *tok],
+            input="#Person1#: Hi.")
+    check("--prompt without {dialogue}: refused", r.returncode == 1 and "{dialogue}" in r.stderr, r.stderr.strip())
     r = run([args.train_bin, "--model", os.path.join(rd, "model"), "--eval-split", os.path.join(tmp, "nope"), *tok])
     check("--eval-split of a missing split: an error naming the file", r.returncode == 1 and "nope.bin" in r.stderr, r.stderr.strip())
 
