@@ -1,6 +1,6 @@
 // test_t5cu.cu — the CUDA engine (train_t5.cu, included with TESTING) against the Hugging Face
 // fixtures of test_t5, against the CPU engine (llmc/t5_cpu.h) on flan-t5-small and t5-small shaped
-// random models, and against itself (determinism, save/resume). One line per compared tensor:
+// random models, and against itself (determinism, save/resume, flash vs gemm attention). One line per compared tensor:
 // name, max abs diff, max rel diff (relative to the reference tensor's largest magnitude), tol,
 // OK/FAIL. The exit code is the verdict.
 //
@@ -440,6 +440,84 @@ static void test_determinism(const char* tmp) {
 }
 
 // ----------------------------------------------------------------------------
+// flash attention (--attention flash, llmc/flash_attention.cuh) against the gemm path, dropout on: the
+// same masks and the same math, only the kernels differ. fp32 build: the fixture tolerances (logits,
+// loss 2e-5, gradients 2e-4): both are fp32 arithmetic, flash in another order (online softmax with
+// rescaling, sums tile by tile, p recomputed from the logsumexp), a few ulp per value as between two
+// engines. bf16 build: flash rounds the unnormalised probabilities exp(s − m) to bf16 for p'·v where
+// the gemm path rounds the normalised ones, the same 2^-9 per value, so the bf16 tolerances apply.
+// Then flash alone: the same step twice, and two runs of three training steps, bit-identical (every
+// sum in flash attention has a fixed order, no atomics).
+
+// logits and loss of a forward pass without gradients, then the gradients of a second one
+static void flash_case(T5Cuda* m, const T5Batch* b, uint64_t seed, float** logits, float* loss, float** grads) {
+    t5cu_forward(m, b, 1, seed, 0.0f);
+    *loss = t5cu_read_loss(m);
+    *logits = download_logits(m);
+    t5cu_zero_grad(m);
+    t5cu_forward(m, b, 1, seed, 1.0f / (float)m->num_counted);
+    t5cu_backward(m);
+    *grads = download_model(m, T5CU_GRADS);
+}
+
+static void test_flash(void) {
+    printf("\n=== flash attention vs gemm attention: flan-t5-small-shaped random model, 2+2 blocks, dropout 0.1 (%s)\n",
+           PRECISION_NAME);
+    T5Config c;
+    T5Layout L;
+    float* p0 = random_model(&c, &L, "flan-t5-small", 2, 2, 0.1f, 31);
+    T5Cuda m[2];
+    for (int v = 0; v < 2; v++) {
+        T5CudaOptions o = { NULL, 0, 0, v ? ATTN_FLASH : ATTN_GEMM };
+        t5cu_build_with(&m[v], &c, p0, &o);
+    }
+    // several 64-key tiles with a partial last one, a short (mostly padded) source, causal tiles
+    int ls[4] = { 150, 64, 5, 77 }, lt[4] = { 70, 20, 3, 66 };
+    BatchBuf bb;
+    memset(&bb, 0, sizeof(bb));
+    Rng rng;
+    rng_init(&rng, 17);
+    synthetic_batch(&bb, ls, lt, 4, &c, &rng);
+    const T5Batch* b = &bb.b;
+    float loss[2], *logits[2], *grads[3];
+    for (int v = 0; v < 2; v++) flash_case(&m[v], b, 99, &logits[v], &loss[v], &grads[v]);
+    check_close("flash logits vs gemm (dropout on: same masks)", logits[1], logits[0], (size_t)b->B * b->Tt * c.vocab_size,
+                TOL_LOGITS);
+    check_close("flash loss vs gemm", &loss[1], &loss[0], 1, TOL_LOSS);
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        if (!L.t[i].size) continue;
+        char name[80];
+        snprintf(name, sizeof(name), "flash grad %s vs gemm", L.t[i].name);
+        check_close(name, grads[1] + L.t[i].offset, grads[0] + L.t[i].offset, L.t[i].size, TOL_GRAD);
+    }
+    float l2, *logits2;
+    flash_case(&m[1], b, 99, &logits2, &l2, &grads[2]);
+    check_true("flash: the same step twice, bit-identical logits and gradients",
+               memcmp(logits2, logits[1], (size_t)b->B * b->Tt * c.vocab_size * sizeof(float)) == 0 &&
+               memcmp(grads[2], grads[1], L.total * sizeof(float)) == 0);
+    for (int v = 0; v < 2; v++) { free(logits[v]); free(grads[v]); t5cu_free(&m[v]); }
+    free(logits2); free(grads[2]);
+    batch_free(&bb);
+    // two runs of three steps on DialogSum-shaped batches (up to 512 source tokens: 8 tiles)
+    const int K = 3;
+    float losses[2][K], *params[2];
+    for (int r = 0; r < 2; r++) {
+        T5Cuda f;
+        T5CudaOptions o = { NULL, 0, 0, ATTN_FLASH };
+        t5cu_build_with(&f, &c, p0, &o);
+        run_steps(&f, 0, K, K, losses[r]);
+        params[r] = download_model(&f, T5CU_PARAMS);
+        t5cu_free(&f);
+    }
+    printf("  flash losses run 1: %.7f %.7f %.7f, run 2: %.7f %.7f %.7f\n", (double)losses[0][0], (double)losses[0][1],
+           (double)losses[0][2], (double)losses[1][0], (double)losses[1][1], (double)losses[1][2]);
+    check_true("flash: two runs of 3 steps, bit-identical losses", memcmp(losses[0], losses[1], sizeof(losses[0])) == 0);
+    check_true("flash: two runs of 3 steps, bit-identical parameters", memcmp(params[0], params[1], L.total * sizeof(float)) == 0);
+    check_true("flash: the loss is finite", isfinite(losses[0][K - 1]));
+    free(params[0]); free(params[1]); free(p0);
+}
+
+// ----------------------------------------------------------------------------
 // ZeRO-1 and recompute against the plain trainer, dropout on, through train_step (the bucket
 // reductions and shard updates run, with a one-process communicator). ZeRO-1 with one rank computes
 // the same values in the same order: bit-identical. Recompute runs the same kernels on the same
@@ -457,7 +535,7 @@ static void test_zero_recompute(Comm* comm) {
     const char* names[4] = { "plain", "ZeRO-1", "recompute", "ZeRO-1 + recompute" };
     for (int v = 0; v < 4; v++) {
         T5Cuda m;
-        T5CudaOptions o = { comm, v & 1, v >> 1 };
+        T5CudaOptions o = { comm, v & 1, v >> 1, ATTN_GEMM };
         t5cu_build_with(&m, &c, p0, &o);
         run_steps(&m, 0, K, K, losses[v]);
         params[v] = download_model(&m, T5CU_PARAMS);
@@ -603,6 +681,16 @@ static void test_cli(const char* bin, const char* fx) {
     snprintf(cmd, sizeof(cmd), "%s --model flan-t5-small --batch-size 0 --bench 1", bin);
     rc = run_cmd(cmd, out, sizeof(out));
     check_true("train_t5cu refuses --batch-size 0 with a message", rc != 0 && strstr(out, "--batch-size needs an integer"));
+    snprintf(cmd, sizeof(cmd), "%s --model flan-t5-small --bench 1 --attention bogus", bin);
+    rc = run_cmd(cmd, out, sizeof(out));
+    check_true("train_t5cu refuses --attention bogus with a message", rc != 0 && strstr(out, "--attention must be gemm or flash"));
+    snprintf(cmd, sizeof(cmd), "%s --model %s/model --train-file %s/examples.bin --steps 1 --attention flash", bin, fx, fx);
+    rc = run_cmd(cmd, out, sizeof(out));
+    check_true("train_t5cu --attention flash refuses d_kv 8 with a message", rc != 0 && strstr(out, "d_kv 64 and 128 only"));
+    snprintf(cmd, sizeof(cmd), "%s --model flan-t5-small --bench 2 --bench-warmup 0 --batch-size 2 --attention flash", bin);
+    rc = run_cmd(cmd, out, sizeof(out));
+    check_true("train_t5cu --attention flash --bench 2: exit 0, a finite loss", rc == 0 && strstr(out, "attention=flash") &&
+               !strstr(out, "SKIPPED"));
 }
 
 int main(int argc, char** argv) {
@@ -621,6 +709,7 @@ int main(int argc, char** argv) {
     test_against_cpu("flan-t5-small", 8, 0.1f);
     test_against_cpu("t5-small", 2, 0.1f);
     test_determinism(tmp);
+    test_flash();
     Comm comm; // one process: the collectives are copies, but the ZeRO-1 code paths run
     char err[1024];
     if (comm_bootstrap(&comm, &argc, &argv, NULL, err, sizeof(err)) || comm_init(&comm, NULL, err, sizeof(err))) {

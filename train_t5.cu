@@ -45,6 +45,7 @@
 #include "llmc/matmul.cuh"       // defines: MatmulCtx, matmul_forward, matmul_backward_input/_weight
 #include "llmc/rmsnorm.cuh"      // defines: residual_rmsnorm_forward, rmsnorm_backward
 #include "llmc/attention.cuh"    // defines: attention_forward, attention_backward, relative_buckets
+#include "llmc/flash_attention.cuh" // defines: flash_attention_forward, flash_attention_backward, FlashScratch
 #include "llmc/ffn_act.cuh"      // defines: ffn_act_forward, ffn_act_backward
 #include "llmc/embedding.cuh"    // defines: embedding_forward, embedding_backward, EmbedGroups
 #include "llmc/crossentropy.cuh" // defines: crossentropy_forward_backward
@@ -65,7 +66,8 @@ typedef struct {
     floatX* e_ln1;    // (Le, Ne, C)   normed input of self-attention
     float* e_rstd1;   // (Le, Ne)
     floatX* e_qkv;    // (Le, 3, Ne, HD)
-    floatX* e_att;    // (Le, B, H, Ts, Ts) probabilities (before dropout)
+    floatX* e_att;    // (Le, B, H, Ts, Ts) probabilities (before dropout; gemm attention)
+    float* e_lse;     // (Le, B, H, Ts) row logsumexp of the scores (flash attention)
     floatX* e_ctx;    // (Le, Ne, HD)
     floatX* e_ln2;    // (Le, Ne, C)
     float* e_rstd2;   // (Le, Ne)
@@ -82,12 +84,14 @@ typedef struct {
     float* d_rstd1;   // (Ld, Nd)
     floatX* d_qkv;    // (Ld, 3, Nd, HD)
     floatX* d_att;    // (Ld, B, H, Tt, Tt)
+    float* d_lse;     // (Ld, B, H, Tt)
     floatX* d_ctx;    // (Ld, Nd, HD)
     floatX* d_ln2;    // (Ld, Nd, C)
     float* d_rstd2;   // (Ld, Nd)
     floatX* d_cq;     // (Ld, Nd, HD)
     floatX* d_ckv;    // (Ld, 2, Ne, HD)
     floatX* d_catt;   // (Ld, B, H, Tt, Ts)
+    float* d_clse;    // (Ld, B, H, Tt)
     floatX* d_cctx;   // (Ld, Nd, HD)
     floatX* d_ln3;    // (Ld, Nd, C)
     float* d_rstd3;   // (Ld, Nd)
@@ -103,6 +107,8 @@ typedef struct {
     float* scores;    // (B, H, Tm, Tm) fp32 attention scores / their gradients
     floatX* att_x;    // (B, H, Tm, Tm) dropped probabilities / floatX score gradients
     float* diag;      // (H, 2Tm−1)    relative-bias gradient per diagonal
+    float* delta;     // (B, H, Tm)    flash backward: Σ dout·out per row
+    float* diag_part; // flash backward: diagonal sums per tile pair (flash_attention_part_floats)
     float* g_res;     // (Nm, C)       gradient of the residual stream
     float* g_x;       // (Nm, C)       gradient of a normed sublayer input
     floatX* g_sub;    // (Nm, C)       gradient of a sublayer output (after its residual dropout)
@@ -128,11 +134,17 @@ typedef struct {
     EmbedGroups enc, dec;
 } BatchDev;
 
-// how the model is built: communicator (NULL: one process), ZeRO-1, recompute
+// attention kernels: llmc/attention.cuh (cuBLASLt products over the materialised probabilities, any
+// d_kv) or llmc/flash_attention.cuh (fused tiles, no T×T matrix in memory, d_kv 64 or 128)
+typedef enum { ATTN_GEMM, ATTN_FLASH } AttnKind;
+static const char* attn_kind_name(int k) { return k == ATTN_FLASH ? "flash" : "gemm"; }
+
+// how the model is built: communicator (NULL: one process), ZeRO-1, recompute, attention kernels
 typedef struct {
     Comm* comm;
     int zero;       // 1: fp32 master weights and AdamW moments sharded over comm's ranks (needs comm)
     int recompute;  // 1: keep the residual streams only; recompute block internals in the backward pass
+    int attention;  // AttnKind
 } T5CudaOptions;
 
 // Device buffers. "full": ParamOrder.total floats in the device order of llmc/zero.cuh; "shard": this
@@ -142,6 +154,7 @@ typedef struct {
     T5Layout layout;     // host order (checkpoints, HF files, tests)
     ParamOrder order;    // device order, buckets, shards
     int zero, recompute, shard_rank;
+    int attention;       // AttnKind
     Comm* comm;
     float* master;       // (shard) fp32 master weights
     floatX* params_x;    // (full) floatX copy for the matmuls (aliases master in the fp32 build without ZeRO-1)
@@ -230,6 +243,11 @@ static void t5cu_set_geometry(T5Cuda* m, const T5Config* c, const T5CudaOptions*
     m->comm = o->comm;
     m->zero = o->zero;
     m->recompute = o->recompute;
+    m->attention = o->attention;
+    if (o->attention == ATTN_FLASH && !flash_attention_supports(c->d_kv)) {
+        fprintf(stderr, "error: --attention flash has kernels for d_kv 64 and 128 only (this model: %d)\n", c->d_kv);
+        exit(EXIT_FAILURE);
+    }
     if (o->zero && !o->comm) { fprintf(stderr, "error: ZeRO-1 needs a communicator (even one of one rank)\n"); exit(EXIT_FAILURE); }
     int ranks = o->zero ? o->comm->size : 1;
     m->shard_rank = o->zero ? o->comm->rank : 0;
@@ -332,7 +350,7 @@ static void t5cu_build_with(T5Cuda* m, const T5Config* c, const float* params, c
 
 // one process, no ZeRO-1, no recompute
 static void t5cu_build(T5Cuda* m, const T5Config* c, const float* params) {
-    T5CudaOptions o = { NULL, 0, 0 };
+    T5CudaOptions o = { NULL, 0, 0, ATTN_GEMM };
     t5cu_build_with(m, c, params, &o);
 }
 
@@ -371,29 +389,37 @@ static void t5cu_free(T5Cuda* m) {
 
 // the activation buffers for batches up to (B, Ts, Tt); with recompute the block internals (all but
 // the residual streams e_res, e_mid, d_res, d_mid1, d_mid2) hold one block, reused by every block.
+// Gemm attention keeps the probabilities (B, H, Tq, Tk) per block and (B, H, Tm, Tm) scratch; flash
+// attention keeps one logsumexp per row and its backward scratch (the other set is planned empty).
 // t5cu_alloc_acts allocates these and --plan-memory adds them up.
-static int acts_plan(T5CudaActs* a, const T5Config* c, int B, int Ts, int Tt, int recompute, AllocPlan* plan) {
+static int acts_plan(T5CudaActs* a, const T5Config* c, int B, int Ts, int Tt, int recompute, int flash, AllocPlan* plan) {
     size_t C = c->d_model, HD = (size_t)c->num_heads * c->d_kv, F = c->d_ff, H = c->num_heads, V = c->vocab_size;
     size_t Le = c->num_layers, Ld = c->num_decoder_layers;
     size_t Ke = recompute ? 1 : Le, Kd = recompute ? 1 : Ld; // stacked copies of the block internals
     size_t Ne = (size_t)B * Ts, Nd = (size_t)B * Tt, Nm = Ne > Nd ? Ne : Nd, Tm = Ts > Tt ? Ts : Tt;
     size_t Ff = c->gated ? F : 0, f = sizeof(float), x = sizeof(floatX);
+    size_t ga = flash ? 0 : 1, fa = flash ? 1 : 0; // which attention's buffers are sized
+    size_t part = flash_attention_part_floats(B, (int)H, (int)Tm, (int)Tm); // the larger self-attention
     AllocPlan p[] = {
         {(void**)&a->e_res, (Le + 1) * Ne * C * f}, {(void**)&a->e_mid, Le * Ne * C * f}, {(void**)&a->e_ln1, Ke * Ne * C * x},
-        {(void**)&a->e_rstd1, Ke * Ne * f}, {(void**)&a->e_qkv, Ke * 3 * Ne * HD * x}, {(void**)&a->e_att, Ke * B * H * Ts * Ts * x},
+        {(void**)&a->e_rstd1, Ke * Ne * f}, {(void**)&a->e_qkv, Ke * 3 * Ne * HD * x}, {(void**)&a->e_att, ga * Ke * B * H * Ts * Ts * x},
+        {(void**)&a->e_lse, fa * Ke * B * H * Ts * f},
         {(void**)&a->e_ctx, Ke * Ne * HD * x}, {(void**)&a->e_ln2, Ke * Ne * C * x}, {(void**)&a->e_rstd2, Ke * Ne * f},
         {(void**)&a->e_h0, Ke * Ne * F * x}, {(void**)&a->e_h1, Ke * Ne * Ff * x}, {(void**)&a->e_ff, Ke * Ne * F * x},
         {(void**)&a->e_rstdf, Ne * f}, {(void**)&a->e_out, Ne * C * x},
         {(void**)&a->d_res, (Ld + 1) * Nd * C * f}, {(void**)&a->d_mid1, Ld * Nd * C * f}, {(void**)&a->d_mid2, Ld * Nd * C * f},
         {(void**)&a->d_ln1, Kd * Nd * C * x}, {(void**)&a->d_rstd1, Kd * Nd * f}, {(void**)&a->d_qkv, Kd * 3 * Nd * HD * x},
-        {(void**)&a->d_att, Kd * B * H * Tt * Tt * x}, {(void**)&a->d_ctx, Kd * Nd * HD * x}, {(void**)&a->d_ln2, Kd * Nd * C * x},
+        {(void**)&a->d_att, ga * Kd * B * H * Tt * Tt * x},
+        {(void**)&a->d_lse, fa * Kd * B * H * Tt * f}, {(void**)&a->d_ctx, Kd * Nd * HD * x}, {(void**)&a->d_ln2, Kd * Nd * C * x},
         {(void**)&a->d_rstd2, Kd * Nd * f}, {(void**)&a->d_cq, Kd * Nd * HD * x}, {(void**)&a->d_ckv, Kd * 2 * Ne * HD * x},
-        {(void**)&a->d_catt, Kd * B * H * Tt * Ts * x}, {(void**)&a->d_cctx, Kd * Nd * HD * x}, {(void**)&a->d_ln3, Kd * Nd * C * x},
+        {(void**)&a->d_catt, ga * Kd * B * H * Tt * Ts * x},
+        {(void**)&a->d_clse, fa * Kd * B * H * Tt * f}, {(void**)&a->d_cctx, Kd * Nd * HD * x}, {(void**)&a->d_ln3, Kd * Nd * C * x},
         {(void**)&a->d_rstd3, Kd * Nd * f}, {(void**)&a->d_h0, Kd * Nd * F * x}, {(void**)&a->d_h1, Kd * Nd * Ff * x},
         {(void**)&a->d_ff, Kd * Nd * F * x}, {(void**)&a->d_rstdf, Nd * f}, {(void**)&a->d_out, Nd * C * x},
         {(void**)&a->logits, Nd * V * x}, {(void**)&a->losses, Nd * f},
-        {(void**)&a->sub, Nm * C * f}, {(void**)&a->scores, B * H * Tm * Tm * f}, {(void**)&a->att_x, B * H * Tm * Tm * x},
-        {(void**)&a->diag, H * (2 * Tm - 1) * f}, {(void**)&a->g_res, Nm * C * f}, {(void**)&a->g_x, Nm * C * f},
+        {(void**)&a->sub, Nm * C * f}, {(void**)&a->scores, ga * B * H * Tm * Tm * f}, {(void**)&a->att_x, ga * B * H * Tm * Tm * x},
+        {(void**)&a->diag, H * (2 * Tm - 1) * f}, {(void**)&a->delta, fa * B * H * Tm * f}, {(void**)&a->diag_part, fa * part * f},
+        {(void**)&a->g_res, Nm * C * f}, {(void**)&a->g_x, Nm * C * f},
         {(void**)&a->g_sub, Nm * C * x}, {(void**)&a->g_qkv, 3 * Nm * HD * x}, {(void**)&a->g_ctx, Nm * HD * x},
         {(void**)&a->g_h0, Nm * F * x}, {(void**)&a->g_h1, Nm * Ff * x}, {(void**)&a->g_ff, Nm * F * x},
         {(void**)&a->g_enc, Ne * C * f}, {(void**)&a->g_ckv, 2 * Ne * HD * x}, {(void**)&a->dw_partial, RMSNORM_CHUNKS * C * f},
@@ -410,7 +436,7 @@ static void t5cu_alloc_acts(T5Cuda* m, int B, int Ts, int Tt) {
     T5CudaActs* a = &m->acts;
     t5cu_free_acts(a);
     AllocPlan plan[ACTS_PLAN_MAX];
-    int n = acts_plan(a, &m->config, B, Ts, Tt, m->recompute, plan);
+    int n = acts_plan(a, &m->config, B, Ts, Tt, m->recompute, m->attention == ATTN_FLASH, plan);
     for (int i = 0; i < n; i++) *plan[i].p = cuda_alloc<char>(plan[i].bytes);
     m->act_bytes = plan_bytes(plan, n);
     m->max_B = B; m->max_Ts = Ts; m->max_Tt = Tt;
@@ -509,13 +535,15 @@ static const FfnIds DEC_FFN = { P_DEC_LN3, P_DEC_WI0, P_DEC_WI1, P_DEC_WO };
 typedef struct {
     floatX* ln; float* rstd;   // (N, C), (N)
     floatX *q, *kv;            // (N, HD), (2, Nkv, HD)
-    floatX *att, *ctx;         // (B, H, Tq, Tk), (N, HD)
+    floatX *att, *ctx;         // (B, H, Tq, Tk) (gemm attention), (N, HD)
     const floatX* kv_src; int Nkv;
+    float* lse;                // (B, H, Tq) (flash attention)
 } AttnActs;
 
 typedef struct { floatX* ln; float* rstd; floatX *h0, *h1, *ff; } FfnActs;
 
 static AttnScratch attn_scratch(T5Cuda* m) { return AttnScratch{ m->acts.scores, m->acts.att_x, m->acts.diag }; }
+static FlashScratch flash_scratch(T5Cuda* m) { return FlashScratch{ m->acts.delta, m->acts.diag_part, m->acts.diag }; }
 
 // the internals of an attention sublayer: q(ln), k(kv_src), v(kv_src), probabilities, context
 static void attn_inner_forward(T5Cuda* m, AttnActs a, AttnIds w, int l, const AttnSpec* s, int N) {
@@ -525,7 +553,9 @@ static void attn_inner_forward(T5Cuda* m, AttnActs a, AttnIds w, int l, const At
     matmul_forward(&m->mm, a.q, 0, a.ln, PX(m, w.q, l), N, C, HD);
     matmul_forward(&m->mm, a.kv, 0, kv_src, PX(m, w.k, l), a.Nkv, C, HD);
     matmul_forward(&m->mm, a.kv + (size_t)a.Nkv * HD, 0, kv_src, PX(m, w.v, l), a.Nkv, C, HD);
-    attention_forward(&m->mm, a.ctx, a.att, attn_scratch(m), a.q, a.kv, a.kv + (size_t)a.Nkv * HD, s, m->stream);
+    const floatX* v = a.kv + (size_t)a.Nkv * HD;
+    if (m->attention == ATTN_FLASH) flash_attention_forward(a.ctx, a.lse, a.q, a.kv, v, s, m->stream);
+    else attention_forward(&m->mm, a.ctx, a.att, attn_scratch(m), a.q, a.kv, v, s, m->stream);
 }
 
 // sub (N, C) fp32 = o(attention(q(ln), k(kv_src), v(kv_src)))
@@ -573,8 +603,11 @@ static void attn_sublayer_backward(T5Cuda* m, AttnActs a, AttnIds w, int l, cons
     floatX* gq = A->g_qkv;
     floatX* gk = a.kv_src ? A->g_ckv : A->g_qkv + (size_t)N * HD;
     floatX* gv = gk + (size_t)a.Nkv * HD;
-    attention_backward(mm, gq, gk, gv, drelb, c->num_buckets, attn_scratch(m), A->g_ctx, a.q, a.kv,
-                       a.kv + (size_t)a.Nkv * HD, a.att, s, m->stream);
+    const floatX* v = a.kv + (size_t)a.Nkv * HD;
+    if (m->attention == ATTN_FLASH)
+        flash_attention_backward(gq, gk, gv, drelb, c->num_buckets, flash_scratch(m), A->g_ctx, a.q, a.kv, v, a.ctx,
+                                 a.lse, s, m->stream);
+    else attention_backward(mm, gq, gk, gv, drelb, c->num_buckets, attn_scratch(m), A->g_ctx, a.q, a.kv, v, a.att, s, m->stream);
     float* g_kv_dst = g_kv_src ? g_kv_src : A->g_x;
     matmul_backward_weight(mm, PG(m, w.q, l), gq, a.ln, N, C, HD);
     matmul_backward_weight(mm, PG(m, w.k, l), gk, kv_src, a.Nkv, C, HD);
@@ -616,17 +649,21 @@ static void norm_backward(T5Cuda* m, int ln_id, int l, const float* x, const flo
 
 static size_t block_slot(const T5Cuda* m, int l) { return m->recompute ? 0 : (size_t)l; }
 
-// self-attention of block l over T tokens per sequence, from the stacked buffers of one stack
-static AttnActs self_attn_a(T5Cuda* m, int l, int T, floatX* ln, float* rstd, floatX* qkv, floatX* att, floatX* ctx) {
+// self-attention of block l over T tokens per sequence, from the stacked buffers of one stack (the
+// probabilities of gemm attention or the logsumexps of flash attention: the other buffer is empty)
+static AttnActs self_attn_a(T5Cuda* m, int l, int T, floatX* ln, float* rstd, floatX* qkv, floatX* att, float* lse,
+                            floatX* ctx) {
     const T5Config* c = &m->config;
     size_t N = (size_t)m->B * T, C = c->d_model, HD = (size_t)c->num_heads * c->d_kv, k = block_slot(m, l);
-    size_t n_att = (size_t)m->B * c->num_heads * T * T;
+    size_t n_att = (size_t)m->B * c->num_heads * T * T, n_lse = (size_t)m->B * c->num_heads * T;
+    int flash = m->attention == ATTN_FLASH;
     floatX* q = qkv + k * 3 * N * HD;
-    return AttnActs{ ln + k * N * C, rstd + k * N, q, q + N * HD, att + k * n_att, ctx + k * N * HD, NULL, (int)N };
+    return AttnActs{ ln + k * N * C, rstd + k * N, q, q + N * HD, flash ? NULL : att + k * n_att, ctx + k * N * HD, NULL,
+                     (int)N, flash ? lse + k * n_lse : NULL };
 }
 static AttnActs enc_attn_a(T5Cuda* m, int l) {
     T5CudaActs* a = &m->acts;
-    return self_attn_a(m, l, m->Ts, a->e_ln1, a->e_rstd1, a->e_qkv, a->e_att, a->e_ctx);
+    return self_attn_a(m, l, m->Ts, a->e_ln1, a->e_rstd1, a->e_qkv, a->e_att, a->e_lse, a->e_ctx);
 }
 // FFN of block l over N tokens
 static FfnActs ffn_a(T5Cuda* m, int l, size_t N, floatX* ln, float* rstd, floatX* h0, floatX* h1, floatX* ff) {
@@ -640,14 +677,16 @@ static FfnActs enc_ffn_a(T5Cuda* m, int l) {
 }
 static AttnActs dec_self_a(T5Cuda* m, int l) {
     T5CudaActs* a = &m->acts;
-    return self_attn_a(m, l, m->Tt, a->d_ln1, a->d_rstd1, a->d_qkv, a->d_att, a->d_ctx);
+    return self_attn_a(m, l, m->Tt, a->d_ln1, a->d_rstd1, a->d_qkv, a->d_att, a->d_lse, a->d_ctx);
 }
 static AttnActs dec_cross_a(T5Cuda* m, int l) {
     T5CudaActs* a = &m->acts; const T5Config* c = &m->config;
     size_t N = (size_t)m->B * m->Tt, Ne = (size_t)m->B * m->Ts, C = c->d_model, HD = (size_t)c->num_heads * c->d_kv;
-    size_t att = (size_t)m->B * c->num_heads * m->Tt * m->Ts, k = block_slot(m, l);
+    size_t att = (size_t)m->B * c->num_heads * m->Tt * m->Ts, lse = (size_t)m->B * c->num_heads * m->Tt, k = block_slot(m, l);
+    int flash = m->attention == ATTN_FLASH;
     return AttnActs{ a->d_ln2 + k * N * C, a->d_rstd2 + k * N, a->d_cq + k * N * HD, a->d_ckv + k * 2 * Ne * HD,
-                     a->d_catt + k * att, a->d_cctx + k * N * HD, a->e_out, (int)Ne };
+                     flash ? NULL : a->d_catt + k * att, a->d_cctx + k * N * HD, a->e_out, (int)Ne,
+                     flash ? a->d_clse + k * lse : NULL };
 }
 static FfnActs dec_ffn_a(T5Cuda* m, int l) {
     T5CudaActs* a = &m->acts;
@@ -1339,6 +1378,7 @@ typedef struct {
     LrScheduleKind schedule;
     long long seed;
     int bench, bench_warmup, zero, recompute, plan_ranks;
+    int attention;           // AttnKind
 } Options;
 
 static Options options_default(void) {
@@ -1390,6 +1430,9 @@ static void usage(void) {
         "  --peak-tflops X        bf16 dense peak for MFU, 0 = from the card's name (default 0)\n"
         "  --zero 0|1             ZeRO-1: shard fp32 master weights and AdamW moments over the ranks (default %d)\n"
         "  --recompute 0|1        recompute block internals in the backward pass (less memory, ~1/3 more compute) (default %d)\n"
+        "  --attention KIND       gemm | flash (default %s). flash: fused kernels without the T x T probabilities\n"
+        "                         (llmc/flash_attention.cuh, d_kv 64 or 128); the default stays gemm until a GPU run\n"
+        "                         has validated flash (dev/gpu_check.sh)\n"
         "  --nccl-init-dir DIR    bootstrap without MPI: ranks from RANK/WORLD_SIZE/LOCAL_RANK (or SLURM_*), the\n"
         "                         NCCL id through DIR on a shared filesystem (fresh per run)\n"
         "  --plan-memory GIB      print the memory plan of every preset for a GIB GiB device and exit (no GPU needed)\n"
@@ -1407,7 +1450,8 @@ static void usage(void) {
         "                         summary has --max-new-tokens tokens) and exit\n",
         d.steps, d.batch_size, d.grad_accum, (double)d.lr, lr_schedule_name(d.schedule), d.warmup, (double)d.weight_decay,
         d.decay_norms, (double)d.beta1, (double)d.beta2, (double)d.adam_eps, (double)d.clip, (double)d.dropout, d.shuffle,
-        d.bucket, d.max_src_len, d.max_tgt_len, d.seed, d.bench_warmup, d.zero, d.recompute, d.plan_ranks, d.eval_out,
+        d.bucket, d.max_src_len, d.max_tgt_len, d.seed, d.bench_warmup, d.zero, d.recompute, attn_kind_name(d.attention),
+        d.plan_ranks, d.eval_out,
         d.eval_limit, d.tokenizer, d.num_beams, d.max_new_tokens, (double)d.length_penalty, d.early_stopping,
         d.no_repeat_ngram, d.gen_batch_size, (double)d.eos_bias);
 }
@@ -1452,6 +1496,12 @@ static int parse_flag(Options* o, const char* f, const char* v) {
     for (size_t k = 0; k < sizeof(strs) / sizeof(strs[0]); k++)
         if (strcmp(f, strs[k].flag) == 0) { *strs[k].dst = v; return 1; }
     if (strcmp(f, "--seed") == 0) return t5cpu_parse_int(f, v, 0, (1LL << 62), &o->seed) ? -1 : 1;
+    if (strcmp(f, "--attention") == 0) {
+        int flash = strcmp(v, "flash") == 0;
+        if (flash || strcmp(v, "gemm") == 0) { o->attention = flash ? ATTN_FLASH : ATTN_GEMM; return 1; }
+        fprintf(stderr, "error: --attention must be gemm or flash, got '%s'\n", v);
+        return -1;
+    }
     if (strcmp(f, "--schedule") == 0) {
         if (lr_schedule_parse(v, &o->schedule) == 0) return 1;
         fprintf(stderr, "error: --schedule must be constant, linear or cosine, got '%s'\n", v);
@@ -1537,6 +1587,8 @@ static void print_config(const T5Cuda* m, const Options* o, const char* from, co
     snprintf(row, sizeof(row), "%s%s, ZeRO-1 %s, recompute %s", m->comm && m->comm->active ? "NCCL" : "one process",
              m->comm && m->comm->via_mpi ? " (MPI)" : "", m->zero ? "on" : "off", m->recompute ? "on" : "off");
     printf("| %-22s | %-43s |\n", "parallelism", row);
+    printf("| %-22s | %-43s |\n", "attention",
+           m->attention == ATTN_FLASH ? "flash (llmc/flash_attention.cuh)" : "gemm (llmc/attention.cuh)");
     snprintf(row, sizeof(row), "%.2f GiB per rank (%zu buckets)", m->state_bytes / 1073741824.0, (size_t)m->order.nb);
     printf("| %-22s | %-43s |\n", "weights+grads+AdamW", row);
     printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
@@ -1559,10 +1611,10 @@ static size_t plan_state_bytes(const T5Config* c, int zero, int ranks) {
     return bytes;
 }
 
-static size_t plan_act_bytes(const T5Config* c, int B, int Ts, int Tt, int recompute) {
+static size_t plan_act_bytes(const T5Config* c, int B, int Ts, int Tt, int recompute, int flash) {
     T5CudaActs a;
     AllocPlan plan[ACTS_PLAN_MAX];
-    return plan_bytes(plan, acts_plan(&a, c, B, Ts, Tt, recompute, plan));
+    return plan_bytes(plan, acts_plan(&a, c, B, Ts, Tt, recompute, flash, plan));
 }
 
 // what else a process holds: the CUDA context and kernels (~0.6 GiB on an H100), the cuBLASLt
@@ -1570,12 +1622,12 @@ static size_t plan_act_bytes(const T5Config* c, int B, int Ts, int Tt, int recom
 #define PLAN_RESERVE_BYTES ((size_t)3 << 29)
 
 // the largest batch of B·(Ts + Tt) tokens whose state + activations fit in `budget` bytes (0: none)
-static int plan_max_batch(const T5Config* c, size_t state, size_t budget, int Ts, int Tt, int recompute) {
-    if (state + PLAN_RESERVE_BYTES + plan_act_bytes(c, 1, Ts, Tt, recompute) > budget) return 0;
+static int plan_max_batch(const T5Config* c, size_t state, size_t budget, int Ts, int Tt, int recompute, int flash) {
+    if (state + PLAN_RESERVE_BYTES + plan_act_bytes(c, 1, Ts, Tt, recompute, flash) > budget) return 0;
     int lo = 1, hi = 65536;
     while (lo < hi) { // largest B that fits: activations grow with B
         int mid = lo + (hi - lo + 1) / 2;
-        if (state + PLAN_RESERVE_BYTES + plan_act_bytes(c, mid, Ts, Tt, recompute) <= budget) lo = mid; else hi = mid - 1;
+        if (state + PLAN_RESERVE_BYTES + plan_act_bytes(c, mid, Ts, Tt, recompute, flash) <= budget) lo = mid; else hi = mid - 1;
     }
     return lo;
 }
@@ -1603,12 +1655,12 @@ static int plan_memory(const Options* o) {
     const char* bad = plan_check_orders();
     if (bad) { fprintf(stderr, "error: device order of the parameters: %s\n", bad); return -1; }
     size_t budget = (size_t)((double)o->plan_memory * 1073741824.0);
-    int Ts = o->max_src_len, Tt = o->max_tgt_len, R = o->plan_ranks;
+    int Ts = o->max_src_len, Tt = o->max_tgt_len, R = o->plan_ranks, fl = o->attention == ATTN_FLASH;
     double G = 1073741824.0;
-    printf("memory plan (%s build): a %.0f GiB device, every example padded to %d source + %d target tokens (the\n"
-           "worst case of --max-src-len / --max-tgt-len), %.1f GiB reserved for the CUDA context, cuBLASLt, NCCL\n"
-           "and fragmentation. state = weights + gradients + AdamW moments per rank; act/ex = activations per example.\n",
-           PRECISION_NAME, (double)o->plan_memory, Ts, Tt, PLAN_RESERVE_BYTES / G);
+    printf("memory plan (%s build, %s attention): a %.0f GiB device, every example padded to %d source + %d target\n"
+           "tokens (the worst case of --max-src-len / --max-tgt-len), %.1f GiB reserved for the CUDA context, cuBLASLt,\n"
+           "NCCL and fragmentation. state = weights + gradients + AdamW moments per rank; act/ex = activations per example.\n",
+           PRECISION_NAME, attn_kind_name(o->attention), (double)o->plan_memory, Ts, Tt, PLAN_RESERVE_BYTES / G);
     char zero_col[32];
     snprintf(zero_col, sizeof(zero_col), "ZeRO-1 x%d", R);
     printf("%-14s %8s %10s %12s %10s %10s %10s %10s %13s\n", "", "params", "state GiB", "state GiB", "act GiB", "act GiB",
@@ -1621,11 +1673,11 @@ static int plan_memory(const Options* o) {
         T5Layout L;
         t5_layout(&c, &L);
         size_t s1 = plan_state_bytes(&c, 0, 1), sz = plan_state_bytes(&c, 1, R);
-        double a1 = (plan_act_bytes(&c, 2, Ts, Tt, 0) - plan_act_bytes(&c, 1, Ts, Tt, 0)) / G;
-        double ar = (plan_act_bytes(&c, 2, Ts, Tt, 1) - plan_act_bytes(&c, 1, Ts, Tt, 1)) / G;
+        double a1 = (plan_act_bytes(&c, 2, Ts, Tt, 0, fl) - plan_act_bytes(&c, 1, Ts, Tt, 0, fl)) / G;
+        double ar = (plan_act_bytes(&c, 2, Ts, Tt, 1, fl) - plan_act_bytes(&c, 1, Ts, Tt, 1, fl)) / G;
         printf("%-14s %8.0f %10.1f %13.1f %10.3f %10.3f %10d %10d %13d\n", T5_PRESETS[i].name, L.total / 1e6, s1 / G, sz / G,
-               a1, ar, plan_max_batch(&c, s1, budget, Ts, Tt, 0), plan_max_batch(&c, s1, budget, Ts, Tt, 1),
-               plan_max_batch(&c, sz, budget, Ts, Tt, 1));
+               a1, ar, plan_max_batch(&c, s1, budget, Ts, Tt, 0, fl), plan_max_batch(&c, s1, budget, Ts, Tt, 1, fl),
+               plan_max_batch(&c, sz, budget, Ts, Tt, 1, fl));
     }
     printf("max batch: examples per GPU and micro-batch (0: the state alone does not fit). DialogSum batches are\n"
            "dynamically padded (mean 223 / p95 415 source tokens), so real batches of this size use less.\n");
@@ -1762,9 +1814,9 @@ static int bench(T5Cuda* m, const Options* o, Meter* meter) {
     qsort(ms, (size_t)N, sizeof(double), cmp_double);
     double tok_s = tokens / (total_ms / 1e3), tflops = flops / (total_ms / 1e3) / 1e12 / ranks;
     if (meter->print)
-        printf("bench: engine=t5.c-cuda precision=%s batch=%d ranks=%d zero=%d recompute=%d steps=%d median_step_ms=%.2f "
-               "real_tok_per_s=%.0f tflops=%.1f mfu=%.1f%% peak_mem_gib=%.2f\n", PRECISION_NAME, o->batch_size, ranks,
-               m->zero, m->recompute, N, ms[(N - 1) / 2], tok_s, tflops,
+        printf("bench: engine=t5.c-cuda precision=%s batch=%d ranks=%d zero=%d recompute=%d attention=%s steps=%d "
+               "median_step_ms=%.2f real_tok_per_s=%.0f tflops=%.1f mfu=%.1f%% peak_mem_gib=%.2f\n", PRECISION_NAME,
+               o->batch_size, ranks, m->zero, m->recompute, attn_kind_name(m->attention), N, ms[(N - 1) / 2], tok_s, tflops,
                meter->peak_tflops > 0 ? 100.0 * tflops / meter->peak_tflops : 0.0, meter->peak_mem / 1073741824.0);
     free(ms);
     batch_free(&bb);
@@ -1868,7 +1920,12 @@ static int save_outputs(T5Cuda* m, const Options* o) {
 // everything after the bootstrap: load, build, run, save (every rank)
 static int run(Comm* comm, const Options* o) {
     HostModel h;
+    char err[1024];
     int bad = load_host_model(o, &h) != 0;
+    if (!bad && o->attention == ATTN_FLASH && flash_attention_check(h.config.d_kv, err, sizeof(err))) {
+        fprintf(stderr, "error: %s\n", err);
+        bad = 1;
+    }
     if (comm_max_int(comm, bad)) { free(h.params); free(h.m); free(h.v); return -1; } // all ranks or none
     int64_t crc[2] = { params_crc(&h), 0 };
     crc[1] = crc[0];
@@ -1882,7 +1939,7 @@ static int run(Comm* comm, const Options* o) {
     cudaCheck(cudaGetDeviceProperties(&prop, comm->local_rank));
     Meter meter = { o->peak_tflops > 0 ? o->peak_tflops : card_peak_tflops(prop.name), 0, comm->size, comm->rank == 0 };
     T5Cuda m;
-    T5CudaOptions mo = { comm, o->zero, o->recompute };
+    T5CudaOptions mo = { comm, o->zero, o->recompute, o->attention };
     t5cu_build_with(&m, &h.config, h.params, &mo);
     if (h.m) t5cu_set_optimizer_state(&m, h.m, h.v, h.step);
     free(h.params); free(h.m); free(h.v);

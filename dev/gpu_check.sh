@@ -5,7 +5,8 @@
 #   3. the kernel twins of dev/cuda (CPU check at several sizes + benchmark)
 #   4. compute-sanitizer memcheck on a short training run
 #   5. benchmark: train_t5cu vs transformers + PyTorch (dev/bench_hf_gpu.py), flan-t5-base-shaped
-#      random model on the same synthetic DialogSum-shaped batches, in this same call
+#      random model on the same synthetic DialogSum-shaped batches, in this same call; train_t5cu
+#      again with --attention flash (its correctness: test_t5cu's flash-vs-gemm test, kernel attention)
 #   6. multi-GPU paths with one rank (issue 6): NCCL (mpirun -np 1, or --nccl-init-dir without MPI) and
 #      NCCL + ZeRO-1 must print the plain run's step losses exactly, recompute within 1e-4; a
 #      flan-t5-large step with --recompute 1 (memory vs --plan-memory)
@@ -42,6 +43,8 @@ for k in rmsnorm ffn_act crossentropy attention; do stage "kernel $k" 120 "./dev
 stage "compute-sanitizer" 300 compute-sanitizer --tool memcheck --error-exitcode 1 ./train_t5cu \
     --model dev/fixtures/flan_gated/model --train-file dev/fixtures/flan_gated/examples.bin --steps 2 --batch-size 3
 stage "bench train_t5cu" 300 ./train_t5cu --model flan-t5-base --bench "$STEPS" --bench-warmup 3 --batch-size "$BATCH"
+stage "bench t5cu flash" 300 ./train_t5cu --model flan-t5-base --bench "$STEPS" --bench-warmup 3 --batch-size "$BATCH" \
+    --attention flash
 stage "bench hf-pytorch" 600 python3 dev/bench_hf_gpu.py --steps "$STEPS" --warmup 3 --batch-size "$BATCH"
 
 # ---- multi-GPU paths with one rank: the same fixture run, step losses compared
@@ -88,7 +91,7 @@ for i in "${!NAMES[@]}"; do
     case "${STATUS[$i]}" in PASS*) ;; *) fails=$((fails + 1)) ;; esac
 done
 printf '%-12s %12s %10s %8s %8s %10s\n' engine tok/s step_ms TFLOP/s MFU peak_GiB
-for e in train_t5cu hf-pytorch; do
+for e in train_t5cu t5cu_flash hf-pytorch; do
     printf '%-12s %12s %10s %8s %8s %10s\n' "$e" "$(field "bench_$e" real_tok_per_s)" "$(field "bench_$e" median_step_ms)" \
         "$(field "bench_$e" tflops)" "$(field "bench_$e" mfu)" "$(field "bench_$e" peak_mem_gib)"
 done
@@ -96,6 +99,10 @@ if [ -n "$ours_tok" ] && [ -n "$hf_tok" ]; then
     echo "ratio train_t5cu / hf-pytorch (real tokens/s): $(python3 -c "print(f'{$ours_tok / $hf_tok:.2f}x')")"
 else
     echo "ratio train_t5cu / hf-pytorch: n/a (a benchmark did not finish)"
+fi
+flash_tok=$(field bench_t5cu_flash real_tok_per_s)
+if [ -n "$flash_tok" ] && [ -n "$hf_tok" ] && [ -n "$ours_tok" ]; then
+    echo "ratio t5cu_flash / hf-pytorch: $(python3 -c "print(f'{$flash_tok / $hf_tok:.2f}x (flash / gemm attention: {$flash_tok / $ours_tok:.2f}x)')")"
 fi
 printf '%-12s %8s %14s %14s %8s\n' generation beams t5cu_summ/s hf_summ/s ratio
 for beams in 1 4; do

@@ -1,16 +1,56 @@
-// attention.cu — twin of llmc/attention.cuh: T5 attention (relative bias, padding and causal masks,
-// dropout, no 1/sqrt(D)) forward and backward (dq, dk, dv, relative-bias gradient) against the CPU
-// engine's attention_forward / attention_backward (llmc/t5_cpu.h), then a benchmark.
-// Variants: 1 = llmc/attention.cuh (cuBLASLt batched per-head GEMMs + fused softmax kernels).
+// attention.cu — twin of llmc/attention.cuh and llmc/flash_attention.cuh: T5 attention (relative
+// bias, padding and causal masks, dropout, no 1/sqrt(D)) forward and backward (dq, dk, dv,
+// relative-bias gradient) against the CPU engine's attention_forward / attention_backward
+// (llmc/t5_cpu.h), then a benchmark of both variants on the same inputs.
+// Variants: 1 = llmc/attention.cuh (cuBLASLt batched per-head GEMMs + fused softmax kernels; any D)
+//           2 = llmc/flash_attention.cuh (fused tiles with online softmax, no T×T matrix in memory;
+//               D = 64 or 128); its backward pass also runs twice and must be bit-identical.
 //   make -C dev/cuda attention && ./dev/cuda/attention      (run from the repository root)
+#include <string.h>               // defines: memcmp
 #include "dev/cuda/common.cuh"    // defines: host_normal, upload_x, compare, bench_ms
 #include "llmc/t5.h"              // defines: t5_relative_bucket
 #include "llmc/t5_cpu.h"          // defines: t5cpu_attention_forward, t5cpu_attention_backward
 #include "llmc/attention.cuh"     // defines: attention_forward, attention_backward, relative_buckets
+#include "llmc/flash_attention.cuh" // defines: flash_attention_forward, flash_attention_backward
 
-static void check(int B, int Tq, int Tk, int H, int D, int self, int causal, float p) {
-    printf("B=%d Tq=%d Tk=%d H=%d D=%d %s%s dropout=%g\n", B, Tq, Tk, H, D, self ? "self" : "cross",
-           causal ? " causal" : "", (double)p);
+// variant 2's dk and relative-bias gradient, bf16 build: Δ = Σ dout·out is taken from the bf16 output,
+// whose rounding (2^-9·|dout·out| per row) stays in ds = p (dp − Δ) even where ds is exactly 0 (a row
+// with one key under dropout, the one_key cases): measured up to 3.3e-2 of the tensor's scale in a CPU
+// emulation of these kernels. fp32 build: no rounding of out, variant 1's tolerance.
+#ifdef ENABLE_FP32
+#define TOL_FLASH_DK (2 * TOL_X)
+#else
+#define TOL_FLASH_DK 5e-2f
+#endif
+
+// variant 2 on the inputs of one check; dq, dk, dv, drelb (zeroed first) come back on the host
+typedef struct { floatX *out, *dq, *dk, *dv; float *lse, *drelb; FlashScratch w; } FlashRun;
+
+static FlashRun flash_run_alloc(int B, int Tq, int Tk, int H, int D, int NB) {
+    size_t nq = (size_t)B * Tq * H * D, nk = (size_t)B * Tk * H * D;
+    FlashRun f = { cuda_alloc<floatX>(nq), cuda_alloc<floatX>(nq), cuda_alloc<floatX>(nk), cuda_alloc<floatX>(nk),
+                   cuda_alloc<float>((size_t)B * H * Tq), cuda_alloc<float>((size_t)NB * H),
+                   { cuda_alloc<float>((size_t)B * H * Tq), cuda_alloc<float>(flash_attention_part_floats(B, H, Tq, Tk)),
+                     cuda_alloc<float>((size_t)H * (Tq + Tk - 1)) } };
+    return f;
+}
+
+static void flash_run_free(FlashRun* f) {
+    void* dev[] = { f->out, f->dq, f->dk, f->dv, f->lse, f->drelb, f->w.delta, f->w.part, f->w.diag };
+    for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++) cudaCheck(cudaFree(dev[i]));
+}
+
+static void flash_run(FlashRun* f, int NB, const floatX* q, const floatX* k, const floatX* v, const floatX* dout,
+                      const AttnSpec* s) {
+    cudaCheck(cudaMemset(f->drelb, 0, (size_t)NB * s->H * sizeof(float)));
+    flash_attention_forward(f->out, f->lse, q, k, v, s, 0);
+    flash_attention_backward(f->dq, f->dk, f->dv, f->drelb, NB, f->w, dout, q, k, v, f->out, f->lse, s, 0);
+}
+
+// one_key: the first sequence has a single key (non-causal), its rows' probabilities are exactly 1
+static void check(int B, int Tq, int Tk, int H, int D, int self, int causal, float p, int one_key) {
+    printf("B=%d Tq=%d Tk=%d H=%d D=%d %s%s dropout=%g%s\n", B, Tq, Tk, H, D, self ? "self" : "cross",
+           causal ? " causal" : "", (double)p, one_key ? " (a one-key sequence)" : "");
     MatmulCtx mm;
     matmul_ctx_init(&mm, 0);
     int HD = H * D, NB = 32, MD = 128;
@@ -19,6 +59,7 @@ static void check(int B, int Tq, int Tk, int H, int D, int self, int causal, flo
     float *dout = host_normal(nq, 4, 1.0f), *relb = host_normal((size_t)NB * H, 5, 1.0f);
     int* key_len = (int*)mallocCheck(B * sizeof(int));
     for (int b = 0; b < B; b++) key_len[b] = causal ? Tk : 1 + (Tk - 1) * (b + 1) / B; // padding differs per sequence
+    if (one_key) key_len[0] = 1;
     int* buckets = (int*)mallocCheck((2 * Tq - 1) * sizeof(int));
     for (int r = 0; r < 2 * Tq - 1; r++) buckets[r] = t5_relative_bucket(r - (Tq - 1), !causal, NB, MD);
     floatX *d_q = upload_x(q, nq), *d_k = upload_x(k, nk), *d_v = upload_x(v, nk), *d_dout = upload_x(dout, nq);
@@ -43,19 +84,58 @@ static void check(int B, int Tq, int Tk, int H, int D, int self, int causal, flo
     t5cpu_attention_backward(dq, dk, dv, scr, drelb, dout, q, k, v, att, &cs);
     float *g_out = download_x(d_out, nq), *g_att = download_x(d_att, na), *g_dq = download_x(d_dq, nq);
     float *g_dk = download_x(d_dk, nk), *g_dv = download_x(d_dv, nk), *g_drelb = download_f(d_drelb, (size_t)NB * H);
-    compare("forward: probabilities", g_att, att, na, TOL_X);
-    compare("forward: output", g_out, out, nq, TOL_X);
-    compare("backward: dq", g_dq, dq, nq, 2 * TOL_X);
-    compare("backward: dk", g_dk, dk, nk, 2 * TOL_X);
-    compare("backward: dv", g_dv, dv, nk, TOL_X);
-    if (self) compare("backward: relative bias gradient", g_drelb, drelb, (size_t)NB * H, 2 * TOL_X);
+    compare("1 gemm forward: probabilities", g_att, att, na, TOL_X);
+    compare("1 gemm forward: output", g_out, out, nq, TOL_X);
+    compare("1 gemm backward: dq", g_dq, dq, nq, 2 * TOL_X);
+    compare("1 gemm backward: dk", g_dk, dk, nk, 2 * TOL_X);
+    compare("1 gemm backward: dv", g_dv, dv, nk, TOL_X);
+    if (self) compare("1 gemm backward: relative bias gradient", g_drelb, drelb, (size_t)NB * H, 2 * TOL_X);
+    int flash = flash_attention_supports(D);
+    FlashRun fr;
+    if (flash) {
+        fr = flash_run_alloc(B, Tq, Tk, H, D, NB);
+        flash_run(&fr, NB, d_q, d_k, d_v, d_dout, &s);
+        float *f_out = download_x(fr.out, nq), *f_dq = download_x(fr.dq, nq), *f_dk = download_x(fr.dk, nk);
+        float *f_dv = download_x(fr.dv, nk), *f_drelb = download_f(fr.drelb, (size_t)NB * H);
+        compare("2 flash forward: output", f_out, out, nq, TOL_X);
+        compare("2 flash backward: dq", f_dq, dq, nq, 2 * TOL_X);
+        compare("2 flash backward: dk", f_dk, dk, nk, TOL_FLASH_DK);
+        compare("2 flash backward: dv", f_dv, dv, nk, TOL_X);
+        if (self) compare("2 flash backward: relative bias gradient", f_drelb, drelb, (size_t)NB * H, TOL_FLASH_DK);
+        free(f_out); free(f_dq); free(f_dk); free(f_dv); free(f_drelb);
+    }
     if (na >= (1 << 24)) {
+        double flops = 4.0 * B * H * (double)Tq * Tk * D;
         float fms = bench_ms([&] { attention_forward(&mm, d_out, d_att, w, d_q, d_k, d_v, &s, 0); }, 10);
         float bms = bench_ms([&] { attention_backward(&mm, d_dq, d_dk, d_dv, d_drelb, NB, w, d_dout, d_q, d_k, d_v, d_att, &s, 0); }, 10);
-        double flops = 4.0 * B * H * (double)Tq * Tk * D;
-        printf("  bench forward %.3f ms (%.1f TFLOP/s), backward %.3f ms (%.1f TFLOP/s)\n", fms, flops / fms / 1e9, bms,
+        printf("  bench 1 gemm  forward %.3f ms (%.1f TFLOP/s), backward %.3f ms (%.1f TFLOP/s)\n", fms, flops / fms / 1e9, bms,
                2 * flops / bms / 1e9);
+        if (flash) {
+            float ffms = bench_ms([&] { flash_attention_forward(fr.out, fr.lse, d_q, d_k, d_v, &s, 0); }, 10);
+            float fbms = bench_ms([&] { flash_attention_backward(fr.dq, fr.dk, fr.dv, fr.drelb, NB, fr.w, d_dout, d_q, d_k, d_v,
+                                                                 fr.out, fr.lse, &s, 0); }, 10);
+            printf("  bench 2 flash forward %.3f ms (%.1f TFLOP/s), backward %.3f ms (%.1f TFLOP/s); vs gemm: forward %.2fx, "
+                   "backward %.2fx\n", ffms, flops / ffms / 1e9, fbms, 2 * flops / fbms / 1e9, fms / ffms, bms / fbms);
+            // two runs from the same inputs: bit-identical gradients (no atomics in the flash backward)
+            size_t bytes[4] = { nq * sizeof(floatX), nk * sizeof(floatX), nk * sizeof(floatX), (size_t)NB * H * sizeof(float) };
+            const void* dev[4] = { fr.dq, fr.dk, fr.dv, fr.drelb };
+            char* first[4];
+            for (int i = 0; i < 4; i++) first[i] = (char*)mallocCheck(bytes[i]);
+            flash_run(&fr, NB, d_q, d_k, d_v, d_dout, &s);
+            for (int i = 0; i < 4; i++) cudaCheck(cudaMemcpy(first[i], dev[i], bytes[i], cudaMemcpyDeviceToHost));
+            flash_run(&fr, NB, d_q, d_k, d_v, d_dout, &s);
+            int same = 1;
+            for (int i = 0; i < 4; i++) {
+                char* again = (char*)mallocCheck(bytes[i]);
+                cudaCheck(cudaMemcpy(again, dev[i], bytes[i], cudaMemcpyDeviceToHost));
+                same &= memcmp(again, first[i], bytes[i]) == 0;
+                free(again); free(first[i]);
+            }
+            printf("  %-56s %s\n", "2 flash backward twice: bit-identical dq, dk, dv, drelb", same ? "OK" : "FAIL");
+            if (same) g_pass++; else g_fail++;
+        }
     }
+    if (flash) flash_run_free(&fr);
     free(q); free(k); free(v); free(dout); free(relb); free(key_len); free(buckets); free(out); free(att); free(scr);
     free(dq); free(dk); free(dv); free(drelb); free(g_out); free(g_att); free(g_dq); free(g_dk); free(g_dv); free(g_drelb);
     void* dev[] = { d_q, d_k, d_v, d_dout, d_relb, d_len, d_buckets, d_out, d_att, d_dq, d_dk, d_dv, d_drelb, w.scores, w.scratch, w.diag };
@@ -64,10 +144,16 @@ static void check(int B, int Tq, int Tk, int H, int D, int self, int causal, flo
 }
 
 int main(void) {
-    check(2, 7, 7, 2, 4, 1, 0, 0.0f);     // tiny, odd sizes
-    check(3, 33, 33, 3, 10, 1, 0, 0.1f);  // D = 10: unaligned head views, dropout
-    check(2, 20, 20, 4, 16, 1, 1, 0.1f);  // causal decoder self-attention
-    check(3, 17, 45, 2, 8, 0, 0, 0.1f);   // cross-attention: Tq ≠ Tk, no bias
-    check(16, 512, 512, 12, 64, 1, 0, 0.1f); // flan-t5-base encoder shape
+    check(2, 7, 7, 2, 4, 1, 0, 0.0f, 0);     // tiny, odd sizes (variant 1 only: D ∉ {64, 128})
+    check(3, 33, 33, 3, 10, 1, 0, 0.1f, 0);  // D = 10: unaligned head views, dropout
+    check(2, 20, 20, 4, 16, 1, 1, 0.1f, 0);  // causal decoder self-attention
+    check(3, 17, 45, 2, 8, 0, 0, 0.1f, 0);   // cross-attention: Tq ≠ Tk, no bias
+    check(2, 64, 64, 2, 64, 1, 0, 0.0f, 0);  // both variants: one whole 64 × 64 tile, no dropout
+    check(2, 77, 77, 3, 64, 1, 0, 0.1f, 0);  // partial tiles, padding, dropout
+    check(2, 130, 130, 2, 64, 1, 1, 0.1f, 0); // causal over 3 tiles (tiles above the diagonal skipped)
+    check(3, 45, 150, 2, 64, 0, 0, 0.1f, 1); // cross-attention, a one-key sequence
+    check(2, 200, 200, 2, 64, 1, 0, 0.1f, 1); // key blocks wholly past the padding
+    check(2, 100, 100, 2, 128, 1, 0, 0.1f, 0); // D = 128 (t5-3b / t5-11b)
+    check(16, 512, 512, 12, 64, 1, 0, 0.1f, 0); // flan-t5-base encoder shape: benchmark of both
     return finish("attention");
 }
