@@ -46,7 +46,7 @@
 #define FLASH_LDS (FLASH_TILE + 4)           // row stride of a (64, 64) fp32 tile (= FLASH_LDP in the fp32 build)
 #define FLASH_DIAG 128                        // per tile: 127 diagonals j − i ∈ [−63, 63], padded
 
-// scratch of one backward call (see flash_attention_scratch_floats)
+// scratch of one backward call (sizes: flash_attention_part_floats)
 typedef struct {
     float* delta;   // (B, H, Tq)         Δ_i
     float* part;    // (B, H, nkb, nqb, FLASH_DIAG) diagonal sums of ds per tile pair (self-attention)
