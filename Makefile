@@ -129,7 +129,7 @@ all: train_t5 test_t5
 train_t5: train_t5.c $(HEADERS)
 	$(CC) $(CFLAGS) $(MPI_CFLAGS) -I. $< -o $@ $(LDLIBS) $(MPI_LDLIBS)
 
-test_t5: test_t5.c train_t5.c $(HEADERS)
+test_t5: test_t5.c train_t5.c dev/testing.h $(HEADERS)
 	$(CC) $(CFLAGS) -Wno-unused-function -I. $< -o $@ $(LDLIBS)
 
 $(BUILD)/test_io: dev/test_io.c llmc/json.h llmc/safetensors.h
@@ -140,7 +140,7 @@ $(BUILD)/test_io: dev/test_io.c llmc/json.h llmc/safetensors.h
 $(BUILD)/asan/train_t5: train_t5.c $(HEADERS)
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(filter-out -O3,$(CFLAGS)) $(MPI_CFLAGS) $(SAN_FLAGS) -I. $< -o $@ $(LDLIBS) $(MPI_LDLIBS)
-$(BUILD)/asan/test_t5: test_t5.c train_t5.c $(HEADERS)
+$(BUILD)/asan/test_t5: test_t5.c train_t5.c dev/testing.h $(HEADERS)
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(filter-out -O3,$(CFLAGS)) $(SAN_FLAGS) -Wno-unused-function -I. $< -o $@ $(LDLIBS)
 $(BUILD)/asan/test_io: dev/test_io.c llmc/json.h llmc/safetensors.h
@@ -248,7 +248,7 @@ bench_cpu: train_t5
 train_t5cu: train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
 	$(NVCC) $(NVCC_FLAGS) -arch=$(GPU_ARCH) $< $(BUILD)/t5_cpu.o -o $@ $(NVCC_LDLIBS)
 
-test_t5cu: test_t5cu.cu train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
+test_t5cu: test_t5cu.cu train_t5.cu dev/testing.h $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
 	$(NVCC) $(NVCC_FLAGS) -arch=$(GPU_ARCH) $< $(BUILD)/t5_cpu.o -o $@ $(NVCC_LDLIBS)
 
 # CI (no GPU): both programs for sm_80 and sm_90 in one nvcc call each, every warning an error
@@ -264,7 +264,7 @@ $(BUILD)/cc/train_t5cu_single: train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(H
 $(BUILD)/cc/train_t5cu: train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
 	@mkdir -p $(BUILD)/cc
 	$(NVCC) $(CUDA_CHECK_FLAGS) $< $(BUILD)/t5_cpu.o -o $@ $(NVCC_LDLIBS)
-$(BUILD)/cc/test_t5cu: test_t5cu.cu train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
+$(BUILD)/cc/test_t5cu: test_t5cu.cu train_t5.cu dev/testing.h $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
 	@mkdir -p $(BUILD)/cc
 	$(NVCC) $(CUDA_CHECK_FLAGS) $< $(BUILD)/t5_cpu.o -o $@ $(NVCC_LDLIBS)
 

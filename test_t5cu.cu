@@ -19,8 +19,8 @@
 // K AdamW steps must match the fixture to 1e-6, whatever the precision.
 #define TESTING
 #include "train_t5.cu"
-#include <sys/wait.h>          // defines: WIFEXITED, WEXITSTATUS
-#include "llmc/safetensors.h"  // defines: StFile, st_open, st_find, st_read_f32, st_read_i32, st_metadata
+#include "dev/testing.h"       // defines: check_close, check_true, verdict, Fixture, fx_f32, fx_i32, fx_meta, run_cmd
+#include "llmc/safetensors.h"  // defines: StFile, st_open, st_close
 
 #ifdef ENABLE_FP32
 static const float TOL_LOGITS = 2e-5f, TOL_LOSS = 2e-5f, TOL_GRAD = 2e-4f;
@@ -29,32 +29,6 @@ static const float TOL_DEEP_LOGITS = 1e-4f, TOL_DEEP_LOSS = 1e-5f, TOL_DEEP_GRAD
 static const float TOL_LOGITS = 3e-2f, TOL_LOSS = 1e-2f, TOL_GRAD = 1e-1f;
 static const float TOL_DEEP_LOGITS = 3e-2f, TOL_DEEP_LOSS = 1e-2f, TOL_DEEP_GRAD = 1e-1f;
 #endif
-
-static int g_pass = 0, g_fail = 0;
-
-static void verdict(int ok, const char* what) {
-    if (ok) g_pass++; else { g_fail++; printf("  ^^^ FAIL: %s\n", what); }
-}
-
-// compares n floats; tol is relative to max|want| (absolute when want is all zero)
-static int check_close(const char* name, const float* got, const float* want, size_t n, float tol) {
-    double maxabs = 0.0, scale = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        if (fabs(want[i]) > scale) scale = fabs(want[i]);
-        double d = fabs((double)got[i] - want[i]);
-        if (!(d <= maxabs)) maxabs = isnan(d) ? INFINITY : d;
-    }
-    double rel = maxabs / (scale > 0 ? scale : 1.0);
-    int ok = rel <= tol;
-    printf("%-62s max abs %.3e  max rel %.3e  tol %.0e  %s\n", name, maxabs, rel, (double)tol, ok ? "OK" : "FAIL");
-    verdict(ok, name);
-    return ok;
-}
-
-static void check_true(const char* name, int ok) {
-    printf("%-62s %s\n", name, ok ? "OK" : "FAIL");
-    verdict(ok, name);
-}
 
 // n floats of a raw device buffer
 static float* download(T5Cuda* m, const float* dev, size_t n) {
@@ -132,36 +106,7 @@ static void test_bucket_twin(void) {
 }
 
 // ----------------------------------------------------------------------------
-// fixtures (dev/make_fixtures.py): the tensors test_t5 reads
-
-typedef struct { StFile st; char path[512]; } Fixture;
-
-static float* fx_f32(Fixture* f, const char* name, size_t* n) {
-    char err[1024];
-    const StTensor* t = st_find(&f->st, name);
-    if (!t) { printf("fixture %s lacks tensor %s\n", f->path, name); exit(EXIT_FAILURE); }
-    float* out = (float*)mallocCheck((size_t)t->numel * sizeof(float));
-    if (st_read_f32(&f->st, t, out, err, sizeof(err))) { printf("%s\n", err); exit(EXIT_FAILURE); }
-    if (n) *n = (size_t)t->numel;
-    return out;
-}
-
-static int* fx_i32(Fixture* f, const char* name, int* rows, int* cols) {
-    char err[1024];
-    const StTensor* t = st_find(&f->st, name);
-    if (!t) { printf("fixture %s lacks tensor %s\n", f->path, name); exit(EXIT_FAILURE); }
-    int32_t* out = (int32_t*)mallocCheck((size_t)t->numel * sizeof(int32_t));
-    if (st_read_i32(&f->st, t, out, err, sizeof(err))) { printf("%s\n", err); exit(EXIT_FAILURE); }
-    *rows = (int)t->shape[0];
-    *cols = t->ndim > 1 ? (int)t->shape[1] : 1;
-    return (int*)out;
-}
-
-static float fx_meta(Fixture* f, const char* key) {
-    const char* v = st_metadata(&f->st, key);
-    if (!v) { printf("fixture %s lacks metadata %s\n", f->path, key); exit(EXIT_FAILURE); }
-    return strtof(v, NULL);
-}
+// fixtures (dev/make_fixtures.py), read with dev/testing.h
 
 // the fixture batch; source lengths from the (prefix) attention mask, dec_in = HF's decoder_input_ids
 static T5Batch fx_batch(Fixture* f) {
@@ -641,17 +586,6 @@ static void test_generate(const char* preset, int Le, int Ld) {
 
 // ----------------------------------------------------------------------------
 // the train_t5cu command line on a fixture: the step losses of transformers + torch AdamW
-
-static int run_cmd(const char* cmd, char* out, size_t n) {
-    char full[4096];
-    snprintf(full, sizeof(full), "%s 2>&1", cmd);
-    FILE* p = popen(full, "r");
-    if (!p) return -1;
-    size_t len = fread(out, 1, n - 1, p);
-    out[len] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static void test_cli(const char* bin, const char* fx) {
     static char out[1 << 16];
