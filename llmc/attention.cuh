@@ -15,34 +15,15 @@
 
 #include "cuda_common.cuh"  // defines: floatX, DropSite, dropout_keep_dev, warp_sum, warp_max
 #include "matmul.cuh"       // defines: MatmulCtx, Matmul, matmul
+#include "t5.h"             // defines: t5_relative_bucket (host and device: the one bucket function)
 
 // ----------------------------------------------------------------------------
-// relative position buckets: the device twin of llmc/t5.h t5_relative_bucket (rel = key − query).
-// The logs are taken in double and rounded to float, which is the correctly rounded float log
-// that the host's logf gives; test_t5cu compares the two tables entry by entry.
-
-__device__ int relative_bucket_dev(int rel, int bidirectional, int num_buckets, int max_distance) {
-    int bucket = 0, n;
-    if (bidirectional) {
-        num_buckets /= 2;
-        if (rel > 0) bucket += num_buckets;
-        n = rel < 0 ? -rel : rel;
-    } else {
-        n = rel < 0 ? -rel : 0;
-    }
-    int max_exact = num_buckets / 2;
-    if (n < max_exact) return bucket + n;
-    float scale = (float)log((double)max_distance / (double)max_exact);
-    float lg = (float)log((double)((float)n / (float)max_exact));
-    float large = lg / scale * (float)(num_buckets - max_exact);
-    int v = max_exact + (int)large;
-    return bucket + (v < num_buckets - 1 ? v : num_buckets - 1);
-}
+// relative position buckets on the GPU, from llmc/t5.h's function (test_t5cu compares the tables)
 
 // buckets[r + T − 1] for rel r in [−(T−1), T−1]
 __global__ void relative_buckets_kernel(int* buckets, int T, int bidirectional, int num_buckets, int max_distance) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < 2 * T - 1) buckets[i] = relative_bucket_dev(i - (T - 1), bidirectional, num_buckets, max_distance);
+    if (i < 2 * T - 1) buckets[i] = t5_relative_bucket(i - (T - 1), bidirectional, num_buckets, max_distance);
 }
 
 static inline void relative_buckets(int* buckets, int T, int bidirectional, int num_buckets, int max_distance,

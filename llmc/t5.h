@@ -223,8 +223,15 @@ static inline int t5_is_norm(int i) {
 // relative position buckets (HF T5Attention._relative_position_bucket), rel = key pos - query pos.
 // Bidirectional (encoder): half the buckets for rel > 0. Causal (decoder): only rel ≤ 0 counts.
 // The first NB'/2 distances get a bucket each, the rest share logarithmic buckets up to max_distance.
-// The log term is computed in fp32 like PyTorch does, then truncated toward zero.
-static inline int t5_relative_bucket(int rel, int bidirectional, int num_buckets, int max_distance) {
+// The log term is computed in fp32 like PyTorch does, then truncated toward zero: the float log is
+// taken in double and rounded (the correctly rounded value, what host logf gives), so the same
+// function runs on the GPU (llmc/attention.cuh) with the same results.
+#ifdef __CUDACC__
+#define T5_HOST_DEVICE __host__ __device__
+#else
+#define T5_HOST_DEVICE
+#endif
+static inline T5_HOST_DEVICE int t5_relative_bucket(int rel, int bidirectional, int num_buckets, int max_distance) {
     int bucket = 0, n;
     if (bidirectional) {
         num_buckets /= 2;
@@ -236,7 +243,8 @@ static inline int t5_relative_bucket(int rel, int bidirectional, int num_buckets
     int max_exact = num_buckets / 2;
     if (n < max_exact) return bucket + n;
     float scale = (float)log((double)max_distance / (double)max_exact);
-    float large = logf((float)n / (float)max_exact) / scale * (float)(num_buckets - max_exact);
+    float lg = (float)log((double)((float)n / (float)max_exact));
+    float large = lg / scale * (float)(num_buckets - max_exact);
     int v = max_exact + (int)large;
     return bucket + (v < num_buckets - 1 ? v : num_buckets - 1);
 }
