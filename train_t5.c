@@ -287,25 +287,7 @@ static void matmul_backward(GemmWorkspace* ws, float* dinp, float* dw, const flo
     gemm(ws, OC, IC, N, dout, (size_t)OC, 1, inp, (size_t)IC, 0, dw, (size_t)IC, 1);
 }
 
-// activations: relu, gelu (erf), gelu_new (tanh approximation, T5 v1.1 / FLAN)
-#define GELU_K 0.7978845608028654f  // sqrt(2/π)
-static inline float act_value(T5Act a, float x) {
-    switch (a) {
-        case ACT_RELU: return x > 0.0f ? x : 0.0f;
-        case ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-        default: return 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
-    }
-}
-static inline float act_grad(T5Act a, float x) {
-    switch (a) {
-        case ACT_RELU: return x > 0.0f ? 1.0f : 0.0f;
-        case ACT_GELU: return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * 0.3989422804014327f * expf(-0.5f * x * x);
-        default: {
-            float t = tanhf(GELU_K * (x + 0.044715f * x * x * x));
-            return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-        }
-    }
-}
+// activations: act_value, act_grad in llmc/t5.h (shared with the CUDA kernels)
 
 // FFN middle:  out = dropout(act(h0) · h1)   (gated)   or   dropout(act(h0))   (h1 = NULL)
 static void ffn_act_forward(float* out, const float* h0, const float* h1, size_t n, T5Act a, Dropout d, uint32_t site) {

@@ -19,6 +19,34 @@
 
 typedef enum { ACT_RELU = 0, ACT_GELU = 1 /* exact, erf */, ACT_GELU_TANH = 2 /* HF "gelu_new" */ } T5Act;
 
+// the few functions both engines evaluate element by element are compiled for the host and, under
+// nvcc, for the device too: one definition, the same arithmetic
+#ifdef __CUDACC__
+#define T5_HOST_DEVICE __host__ __device__
+#else
+#define T5_HOST_DEVICE
+#endif
+
+// activations and their derivatives: relu, gelu (erf), gelu_new (tanh approximation, T5 v1.1 / FLAN)
+#define GELU_K 0.7978845608028654f  // sqrt(2/π)
+static inline T5_HOST_DEVICE float act_value(T5Act a, float x) {
+    switch (a) {
+        case ACT_RELU: return x > 0.0f ? x : 0.0f;
+        case ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+        default: return 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+    }
+}
+static inline T5_HOST_DEVICE float act_grad(T5Act a, float x) {
+    switch (a) {
+        case ACT_RELU: return x > 0.0f ? 1.0f : 0.0f;
+        case ACT_GELU: return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * 0.3989422804014327f * expf(-0.5f * x * x);
+        default: {
+            float t = tanhf(GELU_K * (x + 0.044715f * x * x * x));
+            return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+        }
+    }
+}
+
 typedef struct {
     int vocab_size;         // V: embedding rows (32128 for the T5 vocabulary)
     int d_model;            // C
@@ -226,11 +254,6 @@ static inline int t5_is_norm(int i) {
 // The log term is computed in fp32 like PyTorch does, then truncated toward zero: the float log is
 // taken in double and rounded (the correctly rounded value, what host logf gives), so the same
 // function runs on the GPU (llmc/attention.cuh) with the same results.
-#ifdef __CUDACC__
-#define T5_HOST_DEVICE __host__ __device__
-#else
-#define T5_HOST_DEVICE
-#endif
 static inline T5_HOST_DEVICE int t5_relative_bucket(int rel, int bidirectional, int num_buckets, int max_distance) {
     int bucket = 0, n;
     if (bidirectional) {
