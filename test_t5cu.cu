@@ -627,34 +627,50 @@ static void test_cli(const char* bin, const char* fx) {
                !strstr(out, "SKIPPED"));
 }
 
+// --only NAME runs one section (gpu_check.sh runs each in its own process, so that a fault in one
+// section cannot hide the results of the others): twins fixtures cpu determinism flash zero generate cli
+static const char* g_only = NULL;
+static int section(const char* name) { return !g_only || strcmp(g_only, name) == 0; }
+
 int main(int argc, char** argv) {
     const char* fixtures[] = { "dev/fixtures/flan_gated", "dev/fixtures/t5_relu_tied", "dev/fixtures/odd_shapes", "dev/fixtures/gelu_untied" };
     const char* bin = NULL; // --train-bin PATH: also test that train_t5cu binary's command line
-    for (int i = 1; i + 1 < argc; i++) if (strcmp(argv[i], "--train-bin") == 0) bin = argv[i + 1];
+    for (int i = 1; i + 1 < argc; i++) {
+        if (strcmp(argv[i], "--train-bin") == 0) bin = argv[i + 1];
+        if (strcmp(argv[i], "--only") == 0) g_only = argv[i + 1];
+    }
     cudaDeviceProp prop;
     cudaCheck(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s (sm_%d%d), build: %s\n", prop.name, prop.major, prop.minor, PRECISION_NAME);
     char tmp[] = "/tmp/test_t5cu_XXXXXX";
     if (!mkdtemp(tmp)) { perror("mkdtemp"); return EXIT_FAILURE; }
-    printf("\n=== device twins of host code\n");
-    test_dropout_twin();
-    test_bucket_twin();
-    for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_fixture(fixtures[i]);
-    test_against_cpu("flan-t5-small", 8, 0.1f);
-    test_against_cpu("t5-small", 2, 0.1f);
-    test_determinism(tmp);
-    test_flash();
-    Comm comm; // one process: the collectives are copies, but the ZeRO-1 code paths run
-    char err[1024];
-    if (comm_bootstrap(&comm, &argc, &argv, NULL, err, sizeof(err)) || comm_init(&comm, NULL, err, sizeof(err))) {
-        printf("error: %s\n", err);
-        return EXIT_FAILURE;
+    if (section("twins")) {
+        printf("\n=== device twins of host code\n");
+        test_dropout_twin();
+        test_bucket_twin();
     }
-    test_zero_recompute(&comm);
-    comm_free(&comm);
-    test_generate("flan-t5-small", 2, 3);
-    test_generate("t5-small", 2, 2);
-    if (bin) test_cli(bin, fixtures[0]);
+    if (section("fixtures")) for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_fixture(fixtures[i]);
+    if (section("cpu")) {
+        test_against_cpu("flan-t5-small", 8, 0.1f);
+        test_against_cpu("t5-small", 2, 0.1f);
+    }
+    if (section("determinism")) test_determinism(tmp);
+    if (section("flash")) test_flash();
+    if (section("zero")) {
+        Comm comm; // one process: the collectives are copies, but the ZeRO-1 code paths run
+        char err[1024];
+        if (comm_bootstrap(&comm, &argc, &argv, NULL, err, sizeof(err)) || comm_init(&comm, NULL, err, sizeof(err))) {
+            printf("error: %s\n", err);
+            return EXIT_FAILURE;
+        }
+        test_zero_recompute(&comm);
+        comm_free(&comm);
+    }
+    if (section("generate")) {
+        test_generate("flan-t5-small", 2, 3);
+        test_generate("t5-small", 2, 2);
+    }
+    if (bin && section("cli")) test_cli(bin, fixtures[0]);
     char cmd[700];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
     if (system(cmd) != 0) printf("warning: could not remove %s\n", tmp);
