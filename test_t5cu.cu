@@ -25,9 +25,18 @@
 #ifdef ENABLE_FP32
 static const float TOL_LOGITS = 2e-5f, TOL_LOSS = 2e-5f, TOL_GRAD = 2e-4f;
 static const float TOL_DEEP_LOGITS = 1e-4f, TOL_DEEP_LOSS = 1e-5f, TOL_DEEP_GRAD = 1e-3f;
+#define check_grad(name, got, want, n, tol) check_close(name, got, want, n, tol)
 #else
-static const float TOL_LOGITS = 3e-2f, TOL_LOSS = 1e-2f, TOL_GRAD = 1e-1f;
-static const float TOL_DEEP_LOGITS = 3e-2f, TOL_DEEP_LOSS = 1e-2f, TOL_DEEP_GRAD = 1e-1f;
+static const float TOL_LOGITS = 3e-2f, TOL_LOSS = 1e-2f;
+// bf16 gradients: relative L2 error. Activations are stored in bf16 (unit roundoff 2^-8 ≈ 4e-3) and a
+// weight's gradient is a product of ~2·(layers+1) such rounded tensors (forward, then backward), so
+// independent roundings give ~sqrt(30)·4e-3 ≈ 2e-2 and correlated ones up to 30·4e-3 = 0.12 relative L2 on
+// the 8-layer model; 5e-2 sits between. The elementwise max over max|want| is looser (0.5): ReLU gates
+// that flip on a rounding change single gradient entries by their whole size (the first H100 run
+// measured max rel up to 0.26 on such tensors); a wrong row or head would exceed it.
+static const float TOL_GRAD = 5e-2f, TOL_DEEP_LOGITS = 3e-2f, TOL_DEEP_LOSS = 1e-2f, TOL_DEEP_GRAD = 5e-2f;
+static const float TOL_BF16_GRAD_MAX = 0.5f;
+#define check_grad(name, got, want, n, tol) check_close_norm(name, got, want, n, tol, TOL_BF16_GRAD_MAX)
 #endif
 
 // n floats of a raw device buffer
@@ -137,6 +146,7 @@ static void fx_tensors(Fixture* f, const T5Layout* L, float* buf, const char* pr
             float* slot = buf + t->offset + (size_t)l * per;
             if (n != per) check_true(key, 0);
             else if (copy) memcpy(slot, want, n * sizeof(float));
+            else if (strncmp(prefix, "grad", 4) == 0) check_grad(key, slot, want, n, tol);
             else check_close(key, slot, want, n, tol);
             free(want);
         }
@@ -276,7 +286,7 @@ static void test_against_cpu(const char* preset, int layers, float dropout) {
         if (!L.t[i].size) continue;
         char name[160];
         snprintf(name, sizeof(name), "grad %s", L.t[i].name);
-        check_close(name, g + L.t[i].offset, want + L.t[i].offset, L.t[i].size, TOL_DEEP_GRAD);
+        check_grad(name, g + L.t[i].offset, want + L.t[i].offset, L.t[i].size, TOL_DEEP_GRAD);
     }
     free(g);
     // K steps, each engine on its own gradients: losses agree; parameters within what K Adam
@@ -433,7 +443,7 @@ static void test_flash(void) {
         if (!L.t[i].size) continue;
         char name[80];
         snprintf(name, sizeof(name), "flash grad %s vs gemm", L.t[i].name);
-        check_close(name, grads[1] + L.t[i].offset, grads[0] + L.t[i].offset, L.t[i].size, TOL_GRAD);
+        check_grad(name, grads[1] + L.t[i].offset, grads[0] + L.t[i].offset, L.t[i].size, TOL_GRAD);
     }
     float l2, *logits2;
     flash_case(&m[1], b, 99, &logits2, &l2, &grads[2]);
@@ -469,38 +479,44 @@ static void test_flash(void) {
 // inputs, but in another buffer, whose alignment may lead cuBLASLt to another kernel: the deep-model
 // tolerance (bit-identical in practice; the line prints the difference).
 
-static void test_zero_recompute(Comm* comm) {
-    printf("\n=== ZeRO-1 (one rank) and recompute vs the plain trainer (%s)\n", PRECISION_NAME);
-    T5Config c;
-    T5Layout L;
-    float* p0 = random_model(&c, &L, "flan-t5-small", 3, 2, 0.1f, 11);
+// ZeRO-1 / recompute variants of one attention kind against its plain trainer
+static void zero_recompute_case(Comm* comm, const T5Config* c, const T5Layout* L, const float* p0, int attention) {
     const int K = 3;
     float losses[4][K];
     float* params[4];
     const char* names[4] = { "plain", "ZeRO-1", "recompute", "ZeRO-1 + recompute" };
     for (int v = 0; v < 4; v++) {
         T5Cuda m;
-        T5CudaOptions o = { comm, v & 1, v >> 1, ATTN_GEMM };
-        t5cu_build_with(&m, &c, p0, &o);
+        T5CudaOptions o = { comm, v & 1, v >> 1, attention };
+        t5cu_build_with(&m, c, p0, &o);
         run_steps(&m, 0, K, K, losses[v]);
         params[v] = download_model(&m, T5CU_PARAMS);
         t5cu_free(&m);
     }
     for (int v = 1; v < 4; v++) {
         char name[120];
-        snprintf(name, sizeof(name), "%s: losses of %d steps", names[v], K);
+        snprintf(name, sizeof(name), "%s %s: losses of %d steps", attn_kind_name(attention), names[v], K);
         if (v == 1) check_true(name, memcmp(losses[v], losses[0], sizeof(losses[0])) == 0);
         else check_close(name, losses[v], losses[0], K, TOL_DEEP_LOSS);
-        snprintf(name, sizeof(name), "%s: parameters after %d steps", names[v], K);
-        if (v == 1) check_true(name, memcmp(params[v], params[0], L.total * sizeof(float)) == 0);
+        snprintf(name, sizeof(name), "%s %s: parameters after %d steps", attn_kind_name(attention), names[v], K);
+        if (v == 1) check_true(name, memcmp(params[v], params[0], L->total * sizeof(float)) == 0);
         else { // each Adam update moves a value by <= ~2 lr (lr = 1e-3 here): the bound of test_against_cpu
             double worst = 0.0;
-            for (size_t i = 0; i < L.total; i++) worst = fmax(worst, fabs((double)params[v][i] - params[0][i]));
+            for (size_t i = 0; i < L->total; i++) worst = fmax(worst, fabs((double)params[v][i] - params[0][i]));
             printf("%-62s max abs %.3e  bound %.1e\n", name, worst, 4.0 * K * 1e-3);
             check_true(name, worst <= 4.0 * K * 1e-3);
         }
     }
     for (int v = 0; v < 4; v++) free(params[v]);
+}
+
+static void test_zero_recompute(Comm* comm) {
+    printf("\n=== ZeRO-1 (one rank) and recompute vs the plain trainer, gemm and flash attention (%s)\n", PRECISION_NAME);
+    T5Config c;
+    T5Layout L;
+    float* p0 = random_model(&c, &L, "flan-t5-small", 3, 2, 0.1f, 11);
+    zero_recompute_case(comm, &c, &L, p0, ATTN_GEMM);
+    zero_recompute_case(comm, &c, &L, p0, ATTN_FLASH);
     free(p0);
 }
 
@@ -617,7 +633,7 @@ static void test_cli(const char* bin, const char* fx) {
     check_true("train_t5cu refuses --batch-size 0 with a message", rc != 0 && strstr(out, "--batch-size needs an integer"));
     snprintf(cmd, sizeof(cmd), "%s --model flan-t5-small --bench 1 --attention bogus", bin);
     rc = run_cmd(cmd, out, sizeof(out));
-    check_true("train_t5cu refuses --attention bogus with a message", rc != 0 && strstr(out, "--attention must be gemm or flash"));
+    check_true("train_t5cu refuses --attention bogus with a message", rc != 0 && strstr(out, "--attention must be gemm, flash or auto"));
     snprintf(cmd, sizeof(cmd), "%s --model %s/model --train-file %s/examples.bin --steps 1 --attention flash", bin, fx, fx);
     rc = run_cmd(cmd, out, sizeof(out));
     check_true("train_t5cu --attention flash refuses d_kv 8 with a message", rc != 0 && strstr(out, "d_kv 64 and 128 only"));
@@ -625,6 +641,9 @@ static void test_cli(const char* bin, const char* fx) {
     rc = run_cmd(cmd, out, sizeof(out));
     check_true("train_t5cu --attention flash --bench 2: exit 0, a finite loss", rc == 0 && strstr(out, "attention=flash") &&
                !strstr(out, "SKIPPED"));
+    snprintf(cmd, sizeof(cmd), "%s --model flan-t5-small --bench 1 --bench-warmup 0 --batch-size 2", bin);
+    rc = run_cmd(cmd, out, sizeof(out));
+    check_true("train_t5cu default attention (auto) on d_kv 64: flash", rc == 0 && strstr(out, "attention=flash"));
 }
 
 // --only NAME runs one section (gpu_check.sh runs each in its own process, so that a fault in one

@@ -136,8 +136,21 @@ typedef struct {
 
 // attention kernels: llmc/attention.cuh (cuBLASLt products over the materialised probabilities, any
 // d_kv) or llmc/flash_attention.cuh (fused tiles, no T×T matrix in memory, d_kv 64 or 128)
-typedef enum { ATTN_GEMM, ATTN_FLASH } AttnKind;
-static const char* attn_kind_name(int k) { return k == ATTN_FLASH ? "flash" : "gemm"; }
+// ATTN_AUTO (the command line's default): flash where its kernels cover d_kv (64, 128: every T5 and
+// FLAN-T5 preset), else gemm; run() resolves it from the loaded model's d_kv before building
+typedef enum { ATTN_GEMM, ATTN_FLASH, ATTN_AUTO } AttnKind;
+static const char* attn_kind_name(int k) { return k == ATTN_FLASH ? "flash" : k == ATTN_AUTO ? "auto" : "gemm"; }
+
+// phase timing (--bench): events at the phase boundaries of a step, in two sets that alternate by step.
+// A set is read one step later, after that step's synchronisation, so timing adds no synchronisation.
+#define PROF_PHASES 12
+typedef struct {
+    cudaEvent_t ev[2][PROF_PHASES + 1];
+    const char* name[PROF_PHASES]; // the phase that ends at event i + 1 (the same order every step)
+    int n[2], cur;                 // phases recorded in each set; the set of the running step
+    double ms[PROF_PHASES];        // totals over the steps collected
+    int steps;
+} PhaseProf;
 
 // how the model is built: communicator (NULL: one process), ZeRO-1, recompute, attention kernels
 typedef struct {
@@ -180,9 +193,54 @@ typedef struct {
     int next_bucket;     // position in bucket_sequence: every rank must issue the same order
     MatmulCtx mm;
     cudaStream_t stream;
+    PhaseProf* prof;     // NULL: no phase timing (prof_start turns it on)
     size_t act_bytes;    // device bytes of the activations
     size_t state_bytes;  // device bytes of weights, gradients and optimizer state on this rank
 } T5Cuda;
+
+static void prof_start(T5Cuda* m) {
+    m->prof = (PhaseProf*)callocCheck(1, sizeof(PhaseProf));
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i <= PROF_PHASES; i++) cudaCheck(cudaEventCreate(&m->prof->ev[s][i]));
+}
+
+// a step begins: its events go to the other set
+static void prof_begin(T5Cuda* m) {
+    PhaseProf* p = m->prof;
+    if (!p) return;
+    p->cur ^= 1;
+    p->n[p->cur] = 0;
+    cudaCheck(cudaEventRecord(p->ev[p->cur][0], m->stream));
+}
+
+// the phase `name` has been queued
+static void prof_mark(T5Cuda* m, const char* name) {
+    PhaseProf* p = m->prof;
+    if (!p || p->n[p->cur] >= PROF_PHASES) return;
+    p->name[p->n[p->cur]] = name;
+    cudaCheck(cudaEventRecord(p->ev[p->cur][++p->n[p->cur]], m->stream));
+}
+
+// adds the phases of set s (complete: the caller has synchronised past them) to the totals
+static void prof_collect(T5Cuda* m, int s) {
+    PhaseProf* p = m->prof;
+    if (!p || p->n[s] == 0) return;
+    for (int i = 0; i < p->n[s]; i++) {
+        float ms;
+        cudaCheck(cudaEventElapsedTime(&ms, p->ev[s][i], p->ev[s][i + 1]));
+        p->ms[i] += ms;
+    }
+    p->steps++;
+    p->n[s] = 0;
+}
+
+static void prof_free(T5Cuda* m) {
+    if (!m->prof) return;
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i <= PROF_PHASES; i++) cudaCheck(cudaEventDestroy(m->prof->ev[s][i]));
+    free(m->prof);
+    m->prof = NULL;
+}
 
 static size_t t5cu_num_params(const T5Cuda* m) { return m->layout.total; }
 
@@ -374,6 +432,7 @@ static void t5cu_free_batch(BatchDev* d) {
 
 static void t5cu_free(T5Cuda* m) {
     cudaCheck(cudaStreamSynchronize(m->stream));
+    prof_free(m);
     t5cu_free_acts(&m->acts);
     t5cu_free_batch(&m->batch);
     AllocPlan plan[8];
@@ -455,7 +514,9 @@ static size_t batch_ints(int B, int Ts, int Tt) {
     return Ne + B + 2 * Nd + (3 * Ne + 2) + (3 * Nd + 2) + (2 * Ts - 1) + (2 * Tt - 1);
 }
 
-static void batch_dev_reserve(BatchDev* d, size_t ints, size_t tokens) {
+// (the sort scratch `pairs` is sized from ints too: ints ≥ 4·max(Ne, Nd), so a later batch that needs no
+// more ints never needs more pairs — sizing it from the first batch's tokens overflowed the host heap)
+static void batch_dev_reserve(BatchDev* d, size_t ints) {
     if (ints <= d->cap) return;
     if (d->dev) {
         cudaCheck(cudaFree(d->dev));
@@ -465,7 +526,14 @@ static void batch_dev_reserve(BatchDev* d, size_t ints, size_t tokens) {
     d->cap = ints;
     d->dev = cuda_alloc<int>(ints);
     for (int s = 0; s < 2; s++) cudaCheck(cudaMallocHost((void**)&d->host[s], ints * sizeof(int)));
-    d->pairs = (int*)mallocCheck(2 * tokens * sizeof(int));
+    d->pairs = (int*)mallocCheck(ints * sizeof(int)); // 2·max(Ne, Nd) ints at most
+}
+
+// activations and batch buffers for the largest batch a run can see (B examples of Ts / Tt tokens), made
+// before its first step: growing them later frees and reallocates, which synchronises the device mid-run
+static void t5cu_reserve(T5Cuda* m, int B, int Ts, int Tt) {
+    t5cu_build_acts(m, B, Ts, Tt);
+    batch_dev_reserve(&m->batch, batch_ints(B, Ts, Tt));
 }
 
 // carves a staged block into its parts; g receives the group arrays of N tokens
@@ -480,7 +548,7 @@ static void t5cu_upload_batch(T5Cuda* m, const T5Batch* b) {
     int B = b->B, Ts = b->Ts, Tt = b->Tt, Ne = B * Ts, Nd = B * Tt;
     size_t n = batch_ints(B, Ts, Tt);
     if (n > d->cap) cudaCheck(cudaStreamSynchronize(m->stream)); // growing: the old buffers may still be read
-    batch_dev_reserve(d, n, (size_t)(Ne > Nd ? Ne : Nd));
+    batch_dev_reserve(d, n);
     d->slot ^= 1;
     cudaCheck(cudaEventSynchronize(d->copied[d->slot])); // the slot's previous copy has finished
     int* h = d->host[d->slot];
@@ -781,10 +849,14 @@ static void t5cu_forward(T5Cuda* m, const T5Batch* b, int train, uint64_t seed, 
     m->num_counted = batch_count_labels(b);
     t5cu_upload_batch(m, b);
     T5Specs s = t5cu_specs(m);
+    prof_mark(m, "upload");
     t5cu_encoder_forward(m, &s);
+    prof_mark(m, "encoder_fwd");
     t5cu_decoder_forward(m, &s);
+    prof_mark(m, "decoder_fwd");
     crossentropy_forward_backward(m->acts.logits, m->acts.losses, m->loss_sum, m->batch.labels, b->B * b->Tt,
                                   m->config.vocab_size, loss_scale, m->stream);
+    prof_mark(m, "loss");
 }
 
 // Σ token losses of the last forward pass [0] and of the step so far [1] (synchronises)
@@ -944,7 +1016,9 @@ static void t5cu_decoder_backward(T5Cuda* m, const T5Specs* s) {
 static void t5cu_backward(T5Cuda* m) {
     T5Specs s = t5cu_specs(m);
     t5cu_decoder_backward(m, &s);
+    prof_mark(m, "decoder_bwd");
     t5cu_encoder_backward(m, &s);
+    prof_mark(m, "encoder_bwd");
 }
 
 // ----------------------------------------------------------------------------
@@ -1387,7 +1461,7 @@ static Options options_default(void) {
     o.model = "flan-t5-small"; o.steps = 10; o.batch_size = 8; o.grad_accum = 1; o.shuffle = 1; o.bucket = 1;
     o.max_src_len = 512; o.max_tgt_len = 128; o.lr = 3e-4f; o.weight_decay = 0.01f; o.beta1 = 0.9f;
     o.beta2 = 0.999f; o.adam_eps = 1e-8f; o.clip = 1.0f; o.dropout = -1.0f; o.schedule = SCHED_LINEAR; o.seed = 42;
-    o.bench_warmup = 3; o.plan_ranks = 8;
+    o.bench_warmup = 3; o.plan_ranks = 8; o.attention = ATTN_AUTO;
     o.eval_out = "out/eval"; o.tokenizer = "../shared/data/t5/spiece.model";
     T5CpuGen g = t5cpu_gen_default(); // the CPU engine's generation defaults
     o.num_beams = g.num_beams; o.max_new_tokens = g.max_new_tokens; o.no_repeat_ngram = g.no_repeat_ngram_size;
@@ -1430,9 +1504,9 @@ static void usage(void) {
         "  --peak-tflops X        bf16 dense peak for MFU, 0 = from the card's name (default 0)\n"
         "  --zero 0|1             ZeRO-1: shard fp32 master weights and AdamW moments over the ranks (default %d)\n"
         "  --recompute 0|1        recompute block internals in the backward pass (less memory, ~1/3 more compute) (default %d)\n"
-        "  --attention KIND       gemm | flash (default %s). flash: fused kernels without the T x T probabilities\n"
-        "                         (llmc/flash_attention.cuh, d_kv 64 or 128); the default stays gemm until a GPU run\n"
-        "                         has validated flash (dev/gpu_check.sh)\n"
+        "  --attention KIND       gemm | flash | auto (default %s). flash: fused kernels without the T x T\n"
+        "                         probabilities (llmc/flash_attention.cuh, d_kv 64 or 128); gemm: cuBLASLt products\n"
+        "                         and a softmax kernel (llmc/attention.cuh); auto: flash where d_kv allows, else gemm\n"
         "  --nccl-init-dir DIR    bootstrap without MPI: ranks from RANK/WORLD_SIZE/LOCAL_RANK (or SLURM_*), the\n"
         "                         NCCL id through DIR on a shared filesystem (fresh per run)\n"
         "  --plan-memory GIB      print the memory plan of every preset for a GIB GiB device and exit (no GPU needed)\n"
@@ -1497,9 +1571,9 @@ static int parse_flag(Options* o, const char* f, const char* v) {
         if (strcmp(f, strs[k].flag) == 0) { *strs[k].dst = v; return 1; }
     if (strcmp(f, "--seed") == 0) return t5cpu_parse_int(f, v, 0, (1LL << 62), &o->seed) ? -1 : 1;
     if (strcmp(f, "--attention") == 0) {
-        int flash = strcmp(v, "flash") == 0;
-        if (flash || strcmp(v, "gemm") == 0) { o->attention = flash ? ATTN_FLASH : ATTN_GEMM; return 1; }
-        fprintf(stderr, "error: --attention must be gemm or flash, got '%s'\n", v);
+        const char* kinds[] = { "gemm", "flash", "auto" }; // AttnKind order
+        for (int k = 0; k < 3; k++) if (strcmp(v, kinds[k]) == 0) { o->attention = k; return 1; }
+        fprintf(stderr, "error: --attention must be gemm, flash or auto, got '%s'\n", v);
         return -1;
     }
     if (strcmp(f, "--schedule") == 0) {
@@ -1655,12 +1729,12 @@ static int plan_memory(const Options* o) {
     const char* bad = plan_check_orders();
     if (bad) { fprintf(stderr, "error: device order of the parameters: %s\n", bad); return -1; }
     size_t budget = (size_t)((double)o->plan_memory * 1073741824.0);
-    int Ts = o->max_src_len, Tt = o->max_tgt_len, R = o->plan_ranks, fl = o->attention == ATTN_FLASH;
+    int Ts = o->max_src_len, Tt = o->max_tgt_len, R = o->plan_ranks, fl = o->attention != ATTN_GEMM; // presets: d_kv 64
     double G = 1073741824.0;
     printf("memory plan (%s build, %s attention): a %.0f GiB device, every example padded to %d source + %d target\n"
            "tokens (the worst case of --max-src-len / --max-tgt-len), %.1f GiB reserved for the CUDA context, cuBLASLt,\n"
            "NCCL and fragmentation. state = weights + gradients + AdamW moments per rank; act/ex = activations per example.\n",
-           PRECISION_NAME, attn_kind_name(o->attention), (double)o->plan_memory, Ts, Tt, PLAN_RESERVE_BYTES / G);
+           PRECISION_NAME, attn_kind_name(fl ? ATTN_FLASH : ATTN_GEMM), (double)o->plan_memory, Ts, Tt, PLAN_RESERVE_BYTES / G);
     char zero_col[32];
     snprintf(zero_col, sizeof(zero_col), "ZeRO-1 x%d", R);
     printf("%-14s %8s %10s %12s %10s %10s %10s %10s %13s\n", "", "params", "state GiB", "state GiB", "act GiB", "act GiB",
@@ -1687,7 +1761,9 @@ static int plan_memory(const Options* o) {
 // ----------------------------------------------------------------------------
 // training
 
-typedef struct { float loss, grad_norm, lr; long long tokens; double flops; int skipped; const char* error; } StepResult;
+// host_ms: host time from the step's start to its one synchronisation (every launch queued by then); when it
+// is close to the step's time, the step is bound by the host (launches, cuBLASLt planning), not the GPU
+typedef struct { float loss, grad_norm, lr; long long tokens; double flops, host_ms; int skipped; const char* error; } StepResult;
 
 // One optimizer step over this rank's micro-batches batches[0..A) (B = 0 is possible: a rank's empty
 // share of a short last batch). The loss is the mean over the counted tokens of the global batch: the
@@ -1696,6 +1772,7 @@ typedef struct { float loss, grad_norm, lr; long long tokens; double flops; int 
 static StepResult train_step(T5Cuda* m, const Options* o, T5Batch** batches, int A, long long k) {
     StepResult r;
     memset(&r, 0, sizeof(r));
+    double t_start = now_ms();
     int64_t counts[3] = { 0, 0, 0 }; // counted label tokens, real tokens, FLOPs (rounded)
     int bad = 0;
     for (int a = 0; a < A; a++) { // labels of the whole step first: they fix the loss normalisation
@@ -1713,7 +1790,9 @@ static StepResult train_step(T5Cuda* m, const Options* o, T5Batch** batches, int
     long long total = counts[0];
     r.tokens = counts[1]; r.flops = (double)counts[2];
     int rank = c ? c->rank : 0;
+    prof_begin(m);
     t5cu_zero_grad(m);
+    prof_mark(m, "zero_grad");
     m->reduce_now = 0; m->next_bucket = 0;
     for (int a = 0; a < A && total > 0; a++) {
         if (batches[a]->B == 0) continue;
@@ -1731,8 +1810,11 @@ static StepResult train_step(T5Cuda* m, const Options* o, T5Batch** batches, int
     }
     if (c) comm_all_reduce_sum(c, m->loss_sum, 2, COMM_F64, m->stream);
     t5cu_grad_norm(m);
+    prof_mark(m, "grad_norm");
     double sums[2];
+    r.host_ms = now_ms() - t_start;
     t5cu_read_loss_sums(m, sums); // the step's synchronisation (see the top of the file)
+    if (m->prof) prof_collect(m, m->prof->cur ^ 1); // the previous step: complete by now
     r.loss = total > 0 ? (float)(sums[1] / (double)total) : NAN;
     r.grad_norm = t5cu_read_norm(m);
     LrSchedule sched = { o->schedule, o->warmup, o->schedule_steps ? o->schedule_steps : o->steps };
@@ -1740,6 +1822,7 @@ static StepResult train_step(T5Cuda* m, const Options* o, T5Batch** batches, int
     if (!isfinite(r.loss) || !isfinite(r.grad_norm)) { r.skipped = 1; return r; } // never reaches the weights
     AdamW opt = { o->lr, o->beta1, o->beta2, o->adam_eps, o->weight_decay, o->decay_norms };
     t5cu_update(m, &opt, r.lr, r.grad_norm, o->clip);
+    prof_mark(m, "adamw");
     return r;
 }
 
@@ -1772,6 +1855,13 @@ static int train(T5Cuda* m, const Options* o, Meter* meter) {
     BatchBuf* bufs = (BatchBuf*)callocCheck((size_t)o->grad_accum, sizeof(BatchBuf));
     T5Batch** batches = (T5Batch**)mallocCheck((size_t)o->grad_accum * sizeof(T5Batch*));
     int rc = 0, skipped = 0;
+    int long_src = 1, long_tgt = 1; // the longest example after truncation: the widest batch batch_make can make
+    for (int64_t i = 0; i < dl.data.n; i++) {
+        int ls = clamp_len(dl.data.lens[2 * i], o->max_src_len), lt = clamp_len(dl.data.lens[2 * i + 1], o->max_tgt_len);
+        if (ls > long_src) long_src = ls;
+        if (lt > long_tgt) long_tgt = lt;
+    }
+    t5cu_reserve(m, o->batch_size, long_src, long_tgt);
     for (long long k = 0; k < o->steps; k++) {
         double t0 = now_ms();
         for (int a = 0; a < o->grad_accum; a++) batches[a] = dataloader_next(&dl, &bufs[a]);
@@ -1799,26 +1889,41 @@ static int bench(T5Cuda* m, const Options* o, Meter* meter) {
     BatchBuf bb;
     memset(&bb, 0, sizeof(bb));
     double* ms = (double*)mallocCheck((size_t)N * sizeof(double));
+    double* host = (double*)mallocCheck((size_t)N * sizeof(double));
     double tokens = 0, flops = 0, total_ms = 0;
+    t5cu_reserve(m, o->batch_size, 512, 128); // bench_batch's longest lengths
     for (int k = 0; k < W + N; k++) {
+        if (k == W) prof_start(m); // the timed steps only
         bench_batch(&bb, k * ranks + rank, o->batch_size, &m->config);
         T5Batch* b = &bb.b;
         double t0 = now_ms();
         StepResult r = train_step(m, o, &b, 1, k);
         double dt = now_ms() - t0;
-        if (r.error) { fprintf(stderr, "error: bench batch: %s\n", r.error); free(ms); batch_free(&bb); return -1; }
+        if (r.error) { fprintf(stderr, "error: bench batch: %s\n", r.error); free(ms); free(host); batch_free(&bb); return -1; }
         log_step(&r, k, W + N, dt, meter);
         if (k < W) continue;
-        ms[k - W] = dt; tokens += r.tokens; flops += r.flops; total_ms += dt;
+        ms[k - W] = dt; host[k - W] = r.host_ms; tokens += r.tokens; flops += r.flops; total_ms += dt;
     }
     qsort(ms, (size_t)N, sizeof(double), cmp_double);
+    qsort(host, (size_t)N, sizeof(double), cmp_double);
+    cudaCheck(cudaStreamSynchronize(m->stream));
+    prof_collect(m, m->prof->cur);
+    if (meter->print) { // GPU time of each phase, mean over the timed steps
+        printf("phases (GPU ms per step, mean of %d):", m->prof->steps);
+        for (int i = 0; i < PROF_PHASES && m->prof->name[i]; i++) printf(" %s=%.2f", m->prof->name[i], m->prof->ms[i] / m->prof->steps);
+        printf("\n");
+    }
+    prof_free(m);
     double tok_s = tokens / (total_ms / 1e3), tflops = flops / (total_ms / 1e3) / 1e12 / ranks;
     if (meter->print)
         printf("bench: engine=t5.c-cuda precision=%s batch=%d ranks=%d zero=%d recompute=%d attention=%s steps=%d "
-               "median_step_ms=%.2f real_tok_per_s=%.0f tflops=%.1f mfu=%.1f%% peak_mem_gib=%.2f\n", PRECISION_NAME,
+               "median_step_ms=%.2f real_tok_per_s=%.0f tflops=%.1f mfu=%.1f%% peak_mem_gib=%.2f median_host_ms=%.2f "
+               "matmul_plans=%s hits=%ld misses=%ld\n", PRECISION_NAME,
                o->batch_size, ranks, m->zero, m->recompute, attn_kind_name(m->attention), N, ms[(N - 1) / 2], tok_s, tflops,
-               meter->peak_tflops > 0 ? 100.0 * tflops / meter->peak_tflops : 0.0, meter->peak_mem / 1073741824.0);
+               meter->peak_tflops > 0 ? 100.0 * tflops / meter->peak_tflops : 0.0, meter->peak_mem / 1073741824.0,
+               host[(N - 1) / 2], m->mm.plans ? "cached" : "per-call", m->mm.hits, m->mm.misses);
     free(ms);
+    free(host);
     batch_free(&bb);
     return 0;
 }
@@ -1939,7 +2044,8 @@ static int run(Comm* comm, const Options* o) {
     cudaCheck(cudaGetDeviceProperties(&prop, comm->local_rank));
     Meter meter = { o->peak_tflops > 0 ? o->peak_tflops : card_peak_tflops(prop.name), 0, comm->size, comm->rank == 0 };
     T5Cuda m;
-    T5CudaOptions mo = { comm, o->zero, o->recompute, o->attention };
+    int attn = o->attention != ATTN_AUTO ? o->attention : flash_attention_supports(h.config.d_kv) ? ATTN_FLASH : ATTN_GEMM;
+    T5CudaOptions mo = { comm, o->zero, o->recompute, attn };
     t5cu_build_with(&m, &h.config, h.params, &mo);
     if (h.m) t5cu_set_optimizer_state(&m, h.m, h.v, h.step);
     free(h.params); free(h.m); free(h.v);

@@ -6,14 +6,15 @@
 #      determinism, flash attention, ZeRO-1/recompute, generation, the CLI
 #   2. test_t5cu, bf16 build: the same with the documented bf16 tolerances
 #   3. the kernel twins of dev/cuda (CPU check at several sizes + benchmark)
-#   4. benchmark: train_t5cu (gemm and flash attention) vs transformers + PyTorch (dev/bench_hf_gpu.py,
-#      eager, then torch.compile last), flan-t5-base-shaped random model, the same synthetic
-#      DialogSum-shaped batches, in this same call
-#   5. multi-GPU paths with one rank (issue 6): NCCL (mpirun -np 1, or --nccl-init-dir without MPI) and
+#   4. benchmark: train_t5cu (flash attention, the default; gemm attention; flash with cuBLASLt planned per
+#      call, T5_MATMUL_CACHE=0) vs transformers + PyTorch (dev/bench_hf_gpu.py, eager; HF_COMPILE=1 adds
+#      torch.compile last), flan-t5-base-shaped random model, the same synthetic DialogSum-shaped
+#      batches, in this same call
+#   5. generation: train_t5cu --gen-bench vs transformers' generate() (dev/bench_hf_generate.py), the same
+#      random flan-t5-base (written by train_t5cu --save-hf), inputs and search, greedy and 4 beams
+#   6. multi-GPU paths with one rank (issue 6): NCCL (mpirun -np 1, or --nccl-init-dir without MPI) and
 #      NCCL + ZeRO-1 must print the plain run's step losses exactly, recompute within 1e-4; a
 #      flan-t5-large step with --recompute 1
-#   6. generation: train_t5cu --gen-bench vs transformers' generate() (dev/bench_hf_generate.py), the same
-#      random flan-t5-base (written by train_t5cu --save-hf), inputs and search, greedy and 4 beams
 #   7. compute-sanitizer memcheck on a short training run and on the fixture tests
 # A time budget (GPU_CHECK_BUDGET seconds, default 450) caps every stage and skips what no longer
 # fits, so the summary table (the last lines) is always printed. Exit 0 only if every stage passed.
@@ -67,12 +68,28 @@ done
 # ---- 3. kernel twins
 for k in rmsnorm ffn_act crossentropy attention; do stage "kernel $k" 60 "$BIN/bf16/$k"; done
 
-# ---- 4. training benchmark (the transformers baseline with torch.compile runs last: its compile is slow)
-stage "bench train_t5cu" 90 "$T5" --model flan-t5-base --bench "$STEPS" --bench-warmup 3 --batch-size "$BATCH"
-stage "bench t5cu flash" 90 "$T5" --model flan-t5-base --bench "$STEPS" --bench-warmup 3 --batch-size "$BATCH" --attention flash
+# ---- 4. training benchmark
+BENCH=(--model flan-t5-base --bench "$STEPS" --bench-warmup 3 --batch-size "$BATCH")
+stage "bench t5cu flash" 90 "$T5" "${BENCH[@]}" --attention flash
+stage "bench t5cu gemm" 90 "$T5" "${BENCH[@]}" --attention gemm
+stage "bench t5cu noplans" 90 env T5_MATMUL_CACHE=0 "$T5" "${BENCH[@]}" --attention flash
 stage "bench hf-eager" 120 python3 dev/bench_hf_gpu.py --steps "$STEPS" --warmup 3 --batch-size "$BATCH" --compile off
+# real DialogSum (prepro_dialogsum.py's train.bin, carried in gpu_data/ since ../shared stays behind):
+# the training command itself, length-bucketed batches, a random flan-t5-base
+DS=${GPU_DATA:-gpu_data}/train.bin
+[ -f "$DS" ] && stage "dialogsum train" 90 "$T5" --model flan-t5-base --train-file "$DS" --steps 60 --batch-size "$BATCH"
 
-# ---- 5. multi-GPU paths with one rank: the same fixture run, step losses compared
+# ---- 5. generation: summaries/s on the GPU vs transformers' generate(), same model, inputs and search
+stage "gen model" 60 "$T5" --model flan-t5-base --save-hf "$OUT/gen_model"
+for beams in 1 4; do
+    stage "gen t5cu b$beams" 90 "$T5" --model "$OUT/gen_model" --gen-bench "$GEN_INPUTS" --gen-batch-size "$GEN_BATCH" \
+        --num-beams "$beams" --max-new-tokens 64
+    stage "gen hf b$beams" 120 python3 dev/bench_hf_generate.py --model-dir "$OUT/gen_model" --inputs "$GEN_INPUTS" \
+        --batch-size "$GEN_BATCH" --num-beams "$beams" --max-new-tokens 64
+done
+rm -rf "$OUT/gen_model"
+
+# ---- 6. multi-GPU paths with one rank: the same fixture run, step losses compared
 FX=dev/fixtures/flan_gated
 RUN_ARGS=(--model "$FX/model" --train-file "$FX/examples.bin" --steps 4 --batch-size 3 --shuffle 0 --lr 1e-2 --dropout 0.1)
 one_rank() { # a 1-rank launch: mpirun when the binary has MPI, else the shared-directory bootstrap
@@ -105,21 +122,13 @@ stage "recompute" 60 bash -c 'RUN_ARGS=($RUN_ARGS_STR); compare_run recompute 1e
 stage "large recompute" 90 "$T5" --model flan-t5-large --bench 3 --bench-warmup 1 --batch-size "$BATCH" --recompute 1
 "$T5" --plan-memory 80 | grep -E "preset|flan-t5-large" || true
 
-# ---- 6. generation: summaries/s on the GPU vs transformers' generate(), same model, inputs and search
-stage "gen model" 60 "$T5" --model flan-t5-base --save-hf "$OUT/gen_model"
-for beams in 1 4; do
-    stage "gen t5cu b$beams" 90 "$T5" --model "$OUT/gen_model" --gen-bench "$GEN_INPUTS" --gen-batch-size "$GEN_BATCH" \
-        --num-beams "$beams" --max-new-tokens 64
-    stage "gen hf b$beams" 120 python3 dev/bench_hf_generate.py --model-dir "$OUT/gen_model" --inputs "$GEN_INPUTS" \
-        --batch-size "$GEN_BATCH" --num-beams "$beams" --max-new-tokens 64
-done
-rm -rf "$OUT/gen_model"
-
-# ---- 7. compute-sanitizer, then the slow baseline
+# ---- 7. compute-sanitizer, then (HF_COMPILE=1) the torch.compile baseline, whose compile alone took
+#      longer than 196 s with dynamic shapes on the first H100 run
 stage "sanitizer run" 120 compute-sanitizer --tool memcheck --error-exitcode 1 "$T5" \
     --model "$FX/model" --train-file "$FX/examples.bin" --steps 2 --batch-size 3
 stage "sanitizer fixtures" 120 compute-sanitizer --tool memcheck --error-exitcode 1 "$BIN/bf16/test_t5cu" --only fixtures
-stage "bench hf-pytorch" 240 python3 dev/bench_hf_gpu.py --steps "$STEPS" --warmup 3 --batch-size "$BATCH" --compile auto
+[ "${HF_COMPILE:-0}" = 1 ] && stage "bench hf-pytorch" 300 python3 dev/bench_hf_gpu.py --steps "$STEPS" --warmup 3 \
+    --batch-size "$BATCH" --compile auto
 
 # ---- summary
 field() { grep -o "$2=[^ ]*" "$OUT/$1.log" 2>/dev/null | tail -1 | cut -d= -f2; }
@@ -132,17 +141,27 @@ for i in "${!NAMES[@]}"; do
     case "${STATUS[$i]}" in PASS*) ;; *) fails=$((fails + 1)) ;; esac
 done
 grep -h "passed, .* failed" "$OUT"/test_*.log 2>/dev/null | awk '{p += $1; f += $3} END {print "test_t5cu checks: " p " passed, " f " failed"}'
-printf '%-12s %12s %10s %8s %8s %10s\n' engine tok/s step_ms TFLOP/s MFU peak_GiB
-for e in train_t5cu t5cu_flash hf-eager hf-pytorch; do
-    printf '%-12s %12s %10s %8s %8s %10s\n' "$e" "$(field "bench_$e" real_tok_per_s)" "$(field "bench_$e" median_step_ms)" \
-        "$(field "bench_$e" tflops)" "$(field "bench_$e" mfu)" "$(field "bench_$e" peak_mem_gib)"
+printf '%-13s %10s %9s %8s %7s %9s %8s\n' engine tok/s step_ms TFLOP/s MFU peak_GiB host_ms
+for e in t5cu_flash t5cu_gemm t5cu_noplans hf-eager hf-pytorch; do
+    printf '%-13s %10s %9s %8s %7s %9s %8s\n' "$e" "$(field "bench_$e" real_tok_per_s)" "$(field "bench_$e" median_step_ms)" \
+        "$(field "bench_$e" tflops)" "$(field "bench_$e" mfu)" "$(field "bench_$e" peak_mem_gib)" "$(field "bench_$e" median_host_ms)"
 done
 hf_best=$(field bench_hf-pytorch real_tok_per_s); hf_eager=$(field bench_hf-eager real_tok_per_s)
 if [ -n "$hf_eager" ] && { [ -z "$hf_best" ] || python3 -c "import sys; sys.exit(0 if $hf_eager > $hf_best else 1)"; }; then
     hf_best=$hf_eager
 fi
-echo "ratio train_t5cu / best transformers (real tokens/s): $(ratio "$(field bench_train_t5cu real_tok_per_s)" "$hf_best")"
-echo "ratio t5cu_flash / best transformers (real tokens/s): $(ratio "$(field bench_t5cu_flash real_tok_per_s)" "$hf_best")"
+for e in t5cu_flash t5cu_gemm; do
+    echo "ratio $e / best transformers (real tokens/s): $(ratio "$(field "bench_$e" real_tok_per_s)" "$hf_best")"
+done
+for e in t5cu_flash t5cu_gemm; do echo "$e $(grep -h '^phases' "$OUT/bench_$e.log" 2>/dev/null | tail -1)"; done
+python3 - "$OUT/dialogsum_train.log" <<'PY' 2>/dev/null || true
+import re, sys
+rows = [(float(a), float(b)) for a, b in re.findall(r"\| ([0-9.]+) ms \| ([0-9]+) tok/s", open(sys.argv[1]).read())][5:]
+if rows:
+    ms = sorted(r[0] for r in rows)
+    print(f"dialogsum train (real batches, steps 6..{len(rows) + 5}): median {ms[len(ms) // 2]:.1f} ms/step, "
+          f"{sum(r[1] * r[0] for r in rows) / sum(ms):.0f} real tok/s")
+PY
 printf '%-12s %8s %14s %14s %8s\n' generation beams t5cu_summ/s hf_summ/s ratio
 for beams in 1 4; do
     ours=$(field "gen_t5cu_b$beams" summaries_per_s); theirs=$(field "gen_hf_b$beams" summaries_per_s)

@@ -33,6 +33,24 @@ static int check_close(const char* name, const float* got, const float* want, si
     return ok;
 }
 
+// mixed-precision comparison: ‖got − want‖₂ / ‖want‖₂ ≤ tol_norm, and max|got − want| / max|want| ≤ tol_max
+// (the norm bounds the accumulated rounding of the whole tensor; the max bound still catches a wrong row)
+static int check_close_norm(const char* name, const float* got, const float* want, size_t n, float tol_norm, float tol_max) {
+    double num = 0.0, den = 0.0, maxabs = 0.0, scale = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]);
+        num += d * d; den += (double)want[i] * want[i];
+        if (fabs(want[i]) > scale) scale = fabs(want[i]);
+        if (!(d <= maxabs)) maxabs = isnan(d) ? INFINITY : d;
+    }
+    double rel = sqrt(num) / (den > 0 ? sqrt(den) : 1.0), relmax = maxabs / (scale > 0 ? scale : 1.0);
+    int ok = rel <= tol_norm && relmax <= tol_max;
+    printf("%-62s rel l2 %.3e  max rel %.3e  tol %.0e/%.0e  %s\n", name, rel, relmax, (double)tol_norm, (double)tol_max,
+           ok ? "OK" : "FAIL");
+    verdict(ok, name);
+    return ok;
+}
+
 static void check_true(const char* name, int ok) {
     printf("%-62s %s\n", name, ok ? "OK" : "FAIL");
     verdict(ok, name);
