@@ -28,13 +28,15 @@ static const float TOL_DEEP_LOGITS = 1e-4f, TOL_DEEP_LOSS = 1e-5f, TOL_DEEP_GRAD
 #define check_grad(name, got, want, n, tol) check_close(name, got, want, n, tol)
 #else
 static const float TOL_LOGITS = 3e-2f, TOL_LOSS = 1e-2f;
-// bf16 gradients: relative L2 error. Activations are stored in bf16 (unit roundoff 2^-8 ≈ 4e-3) and a
-// weight's gradient is a product of ~2·(layers+1) such rounded tensors (forward, then backward), so
-// independent roundings give ~sqrt(30)·4e-3 ≈ 2e-2 and correlated ones up to 30·4e-3 = 0.12 relative L2 on
-// the 8-layer model; 5e-2 sits between. The elementwise max over max|want| is looser (0.5): ReLU gates
-// that flip on a rounding change single gradient entries by their whole size (the first H100 run
-// measured max rel up to 0.26 on such tensors); a wrong row or head would exceed it.
-static const float TOL_GRAD = 5e-2f, TOL_DEEP_LOGITS = 3e-2f, TOL_DEEP_LOSS = 1e-2f, TOL_DEEP_GRAD = 5e-2f;
+// bf16 gradients: relative L2 error. Activations are stored in bf16 (unit roundoff u = 2^-8 ≈ 4e-3) and a
+// weight's gradient is a product of ~2·(layers+1) such rounded tensors (forward, then backward): ~30 on
+// the 8-layer model, so independent roundings give ~sqrt(30)·u ≈ 2e-2 and fully correlated ones
+// 30·u = 0.12, the tolerance. Measured on an H100 (2026-11-26, docs/benchmarks.md): median 1.7e-2
+// (HF fixtures), 3.3e-2 (8-layer model vs the CPU), 3.9e-2 (flash vs gemm), largest 8.9e-2 (the
+// encoder's relative-bias gradient of the ReLU fixture, behind the longest chain of ReLU gates).
+// The elementwise max over max|want| is bounded separately (0.5): a gate that flips on a rounding
+// changes single entries by their whole size (measured up to 0.26); a wrong row or head exceeds it.
+static const float TOL_GRAD = 0.12f, TOL_DEEP_LOGITS = 3e-2f, TOL_DEEP_LOSS = 1e-2f, TOL_DEEP_GRAD = 0.12f;
 static const float TOL_BF16_GRAD_MAX = 0.5f;
 #define check_grad(name, got, want, n, tol) check_close_norm(name, got, want, n, tol, TOL_BF16_GRAD_MAX)
 #endif

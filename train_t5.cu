@@ -2057,7 +2057,7 @@ static int run(Comm* comm, const Options* o) {
         if (rc == 0 && !o->bench) rc = save_outputs(&m, o);
         if (rc == 0 && o->eval_split && meter.print) rc = eval_split(&m, o);
     }
-    if (meter.print)
+    if (meter.print && meter.peak_mem > 0) // sampled at each training step (generation alone samples none)
         printf("peak device memory in use: %.2f GiB (activations %.2f GiB, weights+grads+AdamW %.2f GiB)\n",
                meter.peak_mem / 1073741824.0, m.act_bytes / 1073741824.0, m.state_bytes / 1073741824.0);
     t5cu_free(&m);
