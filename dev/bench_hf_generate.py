@@ -17,6 +17,7 @@ import os
 import time
 
 import torch
+import transformers
 
 
 def load_bench_batch():
@@ -70,7 +71,7 @@ def main():
             print(f"gen batch {k + 1}/{nbatch} | {B} inputs | {dt * 1e3:.1f} ms | {B / dt:.1f} summaries/s")
     print(f"gen_bench: engine=hf-generate precision=bf16 inputs={nbatch * B} batch={B} beams={args.num_beams} "
           f"max_new_tokens={T} seconds={seconds:.3f} summaries_per_s={nbatch * B / seconds:.2f} "
-          f"new_tokens_per_s={tokens / seconds:.0f} attn={model.config._attn_implementation}")
+          f"new_tokens_per_s={tokens / seconds:.0f} attn={model.config._attn_implementation}" + f" torch={torch.__version__} transformers={transformers.__version__}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import math
 import time
 
 import torch
+import transformers
 from torch import nn
 
 MASK64 = (1 << 64) - 1
@@ -177,7 +178,7 @@ def main():
           f"median_step_ms={sorted(times)[(len(times) - 1) // 2]:.2f} real_tok_per_s={tokens / total_s:.0f} "
           f"tflops={tflops:.1f} mfu={100.0 * tflops / peak if peak else 0.0:.1f}% "
           f"peak_mem_gib={torch.cuda.max_memory_allocated() / 2**30:.2f} compile={'on' if compiled else 'off'} "
-          f"attn={config._attn_implementation}")
+          f"attn={config._attn_implementation}" + f" torch={torch.__version__} transformers={transformers.__version__}")
 
 
 if __name__ == "__main__":
