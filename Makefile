@@ -258,6 +258,9 @@ CUDA_CHECK_FLAGS = $(NVCC_FLAGS) -Werror all-warnings -Xcompiler -Werror $(CUDA_
 # device order of every preset and prints the largest batch per preset)
 cuda_compile_check: $(BUILD)/cc/train_t5cu $(BUILD)/cc/test_t5cu $(BUILD)/cc/train_t5cu_single
 	./$(BUILD)/cc/train_t5cu --plan-memory 80
+	@mkdir -p $(BUILD)/cc/twins
+	$(MAKE) -C dev/cuda -B GPU_ARCH=sm_90 KERNEL_DIR=$(abspath $(BUILD))/cc/twins \
+	    EXTRA_FLAGS="-Werror all-warnings -Xcompiler -Werror" all
 $(BUILD)/cc/train_t5cu_single: train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
 	@mkdir -p $(BUILD)/cc
 	$(NVCC) $(filter-out -DUSE_NCCL -DUSE_MPI,$(CUDA_CHECK_FLAGS)) $< $(BUILD)/t5_cpu.o -o $@ -lcublasLt -lm

@@ -801,14 +801,16 @@ typedef struct {
     int decay_norms;  // 1: decay RMSNorm weights too (torch AdamW over all parameters); 0: HF Trainer's rule
 } AdamW;
 
-// global L2 norm of all gradients (double accumulation, tensor by tensor, fixed order)
-static float t5_grad_norm(const T5* m) {
+// Σ g² in double (the global norm's sum; llmc/global_norm.cuh is its GPU twin)
+static double sum_squares(const float* g, size_t n) {
     double total = 0.0;
-    size_t n = t5_num_params(m);
     #pragma omp parallel for schedule(static) reduction(+:total)
-    for (size_t i = 0; i < n; i++) total += (double)m->grads_memory[i] * m->grads_memory[i];
-    return (float)sqrt(total);
+    for (size_t i = 0; i < n; i++) total += (double)g[i] * g[i];
+    return total;
 }
+
+// global L2 norm of all gradients
+static float t5_grad_norm(const T5* m) { return (float)sqrt(sum_squares(m->grads_memory, t5_num_params(m))); }
 
 // torch.nn.utils.clip_grad_norm_: scale all gradients by max_norm / (norm + 1e-6) when that is < 1
 static void t5_clip_grads(T5* m, float norm, float max_norm) {
@@ -820,9 +822,23 @@ static void t5_clip_grads(T5* m, float norm, float max_norm) {
     for (size_t i = 0; i < n; i++) m->grads_memory[i] *= coef;
 }
 
-// one update with learning rate lr (the schedule already applied):
-//   θ ← θ·(1 − lr·wd);  m ← m + (1−β1)(g − m);  v ← β2·v + (1−β2)·g²
-//   θ ← θ − lr/(1−β1^t) · m / (sqrt(v)/sqrt(1−β2^t) + eps)
+// AdamW on one tensor of n values (llmc/adamw.cuh is its GPU twin):
+//   θ ← θ·decay;  m ← m + (1−β1)(g − m);  v ← β2·v + (1−β2)·g²
+//   θ ← θ − step_size · m / (sqrt(v)/bc2_sqrt + eps)
+static void adamw_tensor(float* p, const float* g, float* mm, float* vv, size_t n, const AdamW* o, float decay,
+                         float step_size, float bc2_sqrt) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        p[i] *= decay;
+        mm[i] += (g[i] - mm[i]) * (1.0f - o->beta1);
+        vv[i] = o->beta2 * vv[i] + (1.0f - o->beta2) * g[i] * g[i];
+        float denom = sqrtf(vv[i]) / bc2_sqrt + o->eps;
+        p[i] -= step_size * mm[i] / denom;
+    }
+}
+
+// one update with learning rate lr (the schedule already applied): decay = 1 − lr·wd,
+// step_size = lr/(1−β1^t), bc2_sqrt = sqrt(1−β2^t)
 static void t5_update(T5* m, const AdamW* o, float lr) {
     size_t n = t5_num_params(m);
     if (m->m_memory == NULL) {
@@ -836,18 +852,9 @@ static void t5_update(T5* m, const AdamW* o, float lr) {
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         const T5Tensor* tt = &m->layout.t[t];
         float decay = (t5_is_norm(t) && !o->decay_norms) ? 1.0f : (float)(1.0 - (double)lr * o->weight_decay);
-        float* p = m->params_memory + tt->offset;
-        float* g = m->grads_memory + tt->offset;
-        float* mm = m->m_memory + tt->offset;
-        float* vv = m->v_memory + tt->offset;
-        #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < tt->size; i++) {
-            p[i] *= decay;
-            mm[i] += (g[i] - mm[i]) * (1.0f - o->beta1);
-            vv[i] = o->beta2 * vv[i] + (1.0f - o->beta2) * g[i] * g[i];
-            float denom = sqrtf(vv[i]) / bc2_sqrt + o->eps;
-            p[i] -= step_size * mm[i] / denom;
-        }
+        size_t off = tt->offset;
+        adamw_tensor(m->params_memory + off, m->grads_memory + off, m->m_memory + off, m->v_memory + off, tt->size, o,
+                     decay, step_size, bc2_sqrt);
     }
 }
 

@@ -66,7 +66,7 @@ for p in fp32 bf16; do
 done
 
 # ---- 3. kernel twins
-for k in rmsnorm ffn_act crossentropy attention; do stage "kernel $k" 60 "$BIN/bf16/$k"; done
+for k in rmsnorm ffn_act crossentropy attention embedding adamw global_norm; do stage "kernel $k" 60 "$BIN/bf16/$k"; done
 
 # ---- 4. training benchmark
 BENCH=(--model flan-t5-base --bench "$STEPS" --bench-warmup 3 --batch-size "$BATCH")

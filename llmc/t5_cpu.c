@@ -76,6 +76,26 @@ void t5cpu_ffn_act_backward(float* dh0, float* dh1, const float* dout, const flo
     ffn_act_backward(dh0, dh1, dout, h0, h1, n, a, d, site);
 }
 
+void t5cpu_embedding_forward(float* out, const int* ids, const float* wte, int N, int C, float p, uint64_t seed,
+                             uint32_t site) {
+    Dropout d = { p, seed };
+    embedding_forward(out, ids, wte, N, C, d, site);
+}
+
+void t5cpu_embedding_backward(float* dwte, const int* ids, const float* dout, int N, int C, float p, uint64_t seed,
+                              uint32_t site) {
+    Dropout d = { p, seed };
+    embedding_backward(dwte, ids, dout, N, C, d, site);
+}
+
+double t5cpu_sum_squares(const float* g, size_t n) { return sum_squares(g, n); }
+
+void t5cpu_adamw(float* p, const float* g, float* m, float* v, size_t n, float beta1, float beta2, float eps, float decay,
+                 float step_size, float bc2_sqrt) {
+    AdamW o = { 0.0f, beta1, beta2, eps, 0.0f, 0 }; // lr and weight decay enter through step_size and decay
+    adamw_tensor(p, g, m, v, n, &o, decay, step_size, bc2_sqrt);
+}
+
 int t5cpu_crossentropy(float* losses, const float* logits, const int* labels, int N, int V) {
     double sum;
     return crossentropy_forward(losses, &sum, logits, labels, N, V);

@@ -49,6 +49,16 @@ void t5cpu_ffn_act_forward(float* out, const float* h0, const float* h1, size_t 
                            uint32_t site);
 void t5cpu_ffn_act_backward(float* dh0, float* dh1, const float* dout, const float* h0, const float* h1, size_t n,
                             T5Act a, float p, uint64_t seed, uint32_t site);
+// out (N, C) = dropout(wte[ids]); dwte[ids[t]] += dropout'(dout[t]) in token order
+void t5cpu_embedding_forward(float* out, const int* ids, const float* wte, int N, int C, float p, uint64_t seed,
+                             uint32_t site);
+void t5cpu_embedding_backward(float* dwte, const int* ids, const float* dout, int N, int C, float p, uint64_t seed,
+                              uint32_t site);
+// Σ g² in double (the global gradient norm is its square root)
+double t5cpu_sum_squares(const float* g, size_t n);
+// AdamW on n values: θ·decay, moments, θ −= step_size · m / (sqrt(v)/bc2_sqrt + eps)
+void t5cpu_adamw(float* p, const float* g, float* m, float* v, size_t n, float beta1, float beta2, float eps, float decay,
+                 float step_size, float bc2_sqrt);
 // losses (N); returns the counted tokens. Then logits → dlogits · scale in place
 int t5cpu_crossentropy(float* losses, const float* logits, const int* labels, int N, int V);
 void t5cpu_crossentropy_backward(float* logits, const int* labels, int N, int V, float scale);
