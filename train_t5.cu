@@ -141,15 +141,22 @@ typedef struct {
 typedef enum { ATTN_GEMM, ATTN_FLASH, ATTN_AUTO } AttnKind;
 static const char* attn_kind_name(int k) { return k == ATTN_FLASH ? "flash" : k == ATTN_AUTO ? "auto" : "gemm"; }
 
-// phase timing (--bench): events at the phase boundaries of a step, in two sets that alternate by step.
-// A set is read one step later, after that step's synchronisation, so timing adds no synchronisation.
-#define PROF_PHASES 12
+// phase timing (--bench): events at the phase boundaries of a step (and, with T5_PROFILE=ops, after every
+// operation: matmuls, attention, norms, ...), in two sets that alternate by step. A set is read one step
+// later, after that step's synchronisation, so timing adds no synchronisation. The interval before a
+// mark is charged to the mark's name; names are summed over the steps (static strings).
+#define PROF_PHASE_EVENTS 16
+#define PROF_OP_EVENTS 8192 // ops mode: ~40 marks per block
+#define PROF_NAMES 64
 typedef struct {
-    cudaEvent_t ev[2][PROF_PHASES + 1];
-    const char* name[PROF_PHASES]; // the phase that ends at event i + 1 (the same order every step)
-    int n[2], cur;                 // phases recorded in each set; the set of the running step
-    double ms[PROF_PHASES];        // totals over the steps collected
-    int steps;
+    int cap, ops;                   // events per set; 1: operation marks too
+    cudaEvent_t* ev[2];             // (cap + 1) per set
+    const char** name[2];           // (cap) the mark that ends the interval before event i + 1
+    unsigned char* phase[2];        // (cap) 1: a phase mark
+    int n[2], cur;                  // marks recorded in each set; the set of the running step
+    const char* key[2][PROF_NAMES]; // [0] phases, [1] operations: names in first-seen order
+    double ms[2][PROF_NAMES];       // their GPU milliseconds, summed over the collected steps
+    int nkeys[2], steps;
 } PhaseProf;
 
 // how the model is built: communicator (NULL: one process), ZeRO-1, recompute, attention kernels
@@ -199,9 +206,17 @@ typedef struct {
 } T5Cuda;
 
 static void prof_start(T5Cuda* m) {
-    m->prof = (PhaseProf*)callocCheck(1, sizeof(PhaseProf));
-    for (int s = 0; s < 2; s++)
-        for (int i = 0; i <= PROF_PHASES; i++) cudaCheck(cudaEventCreate(&m->prof->ev[s][i]));
+    PhaseProf* p = (PhaseProf*)callocCheck(1, sizeof(PhaseProf));
+    const char* env = getenv("T5_PROFILE");
+    p->ops = env && strcmp(env, "ops") == 0;
+    p->cap = p->ops ? PROF_OP_EVENTS : PROF_PHASE_EVENTS;
+    for (int s = 0; s < 2; s++) {
+        p->ev[s] = (cudaEvent_t*)mallocCheck((size_t)(p->cap + 1) * sizeof(cudaEvent_t));
+        p->name[s] = (const char**)mallocCheck((size_t)p->cap * sizeof(const char*));
+        p->phase[s] = (unsigned char*)mallocCheck((size_t)p->cap);
+        for (int i = 0; i <= p->cap; i++) cudaCheck(cudaEventCreate(&p->ev[s][i]));
+    }
+    m->prof = p;
 }
 
 // a step begins: its events go to the other set
@@ -213,32 +228,71 @@ static void prof_begin(T5Cuda* m) {
     cudaCheck(cudaEventRecord(p->ev[p->cur][0], m->stream));
 }
 
-// the phase `name` has been queued
-static void prof_mark(T5Cuda* m, const char* name) {
+static void prof_record(T5Cuda* m, const char* name, int phase) {
     PhaseProf* p = m->prof;
-    if (!p || p->n[p->cur] >= PROF_PHASES) return;
-    p->name[p->n[p->cur]] = name;
-    cudaCheck(cudaEventRecord(p->ev[p->cur][++p->n[p->cur]], m->stream));
+    int s = p->cur, i = p->n[s];
+    if (i >= p->cap) return;
+    p->name[s][i] = name;
+    p->phase[s][i] = (unsigned char)phase;
+    cudaCheck(cudaEventRecord(p->ev[s][i + 1], m->stream));
+    p->n[s] = i + 1;
 }
 
-// adds the phases of set s (complete: the caller has synchronised past them) to the totals
+// the phase `name` has been queued
+static void prof_mark(T5Cuda* m, const char* name) { if (m->prof) prof_record(m, name, 1); }
+// the operation `name` has been queued (T5_PROFILE=ops)
+static void prof_op(T5Cuda* m, const char* name) { if (m->prof && m->prof->ops) prof_record(m, name, 0); }
+
+static void prof_add(PhaseProf* p, int table, const char* name, double ms) {
+    int k = 0;
+    while (k < p->nkeys[table] && strcmp(p->key[table][k], name) != 0) k++;
+    if (k == PROF_NAMES) return;
+    if (k == p->nkeys[table]) { p->key[table][k] = name; p->ms[table][k] = 0.0; p->nkeys[table]++; }
+    p->ms[table][k] += ms;
+}
+
+// adds the marks of set s (complete: the caller has synchronised past them) to the totals: every
+// interval to its operation, and the intervals since the last phase mark to that phase
 static void prof_collect(T5Cuda* m, int s) {
     PhaseProf* p = m->prof;
     if (!p || p->n[s] == 0) return;
+    double pending = 0.0;
     for (int i = 0; i < p->n[s]; i++) {
         float ms;
         cudaCheck(cudaEventElapsedTime(&ms, p->ev[s][i], p->ev[s][i + 1]));
-        p->ms[i] += ms;
+        if (p->ops) prof_add(p, 1, p->name[s][i], ms);
+        pending += ms;
+        if (p->phase[s][i]) { prof_add(p, 0, p->name[s][i], pending); pending = 0.0; }
     }
     p->steps++;
     p->n[s] = 0;
 }
 
+// one line per table: phases in step order; operations by time, largest first
+static void prof_print(const PhaseProf* p) {
+    printf("phases (GPU ms per step, mean of %d):", p->steps);
+    for (int k = 0; k < p->nkeys[0]; k++) printf(" %s=%.2f", p->key[0][k], p->ms[0][k] / p->steps);
+    printf("\n");
+    if (!p->ops) return;
+    int order[PROF_NAMES];
+    for (int k = 0; k < p->nkeys[1]; k++) order[k] = k;
+    for (int a = 1; a < p->nkeys[1]; a++) // insertion sort, descending time
+        for (int b = a; b > 0 && p->ms[1][order[b]] > p->ms[1][order[b - 1]]; b--) {
+            int t = order[b]; order[b] = order[b - 1]; order[b - 1] = t;
+        }
+    printf("ops (GPU ms per step, mean of %d):", p->steps);
+    for (int k = 0; k < p->nkeys[1]; k++) printf(" %s=%.2f", p->key[1][order[k]], p->ms[1][order[k]] / p->steps);
+    printf("\n");
+}
+
 static void prof_free(T5Cuda* m) {
-    if (!m->prof) return;
-    for (int s = 0; s < 2; s++)
-        for (int i = 0; i <= PROF_PHASES; i++) cudaCheck(cudaEventDestroy(m->prof->ev[s][i]));
-    free(m->prof);
+    PhaseProf* p = m->prof;
+    if (!p) return;
+    for (int s = 0; s < 2; s++) {
+        for (int i = 0; i <= p->cap; i++) cudaCheck(cudaEventDestroy(p->ev[s][i]));
+        free(p->ev[s]); free(p->name[s]); free(p->phase[s]);
+    }
+    free(p);
     m->prof = NULL;
 }
 
@@ -621,9 +675,11 @@ static void attn_inner_forward(T5Cuda* m, AttnActs a, AttnIds w, int l, const At
     matmul_forward(&m->mm, a.q, 0, a.ln, PX(m, w.q, l), N, C, HD);
     matmul_forward(&m->mm, a.kv, 0, kv_src, PX(m, w.k, l), a.Nkv, C, HD);
     matmul_forward(&m->mm, a.kv + (size_t)a.Nkv * HD, 0, kv_src, PX(m, w.v, l), a.Nkv, C, HD);
+    prof_op(m, "fwd_qkv_matmul");
     const floatX* v = a.kv + (size_t)a.Nkv * HD;
     if (m->attention == ATTN_FLASH) flash_attention_forward(a.ctx, a.lse, a.q, a.kv, v, s, m->stream);
     else attention_forward(&m->mm, a.ctx, a.att, attn_scratch(m), a.q, a.kv, v, s, m->stream);
+    prof_op(m, "fwd_attention");
 }
 
 // sub (N, C) fp32 = o(attention(q(ln), k(kv_src), v(kv_src)))
@@ -631,6 +687,7 @@ static void attn_sublayer_forward(T5Cuda* m, AttnActs a, AttnIds w, int l, const
     const T5Config* c = &m->config;
     attn_inner_forward(m, a, w, l, s, N);
     matmul_forward(&m->mm, m->acts.sub, 1, a.ctx, PX(m, w.o, l), N, c->num_heads * c->d_kv, c->d_model);
+    prof_op(m, "fwd_attn_out_matmul");
 }
 
 // the internals of an FFN sublayer: ff = dropout(act(wi0 ln) [· wi1 ln])
@@ -639,13 +696,16 @@ static void ffn_inner_forward(T5Cuda* m, FfnActs a, FfnIds w, int l, int N, Drop
     int C = c->d_model, F = c->d_ff;
     matmul_forward(&m->mm, a.h0, 0, a.ln, PX(m, w.wi0, l), N, C, F);
     if (c->gated) matmul_forward(&m->mm, a.h1, 0, a.ln, PX(m, w.wi1, l), N, C, F);
+    prof_op(m, "fwd_ffn_in_matmul");
     ffn_act_forward(a.ff, a.h0, c->gated ? a.h1 : NULL, (size_t)N * F, c->act, act_drop, m->stream);
+    prof_op(m, "fwd_ffn_act");
 }
 
 // sub (N, C) fp32 = wo(dropout(act(wi0 ln) [· wi1 ln]))
 static void ffn_sublayer_forward(T5Cuda* m, FfnActs a, FfnIds w, int l, int N, DropSite act_drop) {
     ffn_inner_forward(m, a, w, l, N, act_drop);
     matmul_forward(&m->mm, m->acts.sub, 1, a.ff, PX(m, w.wo, l), N, m->config.d_ff, m->config.d_model);
+    prof_op(m, "fwd_ffn_out_matmul");
 }
 
 // res_out = res_in + dropout(sub) (sub = NULL: res_out is the input already), then the next norm:
@@ -655,6 +715,7 @@ static void residual_norm(T5Cuda* m, float* res_out, const float* res_in, const 
     RmsNormForward a = { res_out, res_in, sub, res_drop, out, rstd, w, out_drop, out_scale, m->config.eps, N,
                          m->config.d_model };
     residual_rmsnorm_forward(&a, m->stream);
+    prof_op(m, "fwd_residual_norm");
 }
 
 // g_x (N, C) fp32 = ∂L/∂ln from g_sub (the gradient of the sublayer output); k/v input gradients go
@@ -668,6 +729,7 @@ static void attn_sublayer_backward(T5Cuda* m, AttnActs a, AttnIds w, int l, cons
     const floatX* kv_src = a.kv_src ? a.kv_src : a.ln;
     matmul_backward_weight(mm, PG(m, w.o, l), A->g_sub, a.ctx, N, HD, C);
     matmul_backward_input(mm, A->g_ctx, 0, A->g_sub, PX(m, w.o, l), N, HD, C, 0);
+    prof_op(m, "bwd_attn_out_matmuls");
     floatX* gq = A->g_qkv;
     floatX* gk = a.kv_src ? A->g_ckv : A->g_qkv + (size_t)N * HD;
     floatX* gv = gk + (size_t)a.Nkv * HD;
@@ -676,6 +738,7 @@ static void attn_sublayer_backward(T5Cuda* m, AttnActs a, AttnIds w, int l, cons
         flash_attention_backward(gq, gk, gv, drelb, c->num_buckets, flash_scratch(m), A->g_ctx, a.q, a.kv, v, a.ctx,
                                  a.lse, s, m->stream);
     else attention_backward(mm, gq, gk, gv, drelb, c->num_buckets, attn_scratch(m), A->g_ctx, a.q, a.kv, v, a.att, s, m->stream);
+    prof_op(m, "bwd_attention");
     float* g_kv_dst = g_kv_src ? g_kv_src : A->g_x;
     matmul_backward_weight(mm, PG(m, w.q, l), gq, a.ln, N, C, HD);
     matmul_backward_weight(mm, PG(m, w.k, l), gk, kv_src, a.Nkv, C, HD);
@@ -683,6 +746,7 @@ static void attn_sublayer_backward(T5Cuda* m, AttnActs a, AttnIds w, int l, cons
     matmul_backward_input(mm, A->g_x, 1, gq, PX(m, w.q, l), N, C, HD, 0);
     matmul_backward_input(mm, g_kv_dst, 1, gk, PX(m, w.k, l), a.Nkv, C, HD, 1);
     matmul_backward_input(mm, g_kv_dst, 1, gv, PX(m, w.v, l), a.Nkv, C, HD, 1);
+    prof_op(m, "bwd_qkv_matmuls");
 }
 
 static void ffn_sublayer_backward(T5Cuda* m, FfnActs a, FfnIds w, int l, int N, DropSite act_drop) {
@@ -692,13 +756,16 @@ static void ffn_sublayer_backward(T5Cuda* m, FfnActs a, FfnIds w, int l, int N, 
     MatmulCtx* mm = &m->mm;
     matmul_backward_weight(mm, PG(m, w.wo, l), A->g_sub, a.ff, N, F, C);
     matmul_backward_input(mm, A->g_ff, 0, A->g_sub, PX(m, w.wo, l), N, F, C, 0);
+    prof_op(m, "bwd_ffn_out_matmuls");
     ffn_act_backward(A->g_h0, A->g_h1, A->g_ff, a.h0, c->gated ? a.h1 : NULL, (size_t)N * F, c->act, act_drop, m->stream);
+    prof_op(m, "bwd_ffn_act");
     matmul_backward_weight(mm, PG(m, w.wi0, l), A->g_h0, a.ln, N, C, F);
     matmul_backward_input(mm, A->g_x, 1, A->g_h0, PX(m, w.wi0, l), N, C, F, 0);
     if (c->gated) {
         matmul_backward_weight(mm, PG(m, w.wi1, l), A->g_h1, a.ln, N, C, F);
         matmul_backward_input(mm, A->g_x, 1, A->g_h1, PX(m, w.wi1, l), N, C, F, 1);
     }
+    prof_op(m, "bwd_ffn_in_matmuls");
 }
 
 // RMSNorm backward of a sublayer's input norm: g_res += rmsnorm'(g_x); then g_sub = dropout'(g_res)
@@ -709,6 +776,7 @@ static void norm_backward(T5Cuda* m, int ln_id, int l, const float* x, const flo
     RmsNormBackward a = { A->g_res, 1, g_next ? A->g_sub : NULL, next_drop, PG(m, ln_id, l), A->dw_partial, A->g_x,
                           1.0f, NO_DROP, x, PM(m, ln_id, l), rstd, N, m->config.d_model };
     rmsnorm_backward(&a, m->stream);
+    prof_op(m, "bwd_norm");
 }
 
 // ----------------------------------------------------------------------------
@@ -786,6 +854,7 @@ static void t5cu_encoder_forward(T5Cuda* m, const T5Specs* s) {
     int N = m->B * m->Ts, C = c->d_model, L = c->num_layers;
     size_t NC = (size_t)N * C;
     embedding_forward(a->e_res, m->batch.src, PM(m, P_SHARED, 0), N, C, drop_at(m, 0, 0, DROP_EMBED), m->stream);
+    prof_op(m, "fwd_embedding");
     residual_norm(m, a->e_res, NULL, NULL, NO_DROP, a->e_ln1, a->e_rstd1, PM(m, P_ENC_LN1, 0), NO_DROP, 1.0f, N);
     for (int l = 0; l < L; l++) {
         AttnSpec sp = s->enc; sp.drop = drop_at(m, 0, l, DROP_ATT);
@@ -813,6 +882,7 @@ static void t5cu_decoder_forward(T5Cuda* m, const T5Specs* s) {
     int N = m->B * m->Tt, C = c->d_model, L = c->num_decoder_layers;
     size_t NC = (size_t)N * C;
     embedding_forward(a->d_res, m->batch.dec_in, PM(m, P_SHARED, 0), N, C, drop_at(m, 1, 0, DROP_EMBED), m->stream);
+    prof_op(m, "fwd_embedding");
     residual_norm(m, a->d_res, NULL, NULL, NO_DROP, a->d_ln1, a->d_rstd1, PM(m, P_DEC_LN1, 0), NO_DROP, 1.0f, N);
     for (int l = 0; l < L; l++) {
         AttnSpec self = s->dec_self, cross = s->dec_cross;
@@ -837,6 +907,7 @@ static void t5cu_decoder_forward(T5Cuda* m, const T5Specs* s) {
         }
     }
     matmul_forward(&m->mm, a->logits, 0, a->d_out, PX(m, t5cu_head_id(c), 0), N, C, c->vocab_size);
+    prof_op(m, "fwd_lm_head_matmul");
 }
 
 // forward pass of a validated batch. Per-token losses and their sum stay on the device (read with
@@ -1908,11 +1979,7 @@ static int bench(T5Cuda* m, const Options* o, Meter* meter) {
     qsort(host, (size_t)N, sizeof(double), cmp_double);
     cudaCheck(cudaStreamSynchronize(m->stream));
     prof_collect(m, m->prof->cur);
-    if (meter->print) { // GPU time of each phase, mean over the timed steps
-        printf("phases (GPU ms per step, mean of %d):", m->prof->steps);
-        for (int i = 0; i < PROF_PHASES && m->prof->name[i]; i++) printf(" %s=%.2f", m->prof->name[i], m->prof->ms[i] / m->prof->steps);
-        printf("\n");
-    }
+    if (meter->print) prof_print(m->prof); // GPU time of each phase (and operation), mean over the timed steps
     prof_free(m);
     double tok_s = tokens / (total_ms / 1e3), tflops = flops / (total_ms / 1e3) / 1e12 / ranks;
     if (meter->print)

@@ -7,7 +7,7 @@
 #   2. test_t5cu, bf16 build: the same with the documented bf16 tolerances
 #   3. the kernel twins of dev/cuda (CPU check at several sizes + benchmark)
 #   4. benchmark: train_t5cu (flash attention, the default; gemm attention; flash with cuBLASLt planned per
-#      call, T5_MATMUL_CACHE=0) vs transformers + PyTorch (dev/bench_hf_gpu.py, eager; HF_COMPILE=1 adds
+#      call, T5_MATMUL_CACHE=0; flash with GPU time per operation, T5_PROFILE=ops) vs transformers + PyTorch (dev/bench_hf_gpu.py, eager; HF_COMPILE=1 adds
 #      torch.compile last), flan-t5-base-shaped random model, the same synthetic DialogSum-shaped
 #      batches, in this same call
 #   5. generation: train_t5cu --gen-bench vs transformers' generate() (dev/bench_hf_generate.py), the same
@@ -73,6 +73,8 @@ BENCH=(--model flan-t5-base --bench "$STEPS" --bench-warmup 3 --batch-size "$BAT
 stage "bench t5cu flash" 90 "$T5" "${BENCH[@]}" --attention flash
 stage "bench t5cu gemm" 90 "$T5" "${BENCH[@]}" --attention gemm
 stage "bench t5cu noplans" 90 env T5_MATMUL_CACHE=0 "$T5" "${BENCH[@]}" --attention flash
+stage "bench t5cu ops" 90 env T5_PROFILE=ops "$T5" "${BENCH[@]}" --attention flash # GPU time per operation
+stage "bench t5cu ops" 90 env T5_PROFILE=ops "$T5" "${BENCH[@]}" --attention flash # GPU time per operation
 stage "bench hf-eager" 120 python3 dev/bench_hf_gpu.py --steps "$STEPS" --warmup 3 --batch-size "$BATCH" --compile off
 # real DialogSum (prepro_dialogsum.py's train.bin, carried in gpu_data/ since ../shared stays behind):
 # the training command itself, length-bucketed batches, a random flan-t5-base
@@ -154,6 +156,8 @@ for e in t5cu_flash t5cu_gemm; do
     echo "ratio $e / best transformers (real tokens/s): $(ratio "$(field "bench_$e" real_tok_per_s)" "$hf_best")"
 done
 for e in t5cu_flash t5cu_gemm; do echo "$e $(grep -h '^phases' "$OUT/bench_$e.log" 2>/dev/null | tail -1)"; done
+grep -h '^ops' "$OUT/bench_t5cu_ops.log" 2>/dev/null | tail -1 | fold -w 118
+grep -h '^ops' "$OUT/bench_t5cu_ops.log" 2>/dev/null | tail -1 | fold -w 118
 python3 - "$OUT/dialogsum_train.log" <<'PY' 2>/dev/null || true
 import re, sys
 rows = [(float(a), float(b)) for a, b in re.findall(r"\| ([0-9.]+) ms \| ([0-9]+) tok/s", open(sys.argv[1]).read())][5:]
