@@ -13,7 +13,6 @@
 #include <math.h>       // defines: expf, logf, tanhf, erff, sqrtf
 #include <time.h>       // defines: clock_gettime
 #include <sys/stat.h>   // defines: stat, S_ISDIR
-#include <dirent.h>     // defines: opendir, readdir (the checkpoints of a run directory)
 #include <signal.h>     // defines: signal, sig_atomic_t, SIGINT, SIGTERM
 #include <unistd.h>     // defines: unlink
 #ifdef _OPENMP
@@ -32,6 +31,7 @@
 #include "llmc/bleu.h"        // defines: bleu_add, bleu_compute (sacrebleu's corpus BLEU)
 #include "tokenizer/spm.h"    // defines: SpmModel, spm_load, spm_encode, spm_decode (T5's SentencePiece)
 #include "llmc/schedule.h"    // defines: LrSchedule, lr_multiplier
+#include "llmc/rundir.h"      // defines: ckpt_list, ckpt_path, ckpt_prune, metrics_open, json_num (run directory)
 
 // ----------------------------------------------------------------------------
 // activations, sized for the largest batch the model was built for
@@ -2101,64 +2101,16 @@ static int load_tokenizer(SpmModel* tok, const Options* o) {
 }
 
 // ----------------------------------------------------------------------------
-// the run directory: metrics log and checkpoints
-//
-//   OUT/metrics.jsonl              one JSON object per line: train steps, evaluations, run events
-//   OUT/checkpoints/ckpt_NNNNNNNNN.bin   the newest --keep-checkpoints, named by optimizer step
-//   OUT/model/                     the final model as an HF directory
-
-#define CKPT_PREFIX "ckpt_"
-#define CKPT_SUFFIX ".bin"
-
-// steps of the checkpoints in dir, newest first; returns how many (at most max)
-static int ckpt_list(const char* dir, long long* steps, int max) {
-    DIR* d = opendir(dir);
-    if (!d) return 0;
-    int n = 0;
-    for (struct dirent* e; (e = readdir(d)) != NULL && n < max; ) {
-        long long s;
-        char tail[8];
-        if (sscanf(e->d_name, CKPT_PREFIX "%lld%7s", &s, tail) == 2 && strcmp(tail, CKPT_SUFFIX) == 0 && s >= 0) steps[n++] = s;
-    }
-    closedir(d);
-    for (int i = 1; i < n; i++) // insertion sort, newest first
-        for (int j = i; j > 0 && steps[j] > steps[j - 1]; j--) { long long t = steps[j]; steps[j] = steps[j - 1]; steps[j - 1] = t; }
-    return n;
-}
-
-static void ckpt_path(char* buf, size_t len, const char* out_dir, long long step) {
-    snprintf(buf, len, "%s/checkpoints/" CKPT_PREFIX "%09lld" CKPT_SUFFIX, out_dir, step);
-}
-
-// leftovers of a write that was killed (PATH.tmp) are never read; remove them
-static void ckpt_remove_stale(const char* out_dir) {
-    char dir[4096], path[4400];
-    snprintf(dir, sizeof(dir), "%s/checkpoints", out_dir);
-    DIR* d = opendir(dir);
-    if (!d) return;
-    for (struct dirent* e; (e = readdir(d)) != NULL; ) {
-        size_t l = strlen(e->d_name);
-        if (l > 4 && strcmp(e->d_name + l - 4, ".tmp") == 0) {
-            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-            if (unlink(path) == 0) printf("removed %s (an interrupted checkpoint write)\n", path);
-        }
-    }
-    closedir(d);
-}
+// the run directory (llmc/rundir.h): metrics log, checkpoints, and OUT/model/ (the final model as an
+// HF directory)
 
 // writes OUT/checkpoints/ckpt_<steps run>.bin atomically, then deletes all but the newest `keep`
 static int ckpt_write_run(const T5* m, const char* out_dir, const CkptTrainState* ts, int keep) {
-    char path[4400], err[1024], dir[4096];
+    char path[4400], err[1024];
     ckpt_path(path, sizeof(path), out_dir, ts->run_step);
     if (t5_save_checkpoint(m, path, ts, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
     printf("checkpoint %s\n", path);
-    snprintf(dir, sizeof(dir), "%s/checkpoints", out_dir);
-    long long steps[4096];
-    int n = ckpt_list(dir, steps, 4096);
-    for (int i = keep; i < n; i++) {
-        ckpt_path(path, sizeof(path), out_dir, steps[i]);
-        if (unlink(path) != 0) fprintf(stderr, "warning: could not remove old checkpoint %s\n", path);
-    }
+    ckpt_prune(out_dir, keep);
     return 0;
 }
 
@@ -2173,8 +2125,8 @@ static int resume_model(T5* m, const Options* o, CkptTrainState* ts, char* used,
         return -1;
     }
     snprintf(dir, sizeof(dir), "%s/checkpoints", o->out_dir);
-    long long steps[4096];
-    int n = ckpt_list(dir, steps, 4096);
+    long long steps[CKPT_MAX_LISTED];
+    int n = ckpt_list(dir, steps, CKPT_MAX_LISTED);
     for (int i = 0; i < n; i++) {
         ckpt_path(used, usedlen, o->out_dir, steps[i]);
         if (t5_build_from_checkpoint(m, used, ts, err, sizeof(err)) == 0) return 0;
@@ -2182,51 +2134,6 @@ static int resume_model(T5* m, const Options* o, CkptTrainState* ts, char* used,
     }
     fprintf(stderr, "error: cannot resume: no valid checkpoint in %s\n", dir);
     return -1;
-}
-
-// a fresh run must not overwrite another run's checkpoints
-static int check_fresh_run_dir(const char* out_dir) {
-    char dir[4096];
-    long long steps[1];
-    snprintf(dir, sizeof(dir), "%s/checkpoints", out_dir);
-    if (ckpt_list(dir, steps, 1) == 0) return 0;
-    fprintf(stderr, "error: %s already holds checkpoints of a run: pass --resume latest to continue it, or choose "
-            "another --out-dir\n", dir);
-    return -1;
-}
-
-// JSON has no NaN/Inf: non-finite numbers are written as null
-static void json_num(FILE* f, const char* key, double x) {
-    if (isfinite(x)) fprintf(f, ", \"%s\": %.9g", key, x);
-    else fprintf(f, ", \"%s\": null", key);
-}
-
-// on resume, the log keeps only the records up to the checkpoint's step (a killed run may have
-// logged steps past its last checkpoint); rewritten atomically
-static int metrics_truncate(const char* path, long long step, char* err, size_t errlen) {
-    FILE* in = fopen(path, "rb");
-    if (!in) return 0;
-    AtomicFile a;
-    if (atomic_open(&a, path, err, errlen)) { fclose(in); return -1; }
-    char line[8192];
-    int ok = 1;
-    while (ok && fgets(line, sizeof(line), in)) {
-        const char* s = strstr(line, "\"step\": ");
-        if (s && strtoll(s + 8, NULL, 10) > step) continue;
-        if (strchr(line, '\n') == NULL) continue; // a torn last line from a killed run
-        ok = atomic_write(&a, line, strlen(line), err, errlen) == 0;
-    }
-    fclose(in);
-    return atomic_close(&a, ok, err, errlen);
-}
-
-static FILE* metrics_open(const Options* o, int resumed, long long step) {
-    char path[4400], err[1024];
-    snprintf(path, sizeof(path), "%s/metrics.jsonl", o->out_dir);
-    if (resumed && metrics_truncate(path, step, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return NULL; }
-    FILE* f = fopen(path, resumed ? "ab" : "wb");
-    if (!f) fprintf(stderr, "error: %s: cannot open for writing\n", path);
-    return f;
 }
 
 // ----------------------------------------------------------------------------
@@ -2407,17 +2314,9 @@ static int open_loader(DataLoader* dl, const char* path, const Options* o, const
     return 0;
 }
 
-// a resumed run continues with the data position of its checkpoint, which only means the same
-// thing under the same global batch (batch size x ranks), accumulation and seed; the number of
-// ranks may change if the global batch stays the same
+// a resumed run continues with its checkpoint's data position (llmc/rundir.h ckpt_check_geometry)
 static int resume_data(Run* run, const Options* o, const CkptTrainState* ts, const char* from) {
-    long long global = (long long)o->batch_size * run->dist->size, was = (long long)(ts->batch_size * (ts->num_ranks > 0 ? ts->num_ranks : 1));
-    if (was != global || ts->grad_accum != o->grad_accum || ts->seed != o->seed) {
-        fprintf(stderr, "error: %s was written with a global batch of %lld (--batch-size %lld x %lld ranks), --grad-accum "
-                "%lld, --seed %lld; resume with the same global batch, accumulation and seed\n", from, was,
-                (long long)ts->batch_size, (long long)ts->num_ranks, (long long)ts->grad_accum, (long long)ts->seed);
-        return -1;
-    }
+    if (ckpt_check_geometry(ts, o->batch_size, run->dist->size, o->grad_accum, o->seed, from)) return -1;
     if (dataloader_seek(&run->train, ts->epoch, ts->batch)) {
         fprintf(stderr, "error: %s: data position (epoch %lld, batch %lld) does not fit %s\n", from,
                 (long long)ts->epoch, (long long)ts->batch, o->train_file);
@@ -2449,15 +2348,8 @@ static int run_open(Run* run, T5* m, const Options* o, const Dist* d, const Ckpt
         snprintf(path, sizeof(path), "%s.rank%d", o->data_log, d->rank);
         if (!(run->data_log = fopen(path, resumed ? "a" : "w"))) { fprintf(stderr, "error: %s: cannot open for writing\n", path); return -1; }
     }
-    if (o->out_dir && d->rank == 0) { // rank 0 writes the run directory
-        char err[1024];
-        if (mkdir_p(o->out_dir, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
-        run->metrics = metrics_open(o, resumed != NULL, run->step);
-        if (!run->metrics) return -1;
-        fprintf(run->metrics, "{\"type\": \"%s\", \"step\": %lld, \"total_steps\": %lld, \"params\": %zu}\n",
-                resumed ? "resume" : "start", run->step, run->total_steps, t5_num_params(m));
-        fflush(run->metrics);
-    }
+    if (o->out_dir && d->rank == 0 && // rank 0 writes the run directory
+        !(run->metrics = metrics_start(o->out_dir, resumed != NULL, run->step, run->total_steps, t5_num_params(m)))) return -1;
     return 0;
 }
 

@@ -33,12 +33,14 @@
 #include <time.h>       // defines: clock_gettime
 #include <errno.h>      // defines: errno
 #include <sys/stat.h>   // defines: stat, S_ISDIR
+#include <signal.h>     // defines: signal, sig_atomic_t, SIGINT, SIGTERM
 #include "llmc/utils.h"        // defines: mallocCheck, callocCheck
 #include "llmc/t5.h"           // defines: T5Config, T5Layout, t5_layout, P_* tensor ids, presets
 #include "llmc/rng.h"          // defines: mix64, Rng, rng_init, rng_next
 #include "llmc/schedule.h"     // defines: LrSchedule, lr_multiplier, lr_schedule_parse
 #include "llmc/hf.h"           // defines: t5_load_hf_dir, t5_save_hf_dir
 #include "llmc/checkpoint.h"   // defines: ckpt_save, ckpt_load, CkptTrainState
+#include "llmc/rundir.h"       // defines: ckpt_list, ckpt_path, ckpt_prune, metrics_open, json_num (run directory)
 #include "llmc/dataloader.h"   // defines: T5Batch, BatchBuf, DataLoader, dataloader_next, IGNORE_INDEX
 #include "llmc/t5_cpu.h"       // defines: t5cpu_init_random, t5cpu_check_batch, t5cpu_parse_int/_float
 #include "llmc/cuda_common.cuh"  // defines: floatX, cudaCheck, DropSite, cuda_alloc
@@ -1516,6 +1518,10 @@ typedef struct {
     const char* eval_split;  // summarize PREFIX.bin on the GPU and score (train_t5's --eval-split)
     const char* eval_out;
     const char* tokenizer;
+    const char* out_dir;     // run directory: metrics.jsonl, checkpoints/ (llmc/rundir.h)
+    const char* resume;      // "latest" (the newest valid checkpoint of out_dir) or a checkpoint path
+    const char* val_file;    // validation examples: loss every eval_every steps and at the end
+    int checkpoint_every, keep_checkpoints, eval_every, eval_batches;
     int num_beams, max_new_tokens, no_repeat_ngram, early_stopping, gen_batch_size, eval_limit, gen_bench;
     float length_penalty, eos_bias;
     int steps, schedule_steps, batch_size, grad_accum, warmup, shuffle, bucket, decay_norms, max_src_len, max_tgt_len;
@@ -1537,7 +1543,7 @@ static Options options_default(void) {
     T5CpuGen g = t5cpu_gen_default(); // the CPU engine's generation defaults
     o.num_beams = g.num_beams; o.max_new_tokens = g.max_new_tokens; o.no_repeat_ngram = g.no_repeat_ngram_size;
     o.early_stopping = g.early_stopping; o.length_penalty = (float)g.length_penalty; o.eos_bias = g.eos_bias;
-    o.gen_batch_size = 32;
+    o.gen_batch_size = 32; o.keep_checkpoints = 3;
     return o;
 }
 
@@ -1570,6 +1576,15 @@ static void usage(void) {
         "  --seed N               seed for init, data order and dropout (default %lld)\n"
         "  --save-hf DIR          write the trained model as an HF directory\n"
         "  --save-checkpoint PATH write a native checkpoint (params + AdamW state; gathered under --zero 1)\n"
+        "  --out-dir DIR          run directory: metrics.jsonl and checkpoints/ (a checkpoint at the end, on a stop\n"
+        "                         signal, and every --checkpoint-every steps); a fresh run refuses one that holds\n"
+        "                         another run's checkpoints\n"
+        "  --checkpoint-every N   steps between checkpoints, 0 = only at the end (default 0)\n"
+        "  --keep-checkpoints N   newest checkpoints kept (default %d)\n"
+        "  --resume latest|PATH   continue a run: weights, AdamW state, steps run and data position (same global\n"
+        "                         batch, accumulation and seed); latest = the newest valid checkpoint of --out-dir\n"
+        "  --val-file PATH        validation examples: mean loss every --eval-every steps and at the end\n"
+        "  --eval-every N         (default 0: at the end only)   --eval-batches N: batches per evaluation, 0 = all\n"
         "  --bench N              time N training steps on synthetic DialogSum-shaped batches and exit\n"
         "  --bench-warmup N       untimed steps before them (default %d)\n"
         "  --peak-tflops X        bf16 dense peak for MFU, 0 = from the card's name (default 0)\n"
@@ -1595,7 +1610,7 @@ static void usage(void) {
         "                         summary has --max-new-tokens tokens) and exit\n",
         d.steps, d.batch_size, d.grad_accum, (double)d.lr, lr_schedule_name(d.schedule), d.warmup, (double)d.weight_decay,
         d.decay_norms, (double)d.beta1, (double)d.beta2, (double)d.adam_eps, (double)d.clip, (double)d.dropout, d.shuffle,
-        d.bucket, d.max_src_len, d.max_tgt_len, d.seed, d.bench_warmup, d.zero, d.recompute, attn_kind_name(d.attention),
+        d.bucket, d.max_src_len, d.max_tgt_len, d.seed, d.keep_checkpoints, d.bench_warmup, d.zero, d.recompute, attn_kind_name(d.attention),
         d.plan_ranks, d.eval_out,
         d.eval_limit, d.tokenizer, d.num_beams, d.max_new_tokens, (double)d.length_penalty, d.early_stopping,
         d.no_repeat_ngram, d.gen_batch_size, (double)d.eos_bias);
@@ -1618,6 +1633,8 @@ static int parse_flag(Options* o, const char* f, const char* v) {
         {"--max-new-tokens", &o->max_new_tokens, 1, 4096}, {"--no-repeat-ngram", &o->no_repeat_ngram, 0, 64},
         {"--early-stopping", &o->early_stopping, 0, 1}, {"--gen-batch-size", &o->gen_batch_size, 1, 4096},
         {"--eval-limit", &o->eval_limit, 0, 1000000000}, {"--gen-bench", &o->gen_bench, 0, 1000000},
+        {"--checkpoint-every", &o->checkpoint_every, 0, 1000000000}, {"--keep-checkpoints", &o->keep_checkpoints, 1, 1000},
+        {"--eval-every", &o->eval_every, 0, 1000000000}, {"--eval-batches", &o->eval_batches, 0, 1000000000},
     };
     FloatFlag floats[] = {
         {"--lr", &o->lr, 0.0, 10.0}, {"--weight-decay", &o->weight_decay, 0.0, 10.0}, {"--beta1", &o->beta1, 0.0, 0.999999},
@@ -1628,7 +1645,8 @@ static int parse_flag(Options* o, const char* f, const char* v) {
     };
     StrFlag strs[] = { {"--model", &o->model}, {"--train-file", &o->train_file}, {"--save-hf", &o->save_hf},
                        {"--save-checkpoint", &o->save_ckpt}, {"--nccl-init-dir", &o->nccl_init_dir},
-                       {"--eval-split", &o->eval_split}, {"--eval-out", &o->eval_out}, {"--tokenizer", &o->tokenizer} };
+                       {"--eval-split", &o->eval_split}, {"--eval-out", &o->eval_out}, {"--tokenizer", &o->tokenizer},
+                       {"--out-dir", &o->out_dir}, {"--resume", &o->resume}, {"--val-file", &o->val_file} };
     for (size_t k = 0; k < sizeof(ints) / sizeof(ints[0]); k++) {
         if (strcmp(f, ints[k].flag) != 0) continue;
         long long x;
@@ -1671,11 +1689,21 @@ static int parse_args(int argc, char** argv, Options* o) {
                 "--save-checkpoint or --plan-memory\n");
         return -1;
     }
+    const char* bad = (o->checkpoint_every || o->resume) && !o->out_dir ? "--checkpoint-every and --resume need --out-dir"
+                    : (o->out_dir || o->resume || o->val_file) && !o->train_file ? "--out-dir, --resume and --val-file need --train-file"
+                    : o->eval_every && !o->val_file ? "--eval-every needs --val-file" : NULL;
+    if (bad) { fprintf(stderr, "error: %s\n", bad); return -1; }
     return 0;
 }
 
 // the model's fp32 parameters (and optimizer state) on the host, from a preset, HF directory or checkpoint
-typedef struct { T5Config config; float *params, *m, *v; long long step; const char* from; } HostModel;
+typedef struct {
+    T5Config config;
+    float *params, *m, *v;
+    long long step;
+    const char* from;
+    CkptTrainState train; // from a checkpoint (zeros in version-1 files)
+} HostModel;
 
 static int load_host_model(const Options* o, HostModel* h) {
     char err[1024];
@@ -1687,7 +1715,7 @@ static int load_host_model(const Options* o, HostModel* h) {
     } else if (stat(o->model, &st) == 0) {
         CkptInfo info;
         if (ckpt_load(o->model, &info, &h->params, &h->m, &h->v, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
-        h->config = info.config; h->step = info.step;
+        h->config = info.config; h->step = info.step; h->train = info.train;
         h->from = "checkpoint";
     } else {
         if (t5_config_preset(&h->config, o->model)) {
@@ -1702,6 +1730,33 @@ static int load_host_model(const Options* o, HostModel* h) {
     }
     if (o->dropout >= 0.0f) h->config.dropout = o->dropout;
     return 0;
+}
+
+// the model to build: --model, or with --resume the checkpoint to continue: PATH, or the newest one of
+// --out-dir that loads and checks out (a corrupted newer one is reported and skipped, never deleted).
+// A fresh run refuses a run directory that holds checkpoints. 0, or -1 after a message.
+static int load_run_model(const Options* o, HostModel* h, char* from, size_t fromlen) {
+    if (!o->resume) {
+        if (o->out_dir && check_fresh_run_dir(o->out_dir)) return -1;
+        return load_host_model(o, h);
+    }
+    Options r = *o;
+    r.model = from;
+    if (strcmp(o->resume, "latest") != 0) {
+        snprintf(from, fromlen, "%s", o->resume);
+        return load_host_model(&r, h);
+    }
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s/checkpoints", o->out_dir);
+    long long steps[CKPT_MAX_LISTED];
+    int n = ckpt_list(dir, steps, CKPT_MAX_LISTED);
+    for (int i = 0; i < n; i++) {
+        ckpt_path(from, fromlen, o->out_dir, steps[i]);
+        if (load_host_model(&r, h) == 0) return 0;
+        fprintf(stderr, "warning: skipping checkpoint %s\n", from);
+    }
+    fprintf(stderr, "error: cannot resume: no valid checkpoint in %s\n", dir);
+    return -1;
 }
 
 // CRC-32 of the host parameters: every rank must start from the same model
@@ -1912,39 +1967,208 @@ static void log_step(const StepResult* r, long long k, int steps, double ms, Met
     fflush(stdout);
 }
 
-static int train(T5Cuda* m, const Options* o, Meter* meter) {
+// ----------------------------------------------------------------------------
+// a training run: the data, the optional validation loss, and with --out-dir the run directory of
+// llmc/rundir.h (metrics.jsonl, checkpoints every --checkpoint-every steps, at the end and on a stop
+// signal). train_t5's semantics: a checkpoint holds the steps run and the data position, and the
+// dropout masks and the learning rate are functions of the step, so a resumed run continues the
+// interrupted one exactly.
+
+// set by SIGINT / SIGTERM, read between steps (a signal handler can reach nothing else)
+static volatile sig_atomic_t g_stop_signal = 0;
+
+static void on_stop_signal(int sig) {
+    g_stop_signal = sig;
+    signal(sig, SIG_DFL); // a second signal stops the program at once
+}
+
+// the largest value of x over the ranks: every rank takes the same branch
+static int all_max(T5Cuda* m, int x) { return m->comm ? comm_max_int(m->comm, x) : x; }
+
+typedef struct {
+    DataLoader train, val;
+    int has_val;
+    BatchBuf* bufs;     // (grad_accum) the micro-batches of a step
+    T5Batch** batches;
+    BatchBuf val_buf;
+    FILE* metrics;      // rank 0 with --out-dir
+    long long step;     // steps run
+} Run;
+
+static int run_loader(DataLoader* dl, const char* path, const Options* o, const T5Cuda* m, int training) {
     char err[1024];
-    DataLoader dl;
     int ranks = m->comm ? m->comm->size : 1, rank = m->comm ? m->comm->rank : 0;
-    LoaderConfig lc = { o->batch_size, ranks, rank, o->shuffle, o->bucket, 64, o->max_src_len, o->max_tgt_len,
-                        m->config.pad_id, m->config.decoder_start_id, (uint64_t)o->seed };
-    int opened = dataloader_init(&dl, o->train_file, &lc, err, sizeof(err)) == 0;
-    int bad = !opened || examples_check_vocab(&dl.data, m->config.vocab_size, o->train_file, err, sizeof(err));
-    if (bad) fprintf(stderr, "error: %s\n", err);
-    if (m->comm ? comm_max_int(m->comm, bad) : bad) { if (opened) dataloader_free(&dl); return -1; } // all ranks or none
-    if (meter->print) printf("train file: %lld examples, %d rank(s) x %d per micro-batch\n", (long long)dl.data.n, ranks, o->batch_size);
-    BatchBuf* bufs = (BatchBuf*)callocCheck((size_t)o->grad_accum, sizeof(BatchBuf));
-    T5Batch** batches = (T5Batch**)mallocCheck((size_t)o->grad_accum * sizeof(T5Batch*));
-    int rc = 0, skipped = 0;
-    int long_src = 1, long_tgt = 1; // the longest example after truncation: the widest batch batch_make can make
-    for (int64_t i = 0; i < dl.data.n; i++) {
-        int ls = clamp_len(dl.data.lens[2 * i], o->max_src_len), lt = clamp_len(dl.data.lens[2 * i + 1], o->max_tgt_len);
-        if (ls > long_src) long_src = ls;
-        if (lt > long_tgt) long_tgt = lt;
+    LoaderConfig lc = { o->batch_size, ranks, rank, training ? o->shuffle : 0, training ? o->bucket : 1, 64, o->max_src_len,
+                        o->max_tgt_len, m->config.pad_id, m->config.decoder_start_id, (uint64_t)o->seed };
+    if (dataloader_init(dl, path, &lc, err, sizeof(err)) == 0 &&
+        examples_check_vocab(&dl->data, m->config.vocab_size, path, err, sizeof(err)) == 0) return 0;
+    fprintf(stderr, "error: %s\n", err);
+    return -1;
+}
+
+// the widest batch dl can make (lengths after truncation): widens *Ts, *Tt
+static void loader_widest(const DataLoader* dl, const Options* o, int* Ts, int* Tt) {
+    for (int64_t i = 0; i < dl->data.n; i++) {
+        int ls = clamp_len(dl->data.lens[2 * i], o->max_src_len), lt = clamp_len(dl->data.lens[2 * i + 1], o->max_tgt_len);
+        if (ls > *Ts) *Ts = ls;
+        if (lt > *Tt) *Tt = lt;
     }
-    t5cu_reserve(m, o->batch_size, long_src, long_tgt);
-    for (long long k = 0; k < o->steps; k++) {
+}
+
+static CkptTrainState train_state(const T5Cuda* m, const Options* o, const Run* run) {
+    CkptTrainState ts = { o->seed, run->step, run->train.epoch, run->train.batch, o->batch_size, o->grad_accum,
+                          m->comm ? m->comm->size : 1 };
+    return ts;
+}
+
+// OUT/checkpoints/ckpt_<steps run>.bin (every rank takes part: ZeRO-1 gathers), then the old ones pruned
+static int run_checkpoint(T5Cuda* m, const Options* o, const Run* run) {
+    char path[4400], err[1024];
+    CkptTrainState ts = train_state(m, o, run);
+    ckpt_path(path, sizeof(path), o->out_dir, run->step);
+    int bad = t5cu_save_checkpoint(m, path, &ts, err, sizeof(err)) != 0;
+    if (bad) fprintf(stderr, "error: %s\n", err);
+    else if (is_rank0(m)) { printf("checkpoint %s\n", path); ckpt_prune(o->out_dir, o->keep_checkpoints); }
+    return all_max(m, bad) ? -1 : 0;
+}
+
+// opens the data and the run directory; resumed: the checkpoint's state, checked against this run
+static int run_open(Run* run, T5Cuda* m, const Options* o, const CkptTrainState* resumed, const char* from) {
+    memset(run, 0, sizeof(*run));
+    if (run_loader(&run->train, o->train_file, o, m, 1)) return -1;
+    run->has_val = o->val_file != NULL;
+    if (run->has_val && run_loader(&run->val, o->val_file, o, m, 0)) return -1;
+    int ranks = m->comm ? m->comm->size : 1;
+    if (resumed) {
+        if (ckpt_check_geometry(resumed, o->batch_size, ranks, o->grad_accum, o->seed, from)) return -1;
+        if (dataloader_seek(&run->train, resumed->epoch, resumed->batch)) {
+            fprintf(stderr, "error: %s: data position (epoch %lld, batch %lld) does not fit %s\n", from,
+                    (long long)resumed->epoch, (long long)resumed->batch, o->train_file);
+            return -1;
+        }
+        run->step = resumed->run_step;
+        if (is_rank0(m)) printf("resuming from %s at step %lld (epoch %lld, batch %lld)\n", from, run->step,
+                                (long long)resumed->epoch, (long long)resumed->batch);
+    }
+    int Ts = 1, Tt = 1;
+    loader_widest(&run->train, o, &Ts, &Tt);
+    if (run->has_val) loader_widest(&run->val, o, &Ts, &Tt);
+    t5cu_reserve(m, o->batch_size, Ts, Tt);
+    run->bufs = (BatchBuf*)callocCheck((size_t)o->grad_accum, sizeof(BatchBuf));
+    run->batches = (T5Batch**)mallocCheck((size_t)o->grad_accum * sizeof(T5Batch*));
+    if (is_rank0(m)) {
+        printf("train file: %lld examples, %d rank(s) x %d per micro-batch\n", (long long)run->train.data.n, ranks, o->batch_size);
+        if (run->has_val) printf("val file: %lld examples\n", (long long)run->val.data.n);
+    }
+    if (o->out_dir && is_rank0(m)) { // rank 0 writes the run directory
+        if (!(run->metrics = metrics_start(o->out_dir, resumed != NULL, run->step, o->steps, t5cu_num_params(m)))) return -1;
+        ckpt_remove_stale(o->out_dir);
+    }
+    return 0;
+}
+
+static void run_close(Run* run, const Options* o) {
+    dataloader_free(&run->train);
+    if (run->has_val) dataloader_free(&run->val);
+    if (run->bufs) for (int a = 0; a < o->grad_accum; a++) batch_free(&run->bufs[a]);
+    free(run->bufs); free(run->batches);
+    batch_free(&run->val_buf);
+    if (run->metrics) fclose(run->metrics);
+}
+
+// mean loss over the validation file (or its first --eval-batches batches), dropout off; every rank
+// its slices, then the sums over ranks
+static double run_evaluate(T5Cuda* m, const Options* o, Run* run, long long* tokens) {
+    DataLoader* v = &run->val;
+    dataloader_seek(v, 0, 0);
+    long long nb = o->eval_batches && o->eval_batches < v->num_batches ? o->eval_batches : v->num_batches;
+    double sum[2] = { 0.0, 0.0 }; // loss sum, counted tokens
+    for (long long i = 0; i < nb; i++) {
+        T5Batch* b = dataloader_next(v, &run->val_buf);
+        if (b->B == 0 || t5cpu_check_batch(&m->config, b)) continue;
+        t5cu_forward(m, b, 0, 0, 0.0f);
+        sum[0] += (double)t5cu_read_loss(m) * m->num_counted;
+        sum[1] += m->num_counted;
+    }
+    if (m->comm) comm_sum_f64(m->comm, sum, 2);
+    *tokens = (long long)sum[1];
+    return sum[1] > 0 ? sum[0] / sum[1] : NAN;
+}
+
+static void run_log_eval(T5Cuda* m, const Options* o, Run* run) {
+    double t0 = now_ms();
+    long long tokens;
+    double loss = run_evaluate(m, o, run, &tokens);
+    if (!is_rank0(m)) return;
+    printf("eval step %lld | val loss %.6f | %lld target tokens | %.1f s\n", run->step, loss, tokens, (now_ms() - t0) / 1e3);
+    if (!run->metrics) return;
+    fprintf(run->metrics, "{\"type\": \"eval\", \"step\": %lld", run->step);
+    json_num(run->metrics, "val_loss", loss);
+    fprintf(run->metrics, ", \"tokens\": %lld}\n", tokens);
+    fflush(run->metrics);
+}
+
+// the metrics.jsonl record of a step (train_t5's fields)
+static void run_log_step(Run* run, const StepResult* r, double ms, long long epoch) {
+    FILE* f = run->metrics;
+    if (!f) return;
+    fprintf(f, "{\"type\": \"train\", \"step\": %lld, \"epoch\": %lld", run->step, epoch);
+    json_num(f, "loss", r->loss); json_num(f, "lr", r->lr); json_num(f, "grad_norm", r->grad_norm);
+    json_num(f, "ms", ms); json_num(f, "tokens_per_s", r->tokens / (ms / 1e3));
+    fprintf(f, ", \"tokens\": %lld, \"skipped\": %d}\n", r->tokens, r->skipped);
+    fflush(f);
+}
+
+// the step loop; returns 0, -1 on error, or the signal number that stopped it
+static int run_loop(T5Cuda* m, const Options* o, Meter* meter, Run* run) {
+    int skipped = 0;
+    for (long long k = run->step; k < o->steps; k++) {
         double t0 = now_ms();
-        for (int a = 0; a < o->grad_accum; a++) batches[a] = dataloader_next(&dl, &bufs[a]);
-        StepResult r = train_step(m, o, batches, o->grad_accum, k);
-        if (r.error) { fprintf(stderr, "error: %s: %s\n", o->train_file, r.error); rc = -1; break; }
+        long long epoch = run->train.epoch;
+        for (int a = 0; a < o->grad_accum; a++) run->batches[a] = dataloader_next(&run->train, &run->bufs[a]);
+        StepResult r = train_step(m, o, run->batches, o->grad_accum, k);
+        if (r.error) { fprintf(stderr, "error: %s: %s\n", o->train_file, r.error); return -1; }
+        double ms = now_ms() - t0;
         skipped += r.skipped;
-        log_step(&r, k, o->steps, now_ms() - t0, meter);
+        run->step = k + 1;
+        log_step(&r, k, o->steps, ms, meter);
+        run_log_step(run, &r, ms, epoch);
+        int last = k + 1 == o->steps;
+        if (run->has_val && o->eval_every && run->step % o->eval_every == 0 && !last) run_log_eval(m, o, run);
+        if (o->checkpoint_every && run->step % o->checkpoint_every == 0 && !last && run_checkpoint(m, o, run)) return -1;
+        int sig = all_max(m, (int)g_stop_signal); // every rank stops after the same step
+        if (sig) return sig;
     }
     if (skipped && meter->print) printf("%d step(s) skipped for non-finite values\n", skipped);
-    for (int a = 0; a < o->grad_accum; a++) batch_free(&bufs[a]);
-    free(bufs); free(batches);
-    dataloader_free(&dl);
+    return 0;
+}
+
+// after the last step or a stop signal: the final evaluation, the checkpoint, the log's last record
+static int run_finish(T5Cuda* m, const Options* o, Run* run, int rc) {
+    if (rc > 0 && is_rank0(m)) printf("stopped by signal %d after step %lld\n", rc, run->step);
+    if (rc == 0 && run->has_val) run_log_eval(m, o, run);
+    if (rc >= 0 && o->out_dir) {
+        if (run_checkpoint(m, o, run)) rc = -1;
+        else if (rc > 0 && is_rank0(m)) printf("resume with the same command and --resume latest\n");
+    }
+    if (run->metrics) {
+        fprintf(run->metrics, "{\"type\": \"%s\", \"step\": %lld", rc == 0 ? "end" : "stop", run->step);
+        json_num(run->metrics, "padding_fraction", dataloader_padding_fraction(&run->train));
+        fprintf(run->metrics, "}\n");
+    }
+    return rc;
+}
+
+// returns 0, -1 on error, or the signal that stopped training
+static int train(T5Cuda* m, const Options* o, Meter* meter, const CkptTrainState* resumed, const char* from) {
+    Run run;
+    int rc = all_max(m, run_open(&run, m, o, resumed, from) != 0) ? -1 : 0; // all ranks or none
+    if (rc == 0) {
+        signal(SIGINT, on_stop_signal);
+        signal(SIGTERM, on_stop_signal);
+        rc = run_finish(m, o, &run, run_loop(m, o, meter, &run));
+    }
+    run_close(&run, o);
     return rc;
 }
 
@@ -2090,10 +2314,11 @@ static int save_outputs(T5Cuda* m, const Options* o) {
 }
 
 // everything after the bootstrap: load, build, run, save (every rank)
+// returns 0, -1 on error, or the signal that stopped training
 static int run(Comm* comm, const Options* o) {
     HostModel h;
-    char err[1024];
-    int bad = load_host_model(o, &h) != 0;
+    char err[1024], from[4400] = "";
+    int bad = load_run_model(o, &h, from, sizeof(from)) != 0;
     if (!bad && o->attention == ATTN_FLASH && flash_attention_check(h.config.d_kv, err, sizeof(err))) {
         fprintf(stderr, "error: %s\n", err);
         bad = 1;
@@ -2120,7 +2345,7 @@ static int run(Comm* comm, const Options* o) {
     int rc = 0;
     if (o->gen_bench) rc = meter.print ? gen_bench(&m, o) : 0;
     else {
-        rc = o->bench ? bench(&m, o, &meter) : o->train_file ? train(&m, o, &meter) : 0;
+        rc = o->bench ? bench(&m, o, &meter) : o->train_file ? train(&m, o, &meter, o->resume ? &h.train : NULL, from) : 0;
         if (rc == 0 && !o->bench) rc = save_outputs(&m, o);
         if (rc == 0 && o->eval_split && meter.print) rc = eval_split(&m, o);
     }
@@ -2146,6 +2371,6 @@ int main(int argc, char** argv) {
     }
     int rc = run(&comm, &o);
     comm_free(&comm);
-    return rc ? EXIT_FAILURE : EXIT_SUCCESS;
+    return rc < 0 ? EXIT_FAILURE : rc > 0 ? 128 + rc : EXIT_SUCCESS; // a stop signal: the shell's convention
 }
 #endif

@@ -115,12 +115,41 @@ compare_run() { # name, tolerance, launcher (one_rank or env), extra flags...: r
     [ $rc -eq 0 ] && same_losses "$OUT/plain_run.log" "$OUT/$name.out" "$tol"
 }
 export -f one_rank same_losses compare_run
-export T5 OUT
+export T5 OUT FX
 export RUN_ARGS_STR="${RUN_ARGS[*]}"
 stage "plain run" 60 "$T5" "${RUN_ARGS[@]}"
 stage "nccl 1 rank" 60 bash -c 'RUN_ARGS=($RUN_ARGS_STR); compare_run nccl 0 one_rank'
 stage "nccl zero-1" 60 bash -c 'RUN_ARGS=($RUN_ARGS_STR); compare_run zero 0 one_rank --zero 1'
 stage "recompute" 60 bash -c 'RUN_ARGS=($RUN_ARGS_STR); compare_run recompute 1e-4 env --recompute 1'
+# the run directory (--out-dir): 6 steps with a checkpoint at 3, against 3 steps then --resume latest to 6:
+# steps 4-6 must print the same losses and gradient norms; a fresh run must refuse the used directory
+resume_check() {
+    local d; d=$(mktemp -d)
+    local args=(--model "$FX/model" --train-file "$FX/examples.bin" --batch-size 3 --lr 1e-2 --dropout 0.1
+                --schedule-steps 6 --val-file "$FX/examples.bin" --eval-every 2)
+    "$T5" "${args[@]}" --steps 6 --out-dir "$d/a" --checkpoint-every 3 > "$d/a.log" 2>&1 || { cat "$d/a.log"; return 1; }
+    "$T5" "${args[@]}" --steps 3 --out-dir "$d/b" > "$d/b1.log" 2>&1 || { cat "$d/b1.log"; return 1; }
+    "$T5" "${args[@]}" --steps 6 --out-dir "$d/b" --resume latest > "$d/b2.log" 2>&1 || { cat "$d/b2.log"; return 1; }
+    cat "$d/a.log" "$d/b2.log"
+    "$T5" "${args[@]}" --steps 6 --out-dir "$d/a" > "$d/c.log" 2>&1 && { echo "a fresh run reused $d/a"; return 1; }
+    grep -q "already holds checkpoints" "$d/c.log" || { cat "$d/c.log"; return 1; }
+    python3 - "$d" <<'PY'
+import json, re, sys
+d = sys.argv[1]
+def steps(f):
+    return [(float(l), float(g)) for l, g in re.findall(r"\| loss ([-0-9.e+naninf]+) \| lr [^|]+\| grad norm ([-0-9.e+naninf]+)", open(f).read())]
+a, b = steps(f"{d}/a.log"), steps(f"{d}/b2.log")
+recs = [json.loads(x) for x in open(f"{d}/b/metrics.jsonl")]
+train = [r["step"] for r in recs if r["type"] == "train"]
+evals = [r for r in recs if r["type"] == "eval"]
+ok = len(a) == 6 and b == a[3:] and train == [1, 2, 3, 4, 5, 6] and len(evals) >= 2 and recs[-1]["type"] == "end"
+print(f"uninterrupted steps 4-6 {a[3:]}\nresumed              {b}\nmetrics train steps {train}, {len(evals)} evals: "
+      f"{'same' if ok else 'DIFFERENT'}")
+sys.exit(0 if ok else 1)
+PY
+}
+export -f resume_check
+stage "run dir resume" 90 bash -c 'resume_check'
 stage "large recompute" 90 "$T5" --model flan-t5-large --bench 3 --bench-warmup 1 --batch-size "$BATCH" --recompute 1
 "$T5" --plan-memory 80 | grep -E "preset|flan-t5-large" || true
 

@@ -278,6 +278,8 @@ static inline void comm_host_reduce(Comm* c, void* x, size_t bytes, size_t n, Co
 }
 
 static inline void comm_sum_i64(Comm* c, int64_t* x, int n) { comm_host_reduce(c, x, (size_t)n * 8, (size_t)n, COMM_I64, 0); }
+// n ≤ 8 (the scratch holds 64 bytes)
+static inline void comm_sum_f64(Comm* c, double* x, int n) { comm_host_reduce(c, x, (size_t)n * 8, (size_t)n, COMM_F64, 0); }
 
 static inline int comm_max_int(Comm* c, int x) {
     int64_t v = x;
