@@ -2136,7 +2136,10 @@ static int run_loop(T5Cuda* m, const Options* o, Meter* meter, Run* run) {
         int last = k + 1 == o->steps;
         if (run->has_val && o->eval_every && run->step % o->eval_every == 0 && !last) run_log_eval(m, o, run);
         if (o->checkpoint_every && run->step % o->checkpoint_every == 0 && !last && run_checkpoint(m, o, run)) return -1;
-        int sig = all_max(m, (int)g_stop_signal); // every rank stops after the same step
+        // every rank stops after the same step: with several ranks this is a second host synchronisation per
+        // step (a one-value all-reduce on the communication stream, after the update is queued); one process
+        // reads its own flag
+        int sig = all_max(m, (int)g_stop_signal);
         if (sig) return sig;
     }
     if (skipped && meter->print) printf("%d step(s) skipped for non-finite values\n", skipped);
