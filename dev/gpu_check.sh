@@ -6,8 +6,8 @@
 #      determinism, flash attention, ZeRO-1/recompute, generation, the CLI
 #   2. test_t5cu, bf16 build: the same with the documented bf16 tolerances
 #   3. the kernel twins of dev/cuda (CPU check at several sizes + benchmark)
-#   4. benchmark: train_t5cu (flash attention, the default; gemm attention; flash with cuBLASLt planned per
-#      call, T5_MATMUL_CACHE=0; flash with GPU time per operation, T5_PROFILE=ops) vs transformers + PyTorch (dev/bench_hf_gpu.py, eager; HF_COMPILE=1 adds
+#   4. benchmark: train_t5cu (flash attention, the default; gemm attention; flash with GPU time per
+#      operation, T5_PROFILE=ops) vs transformers + PyTorch (dev/bench_hf_gpu.py, eager; HF_COMPILE=1 adds
 #      torch.compile last), flan-t5-base-shaped random model, the same synthetic DialogSum-shaped
 #      batches, in this same call
 #   5. generation: train_t5cu --gen-bench vs transformers' generate() (dev/bench_hf_generate.py), the same
@@ -72,7 +72,6 @@ for k in rmsnorm ffn_act crossentropy attention embedding adamw global_norm; do 
 BENCH=(--model flan-t5-base --bench "$STEPS" --bench-warmup 3 --batch-size "$BATCH")
 stage "bench t5cu flash" 90 "$T5" "${BENCH[@]}" --attention flash
 stage "bench t5cu gemm" 90 "$T5" "${BENCH[@]}" --attention gemm
-stage "bench t5cu noplans" 90 env T5_MATMUL_CACHE=0 "$T5" "${BENCH[@]}" --attention flash
 stage "bench t5cu ops" 90 env T5_PROFILE=ops "$T5" "${BENCH[@]}" --attention flash # GPU time per operation
 stage "bench t5cu ops" 90 env T5_PROFILE=ops "$T5" "${BENCH[@]}" --attention flash # GPU time per operation
 stage "bench hf-eager" 120 python3 dev/bench_hf_gpu.py --steps "$STEPS" --warmup 3 --batch-size "$BATCH" --compile off
@@ -173,7 +172,7 @@ for i in "${!NAMES[@]}"; do
 done
 grep -h "passed, .* failed" "$OUT"/test_*.log 2>/dev/null | awk '{p += $1; f += $3} END {print "test_t5cu checks: " p " passed, " f " failed"}'
 printf '%-13s %10s %9s %8s %7s %9s %8s\n' engine tok/s step_ms TFLOP/s MFU peak_GiB host_ms
-for e in t5cu_flash t5cu_gemm t5cu_noplans hf-eager hf-pytorch; do
+for e in t5cu_flash t5cu_gemm hf-eager hf-pytorch; do
     printf '%-13s %10s %9s %8s %7s %9s %8s\n' "$e" "$(field "bench_$e" real_tok_per_s)" "$(field "bench_$e" median_step_ms)" \
         "$(field "bench_$e" tflops)" "$(field "bench_$e" mfu)" "$(field "bench_$e" peak_mem_gib)" "$(field "bench_$e" median_host_ms)"
 done

@@ -11,8 +11,6 @@
 
 #include <stdio.h>        // defines: fprintf
 #include <stdint.h>       // defines: uintptr_t, int64_t
-#include <stdlib.h>       // defines: getenv, calloc, free
-#include <string.h>       // defines: strcmp, memcmp, memcpy
 #include <cublasLt.h>     // defines: cublasLtHandle_t, cublasLtMatmul, cublasLtMatmulAlgoGetHeuristic
 #include "cuda_common.cuh" // defines: floatX, cudaCheck
 
@@ -23,29 +21,12 @@ static inline void cublas_check(cublasStatus_t s, const char* what, const char* 
 }
 #define cublasCheck(call) cublas_check((call), #call, __FILE__, __LINE__)
 
-// A planned product: the descriptors and the algorithm cuBLASLt's heuristic chose for one shape. Building
-// them costs tens of microseconds of host time per call, more than a small product runs on the GPU, and
-// a training step makes ~10³ products of a few dozen shapes: plans are kept in a hash table keyed by
-// everything the descriptors hold (never the pointers, only their alignment).
-typedef struct {
-    int64_t key[16];
-    int used;
-    cublasLtMatmulDesc_t desc;
-    cublasLtMatrixLayout_t lx, ly, lo;
-    cublasLtMatmulAlgo_t algo;
-} MatmulPlan;
-
-#define MATMUL_PLANS 1024 // open addressing, at most half full: then the table starts over (batch shapes vary)
-
-// the cuBLASLt handle, its workspace, the stream every product runs on, the plan cache
+// the cuBLASLt handle, its workspace and the stream every product runs on
 typedef struct {
     cublasLtHandle_t handle;
     void* workspace;
     size_t workspace_size;
     cudaStream_t stream;
-    MatmulPlan* plans;   // MATMUL_PLANS slots; NULL when T5_MATMUL_CACHE=0 (plan every call)
-    int n_plans;
-    long hits, misses;
 } MatmulCtx;
 
 static inline void matmul_ctx_init(MatmulCtx* c, cudaStream_t stream) {
@@ -53,28 +34,9 @@ static inline void matmul_ctx_init(MatmulCtx* c, cudaStream_t stream) {
     c->workspace_size = (size_t)32 << 20; // 32 MiB: what cuBLAS recommends for Hopper
     cudaCheck(cudaMalloc(&c->workspace, c->workspace_size));
     c->stream = stream;
-    const char* env = getenv("T5_MATMUL_CACHE");
-    c->plans = env && strcmp(env, "0") == 0 ? NULL : (MatmulPlan*)calloc(MATMUL_PLANS, sizeof(MatmulPlan));
-    c->n_plans = 0;
-    c->hits = c->misses = 0;
-}
-
-static inline void matmul_plan_release(MatmulPlan* p) {
-    cublasCheck(cublasLtMatrixLayoutDestroy(p->lx));
-    cublasCheck(cublasLtMatrixLayoutDestroy(p->ly));
-    cublasCheck(cublasLtMatrixLayoutDestroy(p->lo));
-    cublasCheck(cublasLtMatmulDescDestroy(p->desc));
-}
-
-static inline void matmul_plans_clear(MatmulCtx* c) {
-    for (int i = 0; c->plans && i < MATMUL_PLANS; i++) if (c->plans[i].used) matmul_plan_release(&c->plans[i]);
-    if (c->plans) memset(c->plans, 0, MATMUL_PLANS * sizeof(MatmulPlan));
-    c->n_plans = 0;
 }
 
 static inline void matmul_ctx_free(MatmulCtx* c) {
-    matmul_plans_clear(c);
-    free(c->plans);
     cublasCheck(cublasLtDestroy(c->handle));
     cudaCheck(cudaFree(c->workspace));
 }
@@ -116,23 +78,23 @@ static inline cublasLtMatrixLayout_t matmul_layout(cudaDataType_t type, uint64_t
 #define CUDA_FLOATX CUDA_R_16BF
 #endif
 
-// builds p (descriptors + the heuristic's algorithm) for m; exits with a message when there is none
-static inline void matmul_plan(MatmulCtx* ctx, const Matmul* m, MatmulPlan* p) {
+static inline void matmul(MatmulCtx* ctx, const Matmul* m) {
     // column-major call: D (N, M) = op(B)ᵀ-side first operand · op(A)ᵀ-side second operand
     const MatOperand* x = &m->b; // first cuBLAS operand: rows N (after op), cols K
     const MatOperand* y = &m->a; // second: rows K, cols M
     cublasOperation_t opx = x->trans ? CUBLAS_OP_T : CUBLAS_OP_N, opy = y->trans ? CUBLAS_OP_T : CUBLAS_OP_N;
     cudaDataType_t otype = m->out_fp32 ? CUDA_R_32F : CUDA_FLOATX;
     size_t oelem = m->out_fp32 ? sizeof(float) : sizeof(floatX);
-    cublasCheck(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opx, sizeof(opx)));
-    cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opy, sizeof(opy)));
+    cublasLtMatmulDesc_t desc;
+    cublasCheck(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opx, sizeof(opx)));
+    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opy, sizeof(opy)));
     // stored shapes (column-major): op N keeps (rows, cols), op T stores the transpose
-    p->lx = x->trans ? matmul_layout(CUDA_FLOATX, m->K, m->N, x->ld, m->batch, x->stride)
-                     : matmul_layout(CUDA_FLOATX, m->N, m->K, x->ld, m->batch, x->stride);
-    p->ly = y->trans ? matmul_layout(CUDA_FLOATX, m->M, m->K, y->ld, m->batch, y->stride)
-                     : matmul_layout(CUDA_FLOATX, m->K, m->M, y->ld, m->batch, y->stride);
-    p->lo = matmul_layout(otype, m->N, m->M, m->ldo, m->batch, m->stride_out);
+    cublasLtMatrixLayout_t lx = x->trans ? matmul_layout(CUDA_FLOATX, m->K, m->N, x->ld, m->batch, x->stride)
+                                         : matmul_layout(CUDA_FLOATX, m->N, m->K, x->ld, m->batch, x->stride);
+    cublasLtMatrixLayout_t ly = y->trans ? matmul_layout(CUDA_FLOATX, m->M, m->K, y->ld, m->batch, y->stride)
+                                         : matmul_layout(CUDA_FLOATX, m->K, m->M, y->ld, m->batch, y->stride);
+    cublasLtMatrixLayout_t lo = matmul_layout(otype, m->N, m->M, m->ldo, m->batch, m->stride_out);
     cublasLtMatmulPreference_t pref;
     cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
@@ -146,60 +108,20 @@ static inline void matmul_plan(MatmulCtx* ctx, const Matmul* m, MatmulPlan* p) {
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2], sizeof(uint32_t)));
     cublasLtMatmulHeuristicResult_t h;
     int found = 0;
-    cublasCheck(cublasLtMatmulAlgoGetHeuristic(ctx->handle, p->desc, p->lx, p->ly, p->lo, p->lo, pref, 1, &h, &found));
-    cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
+    cublasCheck(cublasLtMatmulAlgoGetHeuristic(ctx->handle, desc, lx, ly, lo, lo, pref, 1, &h, &found));
     if (found == 0) {
         fprintf(stderr, "error: cuBLASLt has no algorithm for M=%d N=%d K=%d batch=%d transA=%d transB=%d\n",
                 m->M, m->N, m->K, m->batch, m->a.trans, m->b.trans);
         exit(EXIT_FAILURE);
     }
-    p->algo = h.algo;
-}
-
-// the plan key: shapes, transposes, leading dimensions, strides, output type and the three alignments
-static inline void matmul_key(const Matmul* m, int64_t key[16]) {
-    size_t oelem = m->out_fp32 ? sizeof(float) : sizeof(floatX);
-    int64_t k[16] = { m->M, m->N, m->K, m->batch, m->a.trans, m->b.trans, m->out_fp32, m->a.ld, m->b.ld, m->ldo,
-                      m->a.stride, m->b.stride, m->stride_out,
-                      matmul_alignment(m->a.p, m->a.ld, m->a.stride, sizeof(floatX)),
-                      matmul_alignment(m->b.p, m->b.ld, m->b.stride, sizeof(floatX)),
-                      matmul_alignment(m->out, m->ldo, m->stride_out, oelem) };
-    memcpy(key, k, sizeof(k));
-}
-
-// the cached plan for m (planned on first use), or NULL when the cache is off. A half-full table is
-// emptied before the next insertion, so probing always ends at a free slot.
-static inline const MatmulPlan* matmul_cached_plan(MatmulCtx* ctx, const Matmul* m) {
-    if (!ctx->plans) return NULL;
-    int64_t key[16];
-    matmul_key(m, key);
-    uint64_t h = 0x9e3779b97f4a7c15ULL;
-    for (int i = 0; i < 16; i++) h = (h ^ (uint64_t)key[i]) * 0x100000001b3ULL;
-    for (uint64_t probe = 0; ; probe++) {
-        MatmulPlan* p = &ctx->plans[(h + probe) % MATMUL_PLANS];
-        if (p->used && memcmp(p->key, key, sizeof(key)) == 0) { ctx->hits++; return p; }
-        if (p->used) continue;
-        if (ctx->n_plans >= MATMUL_PLANS / 2) { // no synchronisation: cuBLASLt is done with the descriptors
-            matmul_plans_clear(ctx);              // once cublasLtMatmul returns (the uncached path frees them then)
-            return matmul_cached_plan(ctx, m);
-        }
-        matmul_plan(ctx, m, p);
-        memcpy(p->key, key, sizeof(key));
-        p->used = 1;
-        ctx->n_plans++;
-        ctx->misses++;
-        return p;
-    }
-}
-
-static inline void matmul(MatmulCtx* ctx, const Matmul* m) {
-    MatmulPlan own;
-    const MatmulPlan* p = matmul_cached_plan(ctx, m);
-    if (!p) { matmul_plan(ctx, m, &own); p = &own; }
     float alpha = 1.0f, beta = m->accumulate ? 1.0f : 0.0f;
-    cublasCheck(cublasLtMatmul(ctx->handle, p->desc, &alpha, m->b.p, p->lx, m->a.p, p->ly, &beta, m->out, p->lo, m->out,
-                               p->lo, &p->algo, ctx->workspace, ctx->workspace_size, ctx->stream));
-    if (p == &own) matmul_plan_release(&own);
+    cublasCheck(cublasLtMatmul(ctx->handle, desc, &alpha, x->p, lx, y->p, ly, &beta, m->out, lo, m->out, lo,
+                               &h.algo, ctx->workspace, ctx->workspace_size, ctx->stream));
+    cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
+    cublasCheck(cublasLtMatrixLayoutDestroy(lx));
+    cublasCheck(cublasLtMatrixLayoutDestroy(ly));
+    cublasCheck(cublasLtMatrixLayoutDestroy(lo));
+    cublasCheck(cublasLtMatmulDescDestroy(desc));
 }
 
 // ----------------------------------------------------------------------------
