@@ -28,8 +28,10 @@ endif
 
 # ---------------------------------------------------------------- CUDA (probes): nvcc, cuBLASLt, cuDNN, NCCL, MPI
 # train_t5cu / test_t5cu need nvcc + cuBLASLt. PRECISION=BF16 (default) or FP32. GPU_ARCH: the card's
-# sm_XX (default: native when nvidia-smi sees a GPU, else sm_90). cuDNN, NCCL, MPI are reported for
-# the attention and multi-GPU work; USE_X=1 / NO_X=1 force a probe's answer.
+# sm_XX (default: native when nvidia-smi sees a GPU, else sm_90). NCCL and MPI are used when found
+# (multi-GPU); USE_X=1 / NO_X=1 force a probe's answer. cuDNN is opt-in: USE_CUDNN=1 compiles the
+# --attention cudnn path (llmc/cudnn_att.cpp, cuDNN's fused SDPA through the cudnn-frontend headers;
+# bf16 build only) and links libcudnn; without it the binaries do not need libcudnn at run time.
 NVCC ?= nvcc
 CXX ?= g++
 NVCC_FOUND := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo 1 || echo 0)
@@ -52,6 +54,8 @@ ifeq ($(NVCC_FOUND),1)
   $(info ✓ nvcc: $(shell command -v $(NVCC)) ($(shell $(NVCC) --version | grep -o 'release [0-9.]*')))
   CUBLASLT_PROBE := $(call probe,$(HASH)include <cublasLt.h>\nint main(void){cublasLtHandle_t h; return (int)cublasLtCreate(&h);}\n,-lcublasLt)
   CUDNN_PROBE := $(call probe,$(HASH)include <cudnn.h>\nint main(void){return (int)cudnnGetVersion();}\n,-lcudnn)
+  # the frontend headers: CUDNN_FRONTEND_PATH, else where `pip install nvidia-cudnn-frontend` puts them
+  CUDNN_FRONTEND_PATH ?= $(shell $(PYTHON) -c 'import os, sysconfig; p = os.path.join(sysconfig.get_paths()["purelib"], "include"); print(p if os.path.isfile(os.path.join(p, "cudnn_frontend.h")) else "")' 2>/dev/null)
   CUDNN_FE_PROBE := $(call probe,$(HASH)include <cudnn_frontend.h>\nint main(void){return 0;}\n,-std=c++17 $(if $(CUDNN_FRONTEND_PATH),-I$(CUDNN_FRONTEND_PATH)) -fsyntax-only)
   NCCL_PROBE := $(call probe,$(HASH)include <nccl.h>\nint main(void){int v; return (int)ncclGetVersion(&v);}\n,-lnccl)
 else
@@ -65,7 +69,12 @@ endif
 # NCCL bootstrap of train_t5cu; the CPU trainer gets -DUSE_MPI and the wrapper's flags
 MPI_PROBE := $(shell command -v mpicc >/dev/null 2>&1 && echo '$(HASH)include <mpi.h>\nint main(int c,char**v){MPI_Init(&c,&v);return MPI_Finalize();}' | mpicc -x c - -o /dev/null >/dev/null 2>&1 && echo 1 || echo 0)
 $(eval $(call cuda_dep,CUBLASLT,USE_CUBLASLT,NO_CUBLASLT,CUBLASLT_PROBE))
-$(eval $(call cuda_dep,CUDNN,USE_CUDNN,NO_CUDNN,CUDNN_PROBE))
+# cuDNN: found = the probes' answer; compiled in only with USE_CUDNN=1 (CUDNN_ATTN)
+ifneq ($(filter-out 1,$(USE_CUDNN) $(NO_CUDNN)),)
+  $(error NO_CUDNN / USE_CUDNN must be 1 when given)
+endif
+CUDNN_FOUND := $(if $(filter 1,$(NO_CUDNN)),0,$(CUDNN_PROBE))
+CUDNN_ATTN := $(if $(filter 1,$(USE_CUDNN)),1,0)
 $(eval $(call cuda_dep,NCCL,USE_NCCL,NO_NCCL,NCCL_PROBE))
 $(eval $(call cuda_dep,MPI,USE_MPI,NO_MPI,MPI_PROBE))
 ifeq ($(CUBLASLT_FOUND),1)
@@ -74,9 +83,14 @@ else
   $(info ✗ cuBLASLt: not found (train_t5cu / test_t5cu unavailable))
 endif
 ifeq ($(CUDNN_FOUND),1)
-  $(info ✓ cuDNN: found; frontend headers $(if $(filter 1,$(CUDNN_FE_PROBE)),✓,✗ (pip install nvidia-cudnn-frontend, CUDNN_FRONTEND_PATH=.../include)); the cuDNN SDPA attention path is not written yet (README "GPU"))
+  $(info ✓ cuDNN: found; frontend headers $(if $(filter 1,$(CUDNN_FE_PROBE)),✓,✗ (pip install nvidia-cudnn-frontend, or CUDNN_FRONTEND_PATH=.../include)); --attention cudnn $(if $(filter 1,$(CUDNN_ATTN)),compiled in (USE_CUDNN=1),not compiled in (build with USE_CUDNN=1)))
 else
   $(info ✗ cuDNN: not found or disabled)
+endif
+ifeq ($(CUDNN_ATTN),1)
+  ifneq ($(CUDNN_FOUND)$(CUDNN_FE_PROBE),11)
+    $(error USE_CUDNN=1 needs cuDNN (cudnn.h, libcudnn) and the cudnn-frontend headers: pip install nvidia-cudnn-frontend, or set CUDNN_FRONTEND_PATH)
+  endif
 endif
 $(info $(if $(filter 1,$(NCCL_FOUND)),✓,✗) NCCL: $(if $(filter 1,$(NCCL_FOUND)),found (multi-GPU, issue 6),not found or disabled))
 $(info $(if $(filter 1,$(MPI_FOUND)),✓,✗) MPI: $(if $(filter 1,$(MPI_FOUND)),found: mpirun -np N ./train_t5 trains data-parallel,not found or disabled (apt-get install libopenmpi-dev openmpi-bin)))
@@ -93,6 +107,9 @@ else ifeq ($(PRECISION),FP32)
 else
   $(error PRECISION must be BF16 or FP32)
 endif
+ifeq ($(CUDNN_ATTN)$(PRECISION),1FP32)
+  $(error USE_CUDNN=1: cuDNN's SDPA takes bf16 only; build it with PRECISION=BF16)
+endif
 GPU_ARCH ?= $(shell nvidia-smi -L 2>/dev/null | grep -q GPU && echo native || echo sm_90)
 ifneq ($(GPU_ARCH),native)
   ifeq ($(filter sm_%,$(GPU_ARCH)),)
@@ -102,6 +119,15 @@ endif
 # -ftz=true: subnormals flush to zero, as in the CPU engine; no fast math (the fp32 build must match the CPU)
 NVCC_FLAGS = -O3 -std=c++17 -ftz=true -I. $(PRECISION_FLAGS) -diag-suppress 177 -Xcompiler -Wall,-Wextra,-Wno-unused-function,-Wno-format-truncation $(if $(filter 1,$(OMP_FOUND)),-Xcompiler -fopenmp)
 NVCC_LDLIBS = -lcublasLt -lm
+# the cuDNN attention path: its own object (the frontend is a large C++ header library, compiled once)
+CUDNN_FE_FLAGS = -O3 -std=c++17 -I. -isystem $(CUDNN_FRONTEND_PATH) -Xcompiler -Wall,-Wextra
+# (-lnvrtc: the frontend headers also hold engines that compile kernels at run time through NVRTC)
+CUDNN_LDLIBS = -lcudnn -lnvrtc
+ifeq ($(CUDNN_ATTN),1)
+  NVCC_FLAGS += -DENABLE_CUDNN
+  NVCC_LDLIBS += $(CUDNN_LDLIBS)
+  CUDNN_OBJ = $(BUILD)/cudnn_att.o
+endif
 # multi-GPU (issue 6): NCCL collectives (-DUSE_NCCL), bootstrapped through MPI when it is found (-DUSE_MPI
 # with the mpicc wrapper's flags; the C API only, so the C++ bindings are skipped), else through a shared
 # directory (train_t5cu --nccl-init-dir)
@@ -245,18 +271,29 @@ bench_cpu: train_t5
 	$(PYTHON) dev/bench_cpu.py
 
 # ---------------------------------------------------------------- CUDA targets
-train_t5cu: train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
-	$(NVCC) $(NVCC_FLAGS) -arch=$(GPU_ARCH) $< $(BUILD)/t5_cpu.o -o $@ $(NVCC_LDLIBS)
+train_t5cu: train_t5.cu $(BUILD)/t5_cpu.o $(CUDNN_OBJ) $(CUDA_HEADERS) $(HEADERS)
+	$(NVCC) $(NVCC_FLAGS) -arch=$(GPU_ARCH) $< $(BUILD)/t5_cpu.o $(CUDNN_OBJ) -o $@ $(NVCC_LDLIBS)
 
-test_t5cu: test_t5cu.cu train_t5.cu dev/testing.h $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
-	$(NVCC) $(NVCC_FLAGS) -arch=$(GPU_ARCH) $< $(BUILD)/t5_cpu.o -o $@ $(NVCC_LDLIBS)
+test_t5cu: test_t5cu.cu train_t5.cu dev/testing.h $(BUILD)/t5_cpu.o $(CUDNN_OBJ) $(CUDA_HEADERS) $(HEADERS)
+	$(NVCC) $(NVCC_FLAGS) -arch=$(GPU_ARCH) $< $(BUILD)/t5_cpu.o $(CUDNN_OBJ) -o $@ $(NVCC_LDLIBS)
+
+# host code only (no kernels): one object serves every GPU_ARCH
+$(BUILD)/cudnn_att.o: llmc/cudnn_att.cpp llmc/cudnn_att.h
+	@mkdir -p $(BUILD)
+	$(NVCC) $(CUDNN_FE_FLAGS) -c $< -o $@
 
 # CI (no GPU): both programs for sm_80 and sm_90 in one nvcc call each, every warning an error
 CUDA_CHECK_ARCHS = -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 CUDA_CHECK_FLAGS = $(NVCC_FLAGS) -Werror all-warnings -Xcompiler -Werror $(CUDA_CHECK_ARCHS)
 # (+ the single-process build without NCCL/MPI; then --plan-memory, which needs no GPU: it checks the
 # device order of every preset and prints the largest batch per preset)
-cuda_compile_check: $(BUILD)/cc/train_t5cu $(BUILD)/cc/test_t5cu $(BUILD)/cc/train_t5cu_single
+# the cuDNN attention path too (USE_CUDNN=1's build) when cuDNN and the frontend headers are found;
+# REQUIRE_CUDNN=1 (CI) makes their absence an error instead of a ✗ line
+CUDNN_CC = $(if $(filter 11,$(CUDNN_FOUND)$(CUDNN_FE_PROBE)),$(BUILD)/cc/train_t5cu_cudnn $(BUILD)/cc/test_t5cu_cudnn)
+cuda_compile_check: $(BUILD)/cc/train_t5cu $(BUILD)/cc/test_t5cu $(BUILD)/cc/train_t5cu_single $(CUDNN_CC)
+	@$(if $(CUDNN_CC),echo "✓ cuDNN attention path compiled (sm_80, sm_90, warnings as errors)",\
+	  $(if $(filter 1,$(REQUIRE_CUDNN)),echo "✗ cuDNN or its frontend headers missing: the cuDNN attention path was not compiled" && exit 1,\
+	  echo "✗ cuDNN attention path not compiled (cuDNN or the frontend headers missing)"))
 	./$(BUILD)/cc/train_t5cu --plan-memory 80
 	@mkdir -p $(BUILD)/cc/twins
 	$(MAKE) -C dev/cuda -B GPU_ARCH=sm_90 KERNEL_DIR=$(abspath $(BUILD))/cc/twins \
@@ -270,6 +307,13 @@ $(BUILD)/cc/train_t5cu: train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
 $(BUILD)/cc/test_t5cu: test_t5cu.cu train_t5.cu dev/testing.h $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
 	@mkdir -p $(BUILD)/cc
 	$(NVCC) $(CUDA_CHECK_FLAGS) $< $(BUILD)/t5_cpu.o -o $@ $(NVCC_LDLIBS)
+$(BUILD)/cc/cudnn_att.o: llmc/cudnn_att.cpp llmc/cudnn_att.h
+	@mkdir -p $(BUILD)/cc
+	$(NVCC) $(CUDNN_FE_FLAGS) -Werror all-warnings -Xcompiler -Werror -c $< -o $@
+$(BUILD)/cc/train_t5cu_cudnn: train_t5.cu $(BUILD)/t5_cpu.o $(BUILD)/cc/cudnn_att.o $(CUDA_HEADERS) $(HEADERS)
+	$(NVCC) $(CUDA_CHECK_FLAGS) -DENABLE_CUDNN $< $(BUILD)/t5_cpu.o $(BUILD)/cc/cudnn_att.o -o $@ $(NVCC_LDLIBS) $(CUDNN_LDLIBS)
+$(BUILD)/cc/test_t5cu_cudnn: test_t5cu.cu train_t5.cu dev/testing.h $(BUILD)/t5_cpu.o $(BUILD)/cc/cudnn_att.o $(CUDA_HEADERS) $(HEADERS)
+	$(NVCC) $(CUDA_CHECK_FLAGS) -DENABLE_CUDNN $< $(BUILD)/t5_cpu.o $(BUILD)/cc/cudnn_att.o -o $@ $(NVCC_LDLIBS) $(CUDNN_LDLIBS)
 
 clean:
 	rm -rf train_t5 test_t5 train_t5cu test_t5cu $(BUILD)

@@ -407,7 +407,7 @@ static void test_determinism(const char* tmp) {
 // sum in flash attention has a fixed order, no atomics).
 
 // logits and loss of a forward pass without gradients, then the gradients of a second one
-static void flash_case(T5Cuda* m, const T5Batch* b, uint64_t seed, float** logits, float* loss, float** grads) {
+static void attn_case(T5Cuda* m, const T5Batch* b, uint64_t seed, float** logits, float* loss, float** grads) {
     t5cu_forward(m, b, 1, seed, 0.0f);
     *loss = t5cu_read_loss(m);
     *logits = download_logits(m);
@@ -417,61 +417,173 @@ static void flash_case(T5Cuda* m, const T5Batch* b, uint64_t seed, float** logit
     *grads = download_model(m, T5CU_GRADS);
 }
 
+// the model `got` against `want` on batch b: logits, loss (TOL_LOGITS, TOL_LOSS) and every gradient
+// (TOL_GRAD), each line named "WHAT logits", "WHAT grad TENSOR", ...
+static void compare_models(const char* what, T5Cuda* got, T5Cuda* want, const T5Batch* b, const T5Layout* L, uint64_t seed) {
+    T5Cuda* m[2] = { got, want };
+    float loss[2], *logits[2], *grads[2];
+    for (int v = 0; v < 2; v++) attn_case(m[v], b, seed, &logits[v], &loss[v], &grads[v]);
+    char name[120];
+    snprintf(name, sizeof(name), "%s logits", what);
+    check_close(name, logits[0], logits[1], (size_t)b->B * b->Tt * got->config.vocab_size, TOL_LOGITS);
+    snprintf(name, sizeof(name), "%s loss", what);
+    check_close(name, &loss[0], &loss[1], 1, TOL_LOSS);
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        if (!L->t[i].size) continue;
+        snprintf(name, sizeof(name), "%s grad %s", what, L->t[i].name);
+        check_grad(name, grads[0] + L->t[i].offset, grads[1] + L->t[i].offset, L->t[i].size, TOL_GRAD);
+    }
+    for (int v = 0; v < 2; v++) { free(logits[v]); free(grads[v]); }
+}
+
+// a batch of n sequences of source lengths ls and target lengths lt, random ids from seed
+static void lengths_batch(BatchBuf* bb, const int* ls, const int* lt, int n, const T5Config* c, uint64_t seed) {
+    memset(bb, 0, sizeof(*bb));
+    Rng rng;
+    rng_init(&rng, seed);
+    synthetic_batch(bb, ls, lt, n, c, &rng);
+}
+
+// an attention comparison: a flan-t5-small-shaped random model (2+2 blocks), built with gemm
+// attention (m[0]) and with attention `kind` (m[1]) from the same parameters, and its batch: several
+// 64-key tiles with a partial last one, a short (mostly padded) source, causal tiles
+typedef struct { T5Config c; T5Layout L; float* p0; T5Cuda m[2]; BatchBuf bb; } AttnPair;
+
+static void attn_pair_build(AttnPair* p, int kind, float dropout) {
+    p->p0 = random_model(&p->c, &p->L, "flan-t5-small", 2, 2, dropout, 31);
+    for (int v = 0; v < 2; v++) {
+        T5CudaOptions o = { NULL, 0, 0, v ? kind : ATTN_GEMM };
+        t5cu_build_with(&p->m[v], &p->c, p->p0, &o);
+    }
+    int ls[4] = { 150, 64, 5, 77 }, lt[4] = { 70, 20, 3, 66 };
+    lengths_batch(&p->bb, ls, lt, 4, &p->c, 17);
+}
+
+// the models and the batch (p0 stays for further runs)
+static void attn_pair_free_models(AttnPair* p) {
+    for (int v = 0; v < 2; v++) t5cu_free(&p->m[v]);
+    batch_free(&p->bb);
+}
+
+// two training runs of RUN_STEPS steps from p0 with attention `kind`: their losses and final
+// parameters; returns 0 when cuDNN attention ran a non-deterministic backward somewhere
+#define RUN_STEPS 3
+static int two_runs(const T5Config* c, const float* p0, int kind, float losses[2][RUN_STEPS], float* params[2]) {
+    int deterministic = 1;
+    for (int r = 0; r < 2; r++) {
+        T5Cuda f;
+        T5CudaOptions o = { NULL, 0, 0, kind };
+        t5cu_build_with(&f, c, p0, &o);
+        run_steps(&f, 0, RUN_STEPS, RUN_STEPS, losses[r]);
+        params[r] = download_model(&f, T5CU_PARAMS);
+        if (f.cudnn) deterministic &= cudnn_attn_deterministic(f.cudnn);
+        t5cu_free(&f);
+    }
+    return deterministic;
+}
+
 static void test_flash(void) {
     printf("\n=== flash attention vs gemm attention: flan-t5-small-shaped random model, 2+2 blocks, dropout 0.1 (%s)\n",
            PRECISION_NAME);
-    T5Config c;
-    T5Layout L;
-    float* p0 = random_model(&c, &L, "flan-t5-small", 2, 2, 0.1f, 31);
-    T5Cuda m[2];
-    for (int v = 0; v < 2; v++) {
-        T5CudaOptions o = { NULL, 0, 0, v ? ATTN_FLASH : ATTN_GEMM };
-        t5cu_build_with(&m[v], &c, p0, &o);
-    }
-    // several 64-key tiles with a partial last one, a short (mostly padded) source, causal tiles
-    int ls[4] = { 150, 64, 5, 77 }, lt[4] = { 70, 20, 3, 66 };
-    BatchBuf bb;
-    memset(&bb, 0, sizeof(bb));
-    Rng rng;
-    rng_init(&rng, 17);
-    synthetic_batch(&bb, ls, lt, 4, &c, &rng);
-    const T5Batch* b = &bb.b;
-    float loss[2], *logits[2], *grads[3];
-    for (int v = 0; v < 2; v++) flash_case(&m[v], b, 99, &logits[v], &loss[v], &grads[v]);
-    check_close("flash logits vs gemm (dropout on: same masks)", logits[1], logits[0], (size_t)b->B * b->Tt * c.vocab_size,
-                TOL_LOGITS);
-    check_close("flash loss vs gemm", &loss[1], &loss[0], 1, TOL_LOSS);
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        if (!L.t[i].size) continue;
-        char name[80];
-        snprintf(name, sizeof(name), "flash grad %s vs gemm", L.t[i].name);
-        check_grad(name, grads[1] + L.t[i].offset, grads[0] + L.t[i].offset, L.t[i].size, TOL_GRAD);
-    }
-    float l2, *logits2;
-    flash_case(&m[1], b, 99, &logits2, &l2, &grads[2]);
+    AttnPair P;
+    attn_pair_build(&P, ATTN_FLASH, 0.1f);
+    const T5Batch* b = &P.bb.b;
+    const T5Config c = P.c;
+    const T5Layout L = P.L;
+    float* p0 = P.p0;
+    compare_models("flash vs gemm (dropout on: same masks):", &P.m[1], &P.m[0], b, &L, 99);
+    float loss[2], *logits[2], *grads[2];
+    for (int r = 0; r < 2; r++) attn_case(&P.m[1], b, 99, &logits[r], &loss[r], &grads[r]);
     check_true("flash: the same step twice, bit-identical logits and gradients",
-               memcmp(logits2, logits[1], (size_t)b->B * b->Tt * c.vocab_size * sizeof(float)) == 0 &&
-               memcmp(grads[2], grads[1], L.total * sizeof(float)) == 0);
-    for (int v = 0; v < 2; v++) { free(logits[v]); free(grads[v]); t5cu_free(&m[v]); }
-    free(logits2); free(grads[2]);
-    batch_free(&bb);
+               memcmp(logits[0], logits[1], (size_t)b->B * b->Tt * c.vocab_size * sizeof(float)) == 0 &&
+               memcmp(grads[0], grads[1], L.total * sizeof(float)) == 0);
+    for (int v = 0; v < 2; v++) { free(logits[v]); free(grads[v]); }
+    attn_pair_free_models(&P);
     // two runs of three steps on DialogSum-shaped batches (up to 512 source tokens: 8 tiles)
-    const int K = 3;
+    const int K = RUN_STEPS;
     float losses[2][K], *params[2];
-    for (int r = 0; r < 2; r++) {
-        T5Cuda f;
-        T5CudaOptions o = { NULL, 0, 0, ATTN_FLASH };
-        t5cu_build_with(&f, &c, p0, &o);
-        run_steps(&f, 0, K, K, losses[r]);
-        params[r] = download_model(&f, T5CU_PARAMS);
-        t5cu_free(&f);
-    }
+    two_runs(&c, p0, ATTN_FLASH, losses, params);
     printf("  flash losses run 1: %.7f %.7f %.7f, run 2: %.7f %.7f %.7f\n", (double)losses[0][0], (double)losses[0][1],
            (double)losses[0][2], (double)losses[1][0], (double)losses[1][1], (double)losses[1][2]);
     check_true("flash: two runs of 3 steps, bit-identical losses", memcmp(losses[0], losses[1], sizeof(losses[0])) == 0);
     check_true("flash: two runs of 3 steps, bit-identical parameters", memcmp(params[0], params[1], L.total * sizeof(float)) == 0);
     check_true("flash: the loss is finite", isfinite(losses[0][K - 1]));
     free(params[0]); free(params[1]); free(p0);
+}
+
+// ----------------------------------------------------------------------------
+// cuDNN attention (--attention cudnn, llmc/cudnn_att.h; the USE_CUDNN=1 bf16 build) against the gemm
+// path. Its dropout draws cuDNN's own mask, so the comparison runs with dropout 0: the same math, the
+// bias rounded to bf16 once (the other paths add the fp32 table): the bf16 tolerances apply. Then
+// with dropout 0.1: three training steps twice (bit-identical when cuDNN reports its deterministic
+// backward for every shape, which the line says), a finite loss that moves, and a dropout-on loss
+// that differs from the dropout-off one (the mask is applied at all).
+static void test_cudnn(void) {
+    printf("\n=== cuDNN attention vs gemm attention: flan-t5-small-shaped random model, 2+2 blocks (%s)\n", PRECISION_NAME);
+    char err[256];
+    if (cudnn_attention_check(64, err, sizeof(err))) { // this build cannot: the reason, and nothing to compare
+        printf("  skipped: %s\n", err);
+        return;
+    }
+    AttnPair P;
+    attn_pair_build(&P, ATTN_CUDNN, 0.0f);
+    compare_models("cudnn vs gemm (dropout 0):", &P.m[1], &P.m[0], &P.bb.b, &P.L, 99);
+    attn_pair_free_models(&P);
+    free(P.p0);
+    // dropout 0.1: two runs of three steps, and the first step's loss without dropout
+    T5Config c;
+    T5Layout L;
+    float* p0 = random_model(&c, &L, "flan-t5-small", 2, 2, 0.1f, 31);
+    const int K = RUN_STEPS;
+    float losses[2][K], *params[2];
+    int deterministic = two_runs(&c, p0, ATTN_CUDNN, losses, params);
+    c.dropout = 0.0f;
+    float plain[K];
+    T5Cuda z;
+    T5CudaOptions oz = { NULL, 0, 0, ATTN_CUDNN };
+    t5cu_build_with(&z, &c, p0, &oz);
+    run_steps(&z, 0, 1, K, plain);
+    t5cu_free(&z);
+    printf("  cudnn losses run 1: %.7f %.7f %.7f, run 2: %.7f %.7f %.7f; dropout off: %.7f; deterministic backward: %s\n",
+           (double)losses[0][0], (double)losses[0][1], (double)losses[0][2], (double)losses[1][0], (double)losses[1][1],
+           (double)losses[1][2], (double)plain[0], deterministic ? "yes" : "no (cuDNN has none for some shape)");
+    check_true("cudnn dropout: the losses are finite and move", isfinite(losses[0][K - 1]) && losses[0][K - 1] != losses[0][0]);
+    check_true("cudnn dropout: the first loss differs from the dropout-off loss", losses[0][0] != plain[0]);
+    check_true("cudnn dropout: two runs of 3 steps, the same first loss (the forward pass is deterministic)",
+               losses[0][0] == losses[1][0]);
+    if (deterministic) {
+        check_true("cudnn: two runs of 3 steps, bit-identical losses", memcmp(losses[0], losses[1], sizeof(losses[0])) == 0);
+        check_true("cudnn: two runs of 3 steps, bit-identical parameters",
+                   memcmp(params[0], params[1], L.total * sizeof(float)) == 0);
+    } else { // atomics in cuDNN's dq: the runs agree to rounding
+        check_close("cudnn: two runs of 3 steps, losses (non-deterministic backward)", losses[1], losses[0], K, TOL_DEEP_LOSS);
+    }
+    free(params[0]); free(params[1]); free(p0);
+}
+
+// ----------------------------------------------------------------------------
+// the plain ReLU FFN's fused products (cuBLASLt's RELU_AUX and DRELU epilogues, used where no dropout
+// sits on the activation) against the unfused product + llmc/ffn_act.cuh kernels, same model and
+// batch, dropout 0. Both round the same product once and relu commutes with the rounding, so they
+// differ only where cuBLASLt picks another kernel (summation order) for the epilogue: the fixture
+// tolerances. (test_against_cpu with t5-small and dropout 0 checks the fused path against the CPU.)
+static void test_relu_epilogue(void) {
+    printf("\n=== ReLU FFN: cuBLASLt epilogues vs product + activation kernel, t5-small-shaped, dropout 0 (%s)\n",
+           PRECISION_NAME);
+    T5Config c;
+    T5Layout L;
+    float* p0 = random_model(&c, &L, "t5-small", 2, 2, 0.0f, 41);
+    T5Cuda m[2];
+    for (int v = 0; v < 2; v++) t5cu_build(&m[v], &c, p0);
+    check_true("cuBLASLt has the RELU_AUX and DRELU epilogues for this FFN", m[0].relu_epilogue == 1);
+    m[1].relu_epilogue = 0; // before its first forward pass: its activations are planned without masks
+    int ls[3] = { 90, 33, 7 }, lt[3] = { 40, 12, 5 };
+    BatchBuf bb;
+    lengths_batch(&bb, ls, lt, 3, &c, 23);
+    compare_models("relu epilogue vs unfused:", &m[0], &m[1], &bb.b, &L, 5);
+    for (int v = 0; v < 2; v++) t5cu_free(&m[v]);
+    batch_free(&bb);
+    free(p0);
 }
 
 // ----------------------------------------------------------------------------
@@ -487,21 +599,24 @@ static void zero_recompute_case(Comm* comm, const T5Config* c, const T5Layout* L
     float losses[4][K];
     float* params[4];
     const char* names[4] = { "plain", "ZeRO-1", "recompute", "ZeRO-1 + recompute" };
+    int exact = 1; // ZeRO-1 bit-identical: unless cuDNN's backward had no deterministic algorithm
     for (int v = 0; v < 4; v++) {
         T5Cuda m;
         T5CudaOptions o = { comm, v & 1, v >> 1, attention };
         t5cu_build_with(&m, c, p0, &o);
         run_steps(&m, 0, K, K, losses[v]);
         params[v] = download_model(&m, T5CU_PARAMS);
+        if (m.cudnn) exact &= cudnn_attn_deterministic(m.cudnn);
         t5cu_free(&m);
     }
     for (int v = 1; v < 4; v++) {
         char name[120];
+        int bitwise = v == 1 && exact;
         snprintf(name, sizeof(name), "%s %s: losses of %d steps", attn_kind_name(attention), names[v], K);
-        if (v == 1) check_true(name, memcmp(losses[v], losses[0], sizeof(losses[0])) == 0);
+        if (bitwise) check_true(name, memcmp(losses[v], losses[0], sizeof(losses[0])) == 0);
         else check_close(name, losses[v], losses[0], K, TOL_DEEP_LOSS);
         snprintf(name, sizeof(name), "%s %s: parameters after %d steps", attn_kind_name(attention), names[v], K);
-        if (v == 1) check_true(name, memcmp(params[v], params[0], L->total * sizeof(float)) == 0);
+        if (bitwise) check_true(name, memcmp(params[v], params[0], L->total * sizeof(float)) == 0);
         else { // each Adam update moves a value by <= ~2 lr (lr = 1e-3 here): the bound of test_against_cpu
             double worst = 0.0;
             for (size_t i = 0; i < L->total; i++) worst = fmax(worst, fabs((double)params[v][i] - params[0][i]));
@@ -513,12 +628,14 @@ static void zero_recompute_case(Comm* comm, const T5Config* c, const T5Layout* L
 }
 
 static void test_zero_recompute(Comm* comm) {
-    printf("\n=== ZeRO-1 (one rank) and recompute vs the plain trainer, gemm and flash attention (%s)\n", PRECISION_NAME);
+    printf("\n=== ZeRO-1 (one rank) and recompute vs the plain trainer, gemm, flash%s attention (%s)\n",
+           CUDNN_BUILT ? " and cudnn" : "", PRECISION_NAME);
     T5Config c;
     T5Layout L;
     float* p0 = random_model(&c, &L, "flan-t5-small", 3, 2, 0.1f, 11);
     zero_recompute_case(comm, &c, &L, p0, ATTN_GEMM);
     zero_recompute_case(comm, &c, &L, p0, ATTN_FLASH);
+    if (CUDNN_BUILT) zero_recompute_case(comm, &c, &L, p0, ATTN_CUDNN);
     free(p0);
 }
 
@@ -635,10 +752,17 @@ static void test_cli(const char* bin, const char* fx) {
     check_true("train_t5cu refuses --batch-size 0 with a message", rc != 0 && strstr(out, "--batch-size needs an integer"));
     snprintf(cmd, sizeof(cmd), "%s --model flan-t5-small --bench 1 --attention bogus", bin);
     rc = run_cmd(cmd, out, sizeof(out));
-    check_true("train_t5cu refuses --attention bogus with a message", rc != 0 && strstr(out, "--attention must be gemm, flash or auto"));
+    check_true("train_t5cu refuses --attention bogus with a message", rc != 0 && strstr(out, "--attention must be gemm, flash, cudnn or auto"));
     snprintf(cmd, sizeof(cmd), "%s --model %s/model --train-file %s/examples.bin --steps 1 --attention flash", bin, fx, fx);
     rc = run_cmd(cmd, out, sizeof(out));
     check_true("train_t5cu --attention flash refuses d_kv 8 with a message", rc != 0 && strstr(out, "d_kv 64 and 128 only"));
+    snprintf(cmd, sizeof(cmd), "%s --model flan-t5-small --bench 2 --bench-warmup 0 --batch-size 2 --attention cudnn", bin);
+    rc = run_cmd(cmd, out, sizeof(out));
+    if (CUDNN_BUILT)
+        check_true("train_t5cu --attention cudnn --bench 2: exit 0, a finite loss", rc == 0 && strstr(out, "attention=cudnn") &&
+                   !strstr(out, "SKIPPED"));
+    else check_true("train_t5cu --attention cudnn refuses in a build without it, with a message",
+                    rc != 0 && strstr(out, "--attention cudnn: "));
     snprintf(cmd, sizeof(cmd), "%s --model flan-t5-small --bench 2 --bench-warmup 0 --batch-size 2 --attention flash", bin);
     rc = run_cmd(cmd, out, sizeof(out));
     check_true("train_t5cu --attention flash --bench 2: exit 0, a finite loss", rc == 0 && strstr(out, "attention=flash") &&
@@ -649,7 +773,7 @@ static void test_cli(const char* bin, const char* fx) {
 }
 
 // --only NAME runs one section (gpu_check.sh runs each in its own process, so that a fault in one
-// section cannot hide the results of the others): twins fixtures cpu determinism flash zero generate cli
+// section cannot hide the results of the others): twins fixtures cpu determinism flash cudnn zero generate cli
 static const char* g_only = NULL;
 static int section(const char* name) { return !g_only || strcmp(g_only, name) == 0; }
 
@@ -674,9 +798,12 @@ int main(int argc, char** argv) {
     if (section("cpu")) {
         test_against_cpu("flan-t5-small", 8, 0.1f);
         test_against_cpu("t5-small", 2, 0.1f);
+        test_against_cpu("t5-small", 2, 0.0f); // the ReLU FFN through cuBLASLt's epilogues
+        test_relu_epilogue();
     }
     if (section("determinism")) test_determinism(tmp);
     if (section("flash")) test_flash();
+    if (section("cudnn")) test_cudnn();
     if (section("zero")) {
         Comm comm; // one process: the collectives are copies, but the ZeRO-1 code paths run
         char err[1024];

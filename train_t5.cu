@@ -57,6 +57,9 @@
 #include "llmc/nccl.cuh"         // defines: Comm, comm_bootstrap, comm_init, comm_all_reduce_sum, comm_all_gather
 #include "llmc/zero.cuh"         // defines: ParamOrder, Bucket, order_build, order_at, shard_sumsq, BK_* buckets
 #include "llmc/generate.cuh"     // defines: DecodeAttn, decode_attention, gen_scores, topk, cache_reorder
+#ifdef ENABLE_CUDNN
+#include "llmc/cudnn_att.h"      // defines: CudnnAttn, CudnnAttnSpec, cudnn_attn_forward/_backward (USE_CUDNN=1)
+#endif
 
 // ----------------------------------------------------------------------------
 // activations on the device, sized for the largest batch seen (layer strides use the current batch)
@@ -76,6 +79,7 @@ typedef struct {
     floatX* e_h0;     // (Le, Ne, F)
     floatX* e_h1;     // (Le, Ne, F)   gated only
     floatX* e_ff;     // (Le, Ne, F)
+    unsigned char* e_mask; // (Le, relu_mask_bytes(Ne, F)) ReLU mask of the fused wi product (relu_epilogue)
     float* e_rstdf;   // (Ne)
     floatX* e_out;    // (Ne, C)       encoder output (after final norm and dropout)
     // decoder, Nd = B·Tt tokens
@@ -100,6 +104,7 @@ typedef struct {
     floatX* d_h0;     // (Ld, Nd, F)
     floatX* d_h1;     // (Ld, Nd, F)
     floatX* d_ff;     // (Ld, Nd, F)
+    unsigned char* d_mask; // (Ld, relu_mask_bytes(Nd, F))
     float* d_rstdf;   // (Nd)
     floatX* d_out;    // (Nd, C)       fed to the head (after dropout, · C^-0.5 if tied)
     floatX* logits;   // (Nd, V)       becomes dlogits in the fused loss
@@ -111,6 +116,9 @@ typedef struct {
     float* diag;      // (H, 2Tm−1)    relative-bias gradient per diagonal
     float* delta;     // (B, H, Tm)    flash backward: Σ dout·out per row
     float* diag_part; // flash backward: diagonal sums per tile pair (flash_attention_part_floats)
+    floatX* bias_x;   // (H, Tm, Tm)   cuDNN attention: the relative bias as a dense tensor
+    floatX* dbias_x;  // (H, Tm, Tm)   cuDNN attention: its gradient, summed over the batch
+    int* q_len;       // (B)           cuDNN attention: the query length of every sequence (all Tq)
     float* g_res;     // (Nm, C)       gradient of the residual stream
     float* g_x;       // (Nm, C)       gradient of a normed sublayer input
     floatX* g_sub;    // (Nm, C)       gradient of a sublayer output (after its residual dropout)
@@ -137,11 +145,40 @@ typedef struct {
 } BatchDev;
 
 // attention kernels: llmc/attention.cuh (cuBLASLt products over the materialised probabilities, any
-// d_kv) or llmc/flash_attention.cuh (fused tiles, no T×T matrix in memory, d_kv 64 or 128)
+// d_kv), llmc/flash_attention.cuh (fused tiles, no T×T matrix in memory, d_kv 64 or 128) or cuDNN's
+// fused SDPA (llmc/cudnn_att.h: builds with USE_CUDNN=1, bf16 only; its dropout mask is cuDNN's own)
 // ATTN_AUTO (the command line's default): flash where its kernels cover d_kv (64, 128: every T5 and
 // FLAN-T5 preset), else gemm; run() resolves it from the loaded model's d_kv before building
-typedef enum { ATTN_GEMM, ATTN_FLASH, ATTN_AUTO } AttnKind;
-static const char* attn_kind_name(int k) { return k == ATTN_FLASH ? "flash" : k == ATTN_AUTO ? "auto" : "gemm"; }
+typedef enum { ATTN_GEMM, ATTN_FLASH, ATTN_AUTO, ATTN_CUDNN } AttnKind;
+static const char* const ATTN_KIND_NAMES[] = { "gemm", "flash", "auto", "cudnn" }; // AttnKind order
+static const char* attn_kind_name(int k) { return ATTN_KIND_NAMES[k]; }
+// flash and cuDNN keep one logsumexp per query row for the backward pass; gemm keeps the probabilities
+static int attn_keeps_lse(int k) { return k == ATTN_FLASH || k == ATTN_CUDNN; }
+#ifdef ENABLE_CUDNN
+#define CUDNN_BUILT 1
+#else
+#define CUDNN_BUILT 0
+typedef struct CudnnAttn CudnnAttn;
+static void cudnn_attn_free(CudnnAttn*) {}
+static int cudnn_attn_deterministic(const CudnnAttn*) { return 1; }
+#endif
+
+// 0 when --attention cudnn can run this model in this build, else 1 with the reason in err
+static int cudnn_attention_check(int d_kv, char* err, size_t n) {
+    if (!CUDNN_BUILT) {
+#ifdef ENABLE_FP32
+        snprintf(err, n, "--attention cudnn: cuDNN's SDPA takes bf16 only; this is the fp32 build (PRECISION=FP32)");
+#else
+        snprintf(err, n, "--attention cudnn: this build has no cuDNN attention (rebuild with make USE_CUDNN=1)");
+#endif
+        return 1;
+    }
+    if (d_kv % 8 != 0 || d_kv > 256) {
+        snprintf(err, n, "--attention cudnn: cuDNN's SDPA needs d_kv a multiple of 8, at most 256 (this model: %d)", d_kv);
+        return 1;
+    }
+    return 0;
+}
 
 // phase timing (--bench): events at the phase boundaries of a step (and, with T5_PROFILE=ops, after every
 // operation: matmuls, attention, norms, ...), in two sets that alternate by step. A set is read one step
@@ -176,7 +213,9 @@ typedef struct {
     T5Layout layout;     // host order (checkpoints, HF files, tests)
     ParamOrder order;    // device order, buckets, shards
     int zero, recompute, shard_rank;
+    int relu_epilogue;   // 1: plain ReLU FFN, products with cuBLASLt's ReLU epilogues where no dropout intervenes
     int attention;       // AttnKind
+    CudnnAttn* cudnn;    // --attention cudnn: cuDNN handle and graph cache (NULL otherwise)
     Comm* comm;
     float* master;       // (shard) fp32 master weights
     floatX* params_x;    // (full) floatX copy for the matmuls (aliases master in the fp32 build without ZeRO-1)
@@ -362,6 +401,14 @@ static void t5cu_set_geometry(T5Cuda* m, const T5Config* c, const T5CudaOptions*
         fprintf(stderr, "error: --attention flash has kernels for d_kv 64 and 128 only (this model: %d)\n", c->d_kv);
         exit(EXIT_FAILURE);
     }
+    if (o->attention == ATTN_CUDNN) {
+        char err[256];
+        if (cudnn_attention_check(c->d_kv, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); exit(EXIT_FAILURE); }
+#ifdef ENABLE_CUDNN
+        m->cudnn = cudnn_attn_create(err, sizeof(err));
+        if (!m->cudnn) { fprintf(stderr, "error: %s\n", err); exit(EXIT_FAILURE); }
+#endif
+    }
     if (o->zero && !o->comm) { fprintf(stderr, "error: ZeRO-1 needs a communicator (even one of one rank)\n"); exit(EXIT_FAILURE); }
     int ranks = o->zero ? o->comm->size : 1;
     m->shard_rank = o->zero ? o->comm->rank : 0;
@@ -445,6 +492,7 @@ static void t5cu_build_with(T5Cuda* m, const T5Config* c, const float* params, c
     t5cu_set_geometry(m, c, o);
     cudaCheck(cudaStreamCreate(&m->stream));
     matmul_ctx_init(&m->mm, m->stream);
+    m->relu_epilogue = !c->gated && c->act == ACT_RELU && matmul_relu_epilogues_available(&m->mm, c->d_model, c->d_ff);
     AllocPlan plan[8];
     int n = state_plan(m, plan);
     for (int i = 0; i < n; i++) {
@@ -489,6 +537,7 @@ static void t5cu_free_batch(BatchDev* d) {
 static void t5cu_free(T5Cuda* m) {
     cudaCheck(cudaStreamSynchronize(m->stream));
     prof_free(m);
+    cudnn_attn_free(m->cudnn);
     t5cu_free_acts(&m->acts);
     t5cu_free_batch(&m->batch);
     AllocPlan plan[8];
@@ -505,35 +554,41 @@ static void t5cu_free(T5Cuda* m) {
 // the activation buffers for batches up to (B, Ts, Tt); with recompute the block internals (all but
 // the residual streams e_res, e_mid, d_res, d_mid1, d_mid2) hold one block, reused by every block.
 // Gemm attention keeps the probabilities (B, H, Tq, Tk) per block and (B, H, Tm, Tm) scratch; flash
-// attention keeps one logsumexp per row and its backward scratch (the other set is planned empty).
+// attention keeps one logsumexp per row and its backward scratch; cuDNN keeps the logsumexps too, and
+// the dense bias and its gradient (H, Tm, Tm) as scratch (the other sets are planned empty).
 // t5cu_alloc_acts allocates these and --plan-memory adds them up.
-static int acts_plan(T5CudaActs* a, const T5Config* c, int B, int Ts, int Tt, int recompute, int flash, AllocPlan* plan) {
+static int acts_plan(T5CudaActs* a, const T5Config* c, int B, int Ts, int Tt, int recompute, int attention, int relu_epi,
+                     AllocPlan* plan) {
     size_t C = c->d_model, HD = (size_t)c->num_heads * c->d_kv, F = c->d_ff, H = c->num_heads, V = c->vocab_size;
     size_t Le = c->num_layers, Ld = c->num_decoder_layers;
     size_t Ke = recompute ? 1 : Le, Kd = recompute ? 1 : Ld; // stacked copies of the block internals
     size_t Ne = (size_t)B * Ts, Nd = (size_t)B * Tt, Nm = Ne > Nd ? Ne : Nd, Tm = Ts > Tt ? Ts : Tt;
     size_t Ff = c->gated ? F : 0, f = sizeof(float), x = sizeof(floatX);
-    size_t ga = flash ? 0 : 1, fa = flash ? 1 : 0; // which attention's buffers are sized
+    size_t ga = attention == ATTN_GEMM, la = attn_keeps_lse(attention), fa = attention == ATTN_FLASH,
+           ca = attention == ATTN_CUDNN; // which attention's buffers are sized
     size_t part = flash_attention_part_floats(B, (int)H, (int)Tm, (int)Tm); // the larger self-attention
     AllocPlan p[] = {
         {(void**)&a->e_res, (Le + 1) * Ne * C * f}, {(void**)&a->e_mid, Le * Ne * C * f}, {(void**)&a->e_ln1, Ke * Ne * C * x},
         {(void**)&a->e_rstd1, Ke * Ne * f}, {(void**)&a->e_qkv, Ke * 3 * Ne * HD * x}, {(void**)&a->e_att, ga * Ke * B * H * Ts * Ts * x},
-        {(void**)&a->e_lse, fa * Ke * B * H * Ts * f},
+        {(void**)&a->e_lse, la * Ke * B * H * Ts * f},
         {(void**)&a->e_ctx, Ke * Ne * HD * x}, {(void**)&a->e_ln2, Ke * Ne * C * x}, {(void**)&a->e_rstd2, Ke * Ne * f},
         {(void**)&a->e_h0, Ke * Ne * F * x}, {(void**)&a->e_h1, Ke * Ne * Ff * x}, {(void**)&a->e_ff, Ke * Ne * F * x},
+        {(void**)&a->e_mask, relu_epi * Ke * relu_mask_bytes((int)Ne, (int)F)},
         {(void**)&a->e_rstdf, Ne * f}, {(void**)&a->e_out, Ne * C * x},
         {(void**)&a->d_res, (Ld + 1) * Nd * C * f}, {(void**)&a->d_mid1, Ld * Nd * C * f}, {(void**)&a->d_mid2, Ld * Nd * C * f},
         {(void**)&a->d_ln1, Kd * Nd * C * x}, {(void**)&a->d_rstd1, Kd * Nd * f}, {(void**)&a->d_qkv, Kd * 3 * Nd * HD * x},
         {(void**)&a->d_att, ga * Kd * B * H * Tt * Tt * x},
-        {(void**)&a->d_lse, fa * Kd * B * H * Tt * f}, {(void**)&a->d_ctx, Kd * Nd * HD * x}, {(void**)&a->d_ln2, Kd * Nd * C * x},
+        {(void**)&a->d_lse, la * Kd * B * H * Tt * f}, {(void**)&a->d_ctx, Kd * Nd * HD * x}, {(void**)&a->d_ln2, Kd * Nd * C * x},
         {(void**)&a->d_rstd2, Kd * Nd * f}, {(void**)&a->d_cq, Kd * Nd * HD * x}, {(void**)&a->d_ckv, Kd * 2 * Ne * HD * x},
         {(void**)&a->d_catt, ga * Kd * B * H * Tt * Ts * x},
-        {(void**)&a->d_clse, fa * Kd * B * H * Tt * f}, {(void**)&a->d_cctx, Kd * Nd * HD * x}, {(void**)&a->d_ln3, Kd * Nd * C * x},
+        {(void**)&a->d_clse, la * Kd * B * H * Tt * f}, {(void**)&a->d_cctx, Kd * Nd * HD * x}, {(void**)&a->d_ln3, Kd * Nd * C * x},
         {(void**)&a->d_rstd3, Kd * Nd * f}, {(void**)&a->d_h0, Kd * Nd * F * x}, {(void**)&a->d_h1, Kd * Nd * Ff * x},
-        {(void**)&a->d_ff, Kd * Nd * F * x}, {(void**)&a->d_rstdf, Nd * f}, {(void**)&a->d_out, Nd * C * x},
+        {(void**)&a->d_ff, Kd * Nd * F * x}, {(void**)&a->d_mask, relu_epi * Kd * relu_mask_bytes((int)Nd, (int)F)},
+        {(void**)&a->d_rstdf, Nd * f}, {(void**)&a->d_out, Nd * C * x},
         {(void**)&a->logits, Nd * V * x}, {(void**)&a->losses, Nd * f},
         {(void**)&a->sub, Nm * C * f}, {(void**)&a->scores, ga * B * H * Tm * Tm * f}, {(void**)&a->att_x, ga * B * H * Tm * Tm * x},
         {(void**)&a->diag, H * (2 * Tm - 1) * f}, {(void**)&a->delta, fa * B * H * Tm * f}, {(void**)&a->diag_part, fa * part * f},
+        {(void**)&a->bias_x, ca * H * Tm * Tm * x}, {(void**)&a->dbias_x, ca * H * Tm * Tm * x}, {(void**)&a->q_len, ca * B * sizeof(int)},
         {(void**)&a->g_res, Nm * C * f}, {(void**)&a->g_x, Nm * C * f},
         {(void**)&a->g_sub, Nm * C * x}, {(void**)&a->g_qkv, 3 * Nm * HD * x}, {(void**)&a->g_ctx, Nm * HD * x},
         {(void**)&a->g_h0, Nm * F * x}, {(void**)&a->g_h1, Nm * Ff * x}, {(void**)&a->g_ff, Nm * F * x},
@@ -551,7 +606,7 @@ static void t5cu_alloc_acts(T5Cuda* m, int B, int Ts, int Tt) {
     T5CudaActs* a = &m->acts;
     t5cu_free_acts(a);
     AllocPlan plan[ACTS_PLAN_MAX];
-    int n = acts_plan(a, &m->config, B, Ts, Tt, m->recompute, m->attention == ATTN_FLASH, plan);
+    int n = acts_plan(a, &m->config, B, Ts, Tt, m->recompute, m->attention, m->relu_epilogue, plan);
     for (int i = 0; i < n; i++) *plan[i].p = cuda_alloc<char>(plan[i].bytes);
     m->act_bytes = plan_bytes(plan, n);
     m->max_B = B; m->max_Ts = Ts; m->max_Tt = Tt;
@@ -664,10 +719,62 @@ typedef struct {
     float* lse;                // (B, H, Tq) (flash attention)
 } AttnActs;
 
-typedef struct { floatX* ln; float* rstd; floatX *h0, *h1, *ff; } FfnActs;
+typedef struct { floatX* ln; float* rstd; floatX *h0, *h1, *ff; unsigned char* mask; } FfnActs;
 
 static AttnScratch attn_scratch(T5Cuda* m) { return AttnScratch{ m->acts.scores, m->acts.att_x, m->acts.diag }; }
 static FlashScratch flash_scratch(T5Cuda* m) { return FlashScratch{ m->acts.delta, m->acts.diag_part, m->acts.diag }; }
+
+// ----------------------------------------------------------------------------
+// cuDNN attention (--attention cudnn): the AttnSpec of a call as cuDNN's description, the dense bias and
+// the query lengths it takes, and the relative-bias gradient folded back from its dbias
+
+__global__ void fill_int_kernel(int* p, int n, int value) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) p[i] = value;
+}
+
+#ifdef ENABLE_CUDNN
+// dropout draws cuDNN's Philox stream: seed = the step's dropout seed, offset = the site id in the high
+// 32 bits, so two sites never share counters. The forward and backward pass of a site get the same pair.
+static CudnnAttnSpec cudnn_spec(const T5Cuda* m, const AttnSpec* s) {
+    CudnnAttnSpec c = { s->B, s->H, s->Tq, s->Tk, s->D, s->causal, s->relb != NULL, s->key_len,
+                        s->key_len ? m->acts.q_len : NULL, s->drop.p, s->drop.seed, (uint64_t)s->drop.site << 32 };
+    return c;
+}
+
+// what a call reads besides q, k, v: the query lengths (all Tq) with a padding mask, the dense bias
+static CudnnAttnSpec cudnn_prepare(T5Cuda* m, const AttnSpec* s) {
+    if (s->key_len) {
+        fill_int_kernel<<<CEIL_DIV(s->B, 128), 128, 0, m->stream>>>(m->acts.q_len, s->B, s->Tq);
+        cudaCheckLaunch();
+    }
+    if (s->relb) relative_bias_dense(m->acts.bias_x, s, m->stream);
+    return cudnn_spec(m, s);
+}
+#endif
+
+static void cudnn_attention_forward(T5Cuda* m, floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v,
+                                    const AttnSpec* s) {
+#ifdef ENABLE_CUDNN
+    CudnnAttnSpec c = cudnn_prepare(m, s);
+    cudnn_attn_forward(m->cudnn, &c, out, lse, q, k, v, m->acts.bias_x, m->stream);
+#else
+    (void)m; (void)out; (void)lse; (void)q; (void)k; (void)v; (void)s; // t5cu_set_geometry refuses ATTN_CUDNN here
+#endif
+}
+
+// dq, dk, dv written; drelb (NB, H) accumulated from cuDNN's dbias (1, H, Tq, Tk) when s->relb is set
+static void cudnn_attention_backward(T5Cuda* m, floatX* dq, floatX* dk, floatX* dv, float* drelb, const floatX* dout,
+                                     const floatX* q, const floatX* k, const floatX* v, const floatX* out,
+                                     const float* lse, const AttnSpec* s) {
+#ifdef ENABLE_CUDNN
+    CudnnAttnSpec c = cudnn_prepare(m, s);
+    cudnn_attn_backward(m->cudnn, &c, dq, dk, dv, m->acts.dbias_x, dout, q, k, v, out, lse, m->acts.bias_x, m->stream);
+    if (s->relb) attention_bias_grad(drelb, m->config.num_buckets, m->acts.diag, m->acts.dbias_x, 1, s, m->stream);
+#else
+    (void)m; (void)dq; (void)dk; (void)dv; (void)drelb; (void)dout; (void)q; (void)k; (void)v; (void)out; (void)lse; (void)s;
+#endif
+}
 
 // the internals of an attention sublayer: q(ln), k(kv_src), v(kv_src), probabilities, context
 static void attn_inner_forward(T5Cuda* m, AttnActs a, AttnIds w, int l, const AttnSpec* s, int N) {
@@ -680,6 +787,7 @@ static void attn_inner_forward(T5Cuda* m, AttnActs a, AttnIds w, int l, const At
     prof_op(m, "fwd_qkv_matmul");
     const floatX* v = a.kv + (size_t)a.Nkv * HD;
     if (m->attention == ATTN_FLASH) flash_attention_forward(a.ctx, a.lse, a.q, a.kv, v, s, m->stream);
+    else if (m->attention == ATTN_CUDNN) cudnn_attention_forward(m, a.ctx, a.lse, a.q, a.kv, v, s);
     else attention_forward(&m->mm, a.ctx, a.att, attn_scratch(m), a.q, a.kv, v, s, m->stream);
     prof_op(m, "fwd_attention");
 }
@@ -692,10 +800,23 @@ static void attn_sublayer_forward(T5Cuda* m, AttnActs a, AttnIds w, int l, const
     prof_op(m, "fwd_attn_out_matmul");
 }
 
+// the plain ReLU FFN with no dropout on its activation (dropout 0, or evaluation) and a mask buffer:
+// ff = relu(wi ln) straight from the product's epilogue, which also keeps the mask for the backward
+// pass (h0 is not written); its backward pass is one product with the DRELU epilogue
+static int ffn_fused_relu(const T5Cuda* m, const FfnActs* a, DropSite act_drop) {
+    return m->relu_epilogue && a->mask && act_drop.p == 0.0f;
+}
+
 // the internals of an FFN sublayer: ff = dropout(act(wi0 ln) [· wi1 ln])
 static void ffn_inner_forward(T5Cuda* m, FfnActs a, FfnIds w, int l, int N, DropSite act_drop) {
     const T5Config* c = &m->config;
     int C = c->d_model, F = c->d_ff;
+    if (ffn_fused_relu(m, &a, act_drop)) {
+        Matmul mm = matmul_forward_relu_desc(a.ff, a.ln, PX(m, w.wi0, l), N, C, F, a.mask);
+        matmul(&m->mm, &mm);
+        prof_op(m, "fwd_ffn_in_matmul_relu");
+        return;
+    }
     matmul_forward(&m->mm, a.h0, 0, a.ln, PX(m, w.wi0, l), N, C, F);
     if (c->gated) matmul_forward(&m->mm, a.h1, 0, a.ln, PX(m, w.wi1, l), N, C, F);
     prof_op(m, "fwd_ffn_in_matmul");
@@ -739,6 +860,7 @@ static void attn_sublayer_backward(T5Cuda* m, AttnActs a, AttnIds w, int l, cons
     if (m->attention == ATTN_FLASH)
         flash_attention_backward(gq, gk, gv, drelb, c->num_buckets, flash_scratch(m), A->g_ctx, a.q, a.kv, v, a.ctx,
                                  a.lse, s, m->stream);
+    else if (m->attention == ATTN_CUDNN) cudnn_attention_backward(m, gq, gk, gv, drelb, A->g_ctx, a.q, a.kv, v, a.ctx, a.lse, s);
     else attention_backward(mm, gq, gk, gv, drelb, c->num_buckets, attn_scratch(m), A->g_ctx, a.q, a.kv, v, a.att, s, m->stream);
     prof_op(m, "bwd_attention");
     float* g_kv_dst = g_kv_src ? g_kv_src : A->g_x;
@@ -757,10 +879,16 @@ static void ffn_sublayer_backward(T5Cuda* m, FfnActs a, FfnIds w, int l, int N, 
     int C = c->d_model, F = c->d_ff;
     MatmulCtx* mm = &m->mm;
     matmul_backward_weight(mm, PG(m, w.wo, l), A->g_sub, a.ff, N, F, C);
-    matmul_backward_input(mm, A->g_ff, 0, A->g_sub, PX(m, w.wo, l), N, F, C, 0);
-    prof_op(m, "bwd_ffn_out_matmuls");
-    ffn_act_backward(A->g_h0, A->g_h1, A->g_ff, a.h0, c->gated ? a.h1 : NULL, (size_t)N * F, c->act, act_drop, m->stream);
-    prof_op(m, "bwd_ffn_act");
+    if (ffn_fused_relu(m, &a, act_drop)) { // g_h0 = (g_sub · wo) where h0 > 0
+        Matmul d = matmul_backward_input_drelu_desc(A->g_h0, A->g_sub, PX(m, w.wo, l), N, F, C, a.mask);
+        matmul(mm, &d);
+        prof_op(m, "bwd_ffn_out_matmuls_drelu");
+    } else {
+        matmul_backward_input(mm, A->g_ff, 0, A->g_sub, PX(m, w.wo, l), N, F, C, 0);
+        prof_op(m, "bwd_ffn_out_matmuls");
+        ffn_act_backward(A->g_h0, A->g_h1, A->g_ff, a.h0, c->gated ? a.h1 : NULL, (size_t)N * F, c->act, act_drop, m->stream);
+        prof_op(m, "bwd_ffn_act");
+    }
     matmul_backward_weight(mm, PG(m, w.wi0, l), A->g_h0, a.ln, N, C, F);
     matmul_backward_input(mm, A->g_x, 1, A->g_h0, PX(m, w.wi0, l), N, C, F, 0);
     if (c->gated) {
@@ -794,7 +922,7 @@ static AttnActs self_attn_a(T5Cuda* m, int l, int T, floatX* ln, float* rstd, fl
     const T5Config* c = &m->config;
     size_t N = (size_t)m->B * T, C = c->d_model, HD = (size_t)c->num_heads * c->d_kv, k = block_slot(m, l);
     size_t n_att = (size_t)m->B * c->num_heads * T * T, n_lse = (size_t)m->B * c->num_heads * T;
-    int flash = m->attention == ATTN_FLASH;
+    int flash = attn_keeps_lse(m->attention);
     floatX* q = qkv + k * 3 * N * HD;
     return AttnActs{ ln + k * N * C, rstd + k * N, q, q + N * HD, flash ? NULL : att + k * n_att, ctx + k * N * HD, NULL,
                      (int)N, flash ? lse + k * n_lse : NULL };
@@ -804,14 +932,16 @@ static AttnActs enc_attn_a(T5Cuda* m, int l) {
     return self_attn_a(m, l, m->Ts, a->e_ln1, a->e_rstd1, a->e_qkv, a->e_att, a->e_lse, a->e_ctx);
 }
 // FFN of block l over N tokens
-static FfnActs ffn_a(T5Cuda* m, int l, size_t N, floatX* ln, float* rstd, floatX* h0, floatX* h1, floatX* ff) {
+static FfnActs ffn_a(T5Cuda* m, int l, size_t N, floatX* ln, float* rstd, floatX* h0, floatX* h1, floatX* ff,
+                     unsigned char* mask) {
     const T5Config* c = &m->config;
     size_t C = c->d_model, F = c->d_ff, k = block_slot(m, l);
-    return FfnActs{ ln + k * N * C, rstd + k * N, h0 + k * N * F, c->gated ? h1 + k * N * F : NULL, ff + k * N * F };
+    return FfnActs{ ln + k * N * C, rstd + k * N, h0 + k * N * F, c->gated ? h1 + k * N * F : NULL, ff + k * N * F,
+                    m->relu_epilogue ? mask + k * relu_mask_bytes((int)N, (int)F) : NULL };
 }
 static FfnActs enc_ffn_a(T5Cuda* m, int l) {
     T5CudaActs* a = &m->acts;
-    return ffn_a(m, l, (size_t)m->B * m->Ts, a->e_ln2, a->e_rstd2, a->e_h0, a->e_h1, a->e_ff);
+    return ffn_a(m, l, (size_t)m->B * m->Ts, a->e_ln2, a->e_rstd2, a->e_h0, a->e_h1, a->e_ff, a->e_mask);
 }
 static AttnActs dec_self_a(T5Cuda* m, int l) {
     T5CudaActs* a = &m->acts;
@@ -821,14 +951,14 @@ static AttnActs dec_cross_a(T5Cuda* m, int l) {
     T5CudaActs* a = &m->acts; const T5Config* c = &m->config;
     size_t N = (size_t)m->B * m->Tt, Ne = (size_t)m->B * m->Ts, C = c->d_model, HD = (size_t)c->num_heads * c->d_kv;
     size_t att = (size_t)m->B * c->num_heads * m->Tt * m->Ts, lse = (size_t)m->B * c->num_heads * m->Tt, k = block_slot(m, l);
-    int flash = m->attention == ATTN_FLASH;
+    int flash = attn_keeps_lse(m->attention);
     return AttnActs{ a->d_ln2 + k * N * C, a->d_rstd2 + k * N, a->d_cq + k * N * HD, a->d_ckv + k * 2 * Ne * HD,
                      flash ? NULL : a->d_catt + k * att, a->d_cctx + k * N * HD, a->e_out, (int)Ne,
                      flash ? a->d_clse + k * lse : NULL };
 }
 static FfnActs dec_ffn_a(T5Cuda* m, int l) {
     T5CudaActs* a = &m->acts;
-    return ffn_a(m, l, (size_t)m->B * m->Tt, a->d_ln3, a->d_rstd3, a->d_h0, a->d_h1, a->d_ff);
+    return ffn_a(m, l, (size_t)m->B * m->Tt, a->d_ln3, a->d_rstd3, a->d_h0, a->d_h1, a->d_ff, a->d_mask);
 }
 
 // ----------------------------------------------------------------------------
@@ -1369,7 +1499,7 @@ static void gen_gpu_encode(T5Cuda* m, GenGpu* G, const int* const* src, const in
 // rows (R, HD) of ln·Wᵀ written into a cache at one position: row r at dst + r·ld
 static void gen_cache_write(T5Cuda* m, floatX* dst, int64_t ld, const floatX* ln, const floatX* w, int R) {
     int C = m->config.d_model, HD = m->config.num_heads * m->config.d_kv;
-    Matmul mm = { dst, 0, ld, 0, { ln, 0, C, 0 }, { w, 1, C, 0 }, R, HD, C, 1, 0 };
+    Matmul mm = { dst, 0, ld, 0, { ln, 0, C, 0 }, { w, 1, C, 0 }, R, HD, C, 1, 0, MM_PLAIN, NULL, 0 };
     matmul(&m->mm, &mm);
 }
 
@@ -1398,7 +1528,7 @@ static void gen_gpu_step(T5Cuda* m, GenGpu* G, int t) {
         decode_attention(G->ctx, G->att, att_stride, G->q, &cross, m->stream);
         matmul_forward(&m->mm, G->sub, 1, G->ctx, PX(m, P_DEC_CO, l), R, HD, C);
         residual_norm(m, G->x, G->x2, G->sub, NO_DROP, G->ln, G->rstd, PM(m, P_DEC_LN3, l), NO_DROP, 1.0f, R);
-        FfnActs fa = { G->ln, G->rstd, G->h0, c->gated ? G->h1 : NULL, G->ff };
+        FfnActs fa = { G->ln, G->rstd, G->h0, c->gated ? G->h1 : NULL, G->ff, NULL }; // no mask: the unfused kernels
         ffn_inner_forward(m, fa, DEC_FFN, l, R, NO_DROP);
         matmul_forward(&m->mm, G->sub, 1, G->ff, PX(m, P_DEC_WO, l), R, c->d_ff, C);
         int last = l + 1 == L; // T5 (tied): the final norm's output is scaled by C^-0.5 before the head
@@ -1595,9 +1725,10 @@ static void usage(void) {
         "  --peak-tflops X        bf16 dense peak for MFU, 0 = from the card's name (default 0)\n"
         "  --zero 0|1             ZeRO-1: shard fp32 master weights and AdamW moments over the ranks (default %d)\n"
         "  --recompute 0|1        recompute block internals in the backward pass (less memory, ~1/3 more compute) (default %d)\n"
-        "  --attention KIND       gemm | flash | auto (default %s). flash: fused kernels without the T x T\n"
+        "  --attention KIND       gemm | flash | cudnn | auto (default %s). flash: fused kernels without the T x T\n"
         "                         probabilities (llmc/flash_attention.cuh, d_kv 64 or 128); gemm: cuBLASLt products\n"
-        "                         and a softmax kernel (llmc/attention.cuh); auto: flash where d_kv allows, else gemm\n"
+        "                         and a softmax kernel (llmc/attention.cuh); cudnn: cuDNN's fused SDPA (builds with\n"
+        "                         USE_CUDNN=1, bf16; cuDNN's own dropout mask); auto: flash where d_kv allows, else gemm\n"
         "  --nccl-init-dir DIR    bootstrap without MPI: ranks from RANK/WORLD_SIZE/LOCAL_RANK (or SLURM_*), the\n"
         "                         NCCL id through DIR on a shared filesystem (fresh per run)\n"
         "  --plan-memory GIB      print the memory plan of every preset for a GIB GiB device and exit (no GPU needed)\n"
@@ -1665,9 +1796,9 @@ static int parse_flag(Options* o, const char* f, const char* v) {
         if (strcmp(f, strs[k].flag) == 0) { *strs[k].dst = v; return 1; }
     if (strcmp(f, "--seed") == 0) return t5cpu_parse_int(f, v, 0, (1LL << 62), &o->seed) ? -1 : 1;
     if (strcmp(f, "--attention") == 0) {
-        const char* kinds[] = { "gemm", "flash", "auto" }; // AttnKind order
-        for (int k = 0; k < 3; k++) if (strcmp(v, kinds[k]) == 0) { o->attention = k; return 1; }
-        fprintf(stderr, "error: --attention must be gemm, flash or auto, got '%s'\n", v);
+        for (int k = 0; k < (int)(sizeof(ATTN_KIND_NAMES) / sizeof(ATTN_KIND_NAMES[0])); k++)
+            if (strcmp(v, ATTN_KIND_NAMES[k]) == 0) { o->attention = k; return 1; }
+        fprintf(stderr, "error: --attention must be gemm, flash, cudnn or auto, got '%s'\n", v);
         return -1;
     }
     if (strcmp(f, "--schedule") == 0) {
@@ -1793,7 +1924,10 @@ static void print_config(const T5Cuda* m, const Options* o, const char* from, co
              m->comm && m->comm->via_mpi ? " (MPI)" : "", m->zero ? "on" : "off", m->recompute ? "on" : "off");
     printf("| %-22s | %-43s |\n", "parallelism", row);
     printf("| %-22s | %-43s |\n", "attention",
-           m->attention == ATTN_FLASH ? "flash (llmc/flash_attention.cuh)" : "gemm (llmc/attention.cuh)");
+           m->attention == ATTN_FLASH ? "flash (llmc/flash_attention.cuh)" :
+           m->attention == ATTN_CUDNN ? "cudnn (llmc/cudnn_att.h, cuDNN SDPA)" : "gemm (llmc/attention.cuh)");
+    printf("| %-22s | %-43s |\n", "ffn matmul epilogue", m->relu_epilogue ? "ReLU fused where dropout is 0 (cuBLASLt)" :
+           c->gated || c->act != ACT_RELU ? "none (gated or GELU FFN: llmc/ffn_act.cuh)" : "none (cuBLASLt has no ReLU epilogue)");
     snprintf(row, sizeof(row), "%.2f GiB per rank (%zu buckets)", m->state_bytes / 1073741824.0, (size_t)m->order.nb);
     printf("| %-22s | %-43s |\n", "weights+grads+AdamW", row);
     printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
@@ -1816,10 +1950,11 @@ static size_t plan_state_bytes(const T5Config* c, int zero, int ranks) {
     return bytes;
 }
 
-static size_t plan_act_bytes(const T5Config* c, int B, int Ts, int Tt, int recompute, int flash) {
+static size_t plan_act_bytes(const T5Config* c, int B, int Ts, int Tt, int recompute, int attention) {
     T5CudaActs a;
     AllocPlan plan[ACTS_PLAN_MAX];
-    return plan_bytes(plan, acts_plan(&a, c, B, Ts, Tt, recompute, flash, plan));
+    int relu_epi = !c->gated && c->act == ACT_RELU; // the masks where the fusion may apply
+    return plan_bytes(plan, acts_plan(&a, c, B, Ts, Tt, recompute, attention, relu_epi, plan));
 }
 
 // what else a process holds: the CUDA context and kernels (~0.6 GiB on an H100), the cuBLASLt
@@ -1827,12 +1962,12 @@ static size_t plan_act_bytes(const T5Config* c, int B, int Ts, int Tt, int recom
 #define PLAN_RESERVE_BYTES ((size_t)3 << 29)
 
 // the largest batch of B·(Ts + Tt) tokens whose state + activations fit in `budget` bytes (0: none)
-static int plan_max_batch(const T5Config* c, size_t state, size_t budget, int Ts, int Tt, int recompute, int flash) {
-    if (state + PLAN_RESERVE_BYTES + plan_act_bytes(c, 1, Ts, Tt, recompute, flash) > budget) return 0;
+static int plan_max_batch(const T5Config* c, size_t state, size_t budget, int Ts, int Tt, int recompute, int attention) {
+    if (state + PLAN_RESERVE_BYTES + plan_act_bytes(c, 1, Ts, Tt, recompute, attention) > budget) return 0;
     int lo = 1, hi = 65536;
     while (lo < hi) { // largest B that fits: activations grow with B
         int mid = lo + (hi - lo + 1) / 2;
-        if (state + PLAN_RESERVE_BYTES + plan_act_bytes(c, mid, Ts, Tt, recompute, flash) <= budget) lo = mid; else hi = mid - 1;
+        if (state + PLAN_RESERVE_BYTES + plan_act_bytes(c, mid, Ts, Tt, recompute, attention) <= budget) lo = mid; else hi = mid - 1;
     }
     return lo;
 }
@@ -1860,12 +1995,13 @@ static int plan_memory(const Options* o) {
     const char* bad = plan_check_orders();
     if (bad) { fprintf(stderr, "error: device order of the parameters: %s\n", bad); return -1; }
     size_t budget = (size_t)((double)o->plan_memory * 1073741824.0);
-    int Ts = o->max_src_len, Tt = o->max_tgt_len, R = o->plan_ranks, fl = o->attention != ATTN_GEMM; // presets: d_kv 64
+    int Ts = o->max_src_len, Tt = o->max_tgt_len, R = o->plan_ranks;
+    int fl = o->attention == ATTN_AUTO ? ATTN_FLASH : o->attention; // auto: flash (every preset has d_kv 64)
     double G = 1073741824.0;
     printf("memory plan (%s build, %s attention): a %.0f GiB device, every example padded to %d source + %d target\n"
            "tokens (the worst case of --max-src-len / --max-tgt-len), %.1f GiB reserved for the CUDA context, cuBLASLt,\n"
            "NCCL and fragmentation. state = weights + gradients + AdamW moments per rank; act/ex = activations per example.\n",
-           PRECISION_NAME, attn_kind_name(fl ? ATTN_FLASH : ATTN_GEMM), (double)o->plan_memory, Ts, Tt, PLAN_RESERVE_BYTES / G);
+           PRECISION_NAME, attn_kind_name(fl), (double)o->plan_memory, Ts, Tt, PLAN_RESERVE_BYTES / G);
     char zero_col[32];
     snprintf(zero_col, sizeof(zero_col), "ZeRO-1 x%d", R);
     printf("%-14s %8s %10s %12s %10s %10s %10s %10s %13s\n", "", "params", "state GiB", "state GiB", "act GiB", "act GiB",
@@ -2327,7 +2463,8 @@ static int run(Comm* comm, const Options* o) {
     HostModel h;
     char err[1024], from[4400] = "";
     int bad = load_run_model(o, &h, from, sizeof(from)) != 0;
-    if (!bad && o->attention == ATTN_FLASH && flash_attention_check(h.config.d_kv, err, sizeof(err))) {
+    if (!bad && ((o->attention == ATTN_FLASH && flash_attention_check(h.config.d_kv, err, sizeof(err))) ||
+                 (o->attention == ATTN_CUDNN && cudnn_attention_check(h.config.d_kv, err, sizeof(err))))) {
         fprintf(stderr, "error: %s\n", err);
         bad = 1;
     }

@@ -4,10 +4,11 @@
 #      else dev/gpu_prebuild.sh builds them here for this card (GPU_ARCH=native)
 #   1. test_t5cu, fp32 build, one process per section: HF fixtures (tight), CUDA vs CPU engine,
 #      determinism, flash attention, ZeRO-1/recompute, generation, the CLI
-#   2. test_t5cu, bf16 build: the same with the documented bf16 tolerances
+#   2. test_t5cu, bf16 build: the same with the documented bf16 tolerances; then the cuDNN attention
+#      build (gpu_build/cudnn, USE_CUDNN=1): cuDNN vs gemm attention, its dropout, determinism, ZeRO-1
 #   3. the kernel twins of dev/cuda (CPU check at several sizes + benchmark)
 #   4. benchmark: train_t5cu (flash attention, the default; gemm attention; flash with GPU time per
-#      operation, T5_PROFILE=ops) vs transformers + PyTorch (dev/bench_hf_gpu.py, eager; HF_COMPILE=1 adds
+#      operation, T5_PROFILE=ops; cuDNN attention) vs transformers + PyTorch (dev/bench_hf_gpu.py, eager; HF_COMPILE=1 adds
 #      torch.compile last), flan-t5-base-shaped random model, the same synthetic DialogSum-shaped
 #      batches, in this same call
 #   5. generation: train_t5cu --gen-bench vs transformers' generate() (dev/bench_hf_generate.py), the same
@@ -65,6 +66,18 @@ for p in fp32 bf16; do
     for s in $SECTIONS; do stage "test $p $s" 90 "$BIN/$p/test_t5cu" --train-bin "$BIN/$p/train_t5cu" --only "$s"; done
 done
 
+# ---- 2b. the cuDNN attention build (USE_CUDNN=1): its test section (cuDNN vs gemm, dropout and determinism)
+#      and the ZeRO-1/recompute section, which adds the cudnn case; skipped with the reason when the
+#      binaries were not built or their libraries (libcudnn, libnvrtc) are not on this machine
+CUDNN_BIN=$BIN/cudnn
+cudnn_ok() { [ -x "$CUDNN_BIN/test_t5cu" ] && ! ldd "$CUDNN_BIN/test_t5cu" | grep -q "not found"; }
+if cudnn_ok; then
+    for s in cudnn zero; do stage "test cudnn $s" 120 "$CUDNN_BIN/test_t5cu" --train-bin "$CUDNN_BIN/train_t5cu" --only "$s"; done
+else
+    echo "cuDNN build: not runnable here"; [ -x "$CUDNN_BIN/test_t5cu" ] && ldd "$CUDNN_BIN/test_t5cu" | grep "not found"
+    NAMES+=("test cudnn"); STATUS+=("SKIPPED (no cuDNN build or libraries)")
+fi
+
 # ---- 3. kernel twins
 for k in rmsnorm ffn_act crossentropy attention embedding adamw global_norm; do stage "kernel $k" 60 "$BIN/bf16/$k"; done
 
@@ -73,7 +86,7 @@ BENCH=(--model flan-t5-base --bench "$STEPS" --bench-warmup 3 --batch-size "$BAT
 stage "bench t5cu flash" 90 "$T5" "${BENCH[@]}" --attention flash
 stage "bench t5cu gemm" 90 "$T5" "${BENCH[@]}" --attention gemm
 stage "bench t5cu ops" 90 env T5_PROFILE=ops "$T5" "${BENCH[@]}" --attention flash # GPU time per operation
-stage "bench t5cu ops" 90 env T5_PROFILE=ops "$T5" "${BENCH[@]}" --attention flash # GPU time per operation
+cudnn_ok && stage "bench t5cu cudnn" 90 "$CUDNN_BIN/train_t5cu" "${BENCH[@]}" --attention cudnn
 stage "bench hf-eager" 120 python3 dev/bench_hf_gpu.py --steps "$STEPS" --warmup 3 --batch-size "$BATCH" --compile off
 # real DialogSum (prepro_dialogsum.py's train.bin, carried in gpu_data/ since ../shared stays behind):
 # the training command itself, length-bucketed batches, a random flan-t5-base
@@ -172,7 +185,7 @@ for i in "${!NAMES[@]}"; do
 done
 grep -h "passed, .* failed" "$OUT"/test_*.log 2>/dev/null | awk '{p += $1; f += $3} END {print "test_t5cu checks: " p " passed, " f " failed"}'
 printf '%-13s %10s %9s %8s %7s %9s %8s\n' engine tok/s step_ms TFLOP/s MFU peak_GiB host_ms
-for e in t5cu_flash t5cu_gemm hf-eager hf-pytorch; do
+for e in t5cu_flash t5cu_gemm t5cu_cudnn hf-eager hf-pytorch; do
     printf '%-13s %10s %9s %8s %7s %9s %8s\n' "$e" "$(field "bench_$e" real_tok_per_s)" "$(field "bench_$e" median_step_ms)" \
         "$(field "bench_$e" tflops)" "$(field "bench_$e" mfu)" "$(field "bench_$e" peak_mem_gib)" "$(field "bench_$e" median_host_ms)"
 done
@@ -180,11 +193,10 @@ hf_best=$(field bench_hf-pytorch real_tok_per_s); hf_eager=$(field bench_hf-eage
 if [ -n "$hf_eager" ] && { [ -z "$hf_best" ] || python3 -c "import sys; sys.exit(0 if $hf_eager > $hf_best else 1)"; }; then
     hf_best=$hf_eager
 fi
-for e in t5cu_flash t5cu_gemm; do
+for e in t5cu_flash t5cu_gemm t5cu_cudnn; do
     echo "ratio $e / best transformers (real tokens/s): $(ratio "$(field "bench_$e" real_tok_per_s)" "$hf_best")"
 done
-for e in t5cu_flash t5cu_gemm; do echo "$e $(grep -h '^phases' "$OUT/bench_$e.log" 2>/dev/null | tail -1)"; done
-grep -h '^ops' "$OUT/bench_t5cu_ops.log" 2>/dev/null | tail -1 | fold -w 118
+for e in t5cu_flash t5cu_gemm t5cu_cudnn; do echo "$e $(grep -h '^phases' "$OUT/bench_$e.log" 2>/dev/null | tail -1)"; done
 grep -h '^ops' "$OUT/bench_t5cu_ops.log" 2>/dev/null | tail -1 | fold -w 118
 python3 - "$OUT/dialogsum_train.log" <<'PY' 2>/dev/null || true
 import re, sys

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # dev/gpu_prebuild.sh — every binary dev/gpu_check.sh runs, built into one folder (default gpu_build/):
-#   DIR/bf16/{train_t5cu,test_t5cu,rmsnorm,ffn_act,crossentropy,attention} and the same in DIR/fp32/.
+#   DIR/bf16/{train_t5cu,test_t5cu,rmsnorm,ffn_act,crossentropy,attention,...} and the same in DIR/fp32/;
+#   DIR/cudnn/{train_t5cu,test_t5cu}: the bf16 build with the cuDNN attention path (USE_CUDNN=1).
 # Build here, where compiling costs no GPU time, and carry DIR to a lent GPU machine; gpu_check.sh uses
 # DIR when its programs load there and builds with this same script (GPU_ARCH=native) when they do not.
 #   bash dev/gpu_prebuild.sh [DIR]        (GPU_ARCH=sm_90 by default: H100/H200; NO_MPI=1: the GPU
@@ -25,4 +26,19 @@ for p in bf16 fp32; do
     make -s -C dev/cuda -B -j"$JOBS" PRECISION="$P" GPU_ARCH="$ARCH" CPU_OBJ="$(pwd)/$obj/t5_cpu.o" \
         KERNEL_DIR="$(pwd)/$DIR/$p" all
 done
-ls -la "$DIR"/bf16 "$DIR"/fp32
+# the cuDNN attention build (USE_CUDNN=1, bf16): DIR/cudnn/{train_t5cu,test_t5cu}, when cuDNN and the
+# frontend headers are here (it links libcudnn and libnvrtc, which the GPU machine may lack: its own folder)
+obj="$DIR/obj_cudnn"
+mkdir -p "$obj"
+if CFLAGS="-O3 -march=x86-64-v2" make -s -j"$JOBS" BUILD="$obj" USE_CUDNN=1 GPU_ARCH="$ARCH" NO_MPI=1 \
+        "$obj/t5_cpu.o" "$obj/cudnn_att.o" >/dev/null; then
+    mkdir -p "$DIR/cudnn"
+    for t in train_t5cu test_t5cu; do
+        CFLAGS="-O3 -march=x86-64-v2" make -s -B BUILD="$obj" USE_CUDNN=1 GPU_ARCH="$ARCH" NO_MPI=1 "$t" \
+            -o "$obj/t5_cpu.o" -o "$obj/cudnn_att.o" >/dev/null
+        mv "$t" "$DIR/cudnn/$t"
+    done
+else
+    echo "no cuDNN build: cuDNN or the cudnn-frontend headers are missing (pip install nvidia-cudnn-frontend)"
+fi
+ls -la "$DIR"/bf16 "$DIR"/fp32 "$DIR"/cudnn 2>/dev/null

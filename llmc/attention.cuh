@@ -110,14 +110,16 @@ __global__ void attention_softmax_backward_kernel(float* grad, floatX* grad_x, c
     }
 }
 
-// diag[h, r + Tq − 1] = Σ_{b, i} ds[b, h, i, i + r]: one block per (r, h), fixed-order block sum
-__global__ void attention_bias_diag_kernel(float* diag, const float* ds, AttnSpec s) {
+// diag[h, r + Tq − 1] = Σ_{b, i} ds[b, h, i, i + r] over `batches` sequences (B, or 1 for a gradient that
+// is already summed over the batch, as cuDNN's dbias): one block per (r, h), fixed-order block sum
+template <typename T>
+__global__ void attention_bias_diag_kernel(float* diag, const T* ds, AttnSpec s, int batches) {
     __shared__ float scratch[32];
     int r = (int)blockIdx.x - (s.Tq - 1), h = blockIdx.y;
     float sum = 0.0f;
-    for (int k = threadIdx.x; k < s.B * s.Tq; k += blockDim.x) {
+    for (int k = threadIdx.x; k < batches * s.Tq; k += blockDim.x) {
         int b = k / s.Tq, i = k % s.Tq, j = i + r;
-        if (j >= 0 && j < s.Tk) sum += ds[(((size_t)b * s.H + h) * s.Tq + i) * s.Tk + j];
+        if (j >= 0 && j < s.Tk) sum += to_float(ds[(((size_t)b * s.H + h) * s.Tq + i) * s.Tk + j]);
     }
     sum = block_reduce(sum, scratch, false);
     if (threadIdx.x == 0) diag[(size_t)h * (s.Tq + s.Tk - 1) + blockIdx.x] = sum;
@@ -131,6 +133,33 @@ __global__ void attention_bias_bucket_kernel(float* drelb, const float* diag, At
     float sum = 0.0f;
     for (int r = 0; r < R; r++) if (s.buckets[r] == k) sum += diag[(size_t)h * R + r];
     drelb[idx] += sum;
+}
+
+// the relative-bias gradient: drelb (NB, H) += the score gradients ds (batches, H, Tq, Tk) summed over
+// each bucket's diagonals (diag: H·(Tq+Tk−1) floats of scratch)
+template <typename T>
+static inline void attention_bias_grad(float* drelb, int num_buckets, float* diag, const T* ds, int batches,
+                                       const AttnSpec* s, cudaStream_t stream) {
+    dim3 grid(s->Tq + s->Tk - 1, s->H);
+    attention_bias_diag_kernel<T><<<grid, 256, 0, stream>>>(diag, ds, *s, batches);
+    cudaCheckLaunch();
+    attention_bias_bucket_kernel<<<CEIL_DIV(num_buckets * s->H, 128), 128, 0, stream>>>(drelb, diag, *s, num_buckets);
+    cudaCheckLaunch();
+}
+
+// the bias as a dense tensor: bias[h, i, j] = relb[bucket(j − i), h], (H, Tq, Tk) (for cuDNN's SDPA)
+__global__ void relative_bias_dense_kernel(floatX* bias, AttnSpec s) {
+    size_t n = (size_t)s.H * s.Tq * s.Tk;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+        int j = (int)(idx % s.Tk), i = (int)(idx / s.Tk % s.Tq), h = (int)(idx / ((size_t)s.Tk * s.Tq));
+        bias[idx] = from_float<floatX>(s.relb[s.buckets[j - i + s.Tq - 1] * s.H + h]);
+    }
+}
+
+static inline void relative_bias_dense(floatX* bias, const AttnSpec* s, cudaStream_t stream) {
+    size_t n = (size_t)s->H * s->Tq * s->Tk;
+    relative_bias_dense_kernel<<<(unsigned)min((size_t)4096, CEIL_DIV(n, (size_t)256)), 256, 0, stream>>>(bias, *s);
+    cudaCheckLaunch();
 }
 
 // ----------------------------------------------------------------------------
@@ -147,7 +176,7 @@ static inline void attention_gemm(MatmulCtx* ctx, void* out, int out_fp32, int64
     for (int o = 0; o < outer; o++) {
         int64_t ao = loop_b ? a.off_b * o : a.off_h * o, bo = loop_b ? b.off_b * o : b.off_h * o;
         int64_t oo = loop_b ? out_off_b * o : out_off_h * o;
-        Matmul m;
+        Matmul m = {};
         m.out = (char*)out + oo * (int64_t)oelem; m.out_fp32 = out_fp32; m.ldo = ldo;
         m.stride_out = loop_b ? out_off_h : out_off_b;
         m.a = MatOperand{ (const floatX*)a.p + ao, a.trans, a.ld, loop_b ? a.off_h : a.off_b };
@@ -201,12 +230,7 @@ static inline void attention_backward(MatmulCtx* ctx, floatX* dq, floatX* dk, fl
                    HeadOperand{ k, 0, HD, Tk * HD, D }, Tq, D, Tk, B, H);
     attention_gemm(ctx, dk, 0, HD, Tk * HD, D, HeadOperand{ w.scratch, 1, Tk, H * TT, TT },
                    HeadOperand{ q, 0, HD, Tq * HD, D }, Tk, D, Tq, B, H);
-    if (!s->relb) return;
-    dim3 grid(Tq + Tk - 1, H);
-    attention_bias_diag_kernel<<<grid, 256, 0, stream>>>(w.diag, w.scores, *s);
-    cudaCheckLaunch();
-    attention_bias_bucket_kernel<<<CEIL_DIV(num_buckets * H, 128), 128, 0, stream>>>(drelb, w.diag, *s, num_buckets);
-    cudaCheckLaunch();
+    if (s->relb) attention_bias_grad(drelb, num_buckets, w.diag, w.scores, B, s, stream);
 }
 
 #endif // T5_ATTENTION_CUH

@@ -6,7 +6,9 @@
 // Backward (written, not accumulated), g = dropout'(dout):
 //   dh0 = g · h1 · act'(h0)      dh1 = g · act(h0)
 // cuBLASLt's GELU/ReLU epilogues cannot express the gate product nor the dropout mask between the
-// activation and wo, so this stays one elementwise kernel after the wi products.
+// activation and wo, so this stays one elementwise kernel after the wi products. The one case they
+// cover, the plain ReLU FFN with no dropout on the activation, skips this file: train_t5.cu
+// ffn_fused_relu runs wi with the RELU_AUX epilogue and wo's input gradient with DRELU (llmc/matmul.cuh).
 #ifndef T5_FFN_ACT_CUH
 #define T5_FFN_ACT_CUH
 
