@@ -298,6 +298,9 @@ cuda_compile_check: $(BUILD)/cc/train_t5cu $(BUILD)/cc/test_t5cu $(BUILD)/cc/tra
 	@mkdir -p $(BUILD)/cc/twins
 	$(MAKE) -C dev/cuda -B GPU_ARCH=sm_90 KERNEL_DIR=$(abspath $(BUILD))/cc/twins \
 	    EXTRA_FLAGS="-Werror all-warnings -Xcompiler -Werror" all
+	$(if $(CUDNN_CC),mkdir -p $(BUILD)/cc/twins_cudnn && $(MAKE) -C dev/cuda -B GPU_ARCH=sm_90 USE_CUDNN=1 \
+	    CUDNN_OBJ=$(abspath $(BUILD))/cc/cudnn_att.o KERNEL_DIR=$(abspath $(BUILD))/cc/twins_cudnn \
+	    EXTRA_FLAGS="-Werror all-warnings -Xcompiler -Werror" attention)
 $(BUILD)/cc/train_t5cu_single: train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
 	@mkdir -p $(BUILD)/cc
 	$(NVCC) $(filter-out -DUSE_NCCL -DUSE_MPI,$(CUDA_CHECK_FLAGS)) $< $(BUILD)/t5_cpu.o -o $@ -lcublasLt -lm

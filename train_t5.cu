@@ -58,7 +58,7 @@
 #include "llmc/zero.cuh"         // defines: ParamOrder, Bucket, order_build, order_at, shard_sumsq, BK_* buckets
 #include "llmc/generate.cuh"     // defines: DecodeAttn, decode_attention, gen_scores, topk, cache_reorder
 #ifdef ENABLE_CUDNN
-#include "llmc/cudnn_att.h"      // defines: CudnnAttn, CudnnAttnSpec, cudnn_attn_forward/_backward (USE_CUDNN=1)
+#include "llmc/attention_cudnn.cuh" // defines: cudnn_attention_forward/_backward, CudnnScratch (USE_CUDNN=1)
 #endif
 
 // ----------------------------------------------------------------------------
@@ -725,56 +725,16 @@ static AttnScratch attn_scratch(T5Cuda* m) { return AttnScratch{ m->acts.scores,
 static FlashScratch flash_scratch(T5Cuda* m) { return FlashScratch{ m->acts.delta, m->acts.diag_part, m->acts.diag }; }
 
 // ----------------------------------------------------------------------------
-// cuDNN attention (--attention cudnn): the AttnSpec of a call as cuDNN's description, the dense bias and
-// the query lengths it takes, and the relative-bias gradient folded back from its dbias
-
-__global__ void fill_int_kernel(int* p, int n, int value) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) p[i] = value;
-}
+// cuDNN attention (--attention cudnn, llmc/attention_cudnn.cuh) on the model's scratch
 
 #ifdef ENABLE_CUDNN
-// dropout draws cuDNN's Philox stream: seed = the step's dropout seed, offset = the site id in the high
-// 32 bits, so two sites never share counters. The forward and backward pass of a site get the same pair.
-static CudnnAttnSpec cudnn_spec(const T5Cuda* m, const AttnSpec* s) {
-    CudnnAttnSpec c = { s->B, s->H, s->Tq, s->Tk, s->D, s->causal, s->relb != NULL, s->key_len,
-                        s->key_len ? m->acts.q_len : NULL, s->drop.p, s->drop.seed, (uint64_t)s->drop.site << 32 };
-    return c;
+static CudnnScratch cudnn_scratch(T5Cuda* m) {
+    return CudnnScratch{ m->acts.bias_x, m->acts.dbias_x, m->acts.q_len, m->acts.diag };
 }
-
-// what a call reads besides q, k, v: the query lengths (all Tq) with a padding mask, the dense bias
-static CudnnAttnSpec cudnn_prepare(T5Cuda* m, const AttnSpec* s) {
-    if (s->key_len) {
-        fill_int_kernel<<<CEIL_DIV(s->B, 128), 128, 0, m->stream>>>(m->acts.q_len, s->B, s->Tq);
-        cudaCheckLaunch();
-    }
-    if (s->relb) relative_bias_dense(m->acts.bias_x, s, m->stream);
-    return cudnn_spec(m, s);
-}
-#endif
-
-static void cudnn_attention_forward(T5Cuda* m, floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v,
-                                    const AttnSpec* s) {
-#ifdef ENABLE_CUDNN
-    CudnnAttnSpec c = cudnn_prepare(m, s);
-    cudnn_attn_forward(m->cudnn, &c, out, lse, q, k, v, m->acts.bias_x, m->stream);
+#define CUDNN_CALL(call) call
 #else
-    (void)m; (void)out; (void)lse; (void)q; (void)k; (void)v; (void)s; // t5cu_set_geometry refuses ATTN_CUDNN here
+#define CUDNN_CALL(call) ((void)0) // unreachable: t5cu_set_geometry refuses ATTN_CUDNN in this build
 #endif
-}
-
-// dq, dk, dv written; drelb (NB, H) accumulated from cuDNN's dbias (1, H, Tq, Tk) when s->relb is set
-static void cudnn_attention_backward(T5Cuda* m, floatX* dq, floatX* dk, floatX* dv, float* drelb, const floatX* dout,
-                                     const floatX* q, const floatX* k, const floatX* v, const floatX* out,
-                                     const float* lse, const AttnSpec* s) {
-#ifdef ENABLE_CUDNN
-    CudnnAttnSpec c = cudnn_prepare(m, s);
-    cudnn_attn_backward(m->cudnn, &c, dq, dk, dv, m->acts.dbias_x, dout, q, k, v, out, lse, m->acts.bias_x, m->stream);
-    if (s->relb) attention_bias_grad(drelb, m->config.num_buckets, m->acts.diag, m->acts.dbias_x, 1, s, m->stream);
-#else
-    (void)m; (void)dq; (void)dk; (void)dv; (void)drelb; (void)dout; (void)q; (void)k; (void)v; (void)out; (void)lse; (void)s;
-#endif
-}
 
 // the internals of an attention sublayer: q(ln), k(kv_src), v(kv_src), probabilities, context
 static void attn_inner_forward(T5Cuda* m, AttnActs a, AttnIds w, int l, const AttnSpec* s, int N) {
@@ -787,7 +747,8 @@ static void attn_inner_forward(T5Cuda* m, AttnActs a, AttnIds w, int l, const At
     prof_op(m, "fwd_qkv_matmul");
     const floatX* v = a.kv + (size_t)a.Nkv * HD;
     if (m->attention == ATTN_FLASH) flash_attention_forward(a.ctx, a.lse, a.q, a.kv, v, s, m->stream);
-    else if (m->attention == ATTN_CUDNN) cudnn_attention_forward(m, a.ctx, a.lse, a.q, a.kv, v, s);
+    else if (m->attention == ATTN_CUDNN)
+        CUDNN_CALL(cudnn_attention_forward(m->cudnn, cudnn_scratch(m), a.ctx, a.lse, a.q, a.kv, v, s, m->stream));
     else attention_forward(&m->mm, a.ctx, a.att, attn_scratch(m), a.q, a.kv, v, s, m->stream);
     prof_op(m, "fwd_attention");
 }
@@ -860,7 +821,9 @@ static void attn_sublayer_backward(T5Cuda* m, AttnActs a, AttnIds w, int l, cons
     if (m->attention == ATTN_FLASH)
         flash_attention_backward(gq, gk, gv, drelb, c->num_buckets, flash_scratch(m), A->g_ctx, a.q, a.kv, v, a.ctx,
                                  a.lse, s, m->stream);
-    else if (m->attention == ATTN_CUDNN) cudnn_attention_backward(m, gq, gk, gv, drelb, A->g_ctx, a.q, a.kv, v, a.ctx, a.lse, s);
+    else if (m->attention == ATTN_CUDNN)
+        CUDNN_CALL(cudnn_attention_backward(m->cudnn, cudnn_scratch(m), gq, gk, gv, drelb, c->num_buckets, A->g_ctx, a.q,
+                                            a.kv, v, a.ctx, a.lse, s, m->stream));
     else attention_backward(mm, gq, gk, gv, drelb, c->num_buckets, attn_scratch(m), A->g_ctx, a.q, a.kv, v, a.att, s, m->stream);
     prof_op(m, "bwd_attention");
     float* g_kv_dst = g_kv_src ? g_kv_src : A->g_x;

@@ -73,6 +73,7 @@ CUDNN_BIN=$BIN/cudnn
 cudnn_ok() { [ -x "$CUDNN_BIN/test_t5cu" ] && ! ldd "$CUDNN_BIN/test_t5cu" | grep -q "not found"; }
 if cudnn_ok; then
     for s in cudnn zero; do stage "test cudnn $s" 120 "$CUDNN_BIN/test_t5cu" --train-bin "$CUDNN_BIN/train_t5cu" --only "$s"; done
+    stage "kernel attention cudnn" 60 "$CUDNN_BIN/attention"
 else
     echo "cuDNN build: not runnable here"; [ -x "$CUDNN_BIN/test_t5cu" ] && ldd "$CUDNN_BIN/test_t5cu" | grep "not found"
     NAMES+=("test cudnn"); STATUS+=("SKIPPED (no cuDNN build or libraries)")

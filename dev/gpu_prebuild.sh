@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dev/gpu_prebuild.sh — every binary dev/gpu_check.sh runs, built into one folder (default gpu_build/):
 #   DIR/bf16/{train_t5cu,test_t5cu,rmsnorm,ffn_act,crossentropy,attention,...} and the same in DIR/fp32/;
-#   DIR/cudnn/{train_t5cu,test_t5cu}: the bf16 build with the cuDNN attention path (USE_CUDNN=1).
+#   DIR/cudnn/{train_t5cu,test_t5cu,attention}: the bf16 build with the cuDNN attention path (USE_CUDNN=1).
 # Build here, where compiling costs no GPU time, and carry DIR to a lent GPU machine; gpu_check.sh uses
 # DIR when its programs load there and builds with this same script (GPU_ARCH=native) when they do not.
 #   bash dev/gpu_prebuild.sh [DIR]        (GPU_ARCH=sm_90 by default: H100/H200; NO_MPI=1: the GPU
@@ -38,6 +38,8 @@ if CFLAGS="-O3 -march=x86-64-v2" make -s -j"$JOBS" BUILD="$obj" USE_CUDNN=1 GPU_
             -o "$obj/t5_cpu.o" -o "$obj/cudnn_att.o" >/dev/null
         mv "$t" "$DIR/cudnn/$t"
     done
+    make -s -C dev/cuda -B USE_CUDNN=1 GPU_ARCH="$ARCH" CPU_OBJ="$(pwd)/$obj/t5_cpu.o" CUDNN_OBJ="$(pwd)/$obj/cudnn_att.o" \
+        KERNEL_DIR="$(pwd)/$DIR/cudnn" attention
 else
     echo "no cuDNN build: cuDNN or the cudnn-frontend headers are missing (pip install nvidia-cudnn-frontend)"
 fi

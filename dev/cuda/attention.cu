@@ -5,13 +5,20 @@
 // Variants: 1 = llmc/attention.cuh (cuBLASLt batched per-head GEMMs + fused softmax kernels; any D)
 //           2 = llmc/flash_attention.cuh (fused tiles with online softmax, no T×T matrix in memory;
 //               D = 64 or 128); its backward pass also runs twice and must be bit-identical.
+//           3 = llmc/attention_cudnn.cuh (cuDNN's fused SDPA; D a multiple of 8), in the USE_CUDNN=1
+//               build only: its dropout mask is cuDNN's own, so it is compared with the CPU without
+//               dropout and only run (finite outputs) and timed with dropout.
 //   make -C dev/cuda attention && ./dev/cuda/attention      (run from the repository root)
+//   make -C dev/cuda USE_CUDNN=1 attention                  (+ variant 3; after make USE_CUDNN=1 build/cudnn_att.o)
 #include <string.h>               // defines: memcmp
 #include "dev/cuda/common.cuh"    // defines: host_normal, upload_x, compare, bench_ms
 #include "llmc/t5.h"              // defines: t5_relative_bucket
 #include "llmc/t5_cpu.h"          // defines: t5cpu_attention_forward, t5cpu_attention_backward
 #include "llmc/attention.cuh"     // defines: attention_forward, attention_backward, relative_buckets
 #include "llmc/flash_attention.cuh" // defines: flash_attention_forward, flash_attention_backward
+#ifdef ENABLE_CUDNN
+#include "llmc/attention_cudnn.cuh" // defines: cudnn_attention_forward, cudnn_attention_backward, CudnnScratch
+#endif
 
 // variant 2's dk and relative-bias gradient, bf16 build: Δ = Σ dout·out is taken from the bf16 output,
 // whose rounding (2^-9·|dout·out| per row) stays in ds = p (dp − Δ) even where ds is exactly 0 (a row
@@ -46,6 +53,57 @@ static void flash_run(FlashRun* f, int NB, const floatX* q, const floatX* k, con
     flash_attention_forward(f->out, f->lse, q, k, v, s, 0);
     flash_attention_backward(f->dq, f->dk, f->dv, f->drelb, NB, f->w, dout, q, k, v, f->out, f->lse, s, 0);
 }
+
+#ifdef ENABLE_CUDNN
+// variant 3 against the CPU results (out, dq, dk, dv, drelb) of the same inputs. Tolerances: variant 1's,
+// except dk and the relative-bias gradient: cuDNN takes Δ = Σ dout·out from the bf16 output as flash
+// does, and rounds dbias to bf16 per element before the bucket sums (2^-9 of each term, which the sum
+// can keep while the terms cancel): variant 2's bound.
+static CudnnAttn* g_cudnn;
+static void cudnn_variant(int NB, const floatX* q, const floatX* k, const floatX* v, const floatX* dout, const AttnSpec* s,
+                          const float* out, const float* dq, const float* dk, const float* dv, const float* drelb) {
+    if (s->D % 8 != 0) { printf("  3 cudnn: skipped (D %% 8 != 0)\n"); return; }
+    if (!g_cudnn) {
+        char err[256];
+        g_cudnn = cudnn_attn_create(err, sizeof(err));
+        if (!g_cudnn) { printf("  3 cudnn: %s\n", err); g_fail++; return; }
+    }
+    int B = s->B, H = s->H, Tq = s->Tq, Tk = s->Tk;
+    size_t nq = (size_t)B * Tq * H * s->D, nk = (size_t)B * Tk * H * s->D, nb = (size_t)H * Tq * Tk;
+    CudnnScratch w = { cuda_alloc<floatX>(nb), cuda_alloc<floatX>(nb), cuda_alloc<int>(B), cuda_alloc<float>((size_t)H * (Tq + Tk - 1)) };
+    floatX *c_out = cuda_alloc<floatX>(nq), *c_dq = cuda_alloc<floatX>(nq), *c_dk = cuda_alloc<floatX>(nk), *c_dv = cuda_alloc<floatX>(nk);
+    float *c_lse = cuda_alloc<float>((size_t)B * H * Tq), *c_drelb = cuda_alloc<float>((size_t)NB * H);
+    cudaCheck(cudaMemset(c_drelb, 0, (size_t)NB * H * sizeof(float)));
+    cudnn_attention_forward(g_cudnn, w, c_out, c_lse, q, k, v, s, 0);
+    cudnn_attention_backward(g_cudnn, w, c_dq, c_dk, c_dv, c_drelb, NB, dout, q, k, v, c_out, c_lse, s, 0);
+    float *g_out = download_x(c_out, nq), *g_dq = download_x(c_dq, nq), *g_dk = download_x(c_dk, nk);
+    float *g_dv = download_x(c_dv, nk), *g_drelb = download_f(c_drelb, (size_t)NB * H);
+    if (s->drop.p == 0.0f) {
+        compare("3 cudnn forward: output", g_out, out, nq, TOL_X);
+        compare("3 cudnn backward: dq", g_dq, dq, nq, 2 * TOL_X);
+        compare("3 cudnn backward: dk", g_dk, dk, nk, TOL_FLASH_DK);
+        compare("3 cudnn backward: dv", g_dv, dv, nk, TOL_X);
+        if (s->relb) compare("3 cudnn backward: relative bias gradient", g_drelb, drelb, (size_t)NB * H, TOL_FLASH_DK);
+    } else { // cuDNN's mask: outputs finite, and the dropout changed them (the CPU ran the hash's mask)
+        int finite = 1;
+        for (size_t i = 0; i < nq; i++) finite &= isfinite(g_out[i]) && isfinite(g_dq[i]);
+        for (size_t i = 0; i < nk; i++) finite &= isfinite(g_dk[i]) && isfinite(g_dv[i]);
+        printf("  %-56s %s\n", "3 cudnn with cuDNN's dropout: finite out, dq, dk, dv", finite ? "OK" : "FAIL");
+        if (finite) g_pass++; else g_fail++;
+    }
+    if (nb * B >= (1 << 24)) {
+        double flops = 4.0 * B * H * (double)Tq * Tk * s->D;
+        float fms = bench_ms([&] { cudnn_attention_forward(g_cudnn, w, c_out, c_lse, q, k, v, s, 0); }, 10);
+        float bms = bench_ms([&] { cudnn_attention_backward(g_cudnn, w, c_dq, c_dk, c_dv, c_drelb, NB, dout, q, k, v, c_out,
+                                                             c_lse, s, 0); }, 10);
+        printf("  bench 3 cudnn forward %.3f ms (%.1f TFLOP/s), backward %.3f ms (%.1f TFLOP/s)\n", fms, flops / fms / 1e9,
+               bms, 2 * flops / bms / 1e9);
+    }
+    free(g_out); free(g_dq); free(g_dk); free(g_dv); free(g_drelb);
+    void* dev[] = { w.bias, w.dbias, w.q_len, w.diag, c_out, c_dq, c_dk, c_dv, c_lse, c_drelb };
+    for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++) cudaCheck(cudaFree(dev[i]));
+}
+#endif
 
 // one_key: the first sequence has a single key (non-causal), its rows' probabilities are exactly 1
 static void check(int B, int Tq, int Tk, int H, int D, int self, int causal, float p, int one_key) {
@@ -136,6 +194,9 @@ static void check(int B, int Tq, int Tk, int H, int D, int self, int causal, flo
         }
     }
     if (flash) flash_run_free(&fr);
+#ifdef ENABLE_CUDNN
+    cudnn_variant(NB, d_q, d_k, d_v, d_dout, &s, out, dq, dk, dv, drelb);
+#endif
     free(q); free(k); free(v); free(dout); free(relb); free(key_len); free(buckets); free(out); free(att); free(scr);
     free(dq); free(dk); free(dv); free(drelb); free(g_out); free(g_att); free(g_dq); free(g_dk); free(g_dv); free(g_drelb);
     void* dev[] = { d_q, d_k, d_v, d_dout, d_relb, d_len, d_buckets, d_out, d_att, d_dq, d_dk, d_dv, d_drelb, w.scores, w.scratch, w.diag };
@@ -155,5 +216,8 @@ int main(void) {
     check(2, 200, 200, 2, 64, 1, 0, 0.1f, 1); // key blocks wholly past the padding
     check(2, 100, 100, 2, 128, 1, 0, 0.1f, 0); // D = 128 (t5-3b / t5-11b)
     check(16, 512, 512, 12, 64, 1, 0, 0.1f, 0); // flan-t5-base encoder shape: benchmark of both
+#ifdef ENABLE_CUDNN
+    cudnn_attn_free(g_cudnn);
+#endif
     return finish("attention");
 }

@@ -1,0 +1,55 @@
+// attention_cudnn.cuh — T5 attention (an AttnSpec of llmc/attention.cuh) through cuDNN's fused SDPA
+// (llmc/cudnn_att.h): the glue that both train_t5.cu (--attention cudnn) and its twin
+// dev/cuda/attention.cu (variant 3) use. Builds with USE_CUDNN=1 (bf16) only.
+//
+//   forward : q_len ← Tq for every sequence (with a key-padding mask), bias (H, Tq, Tk) ← the dense
+//             relative bias from the (NB, H) table and the buckets; cuDNN: out, lse
+//   backward: the same two inputs again (scratch may have served another call meanwhile); cuDNN: dq, dk,
+//             dv, dbias (H, Tq, Tk, summed over the batch); drelb[bucket(j − i), h] += Σ dbias over each
+//             bucket's diagonals (attention_bias_grad, fixed order)
+// Dropout: cuDNN's Philox stream with seed = the site's seed and offset = its site id in the high 32
+// bits (two sites never share counters); a site's forward and backward pass get the same pair.
+#ifndef T5_ATTENTION_CUDNN_CUH
+#define T5_ATTENTION_CUDNN_CUH
+
+#include "attention.cuh"   // defines: AttnSpec, relative_bias_dense, attention_bias_grad
+#include "cudnn_att.h"     // defines: CudnnAttn, CudnnAttnSpec, cudnn_attn_forward, cudnn_attn_backward
+
+// scratch of one call: bias and dbias (H, Tq, Tk) floatX, q_len (B), diag (H, Tq + Tk − 1)
+typedef struct { floatX* bias; floatX* dbias; int* q_len; float* diag; } CudnnScratch;
+
+__global__ void fill_int_kernel(int* p, int n, int value) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) p[i] = value;
+}
+
+// the inputs a call reads besides q, k, v, and the call's description
+static inline CudnnAttnSpec cudnn_prepare(const AttnSpec* s, CudnnScratch w, cudaStream_t stream) {
+    if (s->key_len) {
+        fill_int_kernel<<<CEIL_DIV(s->B, 128), 128, 0, stream>>>(w.q_len, s->B, s->Tq);
+        cudaCheckLaunch();
+    }
+    if (s->relb) relative_bias_dense(w.bias, s, stream);
+    CudnnAttnSpec c = { s->B, s->H, s->Tq, s->Tk, s->D, s->causal, s->relb != NULL, s->key_len,
+                        s->key_len ? w.q_len : NULL, s->drop.p, s->drop.seed, (uint64_t)s->drop.site << 32 };
+    return c;
+}
+
+// out (B, Tq, H·D), lse (B, H, Tq) written
+static inline void cudnn_attention_forward(CudnnAttn* a, CudnnScratch w, floatX* out, float* lse, const floatX* q,
+                                           const floatX* k, const floatX* v, const AttnSpec* s, cudaStream_t stream) {
+    CudnnAttnSpec c = cudnn_prepare(s, w, stream);
+    cudnn_attn_forward(a, &c, out, lse, q, k, v, w.bias, stream);
+}
+
+// dq, dk, dv written; drelb (NB, H) accumulated when s->relb is set
+static inline void cudnn_attention_backward(CudnnAttn* a, CudnnScratch w, floatX* dq, floatX* dk, floatX* dv, float* drelb,
+                                            int num_buckets, const floatX* dout, const floatX* q, const floatX* k,
+                                            const floatX* v, const floatX* out, const float* lse, const AttnSpec* s,
+                                            cudaStream_t stream) {
+    CudnnAttnSpec c = cudnn_prepare(s, w, stream);
+    cudnn_attn_backward(a, &c, dq, dk, dv, w.dbias, dout, q, k, v, out, lse, w.bias, stream);
+    if (s->relb) attention_bias_grad(drelb, num_buckets, w.diag, w.dbias, 1, s, stream);
+}
+
+#endif // T5_ATTENTION_CUDNN_CUH
