@@ -321,6 +321,37 @@ static void test_grad_accumulation(void) {
     t5_free(&m);
 }
 
+// batch_repad (the CUDA trainer pads its batches to multiples of 64 for cuDNN attention): the same
+// batch with 13 more source and 7 more target positions of padding gives the same loss and the same
+// gradients (the extra positions are masked keys and ignored labels; the only change is the number
+// of rows in the blocked sums, so 1e-6 rather than bit-identity). Dropout off: the masks are drawn by
+// position index, so padding draws other (equally distributed) masks
+static void test_repad(void) {
+    T5 m;
+    T5Config c = tiny_config(0, ACT_GELU_TANH, 1);
+    c.dropout = 0.0f;
+    t5_build_from_config(&m, &c);
+    t5_init_random(&m, 12);
+    T5Batch b = tiny_batch();
+    BatchBuf pb;
+    memset(&pb, 0, sizeof(pb));
+    const T5Batch* p = batch_repad(&pb, &b, b.Ts + 13, b.Tt + 7, c.pad_id);
+    check_true("repad: real tokens unchanged", batch_real_tokens(p) == batch_real_tokens(&b));
+    float* want = (float*)mallocCheck(m.layout.total * sizeof(float));
+    float loss[2];
+    for (int v = 0; v < 2; v++) {
+        t5_zero_grad(&m);
+        loss[v] = t5_forward(&m, v ? p : &b, 1, 3);
+        t5_backward(&m, v ? p : &b, 1, 1.0f / (float)m.num_counted);
+        if (!v) memcpy(want, m.grads_memory, m.layout.total * sizeof(float));
+    }
+    check_close("repad: loss", &loss[1], &loss[0], 1, 1e-6f);
+    check_close("repad: gradients", m.grads_memory, want, m.layout.total, 1e-6f);
+    free(want);
+    batch_free(&pb);
+    t5_free(&m);
+}
+
 // dropout: masks differ by seed, the kept fraction is ~1-p, eval mode is deterministic
 static void test_dropout(void) {
     size_t n = 200000, kept = 0;
@@ -842,6 +873,7 @@ int main(int argc, char** argv) {
     test_finite_differences(0, ACT_GELU_TANH, 1, "flan");
     test_finite_differences(1, ACT_GELU, 0, "tied");
     test_grad_accumulation();
+    test_repad();
     test_dropout();
     printf("\n=== bad input\n");
     test_bad_config(tmp);

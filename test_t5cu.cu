@@ -60,13 +60,16 @@ static float* download_model(T5Cuda* m, T5CuBuffer which) {
 __global__ void floatx_to_float_kernel(float* dst, const floatX* src, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) dst[i] = to_float(src[i]);
 }
-static float* download_logits(T5Cuda* m) {
-    size_t n = (size_t)m->B * m->Tt * m->config.vocab_size;
+// (B, Tt, V): the first Tt positions of each sequence (a model that padded the batch further, as
+// cuDNN attention does, has m->Tt ≥ Tt rows per sequence)
+static float* download_logits(T5Cuda* m, int Tt) {
+    size_t V = m->config.vocab_size, n = (size_t)m->B * m->Tt * V;
     float* d = cuda_alloc<float>(n);
     floatx_to_float_kernel<<<elementwise_blocks(n), 256, 0, m->stream>>>(d, m->acts.logits, n);
     cudaCheckLaunch();
     float* h = download(m, d, n);
     cudaCheck(cudaFree(d));
+    for (int b = 0; b < m->B; b++) memmove(h + (size_t)b * Tt * V, h + (size_t)b * m->Tt * V, (size_t)Tt * V * sizeof(float));
     return h;
 }
 
@@ -169,7 +172,7 @@ static void test_fixture_forward_backward(Fixture* f, T5Cuda* m, const T5Batch* 
     size_t n;
     t5cu_forward(m, b, 1, 7, 0.0f); // dropout 0 in the fixture configs: train mode is exact too
     float loss = t5cu_read_loss(m);
-    float* logits = download_logits(m);
+    float* logits = download_logits(m, b->Tt);
     float* want = fx_f32(f, "logits", &n);
     check_close("logits", logits, want, n, TOL_LOGITS);
     free(logits); free(want);
@@ -272,7 +275,7 @@ static void test_against_cpu(const char* preset, int layers, float dropout) {
     float want_loss = t5cpu_forward(cpu, b, 1, seed);
     t5cu_forward(&m, b, 1, seed, 0.0f);
     float loss = t5cu_read_loss(&m);
-    float* logits = download_logits(&m);
+    float* logits = download_logits(&m, b->Tt);
     check_close("logits (dropout on: same masks)", logits, t5cpu_logits(cpu), (size_t)b->B * b->Tt * c.vocab_size, TOL_DEEP_LOGITS);
     check_close("loss", &loss, &want_loss, 1, TOL_DEEP_LOSS);
     free(logits);
@@ -410,7 +413,7 @@ static void test_determinism(const char* tmp) {
 static void attn_case(T5Cuda* m, const T5Batch* b, uint64_t seed, float** logits, float* loss, float** grads) {
     t5cu_forward(m, b, 1, seed, 0.0f);
     *loss = t5cu_read_loss(m);
-    *logits = download_logits(m);
+    *logits = download_logits(m, b->Tt);
     t5cu_zero_grad(m);
     t5cu_forward(m, b, 1, seed, 1.0f / (float)m->num_counted);
     t5cu_backward(m);
@@ -512,56 +515,6 @@ static void test_flash(void) {
 }
 
 // ----------------------------------------------------------------------------
-// cuDNN attention (--attention cudnn, llmc/cudnn_att.h; the USE_CUDNN=1 bf16 build) against the gemm
-// path. Its dropout draws cuDNN's own mask, so the comparison runs with dropout 0: the same math, the
-// bias rounded to bf16 once (the other paths add the fp32 table): the bf16 tolerances apply. Then
-// with dropout 0.1: three training steps twice (bit-identical when cuDNN reports its deterministic
-// backward for every shape, which the line says), a finite loss that moves, and a dropout-on loss
-// that differs from the dropout-off one (the mask is applied at all).
-static void test_cudnn(void) {
-    printf("\n=== cuDNN attention vs gemm attention: flan-t5-small-shaped random model, 2+2 blocks (%s)\n", PRECISION_NAME);
-    char err[256];
-    if (cudnn_attention_check(64, err, sizeof(err))) { // this build cannot: the reason, and nothing to compare
-        printf("  skipped: %s\n", err);
-        return;
-    }
-    AttnPair P;
-    attn_pair_build(&P, ATTN_CUDNN, 0.0f);
-    compare_models("cudnn vs gemm (dropout 0):", &P.m[1], &P.m[0], &P.bb.b, &P.L, 99);
-    attn_pair_free_models(&P);
-    free(P.p0);
-    // dropout 0.1: two runs of three steps, and the first step's loss without dropout
-    T5Config c;
-    T5Layout L;
-    float* p0 = random_model(&c, &L, "flan-t5-small", 2, 2, 0.1f, 31);
-    const int K = RUN_STEPS;
-    float losses[2][K], *params[2];
-    int deterministic = two_runs(&c, p0, ATTN_CUDNN, losses, params);
-    c.dropout = 0.0f;
-    float plain[K];
-    T5Cuda z;
-    T5CudaOptions oz = { NULL, 0, 0, ATTN_CUDNN };
-    t5cu_build_with(&z, &c, p0, &oz);
-    run_steps(&z, 0, 1, K, plain);
-    t5cu_free(&z);
-    printf("  cudnn losses run 1: %.7f %.7f %.7f, run 2: %.7f %.7f %.7f; dropout off: %.7f; deterministic backward: %s\n",
-           (double)losses[0][0], (double)losses[0][1], (double)losses[0][2], (double)losses[1][0], (double)losses[1][1],
-           (double)losses[1][2], (double)plain[0], deterministic ? "yes" : "no (cuDNN has none for some shape)");
-    check_true("cudnn dropout: the losses are finite and move", isfinite(losses[0][K - 1]) && losses[0][K - 1] != losses[0][0]);
-    check_true("cudnn dropout: the first loss differs from the dropout-off loss", losses[0][0] != plain[0]);
-    check_true("cudnn dropout: two runs of 3 steps, the same first loss (the forward pass is deterministic)",
-               losses[0][0] == losses[1][0]);
-    if (deterministic) {
-        check_true("cudnn: two runs of 3 steps, bit-identical losses", memcmp(losses[0], losses[1], sizeof(losses[0])) == 0);
-        check_true("cudnn: two runs of 3 steps, bit-identical parameters",
-                   memcmp(params[0], params[1], L.total * sizeof(float)) == 0);
-    } else { // atomics in cuDNN's dq: the runs agree to rounding
-        check_close("cudnn: two runs of 3 steps, losses (non-deterministic backward)", losses[1], losses[0], K, TOL_DEEP_LOSS);
-    }
-    free(params[0]); free(params[1]); free(p0);
-}
-
-// ----------------------------------------------------------------------------
 // the plain ReLU FFN's fused products (cuBLASLt's RELU_AUX and DRELU epilogues, used where no dropout
 // sits on the activation) against the unfused product + llmc/ffn_act.cuh kernels, same model and
 // batch, dropout 0. Both round the same product once and relu commutes with the rounding, so they
@@ -628,14 +581,65 @@ static void zero_recompute_case(Comm* comm, const T5Config* c, const T5Layout* L
 }
 
 static void test_zero_recompute(Comm* comm) {
-    printf("\n=== ZeRO-1 (one rank) and recompute vs the plain trainer, gemm, flash%s attention (%s)\n",
-           CUDNN_BUILT ? " and cudnn" : "", PRECISION_NAME);
+    printf("\n=== ZeRO-1 (one rank) and recompute vs the plain trainer, gemm and flash attention (%s)\n", PRECISION_NAME);
     T5Config c;
     T5Layout L;
     float* p0 = random_model(&c, &L, "flan-t5-small", 3, 2, 0.1f, 11);
     zero_recompute_case(comm, &c, &L, p0, ATTN_GEMM);
     zero_recompute_case(comm, &c, &L, p0, ATTN_FLASH);
-    if (CUDNN_BUILT) zero_recompute_case(comm, &c, &L, p0, ATTN_CUDNN);
+    free(p0);
+}
+
+// ----------------------------------------------------------------------------
+// cuDNN attention (--attention cudnn, llmc/cudnn_att.h; the USE_CUDNN=1 bf16 build) against the gemm
+// path. Its dropout draws cuDNN's own mask, so the comparison runs with dropout 0: the same math, the
+// bias rounded to bf16 once (the other paths add the fp32 table): the bf16 tolerances apply. Then
+// with dropout 0.1: three training steps twice (bit-identical when cuDNN reports its deterministic
+// backward for every shape, which the line says), a finite loss that moves, and a dropout-on loss
+// that differs from the dropout-off one (the mask is applied at all).
+static void test_cudnn(Comm* comm) {
+    printf("\n=== cuDNN attention vs gemm attention: flan-t5-small-shaped random model, 2+2 blocks (%s)\n", PRECISION_NAME);
+    char err[256];
+    if (cudnn_attention_check(64, err, sizeof(err))) { // this build cannot: the reason, and nothing to compare
+        printf("  skipped: %s\n", err);
+        return;
+    }
+    AttnPair P;
+    attn_pair_build(&P, ATTN_CUDNN, 0.0f);
+    compare_models("cudnn vs gemm (dropout 0):", &P.m[1], &P.m[0], &P.bb.b, &P.L, 99);
+    attn_pair_free_models(&P);
+    free(P.p0);
+    // dropout 0.1: two runs of three steps, and the first step's loss without dropout
+    T5Config c;
+    T5Layout L;
+    float* p0 = random_model(&c, &L, "flan-t5-small", 2, 2, 0.1f, 31);
+    const int K = RUN_STEPS;
+    float losses[2][K], *params[2];
+    int deterministic = two_runs(&c, p0, ATTN_CUDNN, losses, params);
+    c.dropout = 0.0f;
+    float plain[K];
+    T5Cuda z;
+    T5CudaOptions oz = { NULL, 0, 0, ATTN_CUDNN };
+    t5cu_build_with(&z, &c, p0, &oz);
+    run_steps(&z, 0, 1, K, plain);
+    t5cu_free(&z);
+    printf("  cudnn losses run 1: %.7f %.7f %.7f, run 2: %.7f %.7f %.7f; dropout off: %.7f; deterministic backward: %s\n",
+           (double)losses[0][0], (double)losses[0][1], (double)losses[0][2], (double)losses[1][0], (double)losses[1][1],
+           (double)losses[1][2], (double)plain[0], deterministic ? "yes" : "no (cuDNN has none for some shape)");
+    check_true("cudnn dropout: the losses are finite and move", isfinite(losses[0][K - 1]) && losses[0][K - 1] != losses[0][0]);
+    check_true("cudnn dropout: the first loss differs from the dropout-off loss", losses[0][0] != plain[0]);
+    check_true("cudnn dropout: two runs of 3 steps, the same first loss (the forward pass is deterministic)",
+               losses[0][0] == losses[1][0]);
+    if (deterministic) {
+        check_true("cudnn: two runs of 3 steps, bit-identical losses", memcmp(losses[0], losses[1], sizeof(losses[0])) == 0);
+        check_true("cudnn: two runs of 3 steps, bit-identical parameters",
+                   memcmp(params[0], params[1], L.total * sizeof(float)) == 0);
+    } else { // atomics in cuDNN's dq: the runs agree to rounding
+        check_close("cudnn: two runs of 3 steps, losses (non-deterministic backward)", losses[1], losses[0], K, TOL_DEEP_LOSS);
+    }
+    free(params[0]); free(params[1]);
+    c.dropout = 0.1f;
+    zero_recompute_case(comm, &c, &L, p0, ATTN_CUDNN); // ZeRO-1 and recompute with cuDNN attention
     free(p0);
 }
 
@@ -803,15 +807,15 @@ int main(int argc, char** argv) {
     }
     if (section("determinism")) test_determinism(tmp);
     if (section("flash")) test_flash();
-    if (section("cudnn")) test_cudnn();
-    if (section("zero")) {
+    if (section("zero") || section("cudnn")) {
         Comm comm; // one process: the collectives are copies, but the ZeRO-1 code paths run
         char err[1024];
         if (comm_bootstrap(&comm, &argc, &argv, NULL, err, sizeof(err)) || comm_init(&comm, NULL, err, sizeof(err))) {
             printf("error: %s\n", err);
             return EXIT_FAILURE;
         }
-        test_zero_recompute(&comm);
+        if (section("cudnn")) test_cudnn(&comm);
+        if (section("zero")) test_zero_recompute(&comm);
         comm_free(&comm);
     }
     if (section("generate")) {

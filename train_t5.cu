@@ -233,6 +233,7 @@ typedef struct {
     int train;           // dropout on in the last forward pass
     uint64_t dropout_seed;
     BatchDev batch;
+    BatchBuf padded;     // --attention cudnn: the batch padded to CUDNN_PAD multiples (t5cu_shape_batch)
     double* loss_sum;    // device (2): Σ token losses of the last forward; of the step since t5cu_zero_grad
     float* norm;         // device: gradient norm
     double* norm_partial;
@@ -538,6 +539,7 @@ static void t5cu_free(T5Cuda* m) {
     cudaCheck(cudaStreamSynchronize(m->stream));
     prof_free(m);
     cudnn_attn_free(m->cudnn);
+    batch_free(&m->padded);
     t5cu_free_acts(&m->acts);
     t5cu_free_batch(&m->batch);
     AllocPlan plan[8];
@@ -642,7 +644,24 @@ static void batch_dev_reserve(BatchDev* d, size_t ints) {
 
 // activations and batch buffers for the largest batch a run can see (B examples of Ts / Tt tokens), made
 // before its first step: growing them later frees and reallocates, which synchronises the device mid-run
+// cuDNN attention builds one graph per shape (and direction): its batches are padded to multiples of
+// CUDNN_PAD tokens on both sides, so a run meets at most (512/64)·(128/64) shapes instead of about one
+// per batch. The added positions are padding like any other (source keys masked by src_len, target
+// labels IGNORE_INDEX, causal): the loss, the gradients and the real-token counts do not change
+// (test_t5 test_repad). With dropout on, the hash masks are drawn by position, so padding draws others.
+#define CUDNN_PAD 64
+static int t5cu_padded_len(const T5Cuda* m, int T) {
+    return m->attention == ATTN_CUDNN ? CEIL_DIV(T, CUDNN_PAD) * CUDNN_PAD : T;
+}
+
+static const T5Batch* t5cu_shape_batch(T5Cuda* m, const T5Batch* b) {
+    int Ts = t5cu_padded_len(m, b->Ts), Tt = t5cu_padded_len(m, b->Tt);
+    if (Ts == b->Ts && Tt == b->Tt) return b;
+    return batch_repad(&m->padded, b, Ts, Tt, m->config.pad_id);
+}
+
 static void t5cu_reserve(T5Cuda* m, int B, int Ts, int Tt) {
+    Ts = t5cu_padded_len(m, Ts); Tt = t5cu_padded_len(m, Tt);
     t5cu_build_acts(m, B, Ts, Tt);
     batch_dev_reserve(&m->batch, batch_ints(B, Ts, Tt));
 }
@@ -1012,6 +1031,7 @@ static void t5cu_decoder_forward(T5Cuda* m, const T5Specs* s) {
 // t5cu_read_loss). loss_scale ≠ 0 also turns the logits into dlogits · loss_scale, ready for
 // t5cu_backward; loss_scale = 0 keeps the logits. `train` turns dropout on with masks from `seed`.
 static void t5cu_forward(T5Cuda* m, const T5Batch* b, int train, uint64_t seed, float loss_scale) {
+    b = t5cu_shape_batch(m, b);
     t5cu_build_acts(m, b->B, b->Ts, b->Tt);
     m->B = b->B; m->Ts = b->Ts; m->Tt = b->Tt;
     m->train = train; m->dropout_seed = seed;

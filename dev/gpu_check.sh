@@ -5,7 +5,8 @@
 #   1. test_t5cu, fp32 build, one process per section: HF fixtures (tight), CUDA vs CPU engine,
 #      determinism, flash attention, ZeRO-1/recompute, generation, the CLI
 #   2. test_t5cu, bf16 build: the same with the documented bf16 tolerances; then the cuDNN attention
-#      build (gpu_build/cudnn, USE_CUDNN=1): cuDNN vs gemm attention, its dropout, determinism, ZeRO-1
+#      build (gpu_build/cudnn, USE_CUDNN=1): cuDNN vs gemm attention, its dropout, determinism, ZeRO-1,
+#      its command line, its kernel twin
 #   3. the kernel twins of dev/cuda (CPU check at several sizes + benchmark)
 #   4. benchmark: train_t5cu (flash attention, the default; gemm attention; flash with GPU time per
 #      operation, T5_PROFILE=ops; cuDNN attention) vs transformers + PyTorch (dev/bench_hf_gpu.py, eager; HF_COMPILE=1 adds
@@ -66,13 +67,14 @@ for p in fp32 bf16; do
     for s in $SECTIONS; do stage "test $p $s" 90 "$BIN/$p/test_t5cu" --train-bin "$BIN/$p/train_t5cu" --only "$s"; done
 done
 
-# ---- 2b. the cuDNN attention build (USE_CUDNN=1): its test section (cuDNN vs gemm, dropout and determinism)
-#      and the ZeRO-1/recompute section, which adds the cudnn case; skipped with the reason when the
-#      binaries were not built or their libraries (libcudnn, libnvrtc) are not on this machine
+# ---- 2b. the cuDNN attention build (USE_CUDNN=1): its test section (cuDNN vs gemm, dropout, determinism,
+#      ZeRO-1/recompute with cuDNN), the CLI section (--attention cudnn runs), the attention twin's variant
+#      3; skipped with the reason when the binaries were not built or their libraries (libcudnn, libnvrtc)
+#      are not on this machine
 CUDNN_BIN=$BIN/cudnn
 cudnn_ok() { [ -x "$CUDNN_BIN/test_t5cu" ] && ! ldd "$CUDNN_BIN/test_t5cu" | grep -q "not found"; }
 if cudnn_ok; then
-    for s in cudnn zero; do stage "test cudnn $s" 120 "$CUDNN_BIN/test_t5cu" --train-bin "$CUDNN_BIN/train_t5cu" --only "$s"; done
+    for s in cudnn cli; do stage "test cudnn $s" 120 "$CUDNN_BIN/test_t5cu" --train-bin "$CUDNN_BIN/train_t5cu" --only "$s"; done
     stage "kernel attention cudnn" 60 "$CUDNN_BIN/attention"
 else
     echo "cuDNN build: not runnable here"; [ -x "$CUDNN_BIN/test_t5cu" ] && ldd "$CUDNN_BIN/test_t5cu" | grep "not found"

@@ -91,6 +91,24 @@ static inline T5Batch* batch_make(BatchBuf* bb, const ExampleFile* e, const int6
     return b;
 }
 
+// out = b with its source side padded to Ts and its target side to Tt (≥ b's): pad ids, IGNORE_INDEX
+// labels and decoder inputs by batch_make's rule, so the real positions compute exactly as in b
+static inline T5Batch* batch_repad(BatchBuf* out, const T5Batch* b, int Ts, int Tt, int pad_id) {
+    batch_reserve(out, b->B, Ts, Tt);
+    T5Batch* o = &out->b;
+    o->B = b->B; o->Ts = Ts; o->Tt = Tt;
+    for (int i = 0; i < b->B; i++) {
+        o->src_len[i] = b->src_len[i];
+        for (int j = 0; j < Ts; j++) o->src[(size_t)i * Ts + j] = j < b->Ts ? b->src[(size_t)i * b->Ts + j] : pad_id;
+        for (int j = 0; j < Tt; j++) {
+            int* lab = o->labels + (size_t)i * Tt;
+            lab[j] = j < b->Tt ? b->labels[(size_t)i * b->Tt + j] : IGNORE_INDEX;
+            o->dec_in[(size_t)i * Tt + j] = j < b->Tt ? b->dec_in[(size_t)i * b->Tt + j] : lab[j - 1] == IGNORE_INDEX ? pad_id : lab[j - 1];
+        }
+    }
+    return o;
+}
+
 static inline int batch_count_labels(const T5Batch* b) {
     int n = 0;
     for (int i = 0; i < b->B * b->Tt; i++) n += b->labels[i] != IGNORE_INDEX;

@@ -54,6 +54,39 @@ static void flash_run(FlashRun* f, int NB, const floatX* q, const floatX* k, con
     flash_attention_backward(f->dq, f->dk, f->dv, f->drelb, NB, f->w, dout, q, k, v, f->out, f->lse, s, 0);
 }
 
+// the two kernels that connect T5's bucket table to a dense bias (variant 3's input and gradient), in
+// every build: relative_bias_dense against the table lookup on the host (exact up to the floatX
+// rounding of the table value: TOL_X), and attention_bias_grad over one batch-summed ds (H, Tq, Tk)
+// against the host's bucket sums of the same rounded values (fp32 sums in another order: TOL_X)
+static void check_bias_glue(const AttnSpec* s, const float* relb, const int* buckets, int NB) {
+    int H = s->H, Tq = s->Tq, Tk = s->Tk;
+    size_t n = (size_t)H * Tq * Tk;
+    floatX* d_bias = cuda_alloc<floatX>(n);
+    relative_bias_dense(d_bias, s, 0);
+    float* got = download_x(d_bias, n);
+    float *want = (float*)mallocCheck(n * sizeof(float)), *ds = host_normal(n, 9, 1.0f);
+    float* drelb = (float*)calloc((size_t)NB * H, sizeof(float));
+    floatX* d_ds = upload_x(ds, n); // ds now holds the rounded values the kernel sums
+    // drelb[bucket(j − i), h] = Σ_{i, j} ds[h, i, j]   (one batch: dbias is summed over it already)
+    for (int h = 0; h < H; h++)
+        for (int i = 0; i < Tq; i++)
+            for (int j = 0; j < Tk; j++) {
+                size_t x = ((size_t)h * Tq + i) * Tk + j;
+                int bk = buckets[j - i + Tq - 1];
+                want[x] = relb[bk * H + h];
+                drelb[bk * H + h] += ds[x];
+            }
+    compare("dense relative bias (H, Tq, Tk) from the bucket table", got, want, n, TOL_X);
+    float *d_drelb = cuda_alloc<float>((size_t)NB * H), *d_diag = cuda_alloc<float>((size_t)H * (Tq + Tk - 1));
+    cudaCheck(cudaMemset(d_drelb, 0, (size_t)NB * H * sizeof(float)));
+    attention_bias_grad(d_drelb, NB, d_diag, d_ds, 1, s, 0);
+    float* g_drelb = download_f(d_drelb, (size_t)NB * H);
+    compare("bucket sums of a batch-summed bias gradient", g_drelb, drelb, (size_t)NB * H, TOL_X);
+    free(got); free(want); free(ds); free(drelb); free(g_drelb);
+    void* dev[] = { d_bias, d_ds, d_drelb, d_diag };
+    for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++) cudaCheck(cudaFree(dev[i]));
+}
+
 #ifdef ENABLE_CUDNN
 // variant 3 against the CPU results (out, dq, dk, dv, drelb) of the same inputs. Tolerances: variant 1's,
 // except dk and the relative-bias gradient: cuDNN takes Δ = Σ dout·out from the bf16 output as flash
@@ -148,6 +181,7 @@ static void check(int B, int Tq, int Tk, int H, int D, int self, int causal, flo
     compare("1 gemm backward: dk", g_dk, dk, nk, 2 * TOL_X);
     compare("1 gemm backward: dv", g_dv, dv, nk, TOL_X);
     if (self) compare("1 gemm backward: relative bias gradient", g_drelb, drelb, (size_t)NB * H, 2 * TOL_X);
+    if (self && Tq == Tk) check_bias_glue(&s, relb, buckets, NB);
     int flash = flash_attention_supports(D);
     FlashRun fr;
     if (flash) {
