@@ -296,13 +296,18 @@ static void test_finite_differences(int tied, T5Act act, int gated, const char* 
     t5_free(&m);
 }
 
+// a random tiny gated model without dropout
+static void tiny_model_nodrop(T5* m, uint64_t seed) {
+    T5Config c = tiny_config(0, ACT_GELU_TANH, 1);
+    c.dropout = 0.0f;
+    t5_build_from_config(m, &c);
+    t5_init_random(m, seed);
+}
+
 // micro-batches [0] + [1] with loss_scale 1/(all counted tokens) == the full batch
 static void test_grad_accumulation(void) {
     T5 m;
-    T5Config c = tiny_config(0, ACT_GELU_TANH, 1);
-    c.dropout = 0.0f;
-    t5_build_from_config(&m, &c);
-    t5_init_random(&m, 11);
+    tiny_model_nodrop(&m, 11);
     T5Batch full = tiny_batch();
     t5_zero_grad(&m);
     t5_forward(&m, &full, 1, 1);
@@ -328,14 +333,11 @@ static void test_grad_accumulation(void) {
 // position index, so padding draws other (equally distributed) masks
 static void test_repad(void) {
     T5 m;
-    T5Config c = tiny_config(0, ACT_GELU_TANH, 1);
-    c.dropout = 0.0f;
-    t5_build_from_config(&m, &c);
-    t5_init_random(&m, 12);
+    tiny_model_nodrop(&m, 12);
     T5Batch b = tiny_batch();
     BatchBuf pb;
     memset(&pb, 0, sizeof(pb));
-    const T5Batch* p = batch_repad(&pb, &b, b.Ts + 13, b.Tt + 7, c.pad_id);
+    const T5Batch* p = batch_repad(&pb, &b, b.Ts + 13, b.Tt + 7, m.config.pad_id);
     check_true("repad: real tokens unchanged", batch_real_tokens(p) == batch_real_tokens(&b));
     float* want = (float*)mallocCheck(m.layout.total * sizeof(float));
     float loss[2];
