@@ -20,7 +20,8 @@
 #   7. compute-sanitizer memcheck on a short training run and on the fixture tests
 # A time budget (GPU_CHECK_BUDGET seconds, default 450) caps every stage and skips what no longer
 # fits, so the summary table (the last lines) is always printed. Exit 0 only if every stage passed.
-#   bash dev/gpu_check.sh       (BENCH_STEPS, BENCH_BATCH, GEN_INPUTS, GEN_BATCH, GPU_CHECK_OUT override)
+#   bash dev/gpu_check.sh       (BENCH_STEPS, BENCH_BATCH, GEN_INPUTS, GEN_BATCH, GPU_CHECK_OUT override;
+#                                GPU_CHECK_ONLY='cudnn|kernel' runs only the stages whose names match)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${BENCH_STEPS:-20}
@@ -35,6 +36,8 @@ declare -a NAMES STATUS
 T_START=$SECONDS
 stage() { # name, timeout seconds, command...: capped by what is left of the budget
     local name=$1 limit=$2; shift 2
+    # GPU_CHECK_ONLY=REGEX: run only the stages whose name matches (a quick rerun of what failed)
+    if [ -n "${GPU_CHECK_ONLY:-}" ] && ! [[ "$name" =~ $GPU_CHECK_ONLY ]]; then return; fi
     local left=$((BUDGET - (SECONDS - T_START) - 10))
     if [ "$left" -lt 15 ]; then NAMES+=("$name"); STATUS+=("SKIPPED (budget)"); return; fi
     [ "$limit" -gt "$left" ] && limit=$left
