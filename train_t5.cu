@@ -119,6 +119,7 @@ typedef struct {
     floatX* bias_x;   // (H, Tm, Tm)   cuDNN attention: the relative bias as a dense tensor
     floatX* dbias_x;  // (H, Tm, Tm)   cuDNN attention: its gradient, summed over the batch
     int* q_len;       // (B)           cuDNN attention: the query length of every sequence (all Tq)
+    int64_t* rng;     // (2)           cuDNN attention: its dropout seed and offset
     float* g_res;     // (Nm, C)       gradient of the residual stream
     float* g_x;       // (Nm, C)       gradient of a normed sublayer input
     floatX* g_sub;    // (Nm, C)       gradient of a sublayer output (after its residual dropout)
@@ -591,6 +592,7 @@ static int acts_plan(T5CudaActs* a, const T5Config* c, int B, int Ts, int Tt, in
         {(void**)&a->sub, Nm * C * f}, {(void**)&a->scores, ga * B * H * Tm * Tm * f}, {(void**)&a->att_x, ga * B * H * Tm * Tm * x},
         {(void**)&a->diag, H * (2 * Tm - 1) * f}, {(void**)&a->delta, fa * B * H * Tm * f}, {(void**)&a->diag_part, fa * part * f},
         {(void**)&a->bias_x, ca * H * Tm * Tm * x}, {(void**)&a->dbias_x, ca * H * Tm * Tm * x}, {(void**)&a->q_len, ca * B * sizeof(int)},
+        {(void**)&a->rng, ca * 2 * sizeof(int64_t)},
         {(void**)&a->g_res, Nm * C * f}, {(void**)&a->g_x, Nm * C * f},
         {(void**)&a->g_sub, Nm * C * x}, {(void**)&a->g_qkv, 3 * Nm * HD * x}, {(void**)&a->g_ctx, Nm * HD * x},
         {(void**)&a->g_h0, Nm * F * x}, {(void**)&a->g_h1, Nm * Ff * x}, {(void**)&a->g_ff, Nm * F * x},
@@ -748,7 +750,7 @@ static FlashScratch flash_scratch(T5Cuda* m) { return FlashScratch{ m->acts.delt
 
 #ifdef ENABLE_CUDNN
 static CudnnScratch cudnn_scratch(T5Cuda* m) {
-    return CudnnScratch{ m->acts.bias_x, m->acts.dbias_x, m->acts.q_len, m->acts.diag };
+    return CudnnScratch{ m->acts.bias_x, m->acts.dbias_x, m->acts.q_len, m->acts.diag, m->acts.rng };
 }
 #define CUDNN_CALL(call) call
 #else

@@ -8,20 +8,24 @@
 //             dv, dbias (H, Tq, Tk, summed over the batch); drelb[bucket(j − i), h] += Σ dbias over each
 //             bucket's diagonals (attention_bias_grad, fixed order)
 // Dropout: cuDNN's Philox stream with seed = the site's seed and offset = its site id in the high 32
-// bits (two sites never share counters); a site's forward and backward pass get the same pair.
+// bits (two sites never share counters); a site's forward and backward pass get the same pair. cuDNN
+// reads the pair from device memory: a one-thread kernel writes it into the scratch just before the
+// call, in stream order, so one scratch pair serves every call.
 #ifndef T5_ATTENTION_CUDNN_CUH
 #define T5_ATTENTION_CUDNN_CUH
 
 #include "attention.cuh"   // defines: AttnSpec, relative_bias_dense, attention_bias_grad
 #include "cudnn_att.h"     // defines: CudnnAttn, CudnnAttnSpec, cudnn_attn_forward, cudnn_attn_backward
 
-// scratch of one call: bias and dbias (H, Tq, Tk) floatX, q_len (B), diag (H, Tq + Tk − 1)
-typedef struct { floatX* bias; floatX* dbias; int* q_len; float* diag; } CudnnScratch;
+// scratch of one call: bias and dbias (H, Tq, Tk) floatX, q_len (B), diag (H, Tq + Tk − 1), rng (2)
+typedef struct { floatX* bias; floatX* dbias; int* q_len; float* diag; int64_t* rng; } CudnnScratch;
 
 __global__ void fill_int_kernel(int* p, int n, int value) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) p[i] = value;
 }
+
+__global__ void set_rng_kernel(int64_t* rng, int64_t seed, int64_t offset) { rng[0] = seed; rng[1] = offset; }
 
 // the inputs a call reads besides q, k, v, and the call's description
 static inline CudnnAttnSpec cudnn_prepare(const AttnSpec* s, CudnnScratch w, cudaStream_t stream) {
@@ -30,8 +34,12 @@ static inline CudnnAttnSpec cudnn_prepare(const AttnSpec* s, CudnnScratch w, cud
         cudaCheckLaunch();
     }
     if (s->relb) relative_bias_dense(w.bias, s, stream);
+    if (s->drop.p > 0.0f) {
+        set_rng_kernel<<<1, 1, 0, stream>>>(w.rng, (int64_t)s->drop.seed, (int64_t)((uint64_t)s->drop.site << 32));
+        cudaCheckLaunch();
+    }
     CudnnAttnSpec c = { s->B, s->H, s->Tq, s->Tk, s->D, s->causal, s->relb != NULL, s->key_len,
-                        s->key_len ? w.q_len : NULL, s->drop.p, s->drop.seed, (uint64_t)s->drop.site << 32 };
+                        s->key_len ? w.q_len : NULL, s->drop.p, w.rng };
     return c;
 }
 

@@ -117,9 +117,10 @@ static TensorPtr lengths(GraphPtr& g, const char* name, int64_t uid, const Cudnn
                          .set_stride({1, 1, 1, 1}).set_data_type(fe::DataType_t::INT32));
 }
 
-static TensorPtr host_int64(GraphPtr& g, const char* name, int64_t uid) {
+// one int64 in device memory (the dropout seed and offset: device tensors, as cuDNN's RNG node reads them)
+static TensorPtr device_int64(GraphPtr& g, const char* name, int64_t uid) {
     return g->tensor(fe::graph::Tensor_attributes().set_name(name).set_uid(uid).set_dim({1, 1, 1, 1})
-                         .set_stride({1, 1, 1, 1}).set_data_type(fe::DataType_t::INT64).set_is_pass_by_value(true));
+                         .set_stride({1, 1, 1, 1}).set_data_type(fe::DataType_t::INT64));
 }
 
 // T5's options, the same in both directions: scale 1, causal band, padding mask, dropout, bias
@@ -128,7 +129,7 @@ template <typename Attr> static void t5_options(GraphPtr& g, Attr& o, const Cudn
     if (s->causal) o.set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT).set_diagonal_band_right_bound(0);
     if (s->key_len)
         o.set_padding_mask(true).set_seq_len_q(lengths(g, "q_len", U_QLEN, s)).set_seq_len_kv(lengths(g, "key_len", U_KLEN, s));
-    if (s->dropout > 0.0f) o.set_dropout(s->dropout, host_int64(g, "seed", U_SEED), host_int64(g, "offset", U_OFFSET));
+    if (s->dropout > 0.0f) o.set_dropout(s->dropout, device_int64(g, "seed", U_SEED), device_int64(g, "offset", U_OFFSET));
     if (s->bias) o.set_bias(bias_tensor(g, "bias", U_BIAS, s));
 }
 
@@ -210,9 +211,7 @@ static GraphPtr& graph_for(CudnnAttn* a, const CudnnAttnSpec* s, int backward, c
 
 static void run(CudnnAttn* a, const CudnnAttnSpec* s, GraphPtr& g, std::unordered_map<int64_t, void*>& pack,
                 cudaStream_t stream, const char* what) {
-    // the pass-by-value inputs are read from host memory during execute()
-    int64_t seed = (int64_t)s->seed, offset = (int64_t)s->offset;
-    if (s->dropout > 0.0f) { pack[U_SEED] = &seed; pack[U_OFFSET] = &offset; }
+    if (s->dropout > 0.0f) { pack[U_SEED] = (void*)s->rng; pack[U_OFFSET] = (void*)(s->rng + 1); }
     if (s->key_len) { pack[U_QLEN] = (void*)s->q_len; pack[U_KLEN] = (void*)s->key_len; }
     cudnnSetStream(a->handle, stream);
     fe::error_t e = g->execute(a->handle, pack, a->workspace);

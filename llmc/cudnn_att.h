@@ -33,8 +33,8 @@ typedef struct {
     const int* key_len;   // (B) device: keys j ≥ key_len[b] masked, or NULL (no padding mask)
     const int* q_len;     // (B) device, all Tq (required by cuDNN with key_len; NULL otherwise)
     float dropout;        // probability on the attention weights; 0: off
-    uint64_t seed;        // cuDNN Philox seed and offset of this call (forward and backward: the same)
-    uint64_t offset;
+    const int64_t* rng;   // (2) device: cuDNN's Philox seed and offset for this call (with dropout; a site's
+                          //   forward and backward pass must see the same pair)
 } CudnnAttnSpec;
 
 typedef struct CudnnAttn CudnnAttn; // handle, graph cache, workspace

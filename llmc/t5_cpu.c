@@ -90,6 +90,10 @@ void t5cpu_embedding_backward(float* dwte, const int* ids, const float* dout, in
 
 double t5cpu_sum_squares(const float* g, size_t n) { return sum_squares(g, n); }
 
+void t5cpu_linear(float* out, const float* inp, const float* w, int N, int IC, int OC) {
+    matmul_rows_forward(out, inp, w, N, IC, OC);
+}
+
 void t5cpu_adamw(float* p, const float* g, float* m, float* v, size_t n, float beta1, float beta2, float eps, float decay,
                  float step_size, float bc2_sqrt) {
     AdamW o = { 0.0f, beta1, beta2, eps, 0.0f, 0 }; // lr and weight decay enter through step_size and decay

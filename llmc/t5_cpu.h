@@ -54,6 +54,8 @@ void t5cpu_embedding_forward(float* out, const int* ids, const float* wte, int N
                              uint32_t site);
 void t5cpu_embedding_backward(float* dwte, const int* ids, const float* dout, int N, int C, float p, uint64_t seed,
                               uint32_t site);
+// out (N, OC) = inp (N, IC) · wᵀ, w (OC, IC): the engine's Linear without bias
+void t5cpu_linear(float* out, const float* inp, const float* w, int N, int IC, int OC);
 // Σ g² in double (the global gradient norm is its square root)
 double t5cpu_sum_squares(const float* g, size_t n);
 // AdamW on n values: θ·decay, moments, θ −= step_size · m / (sqrt(v)/bc2_sqrt + eps)

@@ -103,7 +103,8 @@ static void cudnn_variant(int NB, const floatX* q, const floatX* k, const floatX
     }
     int B = s->B, H = s->H, Tq = s->Tq, Tk = s->Tk;
     size_t nq = (size_t)B * Tq * H * s->D, nk = (size_t)B * Tk * H * s->D, nb = (size_t)H * Tq * Tk;
-    CudnnScratch w = { cuda_alloc<floatX>(nb), cuda_alloc<floatX>(nb), cuda_alloc<int>(B), cuda_alloc<float>((size_t)H * (Tq + Tk - 1)) };
+    CudnnScratch w = { cuda_alloc<floatX>(nb), cuda_alloc<floatX>(nb), cuda_alloc<int>(B), cuda_alloc<float>((size_t)H * (Tq + Tk - 1)),
+                       cuda_alloc<int64_t>(2) };
     floatX *c_out = cuda_alloc<floatX>(nq), *c_dq = cuda_alloc<floatX>(nq), *c_dk = cuda_alloc<floatX>(nk), *c_dv = cuda_alloc<floatX>(nk);
     float *c_lse = cuda_alloc<float>((size_t)B * H * Tq), *c_drelb = cuda_alloc<float>((size_t)NB * H);
     cudaCheck(cudaMemset(c_drelb, 0, (size_t)NB * H * sizeof(float)));
@@ -133,7 +134,7 @@ static void cudnn_variant(int NB, const floatX* q, const floatX* k, const floatX
                bms, 2 * flops / bms / 1e9);
     }
     free(g_out); free(g_dq); free(g_dk); free(g_dv); free(g_drelb);
-    void* dev[] = { w.bias, w.dbias, w.q_len, w.diag, c_out, c_dq, c_dk, c_dv, c_lse, c_drelb };
+    void* dev[] = { w.bias, w.dbias, w.q_len, w.diag, w.rng, c_out, c_dq, c_dk, c_dv, c_lse, c_drelb };
     for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++) cudaCheck(cudaFree(dev[i]));
 }
 #endif
