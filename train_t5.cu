@@ -1617,6 +1617,7 @@ static int t5cu_generate(T5Cuda* m, const int* const* src, const int* src_len, i
     if (t5cpu_gen_check(&m->config, src, src_len, B, g, err, errlen)) return -1;
     int Ts = 1;
     for (int b = 0; b < B; b++) if (src_len[b] > Ts) Ts = src_len[b];
+    Ts = t5cu_padded_len(m, Ts); // cuDNN attention: a bounded set of encoder shapes (keys past src_len are masked)
     GenGpu G;
     gen_gpu_build(&G, &m->config, B, g, Ts);
     gen_gpu_encode(m, &G, src, src_len);
