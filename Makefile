@@ -83,13 +83,13 @@ else
   $(info ✗ cuBLASLt: not found (train_t5cu / test_t5cu unavailable))
 endif
 ifeq ($(CUDNN_FOUND),1)
-  $(info ✓ cuDNN: found; frontend headers $(if $(filter 1,$(CUDNN_FE_PROBE)),✓,✗ (pip install nvidia-cudnn-frontend, or CUDNN_FRONTEND_PATH=.../include)); --attention cudnn $(if $(filter 1,$(CUDNN_ATTN)),compiled in (USE_CUDNN=1),not compiled in (build with USE_CUDNN=1)))
+  $(info ✓ cuDNN: found; frontend headers $(if $(filter 1,$(CUDNN_FE_PROBE)),✓,✗ (pip install --no-deps nvidia-cudnn-frontend==1.32.0, or CUDNN_FRONTEND_PATH=.../include)); --attention cudnn $(if $(filter 1,$(CUDNN_ATTN)),compiled in (USE_CUDNN=1),not compiled in (build with USE_CUDNN=1)))
 else
   $(info ✗ cuDNN: not found or disabled)
 endif
 ifeq ($(CUDNN_ATTN),1)
   ifneq ($(CUDNN_FOUND)$(CUDNN_FE_PROBE),11)
-    $(error USE_CUDNN=1 needs cuDNN (cudnn.h, libcudnn) and the cudnn-frontend headers: pip install nvidia-cudnn-frontend, or set CUDNN_FRONTEND_PATH)
+    $(error USE_CUDNN=1 needs cuDNN (cudnn.h, libcudnn) and the cudnn-frontend headers: pip install --no-deps nvidia-cudnn-frontend==1.32.0, or set CUDNN_FRONTEND_PATH)
   endif
 endif
 $(info $(if $(filter 1,$(NCCL_FOUND)),✓,✗) NCCL: $(if $(filter 1,$(NCCL_FOUND)),found (multi-GPU, issue 6),not found or disabled))

@@ -41,6 +41,6 @@ if CFLAGS="-O3 -march=x86-64-v2" make -s -j"$JOBS" BUILD="$obj" USE_CUDNN=1 GPU_
     make -s -C dev/cuda -B USE_CUDNN=1 GPU_ARCH="$ARCH" CPU_OBJ="$(pwd)/$obj/t5_cpu.o" CUDNN_OBJ="$(pwd)/$obj/cudnn_att.o" \
         KERNEL_DIR="$(pwd)/$DIR/cudnn" attention
 else
-    echo "no cuDNN build: cuDNN or the cudnn-frontend headers are missing (pip install nvidia-cudnn-frontend)"
+    echo "no cuDNN build: cuDNN or the cudnn-frontend headers are missing (pip install --no-deps nvidia-cudnn-frontend==1.32.0)"
 fi
 ls -la "$DIR"/bf16 "$DIR"/fp32 "$DIR"/cudnn 2>/dev/null
