@@ -33,10 +33,8 @@ static FxBatch fx_batch(Fixture* f, const T5Config* c) {
         while (n < Ts && mask[b * Ts + n]) n++;
         for (int j = n; j < Ts; j++) prefix &= mask[b * Ts + j] == 0;
         x.b.src_len[b] = n;
-        for (int j = 0; j < Tt; j++) {
-            int prev = j == 0 ? c->decoder_start_id : x.b.labels[b * Tt + j - 1];
-            x.b.dec_in[b * Tt + j] = prev == IGNORE_INDEX ? c->pad_id : prev;
-        }
+        for (int j = 0; j < Tt; j++)
+            x.b.dec_in[b * Tt + j] = dec_input(j == 0 ? c->decoder_start_id : x.b.labels[b * Tt + j - 1], c->pad_id);
     }
     check_true("attention mask is a prefix mask", prefix);
     check_true("labels shifted right == HF decoder_input_ids", memcmp(x.b.dec_in, x.dec_hf, (size_t)B * Tt * sizeof(int)) == 0);

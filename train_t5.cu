@@ -116,9 +116,10 @@ typedef struct {
     float* diag;      // (H, 2Tm−1)    relative-bias gradient per diagonal
     float* delta;     // (B, H, Tm)    flash backward: Σ dout·out per row
     float* diag_part; // flash backward: diagonal sums per tile pair (flash_attention_part_floats)
-    floatX* bias_x;   // (H, Tm, Tm)   cuDNN attention: the relative bias as a dense tensor
-    floatX* dbias_x;  // (H, Tm, Tm)   cuDNN attention: its gradient, summed over the batch
-    int* q_len;       // (B)           cuDNN attention: the query length of every sequence (all Tq)
+    floatX* e_bias_x; // (H, Ts, Ts)   cuDNN attention: the encoder's relative bias as a dense tensor
+    floatX* d_bias_x; // (H, Tt, Tt)   cuDNN attention: the decoder's
+    floatX* dbias_x;  // (H, Tm, Tm)   cuDNN attention: a bias gradient, summed over the batch
+    int* q_len;       // (2, B)        cuDNN attention: the query lengths, all Ts ([0], encoder), all Tt ([1], cross)
     int64_t* rng;     // (2)           cuDNN attention: its dropout seed and offset
     float* g_res;     // (Nm, C)       gradient of the residual stream
     float* g_x;       // (Nm, C)       gradient of a normed sublayer input
@@ -591,7 +592,8 @@ static int acts_plan(T5CudaActs* a, const T5Config* c, int B, int Ts, int Tt, in
         {(void**)&a->logits, Nd * V * x}, {(void**)&a->losses, Nd * f},
         {(void**)&a->sub, Nm * C * f}, {(void**)&a->scores, ga * B * H * Tm * Tm * f}, {(void**)&a->att_x, ga * B * H * Tm * Tm * x},
         {(void**)&a->diag, H * (2 * Tm - 1) * f}, {(void**)&a->delta, fa * B * H * Tm * f}, {(void**)&a->diag_part, fa * part * f},
-        {(void**)&a->bias_x, ca * H * Tm * Tm * x}, {(void**)&a->dbias_x, ca * H * Tm * Tm * x}, {(void**)&a->q_len, ca * B * sizeof(int)},
+        {(void**)&a->e_bias_x, ca * H * Ts * Ts * x}, {(void**)&a->d_bias_x, ca * H * Tt * Tt * x},
+        {(void**)&a->dbias_x, ca * H * Tm * Tm * x}, {(void**)&a->q_len, ca * 2 * B * sizeof(int)},
         {(void**)&a->rng, ca * 2 * sizeof(int64_t)},
         {(void**)&a->g_res, Nm * C * f}, {(void**)&a->g_x, Nm * C * f},
         {(void**)&a->g_sub, Nm * C * x}, {(void**)&a->g_qkv, 3 * Nm * HD * x}, {(void**)&a->g_ctx, Nm * HD * x},
@@ -749,13 +751,28 @@ static FlashScratch flash_scratch(T5Cuda* m) { return FlashScratch{ m->acts.delt
 // cuDNN attention (--attention cudnn, llmc/attention_cudnn.cuh) on the model's scratch
 
 #ifdef ENABLE_CUDNN
-static CudnnScratch cudnn_scratch(T5Cuda* m) {
-    return CudnnScratch{ m->acts.bias_x, m->acts.dbias_x, m->acts.q_len, m->acts.diag, m->acts.rng };
+// the buffers of a spec of t5cu_specs: encoder self-attention (bias, key padding), decoder
+// self-attention (bias, causal), cross-attention (key padding, no bias)
+static CudnnScratch cudnn_scratch(T5Cuda* m, const AttnSpec* s) {
+    T5CudaActs* a = &m->acts;
+    return CudnnScratch{ s->causal ? a->d_bias_x : a->e_bias_x, a->dbias_x, a->q_len + (s->relb ? 0 : m->B), a->diag, a->rng };
 }
 #define CUDNN_CALL(call) call
 #else
 #define CUDNN_CALL(call) ((void)0) // unreachable: t5cu_set_geometry refuses ATTN_CUDNN in this build
 #endif
+
+// a stack's attention inputs that stay fixed within the step (dense bias, query lengths), before its
+// first attention call of the step; every later call of those specs (forward, recompute, backward) reads them
+static void cudnn_step_inputs(T5Cuda* m, const AttnSpec* s1, const AttnSpec* s2) {
+#ifdef ENABLE_CUDNN
+    if (m->attention != ATTN_CUDNN) return;
+    cudnn_attention_inputs(s1, cudnn_scratch(m, s1), m->stream);
+    if (s2) cudnn_attention_inputs(s2, cudnn_scratch(m, s2), m->stream);
+#else
+    (void)m; (void)s1; (void)s2;
+#endif
+}
 
 // the internals of an attention sublayer: q(ln), k(kv_src), v(kv_src), probabilities, context
 static void attn_inner_forward(T5Cuda* m, AttnActs a, AttnIds w, int l, const AttnSpec* s, int N) {
@@ -769,7 +786,7 @@ static void attn_inner_forward(T5Cuda* m, AttnActs a, AttnIds w, int l, const At
     const floatX* v = a.kv + (size_t)a.Nkv * HD;
     if (m->attention == ATTN_FLASH) flash_attention_forward(a.ctx, a.lse, a.q, a.kv, v, s, m->stream);
     else if (m->attention == ATTN_CUDNN)
-        CUDNN_CALL(cudnn_attention_forward(m->cudnn, cudnn_scratch(m), a.ctx, a.lse, a.q, a.kv, v, s, m->stream));
+        CUDNN_CALL(cudnn_attention_forward(m->cudnn, cudnn_scratch(m, s), a.ctx, a.lse, a.q, a.kv, v, s, m->stream));
     else attention_forward(&m->mm, a.ctx, a.att, attn_scratch(m), a.q, a.kv, v, s, m->stream);
     prof_op(m, "fwd_attention");
 }
@@ -843,7 +860,7 @@ static void attn_sublayer_backward(T5Cuda* m, AttnActs a, AttnIds w, int l, cons
         flash_attention_backward(gq, gk, gv, drelb, c->num_buckets, flash_scratch(m), A->g_ctx, a.q, a.kv, v, a.ctx,
                                  a.lse, s, m->stream);
     else if (m->attention == ATTN_CUDNN)
-        CUDNN_CALL(cudnn_attention_backward(m->cudnn, cudnn_scratch(m), gq, gk, gv, drelb, c->num_buckets, A->g_ctx, a.q,
+        CUDNN_CALL(cudnn_attention_backward(m->cudnn, cudnn_scratch(m, s), gq, gk, gv, drelb, c->num_buckets, A->g_ctx, a.q,
                                             a.kv, v, a.ctx, a.lse, s, m->stream));
     else attention_backward(mm, gq, gk, gv, drelb, c->num_buckets, attn_scratch(m), A->g_ctx, a.q, a.kv, v, a.att, s, m->stream);
     prof_op(m, "bwd_attention");
@@ -977,6 +994,7 @@ static void t5cu_encoder_forward(T5Cuda* m, const T5Specs* s) {
     int N = m->B * m->Ts, C = c->d_model, L = c->num_layers;
     size_t NC = (size_t)N * C;
     stack_embed(m, 0, a->e_res, m->batch.src, a->e_ln1, a->e_rstd1, P_ENC_LN1, N);
+    cudnn_step_inputs(m, &s->enc, NULL);
     for (int l = 0; l < L; l++) {
         AttnSpec sp = s->enc; sp.drop = drop_at(m, 0, l, DROP_ATT);
         AttnActs aa = enc_attn_a(m, l);
@@ -1003,6 +1021,7 @@ static void t5cu_decoder_forward(T5Cuda* m, const T5Specs* s) {
     int N = m->B * m->Tt, C = c->d_model, L = c->num_decoder_layers;
     size_t NC = (size_t)N * C;
     stack_embed(m, 1, a->d_res, m->batch.dec_in, a->d_ln1, a->d_rstd1, P_DEC_LN1, N);
+    cudnn_step_inputs(m, &s->dec_self, &s->dec_cross);
     for (int l = 0; l < L; l++) {
         AttnSpec self = s->dec_self, cross = s->dec_cross;
         self.drop = drop_at(m, 1, l, DROP_ATT); cross.drop = drop_at(m, 1, l, DROP_CROSS);
@@ -1358,10 +1377,8 @@ static void synthetic_batch(BatchBuf* bb, const int* ls, const int* lt, int B, c
         b->src_len[i] = ls[i];
         for (int j = 0; j < Ts; j++) b->src[i * Ts + j] = j < ls[i] ? 2 + (int)(rng_next(r) % V) : c->pad_id;
         for (int j = 0; j < Tt; j++) b->labels[i * Tt + j] = j < lt[i] ? 2 + (int)(rng_next(r) % V) : IGNORE_INDEX;
-        for (int j = 0; j < Tt; j++) {
-            int prev = j == 0 ? c->decoder_start_id : b->labels[i * Tt + j - 1];
-            b->dec_in[i * Tt + j] = prev == IGNORE_INDEX ? c->pad_id : prev;
-        }
+        for (int j = 0; j < Tt; j++)
+            b->dec_in[i * Tt + j] = dec_input(j == 0 ? c->decoder_start_id : b->labels[i * Tt + j - 1], c->pad_id);
     }
 }
 

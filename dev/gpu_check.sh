@@ -75,7 +75,7 @@ done
 #      3; skipped with the reason when the binaries were not built or their libraries (libcudnn, libnvrtc)
 #      are not on this machine
 CUDNN_BIN=$BIN/cudnn
-cudnn_ok() { [ -x "$CUDNN_BIN/test_t5cu" ] && ! ldd "$CUDNN_BIN/test_t5cu" | grep -q "not found"; }
+cudnn_ok() { loads "$CUDNN_BIN/train_t5cu" && [ -x "$CUDNN_BIN/test_t5cu" ]; }
 if cudnn_ok; then
     for s in cudnn cli; do stage "test cudnn $s" 120 "$CUDNN_BIN/test_t5cu" --train-bin "$CUDNN_BIN/train_t5cu" --only "$s"; done
     stage "kernel attention cudnn" 60 "$CUDNN_BIN/attention"

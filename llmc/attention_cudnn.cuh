@@ -2,11 +2,12 @@
 // (llmc/cudnn_att.h): the glue that both train_t5.cu (--attention cudnn) and its twin
 // dev/cuda/attention.cu (variant 3) use. Builds with USE_CUDNN=1 (bf16) only.
 //
-//   forward : q_len ← Tq for every sequence (with a key-padding mask), bias (H, Tq, Tk) ← the dense
-//             relative bias from the (NB, H) table and the buckets; cuDNN: out, lse
-//   backward: the same two inputs again (scratch may have served another call meanwhile); cuDNN: dq, dk,
-//             dv, dbias (H, Tq, Tk, summed over the batch); drelb[bucket(j − i), h] += Σ dbias over each
-//             bucket's diagonals (attention_bias_grad, fixed order)
+//   inputs  : once per step and AttnSpec (the bias table and the lengths do not change within a step):
+//             q_len ← Tq for every sequence (with a key-padding mask), bias (H, Tq, Tk) ← the dense
+//             relative bias from the (NB, H) table and the buckets; every call of that spec reads them
+//   forward : cuDNN: out, lse
+//   backward: cuDNN: dq, dk, dv, dbias (H, Tq, Tk, summed over the batch); drelb[bucket(j − i), h] += Σ dbias
+//             over each bucket's diagonals (attention_bias_grad, fixed order)
 // Dropout: cuDNN's Philox stream with seed = the site's seed and offset = its site id in the high 32
 // bits (two sites never share counters); a site's forward and backward pass get the same pair. cuDNN
 // reads the pair from device memory: a one-thread kernel writes it into the scratch just before the
@@ -17,7 +18,8 @@
 #include "attention.cuh"   // defines: AttnSpec, relative_bias_dense, attention_bias_grad
 #include "cudnn_att.h"     // defines: CudnnAttn, CudnnAttnSpec, cudnn_attn_forward, cudnn_attn_backward
 
-// scratch of one call: bias and dbias (H, Tq, Tk) floatX, q_len (B), diag (H, Tq + Tk − 1), rng (2)
+// the buffers of one spec's calls: its inputs bias (H, Tq, Tk) floatX and q_len (B) (cudnn_attention_inputs),
+// and scratch: dbias (H, Tq, Tk) floatX, diag (H, Tq + Tk − 1), rng (2)
 typedef struct { floatX* bias; floatX* dbias; int* q_len; float* diag; int64_t* rng; } CudnnScratch;
 
 __global__ void fill_int_kernel(int* p, int n, int value) {
@@ -27,13 +29,18 @@ __global__ void fill_int_kernel(int* p, int n, int value) {
 
 __global__ void set_rng_kernel(int64_t* rng, int64_t seed, int64_t offset) { rng[0] = seed; rng[1] = offset; }
 
-// the inputs a call reads besides q, k, v, and the call's description
-static inline CudnnAttnSpec cudnn_prepare(const AttnSpec* s, CudnnScratch w, cudaStream_t stream) {
+// the inputs every call of spec s reads besides q, k, v: once per step (after the batch's buckets and
+// lengths are on the device, before the first call)
+static inline void cudnn_attention_inputs(const AttnSpec* s, CudnnScratch w, cudaStream_t stream) {
     if (s->key_len) {
         fill_int_kernel<<<CEIL_DIV(s->B, 128), 128, 0, stream>>>(w.q_len, s->B, s->Tq);
         cudaCheckLaunch();
     }
     if (s->relb) relative_bias_dense(w.bias, s, stream);
+}
+
+// the description of one call (and its dropout seed and offset, written in stream order)
+static inline CudnnAttnSpec cudnn_call_spec(const AttnSpec* s, CudnnScratch w, cudaStream_t stream) {
     if (s->drop.p > 0.0f) {
         set_rng_kernel<<<1, 1, 0, stream>>>(w.rng, (int64_t)s->drop.seed, (int64_t)((uint64_t)s->drop.site << 32));
         cudaCheckLaunch();
@@ -46,7 +53,7 @@ static inline CudnnAttnSpec cudnn_prepare(const AttnSpec* s, CudnnScratch w, cud
 // out (B, Tq, H·D), lse (B, H, Tq) written
 static inline void cudnn_attention_forward(CudnnAttn* a, CudnnScratch w, floatX* out, float* lse, const floatX* q,
                                            const floatX* k, const floatX* v, const AttnSpec* s, cudaStream_t stream) {
-    CudnnAttnSpec c = cudnn_prepare(s, w, stream);
+    CudnnAttnSpec c = cudnn_call_spec(s, w, stream);
     cudnn_attn_forward(a, &c, out, lse, q, k, v, w.bias, stream);
 }
 
@@ -55,7 +62,7 @@ static inline void cudnn_attention_backward(CudnnAttn* a, CudnnScratch w, floatX
                                             int num_buckets, const floatX* dout, const floatX* q, const floatX* k,
                                             const floatX* v, const floatX* out, const float* lse, const AttnSpec* s,
                                             cudaStream_t stream) {
-    CudnnAttnSpec c = cudnn_prepare(s, w, stream);
+    CudnnAttnSpec c = cudnn_call_spec(s, w, stream);
     cudnn_attn_backward(a, &c, dq, dk, dv, w.dbias, dout, q, k, v, out, lse, w.bias, stream);
     if (s->relb) attention_bias_grad(drelb, num_buckets, w.diag, w.dbias, 1, s, stream);
 }

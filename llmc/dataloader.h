@@ -61,6 +61,9 @@ static inline void batch_free(BatchBuf* bb) {
 
 static inline int clamp_len(int len, int max) { return len < max ? len : max; }
 
+// the decoder input at a position: the previous label (teacher forcing), pad_id where that is padding
+static inline int dec_input(int prev_label, int pad_id) { return prev_label == IGNORE_INDEX ? pad_id : prev_label; }
+
 // lays out examples idx[0..B) (sources / targets truncated to max_src / max_tgt tokens)
 static inline T5Batch* batch_make(BatchBuf* bb, const ExampleFile* e, const int64_t* idx, int B, int max_src,
                                   int max_tgt, int pad_id, int start_id) {
@@ -83,16 +86,13 @@ static inline T5Batch* batch_make(BatchBuf* bb, const ExampleFile* e, const int6
         b->src_len[i] = ls;
         for (int j = 0; j < Ts; j++) src[j] = j < ls ? (int)s[j] : pad_id;
         for (int j = 0; j < Tt; j++) lab[j] = j < lt ? (int)t[j] : IGNORE_INDEX;
-        for (int j = 0; j < Tt; j++) {
-            int prev = j == 0 ? start_id : lab[j - 1];
-            din[j] = prev == IGNORE_INDEX ? pad_id : prev;
-        }
+        for (int j = 0; j < Tt; j++) din[j] = dec_input(j == 0 ? start_id : lab[j - 1], pad_id);
     }
     return b;
 }
 
 // out = b with its source side padded to Ts and its target side to Tt (≥ b's): pad ids, IGNORE_INDEX
-// labels and decoder inputs by batch_make's rule, so the real positions compute exactly as in b
+// labels and decoder inputs by dec_input, so the real positions compute exactly as in b
 static inline T5Batch* batch_repad(BatchBuf* out, const T5Batch* b, int Ts, int Tt, int pad_id) {
     batch_reserve(out, b->B, Ts, Tt);
     T5Batch* o = &out->b;
@@ -103,7 +103,7 @@ static inline T5Batch* batch_repad(BatchBuf* out, const T5Batch* b, int Ts, int 
         for (int j = 0; j < Tt; j++) {
             int* lab = o->labels + (size_t)i * Tt;
             lab[j] = j < b->Tt ? b->labels[(size_t)i * b->Tt + j] : IGNORE_INDEX;
-            o->dec_in[(size_t)i * Tt + j] = j < b->Tt ? b->dec_in[(size_t)i * b->Tt + j] : lab[j - 1] == IGNORE_INDEX ? pad_id : lab[j - 1];
+            o->dec_in[(size_t)i * Tt + j] = j < b->Tt ? b->dec_in[(size_t)i * b->Tt + j] : dec_input(lab[j - 1], pad_id);
         }
     }
     return o;

@@ -108,6 +108,7 @@ static void cudnn_variant(int NB, const floatX* q, const floatX* k, const floatX
     floatX *c_out = cuda_alloc<floatX>(nq), *c_dq = cuda_alloc<floatX>(nq), *c_dk = cuda_alloc<floatX>(nk), *c_dv = cuda_alloc<floatX>(nk);
     float *c_lse = cuda_alloc<float>((size_t)B * H * Tq), *c_drelb = cuda_alloc<float>((size_t)NB * H);
     cudaCheck(cudaMemset(c_drelb, 0, (size_t)NB * H * sizeof(float)));
+    cudnn_attention_inputs(s, w, 0);
     cudnn_attention_forward(g_cudnn, w, c_out, c_lse, q, k, v, s, 0);
     cudnn_attention_backward(g_cudnn, w, c_dq, c_dk, c_dv, c_drelb, NB, dout, q, k, v, c_out, c_lse, s, 0);
     float *g_out = download_x(c_out, nq), *g_dq = download_x(c_dq, nq), *g_dk = download_x(c_dk, nk);
