@@ -221,12 +221,16 @@ test_pipeline: train_t5 $(BUILD)/test_dataloader
 
 # the whole suite: file readers, the engine against the HF fixtures, the CLI, then all of it again
 # under the sanitizers
-# the generation benchmark is built with the tests so that it keeps compiling (run it by hand)
+# the generation and GEMM benchmarks are built with the tests so that they keep compiling (run them by hand)
 $(BUILD)/bench_generate: dev/bench_generate.c train_t5.c $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) -Wno-unused-function -I. $< -o $@ $(LDLIBS)
 
-test: train_t5 test_t5 $(BUILD)/test_io $(BUILD)/bench_generate $(if $(filter 1,$(CUBLASLT_FOUND)),cuda_compile_check)
+$(BUILD)/bench_gemm: dev/bench_gemm.c llmc/gemm.h llmc/utils.h
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -I. $< -o $@ $(LDLIBS)
+
+test: train_t5 test_t5 $(BUILD)/test_io $(BUILD)/bench_generate $(BUILD)/bench_gemm $(if $(filter 1,$(CUBLASLT_FOUND)),cuda_compile_check)
 	./$(BUILD)/test_io
 	./test_t5 --train-bin ./train_t5
 	$(MAKE) --no-print-directory test_metrics

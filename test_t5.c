@@ -782,6 +782,65 @@ static void test_matmul_rows(void) {
     free(x); free(w); free(got); free(want);
 }
 
+// gemm against a double-precision product, for every transposition, edge tiles (M, N, K not
+// multiples of the register tile or the KC slice), leading dimensions wider than the matrix (the
+// attention's head views), accumulate = 0 and 1; and the same calls inside a parallel region on
+// per-thread workspaces (as the attention runs them), which must give the same bits.
+// Tolerance per entry: 4·K·2^-24 of Σ_k |a_k b_k|, a bound any fp32 summation order meets.
+static void test_gemm(void) {
+    static const int Ms[] = {1, 7, 9, 37}, Ns[] = {1, 17, 33, 70}, Ks[] = {1, 64, 257, 600};
+    GemmWorkspace ws = {0};
+    Rng rng;
+    rng_init(&rng, 11);
+    int bad = 0, cases = 0, differ = 0;
+    double worst = 0.0;
+    for (int ta = 0; ta < 2; ta++) for (int tb = 0; tb < 2; tb++)
+    for (int mi = 0; mi < 4; mi++) for (int ni = 0; ni < 4; ni++) for (int ki = 0; ki < 4; ki++) {
+        int M = Ms[mi], N = Ns[ni], K = Ks[ki], acc = (mi + ni + ki) % 2;
+        size_t lda = (size_t)(ta ? M : K) + 3, ldb = (size_t)(tb ? K : N) + 5, ldc = (size_t)N + 2;
+        size_t na = (ta ? (size_t)K : (size_t)M) * lda, nb = (tb ? (size_t)N : (size_t)K) * ldb, nc = (size_t)M * ldc;
+        float *A = (float*)mallocCheck(na * sizeof(float)), *B = (float*)mallocCheck(nb * sizeof(float));
+        float *C = (float*)mallocCheck(nc * sizeof(float)), *C2 = (float*)mallocCheck(nc * sizeof(float));
+        for (size_t i = 0; i < na; i++) A[i] = rng_normal(&rng);
+        for (size_t i = 0; i < nb; i++) B[i] = rng_normal(&rng);
+        for (size_t i = 0; i < nc; i++) C[i] = C2[i] = rng_normal(&rng);
+        float* C0 = (float*)mallocCheck(nc * sizeof(float));
+        memcpy(C0, C, nc * sizeof(float));
+        gemm(&ws, M, N, K, A, lda, ta, B, ldb, tb, C, ldc, acc);
+        size_t floats = gemm_workspace_floats(M, N);
+        float* base = gemm_threads_reserve(&ws, floats);
+        #pragma omp parallel num_threads(2)
+        {
+            GemmWorkspace own = gemm_thread_workspace(base, floats);
+            #pragma omp single
+            gemm(&own, M, N, K, A, lda, ta, B, ldb, tb, C2, ldc, acc);
+        }
+        for (int r = 0; r < M; r++)
+            for (int c = 0; c < N; c++) {
+                double exact = acc ? C0[(size_t)r * ldc + c] : 0.0, mag = fabs(exact);
+                for (int k = 0; k < K; k++) {
+                    double a = ta ? A[(size_t)k * lda + r] : A[(size_t)r * lda + k];
+                    double b = tb ? B[(size_t)c * ldb + k] : B[(size_t)k * ldb + c];
+                    exact += a * b;
+                    mag += fabs(a * b);
+                }
+                double e = fabs(C[(size_t)r * ldc + c] - exact) / (mag > 0 ? mag : 1.0);
+                if (e > worst) worst = e;
+                if (e > 4.0 * (K + 1) / 16777216.0) bad++;
+                if (C[(size_t)r * ldc + c] != C2[(size_t)r * ldc + c]) differ++;
+            }
+        for (int r = 0; r < M; r++) // the padding columns of C are never written
+            for (size_t c = (size_t)N; c < ldc; c++)
+                if (C[(size_t)r * ldc + c] != C0[(size_t)r * ldc + c]) bad++;
+        cases++;
+        free(A); free(B); free(C); free(C2); free(C0);
+    }
+    gemm_workspace_free(&ws);
+    printf("gemm vs double products: %d cases, worst %.2e of sum |ab|\n", cases, worst);
+    check_true("gemm: every transposition and edge tile within 4K*2^-24", bad == 0);
+    check_true("gemm inside a parallel region == gemm on all threads (bit-identical)", differ == 0);
+}
+
 // bad requests are refused with a message, before any compute
 static void test_generate_errors(void) {
     T5 model;
@@ -872,6 +931,7 @@ int main(int argc, char** argv) {
     printf("\n=== checks without fixtures\n");
     test_finite_differences(0, ACT_GELU_TANH, 1, "flan");
     test_finite_differences(1, ACT_GELU, 0, "tied");
+    test_gemm();
     test_grad_accumulation();
     test_repad();
     test_dropout();

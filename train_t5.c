@@ -359,23 +359,34 @@ static const float* attention_dropped(float* dst, const float* att, const AttnSp
     return dst;
 }
 
+static size_t max3(size_t a, size_t b, size_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
+
 // out (B, Tq, H·D) = dropout(softmax(q·kᵀ + bias + mask)) · v   — T5: no 1/sqrt(D) scale.
 // q (B, Tq, H·D), k/v (B, Tk, H·D); att (B, H, Tq, Tk) keeps the probabilities (0 where masked);
 // scratch (B, H, Tq, Tk) holds the dropped probabilities when dropout is on.
-// The two products run as one GEMM per (sequence, head) on the strided head views.
+// The two products run as one GEMM per (sequence, head) on the strided head views, the heads side
+// by side on the threads (each product alone is too small to split well).
 static void attention_forward(GemmWorkspace* ws, float* out, float* att, float* scratch, const float* q,
                               const float* k, const float* v, const AttnSpec* s) {
     int B = s->B, Tq = s->Tq, Tk = s->Tk, H = s->H, D = s->D, HD = H * D;
+    size_t need = max3(gemm_workspace_floats(Tq, Tk), gemm_workspace_floats(Tq, D), 0);
+    float* wbase = gemm_threads_reserve(ws, need);
+    #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) // scores (Tq, Tk) = q_bh · k_bhᵀ
-            gemm(ws, Tq, Tk, D, head_at(q, b, h, Tq, HD, D), HD, 0, head_at(k, b, h, Tk, HD, D), HD, 1,
+        for (int h = 0; h < H; h++) { // scores (Tq, Tk) = q_bh · k_bhᵀ
+            GemmWorkspace own = gemm_thread_workspace(wbase, need);
+            gemm(&own, Tq, Tk, D, head_at(q, b, h, Tq, HD, D), HD, 0, head_at(k, b, h, Tk, HD, D), HD, 1,
                  att + ((size_t)b * H + h) * Tq * Tk, Tk, 0);
+        }
     attention_softmax(att, s);
     const float* pd = attention_dropped(scratch, att, s);
+    #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) // out_bh (Tq, D) = p'_bh · v_bh
-            gemm(ws, Tq, D, Tk, pd + ((size_t)b * H + h) * Tq * Tk, Tk, 0, head_at(v, b, h, Tk, HD, D), HD, 0,
+        for (int h = 0; h < H; h++) { // out_bh (Tq, D) = p'_bh · v_bh
+            GemmWorkspace own = gemm_thread_workspace(wbase, need);
+            gemm(&own, Tq, D, Tk, pd + ((size_t)b * H + h) * Tq * Tk, Tk, 0, head_at(v, b, h, Tk, HD, D), HD, 0,
                  head_at(out, b, h, Tq, HD, D), HD, 0);
+        }
 }
 
 // Given dout (B, Tq, H·D): dq, dk, dv are written (=); dscore (B, H, Tq, Tk) ends as ∂L/∂scores,
@@ -387,15 +398,23 @@ static void attention_backward(GemmWorkspace* ws, float* dq, float* dk, float* d
                                const float* att, const AttnSpec* s) {
     int B = s->B, Tq = s->Tq, Tk = s->Tk, H = s->H, D = s->D, HD = H * D;
     size_t TT = (size_t)Tq * Tk;
+    size_t need = max3(gemm_workspace_floats(Tk, D), gemm_workspace_floats(Tq, Tk), gemm_workspace_floats(Tq, D));
+    float* wbase = gemm_threads_reserve(ws, need);
     const float* pd = attention_dropped(dscore, att, s); // dscore serves as scratch for p' first
+    #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            gemm(ws, Tk, D, Tq, pd + ((size_t)b * H + h) * TT, Tk, 1, head_at(dout, b, h, Tq, HD, D), HD, 0,
+        for (int h = 0; h < H; h++) {
+            GemmWorkspace own = gemm_thread_workspace(wbase, need);
+            gemm(&own, Tk, D, Tq, pd + ((size_t)b * H + h) * TT, Tk, 1, head_at(dout, b, h, Tq, HD, D), HD, 0,
                  head_at(dv, b, h, Tk, HD, D), HD, 0);
+        }
+    #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            gemm(ws, Tq, Tk, D, head_at(dout, b, h, Tq, HD, D), HD, 0, head_at(v, b, h, Tk, HD, D), HD, 1,
+        for (int h = 0; h < H; h++) {
+            GemmWorkspace own = gemm_thread_workspace(wbase, need);
+            gemm(&own, Tq, Tk, D, head_at(dout, b, h, Tq, HD, D), HD, 0, head_at(v, b, h, Tk, HD, D), HD, 1,
                  dscore + ((size_t)b * H + h) * TT, Tk, 0);
+        }
     float scale = s->drop.p == 0.0f ? 1.0f : 1.0f / (1.0f - s->drop.p);
     #pragma omp parallel for collapse(3) schedule(static)
     for (int b = 0; b < B; b++)
@@ -413,11 +432,13 @@ static void attention_backward(GemmWorkspace* ws, float* dq, float* dk, float* d
                 for (int j = 0; j < n; j++) ds[j] = p[j] * (ds[j] - dot);
                 for (int j = n; j < Tk; j++) ds[j] = 0.0f;
             }
+    #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
+            GemmWorkspace own = gemm_thread_workspace(wbase, need);
             const float* ds = dscore + ((size_t)b * H + h) * TT;
-            gemm(ws, Tq, D, Tk, ds, Tk, 0, head_at(k, b, h, Tk, HD, D), HD, 0, head_at(dq, b, h, Tq, HD, D), HD, 0);
-            gemm(ws, Tk, D, Tq, ds, Tk, 1, head_at(q, b, h, Tq, HD, D), HD, 0, head_at(dk, b, h, Tk, HD, D), HD, 0);
+            gemm(&own, Tq, D, Tk, ds, Tk, 0, head_at(k, b, h, Tk, HD, D), HD, 0, head_at(dq, b, h, Tq, HD, D), HD, 0);
+            gemm(&own, Tk, D, Tq, ds, Tk, 1, head_at(q, b, h, Tq, HD, D), HD, 0, head_at(dk, b, h, Tk, HD, D), HD, 0);
         }
     if (!s->relb) return;
     #pragma omp parallel for schedule(static)

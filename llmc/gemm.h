@@ -4,20 +4,40 @@
 // forward, input gradient and weight gradient is one call (see matmul_* in train_t5.c).
 //
 // How: both operands are packed into panels (A: MR rows × KC, B: KC × NR columns, zero-padded at
-// the edges), then an MR×NR register tile accumulates over each KC slice. The inner loop is a
-// fixed-width loop the compiler vectorises (-O3 -march=native); no intrinsics, no fast-math, so
-// each output is the same sum in the same order whatever the thread count (deterministic).
+// the edges), then an MR×NR register tile accumulates over each KC slice. The tile is written with
+// GNU C vector types (gemm_vec: GEMM_VL floats, one machine register), so its MR × 2 accumulators,
+// the two B vectors and one broadcast A value stay in registers whatever the compiler's preferred
+// vector width (GCC prefers 256 bits even on AVX-512 machines, which halved the tile's speed).
+// No intrinsics, no fast-math: each output is the same sum in the same order (k ascending within
+// a KC slice, slices added to C in order) whatever the thread count (deterministic).
 #ifndef T5_GEMM_H
 #define T5_GEMM_H
 
 #include <stddef.h>  // defines: size_t
 #include <string.h>  // defines: memset
-#include "utils.h"   // defines: mallocCheck
+#include <stdio.h>   // defines: fprintf
+#include <stdlib.h>  // defines: aligned_alloc, free, exit
+#include <omp.h>     // defines: omp_in_parallel
 
-#define GEMM_MR 8     // rows of the register tile
-#define GEMM_NR 16    // columns of the register tile (one AVX-512 or two AVX2 vectors)
-#define GEMM_KC 256   // depth of one packed slice: a B panel slice (16 KB) stays in L1
+// The register tile: MR rows × NR = 2 vectors of columns.
+//   AVX-512 (32 registers): VL 16, MR 8 → 16 accumulators; 8 suits the 64-row attention products
+//   AVX/AVX2 (16 registers): VL 8, MR 6 → 12 accumulators + 2 B vectors + 1 broadcast
+//   SSE (16 registers):      VL 4, MR 6, the same count
+#if defined(__AVX512F__)
+#define GEMM_VL 16
+#define GEMM_MR 8
+#elif defined(__AVX__)
+#define GEMM_VL 8
+#define GEMM_MR 6
+#else
+#define GEMM_VL 4
+#define GEMM_MR 6
+#endif
+#define GEMM_NR (2 * GEMM_VL)
+#define GEMM_KC 256   // depth of one packed slice: the A tile and B panel slices (8–32 KB each) stay in L1
 #define GEMM_MC 256   // rows of A per cache block: MC × KC floats = 256 KB stay in L2
+
+typedef float gemm_vec __attribute__((vector_size(GEMM_VL * sizeof(float))));
 
 // scratch for the packed operands, grown on demand and owned by the caller (no global state)
 typedef struct { float* buf; size_t cap; } GemmWorkspace;
@@ -27,7 +47,10 @@ static inline void gemm_workspace_free(GemmWorkspace* w) { free(w->buf); w->buf 
 static inline float* gemm_workspace_get(GemmWorkspace* w, size_t floats) {
     if (floats > w->cap) {
         free(w->buf);
-        w->buf = (float*)mallocCheck(floats * sizeof(float));
+        // 64-byte aligned: every packed B row (NR floats) is whole vectors on cache-line boundaries
+        size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
+        w->buf = (float*)aligned_alloc(64, bytes);
+        if (w->buf == NULL) { fprintf(stderr, "error: out of memory allocating %zu bytes (gemm workspace)\n", bytes); exit(EXIT_FAILURE); }
         w->cap = floats;
     }
     return w->buf;
@@ -38,48 +61,101 @@ static inline float gemm_at(const float* X, size_t ld, int trans, size_t r, size
     return trans ? X[c * ld + r] : X[r * ld + c];
 }
 
-// pack op(A) rows [m0, m0+MR) × depth [k0, k0+kc) into Ap[k][r] (zero rows past M)
+// pack op(A) rows [m0, m0+MR) × depth [k0, k0+kc) into Ap[k][r] (zero rows past M); the inner
+// loop runs along memory either way (A's rows when A is stored (M, K), its columns when (K, M))
 static inline void gemm_pack_a(float* Ap, const float* A, size_t lda, int ta, int M, int m0, int k0, int kc) {
-    for (int k = 0; k < kc; k++)
-        for (int r = 0; r < GEMM_MR; r++)
-            Ap[k * GEMM_MR + r] = (m0 + r < M) ? gemm_at(A, lda, ta, (size_t)(m0 + r), (size_t)(k0 + k)) : 0.0f;
-}
-
-// pack op(B) depth [k0, k0+kc) × columns [n0, n0+NR) into Bp[k][c] (zero columns past N)
-static inline void gemm_pack_b(float* Bp, const float* B, size_t ldb, int tb, int N, int n0, int k0, int kc) {
-    for (int k = 0; k < kc; k++) {
-        float* dst = Bp + (size_t)k * GEMM_NR;
-        if (!tb && n0 + GEMM_NR <= N) {
-            memcpy(dst, B + (size_t)(k0 + k) * ldb + n0, GEMM_NR * sizeof(float));
-            continue;
+    int rows = M - m0 < GEMM_MR ? M - m0 : GEMM_MR;
+    if (ta) {
+        for (int k = 0; k < kc; k++) {
+            const float* src = A + (size_t)(k0 + k) * lda + m0;
+            for (int r = 0; r < GEMM_MR; r++) Ap[k * GEMM_MR + r] = r < rows ? src[r] : 0.0f;
         }
-        for (int c = 0; c < GEMM_NR; c++)
-            dst[c] = (n0 + c < N) ? gemm_at(B, ldb, tb, (size_t)(k0 + k), (size_t)(n0 + c)) : 0.0f;
+        return;
+    }
+    for (int r = 0; r < GEMM_MR; r++) {
+        const float* src = A + (size_t)(m0 + r) * lda + k0;
+        for (int k = 0; k < kc; k++) Ap[k * GEMM_MR + r] = r < rows ? src[k] : 0.0f;
     }
 }
 
-// acc (MR, NR) = Σ_k Ap[k][r] · Bp[k][c], then C tile (+)= acc for the valid rows/columns
+// pack op(B) depth [k0, k0+kc) × columns [n0, n0+NR) into Bp[k][c] (zero columns past N); the inner
+// loop runs along memory, as for A
+static inline void gemm_pack_b(float* Bp, const float* B, size_t ldb, int tb, int N, int n0, int k0, int kc) {
+    int cols = N - n0 < GEMM_NR ? N - n0 : GEMM_NR;
+    if (!tb) {
+        for (int k = 0; k < kc; k++) {
+            const float* src = B + (size_t)(k0 + k) * ldb + n0;
+            for (int c = 0; c < GEMM_NR; c++) Bp[k * GEMM_NR + c] = c < cols ? src[c] : 0.0f;
+        }
+        return;
+    }
+    for (int c = 0; c < GEMM_NR; c++) {
+        const float* src = B + (size_t)(n0 + c) * ldb + k0;
+        for (int k = 0; k < kc; k++) Bp[k * GEMM_NR + c] = c < cols ? src[k] : 0.0f;
+    }
+}
+
+// acc (MR, NR) = Σ_k Ap[k][r] · Bp[k][c], then C tile (+)= acc for the valid rows/columns.
+// Per k: two B vectors loaded, each A value broadcast (a[r] − 0 is a[r] exactly, also for −0, so
+// the compiler broadcasts straight from memory), 2·MR fused multiply-adds.
 __attribute__((always_inline)) static inline void gemm_micro(const float* Ap, const float* Bp, int kc, float* C, size_t ldc,
                               int rows, int cols, int add) {
-    float acc[GEMM_MR][GEMM_NR];
-    memset(acc, 0, sizeof(acc));
+    gemm_vec acc[GEMM_MR][2];
+    for (int r = 0; r < GEMM_MR; r++) acc[r][0] = acc[r][1] = (gemm_vec){0};
     for (int k = 0; k < kc; k++) {
         const float* a = Ap + (size_t)k * GEMM_MR;
-        const float* b = Bp + (size_t)k * GEMM_NR;
+        gemm_vec b0 = *(const gemm_vec*)(Bp + (size_t)k * GEMM_NR), b1 = *(const gemm_vec*)(Bp + (size_t)k * GEMM_NR + GEMM_VL);
         for (int r = 0; r < GEMM_MR; r++) {
-            float ar = a[r];
-            #pragma omp simd
-            for (int c = 0; c < GEMM_NR; c++) acc[r][c] += ar * b[c];
+            gemm_vec ar = a[r] - (gemm_vec){0};
+            acc[r][0] += ar * b0;
+            acc[r][1] += ar * b1;
         }
+    }
+    if (cols == GEMM_NR) { // whole rows of the tile: two vector stores each (C rows need no alignment)
+        for (int r = 0; r < rows; r++) {
+            float* crow = C + (size_t)r * ldc;
+            gemm_vec c0 = acc[r][0], c1 = acc[r][1];
+            if (add) {
+                gemm_vec o0, o1;
+                memcpy(&o0, crow, sizeof(o0));
+                memcpy(&o1, crow + GEMM_VL, sizeof(o1));
+                c0 = o0 + c0;
+                c1 = o1 + c1;
+            }
+            memcpy(crow, &c0, sizeof(c0));
+            memcpy(crow + GEMM_VL, &c1, sizeof(c1));
+        }
+        return;
     }
     for (int r = 0; r < rows; r++) {
         float* crow = C + (size_t)r * ldc;
-        if (add) { for (int c = 0; c < cols; c++) crow[c] += acc[r][c]; }
-        else     { for (int c = 0; c < cols; c++) crow[c] = acc[r][c]; }
+        const float* t = (const float*)acc[r];
+        if (add) { for (int c = 0; c < cols; c++) crow[c] += t[c]; }
+        else     { for (int c = 0; c < cols; c++) crow[c] = t[c]; }
     }
 }
 
+// the packed-operand floats one call of shape (M, N, ·) needs
+static inline size_t gemm_workspace_floats(int M, int N) {
+    size_t mblocks = (size_t)(M + GEMM_MR - 1) / GEMM_MR, nblocks = (size_t)(N + GEMM_NR - 1) / GEMM_NR;
+    return (mblocks * GEMM_MR + nblocks * GEMM_NR) * GEMM_KC;
+}
+
+// Products side by side (one per sequence and head, say), each on one thread: every thread gets its
+// own slice of one workspace. gemm_threads_reserve returns the base for slices of `floats` each
+// (the largest gemm_workspace_floats of the calls); inside the parallel loop,
+// gemm_thread_workspace(base, floats) is the calling thread's slice.
+static inline float* gemm_threads_reserve(GemmWorkspace* ws, size_t floats) {
+    return gemm_workspace_get(ws, floats * (size_t)omp_get_max_threads());
+}
+static inline GemmWorkspace gemm_thread_workspace(float* base, size_t floats) {
+    GemmWorkspace w = { base + (size_t)omp_get_thread_num() * floats, floats };
+    return w;
+}
+
 // C (M, N) = op(A) · op(B)  (accumulate = 0)   or   C += op(A) · op(B)  (accumulate = 1)
+// Called outside a parallel region it runs on every thread; called inside one (many small products
+// side by side, each thread with its own workspace) it runs on the calling thread alone.
 static void gemm(GemmWorkspace* ws, int M, int N, int K,
                  const float* A, size_t lda, int ta, const float* B, size_t ldb, int tb,
                  float* C, size_t ldc, int accumulate) {
@@ -89,13 +165,14 @@ static void gemm(GemmWorkspace* ws, int M, int N, int K,
         return;
     }
     int mblocks = (M + GEMM_MR - 1) / GEMM_MR, nblocks = (N + GEMM_NR - 1) / GEMM_NR;
-    size_t a_size = (size_t)mblocks * GEMM_MR * GEMM_KC, b_size = (size_t)nblocks * GEMM_NR * GEMM_KC;
-    float* Ap = gemm_workspace_get(ws, a_size + b_size);
+    size_t a_size = (size_t)mblocks * GEMM_MR * GEMM_KC;
+    float* Ap = gemm_workspace_get(ws, gemm_workspace_floats(M, N));
     float* Bp = Ap + a_size;
+    int team = !omp_in_parallel();
     for (int k0 = 0; k0 < K; k0 += GEMM_KC) {
         int kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
         int add = accumulate || k0 > 0;
-        #pragma omp parallel
+        #pragma omp parallel if (team)
         {
             #pragma omp for schedule(static)
             for (int mb = 0; mb < mblocks; mb++)
