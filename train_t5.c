@@ -10,17 +10,18 @@
 #include <stdlib.h>     // defines: malloc, free, strtol, strtod
 #include <stdint.h>     // defines: uint32_t, uint64_t, int32_t
 #include <string.h>     // defines: memset, memcpy, strcmp
-#include <math.h>       // defines: expf, logf, tanhf, erff, sqrtf
+#include <math.h>       // defines: expf, logf, erff, sqrtf
 #include <time.h>       // defines: clock_gettime
 #include <sys/stat.h>   // defines: stat, S_ISDIR
 #include <signal.h>     // defines: signal, sig_atomic_t, SIGINT, SIGTERM
 #include <unistd.h>     // defines: unlink
 #ifdef _OPENMP
-#include <omp.h>        // defines: omp_get_max_threads
+#include <omp.h>        // defines: omp_get_max_threads, omp_get_num_threads, omp_get_thread_num
 #endif
 #include "llmc/utils.h"       // defines: fopenCheck, mallocCheck, callocCheck
 #include "llmc/t5.h"          // defines: T5Config, T5Params, T5Layout, t5_layout, t5_point_params, presets
 #include "llmc/gemm.h"        // defines: gemm, GemmWorkspace
+#include "llmc/vmath.h"       // defines: t5_expf (vectorisable e^x for softmax and cross-entropy)
 #include "llmc/rng.h"         // defines: Rng, rng_next, rng_normal, dropout_keep
 #include "llmc/hf.h"          // defines: t5_load_hf_dir, t5_save_hf_dir (config.json + safetensors)
 #include "llmc/checkpoint.h"  // defines: ckpt_save, ckpt_load (native format)
@@ -266,12 +267,20 @@ static void rmsnorm_backward(float* dinp, float* dw, const float* dout, const fl
         float* dx = dinp + (size_t)t * C;
         for (int c = 0; c < C; c++) dx[c] += r * w[c] * dy[c] - k * x[c];
     }
-    // weight gradient: columns in parallel, tokens in order (deterministic)
-    #pragma omp parallel for schedule(static)
-    for (int c = 0; c < C; c++) {
-        float s = 0.0f;
-        for (int t = 0; t < N; t++) s += dout[(size_t)t * C + c] * inp[(size_t)t * C + c] * rstd[t];
-        dw[c] += s;
+    // weight gradient dw[c] += Σ_t dout·inp·rstd, tokens in order (deterministic): each thread owns
+    // a contiguous run of columns and sweeps the tokens row by row (unit stride), one sum per column
+    #pragma omp parallel
+    {
+        int nt = omp_get_num_threads(), id = omp_get_thread_num();
+        int c0 = (int)((long)C * id / nt), c1 = (int)((long)C * (id + 1) / nt);
+        float* sum = (float*)callocCheck((size_t)(c1 - c0) + 1, sizeof(float));
+        for (int t = 0; t < N; t++) {
+            const float* dy = dout + (size_t)t * C;
+            const float* x = inp + (size_t)t * C;
+            for (int c = c0; c < c1; c++) sum[c - c0] += dy[c] * x[c] * rstd[t];
+        }
+        for (int c = c0; c < c1; c++) dw[c] += sum[c - c0];
+        free(sum);
     }
 }
 
@@ -289,22 +298,51 @@ static void matmul_backward(GemmWorkspace* ws, float* dinp, float* dw, const flo
 
 // activations: act_value, act_grad in llmc/t5.h (shared with the CUDA kernels)
 
+// y[i] = act(x[i]) and y[i] = act'(x[i]) over one run of elements. The switch sits outside the loops,
+// so each loop sees one activation and vectorises (t5_tanhf, no calls), erf's apart.
+static void act_values(T5Act a, float* y, const float* x, size_t n) {
+    switch (a) {
+        case ACT_RELU: for (size_t i = 0; i < n; i++) y[i] = act_value(ACT_RELU, x[i]); break;
+        case ACT_GELU: for (size_t i = 0; i < n; i++) y[i] = act_value(ACT_GELU, x[i]); break;
+        default:       for (size_t i = 0; i < n; i++) y[i] = act_value(ACT_GELU_TANH, x[i]); break;
+    }
+}
+static void act_grads(T5Act a, float* y, const float* x, size_t n) {
+    switch (a) {
+        case ACT_RELU: for (size_t i = 0; i < n; i++) y[i] = act_grad(ACT_RELU, x[i]); break;
+        case ACT_GELU: for (size_t i = 0; i < n; i++) y[i] = act_grad(ACT_GELU, x[i]); break;
+        default:       for (size_t i = 0; i < n; i++) y[i] = act_grad(ACT_GELU_TANH, x[i]); break;
+    }
+}
+
+#define ACT_CHUNK 2048 // elements per task of the activation loops (8 KB of fp32 scratch on the stack)
+
 // FFN middle:  out = dropout(act(h0) · h1)   (gated)   or   dropout(act(h0))   (h1 = NULL)
 static void ffn_act_forward(float* out, const float* h0, const float* h1, size_t n, T5Act a, Dropout d, uint32_t site) {
     #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) out[i] = act_value(a, h0[i]) * (h1 ? h1[i] : 1.0f);
+    for (size_t i0 = 0; i0 < n; i0 += ACT_CHUNK) {
+        size_t len = n - i0 < ACT_CHUNK ? n - i0 : ACT_CHUNK;
+        act_values(a, out + i0, h0 + i0, len);
+        if (h1) for (size_t i = i0; i < i0 + len; i++) out[i] *= h1[i];
+    }
     dropout_apply(out, out, n, d, site);
 }
 
-// dh0 = dropout'(dout) · h1 · act'(h0)      dh1 = dropout'(dout) · act(h0)
+// g = dropout'(dout):   dh0 = g · h1 · act'(h0)      dh1 = g · act(h0)
 static void ffn_act_backward(float* dh0, float* dh1, const float* dout, const float* h0, const float* h1,
                              size_t n, T5Act a, Dropout d, uint32_t site) {
     float scale = d.p == 0.0f ? 1.0f : 1.0f / (1.0f - d.p);
     #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float g = (d.p == 0.0f || dropout_keep(d.seed, site, i, d.p)) ? dout[i] * scale : 0.0f;
-        dh0[i] = g * (h1 ? h1[i] : 1.0f) * act_grad(a, h0[i]);
-        if (h1) dh1[i] = g * act_value(a, h0[i]);
+    for (size_t i0 = 0; i0 < n; i0 += ACT_CHUNK) {
+        size_t len = n - i0 < ACT_CHUNK ? n - i0 : ACT_CHUNK;
+        float g[ACT_CHUNK];
+        for (size_t i = 0; i < len; i++)
+            g[i] = (d.p == 0.0f || dropout_keep(d.seed, site, i0 + i, d.p)) ? dout[i0 + i] * scale : 0.0f;
+        act_grads(a, dh0 + i0, h0 + i0, len);
+        for (size_t i = 0; i < len; i++) dh0[i0 + i] = g[i] * (h1 ? h1[i0 + i] : 1.0f) * dh0[i0 + i];
+        if (!h1) continue;
+        act_values(a, dh1 + i0, h0 + i0, len);
+        for (size_t i = 0; i < len; i++) dh1[i0 + i] = g[i] * dh1[i0 + i];
     }
 }
 
@@ -344,8 +382,9 @@ static void attention_softmax(float* att, const AttnSpec* s) {
                     if (s->relb) p[j] += s->relb[s->buckets[j - i + Tq - 1] * H + h];
                     if (p[j] > maxv) maxv = p[j];
                 }
+                for (int j = 0; j < n; j++) p[j] = t5_expf(p[j] - maxv); // vectorised
                 float sum = 0.0f;
-                for (int j = 0; j < n; j++) { p[j] = expf(p[j] - maxv); sum += p[j]; }
+                for (int j = 0; j < n; j++) sum += p[j];                   // in order
                 float inv = 1.0f / sum;
                 for (int j = 0; j < n; j++) p[j] *= inv;
                 for (int j = n; j < Tk; j++) p[j] = 0.0f;
@@ -456,17 +495,23 @@ static void attention_backward(GemmWorkspace* ws, float* dq, float* dk, float* d
 static int crossentropy_forward(float* losses, double* loss_sum, const float* logits, const int* labels, int N, int V) {
     double total = 0.0;
     int count = 0;
-    #pragma omp parallel for schedule(static) reduction(+:total, count)
-    for (int t = 0; t < N; t++) {
-        if (labels[t] == IGNORE_INDEX) { losses[t] = 0.0f; continue; }
-        const float* x = logits + (size_t)t * V;
-        float maxv = -INFINITY;
-        for (int i = 0; i < V; i++) if (x[i] > maxv) maxv = x[i];
-        double sum = 0.0;
-        for (int i = 0; i < V; i++) sum += expf(x[i] - maxv);
-        losses[t] = (float)(log(sum) + maxv - x[labels[t]]);
-        total += losses[t];
-        count++;
+    #pragma omp parallel reduction(+:total, count)
+    {
+        float* e = (float*)mallocCheck((size_t)V * sizeof(float)); // this thread's row of exponentials
+        #pragma omp for schedule(static)
+        for (int t = 0; t < N; t++) {
+            if (labels[t] == IGNORE_INDEX) { losses[t] = 0.0f; continue; }
+            const float* x = logits + (size_t)t * V;
+            float maxv = -INFINITY;
+            for (int i = 0; i < V; i++) if (x[i] > maxv) maxv = x[i];
+            for (int i = 0; i < V; i++) e[i] = t5_expf(x[i] - maxv); // vectorised
+            double sum = 0.0;
+            for (int i = 0; i < V; i++) sum += e[i];                  // in order
+            losses[t] = (float)(log(sum) + maxv - x[labels[t]]);
+            total += losses[t];
+            count++;
+        }
+        free(e);
     }
     *loss_sum = total;
     return count;
@@ -480,8 +525,9 @@ static void crossentropy_backward(float* logits, const int* labels, int N, int V
         if (labels[t] == IGNORE_INDEX) { memset(x, 0, (size_t)V * sizeof(float)); continue; }
         float maxv = -INFINITY;
         for (int i = 0; i < V; i++) if (x[i] > maxv) maxv = x[i];
+        for (int i = 0; i < V; i++) x[i] = t5_expf(x[i] - maxv); // vectorised
         double sum = 0.0;
-        for (int i = 0; i < V; i++) { x[i] = expf(x[i] - maxv); sum += x[i]; }
+        for (int i = 0; i < V; i++) sum += x[i];                  // in order
         float inv = (float)(1.0 / sum);
         for (int i = 0; i < V; i++) x[i] = x[i] * inv * scale;
         x[labels[t]] -= scale;

@@ -27,13 +27,21 @@ typedef enum { ACT_RELU = 0, ACT_GELU = 1 /* exact, erf */, ACT_GELU_TANH = 2 /*
 #define T5_HOST_DEVICE
 #endif
 
-// activations and their derivatives: relu, gelu (erf), gelu_new (tanh approximation, T5 v1.1 / FLAN)
+// activations and their derivatives: relu, gelu (erf), gelu_new (tanh approximation, T5 v1.1 / FLAN).
+// tanh: CUDA's tanhf on the device; on the host t5_tanhf (llmc/vmath.h, within 3 ulp of tanhf), which
+// lets the CPU engine's activation loops vectorise
+#ifdef __CUDA_ARCH__
+#define T5_TANHF tanhf
+#else
+#include "vmath.h"  // defines: t5_tanhf
+#define T5_TANHF t5_tanhf
+#endif
 #define GELU_K 0.7978845608028654f  // sqrt(2/π)
 static inline T5_HOST_DEVICE float act_value(T5Act a, float x) {
     switch (a) {
         case ACT_RELU: return x > 0.0f ? x : 0.0f;
         case ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-        default: return 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+        default: return 0.5f * x * (1.0f + T5_TANHF(GELU_K * (x + 0.044715f * x * x * x)));
     }
 }
 static inline T5_HOST_DEVICE float act_grad(T5Act a, float x) {
@@ -41,7 +49,7 @@ static inline T5_HOST_DEVICE float act_grad(T5Act a, float x) {
         case ACT_RELU: return x > 0.0f ? 1.0f : 0.0f;
         case ACT_GELU: return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * 0.3989422804014327f * expf(-0.5f * x * x);
         default: {
-            float t = tanhf(GELU_K * (x + 0.044715f * x * x * x));
+            float t = T5_TANHF(GELU_K * (x + 0.044715f * x * x * x));
             return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
         }
     }
