@@ -3,6 +3,7 @@ Benchmark (not a test): one forward+backward of a flan-t5-small-shaped random mo
 the CPU against our C engine (train_t5) on the same shape and thread count.
 
     python3 dev/bench_cpu.py [--batch-size 8] [--src-len 256] [--tgt-len 64] [--threads N] [--iters 3] [--warmup 1]
+                             [--rounds 1] [--torch-flush-denormal]
 
 Every token is real (no padding), so tokens/s = batch * (src_len + tgt_len) / time. The C engine is
 asked to do the same work through C_ENGINE_CMD below and must print a line `bench: fwdbwd_ms=<float>`
@@ -74,17 +75,20 @@ def bench_pytorch(args):
         out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
         out.loss.backward()
 
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.iters):
-        t0 = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - t0) * 1e3)
+    def run():
+        for _ in range(args.warmup):
+            step()
+        times = []
+        for _ in range(args.iters):
+            t0 = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return times
+
     info = dict(torch=torch.__version__, transformers=transformers.__version__,
                 attention=model.config._attn_implementation,
                 params=sum(p.numel() for p in model.parameters()))
-    return statistics.median(times), times, info
+    return run, info
 
 
 def bench_c(args):
@@ -115,10 +119,12 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both (default: all CPUs)")
     ap.add_argument("--iters", type=int, default=3, help="timed iterations, median reported (default 3)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed iterations first (default 1)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="alternate PyTorch and t5.c this many times; medians over all rounds (default 1)")
     ap.add_argument("--torch-flush-denormal", action="store_true",
                     help="torch.set_flush_denormal(True), as t5.c does (default: PyTorch's default, off)")
     args = ap.parse_args()
-    for name in ("batch_size", "src_len", "tgt_len", "threads", "iters"):
+    for name in ("batch_size", "src_len", "tgt_len", "threads", "iters", "rounds"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.warmup < 0:
@@ -131,10 +137,20 @@ def main():
     print(f"cpu: {cpu_model()}, {os.cpu_count()} logical CPUs, threads {args.threads}, "
           f"iters {args.iters}, warmup {args.warmup}")
 
-    pt_ms, pt_all, info = bench_pytorch(args)
+    # rounds alternate the two engines, so that a slow spell of a shared machine hits both
+    pt_run, info = bench_pytorch(args)
+    pt_all, c_all = [], []
+    for r in range(args.rounds):
+        pt_all += pt_run()
+        c = bench_c(args)
+        if c is not None:
+            c_all.append(c)
+    pt_ms = statistics.median(pt_all)
+    c_ms = statistics.median(c_all) if c_all else None
     print(f"pytorch: torch {info['torch']}, transformers {info['transformers']}, attention {info['attention']}, "
           f"{info['params'] / 1e6:.1f}M params, flush_denormal {args.torch_flush_denormal}, fwd+bwd ms per iter: " + ", ".join(f"{t:.1f}" for t in pt_all))
-    c_ms = bench_c(args)
+    if c_all:
+        print("t5.c: median fwd+bwd ms of each round: " + ", ".join(f"{t:.1f}" for t in c_all))
 
     print()
     print(f"{'engine':<10} {'fwd+bwd ms':>12} {'tokens/s':>12}")

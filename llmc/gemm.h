@@ -8,8 +8,11 @@
 // GNU C vector types (gemm_vec: GEMM_VL floats, one machine register), so its MR × 2 accumulators,
 // the two B vectors and one broadcast A value stay in registers whatever the compiler's preferred
 // vector width (GCC prefers 256 bits even on AVX-512 machines, which halved the tile's speed).
+// Loops, outer to inner: KC slices of the depth (A packed whole), NC blocks of columns (B packed,
+// L2), row tiles (split over the threads; one stays in L1), column panels (the register tile).
 // No intrinsics, no fast-math: each output is the same sum in the same order (k ascending within
 // a KC slice, slices added to C in order) whatever the thread count (deterministic).
+// dev/bench_gemm.py times it against PyTorch on a training step's products.
 #ifndef T5_GEMM_H
 #define T5_GEMM_H
 
@@ -20,12 +23,12 @@
 #include <omp.h>     // defines: omp_in_parallel
 
 // The register tile: MR rows × NR = 2 vectors of columns.
-//   AVX-512 (32 registers): VL 16, MR 8 → 16 accumulators; 8 suits the 64-row attention products
+//   AVX-512 (32 registers): VL 16, MR 12 → 24 accumulators + 2 B vectors + 1 broadcast
 //   AVX/AVX2 (16 registers): VL 8, MR 6 → 12 accumulators + 2 B vectors + 1 broadcast
 //   SSE (16 registers):      VL 4, MR 6, the same count
 #if defined(__AVX512F__)
 #define GEMM_VL 16
-#define GEMM_MR 8
+#define GEMM_MR 12
 #elif defined(__AVX__)
 #define GEMM_VL 8
 #define GEMM_MR 6
@@ -34,8 +37,8 @@
 #define GEMM_MR 6
 #endif
 #define GEMM_NR (2 * GEMM_VL)
-#define GEMM_KC 256   // depth of one packed slice: the A tile and B panel slices (8–32 KB each) stay in L1
-#define GEMM_MC 256   // rows of A per cache block: MC × KC floats = 256 KB stay in L2
+#define GEMM_KC 256   // depth of one packed slice: a row tile of A (MR × KC, ≤ 12 KB) stays in L1
+#define GEMM_NC 1024  // columns per block: the block's packed B (KC × NC floats = 1 MB) stays in L2
 
 typedef float gemm_vec __attribute__((vector_size(GEMM_VL * sizeof(float))));
 
@@ -135,10 +138,12 @@ __attribute__((always_inline)) static inline void gemm_micro(const float* Ap, co
     }
 }
 
-// the packed-operand floats one call of shape (M, N, ·) needs
+// the packed-operand floats one call of shape (M, N, ·) needs: all of A's row tiles, one column
+// block of B's panels
 static inline size_t gemm_workspace_floats(int M, int N) {
     size_t mblocks = (size_t)(M + GEMM_MR - 1) / GEMM_MR, nblocks = (size_t)(N + GEMM_NR - 1) / GEMM_NR;
-    return (mblocks * GEMM_MR + nblocks * GEMM_NR) * GEMM_KC;
+    size_t block = GEMM_NC / GEMM_NR;
+    return (mblocks * GEMM_MR + (nblocks < block ? nblocks : block) * GEMM_NR) * GEMM_KC;
 }
 
 // Products side by side (one per sequence and head, say), each on one thread: every thread gets its
@@ -165,9 +170,8 @@ static void gemm(GemmWorkspace* ws, int M, int N, int K,
         return;
     }
     int mblocks = (M + GEMM_MR - 1) / GEMM_MR, nblocks = (N + GEMM_NR - 1) / GEMM_NR;
-    size_t a_size = (size_t)mblocks * GEMM_MR * GEMM_KC;
     float* Ap = gemm_workspace_get(ws, gemm_workspace_floats(M, N));
-    float* Bp = Ap + a_size;
+    float* Bp = Ap + (size_t)mblocks * GEMM_MR * GEMM_KC;
     int team = !omp_in_parallel();
     for (int k0 = 0; k0 < K; k0 += GEMM_KC) {
         int kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
@@ -177,19 +181,20 @@ static void gemm(GemmWorkspace* ws, int M, int N, int K,
             #pragma omp for schedule(static)
             for (int mb = 0; mb < mblocks; mb++)
                 gemm_pack_a(Ap + (size_t)mb * GEMM_MR * kc, A, lda, ta, M, mb * GEMM_MR, k0, kc);
-            #pragma omp for schedule(static)
-            for (int nb = 0; nb < nblocks; nb++)
-                gemm_pack_b(Bp + (size_t)nb * GEMM_NR * kc, B, ldb, tb, N, nb * GEMM_NR, k0, kc);
-            // rows in blocks of GEMM_MC: the packed A block (MC × KC) stays in L2 while every thread
-            // sweeps its column panels over it; each B panel (KC × NR) stays in L1 across the block
-            for (int mc = 0; mc < mblocks; mc += GEMM_MC / GEMM_MR) {
-                int mc_end = mc + GEMM_MC / GEMM_MR < mblocks ? mc + GEMM_MC / GEMM_MR : mblocks;
+            // columns in blocks of NC: the block's packed B panels (KC × NC, 1 MB) stay in L2 while
+            // each thread sweeps its row tiles over them; a row tile (MR × KC) stays in L1 across the
+            // block's panels, and the tile's C rows are written left to right
+            for (int nc = 0; nc < nblocks; nc += GEMM_NC / GEMM_NR) {
+                int nc_end = nc + GEMM_NC / GEMM_NR < nblocks ? nc + GEMM_NC / GEMM_NR : nblocks;
                 #pragma omp for schedule(static)
-                for (int nb = 0; nb < nblocks; nb++) {
-                    int n0 = nb * GEMM_NR, cols = N - n0 < GEMM_NR ? N - n0 : GEMM_NR;
-                    for (int mb = mc; mb < mc_end; mb++) {
-                        int m0 = mb * GEMM_MR, rows = M - m0 < GEMM_MR ? M - m0 : GEMM_MR;
-                        gemm_micro(Ap + (size_t)mb * GEMM_MR * kc, Bp + (size_t)nb * GEMM_NR * kc, kc,
+                for (int nb = nc; nb < nc_end; nb++)
+                    gemm_pack_b(Bp + (size_t)(nb - nc) * GEMM_NR * kc, B, ldb, tb, N, nb * GEMM_NR, k0, kc);
+                #pragma omp for schedule(static)
+                for (int mb = 0; mb < mblocks; mb++) {
+                    int m0 = mb * GEMM_MR, rows = M - m0 < GEMM_MR ? M - m0 : GEMM_MR;
+                    for (int nb = nc; nb < nc_end; nb++) {
+                        int n0 = nb * GEMM_NR, cols = N - n0 < GEMM_NR ? N - n0 : GEMM_NR;
+                        gemm_micro(Ap + (size_t)mb * GEMM_MR * kc, Bp + (size_t)(nb - nc) * GEMM_NR * kc, kc,
                                    C + (size_t)m0 * ldc + n0, ldc, rows, cols, add);
                     }
                 }
