@@ -16,9 +16,9 @@
 #include <signal.h>     // defines: signal, sig_atomic_t, SIGINT, SIGTERM
 #include <unistd.h>     // defines: unlink
 #ifdef _OPENMP
-#include <omp.h>        // defines: omp_get_max_threads, omp_get_num_threads, omp_get_thread_num
+#include <omp.h>        // defines: omp_get_max_threads
 #endif
-#include "llmc/utils.h"       // defines: fopenCheck, mallocCheck, callocCheck
+#include "llmc/utils.h"       // defines: fopenCheck, mallocCheck, callocCheck, par_team, par_thread
 #include "llmc/t5.h"          // defines: T5Config, T5Params, T5Layout, t5_layout, t5_point_params, presets
 #include "llmc/gemm.h"        // defines: gemm, GemmWorkspace
 #include "llmc/vmath.h"       // defines: t5_expf (vectorisable e^x for softmax and cross-entropy)
@@ -271,7 +271,7 @@ static void rmsnorm_backward(float* dinp, float* dw, const float* dout, const fl
     // a contiguous run of columns and sweeps the tokens row by row (unit stride), one sum per column
     #pragma omp parallel
     {
-        int nt = omp_get_num_threads(), id = omp_get_thread_num();
+        int nt = par_team(), id = par_thread();
         int c0 = (int)((long)C * id / nt), c1 = (int)((long)C * (id + 1) / nt);
         float* sum = (float*)callocCheck((size_t)(c1 - c0) + 1, sizeof(float));
         for (int t = 0; t < N; t++) {
@@ -408,7 +408,7 @@ static size_t max3(size_t a, size_t b, size_t c) { return a > b ? (a > c ? a : c
 static void attention_forward(GemmWorkspace* ws, float* out, float* att, float* scratch, const float* q,
                               const float* k, const float* v, const AttnSpec* s) {
     int B = s->B, Tq = s->Tq, Tk = s->Tk, H = s->H, D = s->D, HD = H * D;
-    size_t need = max3(gemm_workspace_floats(Tq, Tk), gemm_workspace_floats(Tq, D), 0);
+    size_t need = max3(gemm_workspace_floats(Tq, Tk), gemm_workspace_floats(Tq, D), 0); // the larger of the two
     float* wbase = gemm_threads_reserve(ws, need);
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
@@ -1315,6 +1315,7 @@ static void beam_candidates(BeamState* s, const GenCache* g, const T5Config* c, 
 static void beam_next_running(BeamState* s, int b) {
     int nb = s->nb, K = s->K, L = s->L;
     float pen[K];
+    memset(pen, 0, sizeof(pen)); // (every entry is written below; GCC cannot see K ≥ 1 in every build)
     int* idx = s->scratch + (size_t)b * (nb + K);
     for (int k = 0; k < K; k++) pen[k] = s->cand_score[(size_t)b * K + k] + (s->cand_hit[(size_t)b * K + k] ? -GEN_NEG : -0.0f);
     topk_indices(pen, K, nb, idx);

@@ -20,7 +20,7 @@
 #include <string.h>  // defines: memset
 #include <stdio.h>   // defines: fprintf
 #include <stdlib.h>  // defines: aligned_alloc, free, exit
-#include <omp.h>     // defines: omp_in_parallel
+#include "utils.h"   // defines: par_active, par_max_threads, par_thread
 
 // The register tile: MR rows × NR = 2 vectors of columns.
 //   AVX-512 (32 registers): VL 16, MR 12 → 24 accumulators + 2 B vectors + 1 broadcast
@@ -151,10 +151,10 @@ static inline size_t gemm_workspace_floats(int M, int N) {
 // (the largest gemm_workspace_floats of the calls); inside the parallel loop,
 // gemm_thread_workspace(base, floats) is the calling thread's slice.
 static inline float* gemm_threads_reserve(GemmWorkspace* ws, size_t floats) {
-    return gemm_workspace_get(ws, floats * (size_t)omp_get_max_threads());
+    return gemm_workspace_get(ws, floats * (size_t)par_max_threads());
 }
 static inline GemmWorkspace gemm_thread_workspace(float* base, size_t floats) {
-    GemmWorkspace w = { base + (size_t)omp_get_thread_num() * floats, floats };
+    GemmWorkspace w = { base + (size_t)par_thread() * floats, floats };
     return w;
 }
 
@@ -172,7 +172,8 @@ static void gemm(GemmWorkspace* ws, int M, int N, int K,
     int mblocks = (M + GEMM_MR - 1) / GEMM_MR, nblocks = (N + GEMM_NR - 1) / GEMM_NR;
     float* Ap = gemm_workspace_get(ws, gemm_workspace_floats(M, N));
     float* Bp = Ap + (size_t)mblocks * GEMM_MR * GEMM_KC;
-    int team = !omp_in_parallel();
+    int team = !par_active();
+    (void)team; // read only by the OpenMP pragma
     for (int k0 = 0; k0 < K; k0 += GEMM_KC) {
         int kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
         int add = accumulate || k0 > 0;

@@ -57,4 +57,19 @@ static inline void enable_flush_to_zero(void) {
 #endif
 }
 
+// The OpenMP queries the engine makes, also when it is built without OpenMP (NO_OMP=1: one thread,
+// never inside a parallel region).
+#ifdef _OPENMP
+#include <omp.h>  // defines: omp_get_thread_num, omp_get_num_threads, omp_get_max_threads, omp_in_parallel
+static inline int par_thread(void) { return omp_get_thread_num(); }
+static inline int par_team(void) { return omp_get_num_threads(); }
+static inline int par_max_threads(void) { return omp_get_max_threads(); }
+static inline int par_active(void) { return omp_in_parallel(); }
+#else
+static inline int par_thread(void) { return 0; }
+static inline int par_team(void) { return 1; }
+static inline int par_max_threads(void) { return 1; }
+static inline int par_active(void) { return 0; }
+#endif
+
 #endif // T5_UTILS_H
