@@ -183,22 +183,24 @@ static void gemm(GemmWorkspace* ws, int M, int N, int K,
             for (int mb = 0; mb < mblocks; mb++)
                 gemm_pack_a(Ap + (size_t)mb * GEMM_MR * kc, A, lda, ta, M, mb * GEMM_MR, k0, kc);
             // columns in blocks of NC: the block's packed B panels (KC × NC, 1 MB) stay in L2 while
-            // each thread sweeps its row tiles over them; a row tile (MR × KC) stays in L1 across the
+            // the threads sweep row tiles over them; a row tile (MR × KC) stays in L1 across the
             // block's panels, and the tile's C rows are written left to right
             for (int nc = 0; nc < nblocks; nc += GEMM_NC / GEMM_NR) {
                 int nc_end = nc + GEMM_NC / GEMM_NR < nblocks ? nc + GEMM_NC / GEMM_NR : nblocks;
                 #pragma omp for schedule(static)
                 for (int nb = nc; nb < nc_end; nb++)
                     gemm_pack_b(Bp + (size_t)(nb - nc) * GEMM_NR * kc, B, ldb, tb, N, nb * GEMM_NR, k0, kc);
-                #pragma omp for schedule(static)
-                for (int mb = 0; mb < mblocks; mb++) {
-                    int m0 = mb * GEMM_MR, rows = M - m0 < GEMM_MR ? M - m0 : GEMM_MR;
+                // (row tile, panel) pairs in row-major order, split in contiguous runs: a thread keeps
+                // its row tile across consecutive panels, and a product with few row tiles still
+                // splits over every thread
+                #pragma omp for collapse(2) schedule(static)
+                for (int mb = 0; mb < mblocks; mb++)
                     for (int nb = nc; nb < nc_end; nb++) {
+                        int m0 = mb * GEMM_MR, rows = M - m0 < GEMM_MR ? M - m0 : GEMM_MR;
                         int n0 = nb * GEMM_NR, cols = N - n0 < GEMM_NR ? N - n0 : GEMM_NR;
                         gemm_micro(Ap + (size_t)mb * GEMM_MR * kc, Bp + (size_t)(nb - nc) * GEMM_NR * kc, kc,
                                    C + (size_t)m0 * ldc + n0, ldc, rows, cols, add);
                     }
-                }
             }
         }
     }
