@@ -431,6 +431,14 @@ def test_mpi(args, data, tmp):
     complete = l1.keys() == r0.keys() == r1.keys() and all(r0[k] + r1[k] == l1[k] for k in l1)
     check("the ranks' examples are disjoint and together are exactly the single-process batches", disjoint and complete,
           f"{len(l1)} micro-batches")
+    # without OMP_NUM_THREADS the ranks of a node split its cores instead of each taking all of them
+    free_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    cores = os.cpu_count() or 1
+    shared = run(["mpirun", *flags, "-np", "2", args.train_bin, *TINY, "--train-file", os.path.join(data, "train.bin"),
+                  "--steps", "1", "--batch-size", "2", "--out-dir", os.path.join(tmp, "mpi3")], env=free_env)
+    want = f"{max(1, cores // 2)} OpenMP thread"
+    check("mpirun -np 2 without OMP_NUM_THREADS: the ranks share the node's cores", shared.returncode == 0 and
+          "2 ranks on this node share its" in shared.stdout and want in shared.stdout, (shared.stdout + shared.stderr)[-400:])
 
 
 def main():

@@ -17,6 +17,7 @@
 typedef struct {
     int rank, size;   // this process, all processes
     int local_rank;   // rank within this node (the GPU to use)
+    int local_size;   // processes on this node (they share its cores)
     int active;       // 1: MPI was initialised (size may still be 1)
 } Dist;
 
@@ -26,7 +27,7 @@ static inline int dist_launched(void) {
 
 // returns 0, or -1 with a message when a launcher started us but this build has no MPI
 static inline int dist_init(Dist* d, int* argc, char*** argv) {
-    d->rank = 0; d->size = 1; d->local_rank = 0; d->active = 0;
+    d->rank = 0; d->size = 1; d->local_rank = 0; d->local_size = 1; d->active = 0;
     if (!dist_launched()) return 0;
 #ifdef USE_MPI
     MPI_Init(argc, argv);
@@ -35,6 +36,7 @@ static inline int dist_init(Dist* d, int* argc, char*** argv) {
     MPI_Comm node;
     MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node);
     MPI_Comm_rank(node, &d->local_rank);
+    MPI_Comm_size(node, &d->local_size);
     MPI_Comm_free(&node);
     d->active = 1;
     return 0;
