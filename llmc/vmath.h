@@ -4,8 +4,8 @@
 //
 // Accuracy (test_t5 test_vmath, against double-precision exp and tanh on a dense sweep and on the
 // special values; measured on [−100, 100]): t5_expf within 0.91 ulp (1.2 where the compiler has no
-// fused multiply-add), t5_tanhf within 5.5·2^-24 relative (about 3 ulp; glibc's are within 1–2). Both keep NaN, ±0 and the infinities as libm does
-// (e^-inf = 0, e^+inf = +inf, tanh ±inf = ±1).
+// fused multiply-add), t5_tanhf within 5.5·2^-24 relative (about 3 ulp; glibc's are within 1–2).
+// Both keep NaN, ±0 and the infinities as libm does (e^-inf = 0, e^+inf = +inf, tanh ±inf = ±1).
 #ifndef T5_VMATH_H
 #define T5_VMATH_H
 
