@@ -91,7 +91,7 @@ def bench_pytorch(args):
     return run, info
 
 
-def bench_c(args):
+def bench_c(args, announce=True):
     binary = os.path.normpath(os.path.join(REPO_ROOT, C_ENGINE_BINARY))
     if not os.path.isfile(binary) or not os.access(binary, os.X_OK):
         print(f"C engine: {binary} not found (build it with make); reporting PyTorch only")
@@ -99,7 +99,8 @@ def bench_c(args):
     cmd = C_ENGINE_CMD.format(iters=args.iters, batch_size=args.batch_size, src_len=args.src_len,
                               tgt_len=args.tgt_len)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    print(f"C engine: OMP_NUM_THREADS={args.threads} {cmd}")
+    if announce:
+        print(f"C engine: OMP_NUM_THREADS={args.threads} {cmd}")
     res = subprocess.run(cmd.split(), cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     found = C_ENGINE_RESULT.findall(res.stdout)
     if res.returncode != 0 or not found:
@@ -142,7 +143,7 @@ def main():
     pt_all, c_all = [], []
     for r in range(args.rounds):
         pt_all += pt_run()
-        c = bench_c(args)
+        c = bench_c(args, announce=r == 0)
         if c is not None:
             c_all.append(c)
     pt_ms = statistics.median(pt_all)
