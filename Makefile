@@ -244,6 +244,7 @@ test: train_t5 test_t5 $(BUILD)/test_io $(BUILD)/bench_generate $(BUILD)/bench_g
 	$(MAKE) --no-print-directory test_metrics
 	$(MAKE) --no-print-directory test_tokenizer
 	$(MAKE) --no-print-directory test_pipeline
+	bash dev/gpu_check_dry.sh
 	$(MAKE) --no-print-directory asan
 
 asan: $(BUILD)/asan/train_t5 $(BUILD)/asan/test_t5 $(BUILD)/asan/test_io $(BUILD)/asan/test_spm $(BUILD)/asan/test_dataloader

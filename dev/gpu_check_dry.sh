@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# dev/gpu_check_dry.sh — runs dev/gpu_check.sh here, without a GPU, against stub programs that answer
+# as train_t5cu, test_t5cu and the kernel twins do (their result lines, step losses, run-directory
+# files), so that a mistake in the script itself shows up before it costs device time. What it checks:
+# the script reaches its summary; every stage that needs only our programs passes (the transformers
+# baselines need a GPU and must fail here, nothing else may); the cuDNN stages and the summary's rows
+# are there. It proves nothing about the CUDA code. Runs in `make test` (about 20 s).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+D=$(mktemp -d /tmp/gpu_check_dry_XXXXXX)
+trap 'rm -rf "$D"' EXIT
+mkdir -p "$D"/pb/{fp32,bf16,cudnn} "$D"/bin
+
+# train_t5cu: --plan-memory, --bench, --gen-bench, --save-hf, and training runs that print step lines
+# and keep a run directory (checkpoints refuse a fresh run; --resume continues at step 4)
+cat > "$D/train" <<'EOF'
+#!/usr/bin/env bash
+case " $* " in
+    *" --plan-memory "*) echo "preset flan-t5-large fits"; exit 0 ;;
+    *" --bench "*) echo "phases (GPU ms per step): zero_grad=0.3"; [ -n "${T5_PROFILE:-}" ] && echo "ops matmul=1.0"
+        echo "bench: median_step_ms=40.0 real_tok_per_s=95000 tflops=61.0 mfu=6.2% peak_mem_gib=8.8 median_host_ms=25.0"; exit 0 ;;
+    *" --gen-bench "*) echo "gen_bench: summaries_per_s=246.0"; exit 0 ;;
+    *" --save-hf "*) mkdir -p "${@: -1}"; exit 0 ;;
+esac
+out=""; resume=0; steps=4
+while [ $# -gt 0 ]; do case "$1" in --out-dir) out=$2; shift ;; --resume) resume=1; shift ;; --steps) steps=$2; shift ;; esac; shift; done
+if [ -n "$out" ] && [ -d "$out/checkpoints" ] && [ $resume = 0 ]; then echo "error: $out already holds checkpoints"; exit 1; fi
+first=1; [ $resume = 1 ] && first=4
+for s in $(seq $first "$steps"); do echo "step $s/$steps | loss 1.$s | lr 1e-2 | grad norm 0.$s | 10 ms | 100 tok/s"; done
+if [ -n "$out" ]; then
+    mkdir -p "$out/checkpoints"
+    [ $resume = 0 ] && : > "$out/metrics.jsonl"
+    for s in $(seq $first "$steps"); do echo "{\"type\": \"train\", \"step\": $s}" >> "$out/metrics.jsonl"; done
+    printf '{"type": "eval"}\n{"type": "eval"}\n{"type": "end"}\n' >> "$out/metrics.jsonl"
+fi
+EOF
+printf '#!/usr/bin/env bash\necho "10 passed, 0 failed"\n' > "$D/test"
+printf '#!/usr/bin/env bash\necho "kernel: 5 passed, 0 failed"\n' > "$D/kernel"
+printf '#!/usr/bin/env bash\nshift 4\nexec "$@"\n' > "$D/bin/compute-sanitizer" # drops --tool memcheck --error-exitcode 1
+chmod +x "$D/train" "$D/test" "$D/kernel" "$D/bin/compute-sanitizer"
+for p in fp32 bf16 cudnn; do cp "$D/train" "$D/pb/$p/train_t5cu"; cp "$D/test" "$D/pb/$p/test_t5cu"; done
+for k in rmsnorm ffn_act crossentropy attention embedding adamw global_norm; do cp "$D/kernel" "$D/pb/bf16/$k"; done
+cp "$D/kernel" "$D/pb/cudnn/attention"
+
+PATH="$D/bin:$PATH" GPU_PREBUILT="$D/pb" GPU_CHECK_OUT="$D/out" GPU_CHECK_BUDGET=600 GPU_DATA="$D/none" \
+    bash dev/gpu_check.sh > "$D/run.log" 2>&1
+summary=$(sed -n '/^=== summary/,$p' "$D/run.log")
+fail=0
+expect() { # description, condition
+    if eval "$2"; then echo "OK   $1"; else echo "FAIL $1"; fail=1; fi
+}
+expect "gpu_check.sh reaches its summary" '[ -n "$summary" ]'
+unexpected=$(echo "$summary" | grep -E "^(test |kernel|bench t5cu|gen model|gen t5cu|plain run|nccl|recompute|run dir|large|sanitizer)" | grep -v " PASS")
+expect "every stage that runs only our programs passes" '[ -z "$unexpected" ]'
+expect "only the transformers baselines fail (no GPU here)" \
+    '[ "$(echo "$summary" | grep -cE "FAIL|SKIPPED")" = "$(echo "$summary" | grep -cE "^(bench hf|gen hf).*FAIL")" ]'
+expect "the cuDNN stages ran" '[ "$(echo "$summary" | grep -cE "^(test cudnn (cudnn|cli)|kernel attention cudnn|bench t5cu cudnn) +PASS")" = 4 ]'
+expect "the summary has the engine rows, the ratios and the generation table" \
+    'echo "$summary" | grep -q "^t5cu_cudnn *95000" && echo "$summary" | grep -q "^ratio t5cu_flash" && echo "$summary" | grep -q "^flan-t5-base *4 *246.0"'
+[ $fail = 0 ] || { echo "--- gpu_check.sh output:"; tail -80 "$D/run.log"; }
+exit $fail
