@@ -11,14 +11,13 @@
 #include <stdint.h>     // defines: uint32_t, uint64_t, int32_t
 #include <string.h>     // defines: memset, memcpy, strcmp
 #include <math.h>       // defines: expf, logf, erff, sqrtf
-#include <time.h>       // defines: clock_gettime
 #include <sys/stat.h>   // defines: stat, S_ISDIR
 #include <signal.h>     // defines: signal, sig_atomic_t, SIGINT, SIGTERM
 #include <unistd.h>     // defines: unlink
 #ifdef _OPENMP
 #include <omp.h>        // defines: omp_get_max_threads, omp_get_num_procs, omp_set_num_threads
 #endif
-#include "llmc/utils.h"       // defines: fopenCheck, mallocCheck, callocCheck, par_team, par_thread
+#include "llmc/utils.h"       // defines: fopenCheck, mallocCheck, callocCheck, par_team, par_thread, now_ms
 #include "llmc/t5.h"          // defines: T5Config, T5Params, T5Layout, t5_layout, t5_point_params, presets
 #include "llmc/gemm.h"        // defines: gemm, GemmWorkspace
 #include "llmc/vmath.h"       // defines: t5_expf (vectorisable e^x for softmax and cross-entropy)
@@ -398,7 +397,11 @@ static const float* attention_dropped(float* dst, const float* att, const AttnSp
     return dst;
 }
 
-static size_t max3(size_t a, size_t b, size_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
+// GEMM workspace floats of one thread's per-head products (the largest of (Tq, Tk), (Tq, D), (Tk, D))
+static size_t attention_gemm_floats(const AttnSpec* s) {
+    size_t a = gemm_workspace_floats(s->Tq, s->Tk), b = gemm_workspace_floats(s->Tq, s->D), c = gemm_workspace_floats(s->Tk, s->D);
+    return a > b ? (a > c ? a : c) : (b > c ? b : c);
+}
 
 // out (B, Tq, H·D) = dropout(softmax(q·kᵀ + bias + mask)) · v   — T5: no 1/sqrt(D) scale.
 // q (B, Tq, H·D), k/v (B, Tk, H·D); att (B, H, Tq, Tk) keeps the probabilities (0 where masked);
@@ -408,7 +411,7 @@ static size_t max3(size_t a, size_t b, size_t c) { return a > b ? (a > c ? a : c
 static void attention_forward(GemmWorkspace* ws, float* out, float* att, float* scratch, const float* q,
                               const float* k, const float* v, const AttnSpec* s) {
     int B = s->B, Tq = s->Tq, Tk = s->Tk, H = s->H, D = s->D, HD = H * D;
-    size_t need = max3(gemm_workspace_floats(Tq, Tk), gemm_workspace_floats(Tq, D), 0); // the larger of the two
+    size_t need = attention_gemm_floats(s);
     float* wbase = gemm_threads_reserve(ws, need);
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
@@ -437,7 +440,7 @@ static void attention_backward(GemmWorkspace* ws, float* dq, float* dk, float* d
                                const float* att, const AttnSpec* s) {
     int B = s->B, Tq = s->Tq, Tk = s->Tk, H = s->H, D = s->D, HD = H * D;
     size_t TT = (size_t)Tq * Tk;
-    size_t need = max3(gemm_workspace_floats(Tk, D), gemm_workspace_floats(Tq, Tk), gemm_workspace_floats(Tq, D));
+    size_t need = attention_gemm_floats(s);
     float* wbase = gemm_threads_reserve(ws, need);
     const float* pd = attention_dropped(dscore, att, s); // dscore serves as scratch for p' first
     #pragma omp parallel for collapse(2) schedule(static)
@@ -1534,12 +1537,6 @@ static int t5_save_checkpoint(const T5* m, const char* path, const CkptTrainStat
 // Summaries are decoded as sentencepiece decodes (special tokens dropped) and scored with ROUGE
 // (rouge_score's, use_stemmer=True; best F over the references, plain mean over examples: HF
 // `evaluate` reports a bootstrap median instead) and corpus BLEU (sacrebleu's defaults).
-
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
 
 typedef struct {
     ExampleFile ex;        // the sources

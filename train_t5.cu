@@ -30,11 +30,10 @@
 #include <stdint.h>     // defines: uint64_t, uint32_t
 #include <string.h>     // defines: memset, memcpy, strcmp, strstr
 #include <math.h>       // defines: sqrt, log, exp, cos, isfinite
-#include <time.h>       // defines: clock_gettime
 #include <errno.h>      // defines: errno
 #include <sys/stat.h>   // defines: stat, S_ISDIR
 #include <signal.h>     // defines: signal, sig_atomic_t, SIGINT, SIGTERM
-#include "llmc/utils.h"        // defines: mallocCheck, callocCheck
+#include "llmc/utils.h"        // defines: mallocCheck, callocCheck, now_ms
 #include "llmc/t5.h"           // defines: T5Config, T5Layout, t5_layout, P_* tensor ids, presets
 #include "llmc/rng.h"          // defines: mix64, Rng, rng_init, rng_next
 #include "llmc/schedule.h"     // defines: LrSchedule, lr_multiplier, lr_schedule_parse
@@ -1339,12 +1338,6 @@ static size_t device_memory_used(void) {
     size_t free_b, total_b;
     cudaCheck(cudaMemGetInfo(&free_b, &total_b));
     return total_b - free_b;
-}
-
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
 // ----------------------------------------------------------------------------

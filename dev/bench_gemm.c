@@ -11,8 +11,7 @@
 #include <stdlib.h>   // defines: atoi, qsort
 #include <math.h>     // defines: fabs
 #include "llmc/gemm.h"
-#include <time.h>     // defines: clock_gettime
-#include "llmc/utils.h" // defines: mallocCheck, enable_flush_to_zero
+#include "llmc/utils.h" // defines: mallocCheck, enable_flush_to_zero, now_ms
 
 typedef struct { const char* what; int M, N, K, ta, tb, count; } Shape;
 
@@ -30,12 +29,6 @@ static const Shape SHAPES[] = {
     {"enc dv = pT·dout", 256, 64, 256, 1, 0, 8 * 6 * 8}, {"dec cross scores", 64, 256, 64, 0, 1, 8 * 6 * 8},
 };
 
-static double seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 static int cmp_double(const void* a, const void* b) {
     double x = *(const double*)a, y = *(const double*)b;
     return (x > y) - (x < y);
@@ -45,6 +38,9 @@ static void fill(float* x, size_t n, unsigned* state) {
     for (size_t i = 0; i < n; i++) { *state = *state * 1664525u + 1013904223u; x[i] = (float)(*state >> 8) / 16777216.0f - 0.5f; }
 }
 
+// element (r, c) of op(X) where X is row-major with leading dimension ld
+static float at(const float* X, size_t ld, int trans, size_t r, size_t c) { return trans ? X[c * ld + r] : X[r * ld + c]; }
+
 // worst |C − exact| / (Σ_k |a||b|) over a sample of entries: the fp32 rounding bound is ~K·2^-24
 static double check(const Shape* s, const float* A, const float* B, const float* C) {
     double worst = 0.0;
@@ -53,7 +49,7 @@ static double check(const Shape* s, const float* A, const float* B, const float*
         for (int c = 0; c < s->N; c += 1 + s->N / 67) {
             double exact = 0.0, mag = 0.0;
             for (int k = 0; k < s->K; k++) {
-                double a = gemm_at(A, (size_t)lda, s->ta, (size_t)r, (size_t)k), b = gemm_at(B, (size_t)ldb, s->tb, (size_t)k, (size_t)c);
+                double a = at(A, (size_t)lda, s->ta, (size_t)r, (size_t)k), b = at(B, (size_t)ldb, s->tb, (size_t)k, (size_t)c);
                 exact += a * b;
                 mag += fabs(a * b);
             }
@@ -89,9 +85,9 @@ int main(int argc, char** argv) {
         double t[64];
         int n = reps < 64 ? reps : 64;
         for (int r = 0; r < n; r++) {
-            double t0 = seconds();
+            double t0 = now_ms();
             gemm(&ws, s->M, s->N, s->K, A, (size_t)lda, s->ta, B, (size_t)ldb, s->tb, C, (size_t)s->N, 0);
-            t[r] = (seconds() - t0) * 1e3;
+            t[r] = now_ms() - t0;
         }
         qsort(t, (size_t)n, sizeof(double), cmp_double);
         double ms = t[n / 2], flop = 2.0 * s->M * s->N * s->K;

@@ -59,42 +59,23 @@ static inline float* gemm_workspace_get(GemmWorkspace* w, size_t floats) {
     return w->buf;
 }
 
-// element (r, c) of op(X) where X is row-major with leading dimension ld
-static inline float gemm_at(const float* X, size_t ld, int trans, size_t r, size_t c) {
-    return trans ? X[c * ld + r] : X[r * ld + c];
-}
-
-// pack op(A) rows [m0, m0+MR) × depth [k0, k0+kc) into Ap[k][r] (zero rows past M); the inner
-// loop runs along memory either way (A's rows when A is stored (M, K), its columns when (K, M))
-static inline void gemm_pack_a(float* Ap, const float* A, size_t lda, int ta, int M, int m0, int k0, int kc) {
-    int rows = M - m0 < GEMM_MR ? M - m0 : GEMM_MR;
-    if (ta) {
+// pack W lines [i0, i0+W) × depth [k0, k0+kc) of a matrix into P[k][w] (zero lines past n), the
+// inner loop along memory either way: depth_major = 1 when X is stored (depth, lines) (X[k·ld + i]),
+// 0 when stored (lines, depth) (X[i·ld + k]). A's row tiles are W = MR lines of op(A) (depth-major
+// when A is transposed); B's panels are W = NR columns of op(B) (depth-major when B is not).
+__attribute__((always_inline)) static inline void gemm_pack(float* P, const float* X, size_t ld, int depth_major, int n,
+                                                            int i0, int k0, int kc, int W) {
+    int lines = n - i0 < W ? n - i0 : W;
+    if (depth_major) {
         for (int k = 0; k < kc; k++) {
-            const float* src = A + (size_t)(k0 + k) * lda + m0;
-            for (int r = 0; r < GEMM_MR; r++) Ap[k * GEMM_MR + r] = r < rows ? src[r] : 0.0f;
+            const float* src = X + (size_t)(k0 + k) * ld + i0;
+            for (int w = 0; w < W; w++) P[k * W + w] = w < lines ? src[w] : 0.0f;
         }
         return;
     }
-    for (int r = 0; r < GEMM_MR; r++) {
-        const float* src = A + (size_t)(m0 + r) * lda + k0;
-        for (int k = 0; k < kc; k++) Ap[k * GEMM_MR + r] = r < rows ? src[k] : 0.0f;
-    }
-}
-
-// pack op(B) depth [k0, k0+kc) × columns [n0, n0+NR) into Bp[k][c] (zero columns past N); the inner
-// loop runs along memory, as for A
-static inline void gemm_pack_b(float* Bp, const float* B, size_t ldb, int tb, int N, int n0, int k0, int kc) {
-    int cols = N - n0 < GEMM_NR ? N - n0 : GEMM_NR;
-    if (!tb) {
-        for (int k = 0; k < kc; k++) {
-            const float* src = B + (size_t)(k0 + k) * ldb + n0;
-            for (int c = 0; c < GEMM_NR; c++) Bp[k * GEMM_NR + c] = c < cols ? src[c] : 0.0f;
-        }
-        return;
-    }
-    for (int c = 0; c < GEMM_NR; c++) {
-        const float* src = B + (size_t)(n0 + c) * ldb + k0;
-        for (int k = 0; k < kc; k++) Bp[k * GEMM_NR + c] = c < cols ? src[k] : 0.0f;
+    for (int w = 0; w < W; w++) {
+        const float* src = X + (size_t)(i0 + w) * ld + k0;
+        for (int k = 0; k < kc; k++) P[k * W + w] = w < lines ? src[k] : 0.0f;
     }
 }
 
@@ -181,7 +162,7 @@ static void gemm(GemmWorkspace* ws, int M, int N, int K,
         {
             #pragma omp for schedule(static)
             for (int mb = 0; mb < mblocks; mb++)
-                gemm_pack_a(Ap + (size_t)mb * GEMM_MR * kc, A, lda, ta, M, mb * GEMM_MR, k0, kc);
+                gemm_pack(Ap + (size_t)mb * GEMM_MR * kc, A, lda, ta, M, mb * GEMM_MR, k0, kc, GEMM_MR);
             // columns in blocks of NC: the block's packed B panels (KC × NC, 1 MB) stay in L2 while
             // the threads sweep row tiles over them; a row tile (MR × KC) stays in L1 across the
             // block's panels, and the tile's C rows are written left to right
@@ -189,7 +170,7 @@ static void gemm(GemmWorkspace* ws, int M, int N, int K,
                 int nc_end = nc + GEMM_NC / GEMM_NR < nblocks ? nc + GEMM_NC / GEMM_NR : nblocks;
                 #pragma omp for schedule(static)
                 for (int nb = nc; nb < nc_end; nb++)
-                    gemm_pack_b(Bp + (size_t)(nb - nc) * GEMM_NR * kc, B, ldb, tb, N, nb * GEMM_NR, k0, kc);
+                    gemm_pack(Bp + (size_t)(nb - nc) * GEMM_NR * kc, B, ldb, !tb, N, nb * GEMM_NR, k0, kc, GEMM_NR);
                 // (row tile, panel) pairs in row-major order, split in contiguous runs: a thread keeps
                 // its row tile across consecutive panels, and a product with few row tiles still
                 // splits over every thread

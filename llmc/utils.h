@@ -57,6 +57,14 @@ static inline void enable_flush_to_zero(void) {
 #endif
 }
 
+// a monotonic clock in milliseconds (step times, benchmarks)
+#include <time.h>    // defines: clock_gettime, CLOCK_MONOTONIC
+static inline double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
 // The OpenMP queries the engine makes, also when it is built without OpenMP (NO_OMP=1: one thread,
 // never inside a parallel region).
 #ifdef _OPENMP
