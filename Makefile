@@ -248,10 +248,42 @@ test: train_t5 test_t5 $(BUILD)/test_io $(BUILD)/bench_generate $(BUILD)/bench_g
 	$(MAKE) --no-print-directory asan
 
 asan: $(BUILD)/asan/train_t5 $(BUILD)/asan/test_t5 $(BUILD)/asan/test_io $(BUILD)/asan/test_spm $(BUILD)/asan/test_dataloader
+	$(MAKE) --no-print-directory fuzz_replay
 	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_io
 	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_dataloader
 	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_spm --model $(DATA)/t5/spiece.model
 	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_t5 --train-bin ./$(BUILD)/asan/train_t5
+
+# fuzzing (dev/fuzz.c: one target per reader of outside input). fuzz_replay (in `make asan`) runs
+# each target once over its seeds (dev/fuzz_seeds.py: real files from the real writers) and over
+# dev/fuzz_regressions/TARGET (inputs the fuzzer found, kept once fixed) under the sanitizers.
+# `make fuzz FUZZ_TARGET=examples FUZZ_SECONDS=60` runs clang's libFuzzer on one target (corpus and
+# crashes in $(BUILD)/fuzz/), `make fuzz_all` each target in turn
+FUZZ_TARGETS = json config safetensors hfdir hfindex checkpoint examples refs metrics_log spm tokenize scores
+FUZZ_TARGET ?= examples
+FUZZ_SECONDS ?= 60
+CLANG ?= clang
+FUZZ_ENV = ASAN_OPTIONS=detect_leaks=1 FUZZ_SPM=$(DATA)/t5/spiece.model
+$(BUILD)/asan/fuzz_replay: dev/fuzz.c train_t5.c $(HEADERS) tokenizer/spm.h
+	@mkdir -p $(BUILD)/asan
+	$(CC) $(filter-out -O3,$(CFLAGS)) $(SAN_FLAGS) -Wno-unused-function -DFUZZ_REPLAY -I. $< -o $@ $(LDLIBS)
+$(BUILD)/fuzz/fuzz_t5: dev/fuzz.c train_t5.c $(HEADERS) tokenizer/spm.h
+	@mkdir -p $(BUILD)/fuzz
+	$(CLANG) -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Wall -Wextra -Werror \
+	    -Wno-unknown-pragmas -Wno-unused-function -I. $< -o $@ -lm
+.PHONY: fuzz_seeds fuzz_replay fuzz fuzz_all
+fuzz_seeds: train_t5
+	$(PYTHON) dev/fuzz_seeds.py --train-bin ./train_t5 --out $(BUILD)/fuzz/seeds --data $(DATA)
+fuzz_replay: $(BUILD)/asan/fuzz_replay fuzz_seeds
+	@for t in $(FUZZ_TARGETS); do \
+	    $(FUZZ_ENV) ./$(BUILD)/asan/fuzz_replay $$t $(BUILD)/fuzz/seeds/$$t $$(ls -d dev/fuzz_regressions/$$t 2>/dev/null) || exit 1; done
+fuzz: $(BUILD)/fuzz/fuzz_t5 fuzz_seeds
+	@mkdir -p $(BUILD)/fuzz/corpus/$(FUZZ_TARGET) $(BUILD)/fuzz/crashes/$(FUZZ_TARGET)
+	$(FUZZ_ENV) FUZZ_TARGET=$(FUZZ_TARGET) ./$(BUILD)/fuzz/fuzz_t5 $(BUILD)/fuzz/corpus/$(FUZZ_TARGET) $(BUILD)/fuzz/seeds/$(FUZZ_TARGET) \
+	    $$(ls -d dev/fuzz_regressions/$(FUZZ_TARGET) 2>/dev/null) -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=3000 \
+	    -artifact_prefix=$(BUILD)/fuzz/crashes/$(FUZZ_TARGET)/ -print_final_stats=1
+fuzz_all:
+	@for t in $(FUZZ_TARGETS); do $(MAKE) --no-print-directory fuzz FUZZ_TARGET=$$t || exit 1; done
 
 # the main job (README): DialogSum → pre-tokenized shards → fine-tune → validation loss → summaries of
 # the test split scored against the human ones, next to the untuned starting model's (RUN/eval/

@@ -1564,6 +1564,7 @@ static char* json_dup_string(const JsonValue* obj, const char* key) {
 static int evalset_parse_line(EvalSet* s, int64_t i, const char* line, size_t len, const char* path, char* err, size_t errlen) {
     JsonValue v;
     char why[256];
+    s->ref_start[i + 1] = s->ref_start[i]; // no references yet: evalset_free sees exactly what was added
     if (json_parse(line, len, &v, why, sizeof(why))) { snprintf(err, errlen, "%s:%lld: %s", path, (long long)i + 1, why); return -1; }
     const JsonValue* sums = json_find(&v, "summaries");
     s->ids[i] = json_dup_string(&v, "id");
@@ -1576,7 +1577,6 @@ static int evalset_parse_line(EvalSet* s, int64_t i, const char* line, size_t le
         for (size_t k = 0; k < sums->count; k++) s->refs[r0 + k] = strdup(sums->items[k].string);
         s->ref_start[i + 1] = r0 + (int)sums->count;
     } else {
-        s->ref_start[i + 1] = s->ref_start[i];
         snprintf(err, errlen, "%s:%lld: a record needs string fields id and dialogue and a non-empty array of string summaries",
                  path, (long long)i + 1);
     }
