@@ -18,6 +18,7 @@ and renamed, so an error never leaves a half-written output behind.
 """
 import argparse
 import csv
+import io
 import json
 import os
 import random
@@ -68,16 +69,25 @@ def make_record(raw, where):
     return {"id": str(rid), "dialogue": dialogue, "summaries": summaries, "topic": topic if isinstance(topic, str) else ""}
 
 
+def decode_line(raw, where):
+    """one line of a text file as str; a byte-order mark at the start of the file is dropped"""
+    try:
+        return raw.decode("utf-8-sig" if where.endswith(":1") else "utf-8")
+    except UnicodeDecodeError as e:
+        raise PreproError(f"{where}: not UTF-8 text (invalid byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
+
+
 def read_jsonl(path):
     records = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            line = decode_line(raw, f"{path}:{n}")
             if line.strip() == "":
                 continue
             try:
                 raw = json.loads(line)
             except json.JSONDecodeError as e:
-                raise PreproError(f"{path}:{n}: malformed JSON line ({e.msg} at column {e.colno})") from None
+                raise PreproError(f"{path}:{n}: malformed JSON line ({e.msg.removesuffix(' at')} at column {e.colno})") from None
             records.append(make_record(raw, f"{path}:{n}"))
     if not records:
         raise PreproError(f"{path}: no records")
@@ -85,8 +95,18 @@ def read_jsonl(path):
 
 
 def read_csv(path):
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise PreproError(f"{path}:{line}: not UTF-8 text (invalid byte 0x{data[e.start]:02x})") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        rows = list(reader)
+    except csv.Error as e:
+        raise PreproError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
     if not rows:
         raise PreproError(f"{path}: no records")
     return [make_record(r, f"{path}:{n + 2}") for n, r in enumerate(rows)]

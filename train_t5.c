@@ -1573,7 +1573,7 @@ static int evalset_parse_line(EvalSet* s, int64_t i, const char* line, size_t le
     for (size_t k = 0; ok && k < sums->count; k++) ok = sums->items[k].type == JSON_STRING;
     if (ok) {
         int r0 = s->ref_start[i];
-        s->refs = (char**)realloc(s->refs, (size_t)(r0 + sums->count) * sizeof(char*));
+        s->refs = (char**)reallocCheck(s->refs, (size_t)(r0 + sums->count) * sizeof(char*));
         for (size_t k = 0; k < sums->count; k++) s->refs[r0 + k] = strdup(sums->items[k].string);
         s->ref_start[i + 1] = r0 + (int)sums->count;
     } else {
@@ -2574,8 +2574,7 @@ static int run_summarize(T5* m, const Options* o) {
     char* text = (char*)mallocCheck(cap);
     for (size_t got; (got = fread(text + len, 1, cap - 1 - len, f)) > 0; ) {
         len += got;
-        if (len + 1 == cap) text = (char*)realloc(text, cap *= 2);
-        if (!text) { fprintf(stderr, "error: out of memory\n"); return -1; }
+        if (len + 1 == cap) text = (char*)reallocCheck(text, cap *= 2);
     }
     if (f != stdin) fclose(f);
     text[len] = 0;

@@ -140,18 +140,25 @@ def test_prepro_ratio(args, sub, tmp):
     check("the same seed gives the same split, another seed another", same and other)
 
 
-def test_prepro_errors(args, sub, tmp):
-    def broken(name, edit):
+def test_prepro_errors(args, sub, csvd, tmp):
+    def broken(name, edit, src=sub, file="dialogsum.dev.jsonl", row=2):
+        """a copy of src whose line `row` of `file` is edit(parsed record or None, line) (str, or bytes as they are)"""
         d = os.path.join(tmp, name)
-        shutil.copytree(sub, d)
-        path = os.path.join(d, "dialogsum.dev.jsonl")
-        lines = open(path, encoding="utf-8").readlines()
-        lines[2] = edit(json.loads(lines[2]), lines[2])
-        open(path, "w", encoding="utf-8").writelines(lines)
+        shutil.copytree(src, d)
+        path = os.path.join(d, file)
+        lines = open(path, encoding="utf-8", newline="").readlines()
+        new = edit(json.loads(lines[row]) if file.endswith(".jsonl") else None, lines[row])
+        lines[row] = new if isinstance(new, bytes) else new.encode("utf-8")
+        with open(path, "wb") as f:
+            f.write(b"".join(x if isinstance(x, bytes) else x.encode("utf-8") for x in lines))
         return d
+    latin1 = lambda r, line: json.dumps(dict(r, dialogue="#Person1#: caf\u00e9?"), ensure_ascii=False).encode("latin-1", "replace") + b"\n"
     cases = [
         ("missing directory", os.path.join(tmp, "nope"), "no such directory"),
         ("malformed JSON line", broken("bad_json", lambda r, line: line[:40] + "\n"), "dialogsum.dev.jsonl:3: malformed JSON"),
+        ("non-UTF-8 JSON line", broken("latin1", latin1), "dialogsum.dev.jsonl:3: not UTF-8 text (invalid byte 0xe9"),
+        ("non-UTF-8 CSV row", broken("latin1_csv", lambda r, line: ("\u00e9" + line).encode("latin-1", "replace"), csvd,
+                                     "validation.csv", 3), "validation.csv:4: not UTF-8 text (invalid byte 0xe9)"),
         ("missing field", broken("no_field", lambda r, line: json.dumps({k: v for k, v in r.items() if k != "summary"}) + "\n"),
          "dialogsum.dev.jsonl:3: missing field 'summary'"),
         ("empty dialogue", broken("empty", lambda r, line: json.dumps(dict(r, dialogue="  ")) + "\n"), "dialogsum.dev.jsonl:3: empty dialogue"),
@@ -162,6 +169,9 @@ def test_prepro_errors(args, sub, tmp):
         written = os.path.exists(out) and os.listdir(out)
         check(f"prepro refuses a {name}: exit 1, message names the place, nothing written",
               r.returncode == 1 and want in r.stderr and not written, r.stderr.strip()[-160:])
+    bom = broken("bom", lambda r, line: b"\xef\xbb\xbf" + line.encode("utf-8"), row=0)
+    r = prepro(args, bom, os.path.join(tmp, "bom_out"))
+    check("prepro reads a JSONL file that starts with a UTF-8 byte-order mark", r.returncode == 0, r.stderr.strip()[-160:])
 
 
 # ----------------------------------------------------------------------------- training
@@ -454,7 +464,7 @@ def main():
         print("=== prepro")
         data = test_prepro_official(args, sub, csvd, tmp)
         test_prepro_ratio(args, sub, tmp)
-        test_prepro_errors(args, sub, tmp)
+        test_prepro_errors(args, sub, csvd, tmp)
         if data:
             print("=== training, tracking, resume")
             test_training(args, data, tmp)

@@ -39,6 +39,16 @@ static inline void* calloc_check(size_t n, size_t size, const char* file, int li
 }
 #define callocCheck(n, size) calloc_check(n, size, __FILE__, __LINE__)
 
+static inline void* realloc_check(void* old, size_t size, const char* file, int line) {
+    void* p = realloc(old, size == 0 ? 1 : size);
+    if (p == NULL) {
+        fprintf(stderr, "error: out of memory growing a buffer to %zu bytes\n  at %s:%d\n", size, file, line);
+        exit(EXIT_FAILURE);
+    }
+    return p;
+}
+#define reallocCheck(old, size) realloc_check(old, size, __FILE__, __LINE__)
+
 // Subnormal floats (below 1.2e-38) make x86 multiply-adds ~100x slower; softmax tails and their
 // gradients produce many of them. Flush them to zero on every OpenMP thread (FTZ + DAZ), as GPU
 // kernels do by default. Every program calls this first, tests included, so what is tested is what runs.
