@@ -285,6 +285,25 @@ def test_tracking(rd, recs):
     check("the W&B bridge logs every train and eval record to an offline run",
           r.returncode == 0 and f"sent {n_train + n_eval} records" in r.stdout and blob.count(b"train/loss") >= n_train
           and blob.count(b"val/val_loss") >= n_eval and last_loss in blob, (r.stdout + r.stderr).strip()[-200:])
+    r = run([sys.executable, "dev/wandb_bridge.py", rd, "--project", "t5c-test", "--follow", "--timeout", "5"], env=env)
+    check("the W&B bridge with --follow reads the same records and stops at the run's end record",
+          r.returncode == 0 and f"sent {n_train + n_eval} records" in r.stdout, (r.stdout + r.stderr).strip()[-200:])
+    test_bad_metrics_log(rd)
+
+
+def test_bad_metrics_log(rd):
+    """a log cut mid-record (a killed run) is read without its last line; a corrupt line is refused by file:line"""
+    log = open(os.path.join(rd, "metrics.jsonl"), "rb").read()
+    bad_line = log.count(b"\n") + 1
+    for name, data, ok, want in (("torn", log + b'{"type": "train", "st', True, "wrote"),
+                                 ("binary", log + b"\xff\xfe\n", False, f"metrics.jsonl:{bad_line}: not UTF-8")):
+        d = rd + "_" + name
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "metrics.jsonl"), "wb") as f:
+            f.write(data)
+        r = run([sys.executable, "dev/plot_metrics.py", d])
+        check(f"dev/plot_metrics.py on a {name} last line: " + ("plots the complete records" if ok else "exit 1 naming file:line"),
+              (r.returncode == 0) == ok and want in r.stdout + r.stderr, (r.stdout + r.stderr).strip()[-200:])
 
 
 def poison(model_dir, tensor):

@@ -10,13 +10,12 @@ train records go under train/*, eval records under val/*, all against the optimi
 run writes its end/stop record (or --timeout seconds pass without a new line).
 """
 import argparse
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from metrics_log import read_metrics  # noqa: E402
+from metrics_log import parse_record, read_metrics  # noqa: E402
 
 TRAIN_KEYS = ("loss", "lr", "grad_norm", "ms", "tokens_per_s", "tokens", "skipped", "epoch")
 
@@ -32,17 +31,18 @@ def to_wandb(rec):
 
 def follow_lines(path, timeout):
     """Yields records as the trainer appends them, until an end/stop record or `timeout` idle seconds."""
-    pos, idle = 0, 0.0
+    pos, n, idle = 0, 0, 0.0
     while idle < timeout:
         if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
+            with open(path, "rb") as f:
                 f.seek(pos)
-                for line in iter(f.readline, ""):
-                    if not line.endswith("\n"):
+                for raw in iter(f.readline, b""):
+                    if not raw.endswith(b"\n"):
                         break  # the trainer is mid-write: read it next time
-                    pos = f.tell()
-                    idle = 0.0
-                    rec = json.loads(line)
+                    pos, n, idle = pos + len(raw), n + 1, 0.0
+                    rec = parse_record(raw, path, n)
+                    if rec is None:
+                        continue
                     yield rec
                     if rec["type"] in ("end", "stop"):
                         return
