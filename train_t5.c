@@ -2466,7 +2466,8 @@ static int train_loop(T5* m, const Options* o, Run* run) {
 
 // after the last step (or a stop signal): the final evaluation and checkpoint, and the log's last record
 static int train_finish(T5* m, const Options* o, Run* run, int rc) {
-    printf("padding: %.1f%% of the training batch tokens\n", 100.0 * dataloader_padding_fraction(&run->train));
+    printf("padding: %.1f%% of the training batch tokens; peak memory %.0f MiB (resident)\n",
+           100.0 * dataloader_padding_fraction(&run->train), peak_rss_mib());
     if (rc > 0) printf("stopped by signal %d after step %lld\n", rc, run->step);
     if (rc == 0 && run->has_val) log_eval(m, o, run);
     if (rc >= 0 && o->out_dir) {
@@ -2625,7 +2626,8 @@ static int bench(T5* m, const Options* o) {
         for (int j = i + 1; j <= o->bench; j++)
             if (times[j] < times[i]) { double t = times[i]; times[i] = times[j]; times[j] = t; }
     double med = times[1 + (o->bench - 1) / 2];
-    printf("bench: fwdbwd_ms=%.2f tokens=%d tok_per_s=%.0f\n", med, B * (Ts + Tt), B * (Ts + Tt) / (med / 1e3));
+    printf("bench: fwdbwd_ms=%.2f tokens=%d tok_per_s=%.0f peak_rss_mib=%.0f\n", med, B * (Ts + Tt), B * (Ts + Tt) / (med / 1e3),
+           peak_rss_mib());
     batch_free(&bb);
     return 0;
 }

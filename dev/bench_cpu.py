@@ -5,7 +5,9 @@ the CPU against our C engine (train_t5) on the same shape and thread count.
     python3 dev/bench_cpu.py [--batch-size 8] [--src-len 256] [--tgt-len 64] [--threads N] [--iters 3] [--warmup 1]
                              [--rounds 1] [--torch-flush-denormal]
 
-Every token is real (no padding), so tokens/s = batch * (src_len + tgt_len) / time. The C engine is
+Every token is real (no padding), so tokens/s = batch * (src_len + tgt_len) / time. Peak memory is
+each engine's peak resident set (VmHWM): PyTorch runs in this process (interpreter, libraries, model,
+gradients, activations), t5.c reports its own (`peak_rss_mib=` of its bench line). The C engine is
 asked to do the same work through C_ENGINE_CMD below and must print a line `bench: fwdbwd_ms=<float>`
 (its median over the timed iterations). If ./train_t5 is missing, only PyTorch is reported.
 """
@@ -24,7 +26,7 @@ import warnings
 C_ENGINE_CMD = ("./train_t5 --model flan-t5-small --bench {iters} --batch-size {batch_size} "
                 "--bench-src-len {src_len} --bench-tgt-len {tgt_len}")
 C_ENGINE_BINARY = "./train_t5"
-C_ENGINE_RESULT = re.compile(r"^bench: fwdbwd_ms=([0-9.eE+-]+)", re.MULTILINE)
+C_ENGINE_RESULT = re.compile(r"^bench: fwdbwd_ms=([0-9.eE+-]+).* peak_rss_mib=([0-9.-]+)", re.MULTILINE)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -109,7 +111,16 @@ def bench_c(args, announce=True):
         for line in tail:
             print(f"  | {line}")
         return None
-    return float(found[-1])
+    return float(found[-1][0]), float(found[-1][1])
+
+
+def peak_rss_mib():
+    """this process's peak resident set (VmHWM), MiB"""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main():
@@ -140,12 +151,14 @@ def main():
 
     # rounds alternate the two engines, so that a slow spell of a shared machine hits both
     pt_run, info = bench_pytorch(args)
-    pt_all, c_all = [], []
+    pt_all, c_all, c_mib = [], [], 0.0
     for r in range(args.rounds):
         pt_all += pt_run()
         c = bench_c(args, announce=r == 0)
         if c is not None:
-            c_all.append(c)
+            c_all.append(c[0])
+            c_mib = max(c_mib, c[1])
+    pt_mib = peak_rss_mib()
     pt_ms = statistics.median(pt_all)
     c_ms = statistics.median(c_all) if c_all else None
     print(f"pytorch: torch {info['torch']}, transformers {info['transformers']}, attention {info['attention']}, "
@@ -154,11 +167,12 @@ def main():
         print("t5.c: median fwd+bwd ms of each round: " + ", ".join(f"{t:.1f}" for t in c_all))
 
     print()
-    print(f"{'engine':<10} {'fwd+bwd ms':>12} {'tokens/s':>12}")
-    print(f"{'pytorch':<10} {pt_ms:>12.1f} {tokens / (pt_ms / 1e3):>12.0f}")
+    print(f"{'engine':<10} {'fwd+bwd ms':>12} {'tokens/s':>12} {'peak RSS MiB':>13}")
+    print(f"{'pytorch':<10} {pt_ms:>12.1f} {tokens / (pt_ms / 1e3):>12.0f} {pt_mib:>13.0f}")
     if c_ms is not None:
-        print(f"{'t5.c':<10} {c_ms:>12.1f} {tokens / (c_ms / 1e3):>12.0f}")
-        print(f"speed C/PyTorch: {pt_ms / c_ms:.2f}x (>1 means the C engine is faster)")
+        print(f"{'t5.c':<10} {c_ms:>12.1f} {tokens / (c_ms / 1e3):>12.0f} {c_mib:>13.0f}")
+        print(f"speed C/PyTorch: {pt_ms / c_ms:.2f}x (>1 means the C engine is faster); "
+              f"peak memory C/PyTorch: {c_mib / pt_mib:.2f}x")
     return 0
 
 

@@ -75,6 +75,20 @@ static inline double now_ms(void) {
     return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
+// this process's peak resident memory in MiB (Linux: VmHWM of /proc/self/status, the high-water mark
+// of the program's own address space since exec, unlike getrusage, which also counts a parent's pages
+// from before the exec); -1 where unavailable
+static inline double peak_rss_mib(void) {
+    FILE* f = fopen("/proc/self/status", "r");
+    if (!f) return -1.0;
+    char line[256];
+    double kib = -1.0;
+    while (kib < 0 && fgets(line, sizeof(line), f))
+        if (strncmp(line, "VmHWM:", 6) == 0) kib = strtod(line + 6, NULL);
+    fclose(f);
+    return kib < 0 ? -1.0 : kib / 1024.0;
+}
+
 // The OpenMP queries the engine makes, also when it is built without OpenMP (NO_OMP=1: one thread,
 // never inside a parallel region).
 #ifdef _OPENMP
