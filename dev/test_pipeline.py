@@ -12,6 +12,7 @@ import argparse
 import glob
 import json
 import os
+import resource
 import shutil
 import signal
 import struct
@@ -371,6 +372,27 @@ def test_resume(args, data, tmp):
     test_bad_shard(args, data, tmp, ref, common)
 
 
+def test_write_failure(args, data, tmp):
+    """a write that fails (the file-size limit here, as a full disk would): the run stops with the file's
+    name and exit 1, leaves no temporary file, and its log holds only whole records"""
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the writer; ignored, write() fails
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))  # the log fits, a checkpoint does not
+    rd = os.path.join(tmp, "run_fsize")
+    cmd = [args.train_bin, *TINY, "--train-file", os.path.join(data, "train.bin"), "--batch-size", "4", "--steps", "2",
+           "--out-dir", rd, "--checkpoint-every", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, preexec_fn=limit_file_size)
+    left = [f for f in glob.glob(os.path.join(rd, "**"), recursive=True) if f.endswith(".tmp")]
+    log = open(os.path.join(rd, "metrics.jsonl"), "rb").read() if os.path.exists(os.path.join(rd, "metrics.jsonl")) else b""
+    try:
+        whole = log.endswith(b"\n") and all(isinstance(json.loads(x), dict) for x in log.splitlines())
+    except ValueError:
+        whole = False
+    check("a checkpoint write that fails: exit 1, the message names the file, no .tmp left, the log whole",
+          r.returncode == 1 and "ckpt_000000001.bin.tmp: write failed" in r.stderr and not left and whole,
+          (r.stderr.strip()[-200:] + (f" left: {left}" if left else "")))
+
+
 def test_bad_checkpoints(args, data, tmp, ref, common):
     rd = os.path.join(tmp, "run_corrupt")
     shutil.copytree(ref, rd)
@@ -489,6 +511,7 @@ def main():
             test_training(args, data, tmp)
             test_resume(args, data, tmp)
             test_nonfinite(args, data, tmp)
+            test_write_failure(args, data, tmp)
             print("=== data parallel (MPI)")
             if args.mpi:
                 test_mpi(args, data, tmp)
