@@ -577,6 +577,12 @@ static void test_cli_loss_falls(const char* bin, const char* tmp) {
     float r[4];
     int nr = parse_losses(out, r, 4);
     check_true("CLI continues from a native checkpoint with the loss it reached", rc == 0 && nr == 2 && n > 0 && r[0] < 0.6f * l[0]);
+    // dimension flags that do not describe the checkpoint are refused, not ignored (d_model 32 vs its 64)
+    snprintf(cmd, sizeof(cmd), "%s --model flan-t5-small --vocab-size 128 --d-model 32 --num-heads 4 --d-kv 16 --d-ff 128 "
+             "--num-layers 2 --train-file dev/fixtures/flan_gated/examples.bin --steps 2 --out-dir %s/mismatch --resume %s/small.ckpt",
+             bin, tmp, tmp);
+    rc = run_cmd(cmd, out, sizeof(out));
+    expect_error("CLI --resume with dimensions unlike the checkpoint's", rc > 0 && rc < 128, out, "holds a V=128 C=64 H=4");
 }
 
 // bad flags and inputs: a clear message and a non-zero exit, never a crash
@@ -594,6 +600,7 @@ static void test_cli_errors(const char* bin) {
         { "--model flan-t5-small --d-model 32 --train-file /nonexistent.bin --steps 1", "/nonexistent.bin" },
         { "--model dev/fixtures/flan_gated/fixture.safetensors --train-file dev/fixtures/flan_gated/examples.bin --steps 1", "bad magic" },
         { "--model dev/fixtures/flan_gated/model", "nothing to do" },
+        { "--model dev/fixtures/flan_gated/model --d-model 16 --save-hf x", "neither --model nor --baseline-model is one" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char cmd[2048], name[120];

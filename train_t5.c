@@ -2107,6 +2107,20 @@ static int config_from_preset(const Options* o, const char* spec, T5Config* c) {
     return 0;
 }
 
+// whether any of --vocab-size, --d-model, ..., --tied, --ffn was given (they shape a preset)
+static int dims_given(const T5Config* d) {
+    return d->vocab_size || d->d_model || d->d_kv || d->num_heads || d->d_ff || d->num_layers || d->num_decoder_layers ||
+           d->num_buckets || d->max_distance || d->tied >= 0 || d->gated >= 0;
+}
+
+// the parts of a config that fix the parameter layout and the computation
+static int same_shape(const T5Config* a, const T5Config* b) {
+    return a->vocab_size == b->vocab_size && a->d_model == b->d_model && a->d_kv == b->d_kv && a->num_heads == b->num_heads &&
+           a->d_ff == b->d_ff && a->num_layers == b->num_layers && a->num_decoder_layers == b->num_decoder_layers &&
+           a->num_buckets == b->num_buckets && a->max_distance == b->max_distance && a->act == b->act &&
+           a->gated == b->gated && a->tied == b->tied;
+}
+
 // spec: --model or --baseline-model (a preset gets the same dimension flags and --seed)
 static int load_model(T5* m, const Options* o, const char* spec) {
     char err[1024];
@@ -2651,8 +2665,23 @@ static int save_outputs(const T5* m, const Options* o) {
 static int setup_model(T5* m, const Options* o, CkptTrainState* ts, int* resumed, char* from, size_t fromlen) {
     *resumed = 0;
     snprintf(from, fromlen, "%s", o->model);
+    int preset = model_source(o->model) == SRC_PRESET;
+    if (dims_given(&o->dims) && !preset && !(o->baseline_model && model_source(o->baseline_model) == SRC_PRESET)) {
+        fprintf(stderr, "error: the dimension flags (--d-model, ...) shape a preset, and neither --model nor --baseline-model "
+                "is one (%s brings its own shape)\n", o->model);
+        return -1;
+    }
     if (o->resume) {
         if (resume_model(m, o, ts, from, fromlen)) return -1;
+        T5Config want; // explicit dimensions must describe the checkpoint's model, not be silently dropped
+        if (preset && dims_given(&o->dims) && (config_from_preset(o, o->model, &want) || !same_shape(&want, &m->config))) {
+            const T5Config* c = &m->config;
+            fprintf(stderr, "error: %s holds a V=%d C=%d H=%d D=%d F=%d L=%d/%d model, not the one --model %s and the dimension "
+                    "flags describe\n", from, c->vocab_size, c->d_model, c->num_heads, c->d_kv, c->d_ff, c->num_layers,
+                    c->num_decoder_layers, o->model);
+            t5_free(m);
+            return -1;
+        }
         if (o->dropout >= 0.0f) m->config.dropout = o->dropout;
         *resumed = 1;
         printf("resuming from %s at step %lld (epoch %lld, batch %lld)\n", from, (long long)ts->run_step, (long long)ts->epoch, (long long)ts->batch);
