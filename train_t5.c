@@ -1894,7 +1894,7 @@ static Options options_default(void) {
                   .eval_batches = 0, .eval_batch_size = 0, .checkpoint_every = 0, .keep_checkpoints = 3, .max_skips = 10, .lr = 3e-4f,
                   .weight_decay = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f, .adam_eps = 1e-8f, .clip = 1.0f,
                   .dropout = -1.0f, .schedule = SCHED_LINEAR, .seed = 42, .bench = 0, .bench_src_len = 256,
-                  .bench_tgt_len = 64, .tokenizer = "../shared/data/t5/spiece.model", .prompt = DEFAULT_PROMPT,
+                  .bench_tgt_len = 64, .prompt = DEFAULT_PROMPT,
                   .num_beams = 1, .max_new_tokens = 128, .no_repeat_ngram = 0, .early_stopping = 0, .gen_batch_size = 8,
                   .eval_limit = 0, .eval_rouge = 0, .compare_examples = 5, .length_penalty = 1.0f };
     o.dims.tied = -1; o.dims.gated = -1; o.dims.act = (T5Act)-1;
@@ -1953,7 +1953,9 @@ static void usage(void) {
         "  --eval-limit N         only the first N examples of the split, 0 = all (default %d)\n"
         "  --eval-rouge N         while training, also ROUGE on the first N validation examples at each evaluation\n"
         "  --summarize FILE|-     print the summary of the dialogue in FILE (- = stdin)\n"
-        "  --tokenizer PATH       T5's spiece.model (default %s)\n"
+        "  --tokenizer PATH       T5's spiece.model (default: spiece.model in the --model or --baseline-model\n"
+        "                         directory, as a hub download holds it, else %s);\n"
+        "                         the HF directory written after training gets a copy\n"
         "  --prompt TEXT          source template with {dialogue} (default: prepro_dialogsum.py's FLAN prompt)\n"
         "  --num-beams N          1 = greedy (default %d)   --max-new-tokens N (default %d)\n"
         "  --length-penalty X     beam score / length^X (default %g)   --early-stopping 0|1 (default %d)\n"
@@ -1970,7 +1972,7 @@ static void usage(void) {
         d.batch_size, d.grad_accum, d.shuffle, d.bucket, d.max_src_len, d.max_tgt_len, (double)d.epochs, d.steps,
         (double)d.lr, lr_schedule_name(d.schedule), d.warmup, (double)d.weight_decay, d.decay_norms, (double)d.beta1,
         (double)d.beta2, (double)d.adam_eps, (double)d.clip, d.max_skips, (double)d.dropout, d.seed, d.eval_every, d.eval_batches,
-        d.eval_batch_size, d.checkpoint_every, d.keep_checkpoints, d.compare_examples, d.eval_limit, d.tokenizer,
+        d.eval_batch_size, d.checkpoint_every, d.keep_checkpoints, d.compare_examples, d.eval_limit, T5_DEFAULT_TOKENIZER,
         d.num_beams, d.max_new_tokens, (double)d.length_penalty, d.early_stopping, d.no_repeat_ngram, d.gen_batch_size,
         d.bench_src_len, d.bench_tgt_len);
 }
@@ -2172,9 +2174,14 @@ static EvalConfig eval_config(const Options* o, int progress) {
     return c;
 }
 
+// --tokenizer, or the model directory's spiece.model, or the default (hf_tokenizer_path)
+static const char* tokenizer_path(const Options* o, char* buf, size_t n) {
+    return hf_tokenizer_path(buf, n, o->tokenizer, o->model, o->baseline_model);
+}
+
 static int load_tokenizer(SpmModel* tok, const Options* o) {
-    char err[1024];
-    if (spm_load(tok, o->tokenizer, err, sizeof(err)) == 0) return 0;
+    char err[1024], path[4400];
+    if (spm_load(tok, tokenizer_path(o, path, sizeof(path)), err, sizeof(err)) == 0) return 0;
     fprintf(stderr, "error: tokenizer: %s\n", err);
     return -1;
 }
@@ -2538,17 +2545,34 @@ static int eval_model(T5* m, const Options* o, const SpmModel* tok, const EvalSe
     return rc;
 }
 
+// --eval-split's examples and references, checked against the model's vocabulary, and the tokenizer
+static int open_eval_inputs(const T5* m, const Options* o, EvalSet* s, SpmModel* tok) {
+    char err[1024] = "";
+    if (evalset_open(s, o->eval_split, o->eval_limit, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+    if (examples_check_vocab(&s->ex, m->config.vocab_size, o->eval_split, err, sizeof(err)) || load_tokenizer(tok, o)) {
+        if (err[0]) fprintf(stderr, "error: %s\n", err);
+        evalset_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+// before training: the evaluation that follows it can open its inputs (not only after hours of training)
+static int check_eval_inputs(const T5* m, const Options* o) {
+    EvalSet s;
+    SpmModel tok;
+    if (open_eval_inputs(m, o, &s, &tok)) return -1;
+    evalset_free(&s);
+    spm_free(&tok);
+    return 0;
+}
+
 // summaries for --eval-split with the model (and --baseline-model), scores, and the comparison report
 static int run_eval(T5* m, const Options* o, const char* name) {
     char err[1024], path[4400];
     EvalSet s;
     SpmModel tok;
-    if (evalset_open(&s, o->eval_split, o->eval_limit, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
-    if (examples_check_vocab(&s.ex, m->config.vocab_size, o->eval_split, err, sizeof(err)) || load_tokenizer(&tok, o)) {
-        if (err[0]) fprintf(stderr, "error: %s\n", err);
-        evalset_free(&s);
-        return -1;
-    }
+    if (open_eval_inputs(m, o, &s, &tok)) return -1;
     printf("evaluating on %s: %lld dialogues, %s, up to %d new tokens\n", o->eval_split, (long long)s.n,
            o->num_beams > 1 ? "beam search" : "greedy", o->max_new_tokens);
     EvalResult base = {0}, tuned = {0};
@@ -2651,7 +2675,9 @@ static int save_outputs(const T5* m, const Options* o) {
     const char* hf = o->save_hf;
     if (!hf && o->out_dir) { snprintf(dir, sizeof(dir), "%s/model", o->out_dir); hf = dir; }
     if (hf) {
-        if (t5_save_hf_dir(hf, &m->config, m->params_memory, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+        char tok[4400];
+        if (t5_save_hf_dir(hf, &m->config, m->params_memory, err, sizeof(err)) ||
+            hf_save_tokenizer(hf, tokenizer_path(o, tok, sizeof(tok)), err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
         printf("saved HF directory %s\n", hf);
     }
     if (o->save_ckpt) {
@@ -2699,6 +2725,7 @@ static int run_program(const Options* o, const Dist* d) {
     int resumed;
     char from[4400];
     if (dist_max_int(d, setup_model(&m, o, &ts, &resumed, from, sizeof(from)) != 0)) return -1; // all ranks or none
+    if (dist_max_int(d, o->train_file && o->eval_split && !o->bench && check_eval_inputs(&m, o) != 0)) { t5_free(&m); return -1; }
     if (o->out_dir && d->rank == 0) ckpt_remove_stale(o->out_dir);
     if (o->summarize) { // stdout carries the summary alone
         int rc = run_summarize(&m, o);

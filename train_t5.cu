@@ -1670,7 +1670,7 @@ static Options options_default(void) {
     o.max_src_len = 512; o.max_tgt_len = 128; o.lr = 3e-4f; o.weight_decay = 0.01f; o.beta1 = 0.9f;
     o.beta2 = 0.999f; o.adam_eps = 1e-8f; o.clip = 1.0f; o.dropout = -1.0f; o.schedule = SCHED_LINEAR; o.seed = 42;
     o.bench_warmup = 3; o.plan_ranks = 8; o.attention = ATTN_AUTO;
-    o.eval_out = "out/eval"; o.tokenizer = "../shared/data/t5/spiece.model";
+    o.eval_out = "out/eval";
     T5CpuGen g = t5cpu_gen_default(); // the CPU engine's generation defaults
     o.num_beams = g.num_beams; o.max_new_tokens = g.max_new_tokens; o.no_repeat_ngram = g.no_repeat_ngram_size;
     o.early_stopping = g.early_stopping; o.length_penalty = (float)g.length_penalty; o.eos_bias = g.eos_bias;
@@ -1733,7 +1733,8 @@ static void usage(void) {
         "  --eval-split PREFIX    summarize PREFIX.bin, score against PREFIX_refs.jsonl (prepro_dialogsum.py)\n"
         "  --eval-out DIR         generations.jsonl + scores.json (default %s)\n"
         "  --eval-limit N         only the first N examples, 0 = all (default %d)\n"
-        "  --tokenizer PATH       spiece.model for decoding (default %s)\n"
+        "  --tokenizer PATH       spiece.model for decoding (default: the --model directory's, as a hub download\n"
+        "                         holds it, else %s); --save-hf gets a copy\n"
         "  --num-beams N          1 = greedy (default %d)   --max-new-tokens N (default %d)\n"
         "  --length-penalty X     beam score / length^X (default %g)   --early-stopping 0|1 (default %d)\n"
         "  --no-repeat-ngram N    ban repeated N-grams, 0 = off (default %d)   --gen-batch-size N (default %d)\n"
@@ -1744,7 +1745,7 @@ static void usage(void) {
         d.decay_norms, (double)d.beta1, (double)d.beta2, (double)d.adam_eps, (double)d.clip, (double)d.dropout, d.shuffle,
         d.bucket, d.max_src_len, d.max_tgt_len, d.seed, d.keep_checkpoints, d.bench_warmup, d.zero, d.recompute, attn_kind_name(d.attention),
         d.plan_ranks, d.eval_out,
-        d.eval_limit, d.tokenizer, d.num_beams, d.max_new_tokens, (double)d.length_penalty, d.early_stopping,
+        d.eval_limit, T5_DEFAULT_TOKENIZER, d.num_beams, d.max_new_tokens, (double)d.length_penalty, d.early_stopping,
         d.no_repeat_ngram, d.gen_batch_size, (double)d.eos_bias);
 }
 
@@ -2369,10 +2370,19 @@ static T5CpuGen gen_options(const Options* o) {
 
 // --eval-split: summaries of the split on the GPU in batches of --gen-batch-size, decoded and scored by
 // the CPU engine's evaluation (llmc/t5_cpu.h): the same generations.jsonl and scores.json as train_t5
+// the split, its references and the tokenizer, checked against the vocabulary; NULL after a message
+static T5CpuEval* open_eval(const Options* o, int vocab) {
+    char err[1024], tok[4400];
+    T5CpuEval* e = t5cpu_eval_open(o->eval_split, o->eval_limit, hf_tokenizer_path(tok, sizeof(tok), o->tokenizer, o->model, NULL),
+                                   vocab, err, sizeof(err));
+    if (!e) fprintf(stderr, "error: %s\n", err);
+    return e;
+}
+
 static int eval_split(T5Cuda* m, const Options* o) {
     char err[1024];
-    T5CpuEval* e = t5cpu_eval_open(o->eval_split, o->eval_limit, o->tokenizer, m->config.vocab_size, err, sizeof(err));
-    if (!e) { fprintf(stderr, "error: %s\n", err); return -1; }
+    T5CpuEval* e = open_eval(o, m->config.vocab_size);
+    if (!e) return -1;
     long long n = t5cpu_eval_size(e);
     int Bmax = o->gen_batch_size, T = o->max_new_tokens, max_src = o->max_src_len, rc = 0;
     T5CpuGen g = gen_options(o);
@@ -2442,7 +2452,12 @@ static int save_outputs(T5Cuda* m, const Options* o) {
     if (o->save_hf) {
         float* p = is_rank0(m) ? (float*)mallocCheck(t5cu_num_params(m) * sizeof(float)) : NULL;
         t5cu_get(m, T5CU_PARAMS, p);
-        if (p && t5_save_hf_dir(o->save_hf, &m->config, p, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); bad = 1; }
+        char tok[4400];
+        if (p && (t5_save_hf_dir(o->save_hf, &m->config, p, err, sizeof(err)) ||
+                  hf_save_tokenizer(o->save_hf, hf_tokenizer_path(tok, sizeof(tok), o->tokenizer, o->model, NULL), err, sizeof(err)))) {
+            fprintf(stderr, "error: %s\n", err);
+            bad = 1;
+        }
         else if (p) printf("saved HF directory %s\n", o->save_hf);
         free(p);
     }
@@ -2459,6 +2474,11 @@ static int run(Comm* comm, const Options* o) {
     HostModel h;
     char err[1024], from[4400] = "";
     int bad = load_run_model(o, &h, from, sizeof(from)) != 0;
+    if (!bad && o->train_file && o->eval_split && comm->rank == 0) { // before training, not after it: rank 0 evaluates
+        T5CpuEval* e = open_eval(o, h.config.vocab_size);
+        if (e) t5cpu_eval_free(e);
+        else bad = 1;
+    }
     if (!bad && ((o->attention == ATTN_FLASH && flash_attention_check(h.config.d_kv, err, sizeof(err))) ||
                  (o->attention == ATTN_CUDNN && cudnn_attention_check(h.config.d_kv, err, sizeof(err))))) {
         fprintf(stderr, "error: %s\n", err);

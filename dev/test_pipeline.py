@@ -253,6 +253,12 @@ def test_eval(args, data, rd, tmp):
     r = run([args.train_bin, "--model", os.path.join(rd, "model"), "--summarize", "-", *tok], input=refs[0]["dialogue"])
     check("--summarize - (C tokenizer end to end) prints the summary the evaluation generated", r.returncode == 0
           and r.stdout.rstrip("\n") == gens[0]["generated"], repr(r.stdout[:80]))
+    spm_copy = os.path.join(rd, "model", "spiece.model")
+    same_tok = os.path.isfile(spm_copy) and open(spm_copy, "rb").read() == open(tok[1], "rb").read()
+    r = subprocess.run([args.train_bin, "--model", os.path.join(rd, "model"), "--summarize", "-", *tok[2:]], cwd=tmp,
+                       input=refs[0]["dialogue"], capture_output=True, text=True)
+    check("the trained model's directory holds the tokenizer (spiece.model), and --summarize finds it there",
+          same_tok and r.returncode == 0 and r.stdout.rstrip("\n") == gens[0]["generated"], r.stderr.strip()[-200:])
     r = run([args.train_bin, "--model", os.path.join(rd, "model"), "--summarize", "-", *tok], input=" \n ")
     check("--summarize of an empty dialogue: a clear error", r.returncode == 1 and "empty dialogue" in r.stderr, r.stderr.strip())
     ev2 = os.path.join(tmp, "eval_beam")
@@ -268,6 +274,10 @@ def test_eval(args, data, rd, tmp):
     check("--prompt without {dialogue}: refused", r.returncode == 1 and "{dialogue}" in r.stderr, r.stderr.strip())
     r = run([args.train_bin, "--model", os.path.join(rd, "model"), "--eval-split", os.path.join(tmp, "nope"), *tok])
     check("--eval-split of a missing split: an error naming the file", r.returncode == 1 and "nope.bin" in r.stderr, r.stderr.strip())
+    r = run([args.train_bin, *TINY, "--train-file", os.path.join(data, "train.bin"), "--steps", "2", "--eval-split",
+             os.path.join(data, "test"), "--tokenizer", os.path.join(tmp, "nope.model")])
+    check("training with --eval-split and a missing tokenizer: refused before the first step",
+          r.returncode == 1 and "nope.model" in r.stderr and "step 1/" not in r.stdout, r.stderr.strip()[-200:])
 
 
 def test_tracking(rd, recs):

@@ -83,4 +83,18 @@ static inline int atomic_close(AtomicFile* a, int ok, char* err, size_t errlen) 
     return 0;
 }
 
+// copies SRC to DST by the atomic protocol (DST is whole or untouched)
+static inline int file_copy(const char* src, const char* dst, char* err, size_t errlen) {
+    FILE* in = fopen(src, "rb");
+    if (!in) { snprintf(err, errlen, "%s: cannot open: %s", src, strerror(errno)); return -1; }
+    AtomicFile a;
+    if (atomic_open(&a, dst, err, errlen)) { fclose(in); return -1; }
+    char buf[1 << 16];
+    int ok = 1;
+    for (size_t n; ok && (n = fread(buf, 1, sizeof(buf), in)) > 0;) ok = atomic_write(&a, buf, n, err, errlen) == 0;
+    if (ok && ferror(in)) { snprintf(err, errlen, "%s: read error", src); ok = 0; }
+    fclose(in);
+    return atomic_close(&a, ok, err, errlen);
+}
+
 #endif // T5_FILEIO_H

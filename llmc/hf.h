@@ -225,4 +225,36 @@ static inline int t5_save_hf_dir(const char* dir, const T5Config* c, const float
     return rc;
 }
 
+// ----------------------------------------------------------------------------
+// the tokenizer beside the weights: a hub download of google/flan-t5-* holds spiece.model, and so
+// does an HF directory this project writes (hf_save_tokenizer), so a model directory is self-contained
+
+#define T5_DEFAULT_TOKENIZER "../shared/data/t5/spiece.model"
+
+// the SentencePiece model to use: `given` (--tokenizer) when set; else DIR/spiece.model of the first
+// model spec that is a directory holding one (dir1, dir2 may be NULL or presets); else the default
+static inline const char* hf_tokenizer_path(char* out, size_t n, const char* given, const char* dir1, const char* dir2) {
+    const char* dirs[2] = { dir1, dir2 };
+    struct stat st;
+    if (given) { snprintf(out, n, "%s", given); return out; }
+    for (int i = 0; i < 2; i++) {
+        if (!dirs[i] || stat(dirs[i], &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+        snprintf(out, n, "%s/spiece.model", dirs[i]);
+        if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) return out;
+    }
+    snprintf(out, n, "%s", T5_DEFAULT_TOKENIZER);
+    return out;
+}
+
+// DIR/spiece.model = a copy of the tokenizer `path`; nothing to do where that file does not exist
+// (a training run that never needed one) or is DIR's own
+static inline int hf_save_tokenizer(const char* dir, const char* path, char* err, size_t errlen) {
+    char dst[4096];
+    struct stat a, b;
+    if (stat(path, &a) != 0 || !S_ISREG(a.st_mode)) return 0;
+    if (hf_join(dst, sizeof(dst), dir, "spiece.model", err, errlen)) return -1;
+    if (stat(dst, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) return 0;
+    return file_copy(path, dst, err, errlen);
+}
+
 #endif // T5_HF_H
