@@ -2767,7 +2767,9 @@ int main(int argc, char** argv) {
     Options o = options_default();
     int rc = parse_args(argc, argv, &o);
     if (rc == 0 && o.bench == 0 && o.train_file == NULL && !o.save_hf && !o.save_ckpt && !o.eval_split && !o.summarize) {
-        fprintf(stderr, "error: nothing to do: give --train-file, --eval-split, --summarize, --bench, --save-hf or --save-checkpoint\n");
+        fprintf(stderr, "error: nothing to do: give --train-file, --eval-split, --summarize, --bench, --save-hf or --save-checkpoint\n"
+                "  (to fine-tune on DialogSum: python3 prepro_dialogsum.py, then ./train_t5 --model DIR|PRESET --train-file "
+                "out/dialogsum/train.bin; the README's first command, make dialogsum, runs the whole job)\n");
         usage();
         rc = -1;
     }

@@ -1819,7 +1819,8 @@ static int parse_args(int argc, char** argv, Options* o) {
     if (o->plan_memory == 0.0f && o->bench == 0 && o->gen_bench == 0 && !o->train_file && !o->eval_split && !o->save_hf &&
         !o->save_ckpt) {
         fprintf(stderr, "error: nothing to do: give --train-file, --eval-split, --bench, --gen-bench, --save-hf, "
-                "--save-checkpoint or --plan-memory\n");
+                "--save-checkpoint or --plan-memory\n  (to fine-tune on DialogSum: python3 prepro_dialogsum.py, then "
+                "./train_t5cu --model DIR|PRESET --train-file out/dialogsum/train.bin; README: \"The real recipe\")\n");
         return -1;
     }
     const char* bad = (o->checkpoint_every || o->resume) && !o->out_dir ? "--checkpoint-every and --resume need --out-dir"
