@@ -585,6 +585,88 @@ static void test_cli_loss_falls(const char* bin, const char* tmp) {
     expect_error("CLI --resume with dimensions unlike the checkpoint's", rc > 0 && rc < 128, out, "holds a V=128 C=64 H=4");
 }
 
+// --beta1/--beta2/--adam-eps by one AdamW step from zero moments, read back from the checkpoint
+// (no decay, no clipping, constant lr): m = (1−β1)·g, v = (1−β2)·g², θ1 = θ0 − lr·ĝ/(|ĝ| + eps) with
+// ĝ = m/(1−β1). Float rounding of these few operations is a few ulp: 1e-5 relative, + 1e-6·lr on θ.
+static void test_cli_adamw_flags(const char* bin, const char* tmp) {
+    static char out[1 << 16];
+    char cmd[2048], path[600], err[1024];
+    const double b1 = 0.5, b2 = 0.9, eps = 0.01, lr = 1e-2;
+    snprintf(cmd, sizeof(cmd), "%s --model dev/fixtures/flan_gated/model --train-file dev/fixtures/flan_gated/examples.bin "
+             "--steps 1 --batch-size 3 --shuffle 0 --bucket 0 --lr %g --schedule constant --weight-decay 0 --clip 0 --dropout 0 "
+             "--beta1 %g --beta2 %g --adam-eps %g --save-checkpoint %s/betas.ckpt", bin, lr, b1, b2, eps, tmp);
+    int rc = run_cmd(cmd, out, sizeof(out));
+    T5 a, b;
+    snprintf(path, sizeof(path), "%s/betas.ckpt", tmp);
+    int ok = rc == 0 && t5_build_from_hf(&a, "dev/fixtures/flan_gated/model", err, sizeof(err)) == 0;
+    ok = ok && t5_build_from_checkpoint(&b, path, NULL, err, sizeof(err)) == 0 && b.m_memory != NULL;
+    double worst_v = 0.0, worst_p = 0.0;
+    size_t nonzero = 0;
+    for (size_t i = 0; ok && i < b.layout.total; i++) {
+        double g = b.m_memory[i] / (1.0 - b1), v = b.v_memory[i], p0 = a.params_memory[i], p1 = b.params_memory[i];
+        double want_v = (1.0 - b2) * g * g, want_p = p0 - lr * g / (fabs(g) + eps);
+        worst_v = fmax(worst_v, fabs(v - want_v) / (want_v + 1e-30));
+        worst_p = fmax(worst_p, fabs(p1 - want_p) / (1e-5 * fabs(p0) + 1e-6 * lr));
+        nonzero += g != 0.0;
+    }
+    printf("%-62s v rel %.1e, θ %.2f of tolerance, %zu gradients\n", "CLI --beta1 0.5 --beta2 0.9 --adam-eps 0.01: one step", worst_v,
+           worst_p, nonzero);
+    check_true("CLI --beta1/--beta2/--adam-eps reach AdamW", ok && nonzero > 1000 && worst_v < 1e-5 && worst_p <= 1.0);
+    if (!ok) printf("%s\n%s\n", err, out);
+    if (ok) { t5_free(&a); t5_free(&b); }
+}
+
+// the shape flags over a preset reach the exported config.json; truncation and the evaluation's batch
+// flags show in the token counts; the bench flags in the bench line
+static void test_cli_shape_and_batch_flags(const char* bin, const char* tmp) {
+    static char out[1 << 16];
+    char cmd[2048], path[600], err[1024];
+    snprintf(cmd, sizeof(cmd), "%s --model flan-t5-small --vocab-size 64 --d-model 16 --num-heads 2 --d-kv 8 --d-ff 32 "
+             "--num-layers 1 --num-decoder-layers 2 --num-buckets 8 --max-distance 20 --ffn gelu --tied 1 --save-hf %s/shape_hf", bin, tmp);
+    int rc = run_cmd(cmd, out, sizeof(out));
+    T5Config c;
+    snprintf(path, sizeof(path), "%s/shape_hf/config.json", tmp);
+    int ok = rc == 0 && t5_config_read(path, &c, err, sizeof(err)) == 0;
+    check_true("CLI --num-decoder-layers --num-buckets --max-distance --ffn --tied reach config.json", ok && c.vocab_size == 64 &&
+               c.d_model == 16 && c.num_layers == 1 && c.num_decoder_layers == 2 && c.num_buckets == 8 && c.max_distance == 20 &&
+               c.act == ACT_GELU && !c.gated && c.tied == 1);
+    // fixture examples: real tokens of the one step = Σ min(source, 4) + Σ min(target, 2) over all 3;
+    // the evaluation (1 batch of 2) counts min(target, 2) of 2 examples only
+    ExampleFile e;
+    if (examples_open(&e, "dev/fixtures/flan_gated/examples.bin", err, sizeof(err))) { printf("%s\n", err); exit(EXIT_FAILURE); }
+    long long want_train = 0, want_eval = 0;
+    for (int64_t i = 0; i < e.n; i++) want_train += (e.lens[2 * i] < 4 ? e.lens[2 * i] : 4) + (e.lens[2 * i + 1] < 2 ? e.lens[2 * i + 1] : 2);
+    for (int64_t i = 0; i < e.n; i++) want_eval += e.lens[2 * i + 1] < 2 ? e.lens[2 * i + 1] : 2;
+    want_eval = want_eval * 2 / e.n; // every fixture target has ≥ 2 tokens, so each counts 2
+    examples_free(&e);
+    snprintf(cmd, sizeof(cmd), "%s --model dev/fixtures/flan_gated/model --train-file dev/fixtures/flan_gated/examples.bin "
+             "--val-file dev/fixtures/flan_gated/examples.bin --steps 1 --batch-size 3 --max-src-len 4 --max-tgt-len 2 "
+             "--eval-batches 1 --eval-batch-size 2 --dropout 0 --out-dir %s/flags_run", bin, tmp);
+    rc = run_cmd(cmd, out, sizeof(out));
+    char* log = NULL;
+    snprintf(path, sizeof(path), "%s/flags_run/metrics.jsonl", tmp);
+    FILE* f = fopen(path, "rb");
+    size_t cap = 0;
+    long long got_train = -1;
+    while (f && getline(&log, &cap, f) > 0) {
+        const char* t = strstr(log, "\"type\": \"train\"") ? strstr(log, "\"tokens\": ") : NULL;
+        if (t) got_train = strtoll(t + 10, NULL, 10);
+    }
+    if (f) fclose(f);
+    free(log);
+    const char* q = strstr(out, "eval step 1 | val loss ");  // "eval step 1 | val loss <x> | <n> target tokens"
+    q = q ? strstr(q + 23, "| ") : NULL;
+    long long got_eval = q ? strtoll(q + 2, NULL, 10) : -1;
+    printf("%-62s train tokens %lld (want %lld), eval target tokens %lld (want %lld)\n", "CLI truncation and evaluation batches",
+           got_train, want_train, got_eval, want_eval);
+    check_true("CLI --max-src-len/--max-tgt-len truncate, --eval-batches/--eval-batch-size bound the evaluation",
+               rc == 0 && got_train == want_train && got_eval == want_eval);
+    snprintf(cmd, sizeof(cmd), "%s --model flan-t5-small --vocab-size 64 --d-model 16 --num-heads 2 --d-kv 8 --d-ff 32 "
+             "--num-layers 1 --bench 1 --batch-size 2 --bench-src-len 5 --bench-tgt-len 3", bin);
+    rc = run_cmd(cmd, out, sizeof(out));
+    check_true("CLI --bench-src-len 5 --bench-tgt-len 3, batch 2: 16 tokens a step", rc == 0 && strstr(out, "tokens=16 ") != NULL);
+}
+
 // bad flags and inputs: a clear message and a non-zero exit, never a crash
 static void test_cli_errors(const char* bin) {
     static char out[1 << 16];
@@ -995,6 +1077,8 @@ int main(int argc, char** argv) {
         printf("\n=== command line (%s)\n", bin);
         for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_cli_fixture_run(bin, tmp, fixtures[i]);
         test_cli_loss_falls(bin, tmp);
+        test_cli_adamw_flags(bin, tmp);
+        test_cli_shape_and_batch_flags(bin, tmp);
         test_cli_errors(bin);
     }
     char cmd[700];
