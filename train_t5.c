@@ -2717,6 +2717,14 @@ static int setup_model(T5* m, const Options* o, CkptTrainState* ts, int* resumed
     return load_model(m, o, o->model);
 }
 
+// rank 0 of a training run holds its run directory's lock until the process ends (llmc/rundir.h)
+static int lock_run_dir(const Options* o, const Dist* d) {
+    char err[1024];
+    if (!o->train_file || !o->out_dir || d->rank != 0 || rundir_lock(o->out_dir, err, sizeof(err)) == 0) return 0;
+    fprintf(stderr, "error: %s\n", err);
+    return -1;
+}
+
 #ifndef TESTING
 // setup → train (or bench) → outputs; returns 0, -1 on error, or the signal that stopped training
 static int run_program(const Options* o, const Dist* d) {
@@ -2724,6 +2732,7 @@ static int run_program(const Options* o, const Dist* d) {
     CkptTrainState ts;
     int resumed;
     char from[4400];
+    if (dist_max_int(d, lock_run_dir(o, d) != 0)) return -1; // before anything reads or cleans the directory
     if (dist_max_int(d, setup_model(&m, o, &ts, &resumed, from, sizeof(from)) != 0)) return -1; // all ranks or none
     if (dist_max_int(d, o->train_file && o->eval_split && !o->bench && check_eval_inputs(&m, o) != 0)) { t5_free(&m); return -1; }
     if (o->out_dir && d->rank == 0) ckpt_remove_stale(o->out_dir);

@@ -2474,7 +2474,13 @@ static int save_outputs(T5Cuda* m, const Options* o) {
 static int run(Comm* comm, const Options* o) {
     HostModel h;
     char err[1024], from[4400] = "";
-    int bad = load_run_model(o, &h, from, sizeof(from)) != 0;
+    int bad = 0;
+    if (o->train_file && o->out_dir && comm->rank == 0 && rundir_lock(o->out_dir, err, sizeof(err))) { // held until exit
+        fprintf(stderr, "error: %s\n", err);
+        bad = 1;
+    }
+    if (comm_max_int(comm, bad)) return -1; // before anything reads or cleans the run directory
+    bad = load_run_model(o, &h, from, sizeof(from)) != 0;
     if (!bad && o->train_file && o->eval_split && comm->rank == 0) { // before training, not after it: rank 0 evaluates
         T5CpuEval* e = open_eval(o, h.config.vocab_size);
         if (e) t5cpu_eval_free(e);

@@ -382,6 +382,21 @@ def test_resume(args, data, tmp):
     test_bad_shard(args, data, tmp, ref, common)
 
 
+def test_run_dir_lock(args, data, tmp):
+    """one training process per run directory: a second one (the same command twice, or a resume while
+    the first still runs) is refused before it reads or cleans anything"""
+    rd = os.path.join(tmp, "run_lock")
+    p = train(args, data, rd, "--steps", "100000", "--checkpoint-every", "1000", wait=False)
+    started = wait_for(os.path.join(rd, "metrics.jsonl"), p)
+    r = train(args, data, rd, "--steps", "16", "--resume", "latest")
+    running = p.poll() is None
+    p.send_signal(signal.SIGTERM)
+    p.communicate()
+    check("a second process on a run directory while the first trains: refused, naming the first's pid",
+          started and running and r.returncode == 1 and f"in use by another training process (pid {p.pid})" in r.stderr,
+          r.stderr.strip()[-200:])
+
+
 def test_write_failure(args, data, tmp):
     """a write that fails (the file-size limit here, as a full disk would): the run stops with the file's
     name and exit 1, leaves no temporary file, and its log holds only whole records"""
@@ -522,6 +537,7 @@ def main():
             test_resume(args, data, tmp)
             test_nonfinite(args, data, tmp)
             test_write_failure(args, data, tmp)
+            test_run_dir_lock(args, data, tmp)
             print("=== data parallel (MPI)")
             if args.mpi:
                 test_mpi(args, data, tmp)

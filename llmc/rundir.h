@@ -2,6 +2,7 @@
 //
 //   OUT/metrics.jsonl                    one JSON object per line: train steps, evaluations, run events
 //   OUT/checkpoints/ckpt_NNNNNNNNN.bin   the newest --keep-checkpoints, named by optimizer step
+//   OUT/run.lock                         held by the one process training in OUT (rundir_lock)
 //
 // Checkpoints are written elsewhere (llmc/checkpoint.h, atomically); this file names, lists, prunes
 // and picks them, and keeps the metrics log consistent with the checkpoint a run resumes from.
@@ -13,7 +14,9 @@
 #include <string.h>     // defines: strcmp, strlen, strstr, strchr
 #include <math.h>       // defines: isfinite
 #include <dirent.h>     // defines: opendir, readdir, closedir
-#include <unistd.h>     // defines: unlink
+#include <unistd.h>     // defines: unlink, read, write, ftruncate, getpid, close
+#include <fcntl.h>      // defines: open, O_RDWR, O_CREAT
+#include <sys/file.h>   // defines: flock, LOCK_EX, LOCK_NB
 #include "fileio.h"     // defines: AtomicFile, atomic_open, atomic_write, atomic_close, mkdir_p
 #include "checkpoint.h" // defines: CkptTrainState
 
@@ -67,6 +70,33 @@ static inline void ckpt_prune(const char* out_dir, int keep) {
         ckpt_path(path, sizeof(path), out_dir, steps[i]);
         if (unlink(path) != 0) fprintf(stderr, "warning: could not remove old checkpoint %s\n", path);
     }
+}
+
+// One run at a time in a run directory: a second process (the same command started twice, a resume
+// while the first still runs) would interleave the log, race the checkpoints, and delete the other's
+// checkpoint being written as a stale leftover. OUT/run.lock is held with flock for the life of the
+// process (the kernel drops it at exit, also after kill -9) and names the holder's pid. 0, or -1 with
+// a message. Local file systems only: flock may be a no-op on some network mounts.
+static inline int rundir_lock(const char* out_dir, char* err, size_t errlen) {
+    char path[4400];
+    if (mkdir_p(out_dir, err, errlen)) return -1;
+    snprintf(path, sizeof(path), "%s/run.lock", out_dir);
+    int fd = open(path, O_RDWR | O_CREAT, 0644);
+    if (fd < 0) { snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno)); return -1; }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "";
+        ssize_t n = read(fd, pid, sizeof(pid) - 1);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        snprintf(err, errlen, "%s is in use by another training process (pid %s): wait for it to finish, or choose another "
+                 "--out-dir", out_dir, pid[0] ? pid : "unknown");
+        close(fd);
+        return -1;
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || write(fd, pid, (size_t)len) != len) { /* the lock holds without the pid */ }
+    return 0; // fd stays open: the lock lasts until the process ends
 }
 
 // a fresh run must not overwrite another run's checkpoints
