@@ -340,6 +340,10 @@ cuda_compile_check: $(BUILD)/cc/train_t5cu $(BUILD)/cc/test_t5cu $(BUILD)/cc/tra
 	  $(if $(filter 1,$(REQUIRE_CUDNN)),echo "✗ cuDNN or its frontend headers missing: the cuDNN attention path was not compiled" && exit 1,\
 	  echo "✗ cuDNN attention path not compiled (cuDNN or the frontend headers missing)"))
 	./$(BUILD)/cc/train_t5cu --plan-memory 80
+	@# the host-only flags reach the plan: ZeRO ranks, the padded lengths; --help
+	./$(BUILD)/cc/train_t5cu --plan-memory 80 --plan-ranks 4 --max-src-len 256 --max-tgt-len 64 | \
+	    grep -q "padded to 256 source + 64 target" && ./$(BUILD)/cc/train_t5cu --plan-memory 80 --plan-ranks 4 | grep -q "ZeRO-1 x4"
+	./$(BUILD)/cc/train_t5cu --help 2>&1 | grep -q "usage: train_t5cu"
 	@mkdir -p $(BUILD)/cc/twins
 	$(MAKE) -C dev/cuda -B GPU_ARCH=sm_90 KERNEL_DIR=$(abspath $(BUILD))/cc/twins \
 	    EXTRA_FLAGS="-Werror all-warnings -Xcompiler -Werror" all
