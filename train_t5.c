@@ -2545,10 +2545,15 @@ static int eval_model(T5* m, const Options* o, const SpmModel* tok, const EvalSe
     return rc;
 }
 
-// --eval-split's examples and references, checked against the model's vocabulary, and the tokenizer
+// --eval-split's examples and references, checked against the model's vocabulary, and the tokenizer;
+// the output directory is created first, so that a bad --eval-out shows before any summary is generated
 static int open_eval_inputs(const T5* m, const Options* o, EvalSet* s, SpmModel* tok) {
-    char err[1024] = "";
-    if (evalset_open(s, o->eval_split, o->eval_limit, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+    char err[1024] = "", out[4400];
+    eval_path(o, "generations.jsonl", out, sizeof(out));
+    if (mkdir_parent(out, err, sizeof(err)) || evalset_open(s, o->eval_split, o->eval_limit, err, sizeof(err))) {
+        fprintf(stderr, "error: %s\n", err);
+        return -1;
+    }
     if (examples_check_vocab(&s->ex, m->config.vocab_size, o->eval_split, err, sizeof(err)) || load_tokenizer(tok, o)) {
         if (err[0]) fprintf(stderr, "error: %s\n", err);
         evalset_free(s);

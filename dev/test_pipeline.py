@@ -274,6 +274,11 @@ def test_eval(args, data, rd, tmp):
     check("--prompt without {dialogue}: refused", r.returncode == 1 and "{dialogue}" in r.stderr, r.stderr.strip())
     r = run([args.train_bin, "--model", os.path.join(rd, "model"), "--eval-split", os.path.join(tmp, "nope"), *tok])
     check("--eval-split of a missing split: an error naming the file", r.returncode == 1 and "nope.bin" in r.stderr, r.stderr.strip())
+    blocked = os.path.join(data, "train.bin", "eval")  # under a regular file: cannot be created
+    r = run([args.train_bin, "--model", os.path.join(rd, "model"), "--eval-split", os.path.join(data, "test"),
+             "--eval-out", blocked, *tok])
+    check("--eval-out that cannot be created: refused before any summary is generated",
+          r.returncode == 1 and "train.bin" in r.stderr and "generating" not in r.stdout + r.stderr, r.stderr.strip()[-200:])
     r = run([args.train_bin, *TINY, "--train-file", os.path.join(data, "train.bin"), "--steps", "2", "--eval-split",
              os.path.join(data, "test"), "--tokenizer", os.path.join(tmp, "nope.model")])
     check("training with --eval-split and a missing tokenizer: refused before the first step",

@@ -29,7 +29,9 @@ static inline int mkdir_p(const char* dir, char* err, size_t errlen) {
         *p = 0;
         struct stat st;
         if (mkdir(buf, 0755) != 0 && (errno != EEXIST || stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))) {
-            snprintf(err, errlen, "%s: cannot create directory: %s", buf, strerror(errno)); return -1;
+            int exists = errno == EEXIST;
+            snprintf(err, errlen, "%s: cannot create directory: %s", buf, exists ? "a file of that name is in the way" : strerror(errno));
+            return -1;
         }
         if (c == 0) return 0;
         *p = c;
