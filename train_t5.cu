@@ -2371,9 +2371,11 @@ static T5CpuGen gen_options(const Options* o) {
 
 // --eval-split: summaries of the split on the GPU in batches of --gen-batch-size, decoded and scored by
 // the CPU engine's evaluation (llmc/t5_cpu.h): the same generations.jsonl and scores.json as train_t5
-// the split, its references and the tokenizer, checked against the vocabulary; NULL after a message
+// the split, its references and the tokenizer, checked against the vocabulary, and the output
+// directory created (a bad --eval-out shows before generation); NULL after a message
 static T5CpuEval* open_eval(const Options* o, int vocab) {
     char err[1024], tok[4400];
+    if (mkdir_p(o->eval_out, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return NULL; }
     T5CpuEval* e = t5cpu_eval_open(o->eval_split, o->eval_limit, hf_tokenizer_path(tok, sizeof(tok), o->tokenizer, o->model, NULL),
                                    vocab, err, sizeof(err));
     if (!e) fprintf(stderr, "error: %s\n", err);
