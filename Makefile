@@ -240,6 +240,7 @@ $(BUILD)/noomp/test_t5: test_t5.c train_t5.c $(HEADERS)
 test: train_t5 test_t5 $(BUILD)/test_io $(BUILD)/bench_generate $(BUILD)/bench_gemm $(BUILD)/noomp/test_t5 $(if $(filter 1,$(CUBLASLT_FOUND)),cuda_compile_check)
 	./$(BUILD)/test_io
 	./test_t5 --train-bin ./train_t5
+	bash dev/test_cli_flags.sh ./train_t5
 	./$(BUILD)/noomp/test_t5
 	$(MAKE) --no-print-directory test_metrics
 	$(MAKE) --no-print-directory test_tokenizer
@@ -344,6 +345,7 @@ cuda_compile_check: $(BUILD)/cc/train_t5cu $(BUILD)/cc/test_t5cu $(BUILD)/cc/tra
 	./$(BUILD)/cc/train_t5cu --plan-memory 80 --plan-ranks 4 --max-src-len 256 --max-tgt-len 64 | \
 	    grep -q "padded to 256 source + 64 target" && ./$(BUILD)/cc/train_t5cu --plan-memory 80 --plan-ranks 4 | grep -q "ZeRO-1 x4"
 	./$(BUILD)/cc/train_t5cu --help 2>&1 | grep -q "usage: train_t5cu"
+	bash dev/test_cli_flags.sh ./$(BUILD)/cc/train_t5cu
 	@mkdir -p $(BUILD)/cc/twins
 	$(MAKE) -C dev/cuda -B GPU_ARCH=sm_90 KERNEL_DIR=$(abspath $(BUILD))/cc/twins \
 	    EXTRA_FLAGS="-Werror all-warnings -Xcompiler -Werror" all
