@@ -394,6 +394,8 @@ static void test_bad_config(const char* tmp) {
         { "config.json fractional d_ff", "{\"vocab_size\": 32, \"d_model\": 8, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 8.5, \"num_layers\": 1}", "must be an integer" },
         { "config.json unknown activation", "{\"vocab_size\": 32, \"d_model\": 8, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 8, \"num_layers\": 1, \"feed_forward_proj\": \"swish\"}", "unsupported feed_forward_proj" },
         { "config.json wrong model_type", "{\"model_type\": \"bert\", \"vocab_size\": 32, \"d_model\": 8, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 8, \"num_layers\": 1}", "model_type" },
+        { "config.json 2 relative buckets (the encoder's half would have no exact bucket)", "{\"vocab_size\": 32, \"d_model\": 8, "
+          "\"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 8, \"num_layers\": 1, \"relative_attention_num_buckets\": 2}", "must be in [4, 4096]" },
         { "config.json not JSON", "{\"vocab_size\": 32,, }", "config.json" },
         { "config.json empty", "", "config.json" },
     };

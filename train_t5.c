@@ -2038,7 +2038,7 @@ static int parse_args(int argc, char** argv, Options* o) {
         {"--vocab-size", &o->dims.vocab_size, 2, 1 << 24}, {"--d-model", &o->dims.d_model, 1, 65536},
         {"--d-kv", &o->dims.d_kv, 1, 4096}, {"--num-heads", &o->dims.num_heads, 1, 1024},
         {"--d-ff", &o->dims.d_ff, 1, 1 << 20}, {"--num-layers", &o->dims.num_layers, 1, 256},
-        {"--num-decoder-layers", &o->dims.num_decoder_layers, 1, 256}, {"--num-buckets", &o->dims.num_buckets, 2, 4096},
+        {"--num-decoder-layers", &o->dims.num_decoder_layers, 1, 256}, {"--num-buckets", &o->dims.num_buckets, 4, 4096},
         {"--max-distance", &o->dims.max_distance, 2, 1 << 20}, {"--tied", &o->dims.tied, 0, 1},
     };
     FloatFlag floats[] = {

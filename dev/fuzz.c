@@ -18,6 +18,8 @@
 //                ../shared/data/t5/spiece.model): ids in range, spans inside the normalized text
 //   scores       hypothesis NUL reference NUL ... → ROUGE and BLEU: scores within [0, 1] / [0, 100],
 //                a hypothesis scored against itself gets F = 1
+//   generate     a random tiny model and generation settings drawn from the input → t5_generate: ids in
+//                the vocabulary, lengths within max_new_tokens, padding after them
 // For the file formats whose header carries a CRC-32 (checkpoint, examples), an odd first byte
 // makes the harness write the right checksum into the mutated file, so the fuzzer gets past the
 // checksum to the checks behind it; an even one leaves the file as mutated.
@@ -389,11 +391,55 @@ static void fuzz_scores(const uint8_t* d, size_t n) {
     fz.accepted++;
 }
 
+// generate: a random tiny model and generation settings, all drawn from the input bytes (shapes down to
+// one head of width 1, vocabularies down to 2, beams wider than the vocabulary, any eos / start ids):
+// every generated id in the vocabulary, every length within max_new_tokens, ids after the length pad
+static void fuzz_generate(const uint8_t* d, size_t n) {
+    uint8_t b[32] = {0};
+    memcpy(b, d, n < sizeof(b) ? n : sizeof(b));
+    T5Config c = { 2 + b[0] % 40, 1 + b[1] % 16, 1 + b[2] % 8, 1 + b[3] % 3, 1 + b[4] % 16, 1 + b[5] % 2, 1 + b[6] % 2,
+                   4 + b[7] % 8, 0, 1e-6f, 0.0f, (T5Act)(b[9] % 3), (b[9] >> 2) & 1, (b[9] >> 3) & 1, 0, 0, 0 };
+    c.max_distance = c.num_buckets / 2 + 1 + b[8] % 16;
+    c.eos_id = b[10] % c.vocab_size;
+    c.pad_id = b[11] % c.vocab_size;
+    c.decoder_start_id = b[12] % c.vocab_size;
+    if (t5_config_check(&c)) FUZZ_FAIL("harness config refused: %s", t5_config_check(&c));
+    GenConfig g = { 1 + b[13] % 10, 1 + b[14] % 6, b[15] % 4, (b[16] - 128) / 32.0, (b[17] >> 0) & 1, (float)(b[18] % 8) };
+    int B = 1 + b[19] % 3, len[3], *rows[3];
+    size_t at = sizeof(b);
+    for (int i = 0; i < B; i++) {
+        len[i] = 1 + (at < n ? d[at++] : i) % 12;
+        rows[i] = (int*)mallocCheck((size_t)len[i] * sizeof(int));
+        for (int j = 0; j < len[i]; j++) rows[i][j] = (at < n ? d[at++] : j) % c.vocab_size;
+    }
+    T5 m;
+    t5_build_from_config(&m, &c);
+    uint64_t seed;
+    memcpy(&seed, b + 20, sizeof(seed));
+    t5_init_random(&m, seed);
+    int* out = (int*)mallocCheck((size_t)B * g.max_new_tokens * sizeof(int));
+    int out_len[3];
+    char err[256];
+    if (t5_generate(&m, (const int* const*)rows, len, B, &g, out, out_len, err, sizeof(err))) FUZZ_FAIL("generate refused: %s", err);
+    for (int i = 0; i < B; i++) {
+        if (out_len[i] < 0 || out_len[i] > g.max_new_tokens) FUZZ_FAIL("length %d outside [0, %d]", out_len[i], g.max_new_tokens);
+        for (int j = 0; j < g.max_new_tokens; j++) {
+            int id = out[(size_t)i * g.max_new_tokens + j];
+            if (id < 0 || id >= c.vocab_size || (j >= out_len[i] && id != c.pad_id)) FUZZ_FAIL("id %d at %d (length %d)", id, j, out_len[i]);
+        }
+    }
+    fz.accepted++;
+    free(out);
+    for (int i = 0; i < B; i++) free(rows[i]);
+    t5_free(&m);
+}
+
 typedef struct { const char* name; void (*run)(const uint8_t*, size_t); } FuzzTarget;
 static const FuzzTarget FUZZ_TARGETS[] = {
     {"json", fuzz_json}, {"config", fuzz_config}, {"safetensors", fuzz_safetensors}, {"hfdir", fuzz_hfdir}, {"hfindex", fuzz_hfindex},
     {"checkpoint", fuzz_checkpoint}, {"examples", fuzz_examples}, {"refs", fuzz_refs},
     {"metrics_log", fuzz_metrics_log}, {"spm", fuzz_spm}, {"tokenize", fuzz_tokenize}, {"scores", fuzz_scores},
+    {"generate", fuzz_generate},
 };
 #define NUM_FUZZ_TARGETS ((int)(sizeof(FUZZ_TARGETS) / sizeof(FUZZ_TARGETS[0])))
 

@@ -110,6 +110,16 @@ def text_seeds(out, data, tmp):
         put(out, "spm", rule, read(prefix + ".model"))
 
 
+def generate_seeds(out):
+    """generate: the bytes are the model's shape, seed, generation settings and inputs (dev/fuzz.c)"""
+    import random
+    rng = random.Random(7)
+    put(out, "generate", "zeros", bytes(48))
+    put(out, "generate", "ramp", bytes(range(48)))
+    for i in range(4):
+        put(out, "generate", f"random_{i}", bytes(rng.randrange(256) for _ in range(64)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train-bin", default=os.path.join(REPO, "train_t5"))
@@ -122,6 +132,7 @@ def main():
         model_seeds(a.out, a.train_bin, tmp)
         fixture_seeds(a.out)
         text_seeds(a.out, a.data, tmp)
+    generate_seeds(a.out)
     for t in sorted(os.listdir(a.out)):
         files = os.listdir(os.path.join(a.out, t))
         print(f"seeds {t:12s} {len(files):3d} files")

@@ -83,7 +83,9 @@ static inline const char* t5_config_check(const T5Config* c) {
     if (c->d_ff < 1 || c->d_ff > (1 << 20)) return "d_ff must be in [1, 1048576]";
     if (c->num_layers < 1 || c->num_layers > 256) return "num_layers must be in [1, 256]";
     if (c->num_decoder_layers < 1 || c->num_decoder_layers > 256) return "num_decoder_layers must be in [1, 256]";
-    if (c->num_buckets < 2 || c->num_buckets > 4096) return "relative_attention_num_buckets must be in [2, 4096]";
+    // the encoder's buckets split in two halves whose exact part, NB/4, must hold at least distance 0:
+    // below 4, t5_relative_bucket divides a log by log(max_distance / 0) (HF's formula fails the same way)
+    if (c->num_buckets < 4 || c->num_buckets > 4096) return "relative_attention_num_buckets must be in [4, 4096]";
     // the logarithmic buckets divide by log(max_distance / max_exact), max_exact = NB/2 (causal)
     if (c->max_distance <= c->num_buckets / 2) return "relative_attention_max_distance must exceed num_buckets/2";
     if (!(c->eps > 0.0f && c->eps < 1.0f)) return "layer_norm_epsilon must be in (0, 1)";
