@@ -20,6 +20,7 @@
 //                a hypothesis scored against itself gets F = 1
 //   generate     a random tiny model and generation settings drawn from the input → t5_generate: ids in
 //                the vocabulary, lengths within max_new_tokens, padding after them
+//   train        a random tiny model and padded batch → two forward/backward/AdamW steps: all finite
 // For the file formats whose header carries a CRC-32 (checkpoint, examples), an odd first byte
 // makes the harness write the right checksum into the mutated file, so the fuzzer gets past the
 // checksum to the checks behind it; an even one leaves the file as mutated.
@@ -391,12 +392,9 @@ static void fuzz_scores(const uint8_t* d, size_t n) {
     fz.accepted++;
 }
 
-// generate: a random tiny model and generation settings, all drawn from the input bytes (shapes down to
-// one head of width 1, vocabularies down to 2, beams wider than the vocabulary, any eos / start ids):
-// every generated id in the vocabulary, every length within max_new_tokens, ids after the length pad
-static void fuzz_generate(const uint8_t* d, size_t n) {
-    uint8_t b[32] = {0};
-    memcpy(b, d, n < sizeof(b) ? n : sizeof(b));
+// a tiny model's config from 13 bytes: shapes down to one head of width 1 and a vocabulary of 2, any
+// activation, gating and tying, any eos / pad / start ids
+static T5Config fuzz_tiny_config(const uint8_t* b) {
     T5Config c = { 2 + b[0] % 40, 1 + b[1] % 16, 1 + b[2] % 8, 1 + b[3] % 3, 1 + b[4] % 16, 1 + b[5] % 2, 1 + b[6] % 2,
                    4 + b[7] % 8, 0, 1e-6f, 0.0f, (T5Act)(b[9] % 3), (b[9] >> 2) & 1, (b[9] >> 3) & 1, 0, 0, 0 };
     c.max_distance = c.num_buckets / 2 + 1 + b[8] % 16;
@@ -404,7 +402,28 @@ static void fuzz_generate(const uint8_t* d, size_t n) {
     c.pad_id = b[11] % c.vocab_size;
     c.decoder_start_id = b[12] % c.vocab_size;
     if (t5_config_check(&c)) FUZZ_FAIL("harness config refused: %s", t5_config_check(&c));
-    GenConfig g = { 1 + b[13] % 10, 1 + b[14] % 6, b[15] % 4, (b[16] - 128) / 32.0, (b[17] >> 0) & 1, (float)(b[18] % 8) };
+    return c;
+}
+
+// the model of fuzz_tiny_config(b), its weights drawn with the seed in b[20..28)
+static void fuzz_tiny_model(T5* m, const uint8_t* b) {
+    T5Config c = fuzz_tiny_config(b);
+    uint64_t seed;
+    memcpy(&seed, b + 20, sizeof(seed));
+    t5_build_from_config(m, &c);
+    t5_init_random(m, seed);
+}
+
+// generate: a random tiny model and generation settings drawn from the input (beams wider than the
+// vocabulary included): every generated id in the vocabulary, every length within max_new_tokens,
+// pad after the length
+static void fuzz_generate(const uint8_t* d, size_t n) {
+    uint8_t b[32] = {0};
+    memcpy(b, d, n < sizeof(b) ? n : sizeof(b));
+    T5 m;
+    fuzz_tiny_model(&m, b);
+    const T5Config c = m.config;
+    GenConfig g = { 1 + b[13] % 10, 1 + b[14] % 6, b[15] % 4, (b[16] - 128) / 32.0, b[17] & 1, (float)(b[18] % 8) };
     int B = 1 + b[19] % 3, len[3], *rows[3];
     size_t at = sizeof(b);
     for (int i = 0; i < B; i++) {
@@ -412,11 +431,6 @@ static void fuzz_generate(const uint8_t* d, size_t n) {
         rows[i] = (int*)mallocCheck((size_t)len[i] * sizeof(int));
         for (int j = 0; j < len[i]; j++) rows[i][j] = (at < n ? d[at++] : j) % c.vocab_size;
     }
-    T5 m;
-    t5_build_from_config(&m, &c);
-    uint64_t seed;
-    memcpy(&seed, b + 20, sizeof(seed));
-    t5_init_random(&m, seed);
     int* out = (int*)mallocCheck((size_t)B * g.max_new_tokens * sizeof(int));
     int out_len[3];
     char err[256];
@@ -434,12 +448,56 @@ static void fuzz_generate(const uint8_t* d, size_t n) {
     t5_free(&m);
 }
 
+// train: a random tiny model and a random padded batch (any source lengths, ignored labels anywhere,
+// dropout up to 0.9) through two forward/backward/AdamW steps: loss, gradient norm and every
+// parameter finite (std-1 weights on a handful of dimensions cannot overflow fp32)
+static void fuzz_train(const uint8_t* d, size_t n) {
+    uint8_t b[32] = {0};
+    memcpy(b, d, n < sizeof(b) ? n : sizeof(b));
+    T5 m;
+    fuzz_tiny_model(&m, b);
+    m.config.dropout = (float)(b[13] % 10) / 10.0f;
+    int V = m.config.vocab_size;
+    BatchBuf bb;
+    memset(&bb, 0, sizeof(bb));
+    int B = 1 + b[14] % 3, Ts = 1 + b[15] % 9, Tt = 1 + b[16] % 7;
+    batch_reserve(&bb, B, Ts, Tt);
+    T5Batch* t = &bb.b;
+    t->B = B; t->Ts = Ts; t->Tt = Tt;
+    size_t at = sizeof(b);
+    for (int i = 0; i < B; i++) {
+        t->src_len[i] = 1 + (at < n ? d[at++] : i) % Ts;
+        for (int j = 0; j < Ts; j++) t->src[i * Ts + j] = j < t->src_len[i] ? (at < n ? d[at++] : j) % V : m.config.pad_id;
+        for (int j = 0; j < Tt; j++) {
+            int x = at < n ? d[at++] : j;
+            t->labels[i * Tt + j] = x >= 200 ? IGNORE_INDEX : x % V;
+        }
+        for (int j = 0; j < Tt; j++) t->dec_in[i * Tt + j] = dec_input(j == 0 ? m.config.decoder_start_id : t->labels[i * Tt + j - 1], m.config.pad_id);
+    }
+    const char* bad = t5_check_batch(&m, t);
+    if (bad) FUZZ_FAIL("harness batch refused: %s", bad);
+    AdamW opt = { 1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f, 0 };
+    for (int step = 0; step < 2; step++) {
+        t5_zero_grad(&m);
+        float loss = t5_forward(&m, t, 1, (uint64_t)step + b[17]);
+        t5_backward(&m, t, 1, m.num_counted ? 1.0f / (float)m.num_counted : 0.0f);
+        float norm = t5_grad_norm(&m);
+        if (!isfinite(loss) || !isfinite(norm)) FUZZ_FAIL("step %d: loss %g, gradient norm %g", step, (double)loss, (double)norm);
+        t5_clip_grads(&m, norm, 1.0f);
+        t5_update(&m, &opt, opt.lr);
+    }
+    for (size_t i = 0; i < m.layout.total; i++) if (!isfinite(m.params_memory[i])) FUZZ_FAIL("parameter %zu not finite", i);
+    fz.accepted++;
+    batch_free(&bb);
+    t5_free(&m);
+}
+
 typedef struct { const char* name; void (*run)(const uint8_t*, size_t); } FuzzTarget;
 static const FuzzTarget FUZZ_TARGETS[] = {
     {"json", fuzz_json}, {"config", fuzz_config}, {"safetensors", fuzz_safetensors}, {"hfdir", fuzz_hfdir}, {"hfindex", fuzz_hfindex},
     {"checkpoint", fuzz_checkpoint}, {"examples", fuzz_examples}, {"refs", fuzz_refs},
     {"metrics_log", fuzz_metrics_log}, {"spm", fuzz_spm}, {"tokenize", fuzz_tokenize}, {"scores", fuzz_scores},
-    {"generate", fuzz_generate},
+    {"generate", fuzz_generate}, {"train", fuzz_train},
 };
 #define NUM_FUZZ_TARGETS ((int)(sizeof(FUZZ_TARGETS) / sizeof(FUZZ_TARGETS[0])))
 

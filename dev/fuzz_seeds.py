@@ -111,13 +111,15 @@ def text_seeds(out, data, tmp):
 
 
 def generate_seeds(out):
-    """generate: the bytes are the model's shape, seed, generation settings and inputs (dev/fuzz.c)"""
+    """generate, train: the bytes are the model's shape, seed, settings and inputs (dev/fuzz.c)"""
     import random
     rng = random.Random(7)
     put(out, "generate", "zeros", bytes(48))
     put(out, "generate", "ramp", bytes(range(48)))
     for i in range(4):
         put(out, "generate", f"random_{i}", bytes(rng.randrange(256) for _ in range(64)))
+        put(out, "train", f"random_{i}", bytes(rng.randrange(256) for _ in range(96)))
+    put(out, "train", "zeros", bytes(64))
 
 
 def main():
