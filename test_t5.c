@@ -820,7 +820,7 @@ static void test_generate_cache(T5* m, const char* label, const int* const* src,
     int* dec = (int*)mallocCheck((size_t)R * T * sizeof(int));  // what each row's decoder has seen, as rows
     const int** row_src = (const int**)mallocCheck((size_t)R * sizeof(int*));
     int* row_len = (int*)mallocCheck((size_t)R * sizeof(int));
-    int* step = (int*)mallocCheck((size_t)R * sizeof(int));
+    int* step = (int*)callocCheck((size_t)R, sizeof(int));       // zeroed: GCC cannot see the loop below fill it
     float* cached = (float*)mallocCheck((size_t)R * T * V * sizeof(float));
     int Ts = 1;
     for (int b = 0; b < B; b++) if (src_len[b] > Ts) Ts = src_len[b];
