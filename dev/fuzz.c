@@ -16,6 +16,8 @@
 //   spm          a SentencePiece model → spm_load_bytes; a loaded model encodes and decodes samples
 //   tokenize     any text → spm_encode / spm_decode with the real T5 model ($FUZZ_SPM, default
 //                ../shared/data/t5/spiece.model): ids in range, spans inside the normalized text
+//   decode       any id sequence with the real T5 model: ids outside the vocabulary refused, the rest
+//                decode to well-formed UTF-8 (as every piece of a fuzzed model must, in `spm`)
 //   scores       hypothesis NUL reference NUL ... → ROUGE and BLEU: scores within [0, 1] / [0, 100],
 //                a hypothesis scored against itself gets F = 1
 //   generate     a random tiny model and generation settings drawn from the input → t5_generate: ids in
@@ -343,6 +345,26 @@ static void check_encoding(const SpmModel* m, const char* text, size_t len) {
     spm_encoding_free(&e);
 }
 
+// text that sentencepiece's decode may give back: well-formed UTF-8 (generations.jsonl holds it)
+static void check_utf8(const char* s, size_t n, const char* what) {
+    if (!spm_utf8_valid((const uint8_t*)s, n)) FUZZ_FAIL("%s: %zu bytes, not valid UTF-8", what, n);
+}
+
+// every piece of a model, decoded alone and all together, in both special-token modes
+static void check_decode_pieces(const SpmModel* m) {
+    int* ids = (int*)mallocCheck((size_t)m->vocab_size * sizeof(int) + 1);
+    for (int i = 0; i < m->vocab_size; i++) ids[i] = i;
+    char err[256];
+    for (int mode = 0; mode < 2; mode++) {
+        size_t len;
+        char* all = spm_decode(m, ids, (size_t)m->vocab_size, (SpmSpecial)mode, &len, err, sizeof(err));
+        if (!all) FUZZ_FAIL("decode of every piece failed: %s", err);
+        check_utf8(all, len, "decode of every piece");
+        free(all);
+    }
+    free(ids);
+}
+
 static void fuzz_spm(const uint8_t* d, size_t n) {
     SpmModel m;
     char err[1024] = "";
@@ -350,6 +372,7 @@ static void fuzz_spm(const uint8_t* d, size_t n) {
     fz.accepted++;
     static const char* texts[] = { "Hello world", " #Person1#: Hi, Mr. Smith.\n\tI'm Dr. Hawkins! ", "\xef\xbc\xa1\xc3\xa9 e\xcc\x81 \xf0\x9f\x98\x80 \xff", "" };
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) check_encoding(&m, texts[i], strlen(texts[i]));
+    check_decode_pieces(&m);
     spm_free(&m);
 }
 
@@ -360,6 +383,28 @@ static void fuzz_tokenize(const uint8_t* d, size_t n) {
 }
 
 // BLEU is exp(mean log precision) as in sacrebleu, so a perfect match can round to 100 + a few ulp
+// decode: any id sequence (2 bytes an id, some outside the vocabulary) with the real T5 model: ids
+// outside [0, V) refused with the id in the message, all others decode to well-formed UTF-8
+static void fuzz_decode(const uint8_t* d, size_t n) {
+    if (!fz.t5_loaded) FUZZ_FAIL("the T5 model %s did not load ($FUZZ_SPM)", fz.spm_path);
+    const SpmModel* m = &fz.t5;
+    size_t k = n / 2;
+    int* ids = (int*)mallocCheck(k * sizeof(int) + 1);
+    int outside = 0;
+    for (size_t i = 0; i < k; i++) {
+        ids[i] = (int)((d[2 * i] | d[2 * i + 1] << 8) % (m->vocab_size + 64)) - 32;
+        outside |= ids[i] < 0 || ids[i] >= m->vocab_size;
+    }
+    char err[256] = "";
+    size_t len = 0;
+    char* text = spm_decode(m, ids, k, n % 2 ? SPM_KEEP_SPECIAL : SPM_SKIP_SPECIAL, &len, err, sizeof(err));
+    if (outside != (text == NULL)) FUZZ_FAIL("decode %s ids outside the vocabulary", outside ? "accepted" : "refused");
+    if (text) { check_utf8(text, len, "decode"); fz.accepted++; }
+    else if (!strstr(err, "outside")) FUZZ_FAIL("refusal without the reason: %s", err);
+    free(text);
+    free(ids);
+}
+
 static void check_unit(double x, double hi, const char* what) {
     if (!(x >= 0.0 && x <= hi * (1.0 + 1e-12))) FUZZ_FAIL("%s = %.17g outside [0, %g]", what, x, hi);
 }
@@ -497,7 +542,7 @@ static const FuzzTarget FUZZ_TARGETS[] = {
     {"json", fuzz_json}, {"config", fuzz_config}, {"safetensors", fuzz_safetensors}, {"hfdir", fuzz_hfdir}, {"hfindex", fuzz_hfindex},
     {"checkpoint", fuzz_checkpoint}, {"examples", fuzz_examples}, {"refs", fuzz_refs},
     {"metrics_log", fuzz_metrics_log}, {"spm", fuzz_spm}, {"tokenize", fuzz_tokenize}, {"scores", fuzz_scores},
-    {"generate", fuzz_generate}, {"train", fuzz_train},
+    {"decode", fuzz_decode}, {"generate", fuzz_generate}, {"train", fuzz_train},
 };
 #define NUM_FUZZ_TARGETS ((int)(sizeof(FUZZ_TARGETS) / sizeof(FUZZ_TARGETS[0])))
 
@@ -521,7 +566,7 @@ static void fuzz_setup(const char* target) {
         const char* p = getenv("FUZZ_SHARDED");
         copy_sharded_fixture(p ? p : "dev/fixtures/flan_gated/model_sharded");
     }
-    if (strcmp(target, "tokenize") == 0) {
+    if (strcmp(target, "tokenize") == 0 || strcmp(target, "decode") == 0) {
         const char* p = getenv("FUZZ_SPM");
         snprintf(fz.spm_path, sizeof(fz.spm_path), "%s", p ? p : "../shared/data/t5/spiece.model");
         char err[1024];

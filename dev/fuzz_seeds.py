@@ -84,6 +84,12 @@ def fixture_seeds(out):
         put(out, "examples", os.path.basename(os.path.dirname(ex)), b"\x01" + read(ex))
 
 
+def rng_bytes(seed, n):
+    import random
+    rng = random.Random(seed)
+    return [rng.randrange(256) for _ in range(n)]
+
+
 def dialogsum_records(data, n):
     with open(os.path.join(data, "dialogsum", "dialogsum.test.jsonl"), encoding="utf-8") as f:
         return [json.loads(next(f)) for _ in range(n)]
@@ -97,6 +103,7 @@ def text_seeds(out, data, tmp):
     put(out, "refs", "three", bytes([2]) + ("\n".join(lines[:3]) + "\n").encode())
     for i, r in enumerate(recs[:3]):
         put(out, "tokenize", f"dialogue_{i}", r["dialogue"].encode())
+        put(out, "decode", f"ids_{i}", bytes(rng_bytes(i, 120)))
         put(out, "scores", f"summaries_{i}", "\0".join([r["summary1"], r["summary2"], r["summary3"]]).encode())
     import sentencepiece as spm
     corpus = os.path.join(tmp, "corpus.txt")

@@ -242,6 +242,13 @@ static inline size_t spm_utf8_len(const uint8_t* s, size_t n) {
     return 0;
 }
 
+// whether s[0..n) is well-formed UTF-8
+static inline int spm_utf8_valid(const uint8_t* s, size_t n) {
+    for (size_t i = 0, k; i < n; i += k)
+        if ((k = spm_utf8_len(s + i, n - i)) == 0) { return 0; }
+    return 1;
+}
+
 // "<0xNN>" (two uppercase hex digits, exactly as sentencepiece writes byte pieces) -> NN, else -1
 static inline int spm_piece_byte(const char* p, size_t n) {
     if (n != 6 || memcmp(p, "<0x", 3) != 0 || p[5] != '>') { return -1; }
@@ -740,6 +747,8 @@ static inline int spm_check_pieces(const SpmRawModel* raw, const char* file, siz
         }
         if (p->n == 0) { return spm_errf(err, errlen, "%s: piece %zu is empty", file, i); }
         if (memchr(p->s, 0, p->n) != NULL) { return spm_errf(err, errlen, "%s: piece %zu contains a NUL byte", file, i); }
+        // sentencepiece loads such a model, then decodes to bytes its own Python API cannot read
+        if (!spm_utf8_valid(p->s, p->n)) { return spm_errf(err, errlen, "%s: piece %zu is not valid UTF-8", file, i); }
         if (p->type == SPM_BYTE && !raw->byte_fallback) {
             return spm_errf(err, errlen, "%s: byte piece %zu is found although byte_fallback is false", file, i);
         }

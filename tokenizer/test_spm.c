@@ -188,6 +188,9 @@ static void test_malformed(TestCtx* tc) {
     q = p;
     q.n -= 1;
     expect_refused(tc, "refused: truncated inside a piece", &q, "truncated");
+    q = p;
+    pb_piece(&q, "c\xff", SPM_NORMAL);  // sentencepiece loads it, then decodes to bytes that are not text
+    expect_refused(tc, "refused: a piece that is not UTF-8", &q, "piece 3 is not valid UTF-8");
     q.n = 0;
     for (int i = 0; i < 11; i++) { pb_byte(&q, 0xFF); }
     expect_refused(tc, "refused: varint longer than 10 bytes", &q, "bad varint");
