@@ -1,6 +1,7 @@
 // fuzz.c — coverage-guided fuzz targets for every reader of outside input, one per format:
 //
 //   json         llmc/json.h: any bytes → json_parse
+//   jsonout      any UTF-8 text → json_put_string (the evaluation's JSON writer) → json_parse: the same text
 //   config       config.json → t5_config_from_json; an accepted config is written back and must
 //                read back identical (t5_config_write)
 //   safetensors  any file → st_open; every tensor of a readable dtype is read
@@ -120,6 +121,29 @@ static void fuzz_json(const uint8_t* d, size_t n) {
     char err[256] = "";
     if (json_parse((const char*)d, n, &v, err, sizeof(err)) == 0) { fz.accepted++; json_free(&v); }
     else if (!strstr(err, "json: ")) FUZZ_FAIL("json error without its prefix: '%s'", err);
+}
+
+// jsonout: any well-formed UTF-8 text without NUL, written as the evaluation writes its JSON strings
+// (json_put_string), parses back to the same text
+static void fuzz_jsonout(const uint8_t* d, size_t n) {
+    if (memchr(d, 0, n) || !spm_utf8_valid(d, n)) return;
+    char* text = (char*)mallocCheck(n + 1);
+    memcpy(text, d, n);
+    text[n] = 0;
+    char* buf = NULL;
+    size_t len = 0;
+    FILE* f = open_memstream(&buf, &len);
+    if (!f) FUZZ_FAIL("open_memstream failed");
+    json_put_string(f, text);
+    fclose(f);
+    JsonValue v;
+    char err[256];
+    if (json_parse(buf, len, &v, err, sizeof(err))) FUZZ_FAIL("json_put_string wrote what json_parse refuses: %s", err);
+    if (v.type != JSON_STRING || strcmp(v.string, text) != 0) FUZZ_FAIL("a string changed in a JSON write/read round trip");
+    fz.accepted++;
+    json_free(&v);
+    free(buf);
+    free(text);
 }
 
 static void fuzz_config(const uint8_t* d, size_t n) {
@@ -539,7 +563,7 @@ static void fuzz_train(const uint8_t* d, size_t n) {
 
 typedef struct { const char* name; void (*run)(const uint8_t*, size_t); } FuzzTarget;
 static const FuzzTarget FUZZ_TARGETS[] = {
-    {"json", fuzz_json}, {"config", fuzz_config}, {"safetensors", fuzz_safetensors}, {"hfdir", fuzz_hfdir}, {"hfindex", fuzz_hfindex},
+    {"json", fuzz_json}, {"jsonout", fuzz_jsonout}, {"config", fuzz_config}, {"safetensors", fuzz_safetensors}, {"hfdir", fuzz_hfdir}, {"hfindex", fuzz_hfindex},
     {"checkpoint", fuzz_checkpoint}, {"examples", fuzz_examples}, {"refs", fuzz_refs},
     {"metrics_log", fuzz_metrics_log}, {"spm", fuzz_spm}, {"tokenize", fuzz_tokenize}, {"scores", fuzz_scores},
     {"decode", fuzz_decode}, {"generate", fuzz_generate}, {"train", fuzz_train},

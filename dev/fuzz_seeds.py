@@ -105,6 +105,7 @@ def text_seeds(out, data, tmp):
         put(out, "tokenize", f"dialogue_{i}", r["dialogue"].encode())
         put(out, "decode", f"ids_{i}", bytes(rng_bytes(i, 120)))
         put(out, "scores", f"summaries_{i}", "\0".join([r["summary1"], r["summary2"], r["summary3"]]).encode())
+        put(out, "jsonout", f"dialogue_{i}", (r["dialogue"] + '\t"\\ \x01 \u00e9 \U0001f600').encode())
     import sentencepiece as spm
     corpus = os.path.join(tmp, "corpus.txt")
     with open(corpus, "w", encoding="utf-8") as f:
