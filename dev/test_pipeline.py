@@ -188,10 +188,15 @@ def train(args, data, run_dir, *extra, wait=True):
 def test_training(args, data, tmp):
     rd = os.path.join(tmp, "run_loss")
     r = train(args, data, rd, "--steps", "40", "--val-file", os.path.join(data, "val.bin"), "--eval-every", "20",
-              "--eval-rouge", "4", "--max-new-tokens", "16", "--tokenizer", os.path.join(args.data, "t5", "spiece.model"))
+              "--eval-rouge", "4", "--max-new-tokens", "16", "--tokenizer", os.path.join(args.data, "t5", "spiece.model"),
+              "--eval-split", os.path.join(data, "test"), "--eval-limit", "3")
     if not check("a 40-step CPU run on DialogSum: exit 0", r.returncode == 0, r.stderr[-300:]):
         print(r.stdout[-2000:])
         return
+    ev = os.path.join(rd, "eval")
+    check("training with --eval-split (the main job's shape): the test summaries and scores land in OUT/eval",
+          "evaluating on" in r.stdout and all(os.path.isfile(os.path.join(ev, f)) for f in ("generations.jsonl", "scores.json"))
+          and len(open(os.path.join(ev, "generations.jsonl"), encoding="utf-8").readlines()) == 3, r.stdout[-300:])
     steps, recs = train_records(rd)
     first = sum(steps[k][0] for k in (1, 2, 3)) / 3
     last = sum(steps[k][0] for k in (38, 39, 40)) / 3
