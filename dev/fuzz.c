@@ -1,4 +1,5 @@
-// fuzz.c — coverage-guided fuzz targets for every reader of outside input, one per format:
+// fuzz.c — coverage-guided fuzz targets for every reader of outside input, one per format, and two
+// that drive the engine itself:
 //
 //   json         llmc/json.h: any bytes → json_parse
 //   jsonout      any UTF-8 text → json_put_string (the evaluation's JSON writer) → json_parse: the same text
@@ -32,16 +33,17 @@
 //
 // Two builds of this one file:
 //   libFuzzer (clang): make fuzz FUZZ_TARGET=examples FUZZ_SECONDS=60    (the corpus grows in
-//                      build/fuzz/corpus/<target>, seeded by dev/fuzz_seeds.sh with real files)
+//                      build/fuzz/corpus/<target>, seeded by dev/fuzz_seeds.py with real files)
 //   replay (any cc):   build/asan/fuzz_replay TARGET FILE|DIR ...   runs each input once; `make test`
 //                      replays the seeds and dev/fuzz_regressions/<target>/ under the sanitizers
-#define _GNU_SOURCE   // memmem
+#define _GNU_SOURCE   // memmem, open_memstream
 #define TESTING
 #include "train_t5.c"
 #include <dirent.h>   // defines: opendir, readdir, closedir
 
 #define FUZZ_FAIL(...) do { fprintf(stderr, "fuzz: "); fprintf(stderr, __VA_ARGS__); fprintf(stderr, "\n"); abort(); } while (0)
 
+// the one process-wide state: libFuzzer's entry point takes no context argument
 typedef struct { char dir[256]; char spm_path[4096]; SpmModel t5; int t5_loaded; long accepted; } FuzzCtx;
 static FuzzCtx fz;
 
