@@ -1926,6 +1926,8 @@ static void print_config(const T5Cuda* m, const Options* o, const char* from, co
            m->attention == ATTN_CUDNN ? "cudnn (llmc/cudnn_att.h, cuDNN SDPA)" : "gemm (llmc/attention.cuh)");
     printf("| %-22s | %-43s |\n", "ffn matmul epilogue", m->relu_epilogue ? "ReLU fused where dropout is 0 (cuBLASLt)" :
            c->gated || c->act != ACT_RELU ? "none (gated or GELU FFN: llmc/ffn_act.cuh)" : "none (cuBLASLt has no ReLU epilogue)");
+    printf("| %-22s | %-43s |\n", "matmul algorithms", m->mm.tune ? "fastest candidate per shape (T5_MATMUL_TUNE=1)" :
+           "cuBLASLt heuristic's first");
     snprintf(row, sizeof(row), "%.2f GiB per rank (%zu buckets)", m->state_bytes / 1073741824.0, (size_t)m->order.nb);
     printf("| %-22s | %-43s |\n", "weights+grads+AdamW", row);
     printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
@@ -2522,6 +2524,10 @@ static int run(Comm* comm, const Options* o) {
     if (meter.print && meter.peak_mem > 0) // sampled at each training step (generation alone samples none)
         printf("peak device memory in use: %.2f GiB (activations %.2f GiB, weights+grads+AdamW %.2f GiB)\n",
                meter.peak_mem / 1073741824.0, m.act_bytes / 1073741824.0, m.state_bytes / 1073741824.0);
+    if (meter.print && m.mm.tune)
+        printf("matmul tuning: %d shape classes timed, %d of them faster with another candidate than cuBLASLt's "
+               "first, %.0f ms spent; %d products ran the first instead (the kept one did not fit)\n",
+               m.mm.tuned_shapes, m.mm.tuned_changed, m.mm.tune_ms, m.mm.tune_misfits);
     t5cu_free(&m);
     return rc;
 }

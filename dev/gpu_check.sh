@@ -4,14 +4,17 @@
 #      else dev/gpu_prebuild.sh builds them here for this card (GPU_ARCH=native)
 #   1. test_t5cu, fp32 build, one process per section: HF fixtures (tight), CUDA vs CPU engine,
 #      determinism, flash attention, ZeRO-1/recompute, generation, the CLI
-#   2. test_t5cu, bf16 build: the same with the documented bf16 tolerances; then the cuDNN attention
+#   2. test_t5cu, bf16 build: the same with the documented bf16 tolerances; the fixtures and CPU sections
+#      again with tuned products (T5_MATMUL_TUNE=1, both builds); then the cuDNN attention
 #      build (gpu_build/cudnn, USE_CUDNN=1): cuDNN vs gemm attention, its dropout, determinism, ZeRO-1,
 #      its command line, its kernel twin
-#   3. the kernel twins of dev/cuda (CPU check at several sizes + benchmark)
+#   3. the kernel twins of dev/cuda (CPU check at several sizes + benchmark; matmul: every cuBLASLt
+#      candidate checked, the step's products timed first choice vs fastest)
 #   4. benchmark: train_t5cu (flash attention, the default; gemm attention; flash with GPU time per
-#      operation, T5_PROFILE=ops; cuDNN attention) vs transformers + PyTorch (dev/bench_hf_gpu.py, eager; HF_COMPILE=1 adds
-#      torch.compile last), flan-t5-base-shaped random model, the same synthetic DialogSum-shaped
-#      batches, in this same call
+#      operation, T5_PROFILE=ops; flash with tuned products, T5_MATMUL_TUNE=1; cuDNN attention) vs
+#      transformers + PyTorch (dev/bench_hf_gpu.py, eager; HF_COMPILE=1 adds torch.compile last),
+#      flan-t5-base-shaped random model, the same synthetic DialogSum-shaped batches, in this same call;
+#      real DialogSum batches, untuned and tuned
 #   5. generation: train_t5cu --gen-bench vs transformers' generate() (dev/bench_hf_generate.py), the same
 #      random flan-t5-base (written by train_t5cu --save-hf), inputs and search, greedy and 4 beams
 #   6. multi-GPU paths with one rank (issue 6): NCCL (mpirun -np 1, or --nccl-init-dir without MPI) and
@@ -70,6 +73,15 @@ for p in fp32 bf16; do
     for s in $SECTIONS; do stage "test $p $s" 90 "$BIN/$p/test_t5cu" --train-bin "$BIN/$p/train_t5cu" --only "$s"; done
 done
 
+# ---- 2a. the tuned products (T5_MATMUL_TUNE=1: each shape runs the fastest of cuBLASLt's candidates)
+#      against the HF fixtures and the CPU engine (not the determinism section: tuning in two processes
+#      may pick different algorithms, as llmc/matmul.cuh says)
+for p in fp32 bf16; do
+    for s in fixtures cpu; do
+        stage "tuned $p $s" 90 env T5_MATMUL_TUNE=1 "$BIN/$p/test_t5cu" --train-bin "$BIN/$p/train_t5cu" --only "$s"
+    done
+done
+
 # ---- 2b. the cuDNN attention build (USE_CUDNN=1): its test section (cuDNN vs gemm, dropout, determinism,
 #      ZeRO-1/recompute with cuDNN), the CLI section (--attention cudnn runs), the attention twin's variant
 #      3; skipped with the reason when the binaries were not built or their libraries (libcudnn, libnvrtc)
@@ -85,19 +97,23 @@ else
 fi
 
 # ---- 3. kernel twins
-for k in rmsnorm ffn_act crossentropy attention embedding adamw global_norm; do stage "kernel $k" 60 "$BIN/bf16/$k"; done
+for k in rmsnorm ffn_act crossentropy attention embedding adamw global_norm matmul; do stage "kernel $k" 60 "$BIN/bf16/$k"; done
 
 # ---- 4. training benchmark
 BENCH=(--model flan-t5-base --bench "$STEPS" --bench-warmup 3 --batch-size "$BATCH")
 stage "bench t5cu flash" 90 "$T5" "${BENCH[@]}" --attention flash
 stage "bench t5cu gemm" 90 "$T5" "${BENCH[@]}" --attention gemm
 stage "bench t5cu ops" 90 env T5_PROFILE=ops "$T5" "${BENCH[@]}" --attention flash # GPU time per operation
+stage "bench t5cu tuned" 90 env T5_MATMUL_TUNE=1 "$T5" "${BENCH[@]}" --attention flash
+stage "bench t5cu tuned ops" 90 env T5_PROFILE=ops T5_MATMUL_TUNE=1 "$T5" "${BENCH[@]}" --attention flash
 cudnn_ok && stage "bench t5cu cudnn" 90 "$CUDNN_BIN/train_t5cu" "${BENCH[@]}" --attention cudnn
 stage "bench hf-eager" 120 python3 dev/bench_hf_gpu.py --steps "$STEPS" --warmup 3 --batch-size "$BATCH" --compile off
 # real DialogSum (prepro_dialogsum.py's train.bin, carried in gpu_data/ since ../shared stays behind):
 # the training command itself, length-bucketed batches, a random flan-t5-base
 DS=${GPU_DATA:-gpu_data}/train.bin
 [ -f "$DS" ] && stage "dialogsum train" 90 "$T5" --model flan-t5-base --train-file "$DS" --steps 60 --batch-size "$BATCH"
+[ -f "$DS" ] && stage "dialogsum train tuned" 90 env T5_MATMUL_TUNE=1 "$T5" --model flan-t5-base --train-file "$DS" \
+    --steps 60 --batch-size "$BATCH"
 
 # ---- 5. generation: summaries/s on the GPU vs transformers' generate(), same model, inputs and search
 stage "gen model" 60 "$T5" --model flan-t5-base --save-hf "$OUT/gen_model"
@@ -191,7 +207,7 @@ for i in "${!NAMES[@]}"; do
 done
 grep -h "passed, .* failed" "$OUT"/test_*.log 2>/dev/null | awk '{p += $1; f += $3} END {print "test_t5cu checks: " p " passed, " f " failed"}'
 printf '%-13s %10s %9s %8s %7s %9s %8s\n' engine tok/s step_ms TFLOP/s MFU peak_GiB host_ms
-for e in t5cu_flash t5cu_gemm t5cu_cudnn hf-eager hf-pytorch; do
+for e in t5cu_flash t5cu_tuned t5cu_gemm t5cu_cudnn hf-eager hf-pytorch; do
     printf '%-13s %10s %9s %8s %7s %9s %8s\n' "$e" "$(field "bench_$e" real_tok_per_s)" "$(field "bench_$e" median_step_ms)" \
         "$(field "bench_$e" tflops)" "$(field "bench_$e" mfu)" "$(field "bench_$e" peak_mem_gib)" "$(field "bench_$e" median_host_ms)"
 done
@@ -199,19 +215,25 @@ hf_best=$(field bench_hf-pytorch real_tok_per_s); hf_eager=$(field bench_hf-eage
 if [ -n "$hf_eager" ] && { [ -z "$hf_best" ] || python3 -c "import sys; sys.exit(0 if $hf_eager > $hf_best else 1)"; }; then
     hf_best=$hf_eager
 fi
-for e in t5cu_flash t5cu_gemm t5cu_cudnn; do
+for e in t5cu_flash t5cu_tuned t5cu_gemm t5cu_cudnn; do
     echo "ratio $e / best transformers (real tokens/s): $(ratio "$(field "bench_$e" real_tok_per_s)" "$hf_best")"
 done
-for e in t5cu_flash t5cu_gemm t5cu_cudnn; do echo "$e $(grep -h '^phases' "$OUT/bench_$e.log" 2>/dev/null | tail -1)"; done
-grep -h '^ops' "$OUT/bench_t5cu_ops.log" 2>/dev/null | tail -1 | fold -w 118
-python3 - "$OUT/dialogsum_train.log" <<'PY' 2>/dev/null || true
+for e in t5cu_flash t5cu_tuned t5cu_gemm t5cu_cudnn; do echo "$e $(grep -h '^phases' "$OUT/bench_$e.log" 2>/dev/null | tail -1)"; done
+for e in ops tuned_ops; do
+    grep -h '^ops' "$OUT/bench_t5cu_$e.log" 2>/dev/null | tail -1 | sed "s/^ops/$e/" | fold -w 118
+done
+grep -h '^matmul tuning' "$OUT/bench_t5cu_tuned.log" "$OUT/kernel_matmul.log" 2>/dev/null
+grep -h '^these products' "$OUT/kernel_matmul.log" 2>/dev/null | fold -w 118
+for f in dialogsum_train dialogsum_train_tuned; do
+python3 - "$OUT/$f.log" "$f" <<'PY' 2>/dev/null || true
 import re, sys
 rows = [(float(a), float(b)) for a, b in re.findall(r"\| ([0-9.]+) ms \| ([0-9]+) tok/s", open(sys.argv[1]).read())][5:]
 if rows:
     ms = sorted(r[0] for r in rows)
-    print(f"dialogsum train (real batches, steps 6..{len(rows) + 5}): median {ms[len(ms) // 2]:.1f} ms/step, "
+    print(f"{sys.argv[2].replace('_', ' ')} (real batches, steps 6..{len(rows) + 5}): median {ms[len(ms) // 2]:.1f} ms/step, "
           f"{sum(r[1] * r[0] for r in rows) / sum(ms):.0f} real tok/s")
 PY
+done
 printf '%-12s %8s %14s %14s %8s\n' generation beams t5cu_summ/s hf_summ/s ratio
 for beams in 1 4; do
     ours=$(field "gen_t5cu_b$beams" summaries_per_s); theirs=$(field "gen_hf_b$beams" summaries_per_s)

@@ -39,7 +39,7 @@ printf '#!/usr/bin/env bash\necho "kernel: 5 passed, 0 failed"\n' > "$D/kernel"
 printf '#!/usr/bin/env bash\nshift 4\nexec "$@"\n' > "$D/bin/compute-sanitizer" # drops --tool memcheck --error-exitcode 1
 chmod +x "$D/train" "$D/test" "$D/kernel" "$D/bin/compute-sanitizer"
 for p in fp32 bf16 cudnn; do cp "$D/train" "$D/pb/$p/train_t5cu"; cp "$D/test" "$D/pb/$p/test_t5cu"; done
-for k in rmsnorm ffn_act crossentropy attention embedding adamw global_norm; do cp "$D/kernel" "$D/pb/bf16/$k"; done
+for k in rmsnorm ffn_act crossentropy attention embedding adamw global_norm matmul; do cp "$D/kernel" "$D/pb/bf16/$k"; done
 cp "$D/kernel" "$D/pb/cudnn/attention"
 
 PATH="$D/bin:$PATH" GPU_PREBUILT="$D/pb" GPU_CHECK_OUT="$D/out" GPU_CHECK_BUDGET=600 GPU_DATA="$D/none" \
@@ -50,12 +50,13 @@ expect() { # description, condition
     if eval "$2"; then echo "OK   $1"; else echo "FAIL $1"; fail=1; fi
 }
 expect "gpu_check.sh reaches its summary" '[ -n "$summary" ]'
-unexpected=$(echo "$summary" | grep -E "^(test |kernel|bench t5cu|gen model|gen t5cu|plain run|nccl|recompute|run dir|large|sanitizer)" | grep -v " PASS")
+unexpected=$(echo "$summary" | grep -E "^(test |tuned |kernel|bench t5cu|gen model|gen t5cu|plain run|nccl|recompute|run dir|large|sanitizer)" | grep -v " PASS")
 expect "every stage that runs only our programs passes" '[ -z "$unexpected" ]'
 expect "only the transformers baselines fail (no GPU here)" \
     '[ "$(echo "$summary" | grep -cE "FAIL|SKIPPED")" = "$(echo "$summary" | grep -cE "^(bench hf|gen hf).*FAIL")" ]'
 expect "the cuDNN stages ran" '[ "$(echo "$summary" | grep -cE "^(test cudnn (cudnn|cli)|kernel attention cudnn|bench t5cu cudnn) +PASS")" = 4 ]'
+expect "the tuned stages ran" '[ "$(echo "$summary" | grep -cE "^(tuned (fp32|bf16) (fixtures|cpu)|bench t5cu tuned( ops)?|kernel matmul) +PASS")" = 7 ]'
 expect "the summary has the engine rows, the ratios and the generation table" \
-    'echo "$summary" | grep -q "^t5cu_cudnn *95000" && echo "$summary" | grep -q "^ratio t5cu_flash" && echo "$summary" | grep -q "^flan-t5-base *4 *246.0"'
+    'echo "$summary" | grep -q "^t5cu_cudnn *95000" && echo "$summary" | grep -q "^t5cu_tuned *95000" && echo "$summary" | grep -q "^ratio t5cu_flash" && echo "$summary" | grep -q "^flan-t5-base *4 *246.0"'
 [ $fail = 0 ] || { echo "--- gpu_check.sh output:"; tail -80 "$D/run.log"; }
 exit $fail

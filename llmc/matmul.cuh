@@ -19,7 +19,11 @@
 #define T5_MATMUL_CUH
 
 #include <stdio.h>        // defines: fprintf
-#include <stdint.h>       // defines: uintptr_t, int64_t
+#include <stdint.h>       // defines: uintptr_t, int64_t, uint64_t
+#include <stdlib.h>       // defines: getenv, calloc
+#include <string.h>       // defines: memset, memcmp, strcmp
+#include <time.h>         // defines: clock_gettime
+#include <math.h>         // defines: ceil, log2
 #include <cublasLt.h>     // defines: cublasLtHandle_t, cublasLtMatmul, cublasLtMatmulAlgoGetHeuristic
 #include "cuda_common.cuh" // defines: floatX, cudaCheck
 
@@ -30,24 +34,39 @@ static inline void cublas_check(cublasStatus_t s, const char* what, const char* 
 }
 #define cublasCheck(call) cublas_check((call), #call, __FILE__, __LINE__)
 
-// the cuBLASLt handle, its workspace and the stream every product runs on
+// the cuBLASLt handle, its workspace and the stream every product runs on; with T5_MATMUL_TUNE=1 in the
+// environment, the algorithm each product shape runs with is chosen by timing (see "Tuning" below)
+typedef struct MatmulTuned MatmulTuned;
 typedef struct {
     cublasLtHandle_t handle;
     void* workspace;
     size_t workspace_size;
     cudaStream_t stream;
+    int tune;                   // T5_MATMUL_TUNE=1: time cuBLASLt's candidates once per shape
+    MatmulTuned* tuned;         // MM_TUNE_SLOTS shapes and their chosen algorithms (tune only)
+    void* scratch;              // where candidates write while timed (tune only), scratch_bytes
+    size_t scratch_bytes;
+    int tuned_shapes, tuned_changed; // shape classes timed; of those, where the fastest was not cuBLASLt's first
+    int tune_misfits;           // products whose class's algorithm did not support them (the first ran)
+    double tune_ms;             // host time spent timing candidates
 } MatmulCtx;
 
 static inline void matmul_ctx_init(MatmulCtx* c, cudaStream_t stream) {
+    memset(c, 0, sizeof(*c));
     cublasCheck(cublasLtCreate(&c->handle));
     c->workspace_size = (size_t)32 << 20; // 32 MiB: what cuBLAS recommends for Hopper
     cudaCheck(cudaMalloc(&c->workspace, c->workspace_size));
     c->stream = stream;
+    const char* env = getenv("T5_MATMUL_TUNE");
+    c->tune = env && strcmp(env, "1") == 0;
 }
+
+static void matmul_tune_free(MatmulCtx* c);
 
 static inline void matmul_ctx_free(MatmulCtx* c) {
     cublasCheck(cublasLtDestroy(c->handle));
     cudaCheck(cudaFree(c->workspace));
+    matmul_tune_free(c);
 }
 
 // one operand: pointer, transposed or not, leading dimension (elements), batch stride (elements)
@@ -98,56 +117,89 @@ static inline cublasLtMatrixLayout_t matmul_layout(cudaDataType_t type, uint64_t
 #define CUDA_FLOATX CUDA_R_16BF
 #endif
 
-// plans m and, when run is set, runs it; 0 when cuBLASLt has no algorithm for it (nothing runs)
-static inline int matmul_try(MatmulCtx* ctx, const Matmul* m, int run) {
+// a product's cuBLASLt descriptors: operation, the three layouts, the search preference
+typedef struct {
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t lx, ly, lo;
+    cublasLtMatmulPreference_t pref;
+    const void *x, *y;          // the first and second cuBLAS operands
+} MatmulPlan;
+
+static inline void matmul_plan(MatmulCtx* ctx, const Matmul* m, MatmulPlan* p) {
     // column-major call: D (N, M) = op(B)ᵀ-side first operand · op(A)ᵀ-side second operand
     const MatOperand* x = &m->b; // first cuBLAS operand: rows N (after op), cols K
     const MatOperand* y = &m->a; // second: rows K, cols M
+    p->x = x->p; p->y = y->p;
     cublasOperation_t opx = x->trans ? CUBLAS_OP_T : CUBLAS_OP_N, opy = y->trans ? CUBLAS_OP_T : CUBLAS_OP_N;
     cudaDataType_t otype = m->out_fp32 ? CUDA_R_32F : CUDA_FLOATX;
     size_t oelem = m->out_fp32 ? sizeof(float) : sizeof(floatX);
-    cublasLtMatmulDesc_t desc;
-    cublasCheck(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opx, sizeof(opx)));
-    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opy, sizeof(opy)));
+    cublasCheck(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opx, sizeof(opx)));
+    cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opy, sizeof(opy)));
     if (m->epilogue != MM_PLAIN) {
         cublasLtEpilogue_t e = m->epilogue == MM_RELU_AUX ? CUBLASLT_EPILOGUE_RELU_AUX : CUBLASLT_EPILOGUE_DRELU;
-        cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof(e)));
-        cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &m->aux, sizeof(m->aux)));
-        cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &m->aux_ld, sizeof(m->aux_ld)));
+        cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof(e)));
+        cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &m->aux, sizeof(m->aux)));
+        cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &m->aux_ld, sizeof(m->aux_ld)));
     }
     // stored shapes (column-major): op N keeps (rows, cols), op T stores the transpose
-    cublasLtMatrixLayout_t lx = x->trans ? matmul_layout(CUDA_FLOATX, m->K, m->N, x->ld, m->batch, x->stride)
-                                         : matmul_layout(CUDA_FLOATX, m->N, m->K, x->ld, m->batch, x->stride);
-    cublasLtMatrixLayout_t ly = y->trans ? matmul_layout(CUDA_FLOATX, m->M, m->K, y->ld, m->batch, y->stride)
-                                         : matmul_layout(CUDA_FLOATX, m->K, m->M, y->ld, m->batch, y->stride);
-    cublasLtMatrixLayout_t lo = matmul_layout(otype, m->N, m->M, m->ldo, m->batch, m->stride_out);
-    cublasLtMatmulPreference_t pref;
-    cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
-    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+    p->lx = x->trans ? matmul_layout(CUDA_FLOATX, m->K, m->N, x->ld, m->batch, x->stride)
+                     : matmul_layout(CUDA_FLOATX, m->N, m->K, x->ld, m->batch, x->stride);
+    p->ly = y->trans ? matmul_layout(CUDA_FLOATX, m->M, m->K, y->ld, m->batch, y->stride)
+                     : matmul_layout(CUDA_FLOATX, m->K, m->M, y->ld, m->batch, y->stride);
+    p->lo = matmul_layout(otype, m->N, m->M, m->ldo, m->batch, m->stride_out);
+    cublasCheck(cublasLtMatmulPreferenceCreate(&p->pref));
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(p->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                      &ctx->workspace_size, sizeof(ctx->workspace_size)));
     uint32_t al[3] = { matmul_alignment(x->p, x->ld, x->stride, sizeof(floatX)),
                        matmul_alignment(y->p, y->ld, y->stride, sizeof(floatX)),
                        matmul_alignment(m->out, m->ldo, m->stride_out, oelem) };
-    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], sizeof(uint32_t)));
-    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], sizeof(uint32_t)));
-    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], sizeof(uint32_t)));
-    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2], sizeof(uint32_t)));
-    cublasLtMatmulHeuristicResult_t h;
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(p->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], sizeof(uint32_t)));
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(p->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], sizeof(uint32_t)));
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(p->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], sizeof(uint32_t)));
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(p->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2], sizeof(uint32_t)));
+}
+
+static inline void matmul_plan_free(MatmulPlan* p) {
+    cublasCheck(cublasLtMatmulPreferenceDestroy(p->pref));
+    cublasCheck(cublasLtMatrixLayoutDestroy(p->lx));
+    cublasCheck(cublasLtMatrixLayoutDestroy(p->ly));
+    cublasCheck(cublasLtMatrixLayoutDestroy(p->lo));
+    cublasCheck(cublasLtMatmulDescDestroy(p->desc));
+}
+
+// cuBLASLt's algorithms for the plan, best first by its heuristic: how many went into res (≤ max)
+static inline int matmul_candidates(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* p,
+                                    cublasLtMatmulHeuristicResult_t* res, int max) {
     int found = 0;
+    cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(ctx->handle, p->desc, p->lx, p->ly, p->lo, p->lo, p->pref, max,
+                                                       res, &found);
     // (an unsupported epilogue may also be refused with an error status rather than zero results)
-    cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(ctx->handle, desc, lx, ly, lo, lo, pref, 1, &h, &found);
     if (hs != CUBLAS_STATUS_SUCCESS && m->epilogue == MM_PLAIN) cublasCheck(hs);
-    if (hs != CUBLAS_STATUS_SUCCESS) found = 0;
+    return hs == CUBLAS_STATUS_SUCCESS ? found : 0;
+}
+
+// runs the plan with algo, writing D (and reading C, when m accumulates) at out
+static inline cublasStatus_t matmul_launch(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* p,
+                                           const cublasLtMatmulAlgo_t* algo, void* out) {
     float alpha = 1.0f, beta = m->accumulate ? 1.0f : 0.0f;
-    if (found && run)
-        cublasCheck(cublasLtMatmul(ctx->handle, desc, &alpha, x->p, lx, y->p, ly, &beta, m->out, lo, m->out, lo,
-                                   &h.algo, ctx->workspace, ctx->workspace_size, ctx->stream));
-    cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
-    cublasCheck(cublasLtMatrixLayoutDestroy(lx));
-    cublasCheck(cublasLtMatrixLayoutDestroy(ly));
-    cublasCheck(cublasLtMatrixLayoutDestroy(lo));
-    cublasCheck(cublasLtMatmulDescDestroy(desc));
+    return cublasLtMatmul(ctx->handle, p->desc, &alpha, p->x, p->lx, p->y, p->ly, &beta, out, p->lo, out, p->lo,
+                          algo, ctx->workspace, ctx->workspace_size, ctx->stream);
+}
+
+static int matmul_tuned_algo(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* p, cublasLtMatmulAlgo_t* algo);
+
+// plans m and, when run is set, runs it; 0 when cuBLASLt has no algorithm for it (nothing runs)
+static inline int matmul_try(MatmulCtx* ctx, const Matmul* m, int run) {
+    MatmulPlan p;
+    matmul_plan(ctx, m, &p);
+    cublasLtMatmulHeuristicResult_t h;
+    cublasLtMatmulAlgo_t algo;
+    int found;
+    if (run && ctx->tune) found = matmul_tuned_algo(ctx, m, &p, &algo);
+    else { found = matmul_candidates(ctx, m, &p, &h, 1); algo = h.algo; }
+    if (found && run) cublasCheck(matmul_launch(ctx, m, &p, &algo, m->out));
+    matmul_plan_free(&p);
     return found;
 }
 
@@ -201,6 +253,137 @@ static inline void matmul_backward_weight(MatmulCtx* c, float* dw, const floatX*
                                           int N, int IC, int OC) {
     Matmul m = { dw, 1, IC, 0, { dout, 1, OC, 0 }, { inp, 0, IC, 0 }, OC, IC, N, 1, 1, MM_PLAIN, NULL, 0 };
     matmul(c, &m);
+}
+
+// ----------------------------------------------------------------------------
+// Tuning (T5_MATMUL_TUNE=1): cuBLASLt's heuristic puts one algorithm first for a shape, and that one is
+// not always the fastest on the card. The first time a shape class is seen, up to MM_TUNE_CANDIDATES of
+// its candidates are each run once to warm up, then timed over MM_TUNE_REPS runs with CUDA events; the
+// fastest is kept for every later product of that class. A class is every field of the Matmul except
+// its pointers (their alignment instead), with M, N and K above 256 taken in quarter octaves (sizes
+// within 19 % of each other): the token count changes with every batch, and timing each one would
+// never end. A kept algorithm is checked against the actual shape (cublasLtMatmulAlgoCheck, host
+// only) before it runs; where it does not fit, the heuristic's first runs. Timing synchronises the
+// host with the GPU: only on a class's first product, so in training only for the first batches. Candidates write
+// to a scratch buffer, never to the product's output (an accumulating product would otherwise add
+// several times); a ReLU_AUX candidate writes its mask, which the real product rewrites right after.
+// Every candidate is a valid algorithm for the shape (dev/cuda/matmul checks each one against the
+// CPU), but two candidates may sum in different orders: two processes that time differently can
+// pick differently and round differently. The default (off) keeps runs bit-identical.
+#define MM_TUNE_SLOTS 4096
+#define MM_TUNE_CANDIDATES 8
+#define MM_TUNE_REPS 3
+
+typedef struct { // a product's shape: what decides which algorithms apply and how fast they run
+    int M, N, K, batch, ta, tb, out_fp32, accumulate, epilogue;
+    uint32_t align[3];
+    int64_t lda, ldb, ldo, sa, sb, so, aux_ld;
+} MatmulShape;
+
+struct MatmulTuned { int used; MatmulShape shape; cublasLtMatmulAlgo_t algo; };
+
+// a size's class: itself up to 256, else its quarter octave (negative, so the two never meet)
+static inline int matmul_size_class(int d) { return d <= 256 ? d : -(int)ceil(4.0 * log2((double)d)); }
+
+static inline MatmulShape matmul_shape(const Matmul* m) {
+    MatmulShape s;
+    memset(&s, 0, sizeof(s)); // padding too: shapes are compared with memcmp
+    s.M = matmul_size_class(m->M); s.N = matmul_size_class(m->N); s.K = matmul_size_class(m->K);
+    s.batch = m->batch; s.ta = m->a.trans; s.tb = m->b.trans;
+    s.out_fp32 = m->out_fp32; s.accumulate = m->accumulate; s.epilogue = m->epilogue;
+    s.align[0] = matmul_alignment(m->a.p, m->a.ld, m->a.stride, sizeof(floatX));
+    s.align[1] = matmul_alignment(m->b.p, m->b.ld, m->b.stride, sizeof(floatX));
+    s.align[2] = matmul_alignment(m->out, m->ldo, m->stride_out, m->out_fp32 ? sizeof(float) : sizeof(floatX));
+    s.lda = m->a.ld; s.ldb = m->b.ld; s.ldo = m->ldo; s.sa = m->a.stride; s.sb = m->b.stride; s.so = m->stride_out;
+    s.aux_ld = m->aux_ld;
+    return s;
+}
+
+// the slot of shape s: where it is, else the empty slot it would go to; NULL when the table is full
+static MatmulTuned* matmul_tuned_slot(MatmulCtx* ctx, const MatmulShape* s) {
+    uint64_t h = 1469598103934665603ULL; // FNV-1a over the shape's bytes
+    for (size_t i = 0; i < sizeof(*s); i++) h = (h ^ ((const unsigned char*)s)[i]) * 1099511628211ULL;
+    for (int probe = 0; probe < MM_TUNE_SLOTS; probe++) {
+        MatmulTuned* t = &ctx->tuned[(h + (uint64_t)probe) % MM_TUNE_SLOTS];
+        if (!t->used || memcmp(&t->shape, s, sizeof(*s)) == 0) return t;
+    }
+    return NULL;
+}
+
+// bytes the product writes from out: the last batch entry's last row ends there
+static inline size_t matmul_out_bytes(const Matmul* m) {
+    size_t elem = m->out_fp32 ? sizeof(float) : sizeof(floatX);
+    return ((size_t)(m->batch - 1) * (size_t)m->stride_out + (size_t)(m->M - 1) * (size_t)m->ldo + (size_t)m->N) * elem;
+}
+
+static inline double matmul_now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
+
+// mean GPU ms of one run of algo over MM_TUNE_REPS runs into the scratch buffer; -1 if it fails to run
+static float matmul_time_algo(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* p, const cublasLtMatmulAlgo_t* algo,
+                              cudaEvent_t ev[2]) {
+    if (matmul_launch(ctx, m, p, algo, ctx->scratch) != CUBLAS_STATUS_SUCCESS) return -1.0f; // the warm-up
+    cudaCheck(cudaEventRecord(ev[0], ctx->stream));
+    for (int r = 0; r < MM_TUNE_REPS; r++)
+        if (matmul_launch(ctx, m, p, algo, ctx->scratch) != CUBLAS_STATUS_SUCCESS) return -1.0f;
+    cudaCheck(cudaEventRecord(ev[1], ctx->stream));
+    cudaCheck(cudaEventSynchronize(ev[1]));
+    float ms;
+    cudaCheck(cudaEventElapsedTime(&ms, ev[0], ev[1]));
+    return ms / MM_TUNE_REPS;
+}
+
+// the fastest of cuBLASLt's candidates for m's shape (timed on its first product); 0 when it has none
+static int matmul_tuned_algo(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* p, cublasLtMatmulAlgo_t* algo) {
+    if (!ctx->tuned) ctx->tuned = (MatmulTuned*)calloc(MM_TUNE_SLOTS, sizeof(MatmulTuned));
+    MatmulShape s = matmul_shape(m);
+    MatmulTuned* t = ctx->tuned ? matmul_tuned_slot(ctx, &s) : NULL;
+    cublasLtMatmulHeuristicResult_t res[MM_TUNE_CANDIDATES];
+    if (t && t->used) { // the class's algorithm, where it supports this member of the class
+        cublasStatus_t ok = cublasLtMatmulAlgoCheck(ctx->handle, p->desc, p->lx, p->ly, p->lo, p->lo, &t->algo, &res[0]);
+        if (ok == CUBLAS_STATUS_SUCCESS && res[0].workspaceSize <= ctx->workspace_size) { *algo = t->algo; return 1; }
+        ctx->tune_misfits++;
+        int n = matmul_candidates(ctx, m, p, res, 1);
+        if (n) *algo = res[0].algo;
+        return n;
+    }
+    int n = matmul_candidates(ctx, m, p, res, t ? MM_TUNE_CANDIDATES : 1); // a full table: no timing
+    if (n == 0) return 0;
+    *algo = res[0].algo;
+    if (!t) return 1;
+    double t0 = matmul_now_ms();
+    size_t need = matmul_out_bytes(m);
+    if (need > ctx->scratch_bytes) {
+        cudaCheck(cudaStreamSynchronize(ctx->stream)); // the old scratch may still be written
+        if (ctx->scratch) cudaCheck(cudaFree(ctx->scratch));
+        cudaCheck(cudaMalloc(&ctx->scratch, need));
+        cudaCheck(cudaMemsetAsync(ctx->scratch, 0, need, ctx->stream)); // an accumulating candidate reads it
+        ctx->scratch_bytes = need;
+    }
+    cudaEvent_t ev[2];
+    cudaCheck(cudaEventCreate(&ev[0])); cudaCheck(cudaEventCreate(&ev[1]));
+    float best = -1.0f;
+    int pick = 0;
+    for (int i = 0; i < n; i++) {
+        float ms = matmul_time_algo(ctx, m, p, &res[i].algo, ev);
+        if (ms >= 0.0f && (best < 0.0f || ms < best)) { best = ms; pick = i; }
+    }
+    cudaCheck(cudaEventDestroy(ev[0])); cudaCheck(cudaEventDestroy(ev[1]));
+    *algo = res[pick].algo;
+    t->used = 1; t->shape = s; t->algo = *algo;
+    ctx->tuned_shapes++;
+    ctx->tuned_changed += pick != 0;
+    ctx->tune_ms += matmul_now_ms() - t0;
+    return 1;
+}
+
+static void matmul_tune_free(MatmulCtx* c) {
+    free(c->tuned);
+    if (c->scratch) cudaCheck(cudaFree(c->scratch));
+    c->tuned = NULL; c->scratch = NULL; c->scratch_bytes = 0;
 }
 
 #endif // T5_MATMUL_CUH
