@@ -345,6 +345,10 @@ cuda_compile_check: $(BUILD)/cc/train_t5cu $(BUILD)/cc/test_t5cu $(BUILD)/cc/tra
 	./$(BUILD)/cc/train_t5cu --plan-memory 80 --plan-ranks 4 --max-src-len 256 --max-tgt-len 64 | \
 	    grep -q "padded to 256 source + 64 target" && ./$(BUILD)/cc/train_t5cu --plan-memory 80 --plan-ranks 4 | grep -q "ZeRO-1 x4"
 	./$(BUILD)/cc/train_t5cu --help 2>&1 | grep -q "usage: train_t5cu"
+	@# T5_MATMUL_TUNE: a value other than 0, 1 or class is refused before any device work
+	! T5_MATMUL_TUNE=bogus ./$(BUILD)/cc/train_t5cu --plan-memory 80 2> $(BUILD)/cc/tune.err >/dev/null
+	grep -q "T5_MATMUL_TUNE=bogus: expected 0, 1 or class" $(BUILD)/cc/tune.err
+	T5_MATMUL_TUNE=class ./$(BUILD)/cc/train_t5cu --plan-memory 80 >/dev/null
 	bash dev/test_cli_flags.sh ./$(BUILD)/cc/train_t5cu
 	@mkdir -p $(BUILD)/cc/twins
 	$(MAKE) -C dev/cuda -B GPU_ARCH=sm_90 KERNEL_DIR=$(abspath $(BUILD))/cc/twins \

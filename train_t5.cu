@@ -1740,7 +1740,12 @@ static void usage(void) {
         "  --no-repeat-ngram N    ban repeated N-grams, 0 = off (default %d)   --gen-batch-size N (default %d)\n"
         "  --eos-bias X           added to the eos logit (default %g)\n"
         "  --gen-bench N          time generation of N synthetic DialogSum-shaped inputs (eos suppressed, so every\n"
-        "                         summary has --max-new-tokens tokens) and exit\n",
+        "                         summary has --max-new-tokens tokens) and exit\n"
+        "environment:\n"
+        "  T5_MATMUL_TUNE=0|1|class  each product's cuBLASLt algorithm: 0 (default) the heuristic's first, asked per\n"
+        "                         product; 1 the fastest candidate per shape class, timed once (runs may differ in\n"
+        "                         rounding); class the heuristic's first per shape class, not timed (llmc/matmul.cuh)\n"
+        "  T5_PROFILE=ops         with --bench, the GPU time of each kind of operation too\n",
         d.steps, d.batch_size, d.grad_accum, (double)d.lr, lr_schedule_name(d.schedule), d.warmup, (double)d.weight_decay,
         d.decay_norms, (double)d.beta1, (double)d.beta2, (double)d.adam_eps, (double)d.clip, (double)d.dropout, d.shuffle,
         d.bucket, d.max_src_len, d.max_tgt_len, d.seed, d.keep_checkpoints, d.bench_warmup, d.zero, d.recompute, attn_kind_name(d.attention),
@@ -1816,6 +1821,8 @@ static int parse_args(int argc, char** argv, Options* o) {
         if (r < 0) return -1;
         if (r == 0) { fprintf(stderr, "error: unknown option %s (see --help)\n", f); return -1; }
     }
+    const char* tune = getenv("T5_MATMUL_TUNE"); // refused here, before any device work (llmc/matmul.cuh)
+    if (matmul_algo_mode(tune) < 0) { fprintf(stderr, "error: T5_MATMUL_TUNE=%s: expected 0, 1 or class\n", tune); return -1; }
     if (o->plan_memory == 0.0f && o->bench == 0 && o->gen_bench == 0 && !o->train_file && !o->eval_split && !o->save_hf &&
         !o->save_ckpt) {
         fprintf(stderr, "error: nothing to do: give --train-file, --eval-split, --bench, --gen-bench, --save-hf, "
@@ -1926,8 +1933,7 @@ static void print_config(const T5Cuda* m, const Options* o, const char* from, co
            m->attention == ATTN_CUDNN ? "cudnn (llmc/cudnn_att.h, cuDNN SDPA)" : "gemm (llmc/attention.cuh)");
     printf("| %-22s | %-43s |\n", "ffn matmul epilogue", m->relu_epilogue ? "ReLU fused where dropout is 0 (cuBLASLt)" :
            c->gated || c->act != ACT_RELU ? "none (gated or GELU FFN: llmc/ffn_act.cuh)" : "none (cuBLASLt has no ReLU epilogue)");
-    printf("| %-22s | %-43s |\n", "matmul algorithms", m->mm.tune ? "fastest candidate per shape (T5_MATMUL_TUNE=1)" :
-           "cuBLASLt heuristic's first");
+    printf("| %-22s | %-43s |\n", "matmul algorithms", matmul_algo_mode_name(m->mm.tune));
     snprintf(row, sizeof(row), "%.2f GiB per rank (%zu buckets)", m->state_bytes / 1073741824.0, (size_t)m->order.nb);
     printf("| %-22s | %-43s |\n", "weights+grads+AdamW", row);
     printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
@@ -2524,10 +2530,13 @@ static int run(Comm* comm, const Options* o) {
     if (meter.print && meter.peak_mem > 0) // sampled at each training step (generation alone samples none)
         printf("peak device memory in use: %.2f GiB (activations %.2f GiB, weights+grads+AdamW %.2f GiB)\n",
                meter.peak_mem / 1073741824.0, m.act_bytes / 1073741824.0, m.state_bytes / 1073741824.0);
-    if (meter.print && m.mm.tune)
+    if (meter.print && m.mm.tune == MM_ALGO_TIMED)
         printf("matmul tuning: %d shape classes timed, %d of them faster with another candidate than cuBLASLt's "
                "first, %.0f ms spent; %d products ran the first instead (the kept one did not fit)\n",
                m.mm.tuned_shapes, m.mm.tuned_changed, m.mm.tune_ms, m.mm.tune_misfits);
+    if (meter.print && m.mm.tune == MM_ALGO_CLASS)
+        printf("matmul classes: %d shape classes planned; %d products ran their own first candidate instead (the "
+               "class's did not fit)\n", m.mm.tuned_shapes, m.mm.tune_misfits);
     t5cu_free(&m);
     return rc;
 }

@@ -4,24 +4,25 @@
 #      else dev/gpu_prebuild.sh builds them here for this card (GPU_ARCH=native)
 #   1. test_t5cu, fp32 build, one process per section: HF fixtures (tight), CUDA vs CPU engine,
 #      determinism, flash attention, ZeRO-1/recompute, generation, the CLI
-#   2. test_t5cu, bf16 build: the same with the documented bf16 tolerances; the fixtures (both builds)
-#      and the CPU section (bf16) again with tuned products (T5_MATMUL_TUNE=1); then the cuDNN attention
+#   2. test_t5cu, bf16 build: the same with the documented bf16 tolerances; the fixtures again with tuned
+#      products (T5_MATMUL_TUNE=1), and the fixtures, CPU and determinism sections with the class mode
+#      (T5_MATMUL_TUNE=class); then the cuDNN attention
 #      build (gpu_build/cudnn, USE_CUDNN=1): cuDNN vs gemm attention, its dropout, determinism, ZeRO-1,
 #      its command line, its kernel twin
 #   3. the kernel twins of dev/cuda (CPU check at several sizes + benchmark; matmul: every cuBLASLt
 #      candidate checked, the step's products timed first choice vs fastest)
-#   4. benchmark: train_t5cu (flash attention, the default; gemm attention; flash with GPU time per
-#      operation, T5_PROFILE=ops; flash with tuned products, T5_MATMUL_TUNE=1; cuDNN attention) vs
-#      transformers + PyTorch (dev/bench_hf_gpu.py, eager; HF_COMPILE=1 adds torch.compile last),
-#      flan-t5-base-shaped random model, the same synthetic DialogSum-shaped batches, in this same call;
-#      real DialogSum batches, untuned and tuned
+#   4. benchmark: train_t5cu (flash attention, the default; flash with GPU time per operation,
+#      T5_PROFILE=ops; flash with T5_MATMUL_TUNE=class; cuDNN attention) vs transformers + PyTorch
+#      (dev/bench_hf_gpu.py, eager; HF_COMPILE=1 adds torch.compile last), flan-t5-base-shaped random
+#      model, the same synthetic DialogSum-shaped batches, in this same call; real DialogSum batches
+#      with each T5_MATMUL_TUNE mode (the gemm attention path: --attention gemm, measured on 2026-11-26)
 #   5. generation: train_t5cu --gen-bench vs transformers' generate() (dev/bench_hf_generate.py), the same
 #      random flan-t5-base (written by train_t5cu --save-hf), inputs and search, greedy and 4 beams
 #   6. multi-GPU paths with one rank (issue 6): NCCL (mpirun -np 1, or --nccl-init-dir without MPI) and
 #      NCCL + ZeRO-1 must print the plain run's step losses exactly, recompute within 1e-4; a
 #      flan-t5-large step with --recompute 1
 #   7. compute-sanitizer memcheck on a short training run and on the fixture tests
-# A time budget (GPU_CHECK_BUDGET seconds, default 450) caps every stage and skips what no longer
+# A time budget (GPU_CHECK_BUDGET seconds, default 480: 8 minutes) caps every stage and skips what no longer
 # fits, so the summary table (the last lines) is always printed. Exit 0 only if every stage passed.
 #   bash dev/gpu_check.sh       (BENCH_STEPS, BENCH_BATCH, GEN_INPUTS, GEN_BATCH, GPU_CHECK_OUT override;
 #                                GPU_CHECK_ONLY='cudnn|kernel' runs only the stages whose names match)
@@ -31,7 +32,7 @@ STEPS=${BENCH_STEPS:-20}
 BATCH=${BENCH_BATCH:-16}
 GEN_INPUTS=${GEN_INPUTS:-128}
 GEN_BATCH=${GEN_BATCH:-64}
-BUDGET=${GPU_CHECK_BUDGET:-450}
+BUDGET=${GPU_CHECK_BUDGET:-480}
 OUT=${GPU_CHECK_OUT:-build/gpu_check}
 PREBUILT=${GPU_PREBUILT:-gpu_build}
 mkdir -p "$OUT"
@@ -73,13 +74,18 @@ for p in fp32 bf16; do
     for s in $SECTIONS; do stage "test $p $s" 90 "$BIN/$p/test_t5cu" --train-bin "$BIN/$p/train_t5cu" --only "$s"; done
 done
 
-# ---- 2a. the tuned products (T5_MATMUL_TUNE=1: each shape runs the fastest of cuBLASLt's candidates)
-#      against the HF fixtures (both builds) and the CPU engine (bf16; the fp32 run adds 15 s and passed
-#      on an H100). Not the determinism section: tuning in two processes may pick different algorithms
+# ---- 2a. the algorithm modes of llmc/matmul.cuh. Tuned (T5_MATMUL_TUNE=1: the fastest candidate per
+#      shape class) against the HF fixtures, both builds (its CPU-engine sections passed on an H100;
+#      not the determinism section: two processes may time differently). Class (T5_MATMUL_TUNE=class:
+#      the heuristic's first per shape class) against the fixtures, the CPU engine and the determinism
+#      section (bit-identical runs and resume)
 for p in fp32 bf16; do
     stage "tuned $p fixtures" 60 env T5_MATMUL_TUNE=1 "$BIN/$p/test_t5cu" --train-bin "$BIN/$p/train_t5cu" --only fixtures
+    stage "class $p fixtures" 60 env T5_MATMUL_TUNE=class "$BIN/$p/test_t5cu" --train-bin "$BIN/$p/train_t5cu" --only fixtures
 done
-stage "tuned bf16 cpu" 90 env T5_MATMUL_TUNE=1 "$BIN/bf16/test_t5cu" --train-bin "$BIN/bf16/train_t5cu" --only cpu
+for s in cpu determinism; do
+    stage "class bf16 $s" 90 env T5_MATMUL_TUNE=class "$BIN/bf16/test_t5cu" --train-bin "$BIN/bf16/train_t5cu" --only "$s"
+done
 
 # ---- 2b. the cuDNN attention build (USE_CUDNN=1): its test section (cuDNN vs gemm, dropout, determinism,
 #      ZeRO-1/recompute with cuDNN), the CLI section (--attention cudnn runs), the attention twin's variant
@@ -101,17 +107,18 @@ for k in rmsnorm ffn_act crossentropy attention embedding adamw global_norm matm
 # ---- 4. training benchmark
 BENCH=(--model flan-t5-base --bench "$STEPS" --bench-warmup 3 --batch-size "$BATCH")
 stage "bench t5cu flash" 90 "$T5" "${BENCH[@]}" --attention flash
-stage "bench t5cu gemm" 90 "$T5" "${BENCH[@]}" --attention gemm
 stage "bench t5cu ops" 90 env T5_PROFILE=ops "$T5" "${BENCH[@]}" --attention flash # GPU time per operation
-stage "bench t5cu tuned" 90 env T5_MATMUL_TUNE=1 "$T5" "${BENCH[@]}" --attention flash
+stage "bench t5cu class" 90 env T5_MATMUL_TUNE=class "$T5" "${BENCH[@]}" --attention flash
 cudnn_ok && stage "bench t5cu cudnn" 90 "$CUDNN_BIN/train_t5cu" "${BENCH[@]}" --attention cudnn
 stage "bench hf-eager" 120 python3 dev/bench_hf_gpu.py --steps "$STEPS" --warmup 3 --batch-size "$BATCH" --compile off
 # real DialogSum (prepro_dialogsum.py's train.bin, carried in gpu_data/ since ../shared stays behind):
 # the training command itself, length-bucketed batches, a random flan-t5-base
 DS=${GPU_DATA:-gpu_data}/train.bin
 [ -f "$DS" ] && stage "dialogsum train" 90 "$T5" --model flan-t5-base --train-file "$DS" --steps 60 --batch-size "$BATCH"
-[ -f "$DS" ] && stage "dialogsum train tuned" 90 env T5_MATMUL_TUNE=1 "$T5" --model flan-t5-base --train-file "$DS" \
-    --steps 60 --batch-size "$BATCH"
+for mode in tuned class; do # T5_MATMUL_TUNE=1, =class
+    [ -f "$DS" ] && stage "dialogsum train $mode" 90 env T5_MATMUL_TUNE="$([ $mode = tuned ] && echo 1 || echo class)" \
+        "$T5" --model flan-t5-base --train-file "$DS" --steps 60 --batch-size "$BATCH"
+done
 
 # ---- 5. generation: summaries/s on the GPU vs transformers' generate(), same model, inputs and search
 stage "gen model" 60 "$T5" --model flan-t5-base --save-hf "$OUT/gen_model"
@@ -203,9 +210,9 @@ for i in "${!NAMES[@]}"; do
     printf '%-24s %s\n' "${NAMES[$i]}" "${STATUS[$i]}"
     case "${STATUS[$i]}" in PASS*) ;; *) fails=$((fails + 1)) ;; esac
 done
-grep -h "passed, .* failed" "$OUT"/test_*.log 2>/dev/null | awk '{p += $1; f += $3} END {print "test_t5cu checks: " p " passed, " f " failed"}'
+grep -h "passed, .* failed" "$OUT"/test_*.log "$OUT"/tuned_*.log "$OUT"/class_*.log 2>/dev/null | awk '{p += $1; f += $3} END {print "test_t5cu checks: " p " passed, " f " failed"}'
 printf '%-13s %10s %9s %8s %7s %9s %8s\n' engine tok/s step_ms TFLOP/s MFU peak_GiB host_ms
-for e in t5cu_flash t5cu_tuned t5cu_gemm t5cu_cudnn hf-eager hf-pytorch; do
+for e in t5cu_flash t5cu_class t5cu_cudnn hf-eager hf-pytorch; do
     printf '%-13s %10s %9s %8s %7s %9s %8s\n' "$e" "$(field "bench_$e" real_tok_per_s)" "$(field "bench_$e" median_step_ms)" \
         "$(field "bench_$e" tflops)" "$(field "bench_$e" mfu)" "$(field "bench_$e" peak_mem_gib)" "$(field "bench_$e" median_host_ms)"
 done
@@ -213,14 +220,14 @@ hf_best=$(field bench_hf-pytorch real_tok_per_s); hf_eager=$(field bench_hf-eage
 if [ -n "$hf_eager" ] && { [ -z "$hf_best" ] || python3 -c "import sys; sys.exit(0 if $hf_eager > $hf_best else 1)"; }; then
     hf_best=$hf_eager
 fi
-for e in t5cu_flash t5cu_tuned t5cu_gemm t5cu_cudnn; do
+for e in t5cu_flash t5cu_class t5cu_cudnn; do
     echo "ratio $e / best transformers (real tokens/s): $(ratio "$(field "bench_$e" real_tok_per_s)" "$hf_best")"
 done
-for e in t5cu_flash t5cu_tuned t5cu_gemm t5cu_cudnn; do echo "$e $(grep -h '^phases' "$OUT/bench_$e.log" 2>/dev/null | tail -1)"; done
+for e in t5cu_flash t5cu_class t5cu_cudnn; do echo "$e $(grep -h '^phases' "$OUT/bench_$e.log" 2>/dev/null | tail -1)"; done
 grep -h '^ops' "$OUT/bench_t5cu_ops.log" 2>/dev/null | tail -1 | fold -w 118
-grep -h '^matmul tuning' "$OUT/bench_t5cu_tuned.log" "$OUT/kernel_matmul.log" 2>/dev/null
+grep -h '^matmul \(tuning\|classes\)' "$OUT"/dialogsum_train_*.log "$OUT/bench_t5cu_class.log" "$OUT/kernel_matmul.log" 2>/dev/null
 grep -h '^these products' "$OUT/kernel_matmul.log" 2>/dev/null | fold -w 118
-for f in dialogsum_train dialogsum_train_tuned; do
+for f in dialogsum_train dialogsum_train_tuned dialogsum_train_class; do
 python3 - "$OUT/$f.log" "$f" <<'PY' 2>/dev/null || true
 import re, sys
 rows = [(float(a), float(b)) for a, b in re.findall(r"\| ([0-9.]+) ms \| ([0-9]+) tok/s", open(sys.argv[1]).read())][5:]

@@ -50,13 +50,14 @@ expect() { # description, condition
     if eval "$2"; then echo "OK   $1"; else echo "FAIL $1"; fail=1; fi
 }
 expect "gpu_check.sh reaches its summary" '[ -n "$summary" ]'
-unexpected=$(echo "$summary" | grep -E "^(test |tuned |kernel|bench t5cu|gen model|gen t5cu|plain run|nccl|recompute|run dir|large|sanitizer)" | grep -v " PASS")
+unexpected=$(echo "$summary" | grep -E "^(test |tuned |class |kernel|bench t5cu|gen model|gen t5cu|plain run|nccl|recompute|run dir|large|sanitizer)" | grep -v " PASS")
 expect "every stage that runs only our programs passes" '[ -z "$unexpected" ]'
 expect "only the transformers baselines fail (no GPU here)" \
     '[ "$(echo "$summary" | grep -cE "FAIL|SKIPPED")" = "$(echo "$summary" | grep -cE "^(bench hf|gen hf).*FAIL")" ]'
 expect "the cuDNN stages ran" '[ "$(echo "$summary" | grep -cE "^(test cudnn (cudnn|cli)|kernel attention cudnn|bench t5cu cudnn) +PASS")" = 4 ]'
-expect "the tuned stages ran" '[ "$(echo "$summary" | grep -cE "^(tuned (fp32|bf16) (fixtures|cpu)|bench t5cu tuned|kernel matmul) +PASS")" = 5 ]'
+expect "the matmul-mode stages ran" \
+    '[ "$(echo "$summary" | grep -cE "^((tuned|class) (fp32|bf16) fixtures|class bf16 (cpu|determinism)|bench t5cu class|kernel matmul) +PASS")" = 8 ]'
 expect "the summary has the engine rows, the ratios and the generation table" \
-    'echo "$summary" | grep -q "^t5cu_cudnn *95000" && echo "$summary" | grep -q "^t5cu_tuned *95000" && echo "$summary" | grep -q "^ratio t5cu_flash" && echo "$summary" | grep -q "^flan-t5-base *4 *246.0"'
+    'echo "$summary" | grep -q "^t5cu_cudnn *95000" && echo "$summary" | grep -q "^t5cu_class *95000" && echo "$summary" | grep -q "^ratio t5cu_flash" && echo "$summary" | grep -q "^flan-t5-base *4 *246.0"'
 [ $fail = 0 ] || { echo "--- gpu_check.sh output:"; tail -80 "$D/run.log"; }
 exit $fail

@@ -23,7 +23,7 @@
 #include <stdlib.h>       // defines: getenv, calloc
 #include <string.h>       // defines: memset, memcmp, strcmp
 #include <time.h>         // defines: clock_gettime
-#include <math.h>         // defines: ceil, log2
+#include <math.h>         // defines: ceil, floor, log2, exp2
 #include <cublasLt.h>     // defines: cublasLtHandle_t, cublasLtMatmul, cublasLtMatmulAlgoGetHeuristic
 #include "cuda_common.cuh" // defines: floatX, cudaCheck
 
@@ -34,20 +34,39 @@ static inline void cublas_check(cublasStatus_t s, const char* what, const char* 
 }
 #define cublasCheck(call) cublas_check((call), #call, __FILE__, __LINE__)
 
-// the cuBLASLt handle, its workspace and the stream every product runs on; with T5_MATMUL_TUNE=1 in the
-// environment, the algorithm each product shape runs with is chosen by timing (see "Tuning" below)
+// How each product's algorithm is chosen (T5_MATMUL_TUNE in the environment; see "Shape classes" below):
+//   MM_ALGO_FIRST  unset or 0: cuBLASLt's heuristic, asked for every product, its first candidate
+//   MM_ALGO_TIMED  1: once per shape class, the fastest of its candidates, timed on the GPU
+//   MM_ALGO_CLASS  class: once per shape class, the heuristic's first for the class's largest member
+typedef enum { MM_ALGO_FIRST = 0, MM_ALGO_TIMED = 1, MM_ALGO_CLASS = 2 } MatmulAlgoMode;
+
+// the mode a T5_MATMUL_TUNE value names (NULL: unset); -1 for anything else
+static inline int matmul_algo_mode(const char* v) {
+    if (!v || strcmp(v, "0") == 0) return MM_ALGO_FIRST;
+    if (strcmp(v, "1") == 0) return MM_ALGO_TIMED;
+    if (strcmp(v, "class") == 0) return MM_ALGO_CLASS;
+    return -1;
+}
+
+static inline const char* matmul_algo_mode_name(int mode) {
+    return mode == MM_ALGO_TIMED ? "fastest candidate per shape class (timed)" :
+           mode == MM_ALGO_CLASS ? "heuristic's first per shape class" : "heuristic's first per product";
+}
+
+// the cuBLASLt handle, its workspace and the stream every product runs on; the kept algorithms of the
+// shape classes (modes 1 and class)
 typedef struct MatmulTuned MatmulTuned;
 typedef struct {
     cublasLtHandle_t handle;
     void* workspace;
     size_t workspace_size;
     cudaStream_t stream;
-    int tune;                   // T5_MATMUL_TUNE=1: time cuBLASLt's candidates once per shape
-    MatmulTuned* tuned;         // MM_TUNE_SLOTS shapes and their chosen algorithms (tune only)
-    void* scratch;              // where candidates write while timed (tune only), scratch_bytes
+    int tune;                   // MatmulAlgoMode
+    MatmulTuned* tuned;         // MM_TUNE_SLOTS shape classes and their kept algorithms
+    void* scratch;              // where candidates write while timed (MM_ALGO_TIMED), scratch_bytes
     size_t scratch_bytes;
-    int tuned_shapes, tuned_changed; // shape classes timed; of those, where the fastest was not cuBLASLt's first
-    int tune_misfits;           // products whose class's algorithm did not support them (the first ran)
+    int tuned_shapes, tuned_changed; // shape classes planned; of those, timed to another than the first
+    int tune_misfits;           // products their class's algorithm did not support (their own first ran)
     double tune_ms;             // host time spent timing candidates
 } MatmulCtx;
 
@@ -58,7 +77,11 @@ static inline void matmul_ctx_init(MatmulCtx* c, cudaStream_t stream) {
     cudaCheck(cudaMalloc(&c->workspace, c->workspace_size));
     c->stream = stream;
     const char* env = getenv("T5_MATMUL_TUNE");
-    c->tune = env && strcmp(env, "1") == 0;
+    c->tune = matmul_algo_mode(env);
+    if (c->tune < 0) {
+        fprintf(stderr, "error: T5_MATMUL_TUNE=%s: expected 0, 1 or class\n", env);
+        exit(EXIT_FAILURE);
+    }
 }
 
 static void matmul_tune_free(MatmulCtx* c);
@@ -125,7 +148,8 @@ typedef struct {
     const void *x, *y;          // the first and second cuBLAS operands
 } MatmulPlan;
 
-static inline void matmul_plan(MatmulCtx* ctx, const Matmul* m, MatmulPlan* p) {
+// align: the operands' alignment promises (A, B, out), or NULL for the ones m's pointers make
+static inline void matmul_plan(MatmulCtx* ctx, const Matmul* m, MatmulPlan* p, const uint32_t* align) {
     // column-major call: D (N, M) = op(B)ᵀ-side first operand · op(A)ᵀ-side second operand
     const MatOperand* x = &m->b; // first cuBLAS operand: rows N (after op), cols K
     const MatOperand* y = &m->a; // second: rows K, cols M
@@ -151,9 +175,9 @@ static inline void matmul_plan(MatmulCtx* ctx, const Matmul* m, MatmulPlan* p) {
     cublasCheck(cublasLtMatmulPreferenceCreate(&p->pref));
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(p->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                      &ctx->workspace_size, sizeof(ctx->workspace_size)));
-    uint32_t al[3] = { matmul_alignment(x->p, x->ld, x->stride, sizeof(floatX)),
-                       matmul_alignment(y->p, y->ld, y->stride, sizeof(floatX)),
-                       matmul_alignment(m->out, m->ldo, m->stride_out, oelem) };
+    uint32_t al[3] = { align ? align[1] : matmul_alignment(x->p, x->ld, x->stride, sizeof(floatX)),
+                       align ? align[0] : matmul_alignment(y->p, y->ld, y->stride, sizeof(floatX)),
+                       align ? align[2] : matmul_alignment(m->out, m->ldo, m->stride_out, oelem) };
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(p->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], sizeof(uint32_t)));
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(p->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], sizeof(uint32_t)));
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(p->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], sizeof(uint32_t)));
@@ -192,7 +216,7 @@ static int matmul_tuned_algo(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* 
 // plans m and, when run is set, runs it; 0 when cuBLASLt has no algorithm for it (nothing runs)
 static inline int matmul_try(MatmulCtx* ctx, const Matmul* m, int run) {
     MatmulPlan p;
-    matmul_plan(ctx, m, &p);
+    matmul_plan(ctx, m, &p, NULL);
     cublasLtMatmulHeuristicResult_t h;
     cublasLtMatmulAlgo_t algo;
     int found;
@@ -256,20 +280,26 @@ static inline void matmul_backward_weight(MatmulCtx* c, float* dw, const floatX*
 }
 
 // ----------------------------------------------------------------------------
-// Tuning (T5_MATMUL_TUNE=1): cuBLASLt's heuristic puts one algorithm first for a shape, and that one is
-// not always the fastest on the card. The first time a shape class is seen, up to MM_TUNE_CANDIDATES of
-// its candidates are each run once to warm up, then timed over MM_TUNE_REPS runs with CUDA events; the
-// fastest is kept for every later product of that class. A class is every field of the Matmul except
-// its pointers (their alignment instead), with M, N and K above 256 taken in quarter octaves (sizes
-// within 19 % of each other): the token count changes with every batch, and timing each one would
-// never end. A kept algorithm is checked against the actual shape (cublasLtMatmulAlgoCheck, host
-// only) before it runs; where it does not fit, the heuristic's first runs. Timing synchronises the
-// host with the GPU: only on a class's first product, so in training only for the first batches. Candidates write
-// to a scratch buffer, never to the product's output (an accumulating product would otherwise add
-// several times); a ReLU_AUX candidate writes its mask, which the real product rewrites right after.
-// Every candidate is a valid algorithm for the shape (dev/cuda/matmul checks each one against the
-// CPU), but two candidates may sum in different orders: two processes that time differently can
-// pick differently and round differently. The default (off) keeps runs bit-identical.
+// Shape classes (T5_MATMUL_TUNE=1 or class). A batch's token count changes the shape of most products,
+// and asking cuBLASLt's heuristic again for every new shape costs host time on every product (on an
+// H100 the flan-t5-base step was bound by it: docs/benchmarks.md). So an algorithm is kept per shape
+// class: every field of the Matmul except its pointers (their alignment instead), with M, N and K
+// above 256 taken in quarter octaves (sizes within 19 % of each other). A kept algorithm is checked
+// against each product's actual shape (cublasLtMatmulAlgoCheck, host only) before it runs; where it
+// does not fit, that product's own first candidate runs (a misfit).
+//   1      On a class's first product, up to MM_TUNE_CANDIDATES of its candidates each run once to warm
+//          up, then are timed over MM_TUNE_REPS runs with CUDA events; the fastest is kept. Timing
+//          synchronises the host with the GPU, only on a class's first product. Candidates write to a
+//          scratch buffer, never to the product's output (an accumulating product would add several
+//          times); a ReLU_AUX candidate writes its mask, which the real product rewrites right after.
+//          Every candidate is a valid algorithm (dev/cuda/matmul checks each against the CPU), but two
+//          candidates may sum in different orders, and two processes that time differently can pick
+//          differently: runs are not bit-identical.
+//   class  The heuristic's first candidate for the class's largest member (each of M, N, K at the top
+//          of its quarter octave, leading dimensions widened to fit, the class's alignments), with no
+//          timing. The kept algorithm is a function of the class alone, whatever product came first,
+//          so every product's algorithm is a function of its shape: runs and resumes stay
+//          bit-identical. Batched products and epilogues keep the per-product heuristic (mode 0).
 #define MM_TUNE_SLOTS 4096
 #define MM_TUNE_CANDIDATES 8
 #define MM_TUNE_REPS 3
@@ -280,10 +310,20 @@ typedef struct { // a product's shape: what decides which algorithms apply and h
     int64_t lda, ldb, ldo, sa, sb, so, aux_ld;
 } MatmulShape;
 
+// used: 0 empty, 1 algo kept, 2 the class has no kept algorithm (its largest member has no candidate)
 struct MatmulTuned { int used; MatmulShape shape; cublasLtMatmulAlgo_t algo; };
 
 // a size's class: itself up to 256, else its quarter octave (negative, so the two never meet)
 static inline int matmul_size_class(int d) { return d <= 256 ? d : -(int)ceil(4.0 * log2((double)d)); }
+
+// a size at least as large as every size of d's class: 2^(q/4) for quarter octave q rounded down (every
+// member d has 4·log2(d) ≤ q, so d ≤ 2^(q/4), and d is an integer), then up to a multiple of 8, as the
+// trainer's sizes are (an odd size could steer the heuristic to kernels for unaligned shapes)
+static inline int matmul_class_top(int d) {
+    if (d <= 256) return d;
+    int top = (int)floor(exp2(ceil(4.0 * log2((double)d)) / 4.0));
+    return (top + 7) / 8 * 8;
+}
 
 static inline MatmulShape matmul_shape(const Matmul* m) {
     MatmulShape s;
@@ -336,20 +376,70 @@ static float matmul_time_algo(MatmulCtx* ctx, const Matmul* m, const MatmulPlan*
     return ms / MM_TUNE_REPS;
 }
 
-// the fastest of cuBLASLt's candidates for m's shape (timed on its first product); 0 when it has none
+// whether algo runs p's product with the workspace at hand (host only)
+static inline int matmul_algo_fits(MatmulCtx* ctx, const MatmulPlan* p, const cublasLtMatmulAlgo_t* algo) {
+    cublasLtMatmulHeuristicResult_t r;
+    cublasStatus_t ok = cublasLtMatmulAlgoCheck(ctx->handle, p->desc, p->lx, p->ly, p->lo, p->lo, algo, &r);
+    return ok == CUBLAS_STATUS_SUCCESS && r.workspaceSize <= ctx->workspace_size;
+}
+
+// the product's own first candidate: for a misfit, and for what the class mode leaves to mode 0
+static inline int matmul_first_algo(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* p, cublasLtMatmulAlgo_t* algo) {
+    cublasLtMatmulHeuristicResult_t h;
+    int n = matmul_candidates(ctx, m, p, &h, 1);
+    if (n) *algo = h.algo;
+    return n;
+}
+
+// a leading dimension widened to hold rows of `row` elements: a multiple of 128 elements, so that the
+// layout itself keeps every alignment up to 256 bytes
+static inline int64_t matmul_widen_ld(int64_t ld, int64_t row) { return ld >= row ? ld : (row + 127) / 128 * 128; }
+
+// the class's largest member: M, N, K at the top of their quarter octaves, leading dimensions widened
+// to hold them (planning reads no memory: m's pointers stay)
+static inline Matmul matmul_class_top_member(const Matmul* m) {
+    Matmul r = *m;
+    r.M = matmul_class_top(m->M); r.N = matmul_class_top(m->N); r.K = matmul_class_top(m->K);
+    r.a.ld = matmul_widen_ld(m->a.ld, m->a.trans ? r.M : r.K);
+    r.b.ld = matmul_widen_ld(m->b.ld, m->b.trans ? r.K : r.N);
+    r.ldo = matmul_widen_ld(m->ldo, r.N);
+    return r;
+}
+
+// MM_ALGO_CLASS on a class's first product: the heuristic's first for its largest member, planned with
+// the class's alignments (a widened leading dimension must not promise more than the members keep);
+// kept in t (NULL: a full table, nothing kept, the same answer is worked out again next time)
+static int matmul_class_algo(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* p, const MatmulShape* s,
+                             MatmulTuned* t, cublasLtMatmulAlgo_t* algo) {
+    Matmul top = matmul_class_top_member(m);
+    MatmulPlan tp;
+    matmul_plan(ctx, &top, &tp, s->align);
+    cublasLtMatmulHeuristicResult_t h;
+    int found = 0;
+    cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(ctx->handle, tp.desc, tp.lx, tp.ly, tp.lo, tp.lo, tp.pref, 1, &h, &found);
+    matmul_plan_free(&tp);
+    int kept = hs == CUBLAS_STATUS_SUCCESS && found > 0;
+    if (t) { t->used = kept ? 1 : 2; t->shape = *s; t->algo = h.algo; ctx->tuned_shapes++; }
+    if (kept && matmul_algo_fits(ctx, p, &h.algo)) { *algo = h.algo; return 1; }
+    if (kept) ctx->tune_misfits++;
+    return matmul_first_algo(ctx, m, p, algo);
+}
+
+// the algorithm of m's shape class (see "Shape classes"), planned on the class's first product;
+// 0 when cuBLASLt has none for m
 static int matmul_tuned_algo(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* p, cublasLtMatmulAlgo_t* algo) {
+    if (ctx->tune == MM_ALGO_CLASS && (m->batch > 1 || m->epilogue != MM_PLAIN)) return matmul_first_algo(ctx, m, p, algo);
     if (!ctx->tuned) ctx->tuned = (MatmulTuned*)calloc(MM_TUNE_SLOTS, sizeof(MatmulTuned));
     MatmulShape s = matmul_shape(m);
     MatmulTuned* t = ctx->tuned ? matmul_tuned_slot(ctx, &s) : NULL;
-    cublasLtMatmulHeuristicResult_t res[MM_TUNE_CANDIDATES];
-    if (t && t->used) { // the class's algorithm, where it supports this member of the class
-        cublasStatus_t ok = cublasLtMatmulAlgoCheck(ctx->handle, p->desc, p->lx, p->ly, p->lo, p->lo, &t->algo, &res[0]);
-        if (ok == CUBLAS_STATUS_SUCCESS && res[0].workspaceSize <= ctx->workspace_size) { *algo = t->algo; return 1; }
+    if (t && t->used == 2) return matmul_first_algo(ctx, m, p, algo);
+    if (t && t->used == 1) { // the class's algorithm, where it supports this member of the class
+        if (matmul_algo_fits(ctx, p, &t->algo)) { *algo = t->algo; return 1; }
         ctx->tune_misfits++;
-        int n = matmul_candidates(ctx, m, p, res, 1);
-        if (n) *algo = res[0].algo;
-        return n;
+        return matmul_first_algo(ctx, m, p, algo);
     }
+    if (ctx->tune == MM_ALGO_CLASS) return matmul_class_algo(ctx, m, p, &s, t, algo);
+    cublasLtMatmulHeuristicResult_t res[MM_TUNE_CANDIDATES];
     int n = matmul_candidates(ctx, m, p, res, t ? MM_TUNE_CANDIDATES : 1); // a full table: no timing
     if (n == 0) return 0;
     *algo = res[0].algo;

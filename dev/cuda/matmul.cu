@@ -1,10 +1,11 @@
 // matmul.cu — twin of llmc/matmul.cuh: every product shape the trainer uses (plain, transposed operands,
 // fp32 or floatX output, accumulating, strided-batched) against a CPU product of the same rounded
 // inputs, through matmul() with cuBLASLt's first choice, through matmul() tuned (T5_MATMUL_TUNE's
-// path), and with EVERY candidate cuBLASLt offers (tuning may pick any of them, so each must be right).
+// path), in the class mode, and with EVERY candidate cuBLASLt offers (tuning may pick any of them, so each
+// must be right); a class's algorithm on another member; the class mode's independence of order.
 // Then a benchmark of the flan-t5-base training step's products (batch 16, 320 source / 64 target
 // tokens): the heuristic's first candidate against the fastest, GPU time only (plan made once), and
-// matmul() called back to back (planning on the host included), untuned and tuned.
+// matmul() called back to back (planning on the host included): untuned, tuned and class.
 //   make -C dev/cuda matmul && ./dev/cuda/matmul      (run from the repository root)
 #include <functional>             // defines: std::function
 #include "dev/cuda/common.cuh"    // defines: host_normal, upload_x, download_x, compare, bench_ms
@@ -83,21 +84,26 @@ static void check_shape(const Shape* s) {
     float tol = s->out_fp32 ? TOL_OUT_F32 : TOL_X;
     MatmulCtx mm;
     matmul_ctx_init(&mm, 0);
-    for (int tune = 0; tune < 2; tune++) { // matmul() as the trainer calls it, first choice then tuned
+    static const char* mode_name[3] = { "first choice", "tuned", "class" };
+    for (int tune = 0; tune < 3; tune++) { // matmul() as the trainer calls it, in each MatmulAlgoMode
         mm.tune = tune;
         void* d = upload_out(s, init);
         Matmul m = make_matmul(s, d, d_a, d_b);
         matmul(&mm, &m);
-        matmul(&mm, &m); // a tuned shape's second product uses the kept algorithm
+        matmul(&mm, &m); // a class's second product uses the kept algorithm
         if (s->accumulate) { // two accumulations: compare the second against init + 2·product
             float* twice = (float*)mallocCheck(no * sizeof(float));
             for (size_t i = 0; i < no; i++) twice[i] = 2.0f * want[i] - init[i];
             float* got = download_out(s, d);
-            compare(tune ? "matmul(), tuned, twice" : "matmul(), first choice, twice", got, twice, no, 2.0f * tol);
+            char name[64];
+            snprintf(name, sizeof(name), "matmul(), %s, twice", mode_name[tune]);
+            compare(name, got, twice, no, 2.0f * tol);
             free(got); free(twice);
         } else {
             float* got = download_out(s, d);
-            compare(tune ? "matmul(), tuned" : "matmul(), first choice", got, want, no, tol);
+            char name[64];
+            snprintf(name, sizeof(name), "matmul(), %s", mode_name[tune]);
+            compare(name, got, want, no, tol);
             free(got);
         }
         cudaCheck(cudaFree(d));
@@ -105,7 +111,7 @@ static void check_shape(const Shape* s) {
     mm.tune = 0;
     Matmul m = make_matmul(s, d_out, d_a, d_b);
     MatmulPlan p;
-    matmul_plan(&mm, &m, &p);
+    matmul_plan(&mm, &m, &p, NULL);
     cublasLtMatmulHeuristicResult_t res[MM_TUNE_CANDIDATES];
     int n = matmul_candidates(&mm, &m, &p, res, MM_TUNE_CANDIDATES);
     printf("  %-56s %d\n", "cuBLASLt candidates", n);
@@ -125,13 +131,14 @@ static void check_shape(const Shape* s) {
     cudaCheck(cudaFree(d_a)); cudaCheck(cudaFree(d_b)); cudaCheck(cudaFree(d_out));
 }
 
-// a tuned class's algorithm on another member of the class: tune at `first`, then `other` (same class,
-// other M) must still match the CPU and must reuse the kept algorithm (no second timing)
-static void check_class_reuse(const Shape* first, const Shape* other) {
-    printf("class reuse: tuned at M=%d, then M=%d\n", first->M, other->M);
+// a class's algorithm on another member of the class (mode MM_ALGO_TIMED or MM_ALGO_CLASS): planned at
+// `first`, then `other` (same class, other M) must still match the CPU and must reuse the kept algorithm
+// (no second planning)
+static void check_class_reuse(const Shape* first, const Shape* other, int mode) {
+    printf("class reuse (%s): planned at M=%d, then M=%d\n", mode == MM_ALGO_TIMED ? "timed" : "class", first->M, other->M);
     MatmulCtx mm;
     matmul_ctx_init(&mm, 0);
-    mm.tune = 1;
+    mm.tune = mode;
     const Shape* both[2] = { first, other };
     for (int i = 0; i < 2; i++) {
         const Shape* s = both[i];
@@ -144,15 +151,54 @@ static void check_class_reuse(const Shape* first, const Shape* other) {
         Matmul m = make_matmul(s, d, d_a, d_b);
         matmul(&mm, &m);
         float* got = download_out(s, d);
-        compare(i ? "second member, the kept algorithm" : "first member, tuned", got, want, no,
+        compare(i ? "second member, the kept algorithm" : "first member", got, want, no,
                 s->out_fp32 ? TOL_OUT_F32 : TOL_X);
         free(a); free(b); free(want); free(got);
         cudaCheck(cudaFree(d_a)); cudaCheck(cudaFree(d_b)); cudaCheck(cudaFree(d));
     }
     int ok = mm.tuned_shapes == 1;
-    printf("  %-56s %d timed, %d misfits  %s\n", "one class timed once", mm.tuned_shapes, mm.tune_misfits, ok ? "OK" : "FAIL");
+    printf("  %-56s %d planned, %d misfits  %s\n", "one class planned once", mm.tuned_shapes, mm.tune_misfits, ok ? "OK" : "FAIL");
     if (ok) g_pass++; else g_fail++;
     matmul_ctx_free(&mm);
+}
+
+// MM_ALGO_CLASS: a product's algorithm depends on its shape alone, not on which member of its class came
+// first. Two contexts see the members of a class in opposite orders: each member must get the same
+// algorithm in both, and bit-identical output. (What keeps runs and resumes bit-identical.)
+static void check_class_order(const Shape* const* members, int n) {
+    printf("class mode, order: %d members of one class, forwards and backwards\n", n);
+    MatmulCtx fwd, bwd;
+    matmul_ctx_init(&fwd, 0); matmul_ctx_init(&bwd, 0);
+    fwd.tune = bwd.tune = MM_ALGO_CLASS;
+    void* out[2][8];
+    for (int pass = 0; pass < 2; pass++)
+        for (int j = 0; j < n; j++) {
+            int i = pass ? n - 1 - j : j;
+            const Shape* s = members[i];
+            float *a = host_normal(a_elems(s), 31 + i, 1.0f), *b = host_normal(b_elems(s), 37 + i, 1.0f);
+            float* zero = (float*)calloc(o_elems(s), sizeof(float));
+            floatX *d_a = upload_x(a, a_elems(s)), *d_b = upload_x(b, b_elems(s));
+            out[pass][i] = upload_out(s, zero);
+            Matmul m = make_matmul(s, out[pass][i], d_a, d_b);
+            matmul(pass ? &bwd : &fwd, &m);
+            cudaCheck(cudaDeviceSynchronize());
+            free(a); free(b); free(zero);
+            cudaCheck(cudaFree(d_a)); cudaCheck(cudaFree(d_b));
+        }
+    for (int i = 0; i < n; i++) {
+        float *x = download_out(members[i], out[0][i]), *y = download_out(members[i], out[1][i]);
+        int same = memcmp(x, y, o_elems(members[i]) * sizeof(float)) == 0;
+        char name[64];
+        snprintf(name, sizeof(name), "M=%d: bit-identical in both orders", members[i]->M);
+        printf("  %-56s %s\n", name, same ? "OK" : "FAIL");
+        if (same) g_pass++; else g_fail++;
+        free(x); free(y);
+        cudaCheck(cudaFree(out[0][i])); cudaCheck(cudaFree(out[1][i]));
+    }
+    int ok = fwd.tuned_shapes == 1 && bwd.tuned_shapes == 1;
+    printf("  %-56s %d and %d  %s\n", "one class planned in each context", fwd.tuned_shapes, bwd.tuned_shapes, ok ? "OK" : "FAIL");
+    if (ok) g_pass++; else g_fail++;
+    matmul_ctx_free(&fwd); matmul_ctx_free(&bwd);
 }
 
 // ----------------------------------------------------------------------------
@@ -209,13 +255,15 @@ static void bench_step(void) {
     };
     int np = (int)(sizeof(ps) / sizeof(ps[0]));
     printf("\nbenchmark: flan-t5-base step products (batch 16, 320 + 64 tokens); ms per product\n");
-    printf("%-24s %6s %6s %6s %5s | %8s %6s | %8s %6s %4s | %8s %8s\n", "product", "M", "N", "K", "cands",
-           "first", "TF/s", "best", "TF/s", "idx", "call", "tuned");
-    double step_first = 0, step_best = 0, step_call = 0, step_tuned = 0;
-    MatmulCtx mm, tuned;
+    printf("%-24s %6s %6s %6s %5s | %8s %6s | %8s %6s %4s | %8s %8s %8s\n", "product", "M", "N", "K", "cands",
+           "first", "TF/s", "best", "TF/s", "idx", "call", "tuned", "class");
+    double step_first = 0, step_best = 0, step_call = 0, step_tuned = 0, step_class = 0;
+    MatmulCtx mm, tuned, cls;
     matmul_ctx_init(&mm, 0);
     matmul_ctx_init(&tuned, 0);
-    tuned.tune = 1;
+    matmul_ctx_init(&cls, 0);
+    tuned.tune = MM_ALGO_TIMED;
+    cls.tune = MM_ALGO_CLASS;
     for (int i = 0; i < np; i++) {
         const Shape* s = &ps[i].s;
         floatX* d_a = cuda_alloc<floatX>(a_elems(s));
@@ -226,7 +274,7 @@ static void bench_step(void) {
         cudaCheck(cudaMemset(d_out, 0, o_elems(s) * (s->out_fp32 ? sizeof(float) : sizeof(floatX))));
         Matmul m = make_matmul(s, d_out, d_a, d_b);
         MatmulPlan p;
-        matmul_plan(&mm, &m, &p);
+        matmul_plan(&mm, &m, &p, NULL);
         cublasLtMatmulHeuristicResult_t res[MM_TUNE_CANDIDATES];
         int n = matmul_candidates(&mm, &m, &p, res, MM_TUNE_CANDIDATES), best_i = 0;
         float first = -1.0f, best = -1.0f;
@@ -238,20 +286,23 @@ static void bench_step(void) {
         matmul_plan_free(&p);
         float call = back_to_back_ms([&] { matmul(&mm, &m); }, 20);
         float call_tuned = back_to_back_ms([&] { matmul(&tuned, &m); }, 20);
+        float call_class = back_to_back_ms([&] { matmul(&cls, &m); }, 20);
         double gf = 2.0 * s->M * s->N * (double)s->K / 1e9;
-        printf("%-24s %6d %6d %6d %5d | %8.4f %6.0f | %8.4f %6.0f %4d | %8.4f %8.4f\n", ps[i].name, s->M, s->N, s->K, n,
-               first, gf / first, best, gf / best, best_i, call, call_tuned);
+        printf("%-24s %6d %6d %6d %5d | %8.4f %6.0f | %8.4f %6.0f %4d | %8.4f %8.4f %8.4f\n", ps[i].name, s->M, s->N, s->K,
+               n, first, gf / first, best, gf / best, best_i, call, call_tuned, call_class);
         step_first += first * ps[i].per_step; step_best += best * ps[i].per_step;
         step_call += call * ps[i].per_step; step_tuned += call_tuned * ps[i].per_step;
+        step_class += call_class * ps[i].per_step;
         cudaCheck(cudaFree(d_a)); cudaCheck(cudaFree(d_b)); cudaCheck(cudaFree(d_out));
     }
     printf("these products x their calls per step: first choice %.2f ms, fastest candidate %.2f ms (%.2fx); "
-           "matmul() %.2f ms, tuned %.2f ms (%.2fx)\n", step_first, step_best, step_first / step_best, step_call,
-           step_tuned, step_call / step_tuned);
+           "matmul() %.2f ms, tuned %.2f ms (%.2fx), class %.2f ms (%.2fx)\n", step_first, step_best,
+           step_first / step_best, step_call, step_tuned, step_call / step_tuned, step_class, step_call / step_class);
     printf("matmul tuning: %d shape classes timed, %d faster with another candidate, %.0f ms spent, %d misfits\n",
            tuned.tuned_shapes, tuned.tuned_changed, tuned.tune_ms, tuned.tune_misfits);
     matmul_ctx_free(&mm);
     matmul_ctx_free(&tuned);
+    matmul_ctx_free(&cls);
 }
 
 int main(void) {
@@ -267,7 +318,13 @@ int main(void) {
     };
     for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) check_shape(&shapes[i]);
     Shape c1 = { 512, 2048, 768, 0, 1, 1, 0, 0 }, c2 = { 500, 2048, 768, 0, 1, 1, 0, 0 }; // 4·log2: 36 and 35.9
-    check_class_reuse(&c1, &c2);
+    check_class_reuse(&c1, &c2, MM_ALGO_TIMED);
+    check_class_reuse(&c1, &c2, MM_ALGO_CLASS);
+    // token counts of one class (quarter octave 4·log2 ∈ (49, 50]: 4871..5792), as the encoder's
+    // products see them from batch to batch, fp32 out (the residual stream): bit-for-bit comparable
+    Shape o1 = { 4912, 768, 768, 0, 1, 1, 1, 0 }, o2 = { 5120, 768, 768, 0, 1, 1, 1, 0 }, o3 = { 5792, 768, 768, 0, 1, 1, 1, 0 };
+    const Shape* order[3] = { &o1, &o2, &o3 };
+    check_class_order(order, 3);
     bench_step();
     return finish("matmul");
 }
