@@ -203,6 +203,15 @@ static inline int matmul_candidates(MatmulCtx* ctx, const Matmul* m, const Matmu
     return hs == CUBLAS_STATUS_SUCCESS ? found : 0;
 }
 
+// the heuristic's first candidate for the product (mode 0; in the class modes, a misfit's and what the
+// class mode leaves to mode 0); 0 when cuBLASLt has none
+static inline int matmul_first_algo(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* p, cublasLtMatmulAlgo_t* algo) {
+    cublasLtMatmulHeuristicResult_t h;
+    int n = matmul_candidates(ctx, m, p, &h, 1);
+    if (n) *algo = h.algo;
+    return n;
+}
+
 // runs the plan with algo, writing D (and reading C, when m accumulates) at out
 static inline cublasStatus_t matmul_launch(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* p,
                                            const cublasLtMatmulAlgo_t* algo, void* out) {
@@ -217,11 +226,8 @@ static int matmul_tuned_algo(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* 
 static inline int matmul_try(MatmulCtx* ctx, const Matmul* m, int run) {
     MatmulPlan p;
     matmul_plan(ctx, m, &p, NULL);
-    cublasLtMatmulHeuristicResult_t h;
     cublasLtMatmulAlgo_t algo;
-    int found;
-    if (run && ctx->tune) found = matmul_tuned_algo(ctx, m, &p, &algo);
-    else { found = matmul_candidates(ctx, m, &p, &h, 1); algo = h.algo; }
+    int found = run && ctx->tune ? matmul_tuned_algo(ctx, m, &p, &algo) : matmul_first_algo(ctx, m, &p, &algo);
     if (found && run) cublasCheck(matmul_launch(ctx, m, &p, &algo, m->out));
     matmul_plan_free(&p);
     return found;
@@ -381,14 +387,6 @@ static inline int matmul_algo_fits(MatmulCtx* ctx, const MatmulPlan* p, const cu
     cublasLtMatmulHeuristicResult_t r;
     cublasStatus_t ok = cublasLtMatmulAlgoCheck(ctx->handle, p->desc, p->lx, p->ly, p->lo, p->lo, algo, &r);
     return ok == CUBLAS_STATUS_SUCCESS && r.workspaceSize <= ctx->workspace_size;
-}
-
-// the product's own first candidate: for a misfit, and for what the class mode leaves to mode 0
-static inline int matmul_first_algo(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* p, cublasLtMatmulAlgo_t* algo) {
-    cublasLtMatmulHeuristicResult_t h;
-    int n = matmul_candidates(ctx, m, p, &h, 1);
-    if (n) *algo = h.algo;
-    return n;
 }
 
 // a leading dimension widened to hold rows of `row` elements: a multiple of 128 elements, so that the
