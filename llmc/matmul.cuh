@@ -319,15 +319,18 @@ typedef struct { // a product's shape: what decides which algorithms apply and h
 // used: 0 empty, 1 algo kept, 2 the class has no kept algorithm (its largest member has no candidate)
 struct MatmulTuned { int used; MatmulShape shape; cublasLtMatmulAlgo_t algo; };
 
+// the quarter octave q of a size d: the least integer with d ≤ 2^(q/4)
+static inline int matmul_quarter_octave(int d) { return (int)ceil(4.0 * log2((double)d)); }
+
 // a size's class: itself up to 256, else its quarter octave (negative, so the two never meet)
-static inline int matmul_size_class(int d) { return d <= 256 ? d : -(int)ceil(4.0 * log2((double)d)); }
+static inline int matmul_size_class(int d) { return d <= 256 ? d : -matmul_quarter_octave(d); }
 
 // a size at least as large as every size of d's class: 2^(q/4) for quarter octave q rounded down (every
 // member d has 4·log2(d) ≤ q, so d ≤ 2^(q/4), and d is an integer), then up to a multiple of 8, as the
 // trainer's sizes are (an odd size could steer the heuristic to kernels for unaligned shapes)
 static inline int matmul_class_top(int d) {
     if (d <= 256) return d;
-    int top = (int)floor(exp2(ceil(4.0 * log2((double)d)) / 4.0));
+    int top = (int)floor(exp2(matmul_quarter_octave(d) / 4.0));
     return (top + 7) / 8 * 8;
 }
 
@@ -412,6 +415,7 @@ static int matmul_class_algo(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* 
     Matmul top = matmul_class_top_member(m);
     MatmulPlan tp;
     matmul_plan(ctx, &top, &tp, s->align);
+    // asked directly, not through matmul_candidates: a refusal for this stand-in shape is no error
     cublasLtMatmulHeuristicResult_t h;
     int found = 0;
     cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(ctx->handle, tp.desc, tp.lx, tp.ly, tp.lo, tp.lo, tp.pref, 1, &h, &found);
@@ -423,22 +427,12 @@ static int matmul_class_algo(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* 
     return matmul_first_algo(ctx, m, p, algo);
 }
 
-// the algorithm of m's shape class (see "Shape classes"), planned on the class's first product;
-// 0 when cuBLASLt has none for m
-static int matmul_tuned_algo(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* p, cublasLtMatmulAlgo_t* algo) {
-    if (ctx->tune == MM_ALGO_CLASS && (m->batch > 1 || m->epilogue != MM_PLAIN)) return matmul_first_algo(ctx, m, p, algo);
-    if (!ctx->tuned) ctx->tuned = (MatmulTuned*)calloc(MM_TUNE_SLOTS, sizeof(MatmulTuned));
-    MatmulShape s = matmul_shape(m);
-    MatmulTuned* t = ctx->tuned ? matmul_tuned_slot(ctx, &s) : NULL;
-    if (t && t->used == 2) return matmul_first_algo(ctx, m, p, algo);
-    if (t && t->used == 1) { // the class's algorithm, where it supports this member of the class
-        if (matmul_algo_fits(ctx, p, &t->algo)) { *algo = t->algo; return 1; }
-        ctx->tune_misfits++;
-        return matmul_first_algo(ctx, m, p, algo);
-    }
-    if (ctx->tune == MM_ALGO_CLASS) return matmul_class_algo(ctx, m, p, &s, t, algo);
+// MM_ALGO_TIMED on a class's first product: the fastest of its candidates, kept in t (NULL: a full
+// table, where nothing is timed and the first runs)
+static int matmul_timed_algo(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* p, const MatmulShape* s,
+                             MatmulTuned* t, cublasLtMatmulAlgo_t* algo) {
     cublasLtMatmulHeuristicResult_t res[MM_TUNE_CANDIDATES];
-    int n = matmul_candidates(ctx, m, p, res, t ? MM_TUNE_CANDIDATES : 1); // a full table: no timing
+    int n = matmul_candidates(ctx, m, p, res, t ? MM_TUNE_CANDIDATES : 1);
     if (n == 0) return 0;
     *algo = res[0].algo;
     if (!t) return 1;
@@ -461,11 +455,27 @@ static int matmul_tuned_algo(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* 
     }
     cudaCheck(cudaEventDestroy(ev[0])); cudaCheck(cudaEventDestroy(ev[1]));
     *algo = res[pick].algo;
-    t->used = 1; t->shape = s; t->algo = *algo;
+    t->used = 1; t->shape = *s; t->algo = *algo;
     ctx->tuned_shapes++;
     ctx->tuned_changed += pick != 0;
     ctx->tune_ms += matmul_now_ms() - t0;
     return 1;
+}
+
+// the algorithm of m's shape class (see "Shape classes"), planned on the class's first product;
+// 0 when cuBLASLt has none for m
+static int matmul_tuned_algo(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* p, cublasLtMatmulAlgo_t* algo) {
+    if (ctx->tune == MM_ALGO_CLASS && (m->batch > 1 || m->epilogue != MM_PLAIN)) return matmul_first_algo(ctx, m, p, algo);
+    if (!ctx->tuned) ctx->tuned = (MatmulTuned*)calloc(MM_TUNE_SLOTS, sizeof(MatmulTuned));
+    MatmulShape s = matmul_shape(m);
+    MatmulTuned* t = ctx->tuned ? matmul_tuned_slot(ctx, &s) : NULL;
+    if (t && t->used == 2) return matmul_first_algo(ctx, m, p, algo);
+    if (t && t->used == 1) { // the class's algorithm, where it supports this member of the class
+        if (matmul_algo_fits(ctx, p, &t->algo)) { *algo = t->algo; return 1; }
+        ctx->tune_misfits++;
+        return matmul_first_algo(ctx, m, p, algo);
+    }
+    return ctx->tune == MM_ALGO_CLASS ? matmul_class_algo(ctx, m, p, &s, t, algo) : matmul_timed_algo(ctx, m, p, &s, t, algo);
 }
 
 static void matmul_tune_free(MatmulCtx* c) {
