@@ -240,7 +240,7 @@ static void test_fixture(const char* dir, const char* tmpdir) {
 static T5Config tiny_config(int tied, T5Act act, int gated) {
     return (T5Config){ .vocab_size = 20, .d_model = 8, .d_kv = 4, .num_heads = 2, .d_ff = 12, .num_layers = 2,
                        .num_decoder_layers = 2, .num_buckets = 8, .max_distance = 16, .eps = 1e-6f, .dropout = 0.1f,
-                       .act = act, .gated = gated, .tied = tied, .pad_id = 0, .eos_id = 1, .decoder_start_id = 0 };
+                       .act = act, .gated = gated, .tied = tied, .scale_out = tied, .pad_id = 0, .eos_id = 1, .decoder_start_id = 0 };
 }
 
 // a fixed batch: B = 2, sources of 7 and 4 tokens, targets of 5 and 3

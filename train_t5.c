@@ -73,7 +73,7 @@ typedef struct {
     float* d_h1;     // (Ld, Nd, F)
     float* d_ff;     // (Ld, Nd, F)
     float* d_rstdf;  // (Nd)
-    float* d_out;    // (Nd, C)        decoder output fed to the head (after dropout, * C^-0.5 if tied)
+    float* d_out;    // (Nd, C)        decoder output fed to the head (after dropout, * C^-0.5 if scale_out)
     float* logits;   // (Nd, V)        becomes dlogits in the backward pass
     float* losses;   // (Nd)           per-token loss (0 on ignored tokens)
     // backward scratch
@@ -733,7 +733,7 @@ static const char* t5_check_batch(const T5* m, const T5Batch* b) {
     return NULL;
 }
 
-static float t5_head_scale(const T5Config* c) { return c->tied ? 1.0f / sqrtf((float)c->d_model) : 1.0f; }
+static float t5_head_scale(const T5Config* c) { return c->scale_out ? 1.0f / sqrtf((float)c->d_model) : 1.0f; }
 static const float* t5_head(const T5* m) { return m->config.tied ? m->params.shared : m->params.lm_head; }
 
 static void t5_build_acts(T5* m, int B, int Ts, int Tt) {
@@ -774,7 +774,7 @@ static void t5_decoder_forward(T5* m, const T5Batch* b, const T5Specs* s, Dropou
         ffn_sublayer_forward(m, res_in + (size_t)N * C, mid2, dec_ffn_a(m, l), dec_ffn_w(&m->params, c, l), N, d,
                              drop_site(1, l, DROP_FF), drop_site(1, l, DROP_FF_RES));
     }
-    // T5 (tied): the decoder output is scaled by C^-0.5 before the shared embedding acts as the head
+    // T5 (scale_out, original T5's tied head): the decoder output is scaled by C^-0.5 before the head
     rmsnorm_forward(a->d_out, a->d_rstdf, a->d_res + (size_t)c->num_decoder_layers * N * C, m->params.dec_lnf, N, C, c->eps);
     dropout_apply(a->d_out, a->d_out, (size_t)N * C, d, drop_site(1, 0, DROP_FINAL));
     float hs = t5_head_scale(c);
@@ -1130,7 +1130,7 @@ static void gen_decode_step(T5* m, GenCache* g, const int* tokens, int t) {
         gen_ffn_sublayer(m, g, g->x2, g->x, dec_ffn_w(&m->params, c, l));
         float* swap = g->x; g->x = g->x2; g->x2 = swap;
     }
-    // T5 (tied): the decoder output is scaled by C^-0.5 before the shared embedding acts as the head
+    // T5 (scale_out, original T5's tied head): the decoder output is scaled by C^-0.5 before the head
     rmsnorm_forward(g->ln, g->rstd, g->x, m->params.dec_lnf, R, C, c->eps);
     float hs = t5_head_scale(c);
     if (hs != 1.0f) for (size_t i = 0; i < (size_t)R * C; i++) g->ln[i] *= hs;
@@ -1897,7 +1897,7 @@ static Options options_default(void) {
                   .bench_tgt_len = 64, .prompt = DEFAULT_PROMPT,
                   .num_beams = 1, .max_new_tokens = 128, .no_repeat_ngram = 0, .early_stopping = 0, .gen_batch_size = 8,
                   .eval_limit = 0, .eval_rouge = 0, .compare_examples = 5, .length_penalty = 1.0f };
-    o.dims.tied = -1; o.dims.gated = -1; o.dims.act = (T5Act)-1;
+    o.dims.tied = -1; o.dims.scale_out = -1; o.dims.gated = -1; o.dims.act = (T5Act)-1;
     return o;
 }
 
@@ -1968,7 +1968,8 @@ static void usage(void) {
         "  --bench-src-len N      (default %d)   --bench-tgt-len N (default %d)\n"
         "  explicit dimensions over a preset: --vocab-size --d-model --d-kv --num-heads --d-ff --num-layers\n"
         "  --num-decoder-layers --num-buckets --max-distance N, --ffn relu|gelu|gelu_new|gated-gelu|gated-relu,\n"
-        "  --tied 0|1\n",
+        "  --tied 0|1 (lm_head = embedding; also sets the output scaling, as transformers 4 did), --scale-output 0|1\n"
+        "  (decoder output * d_model^-0.5 before the head, HF scale_decoder_outputs)\n",
         d.batch_size, d.grad_accum, d.shuffle, d.bucket, d.max_src_len, d.max_tgt_len, (double)d.epochs, d.steps,
         (double)d.lr, lr_schedule_name(d.schedule), d.warmup, (double)d.weight_decay, d.decay_norms, (double)d.beta1,
         (double)d.beta2, (double)d.adam_eps, (double)d.clip, d.max_skips, (double)d.dropout, d.seed, d.eval_every, d.eval_batches,
@@ -2039,7 +2040,7 @@ static int parse_args(int argc, char** argv, Options* o) {
         {"--d-kv", &o->dims.d_kv, 1, 4096}, {"--num-heads", &o->dims.num_heads, 1, 1024},
         {"--d-ff", &o->dims.d_ff, 1, 1 << 20}, {"--num-layers", &o->dims.num_layers, 1, 256},
         {"--num-decoder-layers", &o->dims.num_decoder_layers, 1, 256}, {"--num-buckets", &o->dims.num_buckets, 4, 4096},
-        {"--max-distance", &o->dims.max_distance, 2, 1 << 20}, {"--tied", &o->dims.tied, 0, 1},
+        {"--max-distance", &o->dims.max_distance, 2, 1 << 20}, {"--tied", &o->dims.tied, 0, 1}, {"--scale-output", &o->dims.scale_out, 0, 1},
     };
     FloatFlag floats[] = {
         {"--lr", &o->lr, 0.0, 10.0}, {"--weight-decay", &o->weight_decay, 0.0, 10.0}, {"--beta1", &o->beta1, 0.0, 0.999999},
@@ -2102,17 +2103,18 @@ static int config_from_preset(const Options* o, const char* spec, T5Config* c) {
     if (d->num_decoder_layers) c->num_decoder_layers = d->num_decoder_layers;
     if (d->num_buckets) c->num_buckets = d->num_buckets;
     if (d->max_distance) c->max_distance = d->max_distance;
-    if (d->tied >= 0) c->tied = d->tied;
+    if (d->tied >= 0) c->tied = c->scale_out = d->tied;
+    if (d->scale_out >= 0) c->scale_out = d->scale_out;
     if (d->gated >= 0) { c->gated = d->gated; c->act = d->act; }
     const char* bad = t5_config_check(c);
     if (bad) { fprintf(stderr, "error: invalid model dimensions: %s\n", bad); return -1; }
     return 0;
 }
 
-// whether any of --vocab-size, --d-model, ..., --tied, --ffn was given (they shape a preset)
+// whether any of --vocab-size, --d-model, ..., --tied, --scale-output, --ffn was given (they shape a preset)
 static int dims_given(const T5Config* d) {
     return d->vocab_size || d->d_model || d->d_kv || d->num_heads || d->d_ff || d->num_layers || d->num_decoder_layers ||
-           d->num_buckets || d->max_distance || d->tied >= 0 || d->gated >= 0;
+           d->num_buckets || d->max_distance || d->tied >= 0 || d->scale_out >= 0 || d->gated >= 0;
 }
 
 // the parts of a config that fix the parameter layout and the computation
@@ -2120,7 +2122,7 @@ static int same_shape(const T5Config* a, const T5Config* b) {
     return a->vocab_size == b->vocab_size && a->d_model == b->d_model && a->d_kv == b->d_kv && a->num_heads == b->num_heads &&
            a->d_ff == b->d_ff && a->num_layers == b->num_layers && a->num_decoder_layers == b->num_decoder_layers &&
            a->num_buckets == b->num_buckets && a->max_distance == b->max_distance && a->act == b->act &&
-           a->gated == b->gated && a->tied == b->tied;
+           a->gated == b->gated && a->tied == b->tied && a->scale_out == b->scale_out;
 }
 
 // spec: --model or --baseline-model (a preset gets the same dimension flags and --seed)
@@ -2150,7 +2152,7 @@ static void print_config(const T5* m, const Options* o, const char* model_from) 
     printf("| %-22s | %-43zu |\n", "parameters", t5_num_params(m));
     printf("| %-22s | V=%d C=%d H=%d D=%d F=%d L=%d/%d %-9s |\n", "shape", c->vocab_size, c->d_model, c->num_heads,
            c->d_kv, c->d_ff, c->num_layers, c->num_decoder_layers, "");
-    printf("| %-22s | %-43s |\n", "ffn / head", c->tied ? (c->gated ? "gated, tied" : "plain, tied") : (c->gated ? "gated, untied" : "plain, untied"));
+    printf("| %-22s | %-43s |\n", "ffn / head", t5_head_desc(c));
     printf("| %-22s | %-43s |\n", "train file", o->train_file ? o->train_file : "(none)");
     printf("| %-22s | %-43s |\n", "val file", o->val_file ? o->val_file : "(none)");
     printf("| %-22s | %-43s |\n", "run directory", o->out_dir ? o->out_dir : "(none)");

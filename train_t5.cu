@@ -105,7 +105,7 @@ typedef struct {
     floatX* d_ff;     // (Ld, Nd, F)
     unsigned char* d_mask; // (Ld, relu_mask_bytes(Nd, F))
     float* d_rstdf;   // (Nd)
-    floatX* d_out;    // (Nd, C)       fed to the head (after dropout, · C^-0.5 if tied)
+    floatX* d_out;    // (Nd, C)       fed to the head (after dropout, · C^-0.5 if scale_out)
     floatX* logits;   // (Nd, V)       becomes dlogits in the fused loss
     float* losses;    // (Nd)
     // scratch
@@ -977,7 +977,7 @@ static T5Specs t5cu_specs(const T5Cuda* m) {
     return s;
 }
 
-static float t5cu_head_scale(const T5Config* c) { return c->tied ? 1.0f / sqrtf((float)c->d_model) : 1.0f; }
+static float t5cu_head_scale(const T5Config* c) { return c->scale_out ? 1.0f / sqrtf((float)c->d_model) : 1.0f; }
 static int t5cu_head_id(const T5Config* c) { return c->tied ? P_SHARED : P_LM_HEAD; }
 
 // the start of a stack: res (N, C) = dropout(wte[ids]), then the first block's input norm
@@ -1038,7 +1038,7 @@ static void t5cu_decoder_forward(T5Cuda* m, const T5Specs* s) {
         if (l + 1 < L) {
             AttnActs next = dec_self_a(m, l + 1);
             residual_norm(m, res_in + NC, mid2, a->sub, rd, next.ln, next.rstd, PM(m, P_DEC_LN1, l + 1), NO_DROP, 1.0f, N);
-        } else { // T5 (tied): the decoder output is scaled by C^-0.5 before the shared embedding acts as the head
+        } else { // T5 (scale_out): the decoder output is scaled by C^-0.5 before the head
             residual_norm(m, res_in + NC, mid2, a->sub, rd, a->d_out, a->d_rstdf, PM(m, P_DEC_LNF, 0),
                           drop_at(m, 1, 0, DROP_FINAL), t5cu_head_scale(c), N);
         }
@@ -1526,7 +1526,7 @@ static void gen_gpu_step(T5Cuda* m, GenGpu* G, int t) {
         FfnActs fa = { G->ln, G->rstd, G->h0, c->gated ? G->h1 : NULL, G->ff, NULL }; // no mask: the unfused kernels
         ffn_inner_forward(m, fa, DEC_FFN, l, R, NO_DROP);
         matmul_forward(&m->mm, G->sub, 1, G->ff, PX(m, P_DEC_WO, l), R, c->d_ff, C);
-        int last = l + 1 == L; // T5 (tied): the final norm's output is scaled by C^-0.5 before the head
+        int last = l + 1 == L; // T5 (scale_out): the final norm's output is scaled by C^-0.5 before the head
         residual_norm(m, G->x2, G->x, G->sub, NO_DROP, G->ln, G->rstd, PM(m, last ? P_DEC_LNF : P_DEC_LN1, last ? 0 : l + 1),
                       NO_DROP, last ? t5cu_head_scale(c) : 1.0f, R);
         float* swap = G->x; G->x = G->x2; G->x2 = swap;
@@ -1920,7 +1920,7 @@ static void print_config(const T5Cuda* m, const Options* o, const char* from, co
     snprintf(row, sizeof(row), "V=%d C=%d H=%d D=%d F=%d L=%d/%d", c->vocab_size, c->d_model, c->num_heads, c->d_kv,
              c->d_ff, c->num_layers, c->num_decoder_layers);
     printf("| %-22s | %-43s |\n", "shape", row);
-    printf("| %-22s | %-43s |\n", "ffn / head", c->tied ? (c->gated ? "gated, tied" : "plain, tied") : (c->gated ? "gated, untied" : "plain, untied"));
+    printf("| %-22s | %-43s |\n", "ffn / head", t5_head_desc(c));
     printf("| %-22s | %-43s |\n", "precision", PRECISION_NAME);
     printf("| %-22s | %-43s |\n", "device", p->name);
     printf("| %-22s | %-43.1f |\n", "bf16 dense peak TFLOP/s", peak);

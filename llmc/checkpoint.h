@@ -1,15 +1,16 @@
 // checkpoint.h — the native checkpoint: config + flat parameters (+ AdamW state), fast to save/load.
 //
-// Layout (little-endian), version 2:
+// Layout (little-endian), version 3:
 //   header int64[64]: [0] magic 0x54354350 ("PC5T"), [1] version = 2, [2] n floats per buffer,
 //     [3] has optimizer state (0/1), [4] optimizer step, [5..21] config (see ckpt_pack_config),
 //     [22..28] training state (CkptTrainState: seed, steps run, data position, batch geometry),
-//     [29] CRC-32 of every byte after the header
+//     [29] CRC-32 of every byte after the header, [30] scale_out (the decoder output scaling;
+//     versions 1 and 2 had none: it went with `tied`, as in transformers 4)
 //   params float[n]  — in the order of llmc/t5.h's layout table
 //   m float[n], v float[n]  — AdamW moments, only when [3] = 1
 // The file size must equal exactly 512 + 4n(1 + 2·has_opt); n must equal the layout's total for
 // the stored config; the checksum must match. Written to PATH.tmp, fsynced, renamed.
-// Version 1 (no training state, no checksum) is still read.
+// Versions 1 (no training state, no checksum) and 2 (no [30]) are still read.
 #ifndef T5_CHECKPOINT_H
 #define T5_CHECKPOINT_H
 
@@ -22,7 +23,7 @@
 #include "crc32.h"    // defines: Crc32Table, crc32_update
 
 #define CKPT_MAGIC 0x54354350LL
-#define CKPT_VERSION 2
+#define CKPT_VERSION 3
 #define CKPT_HEADER_INTS 64
 
 // what a training run needs besides the weights to continue exactly where it stopped: the data
@@ -52,13 +53,18 @@ static inline void ckpt_pack_config(int64_t* h, const T5Config* c) {
                     c->num_buckets, c->max_distance, ckpt_float_bits(c->eps), ckpt_float_bits(c->dropout), c->act,
                     c->gated, c->tied, c->pad_id, c->eos_id, c->decoder_start_id };
     memcpy(h + 5, v, sizeof(v));
+    h[30] = c->scale_out;
 }
 
-static inline void ckpt_unpack_config(const int64_t* h, T5Config* c) {
+// version: the file's; before 3 the output scaling went with tying
+static inline void ckpt_unpack_config(const int64_t* h, int64_t version, T5Config* c) {
     const int64_t* v = h + 5;
-    *c = (T5Config){ (int)v[0], (int)v[1], (int)v[2], (int)v[3], (int)v[4], (int)v[5], (int)v[6], (int)v[7], (int)v[8],
-                     ckpt_bits_float(v[9]), ckpt_bits_float(v[10]), (T5Act)v[11], (int)v[12], (int)v[13],
-                     (int)v[14], (int)v[15], (int)v[16] };
+    *c = (T5Config){ .vocab_size = (int)v[0], .d_model = (int)v[1], .d_kv = (int)v[2], .num_heads = (int)v[3],
+                     .d_ff = (int)v[4], .num_layers = (int)v[5], .num_decoder_layers = (int)v[6], .num_buckets = (int)v[7],
+                     .max_distance = (int)v[8], .eps = ckpt_bits_float(v[9]), .dropout = ckpt_bits_float(v[10]),
+                     .act = (T5Act)v[11], .gated = (int)v[12], .tied = (int)v[13],
+                     .scale_out = version >= 3 ? (int)h[30] : (int)v[13],
+                     .pad_id = (int)v[14], .eos_id = (int)v[15], .decoder_start_id = (int)v[16] };
 }
 
 // m and v may be NULL (no optimizer state saved); ts may be NULL (no training state)
@@ -96,9 +102,9 @@ static inline int ckpt_read_info(FILE* f, const char* path, CkptInfo* info, char
     int64_t h[CKPT_HEADER_INTS];
     if (size < (int64_t)sizeof(h) || fread(h, sizeof(h), 1, f) != 1) return ckpt_fail(NULL, err, errlen, path, "file too short for a checkpoint header");
     if (h[0] != CKPT_MAGIC) return ckpt_fail(NULL, err, errlen, path, "not a t5.c checkpoint (bad magic)");
-    if (h[1] != 1 && h[1] != CKPT_VERSION) return ckpt_fail(NULL, err, errlen, path, "unsupported checkpoint version");
+    if (h[1] < 1 || h[1] > CKPT_VERSION) return ckpt_fail(NULL, err, errlen, path, "unsupported checkpoint version");
     if (h[3] != 0 && h[3] != 1) return ckpt_fail(NULL, err, errlen, path, "corrupted header (optimizer flag)");
-    ckpt_unpack_config(h, &info->config);
+    ckpt_unpack_config(h, h[1], &info->config);
     const char* bad = t5_config_check(&info->config);
     if (bad) { snprintf(err, errlen, "%s: invalid model config in header: %s", path, bad); return -1; }
     T5Layout L;

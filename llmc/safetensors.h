@@ -635,7 +635,7 @@ static inline const StTensor* stset_find(StSet* set, const char* name, StFile** 
 }
 
 // ----------------------------------------------------------------------------
-// writing: F32 tensors only. The header is
+// writing: fp32 data, stored as F32 or as BF16 (rounded to nearest even, as torch's .to(bfloat16)). The header is
 //   {"__metadata__":{"format":"pt",<extra pairs>},"<name>":{"dtype":"F32","shape":[...],"data_offsets":[b,e]},...}
 // padded with spaces to a multiple of 8; the data follows in the given order, contiguous.
 // The file is written to PATH.tmp, fsync'ed, then renamed over PATH: a failure leaves PATH as it was.
@@ -751,8 +751,18 @@ static inline int st_write_validate(const char* path, const StWriteTensor* ts, i
     return 0;
 }
 
-// the JSON header, padded with spaces to a multiple of 8
-static inline void st_build_header(StBuf* b, const StWriteTensor* ts, int n, const char* const* kv, int nmeta) {
+// fp32 -> bf16, round to nearest even; NaN stays a (quiet) NaN
+static inline uint16_t st_f32_to_bf16(float x) {
+    uint32_t b;
+    memcpy(&b, &x, 4);
+    if ((b & 0x7fffffffu) > 0x7f800000u) { return (uint16_t)((b >> 16) | 0x40u); }
+    b += 0x7fffu + ((b >> 16) & 1u);
+    return (uint16_t)(b >> 16);
+}
+
+// the JSON header, padded with spaces to a multiple of 8; dtype ST_F32 or ST_BF16
+static inline void st_build_header(StBuf* b, const StWriteTensor* ts, int n, const char* const* kv, int nmeta, StDtype dtype) {
+    int esize = dtype == ST_BF16 ? 2 : 4;
     st_buf_puts(b, "{\"__metadata__\":{\"format\":\"pt\"");
     for (int i = 0; i < nmeta; i++) {
         st_buf_puts(b, ",");
@@ -763,10 +773,10 @@ static inline void st_build_header(StBuf* b, const StWriteTensor* ts, int n, con
     st_buf_puts(b, "}");
     uint64_t offset = 0;
     for (int i = 0; i < n; i++) {
-        uint64_t nbytes = (uint64_t)st_write_numel(&ts[i]) * 4;
+        uint64_t nbytes = (uint64_t)st_write_numel(&ts[i]) * (uint64_t)esize;
         st_buf_puts(b, ",");
         st_buf_json_string(b, ts[i].name);
-        st_buf_puts(b, ":{\"dtype\":\"F32\",\"shape\":[");
+        st_buf_puts(b, dtype == ST_BF16 ? ":{\"dtype\":\"BF16\",\"shape\":[" : ":{\"dtype\":\"F32\",\"shape\":[");
         for (int d = 0; d < ts[i].ndim; d++) {
             if (d > 0) { st_buf_puts(b, ","); }
             st_buf_u64(b, (uint64_t)ts[i].shape[d]);
@@ -797,12 +807,30 @@ static inline int st_write_floats(FILE* f, const float* data, uint64_t numel) {
     return 0;
 }
 
-static inline int st_write_body(FILE* f, const StBuf* header, const StWriteTensor* ts, int n) {
+// floats rounded to bf16, as little-endian 16-bit words, through a buffer
+static inline int st_write_bf16(FILE* f, const float* data, uint64_t numel) {
+    unsigned char buf[ST_CHUNK_BYTES];
+    for (uint64_t done = 0; done < numel;) {
+        size_t n = numel - done < ST_CHUNK_BYTES / 2 ? (size_t)(numel - done) : ST_CHUNK_BYTES / 2;
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = st_f32_to_bf16(data[done + i]);
+            buf[2 * i] = (unsigned char)(h & 0xff);
+            buf[2 * i + 1] = (unsigned char)(h >> 8);
+        }
+        if (fwrite(buf, 2, n, f) != n) { return -1; }
+        done += n;
+    }
+    return 0;
+}
+
+static inline int st_write_body(FILE* f, const StBuf* header, const StWriteTensor* ts, int n, StDtype dtype) {
     unsigned char len8[8];
     st_put_le64(len8, header->len);
     if (fwrite(len8, 1, 8, f) != 8 || fwrite(header->p, 1, header->len, f) != header->len) { return -1; }
     for (int i = 0; i < n; i++) {
-        if (st_write_floats(f, ts[i].data, (uint64_t)st_write_numel(&ts[i])) != 0) { return -1; }
+        uint64_t numel = (uint64_t)st_write_numel(&ts[i]);
+        int rc = dtype == ST_BF16 ? st_write_bf16(f, ts[i].data, numel) : st_write_floats(f, ts[i].data, numel);
+        if (rc != 0) { return -1; }
     }
     return fflush(f) == 0 && fsync(fileno(f)) == 0 ? 0 : -1;
 }
@@ -822,11 +850,13 @@ static inline void st_fsync_parent_dir(const char* path) {
     free(dir);
 }
 
-static inline int st_write_f32(const char* path, const StWriteTensor* ts, int n, const char* const* meta_kv,
-                               int nmeta, char* err, size_t errlen) {
+// dtype: ST_F32 or ST_BF16 (the data is fp32 either way)
+static inline int st_write(const char* path, const StWriteTensor* ts, int n, const char* const* meta_kv,
+                           int nmeta, StDtype dtype, char* err, size_t errlen) {
+    if (dtype != ST_F32 && dtype != ST_BF16) { return st_fail(err, errlen, "%s: can only write F32 or BF16", path); }
     if (st_write_validate(path, ts, n, meta_kv, nmeta, err, errlen) != 0) { return -1; }
     StBuf header = { NULL, 0, 0, 0 };
-    st_build_header(&header, ts, n, meta_kv, nmeta);
+    st_build_header(&header, ts, n, meta_kv, nmeta, dtype);
     size_t plen = strlen(path);
     char* tmp = (char*)malloc(plen + 5); // PATH + ".tmp"
     if (header.oom || tmp == NULL) {
@@ -844,7 +874,7 @@ static inline int st_write_f32(const char* path, const StWriteTensor* ts, int n,
         if (f == NULL) {
             rc = st_fail(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
         } else {
-            int wrc = st_write_body(f, &header, ts, n);
+            int wrc = st_write_body(f, &header, ts, n, dtype);
             int saved = errno;
             if (fclose(f) != 0 && wrc == 0) { wrc = -1; saved = errno; }
             if (wrc == 0 && rename(tmp, path) != 0) { wrc = -1; saved = errno; }
@@ -859,6 +889,11 @@ static inline int st_write_f32(const char* path, const StWriteTensor* ts, int n,
     free(header.p);
     free(tmp);
     return rc;
+}
+
+static inline int st_write_f32(const char* path, const StWriteTensor* ts, int n, const char* const* meta_kv,
+                               int nmeta, char* err, size_t errlen) {
+    return st_write(path, ts, n, meta_kv, nmeta, ST_F32, err, errlen);
 }
 
 #endif // LLMC_SAFETENSORS_H

@@ -5,6 +5,9 @@
 // Covers both families (see ../shared/DESIGN.md):
 //   T5 v1.1 / FLAN-T5: gated FFN  wo(act(wi_0 x) * wi_1 x), act = GELU tanh approx, untied lm_head
 //   original T5:       ReLU FFN   wo(relu(wi x)), lm_head tied to `shared`, decoder output * C^-0.5
+// Tying and output scaling are two settings (`tied`, `scale_out`): transformers >= 5 makes a tied,
+// unscaled FLAN-shaped model from a config, and keeps a checkpoint's own lm_head untied under a
+// scaled config; llmc/hf.h reads both from config.json and the weights as transformers does.
 #ifndef T5_H
 #define T5_H
 
@@ -69,7 +72,8 @@ typedef struct {
     float dropout;          // dropout rate at T5's sites (0 = off)
     T5Act act;              // FFN activation
     int gated;              // 1: wi_0/wi_1 gated FFN (T5 v1.1, FLAN); 0: single wi
-    int tied;               // 1: lm_head = shared, decoder output scaled by C^-0.5
+    int tied;               // 1: lm_head = shared (no lm_head tensor in the layout)
+    int scale_out;          // 1: decoder output scaled by C^-0.5 before the head (HF scale_decoder_outputs)
     int pad_id, eos_id, decoder_start_id;
 } T5Config;
 
@@ -91,10 +95,20 @@ static inline const char* t5_config_check(const T5Config* c) {
     if (!(c->eps > 0.0f && c->eps < 1.0f)) return "layer_norm_epsilon must be in (0, 1)";
     if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) return "dropout_rate must be in [0, 1)";
     if (c->act != ACT_RELU && c->act != ACT_GELU && c->act != ACT_GELU_TANH) return "unknown activation";
+    if ((c->tied != 0 && c->tied != 1) || (c->scale_out != 0 && c->scale_out != 1)) return "tied and scale_out must be 0 or 1";
     if (c->pad_id < 0 || c->pad_id >= c->vocab_size) return "pad_token_id out of range";
     if (c->eos_id < 0 || c->eos_id >= c->vocab_size) return "eos_token_id out of range";
     if (c->decoder_start_id < 0 || c->decoder_start_id >= c->vocab_size) return "decoder_start_token_id out of range";
     return NULL;
+}
+
+// "gated FFN, tied head, output scaled": the table line both trainers print
+static inline const char* t5_head_desc(const T5Config* c) {
+    static const char* d[8] = { "plain FFN, untied head", "plain FFN, untied head, output scaled",
+                                "plain FFN, tied head", "plain FFN, tied head, output scaled",
+                                "gated FFN, untied head", "gated FFN, untied head, output scaled",
+                                "gated FFN, tied head", "gated FFN, tied head, output scaled" };
+    return d[(c->gated ? 4 : 0) + (c->tied ? 2 : 0) + (c->scale_out ? 1 : 0)];
 }
 
 // named presets: the published shapes of google/flan-t5-* and t5-* (vocab rows 32128)
@@ -121,7 +135,7 @@ static inline int t5_config_preset(T5Config* c, const char* name) {
         *c = (T5Config){ .vocab_size = 32128, .d_model = p->d_model, .d_kv = p->d_kv, .num_heads = p->num_heads,
                          .d_ff = p->d_ff, .num_layers = p->layers, .num_decoder_layers = p->layers,
                          .num_buckets = 32, .max_distance = 128, .eps = 1e-6f, .dropout = 0.1f,
-                         .act = p->flan ? ACT_GELU_TANH : ACT_RELU, .gated = p->flan, .tied = !p->flan,
+                         .act = p->flan ? ACT_GELU_TANH : ACT_RELU, .gated = p->flan, .tied = !p->flan, .scale_out = !p->flan,
                          .pad_id = 0, .eos_id = 1, .decoder_start_id = 0 };
         return 0;
     }
