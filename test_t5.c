@@ -234,6 +234,120 @@ static void test_fixture(const char* dir, const char* tmpdir) {
     st_close(&f.st);
 }
 
+// files written byte by byte, and refusals that must name the problem
+static void write_bytes(const char* path, const void* data, size_t n) {
+    FILE* f = fopenCheck(path, "wb");
+    if (n) fwrite(data, 1, n, f);
+    fclose(f);
+}
+
+static void expect_error(const char* what, int rc, const char* err, const char* must_contain) {
+    int ok = rc != 0 && strstr(err, must_contain) != NULL;
+    printf("%-62s %s\n      -> %s\n", what, ok ? "OK" : "FAIL", rc ? err : "(accepted!)");
+    verdict(ok, what);
+}
+
+// ----------------------------------------------------------------------------
+// model directories as each transformers version writes them (dev/make_format_fixtures.py): the head
+// (tied? scaled?) must be what transformers 5 made of the directory, the loss, logits and gradients
+// what it computed (tolerances as test_forward_backward), and every export form must read back as
+// the same model
+
+// DIR exported with opt, read back: the same config, parameters within `rel` (0: bit-identical)
+static void check_export_form(const T5* m, const char* dir, const HfWeightsOptions* opt, const char* label, double rel) {
+    char err[1024];
+    T5 r;
+    int ok = t5_save_hf_weights(dir, &m->config, m->params_memory, opt, err, sizeof(err)) == 0 &&
+             t5_build_from_hf(&r, dir, err, sizeof(err)) == 0;
+    if (!ok) { printf("  %s\n", err); check_true(label, 0); return; }
+    int same = memcmp(&r.config, &m->config, sizeof(T5Config)) == 0;
+    for (size_t i = 0; same && i < m->layout.total; i++)
+        same = fabs((double)r.params_memory[i] - m->params_memory[i]) <= rel * fabs((double)m->params_memory[i]);
+    check_true(label, same);
+    t5_free(&r);
+}
+
+static void test_format_fixture(const char* name, const char* tmp) {
+    char dir[600], path[700], err[1024];
+    snprintf(dir, sizeof(dir), "dev/fixtures/formats/%s", name);
+    printf("\n=== format %s\n", dir);
+    Fixture f;
+    snprintf(f.path, sizeof(f.path), "%s/expected.safetensors", dir);
+    if (st_open(&f.st, f.path, err, sizeof(err))) { printf("error: %s (run `make fixtures`)\n", err); exit(EXIT_FAILURE); }
+    T5 m = load_fixture_model(dir);
+    char label[200];
+    snprintf(label, sizeof(label), "head as transformers %s reads it: tied %d, output scaled %d", st_metadata(&f.st, "writer") ? "5" : "?",
+             (int)fx_meta(&f, "tied"), (int)fx_meta(&f, "scale"));
+    check_true(label, m.config.tied == (int)fx_meta(&f, "tied") && m.config.scale_out == (int)fx_meta(&f, "scale"));
+    FxBatch x = fx_batch(&f, &m.config);
+    test_forward_backward(&f, &m, &x);
+    snprintf(path, sizeof(path), "%s/fmt_%s", tmp, name);
+    HfWeightsOptions fp32 = { ST_F32, 0 }, shards = { ST_F32, 4000 }, bf16 = { ST_BF16, 0 };
+    check_export_form(&m, path, &fp32, "export F32 -> read: same head, bit-identical parameters", 0.0);
+    check_export_form(&m, path, &shards, "export in 4 kB shards + index -> read: bit-identical (old single file removed)", 0.0);
+    // bf16 keeps 8 significant bits: round-to-nearest error <= half an ulp <= 2^-8 relative
+    check_export_form(&m, path, &bf16, "export BF16 -> read: same head, values within bf16 rounding (2^-8)", 1.0 / 256);
+    fx_batch_free(&x);
+    t5_free(&m);
+    st_close(&f.st);
+}
+
+// DIR/model.safetensors = the untied model m's tensors in state order, with tensor `drop` left out and
+// (extra_name, m's lm_head values) added; DIR/config.json = m's config
+static int write_variant(const T5* m, const char* dir, const char* drop, const char* extra_name, char* err, size_t errlen) {
+    StWriteTensor ts[128];
+    char names[128][128], path[700];
+    int n = hf_state_order(&m->config, &m->layout, m->params_memory, ts, names), k = 0;
+    for (int i = 0; i < n; i++) if (!drop || strcmp(ts[i].name, drop) != 0) ts[k++] = ts[i];
+    if (extra_name) { ts[k] = ts[n - 1]; ts[k].name = extra_name; k++; } // ts[n - 1]: lm_head
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    if (mkdir_p(dir, err, errlen) || st_write_f32(path, ts, k, NULL, 0, err, errlen)) return -1;
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    return t5_config_write(path, &m->config, err, errlen);
+}
+
+// what transformers 5 does with the embedding and head names in odd files, and what it would refuse
+static void test_head_cases(const char* tmp) {
+    printf("\n=== the head and embedding copies in odd directories\n");
+    T5 m = load_fixture_model("dev/fixtures/formats/v4_flan"); // untied: lm_head differs from shared
+    char dir[600], path[700], err[1024];
+    T5Config c;
+    float* p;
+    snprintf(dir, sizeof(dir), "%s/heads", tmp);
+    int rc = write_variant(&m, dir, NULL, "encoder.embed_tokens.weight", err, sizeof(err)) ? -2 : t5_load_hf_dir(dir, &c, &p, err, sizeof(err));
+    expect_error("an encoder.embed_tokens copy that differs from shared.weight", rc, err, "hold different values");
+    rc = write_variant(&m, dir, "shared.weight", NULL, err, sizeof(err)) ? -2 : t5_load_hf_dir(dir, &c, &p, err, sizeof(err));
+    int ok = rc == 0 && c.tied == 1 && memcmp(p, m.params.lm_head, m.layout.t[P_LM_HEAD].size * sizeof(float)) == 0;
+    check_true("no embedding, only lm_head.weight: tied, the embedding is the head (as transformers ties it)", ok);
+    if (rc == 0) free(p);
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    const char* bad = "{\"model_type\": \"t5\", \"vocab_size\": 64, \"d_model\": 16, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 24, "
+                      "\"num_layers\": 1, \"scale_decoder_outputs\": \"yes\"}";
+    write_bytes(path, bad, strlen(bad));
+    rc = t5_config_read(path, &c, err, sizeof(err));
+    expect_error("scale_decoder_outputs that is not a boolean", rc, err, "'scale_decoder_outputs' must be");
+    const char* cases[4][2] = { { "", "1 1" }, { ", \"tie_word_embeddings\": false", "0 0" },
+                                { ", \"tie_word_embeddings\": true, \"scale_decoder_outputs\": false", "1 0" },
+                                { ", \"tie_word_embeddings\": false, \"scale_decoder_outputs\": true", "0 1" } };
+    for (int i = 0; i < 4; i++) { // config alone: tied = the flag as written, scaled as transformers 5 reads it
+        char text[400], got[8], label[200];
+        int len = snprintf(text, sizeof(text), "{\"model_type\": \"t5\", \"vocab_size\": 64, \"d_model\": 16, \"d_kv\": 4, "
+                           "\"num_heads\": 2, \"d_ff\": 24, \"num_layers\": 1%s}", cases[i][0]);
+        write_bytes(path, text, (size_t)len);
+        rc = t5_config_read(path, &c, err, sizeof(err));
+        snprintf(got, sizeof(got), "%d %d", c.tied, c.scale_out);
+        snprintf(label, sizeof(label), "config {%s}: tied, scaled = %s", i ? cases[i][0] + 2 : "no head fields", cases[i][1]);
+        check_true(label, rc == 0 && strcmp(got, cases[i][1]) == 0);
+    }
+    t5_free(&m);
+}
+
+static void test_formats(const char* tmp) {
+    const char* names[] = { "v4_flan", "v4_t5", "v5_fresh_flan", "v5_resaved_flan", "v5_resaved_flan_bf16", "v5_resaved_flan_sharded" };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) test_format_fixture(names[i], tmp);
+    test_head_cases(tmp);
+}
+
 // ----------------------------------------------------------------------------
 // checks that need no fixture
 
@@ -373,18 +487,6 @@ static void test_dropout(void) {
 
 // ----------------------------------------------------------------------------
 // bad input: every loader refuses with a message naming the file, never crashes
-
-static void write_bytes(const char* path, const void* data, size_t n) {
-    FILE* f = fopenCheck(path, "wb");
-    if (n) fwrite(data, 1, n, f);
-    fclose(f);
-}
-
-static void expect_error(const char* what, int rc, const char* err, const char* must_contain) {
-    int ok = rc != 0 && strstr(err, must_contain) != NULL;
-    printf("%-62s %s\n      -> %s\n", what, ok ? "OK" : "FAIL", rc ? err : "(accepted!)");
-    verdict(ok, what);
-}
 
 static void test_bad_config(const char* tmp) {
     const char* cases[][3] = {
@@ -1058,6 +1160,7 @@ int main(int argc, char** argv) {
     const char* bin = NULL; // --train-bin PATH: also test the command line of that binary
     for (int i = 1; i + 1 < argc; i++) if (strcmp(argv[i], "--train-bin") == 0) bin = argv[i + 1];
     for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_fixture(fixtures[i], tmp);
+    test_formats(tmp);
     printf("\n=== checks without fixtures\n");
     test_finite_differences(0, ACT_GELU_TANH, 1, "flan");
     test_finite_differences(1, ACT_GELU, 0, "tied");
