@@ -184,7 +184,7 @@ $(BUILD)/score: dev/score.c $(METRIC_HEADERS)
 $(BUILD)/asan/score: dev/score.c $(METRIC_HEADERS)
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(filter-out -O3,$(CFLAGS)) $(SAN_FLAGS) -I. $< -o $@ $(LDLIBS)
-.PHONY: test_metrics
+.PHONY: test_metrics test_hub
 test_metrics: $(BUILD)/score $(BUILD)/asan/score
 	ASAN_OPTIONS=detect_leaks=1 $(PYTHON) dev/test_metrics.py --score-bin $(BUILD)/score --asan-bin $(BUILD)/asan/score
 
@@ -216,6 +216,10 @@ $(BUILD)/asan/test_dataloader: dev/test_dataloader.c $(HEADERS)
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(filter-out -O3,$(CFLAGS)) $(SAN_FLAGS) -I. $< -o $@ $(LDLIBS)
 .PHONY: test_pipeline
+# exported HF directories in transformers (no PyTorch needed): config, tokenizer on DialogSum, card
+test_hub: train_t5
+	bash dev/test_hub.sh ./train_t5 $(DATA)
+
 test_pipeline: train_t5 $(BUILD)/test_dataloader
 	./$(BUILD)/test_dataloader
 	$(PYTHON) dev/test_pipeline.py --train-bin ./train_t5 --data $(DATA) --mpi $(if $(filter 1,$(MPI_FOUND)),1,0)
@@ -245,6 +249,7 @@ test: train_t5 test_t5 $(BUILD)/test_io $(BUILD)/bench_generate $(BUILD)/bench_g
 	$(MAKE) --no-print-directory test_metrics
 	$(MAKE) --no-print-directory test_tokenizer
 	$(MAKE) --no-print-directory test_pipeline
+	$(MAKE) --no-print-directory test_hub
 	bash dev/gpu_check_dry.sh
 	$(MAKE) --no-print-directory asan
 
@@ -308,9 +313,12 @@ dialogsum: train_t5
 	$(PYTHON) dev/plot_metrics.py $(RUN)
 
 # regenerate dev/fixtures with Hugging Face transformers (needs torch + transformers)
+# the format fixtures need transformers 4 beside 5: TRANSFORMERS4=DIR (pip install --target DIR transformers==4.57.1)
+TRANSFORMERS4 ?= /tmp/tf4
 fixtures:
 	$(PYTHON) dev/make_fixtures.py
 	$(PYTHON) dev/make_gen_fixtures.py
+	TRANSFORMERS4_PATH=$(TRANSFORMERS4) $(PYTHON) dev/make_format_fixtures.py
 
 # CPU speed vs PyTorch on this machine (a benchmark, not a test)
 bench_cpu: train_t5

@@ -240,6 +240,26 @@ static void test_fixture(const char* dir) {
     st_close(&f.st);
 }
 
+// a model directory as one transformers version writes it (dev/make_format_fixtures.py): the head the
+// loader gives it, then the batch's logits, loss and gradients as transformers 5 computed them
+static void test_format_fixture(const char* name) {
+    char dir[600], err[1024];
+    snprintf(dir, sizeof(dir), "dev/fixtures/formats/%s", name);
+    printf("\n=== format %s (%s)\n", dir, PRECISION_NAME);
+    Fixture f;
+    snprintf(f.path, sizeof(f.path), "%s/expected.safetensors", dir);
+    if (st_open(&f.st, f.path, err, sizeof(err))) { printf("error: %s\n", err); exit(EXIT_FAILURE); }
+    T5Cuda m;
+    load_fixture_model(dir, &m);
+    check_true("head (tied, output scaled) as transformers 5 reads the directory",
+               m.config.tied == (int)fx_meta(&f, "tied") && m.config.scale_out == (int)fx_meta(&f, "scale"));
+    T5Batch b = fx_batch(&f);
+    test_fixture_forward_backward(&f, &m, &b);
+    t5cu_free(&m);
+    batch_release(&b);
+    st_close(&f.st);
+}
+
 // ----------------------------------------------------------------------------
 // against the CPU engine on a model of real size
 
@@ -798,7 +818,11 @@ int main(int argc, char** argv) {
         test_dropout_twin();
         test_bucket_twin();
     }
-    if (section("fixtures")) for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_fixture(fixtures[i]);
+    if (section("fixtures")) {
+        for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_fixture(fixtures[i]);
+        const char* formats[] = { "v4_flan", "v4_t5", "v5_fresh_flan", "v5_resaved_flan", "v5_resaved_flan_bf16", "v5_resaved_flan_sharded" };
+        for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++) test_format_fixture(formats[i]);
+    }
     if (section("cpu")) {
         test_against_cpu("flan-t5-small", 8, 0.1f);
         test_against_cpu("t5-small", 2, 0.1f);

@@ -23,6 +23,7 @@
 #include "llmc/vmath.h"       // defines: t5_expf (vectorisable e^x for softmax and cross-entropy)
 #include "llmc/rng.h"         // defines: Rng, rng_next, rng_normal, dropout_keep
 #include "llmc/hf.h"          // defines: t5_load_hf_dir, t5_save_hf_dir (config.json + safetensors)
+#include "llmc/hub.h"         // defines: hub_save_dir, hub_write_card (generation config, tokenizer files, model card)
 #include "llmc/checkpoint.h"  // defines: ckpt_save, ckpt_load (native format)
 #include "llmc/examples.h"    // defines: ExampleFile, examples_open (pre-tokenized example file)
 #include "llmc/dataloader.h"  // defines: T5Batch, BatchBuf, batch_make, DataLoader, dataloader_next
@@ -1730,19 +1731,6 @@ static int eval_generate(T5* m, const SpmModel* tok, const EvalSet* s, const Eva
 // ----------------------------------------------------------------------------
 // evaluation outputs: generations JSONL, scores, the side-by-side comparison report
 
-static void json_put_string(FILE* f, const char* s) {
-    fputc('"', f);
-    for (const unsigned char* p = (const unsigned char*)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p == '\n') fputs("\\n", f);
-        else if (*p == '\t') fputs("\\t", f);
-        else if (*p == '\r') fputs("\\r", f);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 // (id, dialogue, human summaries, generated summary, its ROUGE F1 x 100) per line; written to PATH.tmp,
 // then renamed
 static int write_generations(const char* path, const EvalSet* s, const EvalResult* r, char* err, size_t errlen) {
@@ -1868,6 +1856,7 @@ typedef struct {
     const char* out_dir;     // run directory: metrics.jsonl, checkpoints/, model/
     const char* resume;      // "latest" (newest valid checkpoint in out_dir/checkpoints) or a checkpoint file
     const char* save_hf;     // output HF directory (default with --out-dir: OUT/model)
+    HfWeightsOptions hf_weights; // --save-hf-dtype fp32|bf16, --max-shard-size (as save_pretrained's)
     const char* save_ckpt;   // output native checkpoint
     const char* data_log;    // PREFIX: each rank writes the example ids of every step to PREFIX.rank<r>
     const char* eval_split;  // PREFIX of a prepro split (PREFIX.bin + PREFIX_refs.jsonl): summaries + scores
@@ -1897,6 +1886,7 @@ static Options options_default(void) {
                   .bench_tgt_len = 64, .prompt = DEFAULT_PROMPT,
                   .num_beams = 1, .max_new_tokens = 128, .no_repeat_ngram = 0, .early_stopping = 0, .gen_batch_size = 8,
                   .eval_limit = 0, .eval_rouge = 0, .compare_examples = 5, .length_penalty = 1.0f };
+    o.hf_weights = (HfWeightsOptions){ ST_F32, 0 };
     o.dims.tied = -1; o.dims.scale_out = -1; o.dims.gated = -1; o.dims.act = (T5Act)-1;
     return o;
 }
@@ -1941,7 +1931,10 @@ static void usage(void) {
         "  --checkpoint-every N   checkpoint every N steps into DIR/checkpoints, 0 = at the end (default %d)\n"
         "  --keep-checkpoints K   keep the newest K checkpoints (default %d)\n"
         "  --resume latest|PATH   continue the run in --out-dir from its newest valid checkpoint (or PATH)\n"
-        "  --save-hf DIR          write the trained model as an HF directory\n"
+        "  --save-hf DIR          write the trained model as an HF directory (weights, config, generation config,\n"
+        "                         tokenizer files, model card; default with --out-dir: OUT/model)\n"
+        "  --save-hf-dtype fp32|bf16  its weights' dtype (default fp32)   --max-shard-size SIZE  shards above SIZE\n"
+        "                         (\"5GB\", \"500MB\" or bytes; default 50GB, as save_pretrained)\n"
         "  --save-checkpoint PATH write a native checkpoint (params + AdamW state)\n"
         "  SIGINT / SIGTERM finish the current step, write a checkpoint and exit with 130 / 143.\n"
         " summaries and scores (ROUGE as rouge_score, BLEU as sacrebleu)\n"
@@ -2076,6 +2069,14 @@ static int parse_args(int argc, char** argv, Options* o) {
             if (strcmp(f, strs[k].flag) == 0) { *strs[k].dst = v; done = 1; }
         if (done) continue;
         if (strcmp(f, "--seed") == 0) { if (parse_int(f, v, 0, (1LL << 62), &o->seed)) return -1; }
+        else if (strcmp(f, "--save-hf-dtype") == 0) {
+            if (strcmp(v, "fp32") != 0 && strcmp(v, "bf16") != 0) { fprintf(stderr, "error: --save-hf-dtype must be fp32 or bf16, got '%s'\n", v); return -1; }
+            o->hf_weights.dtype = strcmp(v, "bf16") == 0 ? ST_BF16 : ST_F32;
+        } else if (strcmp(f, "--max-shard-size") == 0) {
+            if ((o->hf_weights.max_shard_bytes = hf_parse_size(v)) == 0) {
+                fprintf(stderr, "error: --max-shard-size must be a size like 5GB, 500MB, 100KB or a byte count, got '%s'\n", v); return -1;
+            }
+        }
         else if (strcmp(f, "--schedule") == 0) {
             if (lr_schedule_parse(v, &o->schedule)) { fprintf(stderr, "error: --schedule must be constant, linear or cosine, got '%s'\n", v); return -1; }
         } else if (strcmp(f, "--ffn") == 0) {
@@ -2677,20 +2678,64 @@ static int bench(T5* m, const Options* o) {
     return 0;
 }
 
-static int save_outputs(const T5* m, const Options* o) {
+// the HF directory this run writes (--save-hf, else OUT/model), or NULL
+static const char* hf_out_dir(const Options* o, char* buf, size_t n) {
+    if (o->save_hf) return o->save_hf;
+    if (!o->out_dir) return NULL;
+    snprintf(buf, n, "%s/model", o->out_dir);
+    return buf;
+}
+
+// what the HF directory holds besides the weights (llmc/hub.h); buffers for the paths it points to.
+// `evaluated`: the run's evaluation has written its scores (the card then carries them)
+typedef struct { char tok[4400], scores[4400], baseline[4400]; } HubPaths;
+
+static HubSave hub_save_of(const T5* m, const Options* o, int ranks, int evaluated, HubPaths* p) {
+    HubSave s = { .weights = o->hf_weights, .spm_path = tokenizer_path(o, p->tok, sizeof(p->tok)) };
+    s.gen = (HubGeneration){ o->num_beams, o->max_new_tokens, o->no_repeat_ngram, o->early_stopping, o->length_penalty };
+    eval_path(o, "scores.json", p->scores, sizeof(p->scores));
+    eval_path(o, "scores_baseline.json", p->baseline, sizeof(p->baseline));
+    s.card = (HubCard){ .engine = "train_t5 (CPU, fp32)", .base_model = o->model,
+                        .random_init = model_source(o->model) == SRC_PRESET, .train_file = o->train_file,
+                        .steps = (long long)m->step, .batch_size = o->batch_size, .grad_accum = o->grad_accum, .ranks = ranks,
+                        .warmup = o->warmup, .max_src_len = o->max_src_len, .max_tgt_len = o->max_tgt_len, .lr = o->lr,
+                        .weight_decay = o->weight_decay, .dropout = m->config.dropout, .clip = o->clip,
+                        .schedule = lr_schedule_name(o->schedule), .seed = o->seed,
+                        .eval_split = evaluated ? o->eval_split : NULL, .scores_json = p->scores,
+                        .baseline_json = o->baseline_model ? p->baseline : NULL };
+    return s;
+}
+
+static int save_outputs(const T5* m, const Options* o, int ranks) {
     char err[1024], dir[4400];
-    const char* hf = o->save_hf;
-    if (!hf && o->out_dir) { snprintf(dir, sizeof(dir), "%s/model", o->out_dir); hf = dir; }
+    const char* hf = hf_out_dir(o, dir, sizeof(dir));
     if (hf) {
-        char tok[4400];
-        if (t5_save_hf_dir(hf, &m->config, m->params_memory, err, sizeof(err)) ||
-            hf_save_tokenizer(hf, tokenizer_path(o, tok, sizeof(tok)), err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
-        printf("saved HF directory %s\n", hf);
+        HubPaths paths;
+        HubSave s = hub_save_of(m, o, ranks, 0, &paths);
+        int tokjson;
+        if (hub_save_dir(hf, &m->config, m->params_memory, &s, &tokjson, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+        printf("saved HF directory %s (%s, %s)\n", hf, o->hf_weights.dtype == ST_BF16 ? "bf16" : "fp32",
+               tokjson ? "with tokenizer.json" : "no tokenizer.json at hand: AutoTokenizer converts spiece.model, "
+               "which needs pip install sentencepiece protobuf");
+        const char* note = hf_head_4x_note(&m->config);
+        if (note) printf("note: %s\n", note);
     }
     if (o->save_ckpt) {
         if (t5_save_checkpoint(m, o->save_ckpt, NULL, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
         printf("saved checkpoint %s\n", o->save_ckpt);
     }
+    return 0;
+}
+
+// after the evaluation: the model card of this run's HF directory gets its scores
+static int update_card(const T5* m, const Options* o, int ranks) {
+    char err[1024], dir[4400];
+    const char* hf = hf_out_dir(o, dir, sizeof(dir));
+    if (!hf) return 0;
+    HubPaths paths;
+    HubSave s = hub_save_of(m, o, ranks, 1, &paths);
+    if (hub_write_card(hf, &s.card, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+    printf("model card %s/README.md: the evaluation's scores added\n", hf);
     return 0;
 }
 
@@ -2752,8 +2797,9 @@ static int run_program(const Options* o, const Dist* d) {
     int rc = 0;
     if (o->bench) rc = bench(&m, o);
     else if (o->train_file) rc = train(&m, o, d, resumed ? &ts : NULL, from);
-    if (rc == 0 && !o->bench && d->rank == 0) rc = save_outputs(&m, o);
+    if (rc == 0 && !o->bench && d->rank == 0) rc = save_outputs(&m, o, d->size);
     if (rc == 0 && o->eval_split && d->rank == 0) rc = run_eval(&m, o, o->train_file ? "fine-tuned" : from);
+    if (rc == 0 && o->eval_split && !o->bench && d->rank == 0) rc = update_card(&m, o, d->size);
     t5_free(&m);
     return rc;
 }

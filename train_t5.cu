@@ -38,6 +38,7 @@
 #include "llmc/rng.h"          // defines: mix64, Rng, rng_init, rng_next
 #include "llmc/schedule.h"     // defines: LrSchedule, lr_multiplier, lr_schedule_parse
 #include "llmc/hf.h"           // defines: t5_load_hf_dir, t5_save_hf_dir
+#include "llmc/hub.h"          // defines: hub_save_dir, hub_write_card (generation config, tokenizer files, model card)
 #include "llmc/checkpoint.h"   // defines: ckpt_save, ckpt_load, CkptTrainState
 #include "llmc/rundir.h"       // defines: ckpt_list, ckpt_path, ckpt_prune, metrics_open, json_num (run directory)
 #include "llmc/dataloader.h"   // defines: T5Batch, BatchBuf, DataLoader, dataloader_next, IGNORE_INDEX
@@ -1644,6 +1645,7 @@ typedef struct {
     const char* model;       // preset, HF directory or checkpoint file
     const char* train_file;  // pre-tokenized examples
     const char* save_hf;
+    HfWeightsOptions hf_weights; // --save-hf-dtype, --max-shard-size
     const char* save_ckpt;
     const char* nccl_init_dir;
     const char* eval_split;  // summarize PREFIX.bin on the GPU and score (train_t5's --eval-split)
@@ -1705,7 +1707,10 @@ static void usage(void) {
         "  --max-src-len N        truncate sources to N tokens (default %d)\n"
         "  --max-tgt-len N        truncate targets to N tokens (default %d)\n"
         "  --seed N               seed for init, data order and dropout (default %lld)\n"
-        "  --save-hf DIR          write the trained model as an HF directory\n"
+        "  --save-hf DIR          write the trained model as an HF directory (weights, config, generation config,\n"
+        "                         tokenizer files, model card)\n"
+        "  --save-hf-dtype fp32|bf16  its weights' dtype (default fp32)   --max-shard-size SIZE  shards above SIZE\n"
+        "                         (\"5GB\", \"500MB\" or bytes; default 50GB, as save_pretrained)\n"
         "  --save-checkpoint PATH write a native checkpoint (params + AdamW state; gathered under --zero 1)\n"
         "  --out-dir DIR          run directory: metrics.jsonl and checkpoints/ (a checkpoint at the end, on a stop\n"
         "                         signal, and every --checkpoint-every steps); a fresh run refuses one that holds\n"
@@ -1797,6 +1802,16 @@ static int parse_flag(Options* o, const char* f, const char* v) {
     for (size_t k = 0; k < sizeof(strs) / sizeof(strs[0]); k++)
         if (strcmp(f, strs[k].flag) == 0) { *strs[k].dst = v; return 1; }
     if (strcmp(f, "--seed") == 0) return t5cpu_parse_int(f, v, 0, (1LL << 62), &o->seed) ? -1 : 1;
+    if (strcmp(f, "--save-hf-dtype") == 0) {
+        if (strcmp(v, "fp32") != 0 && strcmp(v, "bf16") != 0) { fprintf(stderr, "error: --save-hf-dtype must be fp32 or bf16, got '%s'\n", v); return -1; }
+        o->hf_weights.dtype = strcmp(v, "bf16") == 0 ? ST_BF16 : ST_F32;
+        return 1;
+    }
+    if (strcmp(f, "--max-shard-size") == 0) {
+        if ((o->hf_weights.max_shard_bytes = hf_parse_size(v)) != 0) return 1;
+        fprintf(stderr, "error: --max-shard-size must be a size like 5GB, 500MB, 100KB or a byte count, got '%s'\n", v);
+        return -1;
+    }
     if (strcmp(f, "--attention") == 0) {
         for (int k = 0; k < (int)(sizeof(ATTN_KIND_NAMES) / sizeof(ATTN_KIND_NAMES[0])); k++)
             if (strcmp(v, ATTN_KIND_NAMES[k]) == 0) { o->attention = k; return 1; }
@@ -2456,6 +2471,27 @@ static int gen_bench(T5Cuda* m, const Options* o) {
     return rc;
 }
 
+// what --save-hf's directory holds besides the weights (llmc/hub.h); `evaluated`: the scores exist
+typedef struct { char tok[4400], scores[4400]; } HubPaths;
+
+static HubSave hub_save_of(const T5Cuda* m, const Options* o, int evaluated, HubPaths* p) {
+    HubSave s;
+    s.weights = o->hf_weights;
+    s.spm_path = hf_tokenizer_path(p->tok, sizeof(p->tok), o->tokenizer, o->model, NULL);
+    s.gen = (HubGeneration){ o->num_beams, o->max_new_tokens, o->no_repeat_ngram, o->early_stopping, o->length_penalty };
+    snprintf(p->scores, sizeof(p->scores), "%s/scores.json", o->eval_out);
+    struct stat st;
+    int preset = stat(o->model, &st) != 0;
+    s.card = (HubCard){ .engine = "train_t5cu (CUDA, " PRECISION_NAME ")", .base_model = o->model, .random_init = preset,
+                        .train_file = o->train_file, .steps = (long long)m->step, .batch_size = o->batch_size,
+                        .grad_accum = o->grad_accum, .ranks = m->comm ? m->comm->size : 1, .warmup = o->warmup,
+                        .max_src_len = o->max_src_len, .max_tgt_len = o->max_tgt_len, .lr = o->lr,
+                        .weight_decay = o->weight_decay, .dropout = m->config.dropout, .clip = o->clip,
+                        .schedule = lr_schedule_name(o->schedule), .seed = o->seed,
+                        .eval_split = evaluated ? o->eval_split : NULL, .scores_json = p->scores, .baseline_json = NULL };
+    return s;
+}
+
 // rank 0 writes; every rank takes part (ZeRO-1 gathers); the outcome is agreed over ranks
 static int save_outputs(T5Cuda* m, const Options* o) {
     char err[1024];
@@ -2463,9 +2499,9 @@ static int save_outputs(T5Cuda* m, const Options* o) {
     if (o->save_hf) {
         float* p = is_rank0(m) ? (float*)mallocCheck(t5cu_num_params(m) * sizeof(float)) : NULL;
         t5cu_get(m, T5CU_PARAMS, p);
-        char tok[4400];
-        if (p && (t5_save_hf_dir(o->save_hf, &m->config, p, err, sizeof(err)) ||
-                  hf_save_tokenizer(o->save_hf, hf_tokenizer_path(tok, sizeof(tok), o->tokenizer, o->model, NULL), err, sizeof(err)))) {
+        HubPaths paths;
+        HubSave s = hub_save_of(m, o, 0, &paths);
+        if (p && hub_save_dir(o->save_hf, &m->config, p, &s, NULL, err, sizeof(err))) {
             fprintf(stderr, "error: %s\n", err);
             bad = 1;
         }
@@ -2526,6 +2562,12 @@ static int run(Comm* comm, const Options* o) {
         rc = o->bench ? bench(&m, o, &meter) : o->train_file ? train(&m, o, &meter, o->resume ? &h.train : NULL, from) : 0;
         if (rc == 0 && !o->bench) rc = save_outputs(&m, o);
         if (rc == 0 && o->eval_split && meter.print) rc = eval_split(&m, o);
+        if (rc == 0 && o->eval_split && o->save_hf && meter.print) { // the card gets the scores
+            char err[1024];
+            HubPaths paths;
+            HubSave s = hub_save_of(&m, o, 1, &paths);
+            if (hub_write_card(o->save_hf, &s.card, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); rc = -1; }
+        }
     }
     if (meter.print && meter.peak_mem > 0) // sampled at each training step (generation alone samples none)
         printf("peak device memory in use: %.2f GiB (activations %.2f GiB, weights+grads+AdamW %.2f GiB)\n",

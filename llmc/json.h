@@ -492,4 +492,20 @@ static inline int json_read_file(const char* path, JsonValue* out, char* err, si
     return 0;
 }
 
+// ----------------------------------------------------------------------------
+// writing: a string as a JSON literal (quote and backslash escaped, control characters as \n, \t, \r or \u00XX);
+// the text must be UTF-8 (what json_parse reads back as the same text)
+static inline void json_put_string(FILE* f, const char* s) {
+    fputc('"', f);
+    for (const unsigned char* p = (const unsigned char*)s; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p == '\n') fputs("\\n", f);
+        else if (*p == '\t') fputs("\\t", f);
+        else if (*p == '\r') fputs("\\r", f);
+        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
 #endif // LLMC_JSON_H
