@@ -212,6 +212,10 @@ test_tokenizer: $(BUILD)/t5tok $(BUILD)/test_spm
 $(BUILD)/test_dataloader: dev/test_dataloader.c $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) -I. $< -o $@ $(LDLIBS)
+# what a shape ladder costs in padding on a real example file (a tool: docs/benchmarks.md has its numbers)
+$(BUILD)/ladder_stats: dev/ladder_stats.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -I. $< -o $@ $(LDLIBS)
 $(BUILD)/asan/test_dataloader: dev/test_dataloader.c $(HEADERS)
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(filter-out -O3,$(CFLAGS)) $(SAN_FLAGS) -I. $< -o $@ $(LDLIBS)
@@ -241,7 +245,7 @@ $(BUILD)/noomp/test_t5: test_t5.c train_t5.c $(HEADERS)
 	@mkdir -p $(BUILD)/noomp
 	$(CC) $(filter-out -fopenmp,$(CFLAGS)) -Wno-unknown-pragmas -Wno-unused-function -I. $< -o $@ -lm
 
-test: train_t5 test_t5 $(BUILD)/test_io $(BUILD)/bench_generate $(BUILD)/bench_gemm $(BUILD)/noomp/test_t5 $(if $(filter 1,$(CUBLASLT_FOUND)),cuda_compile_check)
+test: train_t5 test_t5 $(BUILD)/test_io $(BUILD)/bench_generate $(BUILD)/bench_gemm $(BUILD)/ladder_stats $(BUILD)/noomp/test_t5 $(if $(filter 1,$(CUBLASLT_FOUND)),cuda_compile_check)
 	./$(BUILD)/test_io
 	./test_t5 --train-bin ./train_t5
 	bash dev/test_cli_flags.sh ./train_t5

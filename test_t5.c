@@ -651,6 +651,16 @@ static void test_cli_fixture_run(const char* bin, const char* tmp, const char* f
         check_close(name, &got[k], want, 1, 1e-5f);
         free(want);
     }
+    // the same run on the shape ladder: more padding, the same losses (padding is masked out exactly)
+    snprintf(cmd, sizeof(cmd), "%s --model %s/model --train-file %s/examples.bin --steps 4 --batch-size 3 --shuffle 0 --bucket 0 "
+             "--lr 1e-2 --schedule linear --warmup 2 --schedule-steps 6 --weight-decay 0.01 --decay-norms 1 --clip 1 "
+             "--dropout 0 --shape-ladder 16,8", bin, fx, fx);
+    rc = run_cmd(cmd, out, sizeof(out));
+    float lad[8];
+    n = parse_losses(out, lad, 8);
+    snprintf(path, sizeof(path), "train_t5 --shape-ladder 16,8: exit 0, the table names the ladder");
+    check_true(path, rc == 0 && n == 4 && strstr(out, "multiples of 16"));
+    if (n == 4) check_close("train_t5 --shape-ladder 16,8: the 4 losses of dynamic padding", lad, got, 4, 1e-5f);
     st_close(&f.st);
     T5 a, b;
     snprintf(path, sizeof(path), "%s/new/dirs/cli_hf", tmp); // parent directories created on demand
@@ -787,6 +797,10 @@ static void test_cli_errors(const char* bin) {
         { "--model dev/fixtures/flan_gated/fixture.safetensors --train-file dev/fixtures/flan_gated/examples.bin --steps 1", "bad magic" },
         { "--model dev/fixtures/flan_gated/model", "nothing to do" },
         { "--model dev/fixtures/flan_gated/model --d-model 16 --save-hf x", "neither --model nor --baseline-model is one" },
+        { "--model flan-t5-small --shape-ladder 64 --bench 1", "--shape-ladder must be S,T" },
+        { "--model flan-t5-small --shape-ladder 64,-1 --bench 1", "--shape-ladder must be S,T" },
+        { "--model dev/fixtures/flan_gated/model --save-hf x --save-hf-dtype fp16", "--save-hf-dtype must be fp32 or bf16" },
+        { "--model dev/fixtures/flan_gated/model --save-hf x --max-shard-size 5XB", "--max-shard-size must be a size" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char cmd[2048], name[120];

@@ -1868,6 +1868,7 @@ typedef struct {
     int num_beams, max_new_tokens, no_repeat_ngram, early_stopping, gen_batch_size, eval_limit, eval_rouge, compare_examples;
     float length_penalty;
     int steps, schedule_steps, batch_size, grad_accum, warmup, shuffle, bucket, decay_norms, max_src_len, max_tgt_len;
+    int ladder[2];           // --shape-ladder S,T: padded lengths rounded up to multiples of S / T (0: dynamic)
     float epochs;
     int eval_every, eval_batches, eval_batch_size, checkpoint_every, keep_checkpoints, max_skips;
     float lr, weight_decay, beta1, beta2, adam_eps, clip, dropout;
@@ -1906,6 +1907,8 @@ static void usage(void) {
         "  --grad-accum N         micro-batches per optimizer step (default %d)\n"
         "  --shuffle 0|1          shuffle examples each epoch; 0 = file order (default %d)\n"
         "  --bucket 0|1           group examples of similar length into batches (default %d)\n"
+        "  --shape-ladder S,T     pad each batch's sources / targets up to a multiple of S / T (capped at the\n"
+        "                         maximum lengths): a small fixed set of shapes (default 0,0: to the longest)\n"
         "  --max-src-len N        truncate sources to N tokens (default %d)\n"
         "  --max-tgt-len N        truncate targets to N tokens (default %d)\n"
         " schedule and optimizer\n"
@@ -2069,6 +2072,9 @@ static int parse_args(int argc, char** argv, Options* o) {
             if (strcmp(f, strs[k].flag) == 0) { *strs[k].dst = v; done = 1; }
         if (done) continue;
         if (strcmp(f, "--seed") == 0) { if (parse_int(f, v, 0, (1LL << 62), &o->seed)) return -1; }
+        else if (strcmp(f, "--shape-ladder") == 0) {
+            if (ladder_parse(v, o->ladder)) { fprintf(stderr, "error: --shape-ladder must be S,T: two steps in [0, 4096] (e.g. 64,16; 0,0 = dynamic padding), got '%s'\n", v); return -1; }
+        }
         else if (strcmp(f, "--save-hf-dtype") == 0) {
             if (strcmp(v, "fp32") != 0 && strcmp(v, "bf16") != 0) { fprintf(stderr, "error: --save-hf-dtype must be fp32 or bf16, got '%s'\n", v); return -1; }
             o->hf_weights.dtype = strcmp(v, "bf16") == 0 ? ST_BF16 : ST_F32;
@@ -2159,6 +2165,7 @@ static void print_config(const T5* m, const Options* o, const char* model_from) 
     printf("| %-22s | %-43s |\n", "run directory", o->out_dir ? o->out_dir : "(none)");
     printf("| %-22s | %d x %-39d |\n", "batch x accumulation", o->batch_size, o->grad_accum);
     printf("| %-22s | shuffle %d bucket %d src<=%-6d tgt<=%-10d |\n", "batches", o->shuffle, o->bucket, o->max_src_len, o->max_tgt_len);
+    if (o->ladder[0] > 1 || o->ladder[1] > 1) printf("| %-22s | multiples of %-4d / %-4d (capped at the maxima) |\n", "shape ladder", o->ladder[0], o->ladder[1]);
     printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
     printf("| %-22s | wd %-8g clip %-8g dropout %-14g |\n", "regularisation", (double)o->weight_decay, (double)o->clip, (double)c->dropout);
 #ifdef _OPENMP
@@ -2394,7 +2401,7 @@ static CkptTrainState train_state(const Options* o, const Run* run) {
 static int open_loader(DataLoader* dl, const char* path, const Options* o, const T5* m, const Dist* d, int bs, int training) {
     char err[1024];
     LoaderConfig c = { bs, d->size, d->rank, training ? o->shuffle : 0, training ? o->bucket : 1, 64, o->max_src_len, o->max_tgt_len,
-                       m->config.pad_id, m->config.decoder_start_id, (uint64_t)o->seed };
+                       m->config.pad_id, m->config.decoder_start_id, (uint64_t)o->seed, o->ladder[0], o->ladder[1] };
     if (dataloader_init(dl, path, &c, err, sizeof(err)) ||
         examples_check_vocab(&dl->data, m->config.vocab_size, path, err, sizeof(err))) {
         fprintf(stderr, "error: %s\n", err);

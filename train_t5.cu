@@ -1658,6 +1658,7 @@ typedef struct {
     int num_beams, max_new_tokens, no_repeat_ngram, early_stopping, gen_batch_size, eval_limit, gen_bench;
     float length_penalty, eos_bias;
     int steps, schedule_steps, batch_size, grad_accum, warmup, shuffle, bucket, decay_norms, max_src_len, max_tgt_len;
+    int ladder[2];           // --shape-ladder S,T: padded lengths rounded up to multiples of S / T (0: dynamic)
     float lr, weight_decay, beta1, beta2, adam_eps, clip, dropout, peak_tflops, plan_memory;
     LrScheduleKind schedule;
     long long seed;
@@ -1704,6 +1705,8 @@ static void usage(void) {
         "  --dropout X            dropout rate, -1 = the model config's (default %g)\n"
         "  --shuffle 0|1          shuffle examples each epoch (default %d)\n"
         "  --bucket 0|1           length-bucketed batches (default %d)\n"
+        "  --shape-ladder S,T     pad each batch's sources / targets up to a multiple of S / T (capped at the\n"
+        "                         maximum lengths): a small fixed set of shapes (default 0,0: to the longest)\n"
         "  --max-src-len N        truncate sources to N tokens (default %d)\n"
         "  --max-tgt-len N        truncate targets to N tokens (default %d)\n"
         "  --seed N               seed for init, data order and dropout (default %lld)\n"
@@ -1802,6 +1805,11 @@ static int parse_flag(Options* o, const char* f, const char* v) {
     for (size_t k = 0; k < sizeof(strs) / sizeof(strs[0]); k++)
         if (strcmp(f, strs[k].flag) == 0) { *strs[k].dst = v; return 1; }
     if (strcmp(f, "--seed") == 0) return t5cpu_parse_int(f, v, 0, (1LL << 62), &o->seed) ? -1 : 1;
+    if (strcmp(f, "--shape-ladder") == 0) {
+        if (ladder_parse(v, o->ladder) == 0) return 1;
+        fprintf(stderr, "error: --shape-ladder must be S,T: two steps in [0, 4096] (e.g. 64,16; 0,0 = dynamic padding), got '%s'\n", v);
+        return -1;
+    }
     if (strcmp(f, "--save-hf-dtype") == 0) {
         if (strcmp(v, "fp32") != 0 && strcmp(v, "bf16") != 0) { fprintf(stderr, "error: --save-hf-dtype must be fp32 or bf16, got '%s'\n", v); return -1; }
         o->hf_weights.dtype = strcmp(v, "bf16") == 0 ? ST_BF16 : ST_F32;
@@ -2161,7 +2169,7 @@ static int run_loader(DataLoader* dl, const char* path, const Options* o, const 
     char err[1024];
     int ranks = m->comm ? m->comm->size : 1, rank = m->comm ? m->comm->rank : 0;
     LoaderConfig lc = { o->batch_size, ranks, rank, training ? o->shuffle : 0, training ? o->bucket : 1, 64, o->max_src_len,
-                        o->max_tgt_len, m->config.pad_id, m->config.decoder_start_id, (uint64_t)o->seed };
+                        o->max_tgt_len, m->config.pad_id, m->config.decoder_start_id, (uint64_t)o->seed, o->ladder[0], o->ladder[1] };
     if (dataloader_init(dl, path, &lc, err, sizeof(err)) == 0 &&
         examples_check_vocab(&dl->data, m->config.vocab_size, path, err, sizeof(err)) == 0) return 0;
     fprintf(stderr, "error: %s\n", err);

@@ -285,6 +285,11 @@ static void check_epochs(DataLoader* dl) {
         for (int i = 0; i < dl->idx_n; i++) seen[dl->idx[i]]++;
         for (int i = 0; i < b->B * b->Ts; i++) if (b->src[i] < 0 || b->src[i] > dl->data.max_id) FUZZ_FAIL("source id %d out of range", b->src[i]);
         for (int i = 0; i < b->B * b->Tt; i++) if (b->labels[i] != IGNORE_INDEX && (b->labels[i] < 0 || b->labels[i] > dl->data.max_id)) FUZZ_FAIL("label out of range");
+        const LoaderConfig* c = &dl->cfg; // the shape ladder: a rung (multiple of the step or the cap), never past the cap
+        int src_ok = b->Ts <= c->max_src && (c->src_step <= 1 || b->Ts % c->src_step == 0 || b->Ts == c->max_src);
+        int tgt_ok = b->Tt <= c->max_tgt && (c->tgt_step <= 1 || b->Tt % c->tgt_step == 0 || b->Tt == c->max_tgt);
+        if (b->B > 0 && (!src_ok || !tgt_ok)) FUZZ_FAIL("batch shape %dx%d off the ladder (%d, %d; caps %d, %d)", b->Ts, b->Tt,
+                                                       c->src_step, c->tgt_step, c->max_src, c->max_tgt);
     }
     for (int64_t i = 0; i < n; i++) if (seen[i] != 2) FUZZ_FAIL("example %lld seen %d times in two epochs", (long long)i, seen[i]);
     free(seen);
@@ -296,7 +301,8 @@ static void fuzz_examples(const uint8_t* d, size_t n) {
     fuzz_path(path, sizeof(path), "fuzz.bin");
     if (!fuzz_write_crc_file(path, d, n, 6, 8 * EXAMPLES_HEADER_INTS)) return;
     // the first byte also picks the loader's geometry
-    LoaderConfig cfg = { 1 + d[0] % 5, 1, 0, (d[0] >> 3) & 1, (d[0] >> 4) & 1, 2, 1 + d[0] % 7, 1 + d[0] % 11, 0, 0, d[0] };
+    LoaderConfig cfg = { 1 + d[0] % 5, 1, 0, (d[0] >> 3) & 1, (d[0] >> 4) & 1, 2, 1 + d[0] % 7, 1 + d[0] % 11, 0, 0, d[0],
+                         (d[0] >> 5) & 3, (d[0] >> 6) & 3 }; // ladder steps 0..3: padding past the examples, capped
     DataLoader dl;
     if (dataloader_init(&dl, path, &cfg, err, sizeof(err))) { expect_named(err, path); return; }
     fz.accepted++;

@@ -43,7 +43,7 @@ static void write_random_file(const char* path, int n, uint64_t seed) {
 }
 
 static LoaderConfig cfg(int bs, int ranks, int rank, int shuffle, int bucket, uint64_t seed) {
-    return (LoaderConfig){ bs, ranks, rank, shuffle, bucket, 4, 1 << 20, 1 << 20, 0, 0, seed };
+    return (LoaderConfig){ bs, ranks, rank, shuffle, bucket, 4, 1 << 20, 1 << 20, 0, 0, seed, 0, 0 };
 }
 
 static void open_or_die(DataLoader* dl, const char* path, LoaderConfig c) {
@@ -171,6 +171,42 @@ static void test_batch_layout(const char* path) {
     dataloader_free(&dl);
 }
 
+// the shape ladder: every batch's lengths are rungs (multiples of the step, or the cap), and the batch is
+// the dynamically padded one with more padding (batch_repad of it), so the real positions are the same
+static void test_ladder(const char* path) {
+    DataLoader lad, dyn;
+    LoaderConfig c = cfg(6, 1, 0, 1, 1, 3);
+    c.max_src = 40; c.max_tgt = 12;
+    open_or_die(&dyn, path, c);
+    c.src_step = 16; c.tgt_step = 8;
+    open_or_die(&lad, path, c);
+    BatchBuf a = {0}, b = {0}, r = {0};
+    int rungs = 1, same = 1, shapes_seen[3][2] = {{0}};
+    for (int64_t k = 0; k < lad.num_batches; k++) {
+        T5Batch* x = dataloader_next(&lad, &a);
+        T5Batch* y = dataloader_next(&dyn, &b);
+        rungs &= (x->Ts == 16 || x->Ts == 32 || x->Ts == 40) && (x->Tt == 8 || x->Tt == 12) && x->Ts >= y->Ts && x->Tt >= y->Tt;
+        shapes_seen[x->Ts / 16 - 1][x->Tt / 8 - 1] = 1;
+        T5Batch* z = batch_repad(&r, y, x->Ts, x->Tt, 0);
+        same &= x->B == z->B && memcmp(x->src, z->src, (size_t)x->B * x->Ts * sizeof(int)) == 0 &&
+                memcmp(x->src_len, z->src_len, (size_t)x->B * sizeof(int)) == 0 &&
+                memcmp(x->labels, z->labels, (size_t)x->B * x->Tt * sizeof(int)) == 0 &&
+                memcmp(x->dec_in, z->dec_in, (size_t)x->B * x->Tt * sizeof(int)) == 0;
+    }
+    int nshapes = 0;
+    for (int i = 0; i < 3; i++) nshapes += shapes_seen[i][0] + shapes_seen[i][1];
+    printf("ladder 16/8 under caps 40/12: %d shapes in an epoch, padding %.1f%% vs %.1f%% dynamic\n", nshapes,
+           100 * dataloader_padding_fraction(&lad), 100 * dataloader_padding_fraction(&dyn));
+    check("ladder: every batch's lengths are rungs (16, 32, cap 40 / 8, cap 12) at least the dynamic ones", rungs);
+    check("ladder: each batch is the dynamic batch padded further (pad ids, -100 labels)", same);
+    check("ladder: ladder_len rounds up, caps, and leaves lengths alone for steps 0 and 1",
+          ladder_len(1, 64, 512) == 64 && ladder_len(64, 64, 512) == 64 && ladder_len(65, 64, 512) == 128 &&
+          ladder_len(500, 64, 500) == 500 && ladder_len(449, 64, 500) == 500 && ladder_len(37, 0, 512) == 37 &&
+          ladder_len(37, 1, 512) == 37);
+    batch_free(&a); batch_free(&b); batch_free(&r);
+    dataloader_free(&lad); dataloader_free(&dyn);
+}
+
 // a position saved mid-epoch and restored in a fresh loader yields the same batches as continuing
 static void test_seek(const char* path) {
     DataLoader a, b;
@@ -257,6 +293,7 @@ int main(void) {
     test_order(path, n);
     test_ranks(path, n);
     test_batch_layout(path);
+    test_ladder(path);
     test_seek(path);
     test_padding(path);
     test_bad_files(dir);

@@ -12,7 +12,10 @@
 // Rank r of R takes the slice [r·n/R, (r+1)·n/R) of each global batch of n examples: the ranks'
 // batches are disjoint and their union is the global batch a single process would see.
 //
-// A batch is padded to its own longest example (dynamic padding), not to the maximum length:
+// A batch is padded to its own longest example (dynamic padding), not to the maximum length; with a
+// shape ladder (src_step, tgt_step > 1) that length is rounded up to the next rung (a multiple of the
+// step, or the maximum length itself), so the trainers see a small fixed set of shapes that per-shape
+// plans (matmul algorithms, cuDNN and CUDA graphs) can be built once for:
 //   src    (B, Ts)  ids, pad after src_len[b]
 //   labels (B, Tt)  target ids, -100 after the target
 //   dec_in (B, Tt)  labels shifted right: [decoder_start, labels[:-1]] with -100 → pad
@@ -21,7 +24,7 @@
 
 #include <stdint.h>    // defines: int64_t, uint64_t
 #include <stdio.h>     // defines: snprintf
-#include <stdlib.h>    // defines: malloc, free, qsort
+#include <stdlib.h>    // defines: malloc, free, qsort, strtol
 #include <string.h>    // defines: memset
 #include "utils.h"     // defines: mallocCheck, callocCheck
 #include "rng.h"       // defines: Rng, rng_init, rng_next, mix64
@@ -61,18 +64,39 @@ static inline void batch_free(BatchBuf* bb) {
 
 static inline int clamp_len(int len, int max) { return len < max ? len : max; }
 
+// a padded length on the ladder: len (≤ cap) rounded up to a multiple of step, but not past cap, the
+// longest allowed (a rung of its own); step ≤ 1 leaves it as it is
+static inline int ladder_len(int len, int step, int cap) {
+    if (step <= 1) return len;
+    int r = (int)(((long long)len + step - 1) / step * step);
+    return r < cap ? r : (len > cap ? len : cap);
+}
+
 // the decoder input at a position: the previous label (teacher forcing), pad_id where that is padding
 static inline int dec_input(int prev_label, int pad_id) { return prev_label == IGNORE_INDEX ? pad_id : prev_label; }
 
-// lays out examples idx[0..B) (sources / targets truncated to max_src / max_tgt tokens)
+// "S,T" (the --shape-ladder flag): two steps in [0, 4096] into out[0], out[1]; 0 ok, -1 malformed
+static inline int ladder_parse(const char* v, int* out) {
+    char* end;
+    long a = strtol(v, &end, 10), b = -1;
+    if (end != v && *end == ',') b = strtol(end + 1, &end, 10);
+    if (*end != 0 || a < 0 || a > 4096 || b < 0 || b > 4096) return -1;
+    out[0] = (int)a; out[1] = (int)b;
+    return 0;
+}
+
+// lays out examples idx[0..B) (sources / targets truncated to max_src / max_tgt tokens), padded to the
+// longest of them on the ladder of src_step / tgt_step (ladder_len)
 static inline T5Batch* batch_make(BatchBuf* bb, const ExampleFile* e, const int64_t* idx, int B, int max_src,
-                                  int max_tgt, int pad_id, int start_id) {
+                                  int max_tgt, int src_step, int tgt_step, int pad_id, int start_id) {
     int Ts = 1, Tt = 1;
     for (int i = 0; i < B; i++) {
         int ls = clamp_len(e->lens[2 * idx[i]], max_src), lt = clamp_len(e->lens[2 * idx[i] + 1], max_tgt);
         if (ls > Ts) Ts = ls;
         if (lt > Tt) Tt = lt;
     }
+    Ts = ladder_len(Ts, src_step, max_src);
+    Tt = ladder_len(Tt, tgt_step, max_tgt);
     batch_reserve(bb, B > 0 ? B : 1, Ts, Tt);
     T5Batch* b = &bb->b;
     b->B = B; b->Ts = Ts; b->Tt = Tt;
@@ -134,6 +158,7 @@ typedef struct {
     int max_src, max_tgt;
     int pad_id, start_id;
     uint64_t seed;
+    int src_step, tgt_step; // the shape ladder (ladder_len); ≤ 1: dynamic padding
 } LoaderConfig;
 
 typedef struct {
@@ -155,6 +180,7 @@ static inline const char* loader_config_check(const LoaderConfig* c) {
     if (c->num_ranks < 1 || c->rank < 0 || c->rank >= c->num_ranks) return "rank must be in [0, num_ranks)";
     if (c->bucket_window < 1) return "bucket window must be >= 1";
     if (c->max_src < 1 || c->max_tgt < 1) return "maximum lengths must be >= 1";
+    if (c->src_step < 0 || c->tgt_step < 0) return "shape ladder steps must be >= 0";
     return NULL;
 }
 
@@ -256,7 +282,8 @@ static inline void loader_slice(DataLoader* dl, int64_t k) {
 static inline T5Batch* dataloader_next(DataLoader* dl, BatchBuf* bb) {
     loader_slice(dl, dl->batch);
     const LoaderConfig* c = &dl->cfg;
-    T5Batch* b = batch_make(bb, &dl->data, dl->idx, dl->idx_n, c->max_src, c->max_tgt, c->pad_id, c->start_id);
+    T5Batch* b = batch_make(bb, &dl->data, dl->idx, dl->idx_n, c->max_src, c->max_tgt, c->src_step, c->tgt_step, c->pad_id,
+                            c->start_id);
     dl->real_tokens += batch_real_tokens(b);
     dl->padded_tokens += (long long)b->B * (b->Ts + b->Tt);
     if (++dl->batch == dl->num_batches) dataloader_seek(dl, dl->epoch + 1, 0);
