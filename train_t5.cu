@@ -1753,6 +1753,8 @@ static void usage(void) {
         "  T5_MATMUL_TUNE=0|1|class  each product's cuBLASLt algorithm: 0 (default) the heuristic's first, asked per\n"
         "                         product; 1 the fastest candidate per shape class, timed once (runs may differ in\n"
         "                         rounding); class the heuristic's first per shape class, not timed (llmc/matmul.cuh)\n"
+        "  T5_MATMUL_PLANS=0|1    1: each product's cuBLASLt plan (descriptors, layouts, algorithm) kept per exact\n"
+        "                         shape and reused (with --shape-ladder, a few dozen shapes a run; not yet run on a GPU)\n"
         "  T5_PROFILE=ops         with --bench, the GPU time of each kind of operation too\n",
         d.steps, d.batch_size, d.grad_accum, (double)d.lr, lr_schedule_name(d.schedule), d.warmup, (double)d.weight_decay,
         d.decay_norms, (double)d.beta1, (double)d.beta2, (double)d.adam_eps, (double)d.clip, (double)d.dropout, d.shuffle,
@@ -1846,6 +1848,8 @@ static int parse_args(int argc, char** argv, Options* o) {
     }
     const char* tune = getenv("T5_MATMUL_TUNE"); // refused here, before any device work (llmc/matmul.cuh)
     if (matmul_algo_mode(tune) < 0) { fprintf(stderr, "error: T5_MATMUL_TUNE=%s: expected 0, 1 or class\n", tune); return -1; }
+    const char* plans = getenv("T5_MATMUL_PLANS");
+    if (matmul_plans_mode(plans) < 0) { fprintf(stderr, "error: T5_MATMUL_PLANS=%s: expected 0 or 1\n", plans); return -1; }
     if (o->plan_memory == 0.0f && o->bench == 0 && o->gen_bench == 0 && !o->train_file && !o->eval_split && !o->save_hf &&
         !o->save_ckpt) {
         fprintf(stderr, "error: nothing to do: give --train-file, --eval-split, --bench, --gen-bench, --save-hf, "
@@ -1957,6 +1961,8 @@ static void print_config(const T5Cuda* m, const Options* o, const char* from, co
     printf("| %-22s | %-43s |\n", "ffn matmul epilogue", m->relu_epilogue ? "ReLU fused where dropout is 0 (cuBLASLt)" :
            c->gated || c->act != ACT_RELU ? "none (gated or GELU FFN: llmc/ffn_act.cuh)" : "none (cuBLASLt has no ReLU epilogue)");
     printf("| %-22s | %-43s |\n", "matmul algorithms", matmul_algo_mode_name(m->mm.tune));
+    printf("| %-22s | %-43s |\n", "matmul plans", m->mm.plans ? "kept per exact shape (T5_MATMUL_PLANS=1)" : "built per product");
+    if (o->ladder[0] > 1 || o->ladder[1] > 1) printf("| %-22s | multiples of %-4d / %-4d (capped at the maxima) |\n", "shape ladder", o->ladder[0], o->ladder[1]);
     snprintf(row, sizeof(row), "%.2f GiB per rank (%zu buckets)", m->state_bytes / 1073741824.0, (size_t)m->order.nb);
     printf("| %-22s | %-43s |\n", "weights+grads+AdamW", row);
     printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
@@ -2587,6 +2593,8 @@ static int run(Comm* comm, const Options* o) {
     if (meter.print && m.mm.tune == MM_ALGO_CLASS)
         printf("matmul classes: %d shape classes planned; %d products ran their own first candidate instead (the "
                "class's did not fit)\n", m.mm.tuned_shapes, m.mm.tune_misfits);
+    if (meter.print && m.mm.plans)
+        printf("matmul plans: %d exact shapes planned, %lld products reused a kept plan\n", m.mm.plans_built, m.mm.plans_hit);
     t5cu_free(&m);
     return rc;
 }

@@ -473,10 +473,10 @@ static void fuzz_scores(const uint8_t* d, size_t n) {
 }
 
 // a tiny model's config from 13 bytes: shapes down to one head of width 1 and a vocabulary of 2, any
-// activation, gating and tying, any eos / pad / start ids
+// activation, gating, tying and output scaling, any eos / pad / start ids
 static T5Config fuzz_tiny_config(const uint8_t* b) {
     T5Config c = { 2 + b[0] % 40, 1 + b[1] % 16, 1 + b[2] % 8, 1 + b[3] % 3, 1 + b[4] % 16, 1 + b[5] % 2, 1 + b[6] % 2,
-                   4 + b[7] % 8, 0, 1e-6f, 0.0f, (T5Act)(b[9] % 3), (b[9] >> 2) & 1, (b[9] >> 3) & 1, 0, 0, 0 };
+                   4 + b[7] % 8, 0, 1e-6f, 0.0f, (T5Act)(b[9] % 3), (b[9] >> 2) & 1, (b[9] >> 3) & 1, (b[9] >> 4) & 1, 0, 0, 0 };
     c.max_distance = c.num_buckets / 2 + 1 + b[8] % 16;
     c.eos_id = b[10] % c.vocab_size;
     c.pad_id = b[11] % c.vocab_size;

@@ -22,8 +22,10 @@
 #      NCCL + ZeRO-1 must print the plain run's step losses exactly, recompute within 1e-4; a
 #      flan-t5-large step with --recompute 1
 #   7. compute-sanitizer memcheck on a short training run and on the fixture tests
-#   8. experiments, last so that the budget cuts them first: real DialogSum with T5_MATMUL_TUNE=1 and
-#      =class, and untuned with CUDA_MODULE_LOADING=EAGER; 9. HF_COMPILE=1: torch.compile's baseline
+#   8. experiments, last so that the budget cuts them first: real DialogSum on the shape ladder 32,16
+#      (issue 15), then on the ladder with plans kept per shape (T5_MATMUL_PLANS=1), then with
+#      T5_MATMUL_TUNE=1 and =class, and untuned with CUDA_MODULE_LOADING=EAGER; 9. HF_COMPILE=1:
+#      torch.compile's baseline
 # A time budget (GPU_CHECK_BUDGET seconds, default 480: 8 minutes) caps every stage and skips what no longer
 # fits, so the summary table (the last lines) is always printed. Exit 0 only if every stage passed.
 #   bash dev/gpu_check.sh       (BENCH_STEPS, BENCH_BATCH, GEN_INPUTS, GEN_BATCH, GPU_CHECK_OUT override;
@@ -87,6 +89,11 @@ for p in fp32 bf16; do
 done
 for s in cpu determinism; do
     stage "class bf16 $s" 90 env T5_MATMUL_TUNE=class "$BIN/bf16/test_t5cu" --train-bin "$BIN/bf16/train_t5cu" --only "$s"
+done
+# plans kept per exact shape (T5_MATMUL_PLANS=1, issue 15; never run on a GPU before): the fixtures and the
+# determinism section (bit-identical runs and resume) through kept plans
+for s in fixtures determinism; do
+    stage "plans bf16 $s" 90 env T5_MATMUL_PLANS=1 "$BIN/bf16/test_t5cu" --train-bin "$BIN/bf16/train_t5cu" --only "$s"
 done
 
 # ---- 2b. the cuDNN attention build (USE_CUDNN=1): its test section (cuDNN vs gemm, dropout, determinism,
@@ -198,6 +205,13 @@ stage "sanitizer fixtures" 120 compute-sanitizer --tool memcheck --error-exitcod
 #      mode, and untuned with every kernel loaded at start (CUDA_MODULE_LOADING=EAGER): if its steps are
 #      as fast as the class run's, the first use of each kernel (lazy loading), not cuBLASLt's heuristic
 #      query, was the host's cost
+# the shape ladder (32,16: +8 % padded tokens over dynamic padding on DialogSum, 34-46 shapes an epoch,
+# docs/benchmarks.md), alone and with plans kept per exact shape: how much host time per-product planning
+# cost (compare the "host_ms" of the step lines and the median ms/step with the untuned run above)
+[ -f "$DS" ] && stage "dialogsum train ladder" 90 "$T5" --model flan-t5-base --train-file "$DS" --steps 60 \
+    --batch-size "$BATCH" --shape-ladder 32,16
+[ -f "$DS" ] && stage "dialogsum train plans" 90 env T5_MATMUL_PLANS=1 "$T5" --model flan-t5-base --train-file "$DS" \
+    --steps 60 --batch-size "$BATCH" --shape-ladder 32,16
 for mode in tuned class; do # T5_MATMUL_TUNE=1, =class
     [ -f "$DS" ] && stage "dialogsum train $mode" 90 env T5_MATMUL_TUNE="$([ $mode = tuned ] && echo 1 || echo class)" \
         "$T5" --model flan-t5-base --train-file "$DS" --steps 60 --batch-size "$BATCH"
@@ -219,7 +233,7 @@ for i in "${!NAMES[@]}"; do
     printf '%-24s %s\n' "${NAMES[$i]}" "${STATUS[$i]}"
     case "${STATUS[$i]}" in PASS*) ;; *) fails=$((fails + 1)) ;; esac
 done
-grep -h "passed, .* failed" "$OUT"/test_*.log "$OUT"/tuned_*.log "$OUT"/class_*.log 2>/dev/null | awk '{p += $1; f += $3} END {print "test_t5cu checks: " p " passed, " f " failed"}'
+grep -h "passed, .* failed" "$OUT"/test_*.log "$OUT"/tuned_*.log "$OUT"/class_*.log "$OUT"/plans_*.log 2>/dev/null | awk '{p += $1; f += $3} END {print "test_t5cu checks: " p " passed, " f " failed"}'
 printf '%-13s %10s %9s %8s %7s %9s %8s\n' engine tok/s step_ms TFLOP/s MFU peak_GiB host_ms
 for e in t5cu_flash t5cu_class t5cu_cudnn hf-eager hf-pytorch; do
     printf '%-13s %10s %9s %8s %7s %9s %8s\n' "$e" "$(field "bench_$e" real_tok_per_s)" "$(field "bench_$e" median_step_ms)" \
@@ -234,9 +248,9 @@ for e in t5cu_flash t5cu_class t5cu_cudnn; do
 done
 for e in t5cu_flash t5cu_class t5cu_cudnn; do echo "$e $(grep -h '^phases' "$OUT/bench_$e.log" 2>/dev/null | tail -1)"; done
 grep -h '^ops' "$OUT/bench_t5cu_ops.log" 2>/dev/null | tail -1 | fold -w 118
-grep -h '^matmul \(tuning\|classes\)' "$OUT"/dialogsum_train_*.log "$OUT/bench_t5cu_class.log" "$OUT/kernel_matmul.log" 2>/dev/null
+grep -h '^matmul \(tuning\|classes\|plans\)' "$OUT"/dialogsum_train_*.log "$OUT/bench_t5cu_class.log" "$OUT/kernel_matmul.log" 2>/dev/null
 grep -h '^these products' "$OUT/kernel_matmul.log" 2>/dev/null | fold -w 118
-for f in dialogsum_train dialogsum_train_tuned dialogsum_train_class dialogsum_train_eager; do
+for f in dialogsum_train dialogsum_train_ladder dialogsum_train_plans dialogsum_train_tuned dialogsum_train_class dialogsum_train_eager; do
 python3 - "$OUT/$f.log" "$f" <<'PY' 2>/dev/null || true
 import re, sys
 rows = [(float(a), float(b)) for a, b in re.findall(r"\| ([0-9.]+) ms \| ([0-9]+) tok/s", open(sys.argv[1]).read())][5:]

@@ -51,15 +51,15 @@ expect() { # description, condition
     if eval "$2"; then echo "OK   $1"; else echo "FAIL $1"; fail=1; fi
 }
 expect "gpu_check.sh reaches its summary" '[ -n "$summary" ]'
-unexpected=$(echo "$summary" | grep -E "^(test |tuned |class |kernel|bench t5cu|dialogsum train( [a-z]+)? {2,}|gen model|gen t5cu|plain run|nccl|recompute|run dir|large|sanitizer)" | grep -v " PASS")
+unexpected=$(echo "$summary" | grep -E "^(test |tuned |class |plans |kernel|bench t5cu|dialogsum train( [a-z]+)? {2,}|gen model|gen t5cu|plain run|nccl|recompute|run dir|large|sanitizer)" | grep -v " PASS")
 expect "every stage that runs only our programs passes" '[ -z "$unexpected" ]'
 expect "only the transformers baselines fail (no GPU here)" \
     '[ "$(echo "$summary" | grep -cE "FAIL|SKIPPED")" = "$(echo "$summary" | grep -cE "^(bench hf|gen hf).*FAIL")" ]'
 expect "the cuDNN stages ran" '[ "$(echo "$summary" | grep -cE "^(test cudnn (cudnn|cli)|kernel attention cudnn|bench t5cu cudnn) +PASS")" = 4 ]'
 expect "the matmul-mode stages ran" \
-    '[ "$(echo "$summary" | grep -cE "^((tuned|class) (fp32|bf16) fixtures|class bf16 (cpu|determinism)|bench t5cu class|kernel matmul) +PASS")" = 8 ]'
-expect "the DialogSum runs ran, one line each in the summary (untuned, tuned, class, eager)" \
-    '[ "$(echo "$summary" | grep -cE "^dialogsum train( tuned| class| eager)? +PASS")" = 4 ] && [ "$(echo "$summary" | grep -cE "^dialogsum train.*real batches.*real tok/s")" = 4 ]'
+    '[ "$(echo "$summary" | grep -cE "^((tuned|class) (fp32|bf16) fixtures|(class|plans) bf16 (cpu|fixtures|determinism)|bench t5cu class|kernel matmul) +PASS")" = 10 ]'
+expect "the DialogSum runs ran, one line each in the summary (untuned, ladder, plans, tuned, class, eager)" \
+    '[ "$(echo "$summary" | grep -cE "^dialogsum train( ladder| plans| tuned| class| eager)? +PASS")" = 6 ] && [ "$(echo "$summary" | grep -cE "^dialogsum train.*real batches.*real tok/s")" = 6 ]'
 expect "the summary has the engine rows, the ratios and the generation table" \
     'echo "$summary" | grep -q "^t5cu_cudnn *95000" && echo "$summary" | grep -q "^t5cu_class *95000" && echo "$summary" | grep -q "^ratio t5cu_flash" && echo "$summary" | grep -q "^flan-t5-base *4 *246.0"'
 [ $fail = 0 ] || { echo "--- gpu_check.sh output:"; tail -80 "$D/run.log"; }

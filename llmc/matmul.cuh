@@ -56,6 +56,7 @@ static inline const char* matmul_algo_mode_name(int mode) {
 // the cuBLASLt handle, its workspace and the stream every product runs on; the kept algorithms of the
 // shape classes (modes 1 and class)
 typedef struct MatmulTuned MatmulTuned;
+typedef struct MatmulCached MatmulCached;
 typedef struct {
     cublasLtHandle_t handle;
     void* workspace;
@@ -68,7 +69,17 @@ typedef struct {
     int tuned_shapes, tuned_changed; // shape classes planned; of those, timed to another than the first
     int tune_misfits;           // products their class's algorithm did not support (their own first ran)
     double tune_ms;             // host time spent timing candidates
+    int plans;                  // T5_MATMUL_PLANS=1: plans kept per exact shape (see "Plans per shape")
+    MatmulCached* cached;       // MM_PLAN_SLOTS of them
+    int plans_built;            // exact shapes planned; products that found their plan built
+    long long plans_hit;
 } MatmulCtx;
+
+// T5_MATMUL_PLANS: unset or 0 (plan every product), 1 (keep plans per exact shape); -1 for anything else
+static inline int matmul_plans_mode(const char* v) {
+    if (v == NULL || strcmp(v, "0") == 0) return 0;
+    return strcmp(v, "1") == 0 ? 1 : -1;
+}
 
 static inline void matmul_ctx_init(MatmulCtx* c, cudaStream_t stream) {
     memset(c, 0, sizeof(*c));
@@ -82,11 +93,19 @@ static inline void matmul_ctx_init(MatmulCtx* c, cudaStream_t stream) {
         fprintf(stderr, "error: T5_MATMUL_TUNE=%s: expected 0, 1 or class\n", env);
         exit(EXIT_FAILURE);
     }
+    const char* plans = getenv("T5_MATMUL_PLANS");
+    c->plans = matmul_plans_mode(plans);
+    if (c->plans < 0) {
+        fprintf(stderr, "error: T5_MATMUL_PLANS=%s: expected 0 or 1\n", plans);
+        exit(EXIT_FAILURE);
+    }
 }
 
 static void matmul_tune_free(MatmulCtx* c);
+static void matmul_plans_free(MatmulCtx* c);
 
 static inline void matmul_ctx_free(MatmulCtx* c) {
+    matmul_plans_free(c); // before the handle they were made with
     cublasCheck(cublasLtDestroy(c->handle));
     cudaCheck(cudaFree(c->workspace));
     matmul_tune_free(c);
@@ -221,9 +240,12 @@ static inline cublasStatus_t matmul_launch(MatmulCtx* ctx, const Matmul* m, cons
 }
 
 static int matmul_tuned_algo(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* p, cublasLtMatmulAlgo_t* algo);
+static int matmul_run_cached(MatmulCtx* ctx, const Matmul* m, int* found);
 
 // plans m and, when run is set, runs it; 0 when cuBLASLt has no algorithm for it (nothing runs)
 static inline int matmul_try(MatmulCtx* ctx, const Matmul* m, int run) {
+    int kept;
+    if (run && ctx->plans && m->epilogue == MM_PLAIN && matmul_run_cached(ctx, m, &kept)) return kept;
     MatmulPlan p;
     matmul_plan(ctx, m, &p, NULL);
     cublasLtMatmulAlgo_t algo;
@@ -482,6 +504,68 @@ static void matmul_tune_free(MatmulCtx* c) {
     free(c->tuned);
     if (c->scratch) cudaCheck(cudaFree(c->scratch));
     c->tuned = NULL; c->scratch = NULL; c->scratch_bytes = 0;
+}
+
+// ----------------------------------------------------------------------------
+// Plans per shape (T5_MATMUL_PLANS=1; opt-in: written without a GPU, not yet run on one). With the
+// shape ladder (--shape-ladder) a run has a few dozen batch shapes (dev/ladder_stats.c: 34 in a
+// DialogSum epoch at batch 64 with 32,16), so a product's descriptors, layouts, preference and
+// algorithm can be built on the first product of its exact shape (MatmulShape with M, N, K themselves,
+// not their classes) and kept: every later product of that shape costs one cublasLtMatmul call on the
+// host, where planning costs a dozen descriptor calls and a heuristic query. The algorithm is the one
+// the mode picks without the cache (T5_MATMUL_TUNE), asked once per exact shape; in mode 0 the
+// heuristic's answer depends on the plan alone, so every product runs the algorithm it runs uncached,
+// and each product's algorithm is a function of its shape: runs and resumes stay bit-identical.
+// Epilogue products (their aux pointer lives in the descriptor) and a full table plan per product.
+#define MM_PLAN_SLOTS 8192
+
+// used: the plan is built; found: cuBLASLt had an algorithm for it (else products of the shape fail)
+struct MatmulCached { int used, found; MatmulShape shape; MatmulPlan plan; cublasLtMatmulAlgo_t algo; };
+
+static inline MatmulShape matmul_exact_shape(const Matmul* m) {
+    MatmulShape s = matmul_shape(m);
+    s.M = m->M; s.N = m->N; s.K = m->K; // the sizes themselves, not their classes
+    return s;
+}
+
+// the slot of exact shape s: where it is, else the empty slot it would go to; NULL when the table is full
+static MatmulCached* matmul_cached_slot(MatmulCtx* ctx, const MatmulShape* s) {
+    uint64_t h = 1469598103934665603ULL; // FNV-1a over the shape's bytes (zeroed padding included)
+    for (size_t i = 0; i < sizeof(*s); i++) h = (h ^ ((const unsigned char*)s)[i]) * 1099511628211ULL;
+    for (int probe = 0; probe < MM_PLAN_SLOTS; probe++) {
+        MatmulCached* c = &ctx->cached[(h + (uint64_t)probe) % MM_PLAN_SLOTS];
+        if (!c->used || memcmp(&c->shape, s, sizeof(*s)) == 0) return c;
+    }
+    return NULL;
+}
+
+// runs m through its shape's kept plan, building it on the shape's first product; 0 when the table is
+// full (the caller plans m itself), else 1 with *found = whether cuBLASLt had an algorithm
+static int matmul_run_cached(MatmulCtx* ctx, const Matmul* m, int* found) {
+    if (!ctx->cached && !(ctx->cached = (MatmulCached*)calloc(MM_PLAN_SLOTS, sizeof(MatmulCached)))) return 0;
+    MatmulShape s = matmul_exact_shape(m);
+    MatmulCached* c = matmul_cached_slot(ctx, &s);
+    if (!c) return 0;
+    if (!c->used) {
+        matmul_plan(ctx, m, &c->plan, s.align);
+        c->found = ctx->tune ? matmul_tuned_algo(ctx, m, &c->plan, &c->algo) : matmul_first_algo(ctx, m, &c->plan, &c->algo);
+        c->shape = s;
+        c->used = 1;
+        ctx->plans_built++;
+    } else {
+        ctx->plans_hit++;
+    }
+    *found = c->found;
+    if (!c->found) return 1;
+    c->plan.x = m->b.p; c->plan.y = m->a.p; // the operands of this product (matmul_plan's x is B, y is A)
+    cublasCheck(matmul_launch(ctx, m, &c->plan, &c->algo, m->out));
+    return 1;
+}
+
+static void matmul_plans_free(MatmulCtx* c) {
+    for (int i = 0; c->cached && i < MM_PLAN_SLOTS; i++) if (c->cached[i].used) matmul_plan_free(&c->cached[i].plan);
+    free(c->cached);
+    c->cached = NULL;
 }
 
 #endif // T5_MATMUL_CUH

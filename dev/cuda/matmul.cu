@@ -2,7 +2,8 @@
 // fp32 or floatX output, accumulating, strided-batched) against a CPU product of the same rounded
 // inputs, through matmul() with cuBLASLt's first choice, through matmul() tuned (T5_MATMUL_TUNE's
 // path), in the class mode, and with EVERY candidate cuBLASLt offers (tuning may pick any of them, so each
-// must be right); a class's algorithm on another member; the class mode's independence of order.
+// must be right); a class's algorithm on another member; the class mode's independence of order; plans
+// kept per exact shape (T5_MATMUL_PLANS=1) giving the bits of per-product planning.
 // Then a benchmark of the flan-t5-base training step's products (batch 16, 320 source / 64 target
 // tokens): the heuristic's first candidate against the fastest, GPU time only (plan made once), and
 // matmul() called back to back (planning on the host included): untuned, tuned and class.
@@ -107,6 +108,23 @@ static void check_shape(const Shape* s) {
             free(got);
         }
         cudaCheck(cudaFree(d));
+    }
+    { // plans kept per exact shape (T5_MATMUL_PLANS=1): the same bits as planning every product, on the
+      // shape's first product (plan built) and its second (plan reused, with this product's pointers)
+        void *d0 = upload_out(s, init), *d1 = upload_out(s, init);
+        Matmul m0 = make_matmul(s, d0, d_a, d_b), m1 = make_matmul(s, d1, d_a, d_b);
+        mm.tune = 0; mm.plans = 0;
+        matmul(&mm, &m0); matmul(&mm, &m0);
+        mm.plans = 1;
+        matmul(&mm, &m1); matmul(&mm, &m1);
+        mm.plans = 0;
+        float *g0 = download_out(s, d0), *g1 = download_out(s, d1);
+        int same = memcmp(g0, g1, no * sizeof(float)) == 0, reused = mm.plans_built == 1 && mm.plans_hit == 1;
+        printf("  %-56s %s\n", "kept plan (built, then reused) == planned per product, bit for bit", same ? "OK" : "FAIL");
+        printf("  %-56s %d built, %lld reused  %s\n", "one plan for the shape", mm.plans_built, mm.plans_hit, reused ? "OK" : "FAIL");
+        g_pass += same + reused; g_fail += !same + !reused;
+        free(g0); free(g1);
+        cudaCheck(cudaFree(d0)); cudaCheck(cudaFree(d1));
     }
     mm.tune = 0;
     Matmul m = make_matmul(s, d_out, d_a, d_b);
