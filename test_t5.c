@@ -326,6 +326,26 @@ static void test_head_cases(const char* tmp) {
     write_bytes(path, bad, strlen(bad));
     rc = t5_config_read(path, &c, err, sizeof(err));
     expect_error("scale_decoder_outputs that is not a boolean", rc, err, "'scale_decoder_outputs' must be");
+    const char* acts[4][2] = { // dense_act_fn / is_gated_act override feed_forward_proj, as in transformers
+        { ", \"feed_forward_proj\": \"gated-gelu\", \"dense_act_fn\": \"relu\"", "1 0" },
+        { ", \"feed_forward_proj\": \"relu\", \"is_gated_act\": true", "1 0" },
+        { ", \"feed_forward_proj\": \"gated-gelu\", \"is_gated_act\": false, \"dense_act_fn\": \"gelu_pytorch_tanh\"", "0 2" },
+        { ", \"feed_forward_proj\": \"gated-gelu\", \"dense_act_fn\": \"gelu\"", "1 1" } };
+    for (int i = 0; i < 4; i++) {
+        char text[400], got[8], label[240];
+        int len = snprintf(text, sizeof(text), "{\"model_type\": \"t5\", \"vocab_size\": 64, \"d_model\": 16, \"d_kv\": 4, "
+                           "\"num_heads\": 2, \"d_ff\": 24, \"num_layers\": 1%s}", acts[i][0]);
+        write_bytes(path, text, (size_t)len);
+        rc = t5_config_read(path, &c, err, sizeof(err));
+        snprintf(got, sizeof(got), "%d %d", c.gated, (int)c.act);
+        snprintf(label, sizeof(label), "config {%s}: gated, act = %s", acts[i][0] + 2, acts[i][1]);
+        check_true(label, rc == 0 && strcmp(got, acts[i][1]) == 0);
+    }
+    const char* silu = "{\"model_type\": \"t5\", \"vocab_size\": 64, \"d_model\": 16, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 24, "
+                       "\"num_layers\": 1, \"feed_forward_proj\": \"gated-gelu\", \"dense_act_fn\": \"silu\"}";
+    write_bytes(path, silu, strlen(silu));
+    rc = t5_config_read(path, &c, err, sizeof(err));
+    expect_error("dense_act_fn silu (it would override gated-gelu in transformers)", rc, err, "unsupported dense_act_fn 'silu'");
     const char* cases[4][2] = { { "", "1 1" }, { ", \"tie_word_embeddings\": false", "0 0" },
                                 { ", \"tie_word_embeddings\": true, \"scale_decoder_outputs\": false", "1 0" },
                                 { ", \"tie_word_embeddings\": false, \"scale_decoder_outputs\": true", "0 1" } };

@@ -57,6 +57,29 @@ static inline int hf_parse_ffn(const char* s, T5Config* c) {
     return 0;
 }
 
+// dense_act_fn and is_gated_act, when config.json holds them, win over what feed_forward_proj says: T5Config
+// derives both from feed_forward_proj, then sets every stored field over them (transformers 4 and 5 alike).
+// Activations by ACT2FN's names: gelu_new, gelu_fast and gelu_pytorch_tanh are the same tanh formula.
+static inline int hf_act_fields(const JsonValue* root, T5Config* c, const char* path, char* err, size_t errlen) {
+    const JsonValue* act = json_find(root, "dense_act_fn");
+    const JsonValue* gated = json_find(root, "is_gated_act");
+    if (gated && gated->type != JSON_NULL) {
+        if (gated->type != JSON_BOOL) { snprintf(err, errlen, "%s: field 'is_gated_act' must be true or false", path); return -1; }
+        c->gated = gated->boolean;
+    }
+    if (!act || act->type == JSON_NULL) return 0;
+    const char* a = act->type == JSON_STRING ? act->string : "";
+    if (strcmp(a, "relu") == 0) c->act = ACT_RELU;
+    else if (strcmp(a, "gelu") == 0) c->act = ACT_GELU;
+    else if (strcmp(a, "gelu_new") == 0 || strcmp(a, "gelu_fast") == 0 || strcmp(a, "gelu_pytorch_tanh") == 0) c->act = ACT_GELU_TANH;
+    else {
+        snprintf(err, errlen, "%s: unsupported dense_act_fn '%s' (relu, gelu, gelu_new, gelu_fast, gelu_pytorch_tanh); it "
+                 "overrides feed_forward_proj in transformers", path, a);
+        return -1;
+    }
+    return 0;
+}
+
 // the head, as transformers 5 reads T5Config: scale_decoder_outputs when present, else "tie_word_embeddings
 // is not false" (absent or null: scaled, the original T5 default). transformers 5 then forces
 // tie_word_embeddings = true and lets the weights decide tying (t5_load_hf_dir); from the config alone
@@ -103,7 +126,7 @@ static inline int t5_config_from_json(const JsonValue* root, T5Config* c, const 
         snprintf(err, errlen, "%s: unsupported feed_forward_proj '%s' (relu, gelu, gelu_new, gated-gelu, gated-relu)", path, ffn->string);
         return -1;
     }
-    if (hf_head_fields(root, c, path, err, errlen)) return -1;
+    if (hf_act_fields(root, c, path, err, errlen) || hf_head_fields(root, c, path, err, errlen)) return -1;
     const char* bad = t5_config_check(c);
     if (bad) { snprintf(err, errlen, "%s: invalid config: %s", path, bad); return -1; }
     return 0;
@@ -145,7 +168,7 @@ static inline const char* hf_head_4x_note(const T5Config* c) {
 }
 
 static inline int t5_config_write(const char* path, const T5Config* c, char* err, size_t errlen) {
-    if (c->gated && c->act == ACT_GELU) { snprintf(err, errlen, "%s: a gated exact-GELU FFN has no HF config name", path); return -1; }
+    // (a gated exact-GELU FFN is "gated-gelu" with dense_act_fn "gelu": the stored field wins, hf_act_fields)
     char buf[2048], eps[32], drop[32];
     hf_format_float(eps, sizeof(eps), c->eps);
     hf_format_float(drop, sizeof(drop), c->dropout);
