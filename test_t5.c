@@ -341,6 +341,17 @@ static void test_head_cases(const char* tmp) {
         snprintf(label, sizeof(label), "config {%s}: gated, act = %s", acts[i][0] + 2, acts[i][1]);
         check_true(label, rc == 0 && strcmp(got, acts[i][1]) == 0);
     }
+    const char* dflt[2][2] = { // what transformers fills in where config.json is silent (T5Config's and MT5Config's defaults)
+        { "{\"model_type\": \"t5\"}", "32128 512 64 8 2048 6 6 0 1 1" }, { "{\"model_type\": \"mt5\"}", "250112 512 64 6 1024 8 8 1 1 0" } };
+    for (int i = 0; i < 2; i++) {
+        char got[96], label[200];
+        write_bytes(path, dflt[i][0], strlen(dflt[i][0]));
+        rc = t5_config_read(path, &c, err, sizeof(err));
+        snprintf(got, sizeof(got), "%d %d %d %d %d %d %d %d %d %d", c.vocab_size, c.d_model, c.d_kv, c.num_heads, c.d_ff, c.num_layers,
+                 c.num_decoder_layers, c.gated, c.tied, c.scale_out);
+        snprintf(label, sizeof(label), "config %s: transformers' defaults (V C D H F Le Ld gated tied scaled = %s)", dflt[i][0], dflt[i][1]);
+        check_true(label, rc == 0 && strcmp(got, dflt[i][1]) == 0);
+    }
     const char* silu = "{\"model_type\": \"t5\", \"vocab_size\": 64, \"d_model\": 16, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 24, "
                        "\"num_layers\": 1, \"feed_forward_proj\": \"gated-gelu\", \"dense_act_fn\": \"silu\"}";
     write_bytes(path, silu, strlen(silu));
@@ -363,7 +374,7 @@ static void test_head_cases(const char* tmp) {
 }
 
 static void test_formats(const char* tmp) {
-    const char* names[] = { "v4_flan", "v4_t5", "v5_fresh_flan", "v5_resaved_flan", "v5_resaved_flan_bf16", "v5_resaved_flan_sharded" };
+    const char* names[] = { "v4_flan", "v4_t5", "v5_fresh_flan", "v5_mt5", "v5_resaved_flan", "v5_resaved_flan_bf16", "v5_resaved_flan_sharded" };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) test_format_fixture(names[i], tmp);
     test_head_cases(tmp);
 }
@@ -510,7 +521,7 @@ static void test_dropout(void) {
 
 static void test_bad_config(const char* tmp) {
     const char* cases[][3] = {
-        { "config.json missing d_model", "{\"vocab_size\": 32, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 8, \"num_layers\": 1}", "missing field 'd_model'" },
+        { "config.json num_layers null and 0 heads", "{\"vocab_size\": 32, \"num_heads\": 0, \"num_layers\": null}", "num_heads" },
         { "config.json d_model not a number", "{\"vocab_size\": 32, \"d_model\": \"8\", \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 8, \"num_layers\": 1}", "must be an integer" },
         { "config.json num_heads = 0", "{\"vocab_size\": 32, \"d_model\": 8, \"d_kv\": 4, \"num_heads\": 0, \"d_ff\": 8, \"num_layers\": 1}", "num_heads" },
         { "config.json fractional d_ff", "{\"vocab_size\": 32, \"d_model\": 8, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 8.5, \"num_layers\": 1}", "must be an integer" },

@@ -820,7 +820,7 @@ int main(int argc, char** argv) {
     }
     if (section("fixtures")) {
         for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_fixture(fixtures[i]);
-        const char* formats[] = { "v4_flan", "v4_t5", "v5_fresh_flan", "v5_resaved_flan", "v5_resaved_flan_bf16", "v5_resaved_flan_sharded" };
+        const char* formats[] = { "v4_flan", "v4_t5", "v5_fresh_flan", "v5_mt5", "v5_resaved_flan", "v5_resaved_flan_bf16", "v5_resaved_flan_sharded" };
         for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++) test_format_fixture(formats[i]);
     }
     if (section("cpu")) {

@@ -28,6 +28,9 @@ The formats:
                        the same model saved in bf16, and in 3 shards with an index
     v4_flan            transformers 4: tie false, no scale field, its own lm_head (untied, unscaled)
     v4_t5              transformers 4: original T5, ReLU, no tie field, no lm_head (tied, scaled)
+    v5_mt5             MT5ForConditionalGeneration made by transformers 5: model_type mt5, config.json
+                       says tie true and nothing of scaling, the head IS the embedding, and mT5 never
+                       scales (tied, unscaled, where a t5 config saying the same would be scaled)
 """
 
 import json
@@ -93,9 +96,9 @@ def expect(name, writer):
     """transformers 5 loads model/ in fp32 and runs the batch: the values the engines must give."""
     import torch
     from safetensors.torch import save_file
-    from transformers import T5ForConditionalGeneration
+    from transformers import AutoModelForSeq2SeqLM
     mdir = os.path.join(OUT, name, "model")
-    model = T5ForConditionalGeneration.from_pretrained(mdir, dtype=torch.float32, attn_implementation="eager")
+    model = AutoModelForSeq2SeqLM.from_pretrained(mdir, dtype=torch.float32, attn_implementation="eager")
     model.train()
     ids, mask, labels = batch()
     out = model(input_ids=ids, attention_mask=mask, labels=labels)
@@ -106,7 +109,8 @@ def expect(name, writer):
     for pname, p in model.named_parameters():
         t[f"grad.{pname}"] = p.grad.detach().contiguous()
     tied = model.lm_head.weight is model.shared.weight
-    meta = {"format": "pt", "tied": str(int(tied)), "scale": str(int(bool(model.config.scale_decoder_outputs))),
+    scale = bool(getattr(model.config, "scale_decoder_outputs", False))  # MT5 has no such field: it never scales
+    meta = {"format": "pt", "tied": str(int(tied)), "scale": str(int(scale)),
             "writer": writer}
     save_file(t, os.path.join(OUT, name, "expected.safetensors"), metadata=meta)
     print(f"{name}: written by transformers {writer}; transformers 5 reads tied={int(tied)} "
@@ -135,13 +139,20 @@ def main():
     v5 = transformers.__version__
     from transformers import T5ForConditionalGeneration
     build("gated-gelu", False, 13).save_pretrained(os.path.join(OUT, "v5_fresh_flan", "model"))
+    from transformers import MT5Config, MT5ForConditionalGeneration
+    torch.manual_seed(14)
+    mt5 = MT5ForConditionalGeneration(MT5Config(**SHAPE, feed_forward_proj="gated-gelu", tie_word_embeddings=False))
+    with torch.no_grad():
+        for stack in (mt5.encoder, mt5.decoder):
+            stack.block[0].layer[0].SelfAttention.relative_attention_bias.weight.normal_(0.0, 1.0)
+    mt5.save_pretrained(os.path.join(OUT, "v5_mt5", "model"))
     resaved = T5ForConditionalGeneration.from_pretrained(os.path.join(OUT, "v4_flan", "model"))
     resaved.save_pretrained(os.path.join(OUT, "v5_resaved_flan", "model"))
     resaved.save_pretrained(os.path.join(OUT, "v5_resaved_flan_sharded", "model"), max_shard_size="10KB")
     resaved.to(torch.bfloat16).save_pretrained(os.path.join(OUT, "v5_resaved_flan_bf16", "model"))  # in place: last
     for name in ("v4_flan", "v4_t5"):
         expect(name, v4_version)
-    for name in ("v5_fresh_flan", "v5_resaved_flan", "v5_resaved_flan_bf16", "v5_resaved_flan_sharded"):
+    for name in ("v5_fresh_flan", "v5_mt5", "v5_resaved_flan", "v5_resaved_flan_bf16", "v5_resaved_flan_sharded"):
         expect(name, v5)
     total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(OUT) for f in fs)
     print(f"total {total} bytes in {OUT}")

@@ -99,19 +99,27 @@ static inline int hf_head_fields(const JsonValue* root, T5Config* c, const char*
     return 0;
 }
 
+// what transformers puts where config.json is silent: T5Config's defaults (the t5-small shape) and
+// MT5Config's (mt5-small's: a 250,112-token vocabulary, gated-GELU)
+typedef struct { int vocab_size, d_model, d_kv, d_ff, num_layers, num_heads; const char* ffn; } HfDefaults;
+static const HfDefaults HF_T5_DEFAULTS = { 32128, 512, 64, 2048, 6, 8, "relu" };
+static const HfDefaults HF_MT5_DEFAULTS = { 250112, 512, 64, 1024, 8, 6, "gated-gelu" };
+
 static inline int t5_config_from_json(const JsonValue* root, T5Config* c, const char* path, char* err, size_t errlen) {
     if (root->type != JSON_OBJECT) { snprintf(err, errlen, "%s: not a JSON object", path); return -1; }
     const JsonValue* mt = json_find(root, "model_type");
     if (mt && (mt->type != JSON_STRING || (strcmp(mt->string, "t5") != 0 && strcmp(mt->string, "mt5") != 0))) {
         snprintf(err, errlen, "%s: model_type must be \"t5\" (or \"mt5\")", path); return -1;
     }
+    int mt5 = mt && strcmp(mt->string, "mt5") == 0;
+    const HfDefaults* d = mt5 ? &HF_MT5_DEFAULTS : &HF_T5_DEFAULTS;
     memset(c, 0, sizeof(*c));
-    if (hf_int_field(root, "vocab_size", 1, 0, &c->vocab_size, path, err, errlen) ||
-        hf_int_field(root, "d_model", 1, 0, &c->d_model, path, err, errlen) ||
-        hf_int_field(root, "d_kv", 1, 0, &c->d_kv, path, err, errlen) ||
-        hf_int_field(root, "num_heads", 1, 0, &c->num_heads, path, err, errlen) ||
-        hf_int_field(root, "d_ff", 1, 0, &c->d_ff, path, err, errlen) ||
-        hf_int_field(root, "num_layers", 1, 0, &c->num_layers, path, err, errlen)) return -1;
+    if (hf_int_field(root, "vocab_size", 0, d->vocab_size, &c->vocab_size, path, err, errlen) ||
+        hf_int_field(root, "d_model", 0, d->d_model, &c->d_model, path, err, errlen) ||
+        hf_int_field(root, "d_kv", 0, d->d_kv, &c->d_kv, path, err, errlen) ||
+        hf_int_field(root, "num_heads", 0, d->num_heads, &c->num_heads, path, err, errlen) ||
+        hf_int_field(root, "d_ff", 0, d->d_ff, &c->d_ff, path, err, errlen) ||
+        hf_int_field(root, "num_layers", 0, d->num_layers, &c->num_layers, path, err, errlen)) return -1;
     if (hf_int_field(root, "num_decoder_layers", 0, c->num_layers, &c->num_decoder_layers, path, err, errlen) ||
         hf_int_field(root, "relative_attention_num_buckets", 0, 32, &c->num_buckets, path, err, errlen) ||
         hf_int_field(root, "relative_attention_max_distance", 0, 128, &c->max_distance, path, err, errlen) ||
@@ -122,11 +130,12 @@ static inline int t5_config_from_json(const JsonValue* root, T5Config* c, const 
         hf_float_field(root, "dropout_rate", 0.1f, &c->dropout, path, err, errlen)) return -1;
     const JsonValue* ffn = json_find(root, "feed_forward_proj");
     if (ffn && ffn->type != JSON_STRING) { snprintf(err, errlen, "%s: field 'feed_forward_proj' must be a string", path); return -1; }
-    if (hf_parse_ffn(ffn ? ffn->string : "relu", c)) {
+    if (hf_parse_ffn(ffn ? ffn->string : d->ffn, c)) {
         snprintf(err, errlen, "%s: unsupported feed_forward_proj '%s' (relu, gelu, gelu_new, gated-gelu, gated-relu)", path, ffn->string);
         return -1;
     }
     if (hf_act_fields(root, c, path, err, errlen) || hf_head_fields(root, c, path, err, errlen)) return -1;
+    if (mt5) c->scale_out = 0; // MT5ForConditionalGeneration never scales the decoder output
     const char* bad = t5_config_check(c);
     if (bad) { snprintf(err, errlen, "%s: invalid config: %s", path, bad); return -1; }
     return 0;
