@@ -235,6 +235,146 @@ static void test_fixture(const char* dir, const char* tmpdir) {
 }
 
 // ----------------------------------------------------------------------------
+// LoRA against peft (dev/make_lora_fixtures.py): the adapted model's logits, loss and adapter
+// gradients, K AdamW steps over the adapter, the merge, and the adapter format's round trip.
+// Tolerances: those of the full fine-tune above (same arithmetic, two more small products per Linear).
+
+// calls fn(fixture tensor PREFIX<peft key>, its slot in an adapter-shaped buffer) for every A and B
+static void visit_lora_tensors(Fixture* f, const T5* m, float* buf, const char* prefix, TensorVisit fn, float tol) {
+    const LoraLayout* L = &m->lora_layout;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++)
+        for (int l = 0; L->t[i].on && l < L->t[i].layers; l++)
+            for (int ab = 0; ab < 2; ab++) {
+                char name[200], key[240];
+                lora_key(&m->layout, i, l, ab ? 'B' : 'A', name, sizeof(name));
+                snprintf(key, sizeof(key), "%s%s", prefix, name);
+                size_t n, per = ab ? (size_t)L->t[i].out * L->r : (size_t)L->r * L->t[i].in;
+                float* want = fx_f32(f, key, &n);
+                if (n != per) { printf("fixture tensor %s has %zu values, want %zu\n", key, n, per); check_true(key, 0); }
+                else fn(key, ab ? lora_B(L, buf, i, l) : lora_A(L, buf, i, l), want, n, tol);
+                free(want);
+            }
+}
+
+// the fixture's base model with its peft adapter attached
+static T5 load_lora_fixture(const char* dir, const char* base) {
+    char path[600], err[1024];
+    snprintf(path, sizeof(path), "dev/fixtures/%s", base);
+    T5 m = load_fixture_model(path);
+    LoraConfig c;
+    float* adapter;
+    snprintf(path, sizeof(path), "%s/adapter", dir);
+    if (lora_load_dir(path, &m.config, &c, &adapter, err, sizeof(err))) { printf("error: %s\n", err); exit(EXIT_FAILURE); }
+    t5_lora_attach(&m, &c, adapter, 0);
+    return m;
+}
+
+static void test_lora_forward_backward(Fixture* f, T5* m, FxBatch* x) {
+    float loss = t5_forward(m, &x->b, 1, 7); // lora_dropout 0 and dropout_rate 0: train mode is exact
+    size_t n;
+    float* logits = fx_f32(f, "logits", &n);
+    check_close("lora logits", m->acts.logits, logits, n, 1e-5f);
+    float* want = fx_f32(f, "loss", NULL);
+    check_close("lora loss", &loss, want, 1, 1e-5f);
+    t5_zero_grad(m);
+    t5_backward(m, &x->b, 1, 1.0f / (float)m->num_counted);
+    visit_lora_tensors(f, m, m->lora_grads, "grad.", visit_compare, 1e-4f);
+    check_true("lora: no base gradient buffer (frozen base)", m->grads_memory == NULL);
+    free(logits); free(want);
+}
+
+// as test_adamw_trajectory: each step's adapter gradients compared, then peft's drive the update
+static void test_lora_trajectory(Fixture* f, const char* dir, const char* base, FxBatch* x) {
+    T5 m = load_lora_fixture(dir, base);
+    float* base_before = (float*)mallocCheck(m.layout.total * sizeof(float));
+    memcpy(base_before, m.params_memory, m.layout.total * sizeof(float));
+    AdamW o = { fx_meta(f, "lr"), fx_meta(f, "beta1"), fx_meta(f, "beta2"), fx_meta(f, "eps"), fx_meta(f, "weight_decay"), 1 };
+    LrSchedule s = { SCHED_LINEAR, (long long)fx_meta(f, "warmup_steps"), (long long)fx_meta(f, "total_steps") };
+    int K = (int)fx_meta(f, "steps");
+    for (int k = 0; k < K; k++) {
+        char key[64], prefix[64];
+        float loss = t5_forward(&m, &x->b, 1, 7);
+        t5_zero_grad(&m);
+        t5_backward(&m, &x->b, 1, 1.0f / (float)m.num_counted);
+        snprintf(key, sizeof(key), "lora step%d.loss", k);
+        float* want = fx_f32(f, key + 5, NULL);
+        check_close(key, &loss, want, 1, 1e-5f); free(want);
+        snprintf(prefix, sizeof(prefix), k == 0 ? "grad." : "step%d.grad.", k);
+        if (k > 0) visit_lora_tensors(f, &m, m.lora_grads, prefix, visit_compare, 1e-4f);
+        visit_lora_tensors(f, &m, m.lora_grads, prefix, visit_copy, 0.0f);
+        float norm = t5_grad_norm(&m), lr = (float)(o.lr * lr_multiplier(&s, k));
+        snprintf(key, sizeof(key), "lora step%d.grad_norm", k);
+        want = fx_f32(f, key + 5, NULL);
+        check_close(key, &norm, want, 1, 1e-6f); free(want); // same gradients: only summation order differs
+        t5_clip_grads(&m, norm, fx_meta(f, "max_grad_norm"));
+        t5_update(&m, &o, lr);
+    }
+    visit_lora_tensors(f, &m, m.lora_memory, "final.", visit_compare, 1e-6f);
+    check_true("lora training leaves the base weights bit-identical",
+               memcmp(base_before, m.params_memory, m.layout.total * sizeof(float)) == 0);
+    free(base_before);
+    t5_free(&m);
+}
+
+// merge_and_unload() of the initial adapter: the wrapped tensors to 1e-6 of their scale (one fp32
+// product of r terms, then the add), every other tensor bit-identical; unmerge restores the base
+static void test_lora_merge(Fixture* f, T5* m) {
+    float* before = (float*)mallocCheck(m->layout.total * sizeof(float));
+    memcpy(before, m->params_memory, m->layout.total * sizeof(float));
+    float* saved = t5_lora_merge(m);
+    int untouched = 1;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const T5Tensor* t = &m->layout.t[i];
+        for (int l = 0; l < t->layers && t->size; l++) {
+            char name[160], key[200];
+            t5_tensor_name(&m->layout, i, l, name, sizeof(name));
+            snprintf(key, sizeof(key), "merged.%s", name);
+            size_t per = t5_tensor_copy_size(t), off = t->offset + (size_t)l * per;
+            if (!st_find(&f->st, key)) { untouched &= memcmp(before + off, m->params_memory + off, per * sizeof(float)) == 0; continue; }
+            float* want = fx_f32(f, key, NULL);
+            check_close(key, m->params_memory + off, want, per, 1e-6f);
+            free(want);
+        }
+    }
+    check_true("lora merge: tensors peft leaves alone are bit-identical", untouched);
+    t5_lora_unmerge(m, saved);
+    check_true("lora unmerge: the base weights come back bit for bit", memcmp(before, m->params_memory, m->layout.total * sizeof(float)) == 0);
+    free(before);
+}
+
+// our writer -> our reader gives back the same config and adapter bits; the file's keys are peft's
+static void test_lora_round_trip(const T5* m, const char* tmpdir) {
+    char dir[600], err[1024];
+    snprintf(dir, sizeof(dir), "%s/adapter_rt", tmpdir);
+    LoraConfig c;
+    float* back = NULL;
+    int ok = lora_save_dir(dir, &m->lora, &m->layout, &m->lora_layout, m->lora_memory, "base", err, sizeof(err)) == 0 &&
+             lora_load_dir(dir, &m->config, &c, &back, err, sizeof(err)) == 0;
+    if (!ok) printf("  %s\n", err);
+    check_true("lora adapter save -> load: identical config and A, B",
+               ok && memcmp(&c, &m->lora, sizeof(c)) == 0 && memcmp(back, m->lora_memory, m->lora_layout.total * sizeof(float)) == 0);
+    free(back);
+}
+
+static void test_lora_fixture(const char* dir, const char* tmpdir) {
+    printf("\n=== LoRA fixture %s\n", dir);
+    Fixture f;
+    char err[1024], base[64];
+    snprintf(f.path, sizeof(f.path), "%s/fixture.safetensors", dir);
+    if (st_open(&f.st, f.path, err, sizeof(err))) { printf("error: %s (run `make fixtures`)\n", err); exit(EXIT_FAILURE); }
+    snprintf(base, sizeof(base), "%s", st_metadata(&f.st, "base"));
+    T5 m = load_lora_fixture(dir, base);
+    FxBatch x = fx_batch(&f, &m.config);
+    test_lora_forward_backward(&f, &m, &x);
+    test_lora_trajectory(&f, dir, base, &x);
+    test_lora_merge(&f, &m);
+    test_lora_round_trip(&m, tmpdir);
+    fx_batch_free(&x);
+    t5_free(&m);
+    st_close(&f.st);
+}
+
+// ----------------------------------------------------------------------------
 // checks that need no fixture
 
 static T5Config tiny_config(int tied, T5Act act, int gated) {
@@ -1058,6 +1198,8 @@ int main(int argc, char** argv) {
     const char* bin = NULL; // --train-bin PATH: also test the command line of that binary
     for (int i = 1; i + 1 < argc; i++) if (strcmp(argv[i], "--train-bin") == 0) bin = argv[i + 1];
     for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_fixture(fixtures[i], tmp);
+    test_lora_fixture("dev/fixtures/lora_gated", tmp);
+    test_lora_fixture("dev/fixtures/lora_relu", tmp);
     printf("\n=== checks without fixtures\n");
     test_finite_differences(0, ACT_GELU_TANH, 1, "flan");
     test_finite_differences(1, ACT_GELU, 0, "tied");
