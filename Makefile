@@ -311,6 +311,7 @@ dialogsum: train_t5
 fixtures:
 	$(PYTHON) dev/make_fixtures.py
 	$(PYTHON) dev/make_gen_fixtures.py
+	$(PYTHON) dev/make_lora_fixtures.py
 
 # CPU speed vs PyTorch on this machine (a benchmark, not a test)
 bench_cpu: train_t5

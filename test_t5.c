@@ -356,6 +356,24 @@ static void test_lora_round_trip(const T5* m, const char* tmpdir) {
     free(back);
 }
 
+// generation with the adapter (merged per call) == generation with peft's merged weights built by hand
+static void test_lora_generate(T5* m) {
+    T5 merged = load_fixture_model("dev/fixtures/flan_gated");
+    if (merged.layout.total != m->layout.total) { t5_free(&merged); return; } // only for the gated base
+    lora_merge(merged.params_memory, &merged.layout, &m->lora_layout, m->lora_memory, lora_scale(&m->lora));
+    int s0[] = { 5, 9, 17, 33, 2, 1 }, s1[] = { 7, 7, 40, 1 };
+    const int* src[2] = { s0, s1 };
+    int len[2] = { 6, 4 }, out_a[2 * 12], out_b[2 * 12], la[2], lb[2];
+    GenConfig g = gen_config_default();
+    g.max_new_tokens = 12; g.num_beams = 2;
+    char err[256];
+    int ok = t5_generate(m, src, len, 2, &g, out_a, la, err, sizeof(err)) == 0 &&
+             t5_generate(&merged, src, len, 2, &g, out_b, lb, err, sizeof(err)) == 0;
+    check_true("lora generate (beam 2) == generate with the merged weights",
+               ok && memcmp(out_a, out_b, sizeof(out_a)) == 0 && memcmp(la, lb, sizeof(la)) == 0 && !m->lora_merged);
+    t5_free(&merged);
+}
+
 static void test_lora_fixture(const char* dir, const char* tmpdir) {
     printf("\n=== LoRA fixture %s\n", dir);
     Fixture f;
@@ -369,6 +387,7 @@ static void test_lora_fixture(const char* dir, const char* tmpdir) {
     test_lora_trajectory(&f, dir, base, &x);
     test_lora_merge(&f, &m);
     test_lora_round_trip(&m, tmpdir);
+    test_lora_generate(&m);
     fx_batch_free(&x);
     t5_free(&m);
     st_close(&f.st);
@@ -1190,6 +1209,122 @@ static void test_decode_summary(const char* spm_path) {
     spm_free(&tok);
 }
 
+// ----------------------------------------------------------------------------
+// LoRA without fixtures: dropout, finite differences, bad adapters
+
+// LoRA on a tiny model with dropout 0.1 at T5's sites and on the adapters' inputs: central differences
+// of the loss against the A and B gradients (the 3 largest entries of every A and B tensor; the same
+// error budget as test_finite_differences), and the masks' determinism (same seed: same loss and
+// gradients; another seed: another loss)
+static void test_lora_finite_differences(int gated) {
+    T5 m;
+    T5Config c = tiny_config(0, gated ? ACT_GELU_TANH : ACT_RELU, gated);
+    t5_build_from_config(&m, &c);
+    t5_init_random(&m, 21);
+    LoraConfig lc = { 2, 2.0f, 0.1f, (1u << LORA_NUM_TARGETS) - 1 - (gated ? 1u << LORA_WI : (1u << LORA_WI_0 | 1u << LORA_WI_1)), 0 };
+    t5_lora_attach(&m, &lc, NULL, 3);
+    Rng rng; rng_init(&rng, 8); // B = 0 at init would leave dA = 0: random B exercises every gradient
+    for (size_t j = 0; j < m.lora_layout.total; j++) m.lora_memory[j] = 0.2f * rng_normal(&rng);
+    T5Batch b = tiny_batch();
+    float l1 = loss_at(&m, &b);
+    t5_zero_grad(&m);
+    t5_backward(&m, &b, 1, 1.0f / (float)m.num_counted);
+    float* g1 = (float*)mallocCheck(m.lora_layout.total * sizeof(float));
+    memcpy(g1, m.lora_grads, m.lora_layout.total * sizeof(float));
+    float l2 = loss_at(&m, &b);
+    t5_zero_grad(&m);
+    t5_backward(&m, &b, 1, 1.0f / (float)m.num_counted);
+    float l3 = t5_forward(&m, &b, 1, 100);
+    check_true(gated ? "lora dropout: same seed, same loss and gradients (gated)" : "lora dropout: same seed, same loss and gradients (relu)",
+               l1 == l2 && memcmp(g1, m.lora_grads, m.lora_layout.total * sizeof(float)) == 0 && l3 != l1);
+    const float h = 1e-2f;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++)
+        for (int ab = 0; ab < 2 && m.lora_layout.t[i].on; ab++) {
+            const LoraTensor* t = &m.lora_layout.t[i];
+            size_t off = ab ? t->b : t->a, n = (size_t)t->layers * m.lora_layout.r * (ab ? t->out : t->in);
+            float* p = m.lora_memory + off;
+            float* g = g1 + off;
+            double worst = 0.0;
+            for (int pick = 0; pick < 3; pick++) {
+                size_t best = 0; float bv = -1.0f;
+                for (size_t j = 0; j < n; j++) if (fabsf(g[j]) > bv) { bv = fabsf(g[j]); best = j; }
+                float saved = p[best];
+                p[best] = saved + h; float lp = loss_at(&m, &b);
+                p[best] = saved - h; float lm = loss_at(&m, &b);
+                p[best] = saved;
+                double fd = ((double)lp - lm) / (2.0 * h);
+                double e = fabs(fd - g[best]) / fmax(fabs(g[best]), 1e-3);
+                if (e > worst) worst = e;
+                g[best] = 0.0f;
+            }
+            char name[200];
+            snprintf(name, sizeof(name), "lora finite differences %s: %s %c", gated ? "gated" : "relu", m.layout.t[i].name, ab ? 'B' : 'A');
+            int ok = worst < 2e-2;
+            printf("%-62s max rel err %.3e  tol 2e-02  %s\n", name, worst, ok ? "OK" : "FAIL");
+            verdict(ok, name);
+        }
+    free(g1);
+    t5_free(&m);
+}
+
+// a fixture adapter with its adapter_config.json replaced by `config`
+static void write_adapter(const char* dir, const char* from, const char* config) {
+    char cmd[1600], path[700];
+    snprintf(cmd, sizeof(cmd), "mkdir -p '%s' && cp '%s/adapter_model.safetensors' '%s/'", dir, from, dir);
+    if (system(cmd) != 0) { printf("cannot run: %s\n", cmd); exit(EXIT_FAILURE); }
+    snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
+    write_bytes(path, config, strlen(config));
+}
+
+// bad adapters: each refused with a message naming the file and the problem
+static void test_bad_adapters(const char* tmp) {
+    T5 m = load_fixture_model("dev/fixtures/flan_gated");
+    const char* ok_head = "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 2, \"lora_dropout\": 0.0, ";
+    const char* all = "\"target_modules\": [\"q\", \"k\", \"v\", \"o\", \"wi_0\", \"wi_1\", \"wo\"]";
+    struct { const char* what; const char* config; const char* expect; } cases[] = {
+        { "adapter: peft type other than LoRA", "{\"peft_type\": \"IA3\", \"target_modules\": [\"q\"]}", "only LoRA adapters" },
+        { "adapter: rank 0", "{\"peft_type\": \"LORA\", \"r\": 0, \"target_modules\": [\"q\"]}", "r = 0" },
+        { "adapter: unknown target name", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"q\", \"query\"]}", "unknown target module 'query'" },
+        { "adapter: target that matches nothing (wi in a gated model)", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"wi\"]}", "matches no module" },
+        { "adapter: regex target_modules", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": \".*q\"}", "regular expression" },
+        { "adapter: use_dora", NULL, "'use_dora'" },
+        { "adapter: modules_to_save", NULL, "'modules_to_save'" },
+        { "adapter: rank_pattern", NULL, "'rank_pattern'" },
+        { "adapter: layers_to_transform", NULL, "'layers_to_transform'" },
+        { "adapter: fan_in_fan_out", NULL, "'fan_in_fan_out'" },
+        { "adapter: bias 'all'", NULL, "bias must be \"none\"" },
+        { "adapter: PiSSA init", NULL, "changes the base weights" },
+        { "adapter: fewer targets than the file holds", NULL, "matches no LoRA module" },
+        { "adapter: another rank than the file's tensors", NULL, "another base shape" },
+    };
+    const char* tails[] = { "\"use_dora\": true", "\"modules_to_save\": [\"lm_head\"]", "\"rank_pattern\": {\"q\": 8}",
+                            "\"layers_to_transform\": [0]", "\"fan_in_fan_out\": true", "\"bias\": \"all\"",
+                            "\"init_lora_weights\": \"pissa\"" };
+    char dir[600], cfg[1024], err[1024];
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        if (k >= 5 && k < 12) snprintf(cfg, sizeof(cfg), "%s%s, %s}", ok_head, all, tails[k - 5]);
+        else if (k == 12) snprintf(cfg, sizeof(cfg), "%s\"target_modules\": [\"q\", \"v\"]}", ok_head);
+        else if (k == 13) snprintf(cfg, sizeof(cfg), "{\"peft_type\": \"LORA\", \"r\": 8, %s}", all);
+        else snprintf(cfg, sizeof(cfg), "%s", cases[k].config);
+        snprintf(dir, sizeof(dir), "%s/badadapter%zu", tmp, k);
+        write_adapter(dir, "dev/fixtures/lora_gated/adapter", cfg);
+        LoraConfig c;
+        float* a = NULL;
+        int rc = lora_load_dir(dir, &m.config, &c, &a, err, sizeof(err));
+        expect_error(cases[k].what, rc, err, cases[k].expect);
+        if (rc == 0) free(a);
+    }
+    // an adapter made for another base shape: the gated fixture's adapter on the odd_shapes model
+    T5 odd = load_fixture_model("dev/fixtures/odd_shapes");
+    LoraConfig c;
+    float* a = NULL;
+    int rc = lora_load_dir("dev/fixtures/lora_gated/adapter", &odd.config, &c, &a, err, sizeof(err));
+    expect_error("adapter made for another base shape (fewer decoder blocks)", rc, err, "another base shape");
+    if (rc == 0) free(a);
+    t5_free(&odd);
+    t5_free(&m);
+}
+
 int main(int argc, char** argv) {
     enable_flush_to_zero();
     const char* fixtures[] = { "dev/fixtures/flan_gated", "dev/fixtures/t5_relu_tied", "dev/fixtures/odd_shapes", "dev/fixtures/gelu_untied" };
@@ -1208,11 +1343,14 @@ int main(int argc, char** argv) {
     test_grad_accumulation();
     test_repad();
     test_dropout();
+    test_lora_finite_differences(1);
+    test_lora_finite_differences(0);
     printf("\n=== bad input\n");
     test_bad_config(tmp);
     test_bad_weights(tmp);
     test_bad_checkpoint(tmp);
     test_bad_examples(tmp);
+    test_bad_adapters(tmp);
     test_generation();
     const char* spm = "../shared/data/t5/spiece.model"; // --spm PATH overrides
     for (int i = 1; i + 1 < argc; i++) if (strcmp(argv[i], "--spm") == 0) spm = argv[i + 1];

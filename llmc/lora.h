@@ -400,7 +400,7 @@ static inline int lora_check_keys(StFile* st, const T5Layout* base, const LoraLa
                     found = strcmp(key, st->tensors[k].name) == 0;
                 }
         if (!found) {
-            snprintf(err, errlen, "%s: tensor '%s' matches no LoRA module of this base model and config", st->path, st->tensors[k].name);
+            snprintf(err, errlen, "%s: tensor '%s' matches no LoRA module of this base model and config (an adapter made for another base shape, or for other targets?)", st->path, st->tensors[k].name);
             return -1;
         }
     }
