@@ -241,6 +241,8 @@ test: train_t5 test_t5 $(BUILD)/test_io $(BUILD)/bench_generate $(BUILD)/bench_g
 	./$(BUILD)/test_io
 	./test_t5 --train-bin ./train_t5
 	bash dev/test_cli_flags.sh ./train_t5
+	@if $(PYTHON) -c "import peft, transformers, torch" 2>/dev/null; then bash dev/check_lora_export.sh ./train_t5; \
+	 else echo "skipped dev/check_lora_export.sh (peft reads our LoRA files): needs torch + transformers + peft"; fi
 	./$(BUILD)/noomp/test_t5
 	$(MAKE) --no-print-directory test_metrics
 	$(MAKE) --no-print-directory test_tokenizer
