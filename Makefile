@@ -293,8 +293,12 @@ fuzz_all:
 # comparison.md), metrics log and plots in RUN. MODEL = an HF FLAN-T5 / T5 directory (e.g. a
 # google/flan-t5-base download); without one, a small randomly initialised FLAN-shaped T5 that trains
 # in minutes on 2 CPU cores. Running it again continues the run in RUN from its newest checkpoint.
+# LORA=R trains a rank-R LoRA adapter (peft's defaults: q,v targets; alpha 2R here) instead of every
+# weight: RUN/adapter/ is then the peft adapter and RUN/eval/ scores the adapted model.
 MODEL ?=
-RUN ?= out/dialogsum_run
+LORA ?= 0
+LORA_ARGS ?= --lora-r $(LORA) --lora-alpha $(shell expr 2 \* $(LORA)) --lora-targets q,v
+RUN ?= out/dialogsum_run$(if $(filter-out 0,$(LORA)),_lora$(LORA))
 PREP ?= out/dialogsum
 SMALL_T5 = --d-model 256 --num-heads 4 --d-kv 64 --d-ff 512 --num-layers 2
 START = $(if $(MODEL),$(MODEL),flan-t5-small)
@@ -305,7 +309,7 @@ dialogsum: train_t5
 	$(PYTHON) prepro_dialogsum.py --data-dir $(DATA)/dialogsum --tokenizer $(DATA)/t5/spiece.model --out-dir $(PREP)
 	@$(if $(MODEL),,echo "no MODEL=<HF FLAN-T5 directory> given: training a SMALL RANDOMLY INITIALISED T5, not pretrained FLAN-T5")
 	./train_t5 --model $(START) $(if $(MODEL),,$(SMALL_T5)) --train-file $(PREP)/train.bin --val-file $(PREP)/val.bin \
-	    --out-dir $(RUN) $(DIALOGSUM_ARGS) $(if $(wildcard $(RUN)/checkpoints/ckpt_*.bin),--resume latest) \
+	    --out-dir $(RUN) $(DIALOGSUM_ARGS) $(if $(filter-out 0,$(LORA)),$(LORA_ARGS)) $(if $(wildcard $(RUN)/checkpoints/ckpt_*.bin),--resume latest) \
 	    --tokenizer $(DATA)/t5/spiece.model --eval-split $(PREP)/test --baseline-model $(START) $(EVAL_ARGS)
 	$(PYTHON) dev/plot_metrics.py $(RUN)
 

@@ -2172,7 +2172,7 @@ static void usage(void) {
         "  --length-penalty X     beam score / length^X (default %g)   --early-stopping 0|1 (default %d)\n"
         "  --no-repeat-ngram N    ban repeated N-grams, 0 = off (default %d)   --gen-batch-size N (default %d)\n"
  " LoRA (peft's math and files; llmc/lora.h)\n"
-        "  --lora-r R             adapter rank; 0 = full fine-tuning (default 0)\n"
+        "  --lora-r N             adapter rank; 0 = full fine-tuning (default 0)\n"
         "  --lora-alpha X         scale alpha/r (default 8, peft's)   --lora-dropout X  on each adapter's input (default 0)\n"
         "  --lora-targets LIST    peft's T5 module names: q,k,v,o,wi,wi_0,wi_1,wo (default q,v); encoder and decoder\n"
         "                         self- and cross-attention alike\n"
