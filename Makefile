@@ -262,7 +262,7 @@ asan: $(BUILD)/asan/train_t5 $(BUILD)/asan/test_t5 $(BUILD)/asan/test_io $(BUILD
 # dev/fuzz_regressions/TARGET (inputs the fuzzer found, kept once fixed) under the sanitizers.
 # `make fuzz FUZZ_TARGET=examples FUZZ_SECONDS=60` runs clang's libFuzzer on one target (corpus and
 # crashes in $(BUILD)/fuzz/), `make fuzz_all` each target in turn
-FUZZ_TARGETS = json jsonout config safetensors hfdir hfindex checkpoint examples refs metrics_log spm tokenize decode scores generate train
+FUZZ_TARGETS = json jsonout config safetensors hfdir hfindex checkpoint lora lora_ckpt examples refs metrics_log spm tokenize decode scores generate train
 FUZZ_TARGET ?= examples
 FUZZ_SECONDS ?= 60
 CLANG ?= clang

@@ -1390,6 +1390,9 @@ static void test_cli_lora(const char* bin, const char* tmp) {
         snprintf(name, sizeof(name), "CLI refuses: %.90s", cases[i].args);
         expect_error(name, rc == 0 ? 0 : (rc > 0 && rc < 128 ? 1 : 0), out, cases[i].want);
     }
+    snprintf(cmd, sizeof(cmd), "%s --model %s/checkpoints/ckpt_000000004.bin --save-hf %s/x", bin, a, tmp);
+    rc = run_cmd(cmd, out, sizeof(out));
+    expect_error("CLI refuses: an adapter checkpoint as --model", rc == 0 ? 0 : 1, out, "LoRA adapter checkpoint, not a model");
     // resuming a LoRA run against other base weights: the fingerprint says so
     snprintf(cmd, sizeof(cmd), "%s --model dev/fixtures/flan_gated/model_bf16 --train-file dev/fixtures/flan_gated/examples.bin "
              "--batch-size 1 --lora-r 4 --steps 5 --out-dir %s --resume latest", bin, a);

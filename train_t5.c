@@ -2368,7 +2368,14 @@ static int load_model(T5* m, const Options* o, const char* spec) {
     int rc = 0;
     switch (model_source(spec)) {
         case SRC_HF_DIR: rc = t5_build_from_hf(m, spec, err, sizeof(err)); break;
-        case SRC_CHECKPOINT: rc = t5_build_from_checkpoint(m, spec, NULL, err, sizeof(err)); break;
+        case SRC_CHECKPOINT:
+            if (lora_ckpt_is(spec)) { // it holds no base weights: name what to do instead
+                fprintf(stderr, "error: %s is a LoRA adapter checkpoint, not a model: give its base as --model (and --resume it, "
+                        "or use the run's adapter directory with --lora-adapter)\n", spec);
+                return -1;
+            }
+            rc = t5_build_from_checkpoint(m, spec, NULL, err, sizeof(err));
+            break;
         default: {
             T5Config c;
             if (config_from_preset(o, spec, &c)) return -1;

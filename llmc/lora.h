@@ -375,16 +375,32 @@ static inline int lora_save_dir(const char* dir, const LoraConfig* c, const T5La
     return rc;
 }
 
-// reads one adapter matrix, checking its shape against the base model's
-static inline int lora_read_matrix(StFile* st, const char* key, int rows, int cols, float* dst, char* err, size_t errlen) {
+// adapter matrix `key` must be in the file with shape (rows, cols); returns it or NULL with a message
+static inline const StTensor* lora_find_matrix(StFile* st, const char* key, int rows, int cols, char* err, size_t errlen) {
     const StTensor* t = st_find(st, key);
-    if (!t) { snprintf(err, errlen, "%s: missing tensor '%s' (the adapter does not fit this base model or its targets)", st->path, key); return -1; }
+    if (!t) { snprintf(err, errlen, "%s: missing tensor '%s' (the adapter does not fit this base model or its targets)", st->path, key); return NULL; }
     if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols) {
         snprintf(err, errlen, "%s: tensor '%s' has shape [%lld, %lld], the base model and r need [%d, %d] (an adapter made "
                  "for another base shape?)", st->path, key, (long long)t->shape[0], t->ndim > 1 ? (long long)t->shape[1] : 0LL, rows, cols);
-        return -1;
+        return NULL;
     }
-    return st_read_f32(st, t, dst, err, errlen);
+    return t;
+}
+
+// every A and B of the layout: checked (buf NULL), or read into buf
+static inline int lora_read_all(StFile* st, const T5Layout* base, const LoraLayout* L, float* buf, char* err, size_t errlen) {
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const LoraTensor* t = &L->t[i];
+        for (int l = 0; t->on && l < t->layers; l++)
+            for (int ab = 0; ab < 2; ab++) {
+                char key[200];
+                lora_key(base, i, l, ab ? 'B' : 'A', key, sizeof(key));
+                const StTensor* x = lora_find_matrix(st, key, ab ? t->out : L->r, ab ? L->r : t->in, err, errlen);
+                if (!x) return -1;
+                if (buf && st_read_f32(st, x, ab ? lora_B(L, buf, i, l) : lora_A(L, buf, i, l), err, errlen)) return -1;
+            }
+    }
+    return 0;
 }
 
 // every tensor of the file must be one this layout reads: a key the model does not have (another
@@ -422,19 +438,11 @@ static inline int lora_load_dir(const char* dir, const T5Config* m, LoraConfig* 
     snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
     StFile st;
     if (st_open(&st, path, err, errlen)) return -1;
-    float* buf = (float*)malloc(L.total * sizeof(float));
-    int rc = buf ? lora_check_keys(&st, &base, &L, err, errlen) : -1;
-    if (!buf) snprintf(err, errlen, "%s: out of memory", path);
-    for (int i = 0; i < NUM_PARAM_TENSORS && rc == 0; i++) {
-        const LoraTensor* t = &L.t[i];
-        for (int l = 0; t->on && l < t->layers && rc == 0; l++) {
-            char key[200];
-            lora_key(&base, i, l, 'A', key, sizeof(key));
-            rc = lora_read_matrix(&st, key, c->r, t->in, lora_A(&L, buf, i, l), err, errlen);
-            lora_key(&base, i, l, 'B', key, sizeof(key));
-            if (rc == 0) rc = lora_read_matrix(&st, key, t->out, c->r, lora_B(&L, buf, i, l), err, errlen);
-        }
-    }
+    // names and shapes first: the buffer is allocated only for an adapter the file really holds
+    int rc = lora_check_keys(&st, &base, &L, err, errlen) || lora_read_all(&st, &base, &L, NULL, err, errlen) ? -1 : 0;
+    float* buf = rc == 0 ? (float*)malloc(L.total * sizeof(float) + 1) : NULL;
+    if (rc == 0 && !buf) { snprintf(err, errlen, "%s: out of memory", path); rc = -1; }
+    if (rc == 0) rc = lora_read_all(&st, &base, &L, buf, err, errlen);
     st_close(&st);
     if (rc) { free(buf); return -1; }
     *adapter = buf;
