@@ -249,6 +249,8 @@ test: train_t5 test_t5 $(BUILD)/test_io $(BUILD)/bench_generate $(BUILD)/bench_g
 	./$(BUILD)/test_io
 	./test_t5 --train-bin ./train_t5
 	bash dev/test_cli_flags.sh ./train_t5
+	@if $(PYTHON) -c "import peft, transformers, torch" 2>/dev/null; then bash dev/check_lora_export.sh ./train_t5; \
+	 else echo "skipped dev/check_lora_export.sh (peft reads our LoRA files): needs torch + transformers + peft"; fi
 	./$(BUILD)/noomp/test_t5
 	$(MAKE) --no-print-directory test_metrics
 	$(MAKE) --no-print-directory test_tokenizer
@@ -269,7 +271,7 @@ asan: $(BUILD)/asan/train_t5 $(BUILD)/asan/test_t5 $(BUILD)/asan/test_io $(BUILD
 # dev/fuzz_regressions/TARGET (inputs the fuzzer found, kept once fixed) under the sanitizers.
 # `make fuzz FUZZ_TARGET=examples FUZZ_SECONDS=60` runs clang's libFuzzer on one target (corpus and
 # crashes in $(BUILD)/fuzz/), `make fuzz_all` each target in turn
-FUZZ_TARGETS = json jsonout config safetensors hfdir hfindex checkpoint examples refs metrics_log spm tokenize decode scores generate train
+FUZZ_TARGETS = json jsonout config safetensors hfdir hfindex checkpoint lora lora_ckpt examples refs metrics_log spm tokenize decode scores generate train
 FUZZ_TARGET ?= examples
 FUZZ_SECONDS ?= 60
 CLANG ?= clang
@@ -300,8 +302,12 @@ fuzz_all:
 # comparison.md), metrics log and plots in RUN. MODEL = an HF FLAN-T5 / T5 directory (e.g. a
 # google/flan-t5-base download); without one, a small randomly initialised FLAN-shaped T5 that trains
 # in minutes on 2 CPU cores. Running it again continues the run in RUN from its newest checkpoint.
+# LORA=R trains a rank-R LoRA adapter (peft's defaults: q,v targets; alpha 2R here) instead of every
+# weight: RUN/adapter/ is then the peft adapter and RUN/eval/ scores the adapted model.
 MODEL ?=
-RUN ?= out/dialogsum_run
+LORA ?= 0
+LORA_ARGS ?= --lora-r $(LORA) --lora-alpha $(shell expr 2 \* $(LORA)) --lora-targets q,v
+RUN ?= out/dialogsum_run$(if $(filter-out 0,$(LORA)),_lora$(LORA))
 PREP ?= out/dialogsum
 SMALL_T5 = --d-model 256 --num-heads 4 --d-kv 64 --d-ff 512 --num-layers 2
 START = $(if $(MODEL),$(MODEL),flan-t5-small)
@@ -312,7 +318,7 @@ dialogsum: train_t5
 	$(PYTHON) prepro_dialogsum.py --data-dir $(DATA)/dialogsum --tokenizer $(DATA)/t5/spiece.model --out-dir $(PREP)
 	@$(if $(MODEL),,echo "no MODEL=<HF FLAN-T5 directory> given: training a SMALL RANDOMLY INITIALISED T5, not pretrained FLAN-T5")
 	./train_t5 --model $(START) $(if $(MODEL),,$(SMALL_T5)) --train-file $(PREP)/train.bin --val-file $(PREP)/val.bin \
-	    --out-dir $(RUN) $(DIALOGSUM_ARGS) $(if $(wildcard $(RUN)/checkpoints/ckpt_*.bin),--resume latest) \
+	    --out-dir $(RUN) $(DIALOGSUM_ARGS) $(if $(filter-out 0,$(LORA)),$(LORA_ARGS)) $(if $(wildcard $(RUN)/checkpoints/ckpt_*.bin),--resume latest) \
 	    --tokenizer $(DATA)/t5/spiece.model --eval-split $(PREP)/test --baseline-model $(START) $(EVAL_ARGS)
 	$(PYTHON) dev/plot_metrics.py $(RUN)
 
@@ -323,6 +329,7 @@ fixtures:
 	$(PYTHON) dev/make_fixtures.py
 	$(PYTHON) dev/make_gen_fixtures.py
 	TRANSFORMERS4_PATH=$(TRANSFORMERS4) $(PYTHON) dev/make_format_fixtures.py
+	$(PYTHON) dev/make_lora_fixtures.py
 
 # CPU speed vs PyTorch on this machine (a benchmark, not a test)
 bench_cpu: train_t5

@@ -380,6 +380,165 @@ static void test_formats(const char* tmp) {
 }
 
 // ----------------------------------------------------------------------------
+// LoRA against peft (dev/make_lora_fixtures.py): the adapted model's logits, loss and adapter
+// gradients, K AdamW steps over the adapter, the merge, and the adapter format's round trip.
+// Tolerances: those of the full fine-tune above (same arithmetic, two more small products per Linear).
+
+// calls fn(fixture tensor PREFIX<peft key>, its slot in an adapter-shaped buffer) for every A and B
+static void visit_lora_tensors(Fixture* f, const T5* m, float* buf, const char* prefix, TensorVisit fn, float tol) {
+    const LoraLayout* L = &m->lora_layout;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++)
+        for (int l = 0; L->t[i].on && l < L->t[i].layers; l++)
+            for (int ab = 0; ab < 2; ab++) {
+                char name[200], key[240];
+                lora_key(&m->layout, i, l, ab ? 'B' : 'A', name, sizeof(name));
+                snprintf(key, sizeof(key), "%s%s", prefix, name);
+                size_t n, per = ab ? (size_t)L->t[i].out * L->r : (size_t)L->r * L->t[i].in;
+                float* want = fx_f32(f, key, &n);
+                if (n != per) { printf("fixture tensor %s has %zu values, want %zu\n", key, n, per); check_true(key, 0); }
+                else fn(key, ab ? lora_B(L, buf, i, l) : lora_A(L, buf, i, l), want, n, tol);
+                free(want);
+            }
+}
+
+// the fixture's base model with its peft adapter attached
+static T5 load_lora_fixture(const char* dir, const char* base) {
+    char path[600], err[1024];
+    snprintf(path, sizeof(path), "dev/fixtures/%s", base);
+    T5 m = load_fixture_model(path);
+    LoraConfig c;
+    float* adapter;
+    snprintf(path, sizeof(path), "%s/adapter", dir);
+    if (lora_load_dir(path, &m.config, &c, &adapter, err, sizeof(err))) { printf("error: %s\n", err); exit(EXIT_FAILURE); }
+    t5_lora_attach(&m, &c, adapter, 0);
+    return m;
+}
+
+static void test_lora_forward_backward(Fixture* f, T5* m, FxBatch* x) {
+    float loss = t5_forward(m, &x->b, 1, 7); // lora_dropout 0 and dropout_rate 0: train mode is exact
+    size_t n;
+    float* logits = fx_f32(f, "logits", &n);
+    check_close("lora logits", m->acts.logits, logits, n, 1e-5f);
+    float* want = fx_f32(f, "loss", NULL);
+    check_close("lora loss", &loss, want, 1, 1e-5f);
+    t5_zero_grad(m);
+    t5_backward(m, &x->b, 1, 1.0f / (float)m->num_counted);
+    visit_lora_tensors(f, m, m->lora_grads, "grad.", visit_compare, 1e-4f);
+    check_true("lora: no base gradient buffer (frozen base)", m->grads_memory == NULL);
+    free(logits); free(want);
+}
+
+// as test_adamw_trajectory: each step's adapter gradients compared, then peft's drive the update
+static void test_lora_trajectory(Fixture* f, const char* dir, const char* base, FxBatch* x) {
+    T5 m = load_lora_fixture(dir, base);
+    float* base_before = (float*)mallocCheck(m.layout.total * sizeof(float));
+    memcpy(base_before, m.params_memory, m.layout.total * sizeof(float));
+    AdamW o = { fx_meta(f, "lr"), fx_meta(f, "beta1"), fx_meta(f, "beta2"), fx_meta(f, "eps"), fx_meta(f, "weight_decay"), 1 };
+    LrSchedule s = { SCHED_LINEAR, (long long)fx_meta(f, "warmup_steps"), (long long)fx_meta(f, "total_steps") };
+    int K = (int)fx_meta(f, "steps");
+    for (int k = 0; k < K; k++) {
+        char key[64], prefix[64];
+        float loss = t5_forward(&m, &x->b, 1, 7);
+        t5_zero_grad(&m);
+        t5_backward(&m, &x->b, 1, 1.0f / (float)m.num_counted);
+        snprintf(key, sizeof(key), "lora step%d.loss", k);
+        float* want = fx_f32(f, key + 5, NULL);
+        check_close(key, &loss, want, 1, 1e-5f); free(want);
+        snprintf(prefix, sizeof(prefix), k == 0 ? "grad." : "step%d.grad.", k);
+        if (k > 0) visit_lora_tensors(f, &m, m.lora_grads, prefix, visit_compare, 1e-4f);
+        visit_lora_tensors(f, &m, m.lora_grads, prefix, visit_copy, 0.0f);
+        float norm = t5_grad_norm(&m), lr = (float)(o.lr * lr_multiplier(&s, k));
+        snprintf(key, sizeof(key), "lora step%d.grad_norm", k);
+        want = fx_f32(f, key + 5, NULL);
+        check_close(key, &norm, want, 1, 1e-6f); free(want); // same gradients: only summation order differs
+        t5_clip_grads(&m, norm, fx_meta(f, "max_grad_norm"));
+        t5_update(&m, &o, lr);
+    }
+    visit_lora_tensors(f, &m, m.lora_memory, "final.", visit_compare, 1e-6f);
+    check_true("lora training leaves the base weights bit-identical",
+               memcmp(base_before, m.params_memory, m.layout.total * sizeof(float)) == 0);
+    free(base_before);
+    t5_free(&m);
+}
+
+// merge_and_unload() of the initial adapter: the wrapped tensors to 1e-6 of their scale (one fp32
+// product of r terms, then the add), every other tensor bit-identical; unmerge restores the base
+static void test_lora_merge(Fixture* f, T5* m) {
+    float* before = (float*)mallocCheck(m->layout.total * sizeof(float));
+    memcpy(before, m->params_memory, m->layout.total * sizeof(float));
+    float* saved = t5_lora_merge(m);
+    int untouched = 1;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const T5Tensor* t = &m->layout.t[i];
+        for (int l = 0; l < t->layers && t->size; l++) {
+            char name[160], key[200];
+            t5_tensor_name(&m->layout, i, l, name, sizeof(name));
+            snprintf(key, sizeof(key), "merged.%s", name);
+            size_t per = t5_tensor_copy_size(t), off = t->offset + (size_t)l * per;
+            if (!st_find(&f->st, key)) { untouched &= memcmp(before + off, m->params_memory + off, per * sizeof(float)) == 0; continue; }
+            float* want = fx_f32(f, key, NULL);
+            check_close(key, m->params_memory + off, want, per, 1e-6f);
+            free(want);
+        }
+    }
+    check_true("lora merge: tensors peft leaves alone are bit-identical", untouched);
+    t5_lora_unmerge(m, saved);
+    check_true("lora unmerge: the base weights come back bit for bit", memcmp(before, m->params_memory, m->layout.total * sizeof(float)) == 0);
+    free(before);
+}
+
+// our writer -> our reader gives back the same config and adapter bits; the file's keys are peft's
+static void test_lora_round_trip(const T5* m, const char* tmpdir) {
+    char dir[600], err[1024];
+    snprintf(dir, sizeof(dir), "%s/adapter_rt", tmpdir);
+    LoraConfig c;
+    float* back = NULL;
+    int ok = lora_save_dir(dir, &m->lora, &m->layout, &m->lora_layout, m->lora_memory, "base", err, sizeof(err)) == 0 &&
+             lora_load_dir(dir, &m->config, &c, &back, err, sizeof(err)) == 0;
+    if (!ok) printf("  %s\n", err);
+    check_true("lora adapter save -> load: identical config and A, B",
+               ok && memcmp(&c, &m->lora, sizeof(c)) == 0 && memcmp(back, m->lora_memory, m->lora_layout.total * sizeof(float)) == 0);
+    free(back);
+}
+
+// generation with the adapter (merged per call) == generation with peft's merged weights built by hand
+static void test_lora_generate(T5* m) {
+    T5 merged = load_fixture_model("dev/fixtures/flan_gated");
+    if (merged.layout.total != m->layout.total) { t5_free(&merged); return; } // only for the gated base
+    lora_merge(merged.params_memory, &merged.layout, &m->lora_layout, m->lora_memory, lora_scale(&m->lora));
+    int s0[] = { 5, 9, 17, 33, 2, 1 }, s1[] = { 7, 7, 40, 1 };
+    const int* src[2] = { s0, s1 };
+    int len[2] = { 6, 4 }, out_a[2 * 12], out_b[2 * 12], la[2], lb[2];
+    GenConfig g = gen_config_default();
+    g.max_new_tokens = 12; g.num_beams = 2;
+    char err[256];
+    int ok = t5_generate(m, src, len, 2, &g, out_a, la, err, sizeof(err)) == 0 &&
+             t5_generate(&merged, src, len, 2, &g, out_b, lb, err, sizeof(err)) == 0;
+    check_true("lora generate (beam 2) == generate with the merged weights",
+               ok && memcmp(out_a, out_b, sizeof(out_a)) == 0 && memcmp(la, lb, sizeof(la)) == 0 && !m->lora_merged);
+    t5_free(&merged);
+}
+
+static void test_lora_fixture(const char* dir, const char* tmpdir) {
+    printf("\n=== LoRA fixture %s\n", dir);
+    Fixture f;
+    char err[1024], base[64];
+    snprintf(f.path, sizeof(f.path), "%s/fixture.safetensors", dir);
+    if (st_open(&f.st, f.path, err, sizeof(err))) { printf("error: %s (run `make fixtures`)\n", err); exit(EXIT_FAILURE); }
+    snprintf(base, sizeof(base), "%s", st_metadata(&f.st, "base"));
+    T5 m = load_lora_fixture(dir, base);
+    FxBatch x = fx_batch(&f, &m.config);
+    test_lora_forward_backward(&f, &m, &x);
+    test_lora_trajectory(&f, dir, base, &x);
+    test_lora_merge(&f, &m);
+    test_lora_round_trip(&m, tmpdir);
+    test_lora_generate(&m);
+    fx_batch_free(&x);
+    t5_free(&m);
+    st_close(&f.st);
+}
+
+// ----------------------------------------------------------------------------
 // checks that need no fixture
 
 static T5Config tiny_config(int tied, T5Act act, int gated) {
@@ -1197,6 +1356,197 @@ static void test_decode_summary(const char* spm_path) {
     spm_free(&tok);
 }
 
+// ----------------------------------------------------------------------------
+// LoRA without fixtures: dropout, finite differences, bad adapters
+
+// LoRA on a tiny model with dropout 0.1 at T5's sites and on the adapters' inputs: central differences
+// of the loss against the A and B gradients (the 3 largest entries of every A and B tensor; the same
+// error budget as test_finite_differences), and the masks' determinism (same seed: same loss and
+// gradients; another seed: another loss)
+static void test_lora_finite_differences(int gated) {
+    T5 m;
+    T5Config c = tiny_config(0, gated ? ACT_GELU_TANH : ACT_RELU, gated);
+    t5_build_from_config(&m, &c);
+    t5_init_random(&m, 21);
+    LoraConfig lc = { 2, 2.0f, 0.1f, (1u << LORA_NUM_TARGETS) - 1 - (gated ? 1u << LORA_WI : (1u << LORA_WI_0 | 1u << LORA_WI_1)), 0 };
+    t5_lora_attach(&m, &lc, NULL, 3);
+    Rng rng; rng_init(&rng, 8); // B = 0 at init would leave dA = 0: random B exercises every gradient
+    for (size_t j = 0; j < m.lora_layout.total; j++) m.lora_memory[j] = 0.2f * rng_normal(&rng);
+    T5Batch b = tiny_batch();
+    float l1 = loss_at(&m, &b);
+    t5_zero_grad(&m);
+    t5_backward(&m, &b, 1, 1.0f / (float)m.num_counted);
+    float* g1 = (float*)mallocCheck(m.lora_layout.total * sizeof(float));
+    memcpy(g1, m.lora_grads, m.lora_layout.total * sizeof(float));
+    float l2 = loss_at(&m, &b);
+    t5_zero_grad(&m);
+    t5_backward(&m, &b, 1, 1.0f / (float)m.num_counted);
+    float l3 = t5_forward(&m, &b, 1, 100);
+    check_true(gated ? "lora dropout: same seed, same loss and gradients (gated)" : "lora dropout: same seed, same loss and gradients (relu)",
+               l1 == l2 && memcmp(g1, m.lora_grads, m.lora_layout.total * sizeof(float)) == 0 && l3 != l1);
+    const float h = 1e-2f;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++)
+        for (int ab = 0; ab < 2 && m.lora_layout.t[i].on; ab++) {
+            const LoraTensor* t = &m.lora_layout.t[i];
+            size_t off = ab ? t->b : t->a, n = (size_t)t->layers * m.lora_layout.r * (ab ? t->out : t->in);
+            float* p = m.lora_memory + off;
+            float* g = g1 + off;
+            double worst = 0.0;
+            for (int pick = 0; pick < 3; pick++) {
+                size_t best = 0; float bv = -1.0f;
+                for (size_t j = 0; j < n; j++) if (fabsf(g[j]) > bv) { bv = fabsf(g[j]); best = j; }
+                float saved = p[best];
+                p[best] = saved + h; float lp = loss_at(&m, &b);
+                p[best] = saved - h; float lm = loss_at(&m, &b);
+                p[best] = saved;
+                double fd = ((double)lp - lm) / (2.0 * h);
+                double e = fabs(fd - g[best]) / fmax(fabs(g[best]), 1e-3);
+                if (e > worst) worst = e;
+                g[best] = 0.0f;
+            }
+            char name[200];
+            snprintf(name, sizeof(name), "lora finite differences %s: %s %c", gated ? "gated" : "relu", m.layout.t[i].name, ab ? 'B' : 'A');
+            int ok = worst < 2e-2;
+            printf("%-62s max rel err %.3e  tol 2e-02  %s\n", name, worst, ok ? "OK" : "FAIL");
+            verdict(ok, name);
+        }
+    free(g1);
+    t5_free(&m);
+}
+
+// a fixture adapter with its adapter_config.json replaced by `config`
+static void write_adapter(const char* dir, const char* from, const char* config) {
+    char cmd[1600], path[700];
+    snprintf(cmd, sizeof(cmd), "mkdir -p '%s' && cp '%s/adapter_model.safetensors' '%s/'", dir, from, dir);
+    if (system(cmd) != 0) { printf("cannot run: %s\n", cmd); exit(EXIT_FAILURE); }
+    snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
+    write_bytes(path, config, strlen(config));
+}
+
+// bad adapters: each refused with a message naming the file and the problem
+static void test_bad_adapters(const char* tmp) {
+    T5 m = load_fixture_model("dev/fixtures/flan_gated");
+    const char* ok_head = "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 2, \"lora_dropout\": 0.0, ";
+    const char* all = "\"target_modules\": [\"q\", \"k\", \"v\", \"o\", \"wi_0\", \"wi_1\", \"wo\"]";
+    struct { const char* what; const char* config; const char* expect; } cases[] = {
+        { "adapter: peft type other than LoRA", "{\"peft_type\": \"IA3\", \"target_modules\": [\"q\"]}", "only LoRA adapters" },
+        { "adapter: rank 0", "{\"peft_type\": \"LORA\", \"r\": 0, \"target_modules\": [\"q\"]}", "r = 0" },
+        { "adapter: unknown target name", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"q\", \"query\"]}", "unknown target module 'query'" },
+        { "adapter: target that matches nothing (wi in a gated model)", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"wi\"]}", "matches no module" },
+        { "adapter: regex target_modules", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": \".*q\"}", "regular expression" },
+        { "adapter: use_dora", NULL, "'use_dora'" },
+        { "adapter: modules_to_save", NULL, "'modules_to_save'" },
+        { "adapter: rank_pattern", NULL, "'rank_pattern'" },
+        { "adapter: layers_to_transform", NULL, "'layers_to_transform'" },
+        { "adapter: fan_in_fan_out", NULL, "'fan_in_fan_out'" },
+        { "adapter: bias 'all'", NULL, "bias must be \"none\"" },
+        { "adapter: PiSSA init", NULL, "changes the base weights" },
+        { "adapter: fewer targets than the file holds", NULL, "matches no LoRA module" },
+        { "adapter: another rank than the file's tensors", NULL, "another base shape" },
+    };
+    const char* tails[] = { "\"use_dora\": true", "\"modules_to_save\": [\"lm_head\"]", "\"rank_pattern\": {\"q\": 8}",
+                            "\"layers_to_transform\": [0]", "\"fan_in_fan_out\": true", "\"bias\": \"all\"",
+                            "\"init_lora_weights\": \"pissa\"" };
+    char dir[600], cfg[1024], err[1024];
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        if (k >= 5 && k < 12) snprintf(cfg, sizeof(cfg), "%s%s, %s}", ok_head, all, tails[k - 5]);
+        else if (k == 12) snprintf(cfg, sizeof(cfg), "%s\"target_modules\": [\"q\", \"v\"]}", ok_head);
+        else if (k == 13) snprintf(cfg, sizeof(cfg), "{\"peft_type\": \"LORA\", \"r\": 8, %s}", all);
+        else snprintf(cfg, sizeof(cfg), "%s", cases[k].config);
+        snprintf(dir, sizeof(dir), "%s/badadapter%zu", tmp, k);
+        write_adapter(dir, "dev/fixtures/lora_gated/adapter", cfg);
+        LoraConfig c;
+        float* a = NULL;
+        int rc = lora_load_dir(dir, &m.config, &c, &a, err, sizeof(err));
+        expect_error(cases[k].what, rc, err, cases[k].expect);
+        if (rc == 0) free(a);
+    }
+    // an adapter made for another base shape: the gated fixture's adapter on the odd_shapes model
+    T5 odd = load_fixture_model("dev/fixtures/odd_shapes");
+    LoraConfig c;
+    float* a = NULL;
+    int rc = lora_load_dir("dev/fixtures/lora_gated/adapter", &odd.config, &c, &a, err, sizeof(err));
+    expect_error("adapter made for another base shape (fewer decoder blocks)", rc, err, "another base shape");
+    if (rc == 0) free(a);
+    t5_free(&odd);
+    t5_free(&m);
+}
+
+// the command line under LoRA: the peft fixture's 4 losses; a run stopped after 2 steps and resumed
+// with --resume latest ends bit-identical to an uninterrupted one (LoRA dropout and T5 dropout on);
+// the adapter checkpoint holds no copy of the base; and the LoRA flags' errors
+static void test_cli_lora(const char* bin, const char* tmp) {
+    static char out[1 << 16];
+    char cmd[3000], a[700], b[700], name[200];
+    const char* common = "--model dev/fixtures/flan_gated/model --train-file dev/fixtures/flan_gated/examples.bin --batch-size 1 "
+                         "--lr 1e-2 --schedule linear --warmup 1 --schedule-steps 6 --lora-r 4 --lora-alpha 8 --lora-dropout 0.1 "
+                         "--lora-targets q,v,o,wi_0,wo --dropout 0.1 --seed 5";
+    snprintf(cmd, sizeof(cmd), "%s --model dev/fixtures/flan_gated/model --lora-adapter dev/fixtures/lora_gated/adapter --lora-r 4 "
+             "--train-file dev/fixtures/flan_gated/examples.bin --steps 4 --batch-size 3 --shuffle 0 --bucket 0 --lr 1e-2 --warmup 2 "
+             "--schedule-steps 6 --weight-decay 0.01 --clip 1 --dropout 0", bin);
+    int rc = run_cmd(cmd, out, sizeof(out));
+    float got[8];
+    int n = parse_losses(out, got, 8);
+    check_true("train_t5 --lora-adapter: exit 0, 4 steps, peft's trainable count", rc == 0 && n == 4 &&
+               strstr(out, "trainable params: 10,752 of 68,608 (15.67%)"));
+    Fixture f;
+    char err[1024];
+    snprintf(f.path, sizeof(f.path), "dev/fixtures/lora_gated/fixture.safetensors");
+    if (st_open(&f.st, f.path, err, sizeof(err)) == 0) {
+        for (int k = 0; k < 4 && n == 4; k++) {
+            char key[64];
+            snprintf(key, sizeof(key), "step%d.loss", k);
+            float* want = fx_f32(&f, key, NULL);
+            snprintf(name, sizeof(name), "train_t5 CLI --lora-adapter %s (6 decimals printed)", key);
+            check_close(name, &got[k], want, 1, 1e-5f);
+            free(want);
+        }
+        st_close(&f.st);
+    }
+    snprintf(a, sizeof(a), "%s/lora_full", tmp);
+    snprintf(b, sizeof(b), "%s/lora_resumed", tmp);
+    snprintf(cmd, sizeof(cmd), "%s %s --steps 4 --out-dir %s", bin, common, a);
+    int ok = run_cmd(cmd, out, sizeof(out)) == 0;
+    snprintf(cmd, sizeof(cmd), "%s %s --steps 2 --out-dir %s", bin, common, b);
+    ok = ok && run_cmd(cmd, out, sizeof(out)) == 0;
+    snprintf(cmd, sizeof(cmd), "%s %s --steps 4 --out-dir %s --resume latest", bin, common, b);
+    ok = ok && run_cmd(cmd, out, sizeof(out)) == 0 && strstr(out, "resuming from") != NULL;
+    if (!ok) printf("%s\n", out);
+    snprintf(cmd, sizeof(cmd), "cmp -s %s/adapter/adapter_model.safetensors %s/adapter/adapter_model.safetensors && "
+             "cmp -s %s/checkpoints/ckpt_000000004.bin %s/checkpoints/ckpt_000000004.bin", a, b, a, b);
+    check_true("LoRA run stopped at 2 and resumed == uninterrupted run (adapter, checkpoint: byte-identical)", ok && system(cmd) == 0);
+    char path[800];
+    snprintf(path, sizeof(path), "%s/checkpoints/ckpt_000000004.bin", a);
+    int64_t size = file_size_of(path, err, sizeof(err));
+    snprintf(name, sizeof(name), "adapter checkpoint: header + adapter + AdamW moments only (%lld bytes)", (long long)size);
+    check_true(name, size == 256 + 3 * 4 * 7680); // 7,680 adapter floats: r 4 on q, v, o, wi_0, wo of 2+2 blocks
+    struct { const char* args; const char* want; } cases[] = {
+        { "--lora-r 0 --lora-adapter dev/fixtures/lora_gated/adapter --save-hf x", "contradicts --lora-adapter" },
+        { "--lora-adapter dev/fixtures/lora_gated/adapter --lora-r 8 --save-lora x", "--lora-r contradicts" },
+        { "--lora-adapter dev/fixtures/lora_gated/adapter --lora-alpha 16 --save-lora x", "--lora-alpha contradicts" },
+        { "--lora-adapter dev/fixtures/lora_gated/adapter --lora-targets q,v --save-lora x", "--lora-targets contradicts" },
+        { "--lora-r 4 --lora-targets q,query --save-lora x", "unknown module name 'query'" },
+        { "--lora-r 4 --lora-targets wi --save-lora x", "matches no module" },
+        { "--lora-alpha 16 --save-hf x", "need --lora-r" },
+        { "--merge-lora x", "need LoRA" },
+        { "--lora-adapter dev/fixtures/lora_relu/adapter --save-lora x", "matches no module" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(cmd, sizeof(cmd), "%s --model dev/fixtures/flan_gated/model %s", bin, cases[i].args);
+        rc = run_cmd(cmd, out, sizeof(out));
+        snprintf(name, sizeof(name), "CLI refuses: %.90s", cases[i].args);
+        expect_error(name, rc == 0 ? 0 : (rc > 0 && rc < 128 ? 1 : 0), out, cases[i].want);
+    }
+    snprintf(cmd, sizeof(cmd), "%s --model %s/checkpoints/ckpt_000000004.bin --save-hf %s/x", bin, a, tmp);
+    rc = run_cmd(cmd, out, sizeof(out));
+    expect_error("CLI refuses: an adapter checkpoint as --model", rc == 0 ? 0 : 1, out, "LoRA adapter checkpoint, not a model");
+    // resuming a LoRA run against other base weights: the fingerprint says so
+    snprintf(cmd, sizeof(cmd), "%s --model dev/fixtures/flan_gated/model_bf16 --train-file dev/fixtures/flan_gated/examples.bin "
+             "--batch-size 1 --lora-r 4 --steps 5 --out-dir %s --resume latest", bin, a);
+    rc = run_cmd(cmd, out, sizeof(out));
+    expect_error("CLI refuses: resume a LoRA run on other base weights", rc == 0 ? 0 : 1, out, "fingerprint");
+}
+
 int main(int argc, char** argv) {
     enable_flush_to_zero();
     const char* fixtures[] = { "dev/fixtures/flan_gated", "dev/fixtures/t5_relu_tied", "dev/fixtures/odd_shapes", "dev/fixtures/gelu_untied" };
@@ -1206,6 +1556,8 @@ int main(int argc, char** argv) {
     for (int i = 1; i + 1 < argc; i++) if (strcmp(argv[i], "--train-bin") == 0) bin = argv[i + 1];
     for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_fixture(fixtures[i], tmp);
     test_formats(tmp);
+    test_lora_fixture("dev/fixtures/lora_gated", tmp);
+    test_lora_fixture("dev/fixtures/lora_relu", tmp);
     printf("\n=== checks without fixtures\n");
     test_finite_differences(0, ACT_GELU_TANH, 1, "flan");
     test_finite_differences(1, ACT_GELU, 0, "tied");
@@ -1214,11 +1566,14 @@ int main(int argc, char** argv) {
     test_grad_accumulation();
     test_repad();
     test_dropout();
+    test_lora_finite_differences(1);
+    test_lora_finite_differences(0);
     printf("\n=== bad input\n");
     test_bad_config(tmp);
     test_bad_weights(tmp);
     test_bad_checkpoint(tmp);
     test_bad_examples(tmp);
+    test_bad_adapters(tmp);
     test_generation();
     const char* spm = "../shared/data/t5/spiece.model"; // --spm PATH overrides
     for (int i = 1; i + 1 < argc; i++) if (strcmp(argv[i], "--spm") == 0) spm = argv[i + 1];
@@ -1230,6 +1585,7 @@ int main(int argc, char** argv) {
         test_cli_adamw_flags(bin, tmp);
         test_cli_shape_and_batch_flags(bin, tmp);
         test_cli_errors(bin);
+        test_cli_lora(bin, tmp);
     }
     char cmd[700];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);

@@ -24,6 +24,7 @@
 #include "llmc/rng.h"         // defines: Rng, rng_next, rng_normal, dropout_keep
 #include "llmc/hf.h"          // defines: t5_load_hf_dir, t5_save_hf_dir (config.json + safetensors)
 #include "llmc/hub.h"         // defines: hub_save_dir, hub_write_card (generation config, tokenizer files, model card)
+#include "llmc/lora.h"        // defines: LoraConfig, LoraLayout, lora_layout, lora_init, lora_merge, lora_save_dir, lora_load_dir
 #include "llmc/checkpoint.h"  // defines: ckpt_save, ckpt_load (native format)
 #include "llmc/examples.h"    // defines: ExampleFile, examples_open (pre-tokenized example file)
 #include "llmc/dataloader.h"  // defines: T5Batch, BatchBuf, batch_make, DataLoader, dataloader_next
@@ -33,6 +34,9 @@
 #include "tokenizer/spm.h"    // defines: SpmModel, spm_load, spm_encode, spm_decode (T5's SentencePiece)
 #include "llmc/schedule.h"    // defines: LrSchedule, lr_multiplier
 #include "llmc/rundir.h"      // defines: ckpt_list, ckpt_path, ckpt_prune, metrics_open, json_num (run directory)
+
+// dropout at one site: keep x with probability 1-p, scaled by 1/(1-p); masks hashed from (seed, site, index)
+typedef struct { float p; uint64_t seed; } Dropout; // p = 0: identity
 
 // ----------------------------------------------------------------------------
 // activations, sized for the largest batch the model was built for
@@ -88,6 +92,10 @@ typedef struct {
     float* g_ff;     // (max(Ne,Nd), F)
     float* g_enc;    // (Ne, C)        gradient of the encoder output, accumulated over decoder blocks
     float* g_ckv;    // (2, Ne, HD)
+    // LoRA scratch (empty without LoRA), Nm = max(Ne, Nd), In = max(C, HD, F)
+    float* lora_x;   // (Nm, In)       dropout(x) of the wrapped Linear at hand, then its input gradient
+    float* lora_u;   // (Nm, r)        s · dropout(x) · Aᵀ
+    float* lora_du;  // (Nm, r)        its gradient
 } T5Acts;
 
 typedef struct {
@@ -107,6 +115,15 @@ typedef struct {
     int num_counted;       // label tokens counted in the last forward pass
     uint64_t dropout_seed; // mask seed of the current forward/backward pair
     GemmWorkspace gemm_ws;
+    // LoRA (llmc/lora.h): with lora.r > 0 only the adapter trains; the base weights stay frozen, have no
+    // gradient buffer (grads_memory NULL), and m_memory / v_memory hold the adapter's AdamW moments
+    LoraConfig lora;
+    LoraLayout lora_layout;
+    float* lora_memory;    // (lora_layout.total) A and B of every wrapped Linear
+    float* lora_grads;     // (lora_layout.total)
+    Dropout lora_drop;     // the adapters' input dropout in the current forward/backward pair
+    int lora_merged;       // 1 while the adapter is merged into the base weights (generation)
+    uint32_t lora_base_crc; // fingerprint of the (frozen) base weights, for adapter checkpoints
 } T5;
 
 static size_t t5_num_params(const T5* m) { return m->layout.total; }
@@ -156,6 +173,7 @@ static void t5_alloc_acts(T5* m, int B, int Ts, int Tt) {
     size_t Le = c->num_layers, Ld = c->num_decoder_layers;
     size_t Ne = (size_t)B * Ts, Nd = (size_t)B * Tt, Nm = Ne > Nd ? Ne : Nd, Tm = Ts > Tt ? Ts : Tt;
     size_t Ff = c->gated ? F : 0; // wi_1 only exists in the gated FFN
+    size_t R = (size_t)m->lora.r, In = C > HD ? (C > F ? C : F) : (HD > F ? HD : F); // LoRA scratch
     T5Acts* a = &m->acts;
     struct { float** p; size_t n; } plan[] = {
         {&a->e_res, (Le + 1) * Ne * C}, {&a->e_mid, Le * Ne * C}, {&a->e_ln1, Le * Ne * C}, {&a->e_rstd1, Le * Ne},
@@ -172,6 +190,7 @@ static void t5_alloc_acts(T5* m, int B, int Ts, int Tt) {
         {&a->g_res, Nm * C}, {&a->g_x, Nm * C}, {&a->g_qkv, 3 * Nm * HD}, {&a->g_ctx, Nm * HD},
         {&a->g_att, B * H * Tm * Tm}, {&a->g_h0, Nm * F}, {&a->g_h1, Nm * Ff}, {&a->g_ff, Nm * F},
         {&a->g_enc, Ne * C}, {&a->g_ckv, 2 * Ne * HD},
+        {&a->lora_x, R ? Nm * In : 0}, {&a->lora_u, Nm * R}, {&a->lora_du, Nm * R},
     };
     for (size_t i = 0; i < sizeof(plan) / sizeof(plan[0]); i++) {
         free(*plan[i].p);
@@ -187,6 +206,7 @@ static void t5_free_acts(T5Acts* a) {
 
 static void t5_free(T5* m) {
     free(m->params_memory); free(m->grads_memory); free(m->m_memory); free(m->v_memory);
+    free(m->lora_memory); free(m->lora_grads);
     t5_free_acts(&m->acts);
     gemm_workspace_free(&m->gemm_ws);
     memset(m, 0, sizeof(*m));
@@ -201,7 +221,6 @@ static inline uint32_t drop_site(int decoder, int layer, int kind) {
     return ((uint32_t)decoder << 20) | ((uint32_t)layer << 4) | (uint32_t)kind;
 }
 
-typedef struct { float p; uint64_t seed; } Dropout; // p = 0: identity
 
 // out = x * keep / (1-p)   (in place allowed)
 static void dropout_apply(float* out, const float* x, size_t n, Dropout d, uint32_t site) {
@@ -228,8 +247,10 @@ static void embedding_forward(float* out, const int* ids, const float* wte, int 
     dropout_apply(out, out, (size_t)N * C, d, site);
 }
 
-// dwte[ids[t]] += dropout'(dout[t]); tokens in order, so the sum order is fixed (deterministic)
+// dwte[ids[t]] += dropout'(dout[t]); tokens in order, so the sum order is fixed (deterministic).
+// dwte NULL (a frozen embedding under LoRA): nothing to do
 static void embedding_backward(float* dwte, const int* ids, const float* dout, int N, int C, Dropout d, uint32_t site) {
+    if (!dwte) return;
     float scale = d.p == 0.0f ? 1.0f : 1.0f / (1.0f - d.p);
     #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
@@ -254,7 +275,7 @@ static void rmsnorm_forward(float* out, float* rstd, const float* inp, const flo
     }
 }
 
-// with g = w·dout:  dx += r·g − x·r³·mean(g·x)    dw += dout·x·r
+// with g = w·dout:  dx += r·g − x·r³·mean(g·x)    dw += dout·x·r   (dw NULL: frozen, skipped)
 static void rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w,
                              const float* rstd, int N, int C) {
     #pragma omp parallel for schedule(static)
@@ -267,6 +288,7 @@ static void rmsnorm_backward(float* dinp, float* dw, const float* dout, const fl
         float* dx = dinp + (size_t)t * C;
         for (int c = 0; c < C; c++) dx[c] += r * w[c] * dy[c] - k * x[c];
     }
+    if (!dw) return;
     // weight gradient dw[c] += Σ_t dout·inp·rstd, tokens in order (deterministic): each thread owns
     // a contiguous run of columns and sweeps the tokens row by row (unit stride), one sum per column
     #pragma omp parallel
@@ -290,10 +312,75 @@ static void matmul_forward(GemmWorkspace* ws, float* out, const float* inp, cons
 }
 
 // dinp (N, IC) = dout · W  (+= when accumulate; skipped when dinp is NULL)    dW (OC, IC) += doutᵀ · inp
+// (skipped when dw is NULL: a frozen weight under LoRA)
 static void matmul_backward(GemmWorkspace* ws, float* dinp, float* dw, const float* dout, const float* inp,
                             const float* w, int N, int IC, int OC, int accumulate) {
     if (dinp) gemm(ws, N, IC, OC, dout, (size_t)OC, 0, w, (size_t)IC, 0, dinp, (size_t)IC, accumulate);
-    gemm(ws, OC, IC, N, dout, (size_t)OC, 1, inp, (size_t)IC, 0, dw, (size_t)IC, 1);
+    if (dw) gemm(ws, OC, IC, N, dout, (size_t)OC, 1, inp, (size_t)IC, 0, dw, (size_t)IC, 1);
+}
+
+// ----------------------------------------------------------------------------
+// LoRA on a Linear (peft's lora.Linear, llmc/lora.h):  out = inp·Wᵀ + s · (dropout(inp)·Aᵀ)·Bᵀ
+// A (r, IC), B (OC, r). Each wrapped Linear draws its own dropout mask (its own site), as peft
+// applies lora_dropout to each module's input separately. The backward pass recomputes u from the
+// stored input instead of keeping it (N·IC·r flops, the forward's own cost).
+
+typedef struct {
+    const float *A, *B;  // NULL: this Linear is not wrapped
+    float *dA, *dB;      // their gradients
+    float s;             // scale α/r
+    int r;
+    Dropout drop;
+    uint32_t site;
+} LoraView;
+
+// xd = dropout(inp), into the scratch; inp itself when p = 0
+static const float* lora_input(T5* m, const float* inp, size_t n, const LoraView* v) {
+    if (v->drop.p == 0.0f) return inp;
+    dropout_apply(m->acts.lora_x, inp, n, v->drop, v->site);
+    return m->acts.lora_x;
+}
+
+// u (N, r) = s · xd · Aᵀ
+static void lora_project(T5* m, const float* xd, const LoraView* v, int N, int IC) {
+    float* u = m->acts.lora_u;
+    gemm(&m->gemm_ws, N, v->r, IC, xd, (size_t)IC, 0, v->A, (size_t)IC, 1, u, (size_t)v->r, 0);
+    for (size_t i = 0; i < (size_t)N * v->r; i++) u[i] *= v->s;
+}
+
+// out (N, OC) += u · Bᵀ
+static void lora_forward(T5* m, float* out, const float* inp, const LoraView* v, int N, int IC, int OC) {
+    lora_project(m, lora_input(m, inp, (size_t)N * IC, v), v, N, IC);
+    gemm(&m->gemm_ws, N, OC, v->r, m->acts.lora_u, (size_t)v->r, 0, v->B, (size_t)v->r, 1, out, (size_t)OC, 1);
+}
+
+// g = dout (N, OC), u recomputed:
+//   dB (OC, r) += gᵀ · u    du (N, r) = s · g · B    dA (r, IC) += duᵀ · xd    dinp (N, IC) += dropout'(du · A)
+static void lora_backward(T5* m, float* dinp, const float* dout, const float* inp, const LoraView* v, int N, int IC, int OC) {
+    GemmWorkspace* ws = &m->gemm_ws;
+    size_t r = (size_t)v->r;
+    const float* xd = lora_input(m, inp, (size_t)N * IC, v);
+    lora_project(m, xd, v, N, IC);
+    gemm(ws, OC, (int)r, N, dout, (size_t)OC, 1, m->acts.lora_u, r, 0, v->dB, r, 1);
+    float* du = m->acts.lora_du;
+    gemm(ws, N, (int)r, OC, dout, (size_t)OC, 0, v->B, r, 0, du, r, 0);
+    for (size_t i = 0; i < (size_t)N * r; i++) du[i] *= v->s;
+    gemm(ws, (int)r, IC, N, du, r, 1, xd, (size_t)IC, 0, v->dA, (size_t)IC, 1);
+    if (v->drop.p == 0.0f) { gemm(ws, N, IC, (int)r, du, r, 0, v->A, (size_t)IC, 0, dinp, (size_t)IC, 1); return; }
+    float* dx = m->acts.lora_x; // xd is spent: the scratch takes du · A
+    gemm(ws, N, IC, (int)r, du, r, 0, v->A, (size_t)IC, 0, dx, (size_t)IC, 0);
+    residual_forward(dinp, dinp, dx, (size_t)N * IC, v->drop, v->site); // dinp += dropout'(dx): the same mask and scale
+}
+
+// a Linear with its adapter (when wrapped): forward, and backward (dW skipped when dw is NULL)
+static void linear_forward(T5* m, float* out, const float* inp, const float* w, const LoraView* v, int N, int IC, int OC) {
+    matmul_forward(&m->gemm_ws, out, inp, w, N, IC, OC);
+    if (v->A) lora_forward(m, out, inp, v, N, IC, OC);
+}
+static void linear_backward(T5* m, float* dinp, float* dw, const float* dout, const float* inp, const float* w,
+                            const LoraView* v, int N, int IC, int OC, int accumulate) {
+    matmul_backward(&m->gemm_ws, dinp, dw, dout, inp, w, N, IC, OC, accumulate);
+    if (v->A) lora_backward(m, dinp, dout, inp, v, N, IC, OC);
 }
 
 // activations: act_value, act_grad in llmc/t5.h (shared with the CUDA kernels)
@@ -483,7 +570,7 @@ static void attention_backward(GemmWorkspace* ws, float* dq, float* dk, float* d
             gemm(&own, Tq, D, Tk, ds, Tk, 0, head_at(k, b, h, Tk, HD, D), HD, 0, head_at(dq, b, h, Tq, HD, D), HD, 0);
             gemm(&own, Tk, D, Tq, ds, Tk, 1, head_at(q, b, h, Tq, HD, D), HD, 0, head_at(dk, b, h, Tk, HD, D), HD, 0);
         }
-    if (!s->relb) return;
+    if (!s->relb || !drelb) return; // no table, or a frozen one (LoRA)
     #pragma omp parallel for schedule(static)
     for (int h = 0; h < H; h++)
         for (int b = 0; b < B; b++)
@@ -541,9 +628,9 @@ static void crossentropy_backward(float* logits, const int* labels, int N, int V
 // ----------------------------------------------------------------------------
 // sublayers: pre-norm residual blocks,  h_out = h_in + dropout(sublayer(rmsnorm(h_in)))
 
-typedef struct { const float *ln, *q, *k, *v, *o; } AttnWeights;   // one block's attention
+typedef struct { const float *ln, *q, *k, *v, *o; LoraView lora[4]; /* q, k, v, o */ } AttnWeights; // one block's attention
 typedef struct { float *ln, *q, *k, *v, *o; } AttnGrads;
-typedef struct { const float *ln, *wi0, *wi1, *wo; } FfnWeights;   // wi1 NULL when not gated
+typedef struct { const float *ln, *wi0, *wi1, *wo; LoraView lora[3]; /* wi0, wi1, wo */ } FfnWeights; // wi1 NULL when not gated
 typedef struct { float *ln, *wi0, *wi1, *wo; } FfnGrads;
 
 // activations of one attention sublayer. Self-attention: kv_src = ln (N tokens);
@@ -563,11 +650,11 @@ static void attn_sublayer_forward(T5* m, float* res_out, const float* res_in, At
     int C = c->d_model, HD = c->num_heads * c->d_kv;
     rmsnorm_forward(a.ln, a.rstd, res_in, w.ln, N, C, c->eps);
     const float* kv_src = a.kv_src ? a.kv_src : a.ln;
-    matmul_forward(&m->gemm_ws, a.q, a.ln, w.q, N, C, HD);
-    matmul_forward(&m->gemm_ws, a.kv, kv_src, w.k, a.Nkv, C, HD);
-    matmul_forward(&m->gemm_ws, a.kv + (size_t)a.Nkv * HD, kv_src, w.v, a.Nkv, C, HD);
+    linear_forward(m, a.q, a.ln, w.q, &w.lora[0], N, C, HD);
+    linear_forward(m, a.kv, kv_src, w.k, &w.lora[1], a.Nkv, C, HD);
+    linear_forward(m, a.kv + (size_t)a.Nkv * HD, kv_src, w.v, &w.lora[2], a.Nkv, C, HD);
     attention_forward(&m->gemm_ws, a.ctx, a.att, m->acts.g_att, a.q, a.kv, a.kv + (size_t)a.Nkv * HD, s);
-    matmul_forward(&m->gemm_ws, res_out, a.ctx, w.o, N, HD, C);
+    linear_forward(m, res_out, a.ctx, w.o, &w.lora[3], N, HD, C);
     residual_forward(res_out, res_in, res_out, (size_t)N * C, d, res_site);
 }
 
@@ -576,10 +663,10 @@ static void ffn_sublayer_forward(T5* m, float* res_out, const float* res_in, Ffn
     const T5Config* c = &m->config;
     int C = c->d_model, F = c->d_ff;
     rmsnorm_forward(a.ln, a.rstd, res_in, w.ln, N, C, c->eps);
-    matmul_forward(&m->gemm_ws, a.h0, a.ln, w.wi0, N, C, F);
-    if (w.wi1) matmul_forward(&m->gemm_ws, a.h1, a.ln, w.wi1, N, C, F);
+    linear_forward(m, a.h0, a.ln, w.wi0, &w.lora[0], N, C, F);
+    if (w.wi1) linear_forward(m, a.h1, a.ln, w.wi1, &w.lora[1], N, C, F);
     ffn_act_forward(a.ff, a.h0, w.wi1 ? a.h1 : NULL, (size_t)N * F, c->act, d, act_site);
-    matmul_forward(&m->gemm_ws, res_out, a.ff, w.wo, N, F, C);
+    linear_forward(m, res_out, a.ff, w.wo, &w.lora[2], N, F, C);
     residual_forward(res_out, res_in, res_out, (size_t)N * C, d, res_site);
 }
 
@@ -595,15 +682,15 @@ static void attn_sublayer_backward(T5* m, float* g_res, const float* res_in, Att
     const float* kv_src = a.kv_src ? a.kv_src : a.ln;
     float* g_sub = A->g_x;
     dropout_apply(g_sub, g_res, (size_t)N * C, d, res_site);
-    matmul_backward(ws, A->g_ctx, g.o, g_sub, a.ctx, w.o, N, HD, C, 0);
+    linear_backward(m, A->g_ctx, g.o, g_sub, a.ctx, w.o, &w.lora[3], N, HD, C, 0);
     float* gq = A->g_qkv;
     float* gk = a.kv_src ? A->g_ckv : A->g_qkv + (size_t)N * HD;
     float* gv = gk + (size_t)a.Nkv * HD;
     attention_backward(ws, gq, gk, gv, A->g_att, drelb, A->g_ctx, a.q, a.kv, a.kv + (size_t)a.Nkv * HD, a.att, s);
     float* g_kv_dst = g_kv_src ? g_kv_src : A->g_x;
-    matmul_backward(ws, A->g_x, g.q, gq, a.ln, w.q, N, C, HD, 0);
-    matmul_backward(ws, g_kv_dst, g.k, gk, kv_src, w.k, a.Nkv, C, HD, 1);
-    matmul_backward(ws, g_kv_dst, g.v, gv, kv_src, w.v, a.Nkv, C, HD, 1);
+    linear_backward(m, A->g_x, g.q, gq, a.ln, w.q, &w.lora[0], N, C, HD, 0);
+    linear_backward(m, g_kv_dst, g.k, gk, kv_src, w.k, &w.lora[1], a.Nkv, C, HD, 1);
+    linear_backward(m, g_kv_dst, g.v, gv, kv_src, w.v, &w.lora[2], a.Nkv, C, HD, 1);
     rmsnorm_backward(g_res, g.ln, A->g_x, res_in, w.ln, a.rstd, N, C);
 }
 
@@ -612,12 +699,11 @@ static void ffn_sublayer_backward(T5* m, float* g_res, const float* res_in, FfnA
     const T5Config* c = &m->config;
     T5Acts* A = &m->acts;
     int C = c->d_model, F = c->d_ff;
-    GemmWorkspace* ws = &m->gemm_ws;
     dropout_apply(A->g_x, g_res, (size_t)N * C, d, res_site);
-    matmul_backward(ws, A->g_ff, g.wo, A->g_x, a.ff, w.wo, N, F, C, 0);
+    linear_backward(m, A->g_ff, g.wo, A->g_x, a.ff, w.wo, &w.lora[2], N, F, C, 0);
     ffn_act_backward(A->g_h0, A->g_h1, A->g_ff, a.h0, w.wi1 ? a.h1 : NULL, (size_t)N * F, c->act, d, act_site);
-    matmul_backward(ws, A->g_x, g.wi0, A->g_h0, a.ln, w.wi0, N, C, F, 0);
-    if (w.wi1) matmul_backward(ws, A->g_x, g.wi1, A->g_h1, a.ln, w.wi1, N, C, F, 1);
+    linear_backward(m, A->g_x, g.wi0, A->g_h0, a.ln, w.wi0, &w.lora[0], N, C, F, 0);
+    if (w.wi1) linear_backward(m, A->g_x, g.wi1, A->g_h1, a.ln, w.wi1, &w.lora[1], N, C, F, 1);
     rmsnorm_backward(g_res, g.ln, A->g_x, res_in, w.ln, a.rstd, N, C);
 }
 
@@ -628,7 +714,7 @@ static void ffn_sublayer_backward(T5* m, float* g_res, const float* res_in, FfnA
 
 static AttnWeights enc_attn_w(const T5Params* p, const T5Config* c, int l) {
     size_t C = c->d_model, W = C * c->num_heads * c->d_kv;
-    return (AttnWeights){ AT(p->enc_ln1, l, C), AT(p->enc_q, l, W), AT(p->enc_k, l, W), AT(p->enc_v, l, W), AT(p->enc_o, l, W) };
+    return (AttnWeights){ AT(p->enc_ln1, l, C), AT(p->enc_q, l, W), AT(p->enc_k, l, W), AT(p->enc_v, l, W), AT(p->enc_o, l, W), .lora = {{0}} }; // no adapters: see attn_lora, ffn_lora
 }
 static AttnGrads enc_attn_g(const T5Params* p, const T5Config* c, int l) {
     AttnWeights w = enc_attn_w(p, c, l);
@@ -636,7 +722,7 @@ static AttnGrads enc_attn_g(const T5Params* p, const T5Config* c, int l) {
 }
 static AttnWeights dec_self_w(const T5Params* p, const T5Config* c, int l) {
     size_t C = c->d_model, W = C * c->num_heads * c->d_kv;
-    return (AttnWeights){ AT(p->dec_ln1, l, C), AT(p->dec_q, l, W), AT(p->dec_k, l, W), AT(p->dec_v, l, W), AT(p->dec_o, l, W) };
+    return (AttnWeights){ AT(p->dec_ln1, l, C), AT(p->dec_q, l, W), AT(p->dec_k, l, W), AT(p->dec_v, l, W), AT(p->dec_o, l, W), .lora = {{0}} }; // no adapters: see attn_lora, ffn_lora
 }
 static AttnGrads dec_self_g(const T5Params* p, const T5Config* c, int l) {
     AttnWeights w = dec_self_w(p, c, l);
@@ -644,7 +730,7 @@ static AttnGrads dec_self_g(const T5Params* p, const T5Config* c, int l) {
 }
 static AttnWeights dec_cross_w(const T5Params* p, const T5Config* c, int l) {
     size_t C = c->d_model, W = C * c->num_heads * c->d_kv;
-    return (AttnWeights){ AT(p->dec_ln2, l, C), AT(p->dec_cq, l, W), AT(p->dec_ck, l, W), AT(p->dec_cv, l, W), AT(p->dec_co, l, W) };
+    return (AttnWeights){ AT(p->dec_ln2, l, C), AT(p->dec_cq, l, W), AT(p->dec_ck, l, W), AT(p->dec_cv, l, W), AT(p->dec_co, l, W), .lora = {{0}} }; // no adapters: see attn_lora, ffn_lora
 }
 static AttnGrads dec_cross_g(const T5Params* p, const T5Config* c, int l) {
     AttnWeights w = dec_cross_w(p, c, l);
@@ -652,7 +738,7 @@ static AttnGrads dec_cross_g(const T5Params* p, const T5Config* c, int l) {
 }
 static FfnWeights enc_ffn_w(const T5Params* p, const T5Config* c, int l) {
     size_t C = c->d_model, W = C * c->d_ff;
-    return (FfnWeights){ AT(p->enc_ln2, l, C), AT(p->enc_wi0, l, W), AT(p->enc_wi1, l, W), AT(p->enc_wo, l, W) };
+    return (FfnWeights){ AT(p->enc_ln2, l, C), AT(p->enc_wi0, l, W), AT(p->enc_wi1, l, W), AT(p->enc_wo, l, W), .lora = {{0}} }; // no adapters: see attn_lora, ffn_lora
 }
 static FfnGrads enc_ffn_g(const T5Params* p, const T5Config* c, int l) {
     FfnWeights w = enc_ffn_w(p, c, l);
@@ -660,12 +746,38 @@ static FfnGrads enc_ffn_g(const T5Params* p, const T5Config* c, int l) {
 }
 static FfnWeights dec_ffn_w(const T5Params* p, const T5Config* c, int l) {
     size_t C = c->d_model, W = C * c->d_ff;
-    return (FfnWeights){ AT(p->dec_ln3, l, C), AT(p->dec_wi0, l, W), AT(p->dec_wi1, l, W), AT(p->dec_wo, l, W) };
+    return (FfnWeights){ AT(p->dec_ln3, l, C), AT(p->dec_wi0, l, W), AT(p->dec_wi1, l, W), AT(p->dec_wo, l, W), .lora = {{0}} }; // no adapters: see attn_lora, ffn_lora
 }
 static FfnGrads dec_ffn_g(const T5Params* p, const T5Config* c, int l) {
     FfnWeights w = dec_ffn_w(p, c, l);
     return (FfnGrads){ (float*)w.ln, (float*)w.wi0, (float*)w.wi1, (float*)w.wo };
 }
+
+// the adapters of block l (llmc/lora.h). LoRA dropout sites sit above the base sites' bits
+// (drop_site uses bits 0–11 and 20+): one per layout tensor, so every wrapped Linear has its own mask.
+static inline uint32_t lora_site(int i, int layer) { return drop_site(i >= P_DEC_RELB, layer, 0) | ((uint32_t)(1 + i) << 12); }
+
+// layout tensor i, copy l: its adapter, or an empty view (LoRA off, merged, or i not wrapped)
+static LoraView lora_view(const T5* m, int i, int l) {
+    const LoraLayout* L = &m->lora_layout;
+    if (m->lora.r == 0 || m->lora_merged || !L->t[i].on) return (LoraView){0};
+    return (LoraView){ lora_A(L, m->lora_memory, i, l), lora_B(L, m->lora_memory, i, l), lora_A(L, m->lora_grads, i, l),
+                       lora_B(L, m->lora_grads, i, l), lora_scale(&m->lora), m->lora.r, m->lora_drop, lora_site(i, l) };
+}
+// first: the q (or wi0) tensor id; q, k, v, o and wi0, wi1, wo follow each other in the table
+static AttnWeights attn_lora(const T5* m, AttnWeights w, int first, int l) {
+    for (int k = 0; k < 4; k++) w.lora[k] = lora_view(m, first + k, l);
+    return w;
+}
+static FfnWeights ffn_lora(const T5* m, FfnWeights w, int first, int l) {
+    for (int k = 0; k < 3; k++) w.lora[k] = lora_view(m, first + k, l);
+    return w;
+}
+static AttnWeights enc_attn_wl(const T5* m, int l) { return attn_lora(m, enc_attn_w(&m->params, &m->config, l), P_ENC_Q, l); }
+static AttnWeights dec_self_wl(const T5* m, int l) { return attn_lora(m, dec_self_w(&m->params, &m->config, l), P_DEC_Q, l); }
+static AttnWeights dec_cross_wl(const T5* m, int l) { return attn_lora(m, dec_cross_w(&m->params, &m->config, l), P_DEC_CQ, l); }
+static FfnWeights enc_ffn_wl(const T5* m, int l) { return ffn_lora(m, enc_ffn_w(&m->params, &m->config, l), P_ENC_WI0, l); }
+static FfnWeights dec_ffn_wl(const T5* m, int l) { return ffn_lora(m, dec_ffn_w(&m->params, &m->config, l), P_DEC_WI0, l); }
 
 // views for block l at the current batch sizes (layer strides use the current N, which fits the buffers)
 static AttnActs enc_attn_a(T5* m, int l) {
@@ -751,8 +863,8 @@ static void t5_encoder_forward(T5* m, const T5Batch* b, const T5Specs* s, Dropou
         AttnSpec sp = s->enc; sp.site = drop_site(0, l, DROP_ATT);
         float* res_in = a->e_res + (size_t)l * N * C;
         float* mid = a->e_mid + (size_t)l * N * C;
-        attn_sublayer_forward(m, mid, res_in, enc_attn_a(m, l), enc_attn_w(&m->params, c, l), &sp, N, d, drop_site(0, l, DROP_ATT_RES));
-        ffn_sublayer_forward(m, res_in + (size_t)N * C, mid, enc_ffn_a(m, l), enc_ffn_w(&m->params, c, l), N, d,
+        attn_sublayer_forward(m, mid, res_in, enc_attn_a(m, l), enc_attn_wl(m, l), &sp, N, d, drop_site(0, l, DROP_ATT_RES));
+        ffn_sublayer_forward(m, res_in + (size_t)N * C, mid, enc_ffn_a(m, l), enc_ffn_wl(m, l), N, d,
                              drop_site(0, l, DROP_FF), drop_site(0, l, DROP_FF_RES));
     }
     rmsnorm_forward(a->e_out, a->e_rstdf, a->e_res + (size_t)c->num_layers * N * C, m->params.enc_lnf, N, C, c->eps);
@@ -770,9 +882,9 @@ static void t5_decoder_forward(T5* m, const T5Batch* b, const T5Specs* s, Dropou
         float* res_in = a->d_res + (size_t)l * N * C;
         float* mid1 = a->d_mid1 + (size_t)l * N * C;
         float* mid2 = a->d_mid2 + (size_t)l * N * C;
-        attn_sublayer_forward(m, mid1, res_in, dec_self_a(m, l), dec_self_w(&m->params, c, l), &self, N, d, drop_site(1, l, DROP_ATT_RES));
-        attn_sublayer_forward(m, mid2, mid1, dec_cross_a(m, l), dec_cross_w(&m->params, c, l), &cross, N, d, drop_site(1, l, DROP_CROSS_RES));
-        ffn_sublayer_forward(m, res_in + (size_t)N * C, mid2, dec_ffn_a(m, l), dec_ffn_w(&m->params, c, l), N, d,
+        attn_sublayer_forward(m, mid1, res_in, dec_self_a(m, l), dec_self_wl(m, l), &self, N, d, drop_site(1, l, DROP_ATT_RES));
+        attn_sublayer_forward(m, mid2, mid1, dec_cross_a(m, l), dec_cross_wl(m, l), &cross, N, d, drop_site(1, l, DROP_CROSS_RES));
+        ffn_sublayer_forward(m, res_in + (size_t)N * C, mid2, dec_ffn_a(m, l), dec_ffn_wl(m, l), N, d,
                              drop_site(1, l, DROP_FF), drop_site(1, l, DROP_FF_RES));
     }
     // T5 (scale_out, original T5's tied head): the decoder output is scaled by C^-0.5 before the head
@@ -790,6 +902,7 @@ static float t5_forward(T5* m, const T5Batch* b, int train, uint64_t seed) {
     m->B = b->B; m->Ts = b->Ts; m->Tt = b->Tt;
     Dropout d = { train ? m->config.dropout : 0.0f, seed };
     m->dropout_seed = seed;
+    m->lora_drop = (Dropout){ train ? m->lora.dropout : 0.0f, seed };
     int buckets[2 * (b->Ts + b->Tt)];
     T5Specs s = { .buckets = buckets };
     t5_specs(m, b, d, &s);
@@ -801,7 +914,11 @@ static float t5_forward(T5* m, const T5Batch* b, int train, uint64_t seed) {
     return m->mean_loss;
 }
 
-static void t5_zero_grad(T5* m) { memset(m->grads_memory, 0, t5_num_params(m) * sizeof(float)); }
+// what the optimizer trains: the whole model, or under LoRA only the adapter (the base is frozen)
+static float* t5_trainable_grads(const T5* m) { return m->lora.r ? m->lora_grads : m->grads_memory; }
+static size_t t5_num_trainable(const T5* m) { return m->lora.r ? m->lora_layout.total : m->layout.total; }
+
+static void t5_zero_grad(T5* m) { memset(t5_trainable_grads(m), 0, t5_num_trainable(m) * sizeof(float)); }
 
 static void t5_encoder_backward(T5* m, const T5Batch* b, const T5Specs* s, Dropout d) {
     const T5Config* c = &m->config;
@@ -815,9 +932,9 @@ static void t5_encoder_backward(T5* m, const T5Batch* b, const T5Specs* s, Dropo
         AttnSpec sp = s->enc; sp.site = drop_site(0, l, DROP_ATT);
         float* res_in = a->e_res + (size_t)l * N * C;
         float* mid = a->e_mid + (size_t)l * N * C;
-        ffn_sublayer_backward(m, a->g_res, mid, enc_ffn_a(m, l), enc_ffn_w(&m->params, c, l), enc_ffn_g(&m->grads, c, l),
+        ffn_sublayer_backward(m, a->g_res, mid, enc_ffn_a(m, l), enc_ffn_wl(m, l), enc_ffn_g(&m->grads, c, l),
                               N, d, drop_site(0, l, DROP_FF), drop_site(0, l, DROP_FF_RES));
-        attn_sublayer_backward(m, a->g_res, res_in, enc_attn_a(m, l), enc_attn_w(&m->params, c, l), enc_attn_g(&m->grads, c, l),
+        attn_sublayer_backward(m, a->g_res, res_in, enc_attn_a(m, l), enc_attn_wl(m, l), enc_attn_g(&m->grads, c, l),
                                &sp, N, d, drop_site(0, l, DROP_ATT_RES), m->grads.enc_relb, NULL);
     }
     embedding_backward(m->grads.shared, b->src, a->g_res, N, C, d, drop_site(0, 0, DROP_EMBED));
@@ -842,11 +959,11 @@ static void t5_decoder_backward(T5* m, const T5Batch* b, const T5Specs* s, Dropo
         float* res_in = a->d_res + (size_t)l * N * C;
         float* mid1 = a->d_mid1 + (size_t)l * N * C;
         float* mid2 = a->d_mid2 + (size_t)l * N * C;
-        ffn_sublayer_backward(m, a->g_res, mid2, dec_ffn_a(m, l), dec_ffn_w(&m->params, c, l), dec_ffn_g(&m->grads, c, l),
+        ffn_sublayer_backward(m, a->g_res, mid2, dec_ffn_a(m, l), dec_ffn_wl(m, l), dec_ffn_g(&m->grads, c, l),
                               N, d, drop_site(1, l, DROP_FF), drop_site(1, l, DROP_FF_RES));
-        attn_sublayer_backward(m, a->g_res, mid1, dec_cross_a(m, l), dec_cross_w(&m->params, c, l), dec_cross_g(&m->grads, c, l),
+        attn_sublayer_backward(m, a->g_res, mid1, dec_cross_a(m, l), dec_cross_wl(m, l), dec_cross_g(&m->grads, c, l),
                                &cross, N, d, drop_site(1, l, DROP_CROSS_RES), NULL, a->g_enc);
-        attn_sublayer_backward(m, a->g_res, res_in, dec_self_a(m, l), dec_self_w(&m->params, c, l), dec_self_g(&m->grads, c, l),
+        attn_sublayer_backward(m, a->g_res, res_in, dec_self_a(m, l), dec_self_wl(m, l), dec_self_g(&m->grads, c, l),
                                &self, N, d, drop_site(1, l, DROP_ATT_RES), m->grads.dec_relb, NULL);
     }
     embedding_backward(m->grads.shared, b->dec_in, a->g_res, N, C, d, drop_site(1, 0, DROP_EMBED));
@@ -856,6 +973,7 @@ static void t5_decoder_backward(T5* m, const T5Batch* b, const T5Specs* s, Dropo
 // loss_scale = 1 / (counted tokens of the whole accumulated batch), so micro-batches add up exactly.
 static void t5_backward(T5* m, const T5Batch* b, int train, float loss_scale) {
     Dropout d = { train ? m->config.dropout : 0.0f, m->dropout_seed };
+    m->lora_drop = (Dropout){ train ? m->lora.dropout : 0.0f, m->dropout_seed };
     int buckets[2 * (b->Ts + b->Tt)];
     T5Specs s = { .buckets = buckets };
     t5_specs(m, b, d, &s);
@@ -880,17 +998,18 @@ static double sum_squares(const float* g, size_t n) {
     return total;
 }
 
-// global L2 norm of all gradients
-static float t5_grad_norm(const T5* m) { return (float)sqrt(sum_squares(m->grads_memory, t5_num_params(m))); }
+// global L2 norm of all (trainable) gradients
+static float t5_grad_norm(const T5* m) { return (float)sqrt(sum_squares(t5_trainable_grads(m), t5_num_trainable(m))); }
 
 // torch.nn.utils.clip_grad_norm_: scale all gradients by max_norm / (norm + 1e-6) when that is < 1
 static void t5_clip_grads(T5* m, float norm, float max_norm) {
     if (max_norm <= 0.0f) return;
     float coef = max_norm / (norm + 1e-6f);
     if (coef >= 1.0f) return;
-    size_t n = t5_num_params(m);
+    size_t n = t5_num_trainable(m);
+    float* g = t5_trainable_grads(m);
     #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) m->grads_memory[i] *= coef;
+    for (size_t i = 0; i < n; i++) g[i] *= coef;
 }
 
 // AdamW on one tensor of n values (llmc/adamw.cuh is its GPU twin):
@@ -911,7 +1030,7 @@ static void adamw_tensor(float* p, const float* g, float* mm, float* vv, size_t 
 // one update with learning rate lr (the schedule already applied): decay = 1 − lr·wd,
 // step_size = lr/(1−β1^t), bc2_sqrt = sqrt(1−β2^t)
 static void t5_update(T5* m, const AdamW* o, float lr) {
-    size_t n = t5_num_params(m);
+    size_t n = t5_num_trainable(m);
     if (m->m_memory == NULL) {
         m->m_memory = (float*)callocCheck(n, sizeof(float));
         m->v_memory = (float*)callocCheck(n, sizeof(float));
@@ -920,6 +1039,11 @@ static void t5_update(T5* m, const AdamW* o, float lr) {
     // bias corrections in double, as torch computes these Python scalars
     double bc1 = 1.0 - pow((double)o->beta1, (double)m->step), bc2 = 1.0 - pow((double)o->beta2, (double)m->step);
     float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
+    if (m->lora.r) { // the adapter: A and B are weights, all decayed (HF Trainer's rule; no norms among them)
+        adamw_tensor(m->lora_memory, m->lora_grads, m->m_memory, m->v_memory, n, o, (float)(1.0 - (double)lr * o->weight_decay),
+                     step_size, bc2_sqrt);
+        return;
+    }
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         const T5Tensor* tt = &m->layout.t[t];
         float decay = (t5_is_norm(t) && !o->decay_norms) ? 1.0f : (float)(1.0 - (double)lr * o->weight_decay);
@@ -927,6 +1051,57 @@ static void t5_update(T5* m, const AdamW* o, float lr) {
         adamw_tensor(m->params_memory + off, m->grads_memory + off, m->m_memory + off, m->v_memory + off, tt->size, o,
                      decay, step_size, bc2_sqrt);
     }
+}
+
+// ----------------------------------------------------------------------------
+// LoRA: attaching an adapter, and merging it into the weights (llmc/lora.h)
+
+// turns LoRA on with config c: the adapter `adapter` (taken over), or peft's init drawn from seed when
+// NULL. The base weights freeze: their gradient buffer and any optimizer state are dropped.
+static void t5_lora_attach(T5* m, const LoraConfig* c, float* adapter, uint64_t seed) {
+    m->lora = *c;
+    lora_layout(c, &m->layout, m->config.gated, &m->lora_layout);
+    free(m->lora_memory); free(m->lora_grads);
+    m->lora_memory = adapter ? adapter : (float*)callocCheck(m->lora_layout.total, sizeof(float));
+    if (!adapter) lora_init(&m->lora_layout, m->lora_memory, seed);
+    m->lora_grads = (float*)callocCheck(m->lora_layout.total, sizeof(float));
+    free(m->grads_memory); m->grads_memory = NULL;
+    memset(&m->grads, 0, sizeof(m->grads));
+    free(m->m_memory); free(m->v_memory); m->m_memory = m->v_memory = NULL;
+    m->step = 0;
+    t5_free_acts(&m->acts); // the LoRA scratch joins the activations at the next forward pass
+    m->max_B = m->max_Ts = m->max_Tt = 0;
+    m->lora_base_crc = lora_base_fingerprint(m->params_memory, m->layout.total);
+}
+
+// merges the adapter into the base weights until t5_lora_unmerge: returns a copy of the wrapped
+// tensors as they were, so that the base comes back bit for bit (NULL when there is nothing to do)
+static float* t5_lora_merge(T5* m) {
+    if (m->lora.r == 0 || m->lora_merged) return NULL;
+    size_t n = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) if (m->lora_layout.t[i].on) n += m->layout.t[i].size;
+    float* saved = (float*)mallocCheck(n * sizeof(float));
+    size_t k = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        if (!m->lora_layout.t[i].on) continue;
+        memcpy(saved + k, m->params_memory + m->layout.t[i].offset, m->layout.t[i].size * sizeof(float));
+        k += m->layout.t[i].size;
+    }
+    lora_merge(m->params_memory, &m->layout, &m->lora_layout, m->lora_memory, lora_scale(&m->lora));
+    m->lora_merged = 1;
+    return saved;
+}
+
+static void t5_lora_unmerge(T5* m, float* saved) {
+    if (!saved) return;
+    size_t k = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        if (!m->lora_layout.t[i].on) continue;
+        memcpy(m->params_memory + m->layout.t[i].offset, saved + k, m->layout.t[i].size * sizeof(float));
+        k += m->layout.t[i].size;
+    }
+    m->lora_merged = 0;
+    free(saved);
 }
 
 // ----------------------------------------------------------------------------
@@ -1458,8 +1633,8 @@ static int gen_check(const T5* m, const int* const* src, const int* src_len, int
 // sequence without the start token, ending with eos if it stopped, then pad_id; out_len its length.
 // (HF pads its batched output with pad_id after greedy search but with eos after beam search: its fill
 // value `pad_token_id or eos_token_id` skips pad id 0. out_len makes that moot here.)
-static inline int t5_generate(T5* m, const int* const* src, const int* src_len, int B, const GenConfig* cfg,
-                              int* out, int* out_len, char* err, size_t errlen) {
+static int gen_run(T5* m, const int* const* src, const int* src_len, int B, const GenConfig* cfg,
+                   int* out, int* out_len, char* err, size_t errlen) {
     if (gen_check(m, src, src_len, B, cfg, err, errlen)) return -1;
     int Ts = 1, nb = cfg->num_beams, L = 1 + cfg->max_new_tokens;
     for (int b = 0; b < B; b++) if (src_len[b] > Ts) Ts = src_len[b];
@@ -1477,6 +1652,16 @@ static inline int t5_generate(T5* m, const int* const* src, const int* src_len, 
     }
     gen_cache_free(&g);
     return 0;
+}
+
+// with LoRA the adapter is merged into the weights for the call (the decoding steps run the plain
+// Linear layers); callers that generate many batches merge once around them (eval_generate)
+static inline int t5_generate(T5* m, const int* const* src, const int* src_len, int B, const GenConfig* cfg,
+                              int* out, int* out_len, char* err, size_t errlen) {
+    float* saved = t5_lora_merge(m);
+    int rc = gen_run(m, src, src_len, B, cfg, out, out_len, err, errlen);
+    t5_lora_unmerge(m, saved);
+    return rc;
 }
 
 // ----------------------------------------------------------------------------
@@ -1504,6 +1689,19 @@ static void t5_adopt_params(T5* m, const T5Config* c, float* params) {
     free(params);
 }
 
+// an adapter checkpoint onto the base model m (its config and fingerprint must match); ts may be NULL
+static int t5_load_lora_checkpoint(T5* m, const char* path, CkptTrainState* ts, char* err, size_t errlen) {
+    LoraCkptInfo info;
+    float *a, *mm, *vv;
+    uint32_t crc = lora_base_fingerprint(m->params_memory, m->layout.total);
+    if (lora_ckpt_load(path, &m->config, (int64_t)m->layout.total, crc, &info, &a, &mm, &vv, err, errlen)) return -1;
+    t5_lora_attach(m, &info.config, a, 0);
+    m->m_memory = mm; m->v_memory = vv;
+    m->step = info.step;
+    if (ts) memcpy(ts, info.train, sizeof(*ts));
+    return 0;
+}
+
 static int t5_build_from_hf(T5* m, const char* dir, char* err, size_t errlen) {
     T5Config c;
     float* p;
@@ -1524,8 +1722,12 @@ static int t5_build_from_checkpoint(T5* m, const char* path, CkptTrainState* ts,
     return 0;
 }
 
-// ts may be NULL (a checkpoint that only seeds a new run)
+// ts may be NULL (a checkpoint that only seeds a new run). Under LoRA: the adapter checkpoint
+// (llmc/lora.h: the adapter, its AdamW moments, the base weights' fingerprint, not the base itself)
 static int t5_save_checkpoint(const T5* m, const char* path, const CkptTrainState* ts, char* err, size_t errlen) {
+    if (m->lora.r)
+        return lora_ckpt_save(path, &m->lora, m->lora_memory, m->m_memory, m->v_memory, (int64_t)m->lora_layout.total, m->step,
+                              (int64_t)m->layout.total, m->lora_base_crc, (const int64_t*)ts, err, errlen);
     return ckpt_save(path, &m->config, m->params_memory, m->m_memory, m->v_memory, (int64_t)m->layout.total, m->step,
                      ts, err, errlen);
 }
@@ -1715,6 +1917,7 @@ static int eval_generate(T5* m, const SpmModel* tok, const EvalSet* s, const Eva
     int *rows[Bmax], lens[Bmax], out_len[Bmax];
     double t0 = now_ms();
     int status = 0;
+    float* saved = t5_lora_merge(m); // once for the whole split
     for (int64_t lo = 0; lo < s->n && status == 0; lo += Bmax) {
         int B = (int)(s->n - lo < Bmax ? s->n - lo : Bmax);
         eval_sources(s, lo, B, c->max_src, m->config.eos_id, buf, rows, lens);
@@ -1722,6 +1925,7 @@ static int eval_generate(T5* m, const SpmModel* tok, const EvalSet* s, const Eva
         for (int b = 0; b < B && status == 0; b++) status = eval_accum_add(&acc, s, tok, lo + b, out + (size_t)b * T, out_len[b], err, errlen);
         if (c->progress) progress_bar(label, acc.r.n, s->n, (now_ms() - t0) / 1e3);
     }
+    t5_lora_unmerge(m, saved);
     eval_accum_finish(&acc, (now_ms() - t0) / 1e3);
     *r = acc.r;
     free(buf); free(out);
@@ -1876,6 +2080,12 @@ typedef struct {
     long long seed;
     int bench, bench_src_len, bench_tgt_len;
     T5Config dims;           // explicit dimensions over a preset (0 / -1 = keep the preset's)
+    int lora_r;              // LoRA rank, 0 = full fine-tuning, -1 = not given (0, or the adapter's)
+    float lora_alpha, lora_dropout; // -1 = not given (peft's defaults 8 and 0, or the adapter's)
+    const char* lora_targets;  // "q,v" (NULL: peft's T5 default q,v, or the adapter's)
+    const char* lora_adapter;  // a peft adapter directory to start from
+    const char* save_lora;     // where to write the adapter (default with --out-dir: OUT/adapter)
+    const char* merge_lora;    // where to write the merged model as an HF directory
 } Options;
 
 static Options options_default(void) {
@@ -1889,6 +2099,7 @@ static Options options_default(void) {
                   .eval_limit = 0, .eval_rouge = 0, .compare_examples = 5, .length_penalty = 1.0f };
     o.hf_weights = (HfWeightsOptions){ ST_F32, 0 };
     o.dims.tied = -1; o.dims.scale_out = -1; o.dims.gated = -1; o.dims.act = (T5Act)-1;
+    o.lora_r = -1; o.lora_alpha = -1.0f; o.lora_dropout = -1.0f;
     return o;
 }
 
@@ -1956,6 +2167,17 @@ static void usage(void) {
         "  --num-beams N          1 = greedy (default %d)   --max-new-tokens N (default %d)\n"
         "  --length-penalty X     beam score / length^X (default %g)   --early-stopping 0|1 (default %d)\n"
         "  --no-repeat-ngram N    ban repeated N-grams, 0 = off (default %d)   --gen-batch-size N (default %d)\n"
+ " LoRA (peft's math and files; llmc/lora.h)\n"
+        "  --lora-r N             adapter rank; 0 = full fine-tuning (default 0)\n"
+        "  --lora-alpha X         scale alpha/r (default 8, peft's)   --lora-dropout X  on each adapter's input (default 0)\n"
+        "  --lora-targets LIST    peft's T5 module names: q,k,v,o,wi,wi_0,wi_1,wo (default q,v); encoder and decoder\n"
+        "                         self- and cross-attention alike\n"
+        "  --lora-adapter DIR     start from a peft adapter directory (its r, alpha, dropout and targets apply;\n"
+        "                         the flags may repeat them, not contradict them); also for --eval-split / --summarize\n"
+        "  --save-lora DIR        write the adapter as peft does (default with --out-dir: OUT/adapter; OUT/model\n"
+        "                         is not written under LoRA)\n"
+        "  --merge-lora DIR       write base + adapter merged (peft's merge_and_unload) as an HF directory;\n"
+        "                         --save-hf DIR does the same under LoRA\n"
         " several processes (built with MPI): mpirun -np N ./train_t5 ... — each rank takes 1/N of every\n"
         "  global batch of N x --batch-size examples; gradients are summed with MPI_Allreduce\n"
         "  --data-log PREFIX      each rank writes the example ids of every step to PREFIX.rank<r>\n"
@@ -2002,6 +2224,19 @@ typedef struct { const char* flag; int* dst; long long lo, hi; } IntFlag;
 typedef struct { const char* flag; float* dst; double lo, hi; } FloatFlag;
 typedef struct { const char* flag; const char** dst; } StrFlag;
 
+// the LoRA flags among themselves (the adapter and the model are checked once loaded)
+static const char* check_lora_options(const Options* o) {
+    static char msg[1100];
+    int lora = o->lora_r > 0 || o->lora_adapter;
+    unsigned mask;
+    if (o->lora_adapter && o->lora_r == 0) return "--lora-r 0 (full fine-tuning) contradicts --lora-adapter: an adapter has rank >= 1";
+    if (!lora && (o->lora_alpha >= 0.0f || o->lora_dropout >= 0.0f || o->lora_targets))
+        return "--lora-alpha / --lora-dropout / --lora-targets need --lora-r R (R > 0) or --lora-adapter DIR";
+    if (!lora && !o->resume && (o->save_lora || o->merge_lora)) return "--save-lora / --merge-lora need LoRA: --lora-r R or --lora-adapter DIR";
+    if (o->lora_targets && lora_parse_targets(o->lora_targets, &mask, msg, sizeof(msg))) return msg;
+    return NULL;
+}
+
 // combinations the flags alone cannot rule out
 static int check_options(const Options* o) {
     const char* bad = NULL;
@@ -2012,6 +2247,7 @@ static int check_options(const Options* o) {
     else if (o->eval_rouge && !o->val_file) bad = "--eval-rouge needs --val-file (and its _refs.jsonl beside it)";
     else if (o->baseline_model && !o->eval_split) bad = "--baseline-model needs --eval-split";
     else if (!strstr(o->prompt, "{dialogue}")) bad = "--prompt must contain {dialogue}";
+    else bad = check_lora_options(o);
     if (bad) fprintf(stderr, "error: %s\n", bad);
     return bad ? -1 : 0;
 }
@@ -2037,19 +2273,22 @@ static int parse_args(int argc, char** argv, Options* o) {
         {"--d-ff", &o->dims.d_ff, 1, 1 << 20}, {"--num-layers", &o->dims.num_layers, 1, 256},
         {"--num-decoder-layers", &o->dims.num_decoder_layers, 1, 256}, {"--num-buckets", &o->dims.num_buckets, 4, 4096},
         {"--max-distance", &o->dims.max_distance, 2, 1 << 20}, {"--tied", &o->dims.tied, 0, 1}, {"--scale-output", &o->dims.scale_out, 0, 1},
+        {"--lora-r", &o->lora_r, 0, 65536},
     };
     FloatFlag floats[] = {
         {"--lr", &o->lr, 0.0, 10.0}, {"--weight-decay", &o->weight_decay, 0.0, 10.0}, {"--beta1", &o->beta1, 0.0, 0.999999},
         {"--beta2", &o->beta2, 0.0, 0.999999999}, {"--adam-eps", &o->adam_eps, 1e-30, 1.0}, {"--clip", &o->clip, 0.0, 1e9},
         {"--dropout", &o->dropout, -1.0, 0.99}, {"--epochs", &o->epochs, 1e-6, 1e6},
         {"--length-penalty", &o->length_penalty, -100.0, 100.0},
+        {"--lora-alpha", &o->lora_alpha, 1e-6, 1e6}, {"--lora-dropout", &o->lora_dropout, 0.0, 0.99},
     };
     StrFlag strs[] = {
         {"--model", &o->model}, {"--train-file", &o->train_file}, {"--val-file", &o->val_file}, {"--out-dir", &o->out_dir},
         {"--resume", &o->resume}, {"--save-hf", &o->save_hf}, {"--save-checkpoint", &o->save_ckpt},
         {"--data-log", &o->data_log}, {"--eval-split", &o->eval_split}, {"--eval-out", &o->eval_out},
         {"--baseline-model", &o->baseline_model}, {"--summarize", &o->summarize}, {"--tokenizer", &o->tokenizer},
-        {"--prompt", &o->prompt},
+        {"--prompt", &o->prompt}, {"--lora-targets", &o->lora_targets}, {"--lora-adapter", &o->lora_adapter},
+        {"--save-lora", &o->save_lora}, {"--merge-lora", &o->merge_lora},
     };
     for (int i = 1; i < argc; i++) {
         const char* f = argv[i];
@@ -2138,7 +2377,14 @@ static int load_model(T5* m, const Options* o, const char* spec) {
     int rc = 0;
     switch (model_source(spec)) {
         case SRC_HF_DIR: rc = t5_build_from_hf(m, spec, err, sizeof(err)); break;
-        case SRC_CHECKPOINT: rc = t5_build_from_checkpoint(m, spec, NULL, err, sizeof(err)); break;
+        case SRC_CHECKPOINT:
+            if (lora_ckpt_is(spec)) { // it holds no base weights: name what to do instead
+                fprintf(stderr, "error: %s is a LoRA adapter checkpoint, not a model: give its base as --model (and --resume it, "
+                        "or use the run's adapter directory with --lora-adapter)\n", spec);
+                return -1;
+            }
+            rc = t5_build_from_checkpoint(m, spec, NULL, err, sizeof(err));
+            break;
         default: {
             T5Config c;
             if (config_from_preset(o, spec, &c)) return -1;
@@ -2150,6 +2396,62 @@ static int load_model(T5* m, const Options* o, const char* spec) {
     if (rc) { fprintf(stderr, "error: %s\n", err); return -1; }
     if (o->dropout >= 0.0f) m->config.dropout = o->dropout;
     return 0;
+}
+
+// a flag given with --lora-adapter must say what the adapter says; NULL or a message
+static const char* lora_flags_contradict(const Options* o, const LoraConfig* c, char* buf, size_t n) {
+    unsigned mask = 0;
+    if (o->lora_targets) lora_parse_targets(o->lora_targets, &mask, buf, n); // checked in check_lora_options
+    const char* what = o->lora_r > 0 && o->lora_r != c->r ? "--lora-r"
+                     : o->lora_alpha >= 0.0f && o->lora_alpha != c->alpha ? "--lora-alpha"
+                     : o->lora_dropout >= 0.0f && o->lora_dropout != c->dropout ? "--lora-dropout"
+                     : o->lora_targets && mask != c->targets ? "--lora-targets" : NULL;
+    if (!what) return NULL;
+    char targets[128];
+    lora_targets_string(c->targets, targets, sizeof(targets));
+    snprintf(buf, n, "%s contradicts %s/adapter_config.json (r %d, lora_alpha %g, lora_dropout %g, target_modules %s): "
+             "drop the flag, or give a matching value", what, o->lora_adapter, c->r, (double)c->alpha, (double)c->dropout, targets);
+    return buf;
+}
+
+// LoRA as the flags ask: --lora-adapter's config and weights (the flags may repeat it, not contradict
+// it), or a fresh adapter of rank --lora-r with peft's init and defaults (alpha 8, dropout 0, q,v)
+static int lora_setup(T5* m, const Options* o) {
+    char err[1400];
+    LoraConfig c;
+    float* adapter = NULL;
+    const char* bad = NULL;
+    if (o->lora_adapter) {
+        if (lora_load_dir(o->lora_adapter, &m->config, &c, &adapter, err, sizeof(err))) bad = err;
+        else bad = lora_flags_contradict(o, &c, err, sizeof(err));
+    } else if (o->lora_r > 0) {
+        c = (LoraConfig){ o->lora_r, o->lora_alpha >= 0.0f ? o->lora_alpha : 8.0f, o->lora_dropout >= 0.0f ? o->lora_dropout : 0.0f,
+                          LORA_DEFAULT_TARGETS, 0 };
+        if (o->lora_targets) lora_parse_targets(o->lora_targets, &c.targets, err, sizeof(err)); // checked in check_lora_options
+        bad = lora_config_check(&c, &m->config, err, sizeof(err));
+    } else return 0;
+    if (bad) { fprintf(stderr, "error: %s\n", bad); free(adapter); return -1; }
+    t5_lora_attach(m, &c, adapter, mix64((uint64_t)o->seed ^ 0x4c6f5241ULL)); // "LoRA": not the base init's stream
+    return 0;
+}
+
+// n with thousands separators, as peft prints its counts
+static const char* count_string(char* buf, size_t n, unsigned long long x) {
+    char digits[32];
+    int len = snprintf(digits, sizeof(digits), "%llu", x), k = 0;
+    for (int i = 0; i < len && (size_t)k + 2 < n; i++) {
+        if (i > 0 && (len - i) % 3 == 0) buf[k++] = ',';
+        buf[k++] = digits[i];
+    }
+    buf[k] = 0;
+    return buf;
+}
+
+// peft's print_trainable_parameters: the adapter against base + adapter (everything, full fine-tuning)
+static void print_trainable(const T5* m) {
+    char a[32], b[32];
+    size_t n = t5_num_trainable(m), all = t5_num_params(m) + (m->lora.r ? m->lora_layout.total : 0);
+    printf("trainable params: %s of %s (%.2f%%)\n", count_string(a, sizeof(a), n), count_string(b, sizeof(b), all), 100.0 * (double)n / (double)all);
 }
 
 static void print_config(const T5* m, const Options* o, const char* model_from) {
@@ -2168,10 +2470,16 @@ static void print_config(const T5* m, const Options* o, const char* model_from) 
     if (o->ladder[0] > 1 || o->ladder[1] > 1) printf("| %-22s | multiples of %-4d / %-4d (capped at the maxima) |\n", "shape ladder", o->ladder[0], o->ladder[1]);
     printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
     printf("| %-22s | wd %-8g clip %-8g dropout %-14g |\n", "regularisation", (double)o->weight_decay, (double)o->clip, (double)c->dropout);
+    char lora[128] = "off (full fine-tuning)", targets[64];
+    lora_targets_string(m->lora.targets, targets, sizeof(targets));
+    if (m->lora.r) snprintf(lora, sizeof(lora), "r %d alpha %g dropout %g %s%s", m->lora.r, (double)m->lora.alpha,
+                            (double)m->lora.dropout, targets, m->lora.rslora ? " rslora" : "");
+    printf("| %-22s | %-43s |\n", "LoRA", lora);
 #ifdef _OPENMP
     printf("| %-22s | %-43d |\n", "OpenMP threads", omp_get_max_threads());
 #endif
     printf("+------------------------+---------------------------------------------+\n");
+    print_trainable(m);
 }
 
 static EvalConfig eval_config(const Options* o, int progress) {
@@ -2210,13 +2518,22 @@ static int ckpt_write_run(const T5* m, const char* out_dir, const CkptTrainState
     return 0;
 }
 
+// PATH as a full checkpoint, or as an adapter checkpoint over --model (the base it was trained on)
+static int resume_from(T5* m, const Options* o, const char* path, CkptTrainState* ts, char* err, size_t errlen) {
+    if (!lora_ckpt_is(path)) return t5_build_from_checkpoint(m, path, ts, err, errlen);
+    if (load_model(m, o, o->model)) { snprintf(err, errlen, "%s: cannot load its base model --model %s", path, o->model); return -1; }
+    if (t5_load_lora_checkpoint(m, path, ts, err, errlen) == 0) return 0;
+    t5_free(m);
+    return -1;
+}
+
 // the checkpoint to resume: PATH as given, or the newest one in OUT/checkpoints that loads and
 // checks out (a corrupted newer one is reported and skipped, never deleted). 0 on success.
 static int resume_model(T5* m, const Options* o, CkptTrainState* ts, char* used, size_t usedlen) {
     char err[1024], dir[4096];
     if (strcmp(o->resume, "latest") != 0) {
         snprintf(used, usedlen, "%s", o->resume);
-        if (t5_build_from_checkpoint(m, o->resume, ts, err, sizeof(err)) == 0) return 0;
+        if (resume_from(m, o, o->resume, ts, err, sizeof(err)) == 0) return 0;
         fprintf(stderr, "error: cannot resume: %s\n", err);
         return -1;
     }
@@ -2225,7 +2542,7 @@ static int resume_model(T5* m, const Options* o, CkptTrainState* ts, char* used,
     int n = ckpt_list(dir, steps, CKPT_MAX_LISTED);
     for (int i = 0; i < n; i++) {
         ckpt_path(used, usedlen, o->out_dir, steps[i]);
-        if (t5_build_from_checkpoint(m, used, ts, err, sizeof(err)) == 0) return 0;
+        if (resume_from(m, o, used, ts, err, sizeof(err)) == 0) return 0;
         fprintf(stderr, "warning: skipping checkpoint: %s\n", err);
     }
     fprintf(stderr, "error: cannot resume: no valid checkpoint in %s\n", dir);
@@ -2303,7 +2620,7 @@ static StepResult train_step(T5* m, const Options* o, Run* run, long long k) {
         loss_sum += (double)mean * m->num_counted;
         t5_backward(m, &run->bufs[a].b, 1, 1.0f / (float)total);
     }
-    dist_sum_f32(d, m->grads_memory, t5_num_params(m));
+    dist_sum_f32(d, t5_trainable_grads(m), t5_num_trainable(m));
     dist_sum_f64(d, &loss_sum, 1);
     r.loss = total > 0 ? (float)(loss_sum / (double)total) : NAN;
     r.grad_norm = t5_grad_norm(m);
@@ -2685,7 +3002,8 @@ static int bench(T5* m, const Options* o) {
     return 0;
 }
 
-// the HF directory this run writes (--save-hf, else OUT/model), or NULL
+// the HF directory this run writes of its model (--save-hf, else OUT/model), or NULL; under LoRA the merged
+// model goes to --merge-lora and --save-hf instead (save_lora_outputs), and OUT/model is not written
 static const char* hf_out_dir(const Options* o, char* buf, size_t n) {
     if (o->save_hf) return o->save_hf;
     if (!o->out_dir) return NULL;
@@ -2695,13 +3013,15 @@ static const char* hf_out_dir(const Options* o, char* buf, size_t n) {
 
 // what the HF directory holds besides the weights (llmc/hub.h); buffers for the paths it points to.
 // `evaluated`: the run's evaluation has written its scores (the card then carries them)
-typedef struct { char tok[4400], scores[4400], baseline[4400]; } HubPaths;
+typedef struct { char tok[4400], scores[4400], baseline[4400], lora[256]; } HubPaths;
 
 static HubSave hub_save_of(const T5* m, const Options* o, int ranks, int evaluated, HubPaths* p) {
     HubSave s = { .weights = o->hf_weights, .spm_path = tokenizer_path(o, p->tok, sizeof(p->tok)) };
     s.gen = (HubGeneration){ o->num_beams, o->max_new_tokens, o->no_repeat_ngram, o->early_stopping, o->length_penalty };
     eval_path(o, "scores.json", p->scores, sizeof(p->scores));
     eval_path(o, "scores_baseline.json", p->baseline, sizeof(p->baseline));
+    p->lora[0] = 0;
+    if (m->lora.r) snprintf(p->lora, sizeof(p->lora), "LoRA rank %d, alpha %g, merged into the weights", m->lora.r, (double)m->lora.alpha);
     s.card = (HubCard){ .engine = "train_t5 (CPU, fp32)", .base_model = o->model,
                         .random_init = model_source(o->model) == SRC_PRESET, .train_file = o->train_file,
                         .steps = (long long)m->step, .batch_size = o->batch_size, .grad_accum = o->grad_accum, .ranks = ranks,
@@ -2709,24 +3029,55 @@ static HubSave hub_save_of(const T5* m, const Options* o, int ranks, int evaluat
                         .weight_decay = o->weight_decay, .dropout = m->config.dropout, .clip = o->clip,
                         .schedule = lr_schedule_name(o->schedule), .seed = o->seed,
                         .eval_split = evaluated ? o->eval_split : NULL, .scores_json = p->scores,
-                        .baseline_json = o->baseline_model ? p->baseline : NULL };
+                        .baseline_json = o->baseline_model ? p->baseline : NULL, .lora = m->lora.r ? p->lora : NULL };
     return s;
 }
 
-static int save_outputs(const T5* m, const Options* o, int ranks) {
+// one hub-ready HF directory of the weights `params` (the model's own, or merged with its adapter)
+static int save_hub_dir(const T5* m, const float* params, const char* dir, const Options* o, int ranks) {
+    char err[1024];
+    HubPaths paths;
+    HubSave s = hub_save_of(m, o, ranks, 0, &paths);
+    int tokjson;
+    if (hub_save_dir(dir, &m->config, params, &s, &tokjson, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+    printf("saved HF directory %s (%s, %s)\n", dir, o->hf_weights.dtype == ST_BF16 ? "bf16" : "fp32",
+           tokjson ? "with tokenizer.json" : "no tokenizer.json at hand: AutoTokenizer converts spiece.model, "
+           "which needs pip install sentencepiece protobuf");
+    const char* note = hf_head_4x_note(&m->config);
+    if (note) printf("note: %s\n", note);
+    return 0;
+}
+
+// under LoRA: the adapter (--save-lora, else OUT/adapter) as peft writes it, and the merged model as
+// an HF directory where --merge-lora or --save-hf asks for one (OUT/model is not written: the base
+// is --model, unchanged)
+static int save_lora_outputs(T5* m, const Options* o, int ranks) {
     char err[1024], dir[4400];
-    const char* hf = hf_out_dir(o, dir, sizeof(dir));
-    if (hf) {
-        HubPaths paths;
-        HubSave s = hub_save_of(m, o, ranks, 0, &paths);
-        int tokjson;
-        if (hub_save_dir(hf, &m->config, m->params_memory, &s, &tokjson, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
-        printf("saved HF directory %s (%s, %s)\n", hf, o->hf_weights.dtype == ST_BF16 ? "bf16" : "fp32",
-               tokjson ? "with tokenizer.json" : "no tokenizer.json at hand: AutoTokenizer converts spiece.model, "
-               "which needs pip install sentencepiece protobuf");
-        const char* note = hf_head_4x_note(&m->config);
-        if (note) printf("note: %s\n", note);
+    const char* ad = o->save_lora;
+    if (!ad && o->out_dir) { snprintf(dir, sizeof(dir), "%s/adapter", o->out_dir); ad = dir; }
+    if (ad) {
+        if (lora_save_dir(ad, &m->lora, &m->layout, &m->lora_layout, m->lora_memory, o->model, err, sizeof(err))) {
+            fprintf(stderr, "error: %s\n", err); return -1;
+        }
+        printf("saved LoRA adapter %s (peft format)\n", ad);
     }
+    const char* dirs[2] = { o->merge_lora, o->save_hf };
+    for (int k = 0; k < 2; k++) {
+        if (!dirs[k]) continue;
+        float* saved = t5_lora_merge(m);
+        int rc = save_hub_dir(m, m->params_memory, dirs[k], o, ranks);
+        t5_lora_unmerge(m, saved);
+        if (rc) return -1;
+        printf("(the merged model: base + LoRA)\n");
+    }
+    return 0;
+}
+
+static int save_outputs(T5* m, const Options* o, int ranks) {
+    char err[1024], dir[4400];
+    if (m->lora.r && save_lora_outputs(m, o, ranks)) return -1;
+    const char* hf = m->lora.r ? NULL : hf_out_dir(o, dir, sizeof(dir));
+    if (hf && save_hub_dir(m, m->params_memory, hf, o, ranks)) return -1;
     if (o->save_ckpt) {
         if (t5_save_checkpoint(m, o->save_ckpt, NULL, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
         printf("saved checkpoint %s\n", o->save_ckpt);
@@ -2734,15 +3085,17 @@ static int save_outputs(const T5* m, const Options* o, int ranks) {
     return 0;
 }
 
-// after the evaluation: the model card of this run's HF directory gets its scores
+// after the evaluation: the model cards of this run's HF directories get its scores
 static int update_card(const T5* m, const Options* o, int ranks) {
     char err[1024], dir[4400];
-    const char* hf = hf_out_dir(o, dir, sizeof(dir));
-    if (!hf) return 0;
-    HubPaths paths;
-    HubSave s = hub_save_of(m, o, ranks, 1, &paths);
-    if (hub_write_card(hf, &s.card, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
-    printf("model card %s/README.md: the evaluation's scores added\n", hf);
+    const char* dirs[2] = { m->lora.r ? o->merge_lora : hf_out_dir(o, dir, sizeof(dir)), m->lora.r ? o->save_hf : NULL };
+    for (int k = 0; k < 2; k++) {
+        if (!dirs[k]) continue;
+        HubPaths paths;
+        HubSave s = hub_save_of(m, o, ranks, 1, &paths);
+        if (hub_write_card(dirs[k], &s.card, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+        printf("model card %s/README.md: the evaluation's scores added\n", dirs[k]);
+    }
     return 0;
 }
 
@@ -2767,13 +3120,22 @@ static int setup_model(T5* m, const Options* o, CkptTrainState* ts, int* resumed
             t5_free(m);
             return -1;
         }
+        if ((o->lora_r > 0 || o->lora_adapter) != (m->lora.r > 0) || (o->lora_r > 0 && o->lora_r != m->lora.r)) {
+            fprintf(stderr, "error: %s is a %s checkpoint%s; the LoRA flags ask for %s\n", from, m->lora.r ? "LoRA" : "full fine-tuning",
+                    m->lora.r ? " (its rank, alpha and targets apply)" : "", o->lora_r > 0 || o->lora_adapter ? "LoRA" : "full fine-tuning");
+            t5_free(m);
+            return -1;
+        }
         if (o->dropout >= 0.0f) m->config.dropout = o->dropout;
         *resumed = 1;
         printf("resuming from %s at step %lld (epoch %lld, batch %lld)\n", from, (long long)ts->run_step, (long long)ts->epoch, (long long)ts->batch);
         return 0;
     }
     if (o->out_dir && o->train_file && check_fresh_run_dir(o->out_dir)) return -1;
-    return load_model(m, o, o->model);
+    if (load_model(m, o, o->model)) return -1;
+    if (lora_setup(m, o) == 0) return 0;
+    t5_free(m);
+    return -1;
 }
 
 // rank 0 of a training run holds its run directory's lock until the process ends (llmc/rundir.h)
@@ -2835,7 +3197,8 @@ int main(int argc, char** argv) {
     if (d.rank > 0 && !freopen("/dev/null", "w", stdout)) return EXIT_FAILURE; // rank 0 speaks for all
     Options o = options_default();
     int rc = parse_args(argc, argv, &o);
-    if (rc == 0 && o.bench == 0 && o.train_file == NULL && !o.save_hf && !o.save_ckpt && !o.eval_split && !o.summarize) {
+    if (rc == 0 && o.bench == 0 && o.train_file == NULL && !o.save_hf && !o.save_ckpt && !o.eval_split && !o.summarize &&
+        !o.save_lora && !o.merge_lora) {
         fprintf(stderr, "error: nothing to do: give --train-file, --eval-split, --summarize, --bench, --save-hf or --save-checkpoint\n"
                 "  (to fine-tune on DialogSum: python3 prepro_dialogsum.py, then ./train_t5 --model DIR|PRESET --train-file "
                 "out/dialogsum/train.bin; the README's first command, make dialogsum, runs the whole job)\n");

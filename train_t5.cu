@@ -2502,7 +2502,8 @@ static HubSave hub_save_of(const T5Cuda* m, const Options* o, int evaluated, Hub
                         .max_src_len = o->max_src_len, .max_tgt_len = o->max_tgt_len, .lr = o->lr,
                         .weight_decay = o->weight_decay, .dropout = m->config.dropout, .clip = o->clip,
                         .schedule = lr_schedule_name(o->schedule), .seed = o->seed,
-                        .eval_split = evaluated ? o->eval_split : NULL, .scores_json = p->scores, .baseline_json = NULL };
+                        .eval_split = evaluated ? o->eval_split : NULL, .scores_json = p->scores, .baseline_json = NULL,
+                        .lora = NULL };
     return s;
 }
 

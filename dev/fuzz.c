@@ -11,6 +11,11 @@
 //   hfindex      model.safetensors.index.json beside the sharded fixture's shards ($FUZZ_SHARDED,
 //                default dev/fixtures/flan_gated/model_sharded) → t5_load_hf_dir, the same round trip
 //   checkpoint   native checkpoint → ckpt_load; a loaded one is saved and must load back identical
+//   lora         "adapter_config.json bytes" NUL "adapter_model.safetensors bytes" → lora_load_dir for
+//                the flan_gated fixture's shape; an accepted adapter is saved (lora_save_dir) and must
+//                load back identical
+//   lora_ckpt    adapter checkpoint → lora_ckpt_load for the same shape (the base fingerprint taken from
+//                the file's own header, so the checks behind it are reached); saved, loaded back identical
 //   examples     pre-tokenized example file → dataloader_init, then two epochs of batches: each
 //                example once per epoch, every id within the file's largest id
 //   refs         PREFIX_refs.jsonl → evalset_read_refs (the first byte picks how many records)
@@ -253,6 +258,63 @@ static void fuzz_hfindex(const uint8_t* d, size_t n) {
     snprintf(path, sizeof(path), "%s/model.safetensors.index.json", dir);
     fuzz_write(path, d, n);
     load_hf_roundtrip(dir);
+}
+
+// the base the LoRA targets load against: dev/fixtures/flan_gated's shape (gated, untied)
+static T5Config fuzz_lora_base(void) {
+    return (T5Config){ .vocab_size = 128, .d_model = 32, .d_kv = 8, .num_heads = 4, .d_ff = 64, .num_layers = 2,
+                       .num_decoder_layers = 2, .num_buckets = 16, .max_distance = 32, .eps = 1e-6f, .dropout = 0.0f,
+                       .act = ACT_GELU_TANH, .gated = 1, .tied = 0, .pad_id = 0, .eos_id = 1, .decoder_start_id = 0 };
+}
+
+static void fuzz_lora(const uint8_t* d, size_t n) {
+    char dir[400], back[400], path[500], err[1024] = "";
+    fuzz_path(dir, sizeof(dir), "adapter");
+    fuzz_path(back, sizeof(back), "adapter_back");
+    mkdir_p(dir, err, sizeof(err));
+    const uint8_t* nul = (const uint8_t*)memchr(d, 0, n);
+    size_t nc = nul ? (size_t)(nul - d) : n;
+    snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
+    fuzz_write(path, d, nc);
+    snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
+    if (nul) fuzz_write(path, nul + 1, n - nc - 1);
+    else unlink(path);
+    T5Config m = fuzz_lora_base();
+    LoraConfig c, c2;
+    float *a = NULL, *a2 = NULL;
+    if (lora_load_dir(dir, &m, &c, &a, err, sizeof(err))) { expect_named(err, dir); return; }
+    fz.accepted++;
+    T5Layout L;
+    LoraLayout LL;
+    t5_layout(&m, &L);
+    lora_layout(&c, &L, m.gated, &LL);
+    if (lora_save_dir(back, &c, &L, &LL, a, "fuzz", err, sizeof(err)) || lora_load_dir(back, &m, &c2, &a2, err, sizeof(err)))
+        FUZZ_FAIL("adapter round trip: %s", err);
+    if (memcmp(&c, &c2, sizeof(c)) != 0 || !same_floats(a, a2, LL.total)) FUZZ_FAIL("adapter changed in a save/load round trip");
+    free(a); free(a2);
+}
+
+static void fuzz_lora_ckpt(const uint8_t* d, size_t n) {
+    char path[400], back[400], err[1024] = "";
+    fuzz_path(path, sizeof(path), "fuzz_lora.ckpt");
+    fuzz_path(back, sizeof(back), "fuzz_lora_back.ckpt");
+    if (!fuzz_write_crc_file(path, d, n, 19, 8 * LORA_CKPT_HEADER_INTS)) return;
+    T5Config m = fuzz_lora_base();
+    T5Layout L;
+    t5_layout(&m, &L);
+    int64_t crc = 0;
+    if (n > 1 + 8 * 12) memcpy(&crc, d + 1 + 8 * 11, 8);
+    LoraCkptInfo info, info2;
+    float *a, *mm, *vv, *a2, *mm2, *vv2;
+    if (lora_ckpt_load(path, &m, (int64_t)L.total, (uint32_t)crc, &info, &a, &mm, &vv, err, sizeof(err))) { expect_named(err, path); return; }
+    fz.accepted++;
+    if (lora_ckpt_save(back, &info.config, a, mm, vv, info.n, info.step, info.base_n, info.base_crc, info.train, err, sizeof(err)) ||
+        lora_ckpt_load(back, &m, info.base_n, info.base_crc, &info2, &a2, &mm2, &vv2, err, sizeof(err))) FUZZ_FAIL("adapter checkpoint round trip: %s", err);
+    int same = memcmp(&info.config, &info2.config, sizeof(info.config)) == 0 && info.n == info2.n && info.has_opt == info2.has_opt &&
+               info.step == info2.step && memcmp(info.train, info2.train, sizeof(info.train)) == 0 && same_floats(a, a2, (size_t)info.n) &&
+               (!info.has_opt || (same_floats(mm, mm2, (size_t)info.n) && same_floats(vv, vv2, (size_t)info.n)));
+    if (!same) FUZZ_FAIL("adapter checkpoint changed in a save/load round trip");
+    free(a); free(mm); free(vv); free(a2); free(mm2); free(vv2);
 }
 
 static void fuzz_checkpoint(const uint8_t* d, size_t n) {
@@ -575,7 +637,7 @@ static void fuzz_train(const uint8_t* d, size_t n) {
 typedef struct { const char* name; void (*run)(const uint8_t*, size_t); } FuzzTarget;
 static const FuzzTarget FUZZ_TARGETS[] = {
     {"json", fuzz_json}, {"jsonout", fuzz_jsonout}, {"config", fuzz_config}, {"safetensors", fuzz_safetensors}, {"hfdir", fuzz_hfdir}, {"hfindex", fuzz_hfindex},
-    {"checkpoint", fuzz_checkpoint}, {"examples", fuzz_examples}, {"refs", fuzz_refs},
+    {"checkpoint", fuzz_checkpoint}, {"lora", fuzz_lora}, {"lora_ckpt", fuzz_lora_ckpt}, {"examples", fuzz_examples}, {"refs", fuzz_refs},
     {"metrics_log", fuzz_metrics_log}, {"spm", fuzz_spm}, {"tokenize", fuzz_tokenize}, {"scores", fuzz_scores},
     {"decode", fuzz_decode}, {"generate", fuzz_generate}, {"train", fuzz_train},
 };

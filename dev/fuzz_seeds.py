@@ -82,6 +82,21 @@ def fixture_seeds(out):
     put(out, "hfdir", "flan_gated_bf16", read(os.path.join(bf16, "config.json")) + b"\0" + read(os.path.join(bf16, "model.safetensors")))
     for ex in sorted(glob.glob(os.path.join(FIX, "*", "examples.bin"))):
         put(out, "examples", os.path.basename(os.path.dirname(ex)), b"\x01" + read(ex))
+    for ad in sorted(glob.glob(os.path.join(FIX, "lora_*", "adapter"))):
+        put(out, "lora", os.path.basename(os.path.dirname(ad)),
+            read(os.path.join(ad, "adapter_config.json")) + b"\0" + read(os.path.join(ad, "adapter_model.safetensors")))
+
+
+def lora_seeds(out, train_bin, tmp):
+    """lora_ckpt: adapter checkpoints of a LoRA run on the flan_gated fixture (the shape dev/fuzz.c loads against)"""
+    fx = os.path.join(FIX, "flan_gated")
+    run_dir = os.path.join(tmp, "lora_run")
+    run([train_bin, "--model", os.path.join(fx, "model"), "--train-file", os.path.join(fx, "examples.bin"), "--steps", "2",
+         "--batch-size", "2", "--lora-r", "2", "--lora-targets", "q,v,o,wi_0,wi_1,wo", "--out-dir", run_dir,
+         "--checkpoint-every", "1", "--save-checkpoint", os.path.join(tmp, "lora.ckpt")])
+    put(out, "lora_ckpt", "saved", b"\x01" + read(os.path.join(tmp, "lora.ckpt")))
+    for i, ck in enumerate(sorted(glob.glob(os.path.join(run_dir, "checkpoints", "ckpt_*.bin")))):
+        put(out, "lora_ckpt", f"run_{i}", b"\x01" + read(ck))
 
 
 def rng_bytes(seed, n):
@@ -140,6 +155,7 @@ def main():
         shutil.rmtree(a.out)
     with tempfile.TemporaryDirectory() as tmp:
         model_seeds(a.out, a.train_bin, tmp)
+        lora_seeds(a.out, a.train_bin, tmp)
         fixture_seeds(a.out)
         text_seeds(a.out, a.data, tmp)
     generate_seeds(a.out)

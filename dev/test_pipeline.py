@@ -290,6 +290,40 @@ def test_eval(args, data, rd, tmp):
           r.returncode == 1 and "nope.model" in r.stderr and "step 1/" not in r.stdout, r.stderr.strip()[-200:])
 
 
+def test_lora(args, data, tmp):
+    """LoRA on DialogSum (issue 16): a rank-8 run writes OUT/adapter (not OUT/model) and the merged model;
+    the evaluation and --summarize with --lora-adapter give the summaries of that merged HF directory."""
+    rd, merged = os.path.join(tmp, "run_lora"), os.path.join(tmp, "lora_merged")
+    tok = ["--tokenizer", os.path.join(args.data, "t5", "spiece.model"), "--max-new-tokens", "16"]
+    r = train(args, data, rd, "--steps", "12", "--lora-r", "8", "--lora-alpha", "16", "--lora-dropout", "0.05",
+              "--lora-targets", "q,v,wi_0,wo", "--merge-lora", merged, "--lr", "1e-2", *tok)
+    if not check("a 12-step LoRA run: exit 0, peft's trainable count printed", r.returncode == 0 and
+                 "trainable params: " in r.stdout and "LoRA " in r.stdout, r.stderr[-300:]):
+        print(r.stdout[-2000:])
+        return
+    steps, _ = train_records(rd)
+    first, last = sum(steps[k][0] for k in (1, 2, 3)) / 3, sum(steps[k][0] for k in (10, 11, 12)) / 3
+    check("LoRA training loss falls (mean of the first vs last 3 steps)", last < first, f"{first:.2f} -> {last:.2f}")
+    check("LoRA run directory: OUT/adapter (peft's two files), no OUT/model; --merge-lora an HF directory",
+          all(os.path.isfile(os.path.join(rd, "adapter", f)) for f in ("adapter_config.json", "adapter_model.safetensors"))
+          and not os.path.exists(os.path.join(rd, "model")) and os.path.isfile(os.path.join(merged, "model.safetensors")))
+    dims, outs = TINY[2:], []
+    for name, model in (("adapter", ["--model", "flan-t5-small", *dims, "--lora-adapter", os.path.join(rd, "adapter")]),
+                        ("merged", ["--model", merged])):
+        ev = os.path.join(tmp, f"eval_lora_{name}")
+        r = run([args.train_bin, *model, "--eval-split", os.path.join(data, "test"), "--eval-limit", "5", "--eval-out", ev, *tok])
+        outs.append([json.loads(x)["generated"] for x in open(os.path.join(ev, "generations.jsonl"), encoding="utf-8")]
+                    if r.returncode == 0 else None)
+    check("--eval-split with --lora-adapter == with the --merge-lora directory (5 summaries)",
+          outs[0] is not None and outs[0] == outs[1], str(outs[0])[:120] if outs[0] else r.stderr[-200:])
+    refs = read_refs(os.path.join(data, "test_refs.jsonl"))
+    r = run([args.train_bin, "--model", "flan-t5-small", *dims, "--lora-adapter", os.path.join(rd, "adapter"), "--summarize", "-", *tok],
+            input=refs[0]["dialogue"])
+    r2 = run([args.train_bin, "--model", merged, "--summarize", "-", *tok], input=refs[0]["dialogue"])
+    check("--summarize with --lora-adapter == with the --merge-lora directory", r.returncode == 0 and r2.returncode == 0
+          and r.stdout == r2.stdout and r.stdout.strip(), repr(r.stdout[:80]) + " vs " + repr(r2.stdout[:80]))
+
+
 def test_tracking(rd, recs):
     r = run([sys.executable, "dev/plot_metrics.py", rd])
     pngs = sorted(os.path.basename(p) for p in glob.glob(os.path.join(rd, "plots", "*.png")))
@@ -544,6 +578,7 @@ def main():
         if data:
             print("=== training, tracking, resume")
             test_training(args, data, tmp)
+            test_lora(args, data, tmp)
             test_resume(args, data, tmp)
             test_nonfinite(args, data, tmp)
             test_write_failure(args, data, tmp)

@@ -35,6 +35,7 @@ typedef struct {
     const char* eval_split;   // PREFIX the scores are from, or NULL
     const char* scores_json;  // that evaluation's scores.json (fine-tuned model), or NULL
     const char* baseline_json;// scores_baseline.json (the zero-shot model), or NULL
+    const char* lora;         // "LoRA rank r, alpha a, merged into the weights", or NULL
 } HubCard;
 
 typedef struct {
@@ -172,6 +173,7 @@ static inline void hub_card_metadata(FILE* f, const char* name, const char* base
     fputs("library_name: transformers\npipeline_tag: summarization\nlanguage:\n- en\n", f);
     if (c->train_file || c->eval_split) fputs("datasets:\n- knkarthick/dialogsum\n", f);
     fputs("tags:\n- t5\n- summarization\n- dialogsum\n- t5.c\n", f);
+    if (c->lora) fputs("- lora\n", f);
     if (s) {
         const char* types[5] = { "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu" };
         const char* names[5] = { "ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-Lsum", "BLEU" };
@@ -193,7 +195,8 @@ static inline void hub_card_body(FILE* f, const char* name, const char* base_id,
     fprintf(f, "# %s\n\n", name);
     if (c->random_init) fprintf(f, "A %s-shaped T5 **randomly initialised** (seed %lld), not pretrained weights", c->base_model, c->seed);
     else fprintf(f, "Weights from `%s`%s%s%s", c->base_model, base_id ? " (" : "", base_id ? base_id : "", base_id ? ")" : "");
-    if (c->train_file) fprintf(f, ", fine-tuned to summarize dialogues (DialogSum) with t5.c's %s.\n\n", c->engine);
+    if (c->train_file) fprintf(f, ", fine-tuned to summarize dialogues (DialogSum) with t5.c's %s%s%s.\n\n", c->engine,
+                               c->lora ? "; " : "", c->lora ? c->lora : "");
     else fprintf(f, ", exported by t5.c's %s.\n\n", c->engine);
     if (c->train_file) {
         fputs("## Training\n\n| setting | value |\n|---|---|\n", f);

@@ -1,0 +1,557 @@
+// lora.h — LoRA (peft's LoraConfig / lora.Linear) as an adapter over the one parameter layout of
+// t5.h: its config, the adapter layout (which layout tensors get A and B, where in one flat buffer),
+// peft's key names and file format (adapter_config.json + adapter_model.safetensors), the merge,
+// and the adapter checkpoint. Both engines include it; nothing here is CPU- or GPU-specific.
+//
+// The math is peft's (tuners/lora/layer.py, Linear.forward, get_delta_weight):
+//   y = W x + s · B (A dropout(x))       A (r, in), B (out, r), s = α/r (α/√r with use_rslora)
+//   merged: W' = W + s · (B A)
+// peft matches target names against module names: "q" matches every module whose name ends in ".q".
+// On T5 the names are q, k, v, o (encoder self-attention, decoder self- and cross-attention alike),
+// wi (ReLU FFN) or wi_0 / wi_1 (gated FFN), and wo.
+#ifndef T5_LORA_H
+#define T5_LORA_H
+
+#include <stdio.h>       // defines: snprintf, FILE
+#include <stdint.h>      // defines: int64_t, uint32_t
+#include <stdlib.h>      // defines: malloc, calloc, free
+#include <string.h>      // defines: strcmp, strlen, memcpy
+#include <math.h>        // defines: sqrtf, floor
+#include "t5.h"          // defines: T5Config, T5Layout, t5_layout, t5_tensor_name, P_* tensor ids
+#include "json.h"        // defines: JsonValue, json_read_file, json_find, json_free
+#include "safetensors.h" // defines: StFile, st_open, st_find, st_read_f32, st_write_f32, st_close
+#include "fileio.h"      // defines: mkdir_p, AtomicFile, atomic_open, atomic_write, atomic_close, file_size_of
+#include "crc32.h"       // defines: Crc32Table, crc32_table_init, crc32_update
+#include "rng.h"         // defines: Rng, rng_init, rng_uniform
+
+// ----------------------------------------------------------------------------
+// configuration
+
+// peft's T5 module names, in the order adapter_config.json lists them when this code writes it
+enum { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_WI, LORA_WI_0, LORA_WI_1, LORA_WO, LORA_NUM_TARGETS };
+static const char* const LORA_TARGET_NAMES[LORA_NUM_TARGETS] = { "q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo" };
+#define LORA_DEFAULT_TARGETS ((1u << LORA_Q) | (1u << LORA_V)) // peft's default for T5
+
+typedef struct {
+    int r;            // rank; 0 = LoRA off (full fine-tuning)
+    float alpha;      // lora_alpha
+    float dropout;    // lora_dropout on each targeted Linear's input
+    unsigned targets; // bit LORA_* set: that module name is targeted
+    int rslora;       // use_rslora: scale α/√r instead of α/r
+} LoraConfig;
+
+static inline float lora_scale(const LoraConfig* c) {
+    return c->rslora ? c->alpha / sqrtf((float)c->r) : c->alpha / (float)c->r;
+}
+
+// the peft module name of layout tensor i, or -1 for tensors LoRA never wraps (norms, embeddings, head)
+static inline int lora_target_of(int i, int gated) {
+    switch (i) {
+        case P_ENC_Q: case P_DEC_Q: case P_DEC_CQ: return LORA_Q;
+        case P_ENC_K: case P_DEC_K: case P_DEC_CK: return LORA_K;
+        case P_ENC_V: case P_DEC_V: case P_DEC_CV: return LORA_V;
+        case P_ENC_O: case P_DEC_O: case P_DEC_CO: return LORA_O;
+        case P_ENC_WI0: case P_DEC_WI0: return gated ? LORA_WI_0 : LORA_WI;
+        case P_ENC_WI1: case P_DEC_WI1: return gated ? LORA_WI_1 : -1;
+        case P_ENC_WO: case P_DEC_WO: return LORA_WO;
+        default: return -1;
+    }
+}
+
+static inline int lora_target_index(const char* name) {
+    for (int t = 0; t < LORA_NUM_TARGETS; t++) if (strcmp(name, LORA_TARGET_NAMES[t]) == 0) return t;
+    return -1;
+}
+
+// "q,v" -> bit mask; 0, or -1 with a message naming the unknown entry
+static inline int lora_parse_targets(const char* list, unsigned* mask, char* err, size_t errlen) {
+    *mask = 0;
+    const char* p = list;
+    while (1) {
+        const char* end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        char name[32];
+        if (n == 0 || n >= sizeof(name)) { snprintf(err, errlen, "--lora-targets '%s': empty or overlong entry", list); return -1; }
+        memcpy(name, p, n); name[n] = 0;
+        int t = lora_target_index(name);
+        if (t < 0) {
+            snprintf(err, errlen, "--lora-targets: unknown module name '%s' (T5's are q, k, v, o, wi, wi_0, wi_1, wo)", name);
+            return -1;
+        }
+        *mask |= 1u << t;
+        if (!end) return 0;
+        p = end + 1;
+    }
+}
+
+// "q,v": the targets as a comma-separated list in LORA_* order
+static inline void lora_targets_string(unsigned mask, char* buf, size_t n) {
+    size_t len = 0;
+    buf[0] = 0;
+    for (int t = 0; t < LORA_NUM_TARGETS; t++)
+        if (mask & (1u << t)) len += (size_t)snprintf(buf + len, len < n ? n - len : 0, "%s%s", len ? "," : "", LORA_TARGET_NAMES[t]);
+}
+
+// the config fits the model: rank and alpha in range, every target name wraps some Linear of it
+// (peft matches "wi" only in a ReLU FFN and "wi_0"/"wi_1" only in a gated one). NULL or a message.
+static inline const char* lora_config_check(const LoraConfig* c, const T5Config* m, char* buf, size_t n) {
+    if (c->r < 1 || c->r > 65536) return "LoRA rank must be in [1, 65536]";
+    if (!(c->alpha > 0.0f && c->alpha < 1e6f)) return "lora_alpha must be in (0, 1e6)";
+    if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) return "lora_dropout must be in [0, 1)";
+    if (c->targets == 0 || c->targets >= (1u << LORA_NUM_TARGETS)) return "no (or unknown) LoRA target modules";
+    unsigned matched = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        int t = lora_target_of(i, m->gated);
+        if (t >= 0) matched |= 1u << t;
+    }
+    for (int t = 0; t < LORA_NUM_TARGETS; t++)
+        if ((c->targets & (1u << t)) && !(matched & (1u << t))) {
+            snprintf(buf, n, "LoRA target '%s' matches no module of this model (%s FFN: its names are q, k, v, o, %s, wo)",
+                     LORA_TARGET_NAMES[t], m->gated ? "a gated" : "a ReLU", m->gated ? "wi_0, wi_1" : "wi");
+            return buf;
+        }
+    return NULL;
+}
+
+// ----------------------------------------------------------------------------
+// the adapter layout: for every targeted layout tensor, A (layers, r, in) then B (layers, out, r),
+// in the order of t5.h's table, in one flat buffer
+
+typedef struct {
+    int on;              // 1: this layout tensor is wrapped
+    int layers, in, out; // stacked copies; in = the Linear's columns, out = its rows
+    size_t a, b;         // offsets of A and B in the adapter buffer
+} LoraTensor;
+
+typedef struct {
+    LoraTensor t[NUM_PARAM_TENSORS];
+    int r;
+    size_t total;        // floats in the adapter buffer
+    int modules;         // wrapped Linear modules (copies)
+} LoraLayout;
+
+static inline void lora_layout(const LoraConfig* c, const T5Layout* base, int gated, LoraLayout* L) {
+    memset(L, 0, sizeof(*L));
+    L->r = c->r;
+    size_t off = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const T5Tensor* bt = &base->t[i];
+        int t = lora_target_of(i, gated);
+        if (t < 0 || !(c->targets & (1u << t)) || bt->size == 0) continue;
+        LoraTensor* x = &L->t[i];
+        x->on = 1; x->layers = bt->layers; x->in = bt->cols; x->out = bt->rows;
+        x->a = off; off += (size_t)x->layers * c->r * x->in;
+        x->b = off; off += (size_t)x->layers * x->out * c->r;
+        L->modules += x->layers;
+    }
+    L->total = off;
+}
+
+// A and B of copy `layer` of tensor i
+static inline float* lora_A(const LoraLayout* L, float* buf, int i, int layer) {
+    return buf + L->t[i].a + (size_t)layer * L->r * L->t[i].in;
+}
+static inline float* lora_B(const LoraLayout* L, float* buf, int i, int layer) {
+    return buf + L->t[i].b + (size_t)layer * L->t[i].out * L->r;
+}
+
+// peft's key: base_model.model.<module>.lora_A.weight, <module> = the HF name without ".weight"
+static inline void lora_key(const T5Layout* base, int i, int layer, char which, char* buf, size_t n) {
+    char name[160];
+    t5_tensor_name(base, i, layer, name, sizeof(name));
+    size_t len = strlen(name);
+    if (len > 7 && strcmp(name + len - 7, ".weight") == 0) name[len - 7] = 0;
+    snprintf(buf, n, "base_model.model.%s.lora_%c.weight", name, which);
+}
+
+// peft's init (reset_lora_parameters, init_lora_weights=True): A = kaiming_uniform_(a=√5), i.e.
+// U(−b, b) with b = gain·√3/√fan_in, gain = √(2/(1+a²)) = √(1/3), so b = 1/√in; B = 0.
+// (Same distribution, not torch's random stream.)
+static inline void lora_init(const LoraLayout* L, float* buf, uint64_t seed) {
+    Rng rng;
+    rng_init(&rng, seed);
+    memset(buf, 0, L->total * sizeof(float));
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const LoraTensor* t = &L->t[i];
+        if (!t->on) continue;
+        float bound = 1.0f / sqrtf((float)t->in);
+        size_t n = (size_t)t->layers * L->r * t->in;
+        for (size_t j = 0; j < n; j++) buf[t->a + j] = bound * (2.0f * rng_uniform(&rng) - 1.0f);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the merge (peft get_delta_weight + merge):  W (out, in) += s · (B A)
+
+static inline void lora_merge_one(float* w, const float* A, const float* B, int out, int in, int r, float s) {
+    // delta[o][i] = Σ_k B[o][k] A[k][i], rounded to fp32 like the product, then scaled and added
+    float* row = (float*)malloc((size_t)in * sizeof(float));
+    if (!row) { fprintf(stderr, "error: out of memory in lora_merge_one\n"); exit(EXIT_FAILURE); }
+    for (int o = 0; o < out; o++) {
+        for (int i = 0; i < in; i++) row[i] = 0.0f;
+        for (int k = 0; k < r; k++) {
+            float b = B[(size_t)o * r + k];
+            const float* a = A + (size_t)k * in;
+            for (int i = 0; i < in; i++) row[i] += b * a[i];
+        }
+        float* wo = w + (size_t)o * in;
+        for (int i = 0; i < in; i++) wo[i] += row[i] * s;
+    }
+    free(row);
+}
+
+// every wrapped tensor of the flat base buffer `params` (t5.h layout) gets its adapter merged in
+static inline void lora_merge(float* params, const T5Layout* base, const LoraLayout* L, const float* adapter, float s) {
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const LoraTensor* t = &L->t[i];
+        for (int l = 0; t->on && l < t->layers; l++)
+            lora_merge_one(params + base->t[i].offset + (size_t)l * t->out * t->in, lora_A(L, (float*)adapter, i, l),
+                           lora_B(L, (float*)adapter, i, l), t->out, t->in, L->r, s);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// adapter_config.json: what peft writes and reads (LoraConfig.to_dict / from_pretrained)
+
+// the shortest decimal that reads back as the same float
+static inline void lora_format_float(char* buf, size_t n, float x) {
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, n, "%.*g", prec, (double)x);
+        if (strtof(buf, NULL) == x) return;
+    }
+}
+
+static inline int lora_config_write(const char* path, const LoraConfig* c, const char* base_name, char* err, size_t errlen) {
+    char alpha[32], drop[32], targets[128] = "", base[1024] = "null";
+    lora_format_float(alpha, sizeof(alpha), c->alpha);
+    lora_format_float(drop, sizeof(drop), c->dropout);
+    size_t len = 0;
+    for (int t = 0; t < LORA_NUM_TARGETS; t++)
+        if (c->targets & (1u << t)) len += (size_t)snprintf(targets + len, sizeof(targets) - len, "%s\"%s\"", len ? ", " : "", LORA_TARGET_NAMES[t]);
+    if (base_name) { // a JSON string: the name as given, quotes and backslashes escaped
+        size_t k = 0;
+        base[k++] = '"';
+        for (const char* p = base_name; *p && k + 3 < sizeof(base); p++) {
+            if (*p == '"' || *p == '\\') base[k++] = '\\';
+            base[k++] = (unsigned char)*p < 0x20 ? ' ' : *p;
+        }
+        base[k++] = '"'; base[k] = 0;
+    }
+    char buf[4096];
+    int n = snprintf(buf, sizeof(buf),
+        "{\n  \"peft_type\": \"LORA\",\n  \"task_type\": \"SEQ_2_SEQ_LM\",\n  \"base_model_name_or_path\": %s,\n"
+        "  \"r\": %d,\n  \"lora_alpha\": %s,\n  \"lora_dropout\": %s,\n  \"target_modules\": [%s],\n"
+        "  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n  \"use_rslora\": %s,\n  \"use_dora\": false,\n"
+        "  \"modules_to_save\": null,\n  \"init_lora_weights\": true,\n  \"layers_to_transform\": null,\n"
+        "  \"layers_pattern\": null,\n  \"rank_pattern\": {},\n  \"alpha_pattern\": {},\n  \"inference_mode\": true,\n"
+        "  \"revision\": null\n}\n",
+        base, c->r, alpha, drop, targets, c->rslora ? "true" : "false");
+    AtomicFile a;
+    if (atomic_open(&a, path, err, errlen)) return -1;
+    int ok = atomic_write(&a, buf, (size_t)n, err, errlen) == 0;
+    return atomic_close(&a, ok, err, errlen);
+}
+
+// a field that must be absent or hold its "off" value (null, false, "", {} or []); peft options
+// this engine does not implement are refused by name rather than silently ignored
+static inline int lora_field_off(const JsonValue* v) {
+    if (v == NULL || v->type == JSON_NULL) return 1;
+    if (v->type == JSON_BOOL) return !v->boolean;
+    if (v->type == JSON_ARRAY || v->type == JSON_OBJECT) return v->count == 0;
+    if (v->type == JSON_STRING) return v->string[0] == 0;
+    return 0;
+}
+
+#define LORA_SUPPORTED "supported: peft_type LORA, r, lora_alpha, lora_dropout, target_modules as a list of q/k/v/o/wi/wi_0/wi_1/wo, use_rslora; bias must be \"none\""
+
+static inline int lora_config_refuse(const JsonValue* root, const char* path, char* err, size_t errlen) {
+    static const char* const off[] = { "use_dora", "fan_in_fan_out", "modules_to_save", "rank_pattern", "alpha_pattern",
+                                       "layers_to_transform", "layers_pattern", "exclude_modules", "lora_bias",
+                                       "trainable_token_indices", "layer_replication", "target_parameters", "use_qalora",
+                                       "megatron_config", "alora_invocation_tokens", "use_bdlora", "arrow_config" };
+    for (size_t k = 0; k < sizeof(off) / sizeof(off[0]); k++)
+        if (!lora_field_off(json_find(root, off[k]))) {
+            snprintf(err, errlen, "%s: peft option '%s' is set; this engine does not support it (%s)", path, off[k], LORA_SUPPORTED);
+            return -1;
+        }
+    const JsonValue* bias = json_find(root, "bias");
+    if (bias && !(bias->type == JSON_STRING && strcmp(bias->string, "none") == 0)) {
+        snprintf(err, errlen, "%s: bias must be \"none\" (LoRA biases are not supported)", path); return -1;
+    }
+    // PiSSA, OLoRA, LoftQ, EVA, CorDA initialisations change the base weights too: such an adapter
+    // only fits the base it was made with after peft's conversion
+    const JsonValue* init = json_find(root, "init_lora_weights");
+    if (init && init->type == JSON_STRING && strcmp(init->string, "gaussian") != 0) {
+        snprintf(err, errlen, "%s: init_lora_weights \"%s\" changes the base weights; not supported (%s)", path, init->string, LORA_SUPPORTED);
+        return -1;
+    }
+    return 0;
+}
+
+static inline int lora_config_targets(const JsonValue* tm, unsigned* mask, const char* path, char* err, size_t errlen) {
+    *mask = 0;
+    if (tm == NULL || tm->type != JSON_ARRAY) {
+        snprintf(err, errlen, "%s: target_modules must be a list of module names (a regular expression string is not supported)", path);
+        return -1;
+    }
+    for (size_t k = 0; k < tm->count; k++) {
+        int t = tm->items[k].type == JSON_STRING ? lora_target_index(tm->items[k].string) : -1;
+        if (t < 0) {
+            snprintf(err, errlen, "%s: unknown target module %s%s%s (T5's are q, k, v, o, wi, wi_0, wi_1, wo)", path,
+                     tm->items[k].type == JSON_STRING ? "'" : "", tm->items[k].type == JSON_STRING ? tm->items[k].string : "(not a string)",
+                     tm->items[k].type == JSON_STRING ? "'" : "");
+            return -1;
+        }
+        *mask |= 1u << t;
+    }
+    return 0;
+}
+
+static inline int lora_config_from_json(const JsonValue* root, LoraConfig* c, const char* path, char* err, size_t errlen) {
+    memset(c, 0, sizeof(*c));
+    if (root->type != JSON_OBJECT) { snprintf(err, errlen, "%s: not a JSON object", path); return -1; }
+    const JsonValue* pt = json_find(root, "peft_type");
+    if (!pt || pt->type != JSON_STRING || strcmp(pt->string, "LORA") != 0) {
+        snprintf(err, errlen, "%s: peft_type is %s%s%s, not \"LORA\" (only LoRA adapters are supported)", path,
+                 pt && pt->type == JSON_STRING ? "\"" : "", pt && pt->type == JSON_STRING ? pt->string : "missing", pt && pt->type == JSON_STRING ? "\"" : "");
+        return -1;
+    }
+    const JsonValue* r = json_find(root, "r");
+    const JsonValue* alpha = json_find(root, "lora_alpha");
+    const JsonValue* drop = json_find(root, "lora_dropout");
+    const JsonValue* rs = json_find(root, "use_rslora");
+    if (!r || r->type != JSON_NUMBER || r->number != floor(r->number) || r->number < 0 || r->number > 65536) {
+        snprintf(err, errlen, "%s: 'r' must be an integer in [1, 65536]", path); return -1;
+    }
+    if (r->number == 0) { snprintf(err, errlen, "%s: rank r = 0: an adapter needs r >= 1", path); return -1; }
+    if (alpha && alpha->type != JSON_NUMBER) { snprintf(err, errlen, "%s: 'lora_alpha' must be a number", path); return -1; }
+    if (drop && drop->type != JSON_NUMBER) { snprintf(err, errlen, "%s: 'lora_dropout' must be a number", path); return -1; }
+    if (rs && rs->type != JSON_BOOL) { snprintf(err, errlen, "%s: 'use_rslora' must be true or false", path); return -1; }
+    c->r = (int)r->number;
+    c->alpha = alpha ? (float)alpha->number : 8.0f; // peft's defaults
+    c->dropout = drop ? (float)drop->number : 0.0f;
+    c->rslora = rs ? rs->boolean : 0;
+    if (lora_config_refuse(root, path, err, errlen)) return -1;
+    return lora_config_targets(json_find(root, "target_modules"), &c->targets, path, err, errlen);
+}
+
+static inline int lora_config_read(const char* path, LoraConfig* c, char* err, size_t errlen) {
+    JsonValue root;
+    if (json_read_file(path, &root, err, errlen)) return -1;
+    int rc = lora_config_from_json(&root, c, path, err, errlen);
+    json_free(&root);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
+// adapter directories: DIR/adapter_config.json + DIR/adapter_model.safetensors (F32)
+
+static inline int lora_save_dir(const char* dir, const LoraConfig* c, const T5Layout* base, const LoraLayout* L,
+                                const float* adapter, const char* base_name, char* err, size_t errlen) {
+    if (mkdir_p(dir, err, errlen)) return -1;
+    StWriteTensor* ts = (StWriteTensor*)calloc((size_t)2 * L->modules + 1, sizeof(StWriteTensor));
+    char (*names)[200] = (char (*)[200])calloc((size_t)2 * L->modules + 1, 200);
+    if (!ts || !names) { free(ts); free(names); snprintf(err, errlen, "%s: out of memory", dir); return -1; }
+    int k = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const LoraTensor* t = &L->t[i];
+        for (int l = 0; t->on && l < t->layers; l++)
+            for (int ab = 0; ab < 2; ab++, k++) {
+                lora_key(base, i, l, ab ? 'B' : 'A', names[k], 200);
+                ts[k].name = names[k];
+                ts[k].ndim = 2;
+                ts[k].shape[0] = ab ? t->out : L->r;
+                ts[k].shape[1] = ab ? L->r : t->in;
+                ts[k].data = ab ? lora_B(L, (float*)adapter, i, l) : lora_A(L, (float*)adapter, i, l);
+            }
+    }
+    char path[4096];
+    int rc = snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir) >= (int)sizeof(path) ? -1 : 0;
+    if (rc) snprintf(err, errlen, "%s: path too long", dir);
+    if (rc == 0) rc = st_write_f32(path, ts, k, NULL, 0, err, errlen);
+    snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
+    if (rc == 0) rc = lora_config_write(path, c, base_name, err, errlen);
+    free(ts); free(names);
+    return rc;
+}
+
+// adapter matrix `key` must be in the file with shape (rows, cols); returns it or NULL with a message
+static inline const StTensor* lora_find_matrix(StFile* st, const char* key, int rows, int cols, char* err, size_t errlen) {
+    const StTensor* t = st_find(st, key);
+    if (!t) { snprintf(err, errlen, "%s: missing tensor '%s' (the adapter does not fit this base model or its targets)", st->path, key); return NULL; }
+    if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols) {
+        snprintf(err, errlen, "%s: tensor '%s' has shape [%lld, %lld], the base model and r need [%d, %d] (an adapter made "
+                 "for another base shape?)", st->path, key, (long long)t->shape[0], t->ndim > 1 ? (long long)t->shape[1] : 0LL, rows, cols);
+        return NULL;
+    }
+    return t;
+}
+
+// every A and B of the layout: checked (buf NULL), or read into buf
+static inline int lora_read_all(StFile* st, const T5Layout* base, const LoraLayout* L, float* buf, char* err, size_t errlen) {
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const LoraTensor* t = &L->t[i];
+        for (int l = 0; t->on && l < t->layers; l++)
+            for (int ab = 0; ab < 2; ab++) {
+                char key[200];
+                lora_key(base, i, l, ab ? 'B' : 'A', key, sizeof(key));
+                const StTensor* x = lora_find_matrix(st, key, ab ? t->out : L->r, ab ? L->r : t->in, err, errlen);
+                if (!x) return -1;
+                if (buf && st_read_f32(st, x, ab ? lora_B(L, buf, i, l) : lora_A(L, buf, i, l), err, errlen)) return -1;
+            }
+    }
+    return 0;
+}
+
+// every tensor of the file must be one this layout reads: a key the model does not have (another
+// base's layers, a module name this code does not wrap) is an error, not silently dropped
+static inline int lora_check_keys(StFile* st, const T5Layout* base, const LoraLayout* L, char* err, size_t errlen) {
+    for (int k = 0; k < st->n; k++) {
+        int found = 0;
+        for (int i = 0; i < NUM_PARAM_TENSORS && !found; i++)
+            for (int l = 0; L->t[i].on && l < L->t[i].layers && !found; l++)
+                for (int ab = 0; ab < 2 && !found; ab++) {
+                    char key[200];
+                    lora_key(base, i, l, ab ? 'B' : 'A', key, sizeof(key));
+                    found = strcmp(key, st->tensors[k].name) == 0;
+                }
+        if (!found) {
+            snprintf(err, errlen, "%s: tensor '%s' matches no LoRA module of this base model and config (an adapter made for another base shape, or for other targets?)", st->path, st->tensors[k].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+// loads DIR into *c and a freshly malloc'd adapter buffer laid out for `base` (a T5 of config m)
+static inline int lora_load_dir(const char* dir, const T5Config* m, LoraConfig* c, float** adapter, char* err, size_t errlen) {
+    *adapter = NULL;
+    char path[4096], msg[256];
+    snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
+    if (lora_config_read(path, c, err, errlen)) return -1;
+    const char* bad = lora_config_check(c, m, msg, sizeof(msg));
+    if (bad) { snprintf(err, errlen, "%s: %s", path, bad); return -1; }
+    T5Layout base;
+    t5_layout(m, &base);
+    LoraLayout L;
+    lora_layout(c, &base, m->gated, &L);
+    snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
+    StFile st;
+    if (st_open(&st, path, err, errlen)) return -1;
+    // names and shapes first: the buffer is allocated only for an adapter the file really holds
+    int rc = lora_check_keys(&st, &base, &L, err, errlen) || lora_read_all(&st, &base, &L, NULL, err, errlen) ? -1 : 0;
+    float* buf = rc == 0 ? (float*)malloc(L.total * sizeof(float) + 1) : NULL;
+    if (rc == 0 && !buf) { snprintf(err, errlen, "%s: out of memory", path); rc = -1; }
+    if (rc == 0) rc = lora_read_all(&st, &base, &L, buf, err, errlen);
+    st_close(&st);
+    if (rc) { free(buf); return -1; }
+    *adapter = buf;
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// the adapter checkpoint: the adapter and its AdamW moments, and a fingerprint of the base weights
+// (their CRC-32 and count) instead of a second copy of them. Little-endian, version 1:
+//   header int64[32]: [0] magic 0x4c354350 ("PC5L"), [1] version 1, [2] n adapter floats, [3] has
+//     optimizer state, [4] optimizer step, [5] r, [6] alpha (float bits), [7] dropout (float bits),
+//     [8] targets, [9] rslora, [10] base floats, [11] base CRC-32, [12..18] the trainer's 7-slot
+//     training state (CkptTrainState), [19] CRC-32 of every byte after the header
+//   adapter float[n], then m float[n], v float[n] when [3] = 1
+
+#define LORA_CKPT_MAGIC 0x4c354350LL
+#define LORA_CKPT_HEADER_INTS 32
+
+static inline uint32_t lora_base_fingerprint(const float* params, size_t n) {
+    Crc32Table T;
+    crc32_table_init(&T);
+    return crc32_update(&T, 0, params, n * sizeof(float));
+}
+
+static inline int64_t lora_float_bits(float x) { int32_t b; memcpy(&b, &x, 4); return b; }
+static inline float lora_bits_float(int64_t v) { int32_t b = (int32_t)v; float x; memcpy(&x, &b, 4); return x; }
+
+// is PATH an adapter checkpoint (by its magic)?
+static inline int lora_ckpt_is(const char* path) {
+    FILE* f = fopen(path, "rb");
+    int64_t magic = 0;
+    int ok = f && fread(&magic, sizeof(magic), 1, f) == 1 && magic == LORA_CKPT_MAGIC;
+    if (f) fclose(f);
+    return ok;
+}
+
+// train: 7 int64 (the trainer's CkptTrainState) or NULL; m, v may be NULL (no optimizer state)
+static inline int lora_ckpt_save(const char* path, const LoraConfig* c, const float* adapter, const float* m, const float* v,
+                                 int64_t n, int64_t step, int64_t base_n, uint32_t base_crc, const int64_t* train,
+                                 char* err, size_t errlen) {
+    int64_t h[LORA_CKPT_HEADER_INTS] = {0};
+    h[0] = LORA_CKPT_MAGIC; h[1] = 1; h[2] = n; h[3] = (m && v) ? 1 : 0; h[4] = step;
+    h[5] = c->r; h[6] = lora_float_bits(c->alpha); h[7] = lora_float_bits(c->dropout); h[8] = c->targets; h[9] = c->rslora;
+    h[10] = base_n; h[11] = base_crc;
+    if (train) memcpy(h + 12, train, 7 * sizeof(int64_t));
+    const float* bufs[3] = { adapter, m, v };
+    Crc32Table T;
+    crc32_table_init(&T);
+    uint32_t crc = 0;
+    for (int i = 0; i < (h[3] ? 3 : 1); i++) crc = crc32_update(&T, crc, bufs[i], (size_t)n * sizeof(float));
+    h[19] = crc;
+    AtomicFile a;
+    if (mkdir_parent(path, err, errlen) || atomic_open(&a, path, err, errlen)) return -1;
+    int ok = atomic_write(&a, h, sizeof(h), err, errlen) == 0;
+    for (int i = 0; ok && i < (h[3] ? 3 : 1); i++) ok = atomic_write(&a, bufs[i], (size_t)n * sizeof(float), err, errlen) == 0;
+    return atomic_close(&a, ok, err, errlen);
+}
+
+typedef struct {
+    LoraConfig config;
+    int64_t n, step, base_n;
+    int has_opt;
+    uint32_t base_crc;
+    int64_t train[7];
+} LoraCkptInfo;
+
+// loads PATH into fresh buffers (*m, *v NULL without optimizer state), checking it against the base
+// model it is meant for (config m5, fingerprint of its weights)
+static inline int lora_ckpt_load(const char* path, const T5Config* m5, int64_t base_n, uint32_t base_crc, LoraCkptInfo* info,
+                                 float** adapter, float** m, float** v, char* err, size_t errlen) {
+    *adapter = *m = *v = NULL;
+    int64_t size = file_size_of(path, err, errlen), h[LORA_CKPT_HEADER_INTS];
+    if (size < 0) return -1;
+    FILE* f = fopen(path, "rb");
+    if (!f) { snprintf(err, errlen, "%s: cannot open", path); return -1; }
+    int ok = size >= (int64_t)sizeof(h) && fread(h, sizeof(h), 1, f) == 1;
+    const char* bad = !ok ? "file too short for an adapter checkpoint header" : h[0] != LORA_CKPT_MAGIC ? "not a t5.c adapter checkpoint (bad magic)"
+                    : h[1] != 1 ? "unsupported adapter checkpoint version" : (h[3] != 0 && h[3] != 1) ? "corrupted header (optimizer flag)" : NULL;
+    char msg[256];
+    if (!bad) {
+        info->config = (LoraConfig){ (int)h[5], lora_bits_float(h[6]), lora_bits_float(h[7]), (unsigned)h[8], (int)h[9] };
+        bad = lora_config_check(&info->config, m5, msg, sizeof(msg));
+    }
+    if (!bad) {
+        T5Layout base;
+        LoraLayout L;
+        t5_layout(m5, &base);
+        lora_layout(&info->config, &base, m5->gated, &L);
+        if (h[2] != (int64_t)L.total) bad = "adapter size does not match its config and the base model";
+        else if (size != (int64_t)sizeof(h) + 4 * h[2] * (1 + 2 * h[3])) bad = "file size does not match the header (truncated or padded)";
+        else if (h[10] != base_n || (uint32_t)h[11] != base_crc) bad = "made for other base weights (their fingerprint differs): resume with the --model it was trained on";
+    }
+    if (bad) { snprintf(err, errlen, "%s: %s", path, bad); fclose(f); return -1; }
+    info->n = h[2]; info->has_opt = (int)h[3]; info->step = h[4]; info->base_n = h[10]; info->base_crc = (uint32_t)h[11];
+    memcpy(info->train, h + 12, sizeof(info->train));
+    float** dst[3] = { adapter, m, v };
+    Crc32Table T;
+    crc32_table_init(&T);
+    uint32_t crc = 0;
+    for (int i = 0; i < (info->has_opt ? 3 : 1) && ok; i++) {
+        *dst[i] = (float*)malloc((size_t)info->n * sizeof(float) + 1);
+        ok = *dst[i] && fread(*dst[i], sizeof(float), (size_t)info->n, f) == (size_t)info->n;
+        if (ok) crc = crc32_update(&T, crc, *dst[i], (size_t)info->n * sizeof(float));
+    }
+    fclose(f);
+    if (ok && (int64_t)crc != h[19]) { ok = 0; snprintf(err, errlen, "%s: checksum mismatch (the checkpoint is corrupted)", path); }
+    else if (!ok) snprintf(err, errlen, "%s: cannot read the adapter data", path);
+    if (!ok) for (int i = 0; i < 3; i++) { free(*dst[i]); *dst[i] = NULL; }
+    return ok ? 0 : -1;
+}
+
+#endif // T5_LORA_H
