@@ -38,6 +38,7 @@
 #include "llmc/rng.h"          // defines: mix64, Rng, rng_init, rng_next
 #include "llmc/schedule.h"     // defines: LrSchedule, lr_multiplier, lr_schedule_parse
 #include "llmc/hf.h"           // defines: t5_load_hf_dir, t5_save_hf_dir
+#include "llmc/lora.h"         // defines: lora_load_dir, lora_layout, lora_merge, lora_scale (--lora-adapter)
 #include "llmc/hub.h"          // defines: hub_save_dir, hub_write_card (generation config, tokenizer files, model card)
 #include "llmc/checkpoint.h"   // defines: ckpt_save, ckpt_load, CkptTrainState
 #include "llmc/rundir.h"       // defines: ckpt_list, ckpt_path, ckpt_prune, metrics_open, json_num (run directory)
@@ -1651,6 +1652,7 @@ typedef struct {
     const char* eval_split;  // summarize PREFIX.bin on the GPU and score (train_t5's --eval-split)
     const char* eval_out;
     const char* tokenizer;
+    const char* lora_adapter; // peft LoRA adapter merged into --model's weights on the host (evaluation, export)
     const char* out_dir;     // run directory: metrics.jsonl, checkpoints/ (llmc/rundir.h)
     const char* resume;      // "latest" (the newest valid checkpoint of out_dir) or a checkpoint path
     const char* val_file;    // validation examples: loss every eval_every steps and at the end
@@ -1741,6 +1743,9 @@ static void usage(void) {
         "  --eval-split PREFIX    summarize PREFIX.bin, score against PREFIX_refs.jsonl (prepro_dialogsum.py)\n"
         "  --eval-out DIR         generations.jsonl + scores.json (default %s)\n"
         "  --eval-limit N         only the first N examples, 0 = all (default %d)\n"
+        "  --lora-adapter DIR     a peft LoRA adapter (train_t5 --lora-r writes one), merged into --model's weights\n"
+        "                         on the host: --eval-split, --gen-bench and --save-hf use the adapted model.\n"
+        "                         LoRA training runs in train_t5 (CPU) only for now\n"
         "  --tokenizer PATH       spiece.model for decoding (default: the --model directory's, as a hub download\n"
         "                         holds it, else %s); --save-hf gets a copy\n"
         "  --num-beams N          1 = greedy (default %d)   --max-new-tokens N (default %d)\n"
@@ -1794,6 +1799,7 @@ static int parse_flag(Options* o, const char* f, const char* v) {
     StrFlag strs[] = { {"--model", &o->model}, {"--train-file", &o->train_file}, {"--save-hf", &o->save_hf},
                        {"--save-checkpoint", &o->save_ckpt}, {"--nccl-init-dir", &o->nccl_init_dir},
                        {"--eval-split", &o->eval_split}, {"--eval-out", &o->eval_out}, {"--tokenizer", &o->tokenizer},
+                       {"--lora-adapter", &o->lora_adapter},
                        {"--out-dir", &o->out_dir}, {"--resume", &o->resume}, {"--val-file", &o->val_file} };
     for (size_t k = 0; k < sizeof(ints) / sizeof(ints[0]); k++) {
         if (strcmp(f, ints[k].flag) != 0) continue;
@@ -1859,7 +1865,9 @@ static int parse_args(int argc, char** argv, Options* o) {
     }
     const char* bad = (o->checkpoint_every || o->resume) && !o->out_dir ? "--checkpoint-every and --resume need --out-dir"
                     : (o->out_dir || o->resume || o->val_file) && !o->train_file ? "--out-dir, --resume and --val-file need --train-file"
-                    : o->eval_every && !o->val_file ? "--eval-every needs --val-file" : NULL;
+                    : o->eval_every && !o->val_file ? "--eval-every needs --val-file"
+                    : o->lora_adapter && (o->train_file || o->bench) ? "--lora-adapter is for evaluation and export here: LoRA "
+                      "training (and its bench) runs in train_t5 (CPU) for now, train_t5cu trains the full model" : NULL;
     if (bad) { fprintf(stderr, "error: %s\n", bad); return -1; }
     return 0;
 }
@@ -1872,6 +1880,22 @@ typedef struct {
     const char* from;
     CkptTrainState train; // from a checkpoint (zeros in version-1 files)
 } HostModel;
+
+// --lora-adapter: peft's adapter merged into the host weights, W += (α/r)·B A (llmc/lora.h)
+static int merge_host_adapter(const char* dir, HostModel* h) {
+    char err[1024];
+    LoraConfig lc;
+    float* adapter;
+    if (lora_load_dir(dir, &h->config, &lc, &adapter, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+    T5Layout base;
+    t5_layout(&h->config, &base);
+    LoraLayout L;
+    lora_layout(&lc, &base, h->config.gated, &L);
+    lora_merge(h->params, &base, &L, adapter, lora_scale(&lc));
+    free(adapter);
+    printf("LoRA adapter %s (rank %d, alpha %g) merged into the weights\n", dir, lc.r, (double)lc.alpha);
+    return 0;
+}
 
 static int load_host_model(const Options* o, HostModel* h) {
     char err[1024];
@@ -1897,7 +1921,7 @@ static int load_host_model(const Options* o, HostModel* h) {
         h->from = "random init (the CPU engine's)";
     }
     if (o->dropout >= 0.0f) h->config.dropout = o->dropout;
-    return 0;
+    return o->lora_adapter ? merge_host_adapter(o->lora_adapter, h) : 0;
 }
 
 // the model to build: --model, or with --resume the checkpoint to continue: PATH, or the newest one of
@@ -2503,7 +2527,7 @@ static HubSave hub_save_of(const T5Cuda* m, const Options* o, int evaluated, Hub
                         .weight_decay = o->weight_decay, .dropout = m->config.dropout, .clip = o->clip,
                         .schedule = lr_schedule_name(o->schedule), .seed = o->seed,
                         .eval_split = evaluated ? o->eval_split : NULL, .scores_json = p->scores, .baseline_json = NULL,
-                        .lora = NULL };
+                        .lora = o->lora_adapter ? "a LoRA adapter (--lora-adapter) merged into the weights" : NULL };
     return s;
 }
 

@@ -197,7 +197,7 @@ static inline void hub_card_body(FILE* f, const char* name, const char* base_id,
     else fprintf(f, "Weights from `%s`%s%s%s", c->base_model, base_id ? " (" : "", base_id ? base_id : "", base_id ? ")" : "");
     if (c->train_file) fprintf(f, ", fine-tuned to summarize dialogues (DialogSum) with t5.c's %s%s%s.\n\n", c->engine,
                                c->lora ? "; " : "", c->lora ? c->lora : "");
-    else fprintf(f, ", exported by t5.c's %s.\n\n", c->engine);
+    else fprintf(f, ", exported by t5.c's %s%s%s.\n\n", c->engine, c->lora ? "; " : "", c->lora ? c->lora : "");
     if (c->train_file) {
         fputs("## Training\n\n| setting | value |\n|---|---|\n", f);
         fprintf(f, "| train file | `%s` |\n| optimizer steps | %lld |\n| batch | %d x %d accumulation x %d rank%s |\n",
