@@ -551,6 +551,17 @@ def test_mpi(args, data, tmp):
     complete = l1.keys() == r0.keys() == r1.keys() and all(r0[k] + r1[k] == l1[k] for k in l1)
     check("the ranks' examples are disjoint and together are exactly the single-process batches", disjoint and complete,
           f"{len(l1)} micro-batches")
+    # LoRA (issue 16): only the adapter's gradients are summed over the ranks; the same equality holds
+    lora = ["--lora-r", "4", "--lora-alpha", "8", "--lora-targets", "q,v,wi_0,wo"]
+    one = run([args.train_bin, *base, *lora, "--batch-size", "4", "--out-dir", os.path.join(tmp, "mpi_lora1")], env=env)
+    two = run(["mpirun", *flags, "-np", "2", args.train_bin, *base, *lora, "--batch-size", "2",
+               "--out-dir", os.path.join(tmp, "mpi_lora2")], env=env)
+    ok = one.returncode == 0 and two.returncode == 0
+    a, _ = train_records(os.path.join(tmp, "mpi_lora1")) if ok else ({}, None)
+    b, _ = train_records(os.path.join(tmp, "mpi_lora2")) if ok else ({}, None)
+    worst = max(abs(a[k][i] - b[k][i]) / abs(a[k][i]) for k in a for i in (0, 1)) if ok and a.keys() == b.keys() else 1.0
+    check("LoRA: 2 ranks x batch 2 = 1 process x batch 4: losses and grad norms within 1e-5 relative", ok and worst < 1e-5,
+          f"max rel {worst:.2e}" if ok else (one.stderr + two.stderr)[-300:])
     # without OMP_NUM_THREADS the ranks of a node split its cores instead of each taking all of them
     free_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     cores = os.cpu_count() or 1
