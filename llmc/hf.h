@@ -21,15 +21,12 @@
 // ----------------------------------------------------------------------------
 // config.json
 
-// integer field: 0 ok (or absent with a default: *out = def), -1 error
-static inline int hf_int_field(const JsonValue* root, const char* key, int required, int def, int* out,
+// integer field: 0 ok (absent or null: *out = def, as transformers' defaults), -1 error
+static inline int hf_int_field(const JsonValue* root, const char* key, int def, int* out,
                                const char* path, char* err, size_t errlen) {
     const JsonValue* v = json_find(root, key);
     if (v && v->type == JSON_ARRAY && v->count > 0) v = &v->items[0]; // eos_token_id may be a list
-    if (v == NULL || v->type == JSON_NULL) {
-        if (required) { snprintf(err, errlen, "%s: missing field '%s'", path, key); return -1; }
-        *out = def; return 0;
-    }
+    if (v == NULL || v->type == JSON_NULL) { *out = def; return 0; }
     if (v->type != JSON_NUMBER || v->number != floor(v->number) || fabs(v->number) > 2147483647.0) {
         snprintf(err, errlen, "%s: field '%s' must be an integer", path, key); return -1;
     }
@@ -114,18 +111,18 @@ static inline int t5_config_from_json(const JsonValue* root, T5Config* c, const 
     int mt5 = mt && strcmp(mt->string, "mt5") == 0;
     const HfDefaults* d = mt5 ? &HF_MT5_DEFAULTS : &HF_T5_DEFAULTS;
     memset(c, 0, sizeof(*c));
-    if (hf_int_field(root, "vocab_size", 0, d->vocab_size, &c->vocab_size, path, err, errlen) ||
-        hf_int_field(root, "d_model", 0, d->d_model, &c->d_model, path, err, errlen) ||
-        hf_int_field(root, "d_kv", 0, d->d_kv, &c->d_kv, path, err, errlen) ||
-        hf_int_field(root, "num_heads", 0, d->num_heads, &c->num_heads, path, err, errlen) ||
-        hf_int_field(root, "d_ff", 0, d->d_ff, &c->d_ff, path, err, errlen) ||
-        hf_int_field(root, "num_layers", 0, d->num_layers, &c->num_layers, path, err, errlen)) return -1;
-    if (hf_int_field(root, "num_decoder_layers", 0, c->num_layers, &c->num_decoder_layers, path, err, errlen) ||
-        hf_int_field(root, "relative_attention_num_buckets", 0, 32, &c->num_buckets, path, err, errlen) ||
-        hf_int_field(root, "relative_attention_max_distance", 0, 128, &c->max_distance, path, err, errlen) ||
-        hf_int_field(root, "pad_token_id", 0, 0, &c->pad_id, path, err, errlen) ||
-        hf_int_field(root, "eos_token_id", 0, 1, &c->eos_id, path, err, errlen) ||
-        hf_int_field(root, "decoder_start_token_id", 0, 0, &c->decoder_start_id, path, err, errlen) ||
+    if (hf_int_field(root, "vocab_size", d->vocab_size, &c->vocab_size, path, err, errlen) ||
+        hf_int_field(root, "d_model", d->d_model, &c->d_model, path, err, errlen) ||
+        hf_int_field(root, "d_kv", d->d_kv, &c->d_kv, path, err, errlen) ||
+        hf_int_field(root, "num_heads", d->num_heads, &c->num_heads, path, err, errlen) ||
+        hf_int_field(root, "d_ff", d->d_ff, &c->d_ff, path, err, errlen) ||
+        hf_int_field(root, "num_layers", d->num_layers, &c->num_layers, path, err, errlen)) return -1;
+    if (hf_int_field(root, "num_decoder_layers", c->num_layers, &c->num_decoder_layers, path, err, errlen) ||
+        hf_int_field(root, "relative_attention_num_buckets", 32, &c->num_buckets, path, err, errlen) ||
+        hf_int_field(root, "relative_attention_max_distance", 128, &c->max_distance, path, err, errlen) ||
+        hf_int_field(root, "pad_token_id", 0, &c->pad_id, path, err, errlen) ||
+        hf_int_field(root, "eos_token_id", 1, &c->eos_id, path, err, errlen) ||
+        hf_int_field(root, "decoder_start_token_id", 0, &c->decoder_start_id, path, err, errlen) ||
         hf_float_field(root, "layer_norm_epsilon", 1e-6f, &c->eps, path, err, errlen) ||
         hf_float_field(root, "dropout_rate", 0.1f, &c->dropout, path, err, errlen)) return -1;
     const JsonValue* ffn = json_find(root, "feed_forward_proj");
