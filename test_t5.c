@@ -558,6 +558,27 @@ static T5Batch tiny_batch(void) {
 
 static float loss_at(T5* m, const T5Batch* b) { return t5_forward(m, b, 1, 99); }
 
+// central differences of the loss in the 3 largest-|gradient| entries of p (n values) against their
+// gradients g; the checked entries of g are zeroed, so each pick is new. Passes at 2e-2 relative.
+static void check_finite_differences(T5* m, const T5Batch* b, float* p, float* g, size_t n, float h, const char* name) {
+    double worst = 0.0;
+    for (int pick = 0; pick < 3; pick++) {
+        size_t best = 0; float bv = -1.0f;
+        for (size_t j = 0; j < n; j++) if (fabsf(g[j]) > bv) { bv = fabsf(g[j]); best = j; }
+        float saved = p[best];
+        p[best] = saved + h; float lp = loss_at(m, b);
+        p[best] = saved - h; float lm = loss_at(m, b);
+        p[best] = saved;
+        double fd = ((double)lp - lm) / (2.0 * h);
+        double e = fabs(fd - g[best]) / fmax(fabs(g[best]), 1e-3);
+        if (e > worst) worst = e;
+        g[best] = 0.0f;
+    }
+    int ok = worst < 2e-2;
+    printf("%-62s max rel err %.3e  tol 2e-02  %s\n", name, worst, ok ? "OK" : "FAIL");
+    verdict(ok, name);
+}
+
 // central differences in fp32 with h = 1e-2 on the largest-gradient entries of every tensor. Error
 // budget: truncation O(h²·f''') ~ 1e-4 relative; fp32 loss noise ~1e-6 / 2h = 5e-5 absolute. The
 // check uses dropout 0.1 with a fixed seed, so the dropout masks' backward is covered too.
@@ -574,26 +595,9 @@ static void test_finite_differences(int tied, T5Act act, int gated, const char* 
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         const T5Tensor* t = &m.layout.t[i];
         if (!t->size) continue;
-        float* p = m.params_memory + t->offset;
-        float* g = m.grads_memory + t->offset; // entries are zeroed once checked, so each pick is new
-        double worst = 0.0;
-        for (int pick = 0; pick < 3; pick++) { // the 3 largest |gradient| entries not yet used
-            size_t best = 0; float bv = -1.0f;
-            for (size_t j = 0; j < t->size; j++) if (fabsf(g[j]) > bv) { bv = fabsf(g[j]); best = j; }
-            float saved = p[best];
-            p[best] = saved + h; float lp = loss_at(&m, &b);
-            p[best] = saved - h; float lm = loss_at(&m, &b);
-            p[best] = saved;
-            double fd = ((double)lp - lm) / (2.0 * h);
-            double e = fabs(fd - g[best]) / fmax(fabs(g[best]), 1e-3);
-            if (e > worst) worst = e;
-            g[best] = 0.0f;
-        }
         char name[160];
         snprintf(name, sizeof(name), "finite differences %s: %s", label, t->name);
-        int ok = worst < 2e-2;
-        printf("%-62s max rel err %.3e  tol 2e-02  %s\n", name, worst, ok ? "OK" : "FAIL");
-        verdict(ok, name);
+        check_finite_differences(&m, &b, m.params_memory + t->offset, m.grads_memory + t->offset, t->size, h, name);
     }
     t5_free(&m);
 }
@@ -1389,26 +1393,9 @@ static void test_lora_finite_differences(int gated) {
         for (int ab = 0; ab < 2 && m.lora_layout.t[i].on; ab++) {
             const LoraTensor* t = &m.lora_layout.t[i];
             size_t off = ab ? t->b : t->a, n = (size_t)t->layers * m.lora_layout.r * (ab ? t->out : t->in);
-            float* p = m.lora_memory + off;
-            float* g = g1 + off;
-            double worst = 0.0;
-            for (int pick = 0; pick < 3; pick++) {
-                size_t best = 0; float bv = -1.0f;
-                for (size_t j = 0; j < n; j++) if (fabsf(g[j]) > bv) { bv = fabsf(g[j]); best = j; }
-                float saved = p[best];
-                p[best] = saved + h; float lp = loss_at(&m, &b);
-                p[best] = saved - h; float lm = loss_at(&m, &b);
-                p[best] = saved;
-                double fd = ((double)lp - lm) / (2.0 * h);
-                double e = fabs(fd - g[best]) / fmax(fabs(g[best]), 1e-3);
-                if (e > worst) worst = e;
-                g[best] = 0.0f;
-            }
             char name[200];
             snprintf(name, sizeof(name), "lora finite differences %s: %s %c", gated ? "gated" : "relu", m.layout.t[i].name, ab ? 'B' : 'A');
-            int ok = worst < 2e-2;
-            printf("%-62s max rel err %.3e  tol 2e-02  %s\n", name, worst, ok ? "OK" : "FAIL");
-            verdict(ok, name);
+            check_finite_differences(&m, &b, m.lora_memory + off, g1 + off, n, h, name);
         }
     free(g1);
     t5_free(&m);
