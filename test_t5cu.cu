@@ -215,7 +215,7 @@ static void test_fixture_adamw(Fixture* f, const char* dir, const T5Batch* b) {
         snprintf(key, sizeof(key), "step%d.grad_norm", k);
         want = fx_f32(f, key, NULL);
         check_close(key, &norm, want, 1, 1e-6f); free(want); // same gradients: only summation order differs
-        t5cu_update(&m, &o, lr, norm, fx_meta(f, "max_grad_norm"));
+        t5cu_update(&m, &o, lr, fx_meta(f, "max_grad_norm"));
     }
     float* p = download_model(&m, T5CU_PARAMS);
     fx_tensors(f, &m.layout, p, "final.", 0, 1e-6f);
@@ -330,7 +330,7 @@ static void test_against_cpu(const char* preset, int layers, float dropout) {
         t5cu_backward(&m);
         float lg = t5cu_read_loss(&m);
         t5cu_grad_norm(&m);
-        t5cu_update(&m, &o, lr, t5cu_read_norm(&m), 1.0f);
+        t5cu_update(&m, &o, lr, 1.0f);
         char name[80];
         snprintf(name, sizeof(name), "AdamW step %d loss", k);
         check_close(name, &lg, &lc, 1, TOL_DEEP_LOSS);
@@ -372,7 +372,7 @@ static void run_steps(T5Cuda* m, int k0, int k1, int total, float* losses) {
     for (int k = k0; k < k1; k++) {
         BatchBuf bb;
         memset(&bb, 0, sizeof(bb));
-        bench_batch(&bb, k, 2, &m->config);
+        bench_batch(&bb, k, 2, &m->config, NULL);
         T5Batch* b = &bb.b;
         StepResult r = train_step(m, &o, &b, 1, k);
         losses[k] = r.loss;
@@ -475,7 +475,7 @@ typedef struct { T5Config c; T5Layout L; float* p0; T5Cuda m[2]; BatchBuf bb; } 
 static void attn_pair_build(AttnPair* p, int kind, float dropout) {
     p->p0 = random_model(&p->c, &p->L, "flan-t5-small", 2, 2, dropout, 31);
     for (int v = 0; v < 2; v++) {
-        T5CudaOptions o = { NULL, 0, 0, v ? kind : ATTN_GEMM };
+        T5CudaOptions o = { NULL, 0, 0, v ? kind : ATTN_GEMM, 0 };
         t5cu_build_with(&p->m[v], &p->c, p->p0, &o);
     }
     int ls[4] = { 150, 64, 5, 77 }, lt[4] = { 70, 20, 3, 66 };
@@ -495,7 +495,7 @@ static int two_runs(const T5Config* c, const float* p0, int kind, float losses[2
     int deterministic = 1;
     for (int r = 0; r < 2; r++) {
         T5Cuda f;
-        T5CudaOptions o = { NULL, 0, 0, kind };
+        T5CudaOptions o = { NULL, 0, 0, kind, 0 };
         t5cu_build_with(&f, c, p0, &o);
         run_steps(&f, 0, RUN_STEPS, RUN_STEPS, losses[r]);
         params[r] = download_model(&f, T5CU_PARAMS);
@@ -575,7 +575,7 @@ static void zero_recompute_case(Comm* comm, const T5Config* c, const T5Layout* L
     int exact = 1; // ZeRO-1 bit-identical: unless cuDNN's backward had no deterministic algorithm
     for (int v = 0; v < 4; v++) {
         T5Cuda m;
-        T5CudaOptions o = { comm, v & 1, v >> 1, attention };
+        T5CudaOptions o = { comm, v & 1, v >> 1, attention, 0 };
         t5cu_build_with(&m, c, p0, &o);
         run_steps(&m, 0, K, K, losses[v]);
         params[v] = download_model(&m, T5CU_PARAMS);
@@ -611,6 +611,129 @@ static void test_zero_recompute(Comm* comm) {
 }
 
 // ----------------------------------------------------------------------------
+// CUDA graphs (--cuda-graphs 1): a step replayed from its captured graphs launches the kernels an eager
+// step launches, reading the same values from device memory, so the two must agree bit for bit: losses,
+// gradient norms and parameters, over steps whose micro-batches change shape and come back (each shape
+// is captured the first time, or for cuDNN run eagerly once and captured the second time, and replayed
+// after), with dropout on, for accumulation,
+// recompute, ZeRO-1 (one rank), each attention kind, and across a save + resume. The replay counters
+// must show that graphs were replayed (a run that silently stayed eager would pass the comparison).
+
+#define GRAPH_STEPS 8
+typedef struct { int zero, recompute, attention, accum; const char* name; } GraphCase;
+
+// steps [k0, k1) of a run of GRAPH_STEPS: micro-batch j = k·accum + a has shape (j % 3 == 2 ? long : short)
+// and content seeded by j, so shapes repeat and alternate
+static void graph_steps(T5Cuda* m, int k0, int k1, int accum, float* losses, float* norms) {
+    Options o = options_default();
+    o.steps = GRAPH_STEPS; o.lr = 1e-3f; o.warmup = 1; o.grad_accum = accum;
+    for (int k = k0; k < k1; k++) {
+        BatchBuf bb[2];
+        T5Batch* bs[2];
+        for (int a = 0; a < accum; a++) {
+            int j = k * accum + a, lng = j % 3 == 2;
+            int ls[2] = { lng ? 61 : 23, lng ? 40 : 9 }, lt[2] = { lng ? 29 : 11, lng ? 6 : 13 };
+            lengths_batch(&bb[a], ls, lt, 2, &m->config, 500 + (uint64_t)j);
+            bs[a] = &bb[a].b;
+        }
+        StepResult r = train_step(m, &o, bs, accum, k);
+        losses[k] = r.loss; norms[k] = r.grad_norm;
+        for (int a = 0; a < accum; a++) batch_free(&bb[a]);
+    }
+}
+
+static T5Cuda graph_model(Comm* comm, const T5Config* c, const float* p0, const GraphCase* g, int graphs) {
+    T5Cuda m;
+    T5CudaOptions o = { g->zero ? comm : NULL, g->zero, g->recompute, g->attention, graphs };
+    t5cu_build_with(&m, c, p0, &o);
+    t5cu_reserve(&m, 2, 61, 29); // the largest shape: no buffer grows (and drops the graphs) mid-run
+    return m;
+}
+
+static void graph_case(Comm* comm, const T5Config* c, const T5Layout* L, const float* p0, const GraphCase* g) {
+    float loss[2][GRAPH_STEPS], norm[2][GRAPH_STEPS], *params[2];
+    long long replayed = 0, captured = 0;
+    int still_on = 1, exact = 1; // bit for bit: unless cuDNN's backward had no deterministic algorithm
+    for (int v = 0; v < 2; v++) {
+        T5Cuda m = graph_model(comm, c, p0, g, v);
+        graph_steps(&m, 0, GRAPH_STEPS, g->accum, loss[v], norm[v]);
+        params[v] = download_model(&m, T5CU_PARAMS);
+        if (v) { replayed = m.graphs.replayed; captured = m.graphs.captured; still_on = m.graphs.on; }
+        if (m.cudnn) exact &= cudnn_attn_deterministic(m.cudnn);
+        t5cu_free(&m);
+    }
+    char name[160];
+    printf("  %s: %lld graphs captured, %lld micro-steps replayed; losses", g->name, captured, replayed);
+    for (int k = 0; k < GRAPH_STEPS; k++) printf(" %.7f", (double)loss[1][k]);
+    printf("\n");
+    snprintf(name, sizeof(name), "graphs %s: captured and replayed, never fell back to eager", g->name);
+    check_true(name, captured > 0 && replayed > 0 && still_on);
+    if (!exact) { // atomics in cuDNN's dq: the runs agree to rounding
+        snprintf(name, sizeof(name), "graphs %s: losses of %d steps (non-deterministic cuDNN backward)", g->name, GRAPH_STEPS);
+        check_close(name, loss[1], loss[0], GRAPH_STEPS, TOL_DEEP_LOSS);
+    } else {
+        snprintf(name, sizeof(name), "graphs %s: losses and norms of %d steps bit-identical to eager", g->name, GRAPH_STEPS);
+        check_true(name, memcmp(loss[0], loss[1], sizeof(loss[0])) == 0 && memcmp(norm[0], norm[1], sizeof(norm[0])) == 0);
+        snprintf(name, sizeof(name), "graphs %s: parameters bit-identical to eager", g->name);
+        check_true(name, memcmp(params[0], params[1], L->total * sizeof(float)) == 0);
+    }
+    snprintf(name, sizeof(name), "graphs %s: the loss moves", g->name);
+    check_true(name, isfinite(loss[1][GRAPH_STEPS - 1]) && loss[1][GRAPH_STEPS - 1] != loss[1][0]);
+    free(params[0]); free(params[1]);
+}
+
+// a graph run saved at step K/2 and resumed in a fresh model (graphs captured again) = the whole run
+static void graph_resume(const T5Config* c, const T5Layout* L, const float* p0, const char* tmp) {
+    GraphCase g = { 0, 0, ATTN_FLASH, 1, "flash, save + resume" };
+    float la[GRAPH_STEPS], na[GRAPH_STEPS], lb[GRAPH_STEPS], nb[GRAPH_STEPS];
+    T5Cuda m1 = graph_model(NULL, c, p0, &g, 1);
+    graph_steps(&m1, 0, GRAPH_STEPS, 1, la, na);
+    float* pa = download_model(&m1, T5CU_PARAMS);
+    t5cu_free(&m1);
+    T5Cuda m2 = graph_model(NULL, c, p0, &g, 1);
+    graph_steps(&m2, 0, GRAPH_STEPS / 2, 1, lb, nb);
+    char path[600], err[1024];
+    snprintf(path, sizeof(path), "%s/graphs.ckpt", tmp);
+    if (t5cu_save_checkpoint(&m2, path, NULL, err, sizeof(err))) { printf("error: %s\n", err); exit(EXIT_FAILURE); }
+    t5cu_free(&m2);
+    T5Cuda m3 = small_model(c, p0, path); // eager build from the file, then graphs on before its first step
+    m3.graphs.on = 1;
+    t5cu_reserve(&m3, 2, 61, 29);
+    graph_steps(&m3, GRAPH_STEPS / 2, GRAPH_STEPS, 1, lb, nb);
+    float* pb = download_model(&m3, T5CU_PARAMS);
+    long long replayed = m3.graphs.replayed;
+    t5cu_free(&m3);
+    check_true("graphs: the resumed run replayed graphs", replayed > 0);
+    check_true("graphs: save at step 4 + resume: bit-identical losses and norms",
+               memcmp(la, lb, sizeof(la)) == 0 && memcmp(na, nb, sizeof(na)) == 0);
+    check_true("graphs: save at step 4 + resume: bit-identical parameters", memcmp(pa, pb, L->total * sizeof(float)) == 0);
+    free(pa); free(pb);
+}
+
+static void test_graphs(Comm* comm, const char* tmp) {
+    printf("\n=== CUDA graphs vs eager launches: flan-t5-small-shaped random model, 2+2 blocks, dropout 0.1 (%s)\n",
+           PRECISION_NAME);
+    T5Config c;
+    T5Layout L;
+    float* p0 = random_model(&c, &L, "flan-t5-small", 2, 2, 0.1f, 61);
+    char err[256];
+    GraphCase cases[] = {
+        { 0, 0, ATTN_FLASH, 1, "flash" }, { 0, 0, ATTN_GEMM, 1, "gemm" }, { 0, 0, ATTN_FLASH, 2, "flash, accumulation 2" },
+        { 0, 1, ATTN_FLASH, 1, "flash, recompute" }, { 1, 0, ATTN_FLASH, 2, "flash, ZeRO-1 (1 rank), accumulation 2" },
+        { 1, 1, ATTN_GEMM, 1, "gemm, ZeRO-1 (1 rank) + recompute" }, { 0, 0, ATTN_CUDNN, 1, "cudnn" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (cases[i].attention == ATTN_CUDNN && cudnn_attention_check(c.d_kv, err, sizeof(err))) {
+            printf("  skipped graphs %s: %s\n", cases[i].name, err);
+            continue;
+        }
+        graph_case(comm, &c, &L, p0, &cases[i]);
+    }
+    graph_resume(&c, &L, p0, tmp);
+    free(p0);
+}
+
+// ----------------------------------------------------------------------------
 // cuDNN attention (--attention cudnn, llmc/cudnn_att.h; the USE_CUDNN=1 bf16 build) against the gemm
 // path. Its dropout draws cuDNN's own mask, so the comparison runs with dropout 0: the same math, the
 // bias rounded to bf16 once (the other paths add the fp32 table): the bf16 tolerances apply. Then
@@ -639,7 +762,7 @@ static void test_cudnn(Comm* comm) {
     c.dropout = 0.0f;
     float plain[K];
     T5Cuda z;
-    T5CudaOptions oz = { NULL, 0, 0, ATTN_CUDNN };
+    T5CudaOptions oz = { NULL, 0, 0, ATTN_CUDNN, 0 };
     t5cu_build_with(&z, &c, p0, &oz);
     run_steps(&z, 0, 1, K, plain);
     t5cu_free(&z);
@@ -831,7 +954,7 @@ int main(int argc, char** argv) {
     }
     if (section("determinism")) test_determinism(tmp);
     if (section("flash")) test_flash();
-    if (section("zero") || section("cudnn")) {
+    if (section("zero") || section("cudnn") || section("graphs")) {
         Comm comm; // one process: the collectives are copies, but the ZeRO-1 code paths run
         char err[1024];
         if (comm_bootstrap(&comm, &argc, &argv, NULL, err, sizeof(err)) || comm_init(&comm, NULL, err, sizeof(err))) {
@@ -840,6 +963,7 @@ int main(int argc, char** argv) {
         }
         if (section("cudnn")) test_cudnn(&comm);
         if (section("zero")) test_zero_recompute(&comm);
+        if (section("graphs")) test_graphs(&comm, tmp);
         comm_free(&comm);
     }
     if (section("generate")) {

@@ -201,12 +201,46 @@ typedef struct {
     int nkeys[2], steps;
 } PhaseProf;
 
+// ----------------------------------------------------------------------------
+// CUDA graphs (--cuda-graphs 1). A training step is queued as A micro-steps (forward + backward of one
+// micro-batch) and one step end (gradient reduction, norm, skip decision, clipping, AdamW, the floatX
+// copy). Each is captured once as a CUDA graph, per shape (B, Ts, Tt) for micro-steps, and replayed:
+// one launch instead of hundreds, and no cuBLASLt planning on the host. What changes from step to step
+// is not in the graphs but in device memory, written before each replay (StepDev): the dropout seed,
+// the loss scale 1/counted, the AdamW values of the step; the batch goes to fixed device buffers. The
+// skip decision and the clipping factor are taken on the device from the norm the step computed
+// (adamw_gate). Eager runs (--cuda-graphs 0) launch the same kernels with the same device values, so
+// replay and eager runs are bit-identical. A shape is captured the first time it is seen, or, where
+// that first time synchronises the host (T5_MATMUL_TUNE=1 times cuBLASLt candidates; cuDNN builds its
+// graphs and workspace), run eagerly then and captured the second time. Graphs hold device pointers:
+// growing the activation or batch buffers drops them all (t5cu_reserve before the first step sizes them
+// once). Phase profiling (--bench without graphs, T5_PROFILE) needs eager launches.
+
+// the per-step values the kernels read from device memory
+typedef struct {
+    uint64_t seed;      // dropout seed of the running micro-batch
+    float loss_scale;   // 1 / counted label tokens of the step (0: keep the logits)
+    AdamWDevice update; // the step's AdamW values and its gate
+} StepDev;
+
+#define GRAPH_SLOTS 256 // micro-step shapes kept (a --shape-ladder run meets a few dozen)
+typedef struct { int B, Ts, Tt, reduce; cudaGraphExec_t exec; } StepGraph; // exec NULL: seen once, not captured
+typedef struct {
+    int on;                     // --cuda-graphs 1 and nothing that needs eager launches (see t5cu_graphs_usable)
+    StepGraph micro[GRAPH_SLOTS];
+    int n;
+    cudaGraphExec_t end;        // the step end (with the gradient reduction when the step has one)
+    int end_seen, end_reduce;   // the step end ran once eagerly; with or without reduction
+    long long captured, replayed, eager;
+} StepGraphs;
+
 // how the model is built: communicator (NULL: one process), ZeRO-1, recompute, attention kernels
 typedef struct {
     Comm* comm;
     int zero;       // 1: fp32 master weights and AdamW moments sharded over comm's ranks (needs comm)
     int recompute;  // 1: keep the residual streams only; recompute block internals in the backward pass
     int attention;  // AttnKind
+    int graphs;     // 1: training steps replayed as CUDA graphs (--cuda-graphs)
 } T5CudaOptions;
 
 // Device buffers. "full": ParamOrder.total floats in the device order of llmc/zero.cuh; "shard": this
@@ -245,6 +279,8 @@ typedef struct {
     int next_bucket;     // position in bucket_sequence: every rank must issue the same order
     MatmulCtx mm;
     cudaStream_t stream;
+    StepDev* step_dev;   // device: the values of the running step (see "CUDA graphs")
+    StepGraphs graphs;
     PhaseProf* prof;     // NULL: no phase timing (prof_start turns it on)
     size_t act_bytes;    // device bytes of the activations
     size_t state_bytes;  // device bytes of weights, gradients and optimizer state on this rank
@@ -401,6 +437,7 @@ static void t5cu_set_geometry(T5Cuda* m, const T5Config* c, const T5CudaOptions*
     m->zero = o->zero;
     m->recompute = o->recompute;
     m->attention = o->attention;
+    m->graphs.on = o->graphs;
     if (o->attention == ATTN_FLASH && !flash_attention_supports(c->d_kv)) {
         fprintf(stderr, "error: --attention flash has kernels for d_kv 64 and 128 only (this model: %d)\n", c->d_kv);
         exit(EXIT_FAILURE);
@@ -510,13 +547,15 @@ static void t5cu_build_with(T5Cuda* m, const T5Config* c, const float* params, c
     m->norm = cuda_alloc<float>(1);
     m->norm_partial = cuda_alloc<double>(NORM_BLOCKS);
     m->sumsq = cuda_alloc<double>(1);
+    m->step_dev = cuda_alloc<StepDev>(1);
+    cudaCheck(cudaMemset(m->step_dev, 0, sizeof(StepDev)));
     for (int s = 0; s < 2; s++) cudaCheck(cudaEventCreateWithFlags(&m->batch.copied[s], cudaEventDisableTiming));
     cudaCheck(cudaStreamSynchronize(m->stream));
 }
 
 // one process, no ZeRO-1, no recompute
 static void t5cu_build(T5Cuda* m, const T5Config* c, const float* params) {
-    T5CudaOptions o = { NULL, 0, 0, ATTN_GEMM };
+    T5CudaOptions o = { NULL, 0, 0, ATTN_GEMM, 0 };
     t5cu_build_with(m, c, params, &o);
 }
 
@@ -525,6 +564,14 @@ static void t5cu_set_optimizer_state(T5Cuda* m, const float* mm, const float* vv
     t5cu_put(m, T5CU_ADAM_M, mm);
     t5cu_put(m, T5CU_ADAM_V, vv);
     m->step = step;
+}
+
+// every captured graph (they hold pointers into buffers about to be freed or grown)
+static void t5cu_drop_graphs(T5Cuda* m) {
+    StepGraphs* g = &m->graphs;
+    for (int i = 0; i < g->n; i++) if (g->micro[i].exec) cudaCheck(cudaGraphExecDestroy(g->micro[i].exec));
+    if (g->end) cudaCheck(cudaGraphExecDestroy(g->end));
+    g->n = 0; g->end = NULL; g->end_seen = 0;
 }
 
 static void t5cu_free_acts(T5CudaActs* a) {
@@ -540,6 +587,7 @@ static void t5cu_free_batch(BatchDev* d) {
 
 static void t5cu_free(T5Cuda* m) {
     cudaCheck(cudaStreamSynchronize(m->stream));
+    t5cu_drop_graphs(m);
     prof_free(m);
     cudnn_attn_free(m->cudnn);
     batch_free(&m->padded);
@@ -549,7 +597,7 @@ static void t5cu_free(T5Cuda* m) {
     int n = state_plan(m, plan); // the owned buffers (plan reads only the geometry and the pointers)
     for (int i = 0; i < n; i++) cudaCheck(cudaFree(*plan[i].p));
     cudaCheck(cudaFree(m->loss_sum)); cudaCheck(cudaFree(m->norm)); cudaCheck(cudaFree(m->norm_partial));
-    cudaCheck(cudaFree(m->sumsq));
+    cudaCheck(cudaFree(m->sumsq)); cudaCheck(cudaFree(m->step_dev));
     matmul_ctx_free(&m->mm);
     cudaCheck(cudaStreamDestroy(m->stream));
     order_free(&m->order);
@@ -610,6 +658,7 @@ static int acts_plan(T5CudaActs* a, const T5Config* c, int B, int Ts, int Tt, in
 
 static void t5cu_alloc_acts(T5Cuda* m, int B, int Ts, int Tt) {
     cudaCheck(cudaStreamSynchronize(m->stream));
+    t5cu_drop_graphs(m);
     T5CudaActs* a = &m->acts;
     t5cu_free_acts(a);
     AllocPlan plan[ACTS_PLAN_MAX];
@@ -668,6 +717,7 @@ static const T5Batch* t5cu_shape_batch(T5Cuda* m, const T5Batch* b) {
 static void t5cu_reserve(T5Cuda* m, int B, int Ts, int Tt) {
     Ts = t5cu_padded_len(m, Ts); Tt = t5cu_padded_len(m, Tt);
     t5cu_build_acts(m, B, Ts, Tt);
+    if (batch_ints(B, Ts, Tt) > m->batch.cap) t5cu_drop_graphs(m);
     batch_dev_reserve(&m->batch, batch_ints(B, Ts, Tt));
 }
 
@@ -682,7 +732,7 @@ static void t5cu_upload_batch(T5Cuda* m, const T5Batch* b) {
     BatchDev* d = &m->batch;
     int B = b->B, Ts = b->Ts, Tt = b->Tt, Ne = B * Ts, Nd = B * Tt;
     size_t n = batch_ints(B, Ts, Tt);
-    if (n > d->cap) cudaCheck(cudaStreamSynchronize(m->stream)); // growing: the old buffers may still be read
+    if (n > d->cap) { cudaCheck(cudaStreamSynchronize(m->stream)); t5cu_drop_graphs(m); } // growing: the old buffers may still be read
     batch_dev_reserve(d, n);
     d->slot ^= 1;
     cudaCheck(cudaEventSynchronize(d->copied[d->slot])); // the slot's previous copy has finished
@@ -696,6 +746,8 @@ static void t5cu_upload_batch(T5Cuda* m, const T5Batch* b) {
     end = batch_carve_groups(end, &hd, Nd);
     embed_groups_build(&he, b->src, Ne, d->pairs);
     embed_groups_build(&hd, b->dec_in, Nd, d->pairs);
+    int V = m->config.vocab_size, cap_e = Ne < V ? Ne : V, cap_d = Nd < V ? Nd : V; // n_uniq ≤ min(N, V)
+    he.uniq[cap_e] = he.n_uniq; hd.uniq[cap_d] = hd.n_uniq; // the device counts of a graph's launch (EmbedGroups)
     cudaCheck(cudaMemcpyAsync(d->dev, h, (size_t)(end - h) * sizeof(int), cudaMemcpyHostToDevice, m->stream));
     cudaCheck(cudaEventRecord(d->copied[d->slot], m->stream));
     int* q = d->dev;
@@ -703,6 +755,7 @@ static void t5cu_upload_batch(T5Cuda* m, const T5Batch* b) {
     int* qe = batch_carve_groups(q + Ne + B + 2 * Nd, &d->enc, Ne);
     int* qd = batch_carve_groups(qe, &d->dec, Nd);
     d->enc.n_uniq = he.n_uniq; d->dec.n_uniq = hd.n_uniq;
+    d->enc.cap = m->graphs.on ? cap_e : 0; d->dec.cap = m->graphs.on ? cap_d : 0;
     int* eb = qd;
     int* db = eb + 2 * Ts - 1;
     const T5Config* c = &m->config;
@@ -719,11 +772,11 @@ static void t5cu_upload_batch(T5Cuda* m, const T5Batch* b) {
 // (train_t5.c drop_site): test_t5cu compares the two engines with dropout on, which fails otherwise.
 enum { DROP_EMBED, DROP_ATT, DROP_ATT_RES, DROP_CROSS, DROP_CROSS_RES, DROP_FF, DROP_FF_RES, DROP_FINAL };
 static DropSite drop_at(const T5Cuda* m, int decoder, int layer, int kind) {
-    DropSite d = { m->train ? m->config.dropout : 0.0f, m->dropout_seed,
-                   ((uint32_t)decoder << 20) | ((uint32_t)layer << 4) | (uint32_t)kind };
+    DropSite d = { m->train ? m->config.dropout : 0.0f, 0, ((uint32_t)decoder << 20) | ((uint32_t)layer << 4) | (uint32_t)kind,
+                   &m->step_dev->seed }; // the micro-batch's seed, in device memory (t5cu_forward_begin)
     return d;
 }
-static const DropSite NO_DROP = { 0.0f, 0, 0 };
+static const DropSite NO_DROP = { 0.0f, 0, 0, NULL };
 
 typedef struct { int ln, q, k, v, o; } AttnIds;     // tensor ids of one attention sublayer
 typedef struct { int ln, wi0, wi1, wo; } FfnIds;
@@ -1049,25 +1102,41 @@ static void t5cu_decoder_forward(T5Cuda* m, const T5Specs* s) {
     prof_op(m, "fwd_lm_head_matmul");
 }
 
-// forward pass of a validated batch. Per-token losses and their sum stay on the device (read with
-// t5cu_read_loss). loss_scale ≠ 0 also turns the logits into dlogits · loss_scale, ready for
-// t5cu_backward; loss_scale = 0 keeps the logits. `train` turns dropout on with masks from `seed`.
-static void t5cu_forward(T5Cuda* m, const T5Batch* b, int train, uint64_t seed, float loss_scale) {
+// the host side of a forward pass of a validated batch: buffers for its shape, the batch on the device,
+// and the micro-batch's values in device memory (StepDev: the dropout seed, the loss scale), written in
+// stream order. `train` turns dropout on with masks from `seed`.
+static void t5cu_forward_begin(T5Cuda* m, const T5Batch* b, int train, uint64_t seed, float loss_scale) {
     b = t5cu_shape_batch(m, b);
     t5cu_build_acts(m, b->B, b->Ts, b->Tt);
     m->B = b->B; m->Ts = b->Ts; m->Tt = b->Tt;
     m->train = train; m->dropout_seed = seed;
     m->num_counted = batch_count_labels(b);
     t5cu_upload_batch(m, b);
+    // from pageable memory: staged at the call, so the next micro-batch may overwrite these at once
+    struct { uint64_t seed; float scale; } v = { seed, loss_scale };
+    static_assert(offsetof(StepDev, loss_scale) == sizeof(uint64_t), "seed and loss scale are one copy");
+    cudaCheck(cudaMemcpyAsync(m->step_dev, &v, sizeof(uint64_t) + sizeof(float), cudaMemcpyHostToDevice, m->stream));
+}
+
+// the device side, everything a CUDA graph captures: encoder, decoder, loss. Per-token losses and their
+// sum stay on the device (read with t5cu_read_loss). A loss scale ≠ 0 also turns the logits into
+// dlogits · scale, ready for t5cu_backward; 0 keeps the logits.
+static void t5cu_forward_run(T5Cuda* m) {
     T5Specs s = t5cu_specs(m);
     prof_mark(m, "upload");
     t5cu_encoder_forward(m, &s);
     prof_mark(m, "encoder_fwd");
     t5cu_decoder_forward(m, &s);
     prof_mark(m, "decoder_fwd");
-    crossentropy_forward_backward(m->acts.logits, m->acts.losses, m->loss_sum, m->batch.labels, b->B * b->Tt,
-                                  m->config.vocab_size, loss_scale, m->stream);
+    crossentropy_forward_backward(m->acts.logits, m->acts.losses, m->loss_sum, m->batch.labels, m->B * m->Tt,
+                                  m->config.vocab_size, 0.0f, &m->step_dev->loss_scale, m->stream);
     prof_mark(m, "loss");
+}
+
+// forward pass of a validated batch, launched eagerly (evaluation, tests): t5cu_forward_begin + _run
+static void t5cu_forward(T5Cuda* m, const T5Batch* b, int train, uint64_t seed, float loss_scale) {
+    t5cu_forward_begin(m, b, train, seed, loss_scale);
+    t5cu_forward_run(m);
 }
 
 // Σ token losses of the last forward pass [0] and of the step so far [1] (synchronises)
@@ -1256,15 +1325,31 @@ static float t5cu_read_norm(T5Cuda* m) {
     return n;
 }
 
-// one update at learning rate lr; the gradients are scaled by max_norm / (norm + 1e-6) when that is < 1
-static void t5cu_update(T5Cuda* m, const AdamW* o, float lr, float norm, float max_norm) {
-    m->step++;
-    double bc1 = 1.0 - pow((double)o->beta1, (double)m->step), bc2 = 1.0 - pow((double)o->beta2, (double)m->step);
-    float clip = 1.0f;
-    if (max_norm > 0.0f) { float coef = max_norm / (norm + 1e-6f); if (coef < 1.0f) clip = coef; }
-    // this rank's part of each bucket, cut into runs of one weight-decay class (the whole device order
-    // without ZeRO-1); master, moments and summed gradients at shard offsets, the floatX copy in place
+// the values of the coming update in device memory (StepDev.update), from the host: bias corrections for
+// update number step + 1, decay 1 − lr·weight_decay for the decayed class. The device decides whether the
+// update happens and the clipping factor (adamw_gate, from the norm and the loss of the same step):
+// gradients are scaled by max_norm / (norm + 1e-6) when that is < 1; counted: the step's label tokens
+static void t5cu_update_values(T5Cuda* m, const AdamW* o, float lr, double counted, float max_norm) {
+    long long t = m->step + 1;
+    double bc1 = 1.0 - pow((double)o->beta1, (double)t), bc2 = 1.0 - pow((double)o->beta2, (double)t);
+    AdamWStep decayed = { o->beta1, o->beta2, o->eps, (float)(1.0 - (double)lr * o->weight_decay), (float)(lr / bc1),
+                          (float)sqrt(bc2), 1.0f, 0 };
+    AdamWStep kept = decayed;
+    kept.decay = 1.0f;
+    AdamWDevice u = { { decayed, kept }, counted, max_norm };
+    cudaCheck(cudaMemcpyAsync(&m->step_dev->update, &u, sizeof(u), cudaMemcpyHostToDevice, m->stream)); // staged at the call
+}
+
+// the update at the values in device memory: gate, then AdamW over this rank's part of each bucket, cut into
+// runs of one weight-decay class (the whole device order without ZeRO-1); master, moments and summed
+// gradients at shard offsets, the floatX copy in place. A skipped step changes nothing (every kernel reads
+// the gate), and the ZeRO-1 gathers then copy unchanged values.
+static void t5cu_apply_update(T5Cuda* m, const AdamW* o) {
+    AdamWDevice* u = &m->step_dev->update;
+    adamw_gate(u, m->norm, m->loss_sum, m->stream);
     const ParamOrder* po = &m->order;
+    AdamWStep unused;
+    memset(&unused, 0, sizeof(unused));
     for (int b = 0; b < po->nb; b++) {
         const Bucket* bk = &po->b[b];
         size_t lo = bk->off + (size_t)m->shard_rank * bk->part, hi = lo + bk->part;
@@ -1272,10 +1357,10 @@ static void t5cu_update(T5Cuda* m, const AdamW* o, float lr, float norm, float m
             const DecayRun* r = &po->runs[k];
             size_t a = r->off > lo ? r->off : lo, e = r->off + r->n < hi ? r->off + r->n : hi;
             if (a >= e) continue;
-            float decay = (r->norm && !o->decay_norms) ? 1.0f : (float)(1.0 - (double)lr * o->weight_decay);
-            AdamWStep s = { o->beta1, o->beta2, o->eps, decay, (float)(lr / bc1), (float)sqrt(bc2), clip };
+            int cls = (r->norm && !o->decay_norms) ? 1 : 0; // [1]: not decayed (HF Trainer's rule for norms)
             size_t v = bk->vstart + (a - lo);
-            adamw_update(m->master + v, m->params_x + a, m->gshard + v, m->m_mem + v, m->v_mem + v, e - a, s, m->stream);
+            adamw_update(m->master + v, m->params_x + a, m->gshard + v, m->m_mem + v, m->v_mem + v, e - a, unused,
+                         &u->cls[cls], m->stream);
         }
     }
     if (!m->zero) return;
@@ -1287,6 +1372,14 @@ static void t5cu_update(T5Cuda* m, const AdamW* o, float lr, float norm, float m
         if (bk->fp32_read && (void*)m->f32 != (void*)m->params_x)
             comm_all_gather(m->comm, m->master + bk->vstart, m->f32 + bk->off, bk->part, COMM_F32, m->stream);
     }
+}
+
+// one update at learning rate lr after t5cu_grad_norm (tests): the norm and the clipping as the trainer
+// takes them, on the device; the caller has checked that the norm is finite
+static void t5cu_update(T5Cuda* m, const AdamW* o, float lr, float max_norm) {
+    t5cu_update_values(m, o, lr, 1.0, max_norm);
+    t5cu_apply_update(m, o);
+    m->step++;
 }
 
 static int is_rank0(const T5Cuda* m) { return !m->comm || m->comm->rank == 0; }
@@ -1378,7 +1471,9 @@ static void synthetic_batch(BatchBuf* bb, const int* ls, const int* lt, int B, c
 }
 
 // batch k of the synthetic stream: examples k·B .. k·B + B − 1 (each seeds its own generator)
-static void bench_batch(BatchBuf* bb, int k, int B, const T5Config* c) {
+// ladder: NULL, or --shape-ladder's steps: the batch padded up to them as the data loader pads (the shapes of
+// a --bench run then repeat, as a real run's do, which CUDA-graph replay needs)
+static void bench_batch(BatchBuf* bb, int k, int B, const T5Config* c, const int* ladder) {
     int ls[B], lt[B];
     Rng r;
     for (int i = 0; i < B; i++) {
@@ -1387,6 +1482,16 @@ static void bench_batch(BatchBuf* bb, int k, int B, const T5Config* c) {
         lt[i] = bench_length(&r, 3.628, 0.35, 4, BENCH_MAX_TGT);
     }
     synthetic_batch(bb, ls, lt, B, c, &r);
+    if (ladder) {
+        int Ts = ladder_len(bb->b.Ts, ladder[0], BENCH_MAX_SRC), Tt = ladder_len(bb->b.Tt, ladder[1], BENCH_MAX_TGT);
+        if (Ts != bb->b.Ts || Tt != bb->b.Tt) {
+            BatchBuf padded;
+            memset(&padded, 0, sizeof(padded));
+            batch_repad(&padded, &bb->b, Ts, Tt, c->pad_id);
+            batch_free(bb);
+            *bb = padded;
+        }
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -1666,6 +1771,7 @@ typedef struct {
     long long seed;
     int bench, bench_warmup, zero, recompute, plan_ranks;
     int attention;           // AttnKind
+    int cuda_graphs;         // 1: training steps replayed as CUDA graphs (not yet run on a GPU: off by default)
 } Options;
 
 static Options options_default(void) {
@@ -1735,6 +1841,9 @@ static void usage(void) {
         "                         probabilities (llmc/flash_attention.cuh, d_kv 64 or 128); gemm: cuBLASLt products\n"
         "                         and a softmax kernel (llmc/attention.cuh); cudnn: cuDNN's fused SDPA (builds with\n"
         "                         USE_CUDNN=1, bf16; cuDNN's own dropout mask); auto: flash where d_kv allows, else gemm\n"
+        "  --cuda-graphs 0|1      replay each training step as CUDA graphs captured once per shape: micro-steps\n"
+        "                         per (batch, source, target) shape, the step end (norm, skip, clipping, AdamW) once;\n"
+        "                         bit-identical to eager launches. Never run on a GPU yet: off by default (default %d)\n"
         "  --nccl-init-dir DIR    bootstrap without MPI: ranks from RANK/WORLD_SIZE/LOCAL_RANK (or SLURM_*), the\n"
         "                         NCCL id through DIR on a shared filesystem (fresh per run)\n"
         "  --plan-memory GIB      print the memory plan of every preset for a GIB GiB device and exit (no GPU needed)\n"
@@ -1764,7 +1873,7 @@ static void usage(void) {
         d.steps, d.batch_size, d.grad_accum, (double)d.lr, lr_schedule_name(d.schedule), d.warmup, (double)d.weight_decay,
         d.decay_norms, (double)d.beta1, (double)d.beta2, (double)d.adam_eps, (double)d.clip, (double)d.dropout, d.shuffle,
         d.bucket, d.max_src_len, d.max_tgt_len, d.seed, d.keep_checkpoints, d.bench_warmup, d.zero, d.recompute, attn_kind_name(d.attention),
-        d.plan_ranks, d.eval_out,
+        d.cuda_graphs, d.plan_ranks, d.eval_out,
         d.eval_limit, T5_DEFAULT_TOKENIZER, d.num_beams, d.max_new_tokens, (double)d.length_penalty, d.early_stopping,
         d.no_repeat_ngram, d.gen_batch_size, (double)d.eos_bias);
 }
@@ -1782,6 +1891,7 @@ static int parse_flag(Options* o, const char* f, const char* v) {
         {"--decay-norms", &o->decay_norms, 0, 1}, {"--max-src-len", &o->max_src_len, 1, 1 << 16},
         {"--max-tgt-len", &o->max_tgt_len, 1, 1 << 16}, {"--bench", &o->bench, 0, 1000000},
         {"--bench-warmup", &o->bench_warmup, 0, 1000000}, {"--zero", &o->zero, 0, 1}, {"--recompute", &o->recompute, 0, 1},
+        {"--cuda-graphs", &o->cuda_graphs, 0, 1},
         {"--plan-ranks", &o->plan_ranks, 1, 1 << 20}, {"--num-beams", &o->num_beams, 1, 64},
         {"--max-new-tokens", &o->max_new_tokens, 1, 4096}, {"--no-repeat-ngram", &o->no_repeat_ngram, 0, 64},
         {"--early-stopping", &o->early_stopping, 0, 1}, {"--gen-batch-size", &o->gen_batch_size, 1, 4096},
@@ -1986,6 +2096,7 @@ static void print_config(const T5Cuda* m, const Options* o, const char* from, co
            c->gated || c->act != ACT_RELU ? "none (gated or GELU FFN: llmc/ffn_act.cuh)" : "none (cuBLASLt has no ReLU epilogue)");
     printf("| %-22s | %-43s |\n", "matmul algorithms", matmul_algo_mode_name(m->mm.tune));
     printf("| %-22s | %-43s |\n", "matmul plans", m->mm.plans ? "kept per exact shape (T5_MATMUL_PLANS=1)" : "built per product");
+    printf("| %-22s | %-43s |\n", "training steps", m->graphs.on ? "CUDA graphs per shape (--cuda-graphs 1)" : "eager launches");
     if (o->ladder[0] > 1 || o->ladder[1] > 1) printf("| %-22s | multiples of %-4d / %-4d (capped at the maxima) |\n", "shape ladder", o->ladder[0], o->ladder[1]);
     snprintf(row, sizeof(row), "%.2f GiB per rank (%zu buckets)", m->state_bytes / 1073741824.0, (size_t)m->order.nb);
     printf("| %-22s | %-43s |\n", "weights+grads+AdamW", row);
@@ -2087,6 +2198,108 @@ static int plan_memory(const Options* o) {
 // ----------------------------------------------------------------------------
 // training
 
+// ----------------------------------------------------------------------------
+// a training step as CUDA graphs (see "CUDA graphs" at the top): micro-steps per shape, the step end
+
+// graphs hold only device operations on the model's streams; phase timing records events the host reads
+// between them, so a profiled run launches eagerly
+static int t5cu_graphs_usable(const T5Cuda* m) { return m->graphs.on && !m->prof; }
+
+// whether a shape's first step may be captured at once: not when it does host-synchronising work the
+// first time (T5_MATMUL_TUNE=1 times candidates on the GPU; cuDNN builds its graphs and sizes its
+// workspace): then it runs eagerly first and is captured the second time
+static int graphs_capture_first(const T5Cuda* m) { return m->mm.tune != MM_ALGO_TIMED && m->attention != ATTN_CUDNN; }
+
+typedef struct { T5Cuda* m; const AdamW* opt; int reduce; } StepCtx;
+typedef void (*StepBody)(const StepCtx*);
+
+// body captured into *exec and launched; when the capture cannot be made (an operation a graph cannot
+// hold), the body runs eagerly and graphs are off for the rest of the run
+static void graph_capture_launch(const StepCtx* x, StepBody body, cudaGraphExec_t* exec) {
+    T5Cuda* m = x->m;
+    cudaGraph_t g = NULL;
+    cudaCheck(cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal));
+    body(x);
+    cudaError_t e = cudaStreamEndCapture(m->stream, &g);
+    if (e == cudaSuccess) e = cudaGraphInstantiate(exec, g, 0);
+    if (g) cudaCheck(cudaGraphDestroy(g));
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        *exec = NULL;
+        fprintf(stderr, "warning: a CUDA graph could not be captured (%s): this run continues with eager launches\n",
+                cudaGetErrorString(e));
+        m->graphs.on = 0;
+        body(x);
+        return;
+    }
+    m->graphs.captured++;
+    cudaCheck(cudaGraphLaunch(*exec, m->stream));
+}
+
+// forward + backward of the uploaded micro-batch (its bucket reductions when reduce_now)
+static void micro_body(const StepCtx* x) {
+    t5cu_forward_run(x->m);
+    t5cu_backward(x->m);
+}
+
+// one micro-step: captured the first time its shape is seen (or run eagerly then and captured the second
+// time, graphs_capture_first), replayed after that. The host's bucket position advances as the body's
+// would have (a replay runs no host code).
+static void t5cu_micro_step(T5Cuda* m) {
+    StepGraphs* g = &m->graphs;
+    StepCtx x = { m, NULL, m->reduce_now };
+    StepGraph* e = NULL;
+    for (int i = 0; i < g->n && !e; i++)
+        if (g->micro[i].B == m->B && g->micro[i].Ts == m->Ts && g->micro[i].Tt == m->Tt && g->micro[i].reduce == m->reduce_now)
+            e = &g->micro[i];
+    if (t5cu_graphs_usable(m) && !e && g->n < GRAPH_SLOTS) {
+        e = &g->micro[g->n++];
+        *e = StepGraph{ m->B, m->Ts, m->Tt, m->reduce_now, NULL };
+        if (!graphs_capture_first(m)) e = NULL; // this time eagerly
+    }
+    if (!t5cu_graphs_usable(m) || !e) {
+        g->eager++;
+        micro_body(&x);
+        return;
+    }
+    if (!e->exec) { graph_capture_launch(&x, micro_body, &e->exec); return; }
+    cudaCheck(cudaGraphLaunch(e->exec, m->stream));
+    g->replayed++;
+    if (m->reduce_now) m->next_bucket = bucket_count(&m->config); // every bucket was handed over in order
+}
+
+// after the micro-steps: the buckets not reduced yet, the loss over ranks, the norm, the gated update
+static void end_body(const StepCtx* x) {
+    T5Cuda* m = x->m;
+    Comm* c = m->comm;
+    if (x->reduce) {
+        m->reduce_now = 1;
+        t5cu_reduce_rest(m);
+        m->reduce_now = 0;
+        comm_join(c, m->stream);
+    }
+    if (c) comm_all_reduce_sum(c, m->loss_sum, 2, COMM_F64, m->stream);
+    t5cu_grad_norm(m);
+    prof_mark(m, "grad_norm");
+    t5cu_apply_update(m, x->opt);
+    prof_mark(m, "adamw");
+}
+
+// the step end, as one graph when its content is the usual one: every bucket already reduced by the last
+// micro-step (a rank whose last micro-batch was empty reduces them all here: that step runs eagerly)
+static void t5cu_step_end(T5Cuda* m, const AdamW* opt, int reduce) {
+    StepGraphs* g = &m->graphs;
+    StepCtx x = { m, opt, reduce };
+    int usual = !reduce || m->next_bucket == bucket_count(&m->config), first = 0;
+    if (usual && !g->end_seen && t5cu_graphs_usable(m)) { g->end_seen = 1; g->end_reduce = reduce; first = 1; }
+    if (!t5cu_graphs_usable(m) || !usual || reduce != g->end_reduce || (first && !graphs_capture_first(m))) {
+        end_body(&x);
+        return;
+    }
+    if (!g->end) { graph_capture_launch(&x, end_body, &g->end); return; }
+    cudaCheck(cudaGraphLaunch(g->end, m->stream));
+}
+
 // host_ms: host time from the step's start to its one synchronisation (every launch queued by then); when it
 // is close to the step's time, the step is bound by the host (launches, cuBLASLt planning), not the GPU
 typedef struct { float loss, grad_norm, lr; long long tokens; double flops, host_ms; int skipped; const char* error; } StepResult;
@@ -2124,31 +2337,25 @@ static StepResult train_step(T5Cuda* m, const Options* o, T5Batch** batches, int
         if (batches[a]->B == 0) continue;
         // ranks > 0 draw other masks than rank 0 for the same positions of their slices (as train_t5)
         uint64_t seed = mix64((uint64_t)o->seed ^ mix64((uint64_t)k * 65536 + (uint64_t)a)) + (uint64_t)rank * 0x9e3779b97f4a7c15ULL;
-        t5cu_forward(m, batches[a], 1, seed, 1.0f / (float)total);
+        t5cu_forward_begin(m, batches[a], 1, seed, 1.0f / (float)total);
         m->reduce_now = comm_on && a == A - 1;
-        t5cu_backward(m);
+        t5cu_micro_step(m);
     }
-    if (comm_on && total > 0) {
-        m->reduce_now = 1;
-        t5cu_reduce_rest(m);
-        m->reduce_now = 0;
-        comm_join(c, m->stream);
-    }
-    if (c) comm_all_reduce_sum(c, m->loss_sum, 2, COMM_F64, m->stream);
-    t5cu_grad_norm(m);
-    prof_mark(m, "grad_norm");
+    LrSchedule sched = { o->schedule, o->warmup, o->schedule_steps ? o->schedule_steps : o->steps };
+    r.lr = (float)(o->lr * lr_multiplier(&sched, k));
+    AdamW opt = { o->lr, o->beta1, o->beta2, o->adam_eps, o->weight_decay, o->decay_norms };
+    t5cu_update_values(m, &opt, r.lr, (double)total, o->clip);
+    t5cu_step_end(m, &opt, comm_on && total > 0);
     double sums[2];
     r.host_ms = now_ms() - t_start;
     t5cu_read_loss_sums(m, sums); // the step's synchronisation (see the top of the file)
     if (m->prof) prof_collect(m, m->prof->cur ^ 1); // the previous step: complete by now
     r.loss = total > 0 ? (float)(sums[1] / (double)total) : NAN;
     r.grad_norm = t5cu_read_norm(m);
-    LrSchedule sched = { o->schedule, o->warmup, o->schedule_steps ? o->schedule_steps : o->steps };
-    r.lr = (float)(o->lr * lr_multiplier(&sched, k));
-    if (!isfinite(r.loss) || !isfinite(r.grad_norm)) { r.skipped = 1; return r; } // never reaches the weights
-    AdamW opt = { o->lr, o->beta1, o->beta2, o->adam_eps, o->weight_decay, o->decay_norms };
-    t5cu_update(m, &opt, r.lr, r.grad_norm, o->clip);
-    prof_mark(m, "adamw");
+    // the device's decision (adamw_gate), taken again here from the same values: a skipped step never
+    // reached the weights; an applied one counts for the bias corrections
+    r.skipped = !isfinite(r.loss) || !isfinite(r.grad_norm);
+    if (!r.skipped) m->step++;
     return r;
 }
 
@@ -2391,8 +2598,8 @@ static int bench(T5Cuda* m, const Options* o, Meter* meter) {
     double tokens = 0, flops = 0, total_ms = 0;
     t5cu_reserve(m, o->batch_size, BENCH_MAX_SRC, BENCH_MAX_TGT); // bench_batch's longest lengths
     for (int k = 0; k < W + N; k++) {
-        if (k == W) prof_start(m); // the timed steps only
-        bench_batch(&bb, k * ranks + rank, o->batch_size, &m->config);
+        if (k == W && !m->graphs.on) prof_start(m); // the timed steps only (a profiled step launches eagerly)
+        bench_batch(&bb, k * ranks + rank, o->batch_size, &m->config, o->ladder);
         T5Batch* b = &bb.b;
         double t0 = now_ms();
         StepResult r = train_step(m, o, &b, 1, k);
@@ -2405,17 +2612,19 @@ static int bench(T5Cuda* m, const Options* o, Meter* meter) {
     qsort(ms, (size_t)N, sizeof(double), cmp_double);
     qsort(host, (size_t)N, sizeof(double), cmp_double);
     cudaCheck(cudaStreamSynchronize(m->stream));
-    prof_collect(m, m->prof->cur);
-    if (meter->print) prof_print(m->prof); // GPU time of each phase (and operation), mean over the timed steps
-    prof_free(m);
+    if (m->prof) {
+        prof_collect(m, m->prof->cur);
+        if (meter->print) prof_print(m->prof); // GPU time of each phase (and operation), mean over the timed steps
+        prof_free(m);
+    } else if (meter->print) printf("(no phase profile: the steps replayed CUDA graphs; --cuda-graphs 0 profiles)\n");
     double tok_s = tokens / (total_ms / 1e3), tflops = flops / (total_ms / 1e3) / 1e12 / ranks;
     if (meter->print)
         printf("bench: engine=t5.c-cuda precision=%s batch=%d ranks=%d zero=%d recompute=%d attention=%s steps=%d "
-               "median_step_ms=%.2f real_tok_per_s=%.0f tflops=%.1f mfu=%.1f%% peak_mem_gib=%.2f median_host_ms=%.2f\n",
+               "median_step_ms=%.2f real_tok_per_s=%.0f tflops=%.1f mfu=%.1f%% peak_mem_gib=%.2f median_host_ms=%.2f cuda_graphs=%d\n",
                PRECISION_NAME,
                o->batch_size, ranks, m->zero, m->recompute, attn_kind_name(m->attention), N, ms[(N - 1) / 2], tok_s, tflops,
                meter->peak_tflops > 0 ? 100.0 * tflops / meter->peak_tflops : 0.0, meter->peak_mem / 1073741824.0,
-               host[(N - 1) / 2]);
+               host[(N - 1) / 2], m->graphs.on);
     free(ms);
     free(host);
     batch_free(&bb);
@@ -2490,7 +2699,7 @@ static int gen_bench(T5Cuda* m, const Options* o) {
     long long tokens = 0;
     int rc = 0;
     for (int k = -1; k < nbatch && rc == 0; k++) {
-        bench_batch(&bb, k < 0 ? 0 : k, B, &m->config);
+        bench_batch(&bb, k < 0 ? 0 : k, B, &m->config, NULL);
         for (int i = 0; i < B; i++) rows[i] = bb.b.src + (size_t)i * bb.b.Ts;
         double t0 = now_ms();
         rc = t5cu_generate(m, rows, bb.b.src_len, B, &g, out, out_len, err, sizeof(err));
@@ -2590,7 +2799,7 @@ static int run(Comm* comm, const Options* o) {
     Meter meter = { o->peak_tflops > 0 ? o->peak_tflops : card_peak_tflops(prop.name), 0, comm->size, comm->rank == 0 };
     T5Cuda m;
     int attn = o->attention != ATTN_AUTO ? o->attention : flash_attention_supports(h.config.d_kv) ? ATTN_FLASH : ATTN_GEMM;
-    T5CudaOptions mo = { comm, o->zero, o->recompute, attn };
+    T5CudaOptions mo = { comm, o->zero, o->recompute, attn, o->cuda_graphs };
     t5cu_build_with(&m, &h.config, h.params, &mo);
     if (h.m) t5cu_set_optimizer_state(&m, h.m, h.v, h.step);
     free(h.params); free(h.m); free(h.v);
@@ -2620,6 +2829,9 @@ static int run(Comm* comm, const Options* o) {
                "class's did not fit)\n", m.mm.tuned_shapes, m.mm.tune_misfits);
     if (meter.print && m.mm.plans)
         printf("matmul plans: %d exact shapes planned, %lld products reused a kept plan\n", m.mm.plans_built, m.mm.plans_hit);
+    if (meter.print && o->cuda_graphs)
+        printf("cuda graphs: %lld captured, %lld micro-steps replayed, %lld run eagerly (first sight of a shape)%s\n",
+               m.graphs.captured, m.graphs.replayed, m.graphs.eager, m.graphs.on ? "" : "; turned off during the run");
     t5cu_free(&m);
     return rc;
 }

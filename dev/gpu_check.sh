@@ -2,6 +2,9 @@
 # dev/gpu_check.sh — everything that needs a GPU, in one call (≤ 8 minutes on an H100):
 #   0. the binaries: gpu_build/ when dev/gpu_prebuild.sh made it elsewhere and its programs load here,
 #      else dev/gpu_prebuild.sh builds them here for this card (GPU_ARCH=native)
+#   0a. CUDA graphs (issue 15, never run on a GPU before): test_t5cu's graphs section (replay bit-identical
+#      to eager) in both builds, then flan-t5-base with --cuda-graphs 1 on synthetic batches and on real
+#      DialogSum with the shape ladder and kept plans
 #   1. test_t5cu, fp32 build, one process per section: HF fixtures (tight), CUDA vs CPU engine,
 #      determinism, flash attention, ZeRO-1/recompute, generation, the CLI
 #   2. test_t5cu, bf16 build: the same with the documented bf16 tolerances; the fixtures again with tuned
@@ -72,6 +75,20 @@ fi
 ldd "$BIN/bf16/train_t5cu" | grep -E "cublas|nccl|cudnn|mpi" || true
 T5=$BIN/bf16/train_t5cu
 
+# ---- 0a. CUDA graphs first (issue 15; --cuda-graphs 1 has never run on a GPU): replay vs eager bit for bit
+#      (every attention kind, accumulation, recompute, ZeRO-1, save + resume), then the speed they buy on
+#      synthetic batches and on real DialogSum with the shape ladder and kept plans (host ms per step)
+DS=${GPU_DATA:-gpu_data}/train.bin
+for p in bf16 fp32; do stage "test $p graphs" 120 "$BIN/$p/test_t5cu" --only graphs; done
+# (the synthetic batches on a coarse ladder, 128,32, repeat their shapes within the bench; the same batches
+# eager, as "bench t5cu ladder", are the comparison; the DialogSum run is 200 steps: ~46 shapes an epoch
+# are captured once each)
+GRAPH_BENCH=(--model flan-t5-base --bench "$STEPS" --bench-warmup 10 --batch-size "$BATCH" --attention flash --shape-ladder 128,32)
+stage "bench t5cu graphs" 90 env T5_MATMUL_PLANS=1 "$T5" "${GRAPH_BENCH[@]}" --cuda-graphs 1
+stage "bench t5cu ladder" 90 env T5_MATMUL_PLANS=1 "$T5" "${GRAPH_BENCH[@]}" --cuda-graphs 0
+[ -f "$DS" ] && stage "dialogsum train graphs" 120 env T5_MATMUL_PLANS=1 "$T5" --model flan-t5-base --train-file "$DS" \
+    --steps 200 --batch-size "$BATCH" --shape-ladder 32,16 --cuda-graphs 1
+
 # ---- 1, 2. test_t5cu, one process per section
 SECTIONS="twins fixtures cpu determinism flash zero generate cli"
 for p in fp32 bf16; do
@@ -122,7 +139,6 @@ cudnn_ok && stage "bench t5cu cudnn" 90 "$CUDNN_BIN/train_t5cu" "${BENCH[@]}" --
 stage "bench hf-eager" 120 python3 dev/bench_hf_gpu.py --steps "$STEPS" --warmup 3 --batch-size "$BATCH" --compile off
 # real DialogSum (prepro_dialogsum.py's train.bin, carried in gpu_data/ since ../shared stays behind):
 # the training command itself, length-bucketed batches, a random flan-t5-base
-DS=${GPU_DATA:-gpu_data}/train.bin
 [ -f "$DS" ] && stage "dialogsum train" 90 "$T5" --model flan-t5-base --train-file "$DS" --steps 60 --batch-size "$BATCH"
 
 # ---- 5. generation: summaries/s on the GPU vs transformers' generate(), same model, inputs and search
@@ -235,7 +251,7 @@ for i in "${!NAMES[@]}"; do
 done
 grep -h "passed, .* failed" "$OUT"/test_*.log "$OUT"/tuned_*.log "$OUT"/class_*.log "$OUT"/plans_*.log 2>/dev/null | awk '{p += $1; f += $3} END {print "test_t5cu checks: " p " passed, " f " failed"}'
 printf '%-13s %10s %9s %8s %7s %9s %8s\n' engine tok/s step_ms TFLOP/s MFU peak_GiB host_ms
-for e in t5cu_flash t5cu_class t5cu_cudnn hf-eager hf-pytorch; do
+for e in t5cu_flash t5cu_ladder t5cu_graphs t5cu_class t5cu_cudnn hf-eager hf-pytorch; do
     printf '%-13s %10s %9s %8s %7s %9s %8s\n' "$e" "$(field "bench_$e" real_tok_per_s)" "$(field "bench_$e" median_step_ms)" \
         "$(field "bench_$e" tflops)" "$(field "bench_$e" mfu)" "$(field "bench_$e" peak_mem_gib)" "$(field "bench_$e" median_host_ms)"
 done
@@ -243,14 +259,15 @@ hf_best=$(field bench_hf-pytorch real_tok_per_s); hf_eager=$(field bench_hf-eage
 if [ -n "$hf_eager" ] && { [ -z "$hf_best" ] || python3 -c "import sys; sys.exit(0 if $hf_eager > $hf_best else 1)"; }; then
     hf_best=$hf_eager
 fi
-for e in t5cu_flash t5cu_class t5cu_cudnn; do
+for e in t5cu_flash t5cu_ladder t5cu_graphs t5cu_class t5cu_cudnn; do
     echo "ratio $e / best transformers (real tokens/s): $(ratio "$(field "bench_$e" real_tok_per_s)" "$hf_best")"
 done
 for e in t5cu_flash t5cu_class t5cu_cudnn; do echo "$e $(grep -h '^phases' "$OUT/bench_$e.log" 2>/dev/null | tail -1)"; done
 grep -h '^ops' "$OUT/bench_t5cu_ops.log" 2>/dev/null | tail -1 | fold -w 118
+grep -h '^cuda graphs' "$OUT"/dialogsum_train_graphs.log "$OUT/bench_t5cu_graphs.log" 2>/dev/null
 grep -h '^matmul \(tuning\|classes\|plans\)' "$OUT"/dialogsum_train_*.log "$OUT/bench_t5cu_class.log" "$OUT/kernel_matmul.log" 2>/dev/null
 grep -h '^these products' "$OUT/kernel_matmul.log" 2>/dev/null | fold -w 118
-for f in dialogsum_train dialogsum_train_ladder dialogsum_train_plans dialogsum_train_tuned dialogsum_train_class dialogsum_train_eager; do
+for f in dialogsum_train dialogsum_train_graphs dialogsum_train_ladder dialogsum_train_plans dialogsum_train_tuned dialogsum_train_class dialogsum_train_eager; do
 python3 - "$OUT/$f.log" "$f" <<'PY' 2>/dev/null || true
 import re, sys
 rows = [(float(a), float(b)) for a, b in re.findall(r"\| ([0-9.]+) ms \| ([0-9]+) tok/s", open(sys.argv[1]).read())][5:]

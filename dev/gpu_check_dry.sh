@@ -58,8 +58,10 @@ expect "only the transformers baselines fail (no GPU here)" \
 expect "the cuDNN stages ran" '[ "$(echo "$summary" | grep -cE "^(test cudnn (cudnn|cli)|kernel attention cudnn|bench t5cu cudnn) +PASS")" = 4 ]'
 expect "the matmul-mode stages ran" \
     '[ "$(echo "$summary" | grep -cE "^((tuned|class) (fp32|bf16) fixtures|(class|plans) bf16 (cpu|fixtures|determinism)|bench t5cu class|kernel matmul) +PASS")" = 10 ]'
-expect "the DialogSum runs ran, one line each in the summary (untuned, ladder, plans, tuned, class, eager)" \
-    '[ "$(echo "$summary" | grep -cE "^dialogsum train( ladder| plans| tuned| class| eager)? +PASS")" = 6 ] && [ "$(echo "$summary" | grep -cE "^dialogsum train.*real batches.*real tok/s")" = 6 ]'
+expect "the DialogSum runs ran, one line each in the summary (untuned, graphs, ladder, plans, tuned, class, eager)" \
+    '[ "$(echo "$summary" | grep -cE "^dialogsum train( graphs| ladder| plans| tuned| class| eager)? +PASS")" = 7 ] && [ "$(echo "$summary" | grep -cE "^dialogsum train.*real batches.*real tok/s")" = 7 ]'
+expect "the CUDA-graph stages ran (tests in both builds, the benchmark), with their summary row" \
+    '[ "$(echo "$summary" | grep -cE "^(test (bf16|fp32) graphs|bench t5cu (graphs|ladder)) +PASS")" = 4 ] && echo "$summary" | grep -q "^t5cu_graphs *95000"'
 expect "the summary has the engine rows, the ratios and the generation table" \
     'echo "$summary" | grep -q "^t5cu_cudnn *95000" && echo "$summary" | grep -q "^t5cu_class *95000" && echo "$summary" | grep -q "^ratio t5cu_flash" && echo "$summary" | grep -q "^flan-t5-base *4 *246.0"'
 [ $fail = 0 ] || { echo "--- gpu_check.sh output:"; tail -80 "$D/run.log"; }

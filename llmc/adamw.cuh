@@ -14,9 +14,37 @@ typedef struct {
     float decay;       // 1 − lr·weight_decay, or 1 for tensors without decay
     float step_size, bc2_sqrt;
     float clip;        // multiplies the gradient (1 = no clipping)
+    int skip;          // 1: the step is skipped (a non-finite loss or gradient norm): nothing changes
 } AdamWStep;
 
-__global__ void adamw_kernel(float* p, floatX* px, const float* g, float* m, float* v, size_t n, AdamWStep s) {
+// An update whose values live in device memory, so that a step captured once as a CUDA graph replays
+// with each step's values: the host writes cls (one AdamWStep per weight-decay class: [0] decayed,
+// [1] not) and the gate's inputs before the step; adamw_gate_kernel then sets skip and clip from the
+// gradient norm and the loss the same step computed on the device, as the host would have:
+//   skip = loss or norm not finite (loss = (float)(Σ token losses / counted));  clip = min(1, max_norm / (norm + 1e-6))
+typedef struct {
+    AdamWStep cls[2];
+    double counted;    // counted label tokens of the step (all ranks)
+    float max_norm;    // 0: no clipping
+} AdamWDevice;
+
+__global__ void adamw_gate_kernel(AdamWDevice* u, const float* norm, const double* loss_sum) {
+    float loss = (float)(loss_sum[1] / u->counted), nrm = *norm, clip = 1.0f;
+    int skip = !isfinite(loss) || !isfinite(nrm);
+    if (u->max_norm > 0.0f) { float coef = u->max_norm / (nrm + 1e-6f); if (coef < 1.0f) clip = coef; }
+    for (int c = 0; c < 2; c++) { u->cls[c].skip = skip; u->cls[c].clip = clip; }
+}
+
+static inline void adamw_gate(AdamWDevice* u, const float* norm, const double* loss_sum, cudaStream_t stream) {
+    adamw_gate_kernel<<<1, 1, 0, stream>>>(u, norm, loss_sum);
+    cudaCheckLaunch();
+}
+
+// s, or (sd set) the step's values in device memory
+__global__ void adamw_kernel(float* p, floatX* px, const float* g, float* m, float* v, size_t n, AdamWStep s,
+                             const AdamWStep* sd) {
+    if (sd) s = *sd;
+    if (s.skip) return;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float gi = g[i];
         if (s.clip != 1.0f) gi *= s.clip;
@@ -30,12 +58,12 @@ __global__ void adamw_kernel(float* p, floatX* px, const float* g, float* m, flo
     }
 }
 
-// one tensor (n values); px may alias p (fp32 build)
+// one tensor (n values); px may alias p (fp32 build); sd: NULL, or the values in device memory (then s is unused)
 static inline void adamw_update(float* p, floatX* px, const float* g, float* m, float* v, size_t n, AdamWStep s,
-                                cudaStream_t stream) {
+                                const AdamWStep* sd, cudaStream_t stream) {
     if (n == 0) return;
     unsigned blocks = (unsigned)(n / 256 + 1 < 8192 ? n / 256 + 1 : 8192);
-    adamw_kernel<<<blocks, 256, 0, stream>>>(p, px, g, m, v, n, s);
+    adamw_kernel<<<blocks, 256, 0, stream>>>(p, px, g, m, v, n, s, sd);
     cudaCheckLaunch();
 }
 

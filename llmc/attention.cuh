@@ -56,6 +56,7 @@ __device__ __forceinline__ int attn_keys_dev(const AttnSpec& s, int b, int i) {
 // one warp per row (b, h, i): scores + bias, masked softmax in fp32 → att (floatX, 0 where masked),
 // and the dropped probabilities into dropped (when dropout is on)
 __global__ void attention_softmax_forward_kernel(floatX* att, floatX* dropped, const float* scores, AttnSpec s) {
+    s.drop = dropout_resolve(s.drop);
     int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= s.B * s.H * s.Tq) return;
     int i = row % s.Tq, h = (row / s.Tq) % s.H, b = row / (s.Tq * s.H);
@@ -88,12 +89,14 @@ __global__ void attention_softmax_forward_kernel(floatX* att, floatX* dropped, c
 
 // dropped = dropout(att) over the whole (B, H, Tq, Tk) tensor (the backward pass recomputes p')
 __global__ void attention_dropout_kernel(floatX* dropped, const floatX* att, size_t n, DropSite d) {
+    d = dropout_resolve(d);
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         dropped[i] = from_float<floatX>(dropout_apply_dev(to_float(att[i]), d, i));
 }
 
 // one warp per row: dscores (fp32, in place over dp' in `grad`) and its floatX copy
 __global__ void attention_softmax_backward_kernel(float* grad, floatX* grad_x, const floatX* att, AttnSpec s) {
+    s.drop = dropout_resolve(s.drop);
     int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= s.B * s.H * s.Tq) return;
     int i = row % s.Tq, b = row / (s.Tq * s.H);

@@ -27,7 +27,11 @@ __global__ void fill_int_kernel(int* p, int n, int value) {
     if (i < n) p[i] = value;
 }
 
-__global__ void set_rng_kernel(int64_t* rng, int64_t seed, int64_t offset) { rng[0] = seed; rng[1] = offset; }
+// cuDNN's dropout seed and offset from the site's (its seed in device memory when seed_dev is set)
+__global__ void set_rng_kernel(int64_t* rng, DropSite d) {
+    rng[0] = (int64_t)(d.seed_dev ? *d.seed_dev : d.seed);
+    rng[1] = (int64_t)((uint64_t)d.site << 32);
+}
 
 // the inputs every call of spec s reads besides q, k, v: once per step (after the batch's buckets and
 // lengths are on the device, before the first call)
@@ -42,7 +46,7 @@ static inline void cudnn_attention_inputs(const AttnSpec* s, CudnnScratch w, cud
 // the description of one call (and its dropout seed and offset, written in stream order)
 static inline CudnnAttnSpec cudnn_call_spec(const AttnSpec* s, CudnnScratch w, cudaStream_t stream) {
     if (s->drop.p > 0.0f) {
-        set_rng_kernel<<<1, 1, 0, stream>>>(w.rng, (int64_t)s->drop.seed, (int64_t)((uint64_t)s->drop.site << 32));
+        set_rng_kernel<<<1, 1, 0, stream>>>(w.rng, s->drop);
         cudaCheckLaunch();
     }
     CudnnAttnSpec c = { s->B, s->H, s->Tq, s->Tk, s->D, s->causal, s->relb != NULL, s->key_len,

@@ -12,9 +12,12 @@
 
 #define CE_IGNORE_INDEX (-100)
 
-// one block per token row
-__global__ void crossentropy_fused_kernel(floatX* logits, float* losses, const int* labels, int V, float scale) {
+// one block per token row; the scale is `scale`, or the value at scale_dev when that is set (a step
+// replayed as a CUDA graph reads its own 1 / counted there)
+__global__ void crossentropy_fused_kernel(floatX* logits, float* losses, const int* labels, int V, float scale,
+                                          const float* scale_dev) {
     __shared__ float scratch[32];
+    if (scale_dev) scale = *scale_dev;
     int t = blockIdx.x, y = labels[t];
     floatX* x = logits + (size_t)t * V;
     if (y == CE_IGNORE_INDEX) {
@@ -53,10 +56,11 @@ __global__ void loss_sum_kernel(double* total, const float* losses, int N) {
     }
 }
 
-// losses (N) and, when scale ≠ 0, dlogits over logits; loss_sum (2 doubles, device) as loss_sum_kernel
+// losses (N) and, when scale ≠ 0, dlogits over logits; loss_sum (2 doubles, device) as loss_sum_kernel.
+// scale_dev: NULL, or where the scale is on the device (then `scale` is unused)
 static inline void crossentropy_forward_backward(floatX* logits, float* losses, double* loss_sum, const int* labels,
-                                                 int N, int V, float scale, cudaStream_t stream) {
-    crossentropy_fused_kernel<<<N, 1024, 0, stream>>>(logits, losses, labels, V, scale);
+                                                 int N, int V, float scale, const float* scale_dev, cudaStream_t stream) {
+    crossentropy_fused_kernel<<<N, 1024, 0, stream>>>(logits, losses, labels, V, scale, scale_dev);
     cudaCheckLaunch();
     loss_sum_kernel<<<1, 256, 0, stream>>>(loss_sum, losses, N);
     cudaCheckLaunch();

@@ -92,13 +92,22 @@ __device__ __forceinline__ bool dropout_keep_dev(uint64_t seed, uint32_t site, u
     return (float)(h >> 40) * (1.0f / 16777216.0f) >= p;
 }
 
-// one dropout site of a forward/backward pair; p = 0 is the identity
-typedef struct { float p; uint64_t seed; uint32_t site; } DropSite;
+// one dropout site of a forward/backward pair; p = 0 is the identity. The seed is `seed`, or, when
+// seed_dev is set, the value there: the trainer keeps each micro-batch's seed in device memory, so a
+// step captured once as a CUDA graph draws new masks on every replay (train_t5.cu, StepDev)
+typedef struct { float p; uint64_t seed; uint32_t site; const uint64_t* seed_dev; } DropSite;
+
+// the site with its seed read (kernels that apply a site in a loop read it once)
+__device__ __forceinline__ DropSite dropout_resolve(DropSite d) {
+    if (d.p != 0.0f && d.seed_dev) { d.seed = *d.seed_dev; d.seed_dev = NULL; }
+    return d;
+}
 
 // x · keep / (1-p), computed as the CPU engine does (x * (1/(1-p))) so fp32 results agree
 __device__ __forceinline__ float dropout_apply_dev(float x, DropSite d, uint64_t index) {
     if (d.p == 0.0f) return x;
-    return dropout_keep_dev(d.seed, d.site, index, d.p) ? x * (1.0f / (1.0f - d.p)) : 0.0f;
+    uint64_t seed = d.seed_dev ? *d.seed_dev : d.seed;
+    return dropout_keep_dev(seed, d.site, index, d.p) ? x * (1.0f / (1.0f - d.p)) : 0.0f;
 }
 
 // ----------------------------------------------------------------------------

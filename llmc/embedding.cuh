@@ -12,6 +12,7 @@
 #include "cuda_common.cuh"  // defines: DropSite, dropout_apply_dev, cudaCheck
 
 __global__ void embedding_forward_kernel(float* out, const int* ids, const float* wte, int N, int C, DropSite d) {
+    d = dropout_resolve(d);
     int t = blockIdx.x;
     const float* row = wte + (size_t)ids[t] * C;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
@@ -28,7 +29,10 @@ static inline void embedding_forward(float* out, const int* ids, const float* wt
 
 // positions grouped by id: uniq[k] is the k-th distinct id, its positions are pos[start[k] .. start[k+1])
 // in increasing order. Sizes: uniq, start ≤ N + 1, pos = N.
-typedef struct { int* uniq; int* start; int* pos; int n_uniq; } EmbedGroups;
+// n_uniq is the host's count. A CUDA graph replays its launch with the count of the batch it was captured
+// with, so for graphs the launch covers `cap` groups (cap ≥ n_uniq) and the kernel reads the batch's
+// count from uniq[cap] on the device (staged with the groups); cap = 0: the launch covers n_uniq exactly.
+typedef struct { int* uniq; int* start; int* pos; int n_uniq; int cap; } EmbedGroups;
 
 static int embed_pair_cmp(const void* a, const void* b) {
     const int* x = (const int*)a; const int* y = (const int*)b;
@@ -49,7 +53,10 @@ static inline void embed_groups_build(EmbedGroups* g, const int* ids, int N, int
 }
 
 __global__ void embedding_backward_kernel(float* dwte, EmbedGroups g, const float* dout, int C, DropSite d) {
-    int k = blockIdx.x, id = g.uniq[k];
+    d = dropout_resolve(d);
+    int k = blockIdx.x;
+    if (g.cap && k >= g.uniq[g.cap]) return; // past this batch's groups (a graph's launch covers cap)
+    int id = g.uniq[k];
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
         float acc = dwte[(size_t)id * C + c];
         for (int p = g.start[k]; p < g.start[k + 1]; p++) {
@@ -60,11 +67,12 @@ __global__ void embedding_backward_kernel(float* dwte, EmbedGroups g, const floa
     }
 }
 
-// g holds device pointers; n_uniq from the host
+// g holds device pointers; n_uniq (or cap) from the host
 static inline void embedding_backward(float* dwte, EmbedGroups g, const float* dout, int C, DropSite d,
                                       cudaStream_t stream) {
-    if (g.n_uniq == 0) return;
-    embedding_backward_kernel<<<g.n_uniq, 256, 0, stream>>>(dwte, g, dout, C, d);
+    int blocks = g.cap ? g.cap : g.n_uniq;
+    if (blocks == 0) return;
+    embedding_backward_kernel<<<blocks, 256, 0, stream>>>(dwte, g, dout, C, d);
     cudaCheckLaunch();
 }
 

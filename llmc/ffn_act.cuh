@@ -16,6 +16,7 @@
 #include "t5.h"             // defines: T5Act, act_value, act_grad (host and device)
 
 __global__ void ffn_act_forward_kernel(floatX* out, const floatX* h0, const floatX* h1, size_t n, T5Act a, DropSite d) {
+    d = dropout_resolve(d);
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float y = act_value(a, to_float(h0[i])) * (h1 ? to_float(h1[i]) : 1.0f);
         out[i] = from_float<floatX>(dropout_apply_dev(y, d, i));
@@ -24,6 +25,7 @@ __global__ void ffn_act_forward_kernel(floatX* out, const floatX* h0, const floa
 
 __global__ void ffn_act_backward_kernel(floatX* dh0, floatX* dh1, const floatX* dout, const floatX* h0, const floatX* h1,
                                         size_t n, T5Act a, DropSite d) {
+    d = dropout_resolve(d);
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float g = dropout_apply_dev(to_float(dout[i]), d, i), x = to_float(h0[i]);
         dh0[i] = from_float<floatX>(g * (h1 ? to_float(h1[i]) : 1.0f) * act_grad(a, x));

@@ -242,6 +242,7 @@ __device__ __forceinline__ void flash_store2(floatX* p, float a, float b) {
 template <int D>
 __global__ void __launch_bounds__(FLASH_THREADS)
 flash_attention_forward_kernel(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, AttnSpec s) {
+    s.drop = dropout_resolve(s.drop); // the seed read once, not per probability
     constexpr int LD = D + FLASH_PAD, NO = D / 8;
     extern __shared__ __align__(16) unsigned char flash_smem[];
     floatX* Qs = (floatX*)flash_smem;           // (64, LD) this block's queries
@@ -329,6 +330,7 @@ template <int D>
 __global__ void __launch_bounds__(FLASH_THREADS)
 flash_attention_backward_kv_kernel(floatX* dk, floatX* dv, float* part, const floatX* dout, const floatX* q,
                                    const floatX* k, const floatX* v, const float* lse, const float* delta, AttnSpec s) {
+    s.drop = dropout_resolve(s.drop); // the seed read once, not per probability
     constexpr int LD = D + FLASH_PAD, NO = D / 8;
     constexpr bool X_F32 = sizeof(floatX) == sizeof(float);
     extern __shared__ __align__(16) unsigned char flash_smem[];
@@ -425,6 +427,7 @@ template <int D>
 __global__ void __launch_bounds__(FLASH_THREADS)
 flash_attention_backward_q_kernel(floatX* dq, const floatX* dout, const floatX* q, const floatX* k, const floatX* v,
                                   const float* lse, const float* delta, AttnSpec s) {
+    s.drop = dropout_resolve(s.drop); // the seed read once, not per probability
     constexpr int LD = D + FLASH_PAD, NO = D / 8;
     extern __shared__ __align__(16) unsigned char flash_smem[];
     floatX* Qs = (floatX*)flash_smem;           // (64, LD) this block's queries

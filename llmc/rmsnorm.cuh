@@ -30,6 +30,7 @@ typedef struct {
 } RmsNormForward;
 
 __global__ void residual_rmsnorm_forward_kernel(RmsNormForward a) {
+    a.res_drop = dropout_resolve(a.res_drop); a.out_drop = dropout_resolve(a.out_drop);
     int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (t >= a.N) return;
     size_t row = (size_t)t * a.C;
@@ -85,6 +86,7 @@ __device__ __forceinline__ float rmsnorm_dy(const RmsNormBackward& a, size_t i) 
 }
 
 __global__ void rmsnorm_backward_input_kernel(RmsNormBackward a) {
+    a.next_drop = dropout_resolve(a.next_drop); a.dout_drop = dropout_resolve(a.dout_drop);
     int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (t >= a.N) return;
     size_t row = (size_t)t * a.C;
@@ -102,6 +104,7 @@ __global__ void rmsnorm_backward_input_kernel(RmsNormBackward a) {
 
 // dw_partial[chunk, c] = Σ over the chunk's rows of dy·x·r; block (32 columns, 8 row lanes)
 __global__ void rmsnorm_backward_weight_kernel(RmsNormBackward a) {
+    a.dout_drop = dropout_resolve(a.dout_drop);
     __shared__ float part[8][33];
     int c = blockIdx.x * 32 + threadIdx.x, chunk = blockIdx.y;
     int rows = CEIL_DIV(a.N, RMSNORM_CHUNKS), lo = chunk * rows, hi = min(a.N, lo + rows);

@@ -165,7 +165,7 @@ static void check(int B, int Tq, int Tk, int H, int D, int self, int causal, flo
     float* d_drelb = cuda_alloc<float>((size_t)NB * H);
     cudaCheck(cudaMemset(d_drelb, 0, (size_t)NB * H * sizeof(float)));
     AttnScratch w = { cuda_alloc<float>(na), cuda_alloc<floatX>(na), cuda_alloc<float>((size_t)H * (Tq + Tk - 1)) };
-    DropSite drop = { p, 11, 3 };
+    DropSite drop = { p, 11, 3, NULL };
     AttnSpec s = { B, Tq, Tk, H, D, causal ? NULL : d_len, causal, self ? d_relb : NULL, self ? d_buckets : NULL, drop };
     attention_forward(&mm, d_out, d_att, w, d_q, d_k, d_v, &s, 0);
     attention_backward(&mm, d_dq, d_dk, d_dv, d_drelb, NB, w, d_dout, d_q, d_k, d_v, d_att, &s, 0);
@@ -196,6 +196,19 @@ static void check(int B, int Tq, int Tk, int H, int D, int self, int causal, flo
         compare("2 flash backward: dk", f_dk, dk, nk, TOL_FLASH_DK);
         compare("2 flash backward: dv", f_dv, dv, nk, TOL_X);
         if (self) compare("2 flash backward: relative bias gradient", f_drelb, drelb, (size_t)NB * H, TOL_FLASH_DK);
+        if (p > 0.0f) { // the trainer's CUDA graphs read the seed from device memory: the same masks, the same bits
+            uint64_t* d_seed = cuda_alloc<uint64_t>(1);
+            cudaCheck(cudaMemcpy(d_seed, &drop.seed, sizeof(uint64_t), cudaMemcpyHostToDevice));
+            AttnSpec sd = s;
+            sd.drop.seed = 0; sd.drop.seed_dev = d_seed;
+            flash_run(&fr, NB, d_q, d_k, d_v, d_dout, &sd);
+            float *s_out = download_x(fr.out, nq), *s_dk = download_x(fr.dk, nk);
+            int same = memcmp(s_out, f_out, nq * sizeof(float)) == 0 && memcmp(s_dk, f_dk, nk * sizeof(float)) == 0;
+            printf("  %-56s %s\n", "2 flash, seed in device memory: bit-identical out, dk", same ? "OK" : "FAIL");
+            if (same) g_pass++; else g_fail++;
+            free(s_out); free(s_dk);
+            cudaCheck(cudaFree(d_seed));
+        }
         free(f_out); free(f_dq); free(f_dk); free(f_dv); free(f_drelb);
     }
     if (na >= (1 << 24)) {

@@ -3,6 +3,7 @@
 // several sizes, then a benchmark (L2 flushed, CUDA events, GB/s).
 // Variants: 1 = llmc/crossentropy.cuh (one 1024-thread block per row, three passes over the row).
 //   make -C dev/cuda crossentropy && ./dev/cuda/crossentropy      (run from the repository root)
+#include <string.h>                // defines: memcmp
 #include "dev/cuda/common.cuh"     // defines: host_normal, upload_x, compare, bench_ms
 #include "llmc/t5_cpu.h"           // defines: t5cpu_crossentropy, t5cpu_crossentropy_backward
 #include "llmc/crossentropy.cuh"   // defines: crossentropy_forward_backward
@@ -22,13 +23,24 @@ static void check(int N, int V) {
     float* losses = (float*)mallocCheck(N * sizeof(float));
     int counted = t5cpu_crossentropy(losses, logits, labels, N, V);
     float scale = 1.0f / counted;
-    crossentropy_forward_backward(d_logits, d_losses, d_sum, d_labels, N, V, scale, 0);
+    floatX* d_logits2 = cuda_alloc<floatX>(n); // the same logits, for the run with the scale in device memory
+    cudaCheck(cudaMemcpy(d_logits2, d_logits, n * sizeof(floatX), cudaMemcpyDeviceToDevice));
+    crossentropy_forward_backward(d_logits, d_losses, d_sum, d_labels, N, V, scale, NULL, 0);
     t5cpu_crossentropy_backward(logits, labels, N, V, scale);
     float *g_losses = download_f(d_losses, N), *g_d = download_x(d_logits, n);
     compare("per-token losses", g_losses, losses, N, 1e-5f);
     compare("dlogits", g_d, logits, n, TOL_X);
+    // as a CUDA graph replays it: the scale read from device memory, the same bits
+    float* d_scale = upload_f(&scale, 1);
+    crossentropy_forward_backward(d_logits2, d_losses, d_sum, d_labels, N, V, 0.0f, d_scale, 0);
+    float* g_d2 = download_x(d_logits2, n);
+    int same = memcmp(g_d2, g_d, n * sizeof(float)) == 0;
+    printf("  %-56s %s\n", "dlogits, scale in device memory: bit-identical", same ? "OK" : "FAIL");
+    if (same) g_pass++; else g_fail++;
+    free(g_d2);
+    cudaCheck(cudaFree(d_logits2)); cudaCheck(cudaFree(d_scale));
     if (n >= (1 << 24)) {
-        float ms = bench_ms([&] { crossentropy_forward_backward(d_logits, d_losses, d_sum, d_labels, N, V, scale, 0); }, 10);
+        float ms = bench_ms([&] { crossentropy_forward_backward(d_logits, d_losses, d_sum, d_labels, N, V, scale, NULL, 0); }, 10);
         printf("  bench %.3f ms (%.0f GB/s: 4 passes over the logits)\n", ms, 4.0 * n * sizeof(floatX) / ms / 1e6);
     }
     free(logits); free(labels); free(losses); free(g_losses); free(g_d);

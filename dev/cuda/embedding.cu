@@ -19,11 +19,12 @@
 static int* upload_groups(const int* ids, int N, EmbedGroups* g) {
     int* h = (int*)mallocCheck((size_t)(3 * N + 2) * sizeof(int));
     int* pairs = (int*)mallocCheck((size_t)2 * N * sizeof(int));
-    EmbedGroups hg = { h, h + N + 1, h + 2 * (N + 1), 0 };
+    EmbedGroups hg = { h, h + N + 1, h + 2 * (N + 1), 0, 0 };
     embed_groups_build(&hg, ids, N, pairs);
+    h[N] = hg.n_uniq; // the device count of a launch over cap = N groups (the trainer's CUDA graphs)
     int* d = cuda_alloc<int>((size_t)3 * N + 2);
     cudaCheck(cudaMemcpy(d, h, (size_t)(3 * N + 2) * sizeof(int), cudaMemcpyHostToDevice));
-    *g = EmbedGroups{ d, d + N + 1, d + 2 * (N + 1), hg.n_uniq };
+    *g = EmbedGroups{ d, d + N + 1, d + 2 * (N + 1), hg.n_uniq, 0 };
     free(h); free(pairs);
     return d;
 }
@@ -36,7 +37,7 @@ static void check_size(int N, int C, int V, float p) {
     rng_init(&r, 17 + (uint64_t)N);
     for (int t = 0; t < N; t++) ids[t] = (int)(rng_next(&r) % (uint64_t)V);
     float *wte = host_normal(nw, 1, 1.0f), *dout = host_normal(n, 2, 1.0f), *dwte = host_normal(nw, 3, 0.1f);
-    DropSite d = { p, 99, 5 };
+    DropSite d = { p, 99, 5, NULL };
     int* d_ids = cuda_alloc<int>(N);
     cudaCheck(cudaMemcpy(d_ids, ids, (size_t)N * sizeof(int), cudaMemcpyHostToDevice));
     float *d_wte = upload_f(wte, nw), *d_dout = upload_f(dout, n), *d_dwte = upload_f(dwte, nw), *d_out = cuda_alloc<float>(n);
@@ -59,6 +60,21 @@ static void check_size(int N, int C, int V, float p) {
     int same = memcmp(g_dwte, g_dwte2, nw * sizeof(float)) == 0;
     printf("  %-56s %s\n", "backward twice: bit-identical", same ? "OK" : "FAIL");
     if (same) g_pass++; else g_fail++;
+    // as a CUDA graph runs it: the seed read from device memory, the launch over N groups (cap)
+    uint64_t* d_seed = cuda_alloc<uint64_t>(1);
+    cudaCheck(cudaMemcpy(d_seed, &d.seed, sizeof(uint64_t), cudaMemcpyHostToDevice));
+    DropSite dd = { p, 0, d.site, d_seed };
+    EmbedGroups gc = g;
+    gc.cap = N;
+    float* start = host_normal(nw, 3, 0.1f); // dwte's start again (the CPU twin accumulated into dwte)
+    cudaCheck(cudaMemcpy(d_dwte, start, nw * sizeof(float), cudaMemcpyHostToDevice));
+    embedding_backward(d_dwte, gc, d_dout, C, dd, 0);
+    float* g_dwte3 = download_f(d_dwte, nw);
+    int same_dev = memcmp(g_dwte, g_dwte3, nw * sizeof(float)) == 0;
+    printf("  %-56s %s\n", "backward, device seed + launch over cap: bit-identical", same_dev ? "OK" : "FAIL");
+    if (same_dev) g_pass++; else g_fail++;
+    free(start); free(g_dwte3);
+    cudaCheck(cudaFree(d_seed));
     if (n >= 1 << 20) {
         float fms = bench_ms([&] { embedding_forward(d_out, d_ids, d_wte, N, C, d, 0); }, 20);
         float bms = bench_ms([&] { embedding_backward(d_dwte, g, d_dout, C, d, 0); }, 20);

@@ -16,7 +16,7 @@ static void check(size_t n, T5Act a, int gated, float p) {
     float *h0 = host_normal(n, 1, 2.0f), *h1 = host_normal(n, 2, 1.0f), *dout = host_normal(n, 3, 1.0f);
     floatX *d_h0 = upload_x(h0, n), *d_h1 = upload_x(h1, n), *d_dout = upload_x(dout, n);
     floatX *d_out = cuda_alloc<floatX>(n), *d_dh0 = cuda_alloc<floatX>(n), *d_dh1 = cuda_alloc<floatX>(n);
-    DropSite d = { p, 77, 5 };
+    DropSite d = { p, 77, 5, NULL };
     ffn_act_forward(d_out, d_h0, gated ? d_h1 : NULL, n, a, d, 0);
     ffn_act_backward(d_dh0, d_dh1, d_dout, d_h0, gated ? d_h1 : NULL, n, a, d, 0);
     float *out = (float*)mallocCheck(n * 4), *dh0 = (float*)mallocCheck(n * 4), *dh1 = (float*)mallocCheck(n * 4);
@@ -71,7 +71,7 @@ static void check_epilogue(int N, int C, int F, int ref) {
         compare("2 epilogue backward: (g·wo) masked", g_dh, dh, nh, TOL_X);
         free(h); free(ff); free(gh); free(dh); free(woT); free(g_ff); free(g_dh);
     } else {
-        DropSite d = { 0.0f, 0, 0 };
+        DropSite d = { 0.0f, 0, 0, NULL };
         float fused_f = bench_ms([&] { matmul(&mm, &fwd); }, 20);
         float fused_b = bench_ms([&] { matmul(&mm, &bwd); }, 20);
         float plain_f = bench_ms([&] { matmul_forward(&mm, d_h, 0, d_x, d_wi, N, C, F);

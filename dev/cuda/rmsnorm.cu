@@ -17,7 +17,7 @@ static void check_size(int N, int C) {
     float *d_dw = cuda_alloc<float>(C), *d_part = cuda_alloc<float>((size_t)RMSNORM_CHUNKS * C);
     floatX* d_ln = cuda_alloc<floatX>(n);
     cudaCheck(cudaMemset(d_dw, 0, C * sizeof(float)));
-    DropSite none = { 0.0f, 0, 0 };
+    DropSite none = { 0.0f, 0, 0, NULL };
     RmsNormForward f = { d_out_res, d_res, d_sub, none, d_ln, d_rstd, d_w, none, 1.0f, 1e-6f, N, C };
     residual_rmsnorm_forward(&f, 0);
     // CPU: x = res + sub, then the norm
