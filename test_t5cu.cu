@@ -840,6 +840,14 @@ static void test_generate(const char* preset, int Le, int Ld) {
         char err[1024], name[160];
         int rc_cpu = t5cpu_generate(cpu, src, lens, B, g, want, want_len, err, sizeof(err));
         int rc_gpu = t5cu_generate(&m, src, lens, B, g, got, got_len, err, sizeof(err));
+        // the decoder step replayed as a CUDA graph (--cuda-graphs 1): the same tokens as eager launches
+        int graph_out[B * 20], graph_len[B];
+        long long replays = m.graphs.replayed;
+        m.graphs.on = 1;
+        int rc_graph = t5cu_generate(&m, src, lens, B, g, graph_out, graph_len, err, sizeof(err));
+        int graph_ok = rc_graph == 0 && m.graphs.on && m.graphs.replayed > replays &&
+                       memcmp(graph_out, got, sizeof(int) * B * T) == 0 && memcmp(graph_len, got_len, sizeof(graph_len)) == 0;
+        m.graphs.on = 0;
         int same = 0, total = 0, stopped = 0;
         for (int b = 0; b < B; b++) {
             stopped += want_len[b] < T;
@@ -854,6 +862,9 @@ static void test_generate(const char* preset, int Le, int Ld) {
 #else
         check_true(name, rc_cpu == 0 && rc_gpu == 0); // agreement printed, not required (see above)
 #endif
+        snprintf(name, sizeof(name), "%s, %d beam(s), ngram %d: decoder steps replayed as CUDA graphs, tokens identical to eager",
+                 g->num_beams > 1 ? "beam" : "greedy", g->num_beams, g->no_repeat_ngram_size);
+        check_true(name, graph_ok);
     }
     int bad[1] = { c.vocab_size }, one = 1;
     const int* bad_src[1] = { bad };

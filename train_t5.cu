@@ -286,6 +286,15 @@ typedef struct {
     size_t state_bytes;  // device bytes of weights, gradients and optimizer state on this rank
 } T5Cuda;
 
+// graphs hold only device operations on the model's streams; phase timing records events the host reads
+// between them, so a profiled run launches eagerly
+static int t5cu_graphs_usable(const T5Cuda* m) { return m->graphs.on && !m->prof; }
+
+// whether a shape's first step may be captured at once: not when it does host-synchronising work the
+// first time (T5_MATMUL_TUNE=1 times candidates on the GPU; cuDNN builds its graphs and sizes its
+// workspace): then it runs eagerly first and is captured the second time
+static int graphs_capture_first(const T5Cuda* m) { return m->mm.tune != MM_ALGO_TIMED && m->attention != ATTN_CUDNN; }
+
 static void prof_start(T5Cuda* m) {
     PhaseProf* p = (PhaseProf*)callocCheck(1, sizeof(PhaseProf));
     const char* env = getenv("T5_PROFILE");
@@ -1520,6 +1529,18 @@ typedef struct {
     float* top_val; int* top_idx;  // (max(R, B·2nb)) picks, on the device
     float* h_val; int* h_idx;      // the same, pinned on the host
     int* h_tokens;                 // (R) pinned
+    int* pos;                      // (1) device: the position t of the running step
+    floatX *k_new, *v_new;         // (R, HD) the new position's key and value, before cache_put
+    // the search's step (gen_step_body): scores as log-probabilities plus the running score (beam), the
+    // sequences for the n-gram ban, and top-k: `groups` groups of n values, k picks each
+    int log_probs, seq_stride, top_groups, top_n, top_k;
+    float eos_bias;
+    // --cuda-graphs 1: the step captured once per [cache buffer cur][residual buffers swapped] and replayed
+    // at every position (the position is read from pos); eager before the first capture when the step's
+    // first run synchronises the host (graphs_capture_first)
+    cudaGraphExec_t graph[2][2];
+    float* x_first;                // G->x at the start: which of the two step graphs the pointers select
+    int steps;
     void* dev[40]; int n_dev;      // every device buffer above, for gen_gpu_free
 } GenGpu;
 
@@ -1552,6 +1573,9 @@ static void gen_gpu_build(GenGpu* G, const T5Config* c, int B, const T5CpuGen* g
     G->logits = (float*)gen_dev(G, R * V * f);
     G->score = (float*)gen_dev(G, R * f);
     G->top_val = (float*)gen_dev(G, picks * f); G->top_idx = (int*)gen_dev(G, picks * i);
+    G->pos = (int*)gen_dev(G, i);
+    G->k_new = (floatX*)gen_dev(G, R * HD * x); G->v_new = (floatX*)gen_dev(G, R * HD * x);
+    G->x_first = G->x;
     cudaCheck(cudaMallocHost((void**)&G->h_val, picks * f));
     cudaCheck(cudaMallocHost((void**)&G->h_idx, picks * i));
     cudaCheck(cudaMallocHost((void**)&G->h_tokens, R * i));
@@ -1560,6 +1584,8 @@ static void gen_gpu_build(GenGpu* G, const T5Config* c, int B, const T5CpuGen* g
 
 static void gen_gpu_free(GenGpu* G) {
     cudaCheck(cudaDeviceSynchronize());
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++) if (G->graph[a][b]) cudaCheck(cudaGraphExecDestroy(G->graph[a][b]));
     for (int k = 0; k < G->n_dev; k++) cudaCheck(cudaFree(G->dev[k]));
     cudaCheck(cudaFreeHost(G->h_val)); cudaCheck(cudaFreeHost(G->h_idx)); cudaCheck(cudaFreeHost(G->h_tokens));
     memset(G, 0, sizeof(*G));
@@ -1598,16 +1624,16 @@ static void gen_gpu_encode(T5Cuda* m, GenGpu* G, const int* const* src, const in
     batch_free(&bb);
 }
 
-// rows (R, HD) of ln·Wᵀ written into a cache at one position: row r at dst + r·ld
-static void gen_cache_write(T5Cuda* m, floatX* dst, int64_t ld, const floatX* ln, const floatX* w, int R) {
+// rows (R, HD) of ln·Wᵀ, the new position's keys or values (cache_put moves them into the cache)
+static void gen_project(T5Cuda* m, floatX* dst, const floatX* ln, const floatX* w, int R) {
     int C = m->config.d_model, HD = m->config.num_heads * m->config.d_kv;
-    Matmul mm = { dst, 0, ld, 0, { ln, 0, C, 0 }, { w, 1, C, 0 }, R, HD, C, 1, 0, MM_PLAIN, NULL, 0 };
-    matmul(&m->mm, &mm);
+    matmul_forward(&m->mm, dst, 0, ln, w, R, C, HD);
 }
 
-// the decoder at position t for every row: G->tokens (R) → G->logits (R, V), the logits the full
-// decoder gives at t for these rows' prefixes (gen_decode_step of train_t5.c)
-static void gen_gpu_step(T5Cuda* m, GenGpu* G, int t) {
+// the decoder at the position in G->pos for every row: G->tokens (R) → G->logits (R, V), the logits the
+// full decoder gives at t for these rows' prefixes (gen_decode_step of train_t5.c); then the search's
+// scores and top-k picks. Only device work, the position read on the device: a CUDA graph replays it.
+static void gen_step_body(T5Cuda* m, GenGpu* G) {
     const T5Config* c = &m->config;
     int R = G->R, C = c->d_model, H = c->num_heads, D = c->d_kv, HD = H * D, L = c->num_decoder_layers;
     size_t self_layer = (size_t)R * G->T * HD, cross_layer = (size_t)G->B * G->Ts * HD;
@@ -1618,15 +1644,18 @@ static void gen_gpu_step(T5Cuda* m, GenGpu* G, int t) {
         floatX* kc = G->self_k[G->cur] + l * self_layer;
         floatX* vc = G->self_v[G->cur] + l * self_layer;
         matmul_forward(&m->mm, G->q, 0, G->ln, PX(m, P_DEC_Q, l), R, C, HD);
-        gen_cache_write(m, kc + (size_t)t * HD, (int64_t)G->T * HD, G->ln, PX(m, P_DEC_K, l), R);
-        gen_cache_write(m, vc + (size_t)t * HD, (int64_t)G->T * HD, G->ln, PX(m, P_DEC_V, l), R);
-        DecodeAttn self = { R, H, D, kc, vc, (size_t)G->T * HD, NULL, NULL, t + 1, PM(m, P_DEC_RELB, 0), G->buckets, t, G->T - 1 };
+        gen_project(m, G->k_new, G->ln, PX(m, P_DEC_K, l), R);
+        gen_project(m, G->v_new, G->ln, PX(m, P_DEC_V, l), R);
+        cache_put(kc, G->k_new, G->pos, R, (size_t)G->T * HD, HD, m->stream);
+        cache_put(vc, G->v_new, G->pos, R, (size_t)G->T * HD, HD, m->stream);
+        DecodeAttn self = { R, H, D, kc, vc, (size_t)G->T * HD, NULL, NULL, 0, PM(m, P_DEC_RELB, 0), G->buckets, 0, G->T - 1,
+                            G->pos };
         decode_attention(G->ctx, G->att, att_stride, G->q, &self, m->stream);
         matmul_forward(&m->mm, G->sub, 1, G->ctx, PX(m, P_DEC_O, l), R, HD, C);
         residual_norm(m, G->x2, G->x, G->sub, NO_DROP, G->ln, G->rstd, PM(m, P_DEC_LN2, l), NO_DROP, 1.0f, R);
         matmul_forward(&m->mm, G->q, 0, G->ln, PX(m, P_DEC_CQ, l), R, C, HD);
         DecodeAttn cross = { R, H, D, G->cross_k + l * cross_layer, G->cross_v + l * cross_layer, (size_t)G->Ts * HD,
-                             G->row_input, G->cross_len, 0, NULL, NULL, 0, 0 };
+                             G->row_input, G->cross_len, 0, NULL, NULL, 0, 0, NULL };
         decode_attention(G->ctx, G->att, att_stride, G->q, &cross, m->stream);
         matmul_forward(&m->mm, G->sub, 1, G->ctx, PX(m, P_DEC_CO, l), R, HD, C);
         residual_norm(m, G->x, G->x2, G->sub, NO_DROP, G->ln, G->rstd, PM(m, P_DEC_LN3, l), NO_DROP, 1.0f, R);
@@ -1639,6 +1668,49 @@ static void gen_gpu_step(T5Cuda* m, GenGpu* G, int t) {
         float* swap = G->x; G->x = G->x2; G->x2 = swap;
     }
     matmul_forward(&m->mm, G->logits, 1, G->ln, PX(m, t5cu_head_id(c), 0), R, C, c->vocab_size);
+    gen_scores(G->logits, R, c->vocab_size, c->eos_id, G->eos_bias, G->log_probs, G->log_probs ? G->score : NULL, G->seq,
+               G->seq_stride, 0, G->pos, G->ngram, m->stream);
+    topk(G->logits, G->top_groups, G->top_n, G->top_k, G->top_val, G->top_idx, m->stream);
+}
+
+// G->x and G->x2 after a step: swapped once per decoder block (what gen_step_body does on the host)
+static void gen_step_swaps(const T5Config* c, GenGpu* G) {
+    if (c->num_decoder_layers % 2 == 0) return;
+    float* swap = G->x; G->x = G->x2; G->x2 = swap;
+}
+
+// one decoder step at position t: eager, or its graph (captured here the first time)
+static void gen_step_run(T5Cuda* m, GenGpu* G, int t) {
+    cudaCheck(cudaMemcpyAsync(G->pos, &t, sizeof(int), cudaMemcpyHostToDevice, m->stream)); // pageable: staged at the call
+    cudaGraphExec_t* e = &G->graph[G->cur][G->x != G->x_first];
+    int eager = !t5cu_graphs_usable(m) || (!*e && G->steps == 0 && !graphs_capture_first(m));
+    G->steps++;
+    if (eager) { gen_step_body(m, G); return; }
+    if (*e) {
+        cudaCheck(cudaGraphLaunch(*e, m->stream));
+        gen_step_swaps(&m->config, G);
+        m->graphs.replayed++;
+        return;
+    }
+    float *x = G->x, *x2 = G->x2;
+    cudaGraph_t graph = NULL;
+    cudaCheck(cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal));
+    gen_step_body(m, G);
+    cudaError_t err = cudaStreamEndCapture(m->stream, &graph);
+    if (err == cudaSuccess) err = cudaGraphInstantiate(e, graph, 0);
+    if (graph) cudaCheck(cudaGraphDestroy(graph));
+    if (err != cudaSuccess) { // as graph_capture_launch: eager from here on
+        (void)cudaGetLastError();
+        *e = NULL;
+        fprintf(stderr, "warning: a CUDA graph of the decoder step could not be captured (%s): eager launches from here on\n",
+                cudaGetErrorString(err));
+        m->graphs.on = 0;
+        G->x = x; G->x2 = x2;
+        gen_step_body(m, G);
+        return;
+    }
+    m->graphs.captured++;
+    cudaCheck(cudaGraphLaunch(*e, m->stream));
 }
 
 // n picks from the device into pinned host memory (synchronises); 0, or -1 when scores were all NaN
@@ -1677,13 +1749,13 @@ static int gen_gpu_greedy(T5Cuda* m, GenGpu* G, const T5CpuGen* g, int* out, int
     int* seq = (int*)mallocCheck((size_t)R * L * sizeof(int));
     int* done = (int*)callocCheck((size_t)R, sizeof(int));
     for (int r = 0; r < R; r++) { seq[(size_t)r * L] = G->h_tokens[r] = c->decoder_start_id; out_len[r] = 0; }
+    G->log_probs = 0; G->seq_stride = L; G->eos_bias = g->eos_bias;
+    G->top_groups = R; G->top_n = V; G->top_k = 1; // argmax, the first of equal maxima
     int rc = 0;
     for (int t = 0; t < T && rc == 0; t++) {
         gen_upload_tokens(m, G);
         if (G->ngram > 0) cudaCheck(cudaMemcpyAsync(G->seq, seq, (size_t)R * L * sizeof(int), cudaMemcpyHostToDevice, m->stream));
-        gen_gpu_step(m, G, t);
-        gen_scores(G->logits, R, V, c->eos_id, g->eos_bias, 0, NULL, G->seq, L, t + 1, G->ngram, m->stream);
-        topk(G->logits, R, V, 1, G->top_val, G->top_idx, m->stream); // argmax, the first of equal maxima
+        gen_step_run(m, G, t);
         rc = gen_download_picks(m, G, R, 0);
         if (rc == 0 && !gen_gpu_greedy_pick(c, t, T, G->h_idx, seq, G->h_tokens, done, out_len, R)) break;
     }
@@ -1700,6 +1772,8 @@ static int gen_gpu_beam(T5Cuda* m, GenGpu* G, const T5CpuGen* g, int* out, int* 
     T5CpuBeam* bs = t5cpu_beam_create(c, B, g);
     int W = t5cpu_beam_width(bs);
     int* parent = (int*)mallocCheck((size_t)R * sizeof(int));
+    G->log_probs = 1; G->seq_stride = W; G->eos_bias = g->eos_bias;
+    G->top_groups = B; G->top_n = nb * V; G->top_k = K;
     int rc = 0;
     for (int cur_len = 1, go_on = 1; go_on && rc == 0; cur_len++) {
         const int* run = t5cpu_beam_running(bs);
@@ -1707,9 +1781,7 @@ static int gen_gpu_beam(T5Cuda* m, GenGpu* G, const T5CpuGen* g, int* out, int* 
         gen_upload_tokens(m, G);
         cudaCheck(cudaMemcpyAsync(G->score, t5cpu_beam_scores(bs), (size_t)R * sizeof(float), cudaMemcpyHostToDevice, m->stream));
         if (G->ngram > 0) cudaCheck(cudaMemcpyAsync(G->seq, run, (size_t)R * W * sizeof(int), cudaMemcpyHostToDevice, m->stream));
-        gen_gpu_step(m, G, cur_len - 1);
-        gen_scores(G->logits, R, V, c->eos_id, g->eos_bias, 1, G->score, G->seq, W, cur_len, G->ngram, m->stream);
-        topk(G->logits, B, nb * V, K, G->top_val, G->top_idx, m->stream);
+        gen_step_run(m, G, cur_len - 1);
         if ((rc = gen_download_picks(m, G, B * K, 1)) != 0) break;
         go_on = t5cpu_beam_step(bs, G->h_val, G->h_idx, cur_len, parent);
         cudaCheck(cudaMemcpyAsync(G->parent, parent, (size_t)R * sizeof(int), cudaMemcpyHostToDevice, m->stream));
@@ -2200,15 +2272,6 @@ static int plan_memory(const Options* o) {
 
 // ----------------------------------------------------------------------------
 // a training step as CUDA graphs (see "CUDA graphs" at the top): micro-steps per shape, the step end
-
-// graphs hold only device operations on the model's streams; phase timing records events the host reads
-// between them, so a profiled run launches eagerly
-static int t5cu_graphs_usable(const T5Cuda* m) { return m->graphs.on && !m->prof; }
-
-// whether a shape's first step may be captured at once: not when it does host-synchronising work the
-// first time (T5_MATMUL_TUNE=1 times candidates on the GPU; cuDNN builds its graphs and sizes its
-// workspace): then it runs eagerly first and is captured the second time
-static int graphs_capture_first(const T5Cuda* m) { return m->mm.tune != MM_ALGO_TIMED && m->attention != ATTN_CUDNN; }
 
 typedef struct { T5Cuda* m; const AdamW* opt; int reduce; } StepCtx;
 typedef void (*StepBody)(const StepCtx*);
@@ -2830,7 +2893,7 @@ static int run(Comm* comm, const Options* o) {
     if (meter.print && m.mm.plans)
         printf("matmul plans: %d exact shapes planned, %lld products reused a kept plan\n", m.mm.plans_built, m.mm.plans_hit);
     if (meter.print && o->cuda_graphs)
-        printf("cuda graphs: %lld captured, %lld micro-steps replayed, %lld run eagerly (first sight of a shape)%s\n",
+        printf("cuda graphs: %lld captured, %lld replayed (training micro-steps, decoder steps), %lld micro-steps eager%s\n",
                m.graphs.captured, m.graphs.replayed, m.graphs.eager, m.graphs.on ? "" : "; turned off during the run");
     t5cu_free(&m);
     return rc;

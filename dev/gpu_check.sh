@@ -146,6 +146,8 @@ stage "gen model" 60 "$T5" --model flan-t5-base --save-hf "$OUT/gen_model"
 for beams in 1 4; do
     stage "gen t5cu b$beams" 90 "$T5" --model "$OUT/gen_model" --gen-bench "$GEN_INPUTS" --gen-batch-size "$GEN_BATCH" \
         --num-beams "$beams" --max-new-tokens 64
+    stage "gen t5cu graphs b$beams" 90 env T5_MATMUL_PLANS=1 "$T5" --model "$OUT/gen_model" --gen-bench "$GEN_INPUTS" \
+        --gen-batch-size "$GEN_BATCH" --num-beams "$beams" --max-new-tokens 64 --cuda-graphs 1
     stage "gen hf b$beams" 120 python3 dev/bench_hf_generate.py --model-dir "$OUT/gen_model" --inputs "$GEN_INPUTS" \
         --batch-size "$GEN_BATCH" --num-beams "$beams" --max-new-tokens 64
 done
@@ -277,10 +279,12 @@ if rows:
           f"{sum(r[1] * r[0] for r in rows) / sum(ms):.0f} real tok/s")
 PY
 done
-printf '%-12s %8s %14s %14s %8s\n' generation beams t5cu_summ/s hf_summ/s ratio
+printf '%-12s %8s %14s %14s %14s %8s %8s\n' generation beams t5cu_summ/s graphs_summ/s hf_summ/s ratio graphs
 for beams in 1 4; do
     ours=$(field "gen_t5cu_b$beams" summaries_per_s); theirs=$(field "gen_hf_b$beams" summaries_per_s)
-    printf '%-12s %8s %14s %14s %8s\n' flan-t5-base "$beams" "${ours:-n/a}" "${theirs:-n/a}" "$(ratio "$ours" "$theirs")"
+    graphs=$(field "gen_t5cu_graphs_b$beams" summaries_per_s)
+    printf '%-12s %8s %14s %14s %14s %8s %8s\n' flan-t5-base "$beams" "${ours:-n/a}" "${graphs:-n/a}" "${theirs:-n/a}" \
+        "$(ratio "$ours" "$theirs")" "$(ratio "$graphs" "$theirs")"
 done
 echo "stages failed or skipped: $fails"
 [ "$fails" -eq 0 ]

@@ -28,6 +28,8 @@ typedef struct {
     const float* relb;    // (NB, H) causal relative bias, or NULL (cross-attention)
     const int* buckets;   // bucket of rel j − t at buckets[j − t + bucket_mid]
     int t, bucket_mid;
+    const int* pos;       // device, or NULL: the query position t read there, keys 0..t (a decoder step
+                          //   replayed as a CUDA graph reads its position; t and fixed_len are then unused)
 } DecodeAttn;
 
 // one block per (row, head): scores (fp32, kept in att), block softmax, then ctx = Σ_j p_j v_j
@@ -38,6 +40,7 @@ __global__ void decode_attention_kernel(floatX* ctx, float* att, const floatX* q
     size_t base = (size_t)(s.seq ? s.seq[r] : r) * s.stride + (size_t)h * s.D;
     const floatX* qh = q + (size_t)r * HD + (size_t)h * s.D;
     float* a = att + ((size_t)r * s.H + h) * att_stride;
+    if (s.pos) { s.t = *s.pos; s.fixed_len = s.t + 1; }
     int n = s.key_len ? s.key_len[r] : s.fixed_len;
     for (int j = warp; j < n; j += warps) { // one warp per key: lanes split the head dimension
         const floatX* kj = s.k + base + (size_t)j * HD;
@@ -69,6 +72,21 @@ static inline void decode_attention(floatX* ctx, float* att, int att_stride, con
     cudaCheckLaunch();
 }
 
+// rows (R, HD) into a cache at the position *pos: row r at cache + r·row_stride + pos·HD (the key or
+// value of the new position, computed into a fixed buffer first so that a replayed step writes where
+// its position says)
+__global__ void cache_put_kernel(floatX* cache, const floatX* rows, const int* pos, size_t row_stride, int HD) {
+    int r = blockIdx.x;
+    floatX* d = cache + (size_t)r * row_stride + (size_t)*pos * HD;
+    for (int i = threadIdx.x; i < HD; i += blockDim.x) d[i] = rows[(size_t)r * HD + i];
+}
+
+static inline void cache_put(floatX* cache, const floatX* rows, const int* pos, int R, size_t row_stride, int HD,
+                             cudaStream_t stream) {
+    cache_put_kernel<<<R, 128, 0, stream>>>(cache, rows, pos, row_stride, HD);
+    cudaCheckLaunch();
+}
+
 // ----------------------------------------------------------------------------
 // scores of the next token
 
@@ -96,8 +114,11 @@ __global__ void gen_scores_kernel(float* logits, int V, int eos, float eos_bias,
 }
 
 // HF's NoRepeatNGramLogitsProcessor: row r's last n−1 tokens (of len, start token included) matched
-// against every earlier window; each match bans the token that followed it. One block per row.
-__global__ void gen_ban_ngrams_kernel(float* logits, int V, const int* seq, int seq_stride, int len, int n) {
+// against every earlier window; each match bans the token that followed it. One block per row. pos:
+// NULL, or where the step's position t is on the device (then len = t + 1)
+__global__ void gen_ban_ngrams_kernel(float* logits, int V, const int* seq, int seq_stride, int len, int n, const int* pos) {
+    if (pos) len = *pos + 1;
+    if (len < n) return;
     const int* s = seq + (size_t)blockIdx.x * seq_stride;
     const int* prefix = s + len - (n - 1);
     for (int i = threadIdx.x; i + n <= len; i += blockDim.x) {
@@ -107,12 +128,13 @@ __global__ void gen_ban_ngrams_kernel(float* logits, int V, const int* seq, int 
     }
 }
 
+// len: the sequences' length (start token included), or, with pos set, read on the device as *pos + 1
 static inline void gen_scores(float* logits, int R, int V, int eos, float eos_bias, int log_probs, const float* score,
-                              const int* seq, int seq_stride, int len, int ngram, cudaStream_t stream) {
+                              const int* seq, int seq_stride, int len, const int* pos, int ngram, cudaStream_t stream) {
     gen_scores_kernel<<<R, 1024, 0, stream>>>(logits, V, eos, eos_bias, log_probs, score);
     cudaCheckLaunch();
-    if (ngram <= 0 || len < ngram) return;
-    gen_ban_ngrams_kernel<<<R, 128, 0, stream>>>(logits, V, seq, seq_stride, len, ngram);
+    if (ngram <= 0 || (!pos && len < ngram)) return;
+    gen_ban_ngrams_kernel<<<R, 128, 0, stream>>>(logits, V, seq, seq_stride, len, ngram, pos);
     cudaCheckLaunch();
 }
 
