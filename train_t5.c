@@ -1971,6 +1971,7 @@ typedef struct {
     const char* name;     // its scores.json's "model" (the spec; "fine-tuned" for a model trained by this process)
     const char* tag;      // its files: generations{tag}.jsonl, scores{tag}.json ("", "_compare", "_baseline")
     ModelKind kind;
+    int trained;          // 1: trained by this process, from spec (its run: --out-dir)
     char label[40];       // the kind, made unique within the report
     char run[4400];       // the run directory its info was read from ("": none)
     RunInfo info;         // trainable parameters (0 for zero-shot), median step ms, peak MiB (-1 / NAN: unknown)
@@ -2032,6 +2033,7 @@ static void print_legend(FILE* f, int md, const ReportRow* rows, int n) {
         const ReportRow* w = &rows[k];
         fprintf(f, md ? "- **%s**: `%s`" : "  %-24s %s", w->label, w->spec);
         if (w->adapter) fprintf(f, md ? " + LoRA adapter `%s`" : " + LoRA adapter %s", w->adapter);
+        if (w->trained) fprintf(f, ", trained by this process");
         if (w->kind == KIND_ZERO_SHOT) fprintf(f, " (as it is: nothing trained)\n");
         else if (w->run[0]) fprintf(f, md ? " (run `%s`: %lld steps%s%s)\n" : " (run %s: %lld steps%s%s)\n", w->run, w->info.steps,
                                     w->info.peak_memory[0] ? ", peak memory: " : "", w->info.peak_memory);
@@ -3112,7 +3114,8 @@ static int run_eval(T5* m, const Options* o, const char* name) {
     }
     if (rc == 0) { // a model trained here: its run is --out-dir, and --lora-adapter was only where it started
         ReportRow* w = &rows[n++];
-        *w = (ReportRow){ .spec = o->model, .adapter = trained ? NULL : o->lora_adapter, .name = name, .tag = "", .kind = KIND_TUNED };
+        *w = (ReportRow){ .spec = o->model, .adapter = trained ? NULL : o->lora_adapter, .name = name, .tag = "", .kind = KIND_TUNED,
+                          .trained = trained };
         describe_model_row(w, m, trained ? o->out_dir : spec_run_dir(o->model, o->lora_adapter, dir, sizeof(dir)), trained);
         rc = eval_model(m, o, &tok, &s, w);
     }
