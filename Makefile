@@ -322,6 +322,21 @@ dialogsum: train_t5
 	    --tokenizer $(DATA)/t5/spiece.model --eval-split $(PREP)/test --baseline-model $(START) $(EVAL_ARGS)
 	$(PYTHON) dev/plot_metrics.py $(RUN)
 
+# the three-way report (issue 16): the main job run twice on the same PREP, fully fine-tuned (FULL_RUN) and
+# with a rank-COMPARE_LORA LoRA adapter (LORA_RUN), then the start model zero-shot, the full fine-tune and the
+# LoRA model side by side in COMPARE_OUT/comparison.md: ROUGE, BLEU, trainable parameters, median step time
+# and peak memory (from each run's metrics.jsonl), and the test dialogues with every model's summary
+COMPARE_LORA ?= 32
+FULL_RUN ?= out/dialogsum_run
+LORA_RUN ?= out/dialogsum_run_lora$(COMPARE_LORA)
+COMPARE_OUT ?= out/dialogsum_compare
+.PHONY: dialogsum_compare
+dialogsum_compare: train_t5
+	$(MAKE) --no-print-directory dialogsum LORA=0 RUN=$(FULL_RUN)
+	$(MAKE) --no-print-directory dialogsum LORA=$(COMPARE_LORA) RUN=$(LORA_RUN)
+	./train_t5 --model $(START) $(if $(MODEL),,$(SMALL_T5)) --lora-adapter $(LORA_RUN)/adapter --compare-model $(FULL_RUN)/model \
+	    --baseline-model $(START) --tokenizer $(DATA)/t5/spiece.model --eval-split $(PREP)/test --eval-out $(COMPARE_OUT) $(EVAL_ARGS)
+
 # regenerate dev/fixtures with Hugging Face transformers (needs torch + transformers)
 # the format fixtures need transformers 4 beside 5: TRANSFORMERS4=DIR (pip install --target DIR transformers==4.57.1)
 TRANSFORMERS4 ?= /tmp/tf4

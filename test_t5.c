@@ -995,6 +995,9 @@ static void test_cli_errors(const char* bin) {
         { "--model flan-t5-small --shape-ladder 64,-1 --bench 1", "--shape-ladder must be S,T" },
         { "--model dev/fixtures/flan_gated/model --save-hf x --save-hf-dtype fp16", "--save-hf-dtype must be fp32 or bf16" },
         { "--model dev/fixtures/flan_gated/model --save-hf x --max-shard-size 5XB", "--max-shard-size must be a size" },
+        { "--model dev/fixtures/flan_gated/model --compare-lora-adapter x --save-hf y", "--compare-lora-adapter needs --compare-model" },
+        { "--model dev/fixtures/flan_gated/model --compare-model x --save-hf y", "--compare-model needs --eval-split" },
+        { "--model dev/fixtures/flan_gated/model --compare-model nosuch --eval-split dev/fixtures/none", "--compare-model nosuch is not" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char cmd[2048], name[120];
@@ -1534,6 +1537,49 @@ static void test_cli_lora(const char* bin, const char* tmp) {
     expect_error("CLI refuses: resume a LoRA run on other base weights", rc == 0 ? 0 : 1, out, "fingerprint");
 }
 
+// the metrics log as the comparison report reads it back (llmc/rundir.h): what metrics_start / metrics_end
+// write comes back; a log with bad lines, an old log without the new fields and a missing log give
+// "unknown", never a failure; rundir_of finds the run of RUN/model, RUN/adapter/, RUN/checkpoints/ckpt
+static void test_metrics_reader(const char* tmp) {
+    char dir[600], path[700], got[700], name[200];
+    snprintf(dir, sizeof(dir), "%s/metrics_run", tmp);
+    FILE* f = metrics_start(dir, 0, 0, 4, 456, 123);
+    if (f) fprintf(f, "{\"type\": \"train\", \"step\": 1, \"ms\": 5}\n{\"type\": \"train\", \"step\": 2, \"ms\": 1}\n"
+                      "{\"type\": \"train\", \"step\": 3, \"ms\": 3}\nnot json at all\n[1, 2]\n\n"
+                      "{\"type\": \"train\", \"step\": 4, \"ms\": 100}\n");
+    metrics_end(f, 0, 4, 0.1, 50.0, "resident");
+    if (f) fprintf(f, "{\"type\": \"resume\", \"step\": 4, \"params\": 456, \"trainable\": 123}\n");
+    metrics_end(f, 1, 4, 0.1, 70.5, "device");
+    if (f) { fprintf(f, "{\"type\": \"train\", \"step\": 5, \"ms\": 1e9"); fclose(f); } // torn: a record being written
+    snprintf(path, sizeof(path), "%s/metrics.jsonl", dir);
+    RunInfo r;
+    int rc = metrics_run_info(path, &r);
+    snprintf(name, sizeof(name), "metrics log read back: trainable %lld of %lld, %lld steps, median %.1f ms, peak %.1f %s, %lld bad",
+             r.trainable, r.params, r.steps, r.step_ms, r.peak_mib, r.peak_memory, r.bad_lines);
+    check_true(name, rc == 0 && r.trainable == 123 && r.params == 456 && r.steps == 4 && r.step_ms == 4.0 && r.peak_mib == 70.5 &&
+               strcmp(r.peak_memory, "device") == 0 && r.bad_lines == 2);
+    snprintf(path, sizeof(path), "%s/old_metrics.jsonl", tmp);
+    const char* old = "{\"type\": \"start\", \"step\": 0, \"total_steps\": 2, \"params\": 9}\n"
+                      "{\"type\": \"train\", \"step\": 1, \"ms\": null}\n{\"type\": \"train\", \"step\": 2, \"ms\": 7.5}\n"
+                      "{\"type\": \"end\", \"step\": 2, \"padding_fraction\": 0.5}\n";
+    write_bytes(path, old, strlen(old));
+    rc = metrics_run_info(path, &r);
+    check_true("an old metrics log (no trainable, no peak_mib): those unknown, the step time read", rc == 0 && r.trainable == -1 &&
+               r.params == 9 && r.steps == 2 && r.step_ms == 7.5 && isnan(r.peak_mib) && r.peak_memory[0] == 0 && r.bad_lines == 0);
+    snprintf(path, sizeof(path), "%s/no_such_dir/metrics.jsonl", tmp);
+    rc = metrics_run_info(path, &r);
+    check_true("a missing metrics log: -1, everything unknown", rc == -1 && r.trainable == -1 && isnan(r.step_ms) && isnan(r.peak_mib));
+    const char* inside[] = { "model", "adapter/", "checkpoints/ckpt_000000004.bin" };
+    int found = 1;
+    for (size_t i = 0; i < sizeof(inside) / sizeof(inside[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, inside[i]);
+        found &= rundir_of(path, got, sizeof(got)) == 0 && strcmp(got, dir) == 0;
+    }
+    snprintf(path, sizeof(path), "%s/elsewhere/model", tmp);
+    check_true("rundir_of: RUN/model, RUN/adapter/, RUN/checkpoints/ckpt_* -> RUN; none outside a run directory",
+               found && rundir_of(path, got, sizeof(got)) == -1 && rundir_of("flan-t5-small", got, sizeof(got)) == -1);
+}
+
 int main(int argc, char** argv) {
     enable_flush_to_zero();
     const char* fixtures[] = { "dev/fixtures/flan_gated", "dev/fixtures/t5_relu_tied", "dev/fixtures/odd_shapes", "dev/fixtures/gelu_untied" };
@@ -1561,6 +1607,7 @@ int main(int argc, char** argv) {
     test_bad_checkpoint(tmp);
     test_bad_examples(tmp);
     test_bad_adapters(tmp);
+    test_metrics_reader(tmp);
     test_generation();
     const char* spm = "../shared/data/t5/spiece.model"; // --spm PATH overrides
     for (int i = 1; i + 1 < argc; i++) if (strcmp(argv[i], "--spm") == 0) spm = argv[i + 1];

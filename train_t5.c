@@ -1955,57 +1955,152 @@ static int write_generations(const char* path, const EvalSet* s, const EvalResul
     return atomic_close(&a, !ferror(a.f), err, errlen);
 }
 
-static void print_scores_row(FILE* f, const char* name, const EvalResult* r, int markdown) {
-    const char* fmt = markdown ? "| %s | %lld | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n"
-                               : "%-24s %6lld %8.2f %8.2f %8.2f %8.2f %8.2f %10.2f\n";
-    fprintf(f, fmt, name, (long long)r->n, 100 * r->rouge.m[ROUGE_1].fmeasure, 100 * r->rouge.m[ROUGE_2].fmeasure,
+// What a model of the report is: the original (zero-shot) one, a full fine-tune, a LoRA adapter (on its
+// base, or merged into it), or a fine-tuned model whose training is unknown. The report orders them so,
+// as the lab's table does: original → full fine-tune → PEFT.
+typedef enum { KIND_ZERO_SHOT, KIND_FULL, KIND_TUNED, KIND_LORA } ModelKind;
+static const char* const KIND_NAMES[] = { "zero-shot", "full fine-tune", "fine-tuned", "LoRA" };
+static int kind_rank(ModelKind k) { return k == KIND_ZERO_SHOT ? 0 : k == KIND_LORA ? 2 : 1; }
+
+#define REPORT_NA "–" // an unknown cell: 3 bytes, 1 column
+
+// one model of the report: what it is, what its training run's log says, its summaries and scores
+typedef struct {
+    const char* spec;     // the model as given: --model, --compare-model or --baseline-model
+    const char* adapter;  // the LoRA adapter directory applied to it, or NULL
+    const char* name;     // its scores.json's "model" (the spec; "fine-tuned" for a model trained by this process)
+    const char* tag;      // its files: generations{tag}.jsonl, scores{tag}.json ("", "_compare", "_baseline")
+    ModelKind kind;
+    int trained;          // 1: trained by this process, from spec (its run: --out-dir)
+    char label[40];       // the kind, made unique within the report
+    char run[4400];       // the run directory its info was read from ("": none)
+    RunInfo info;         // trainable parameters (0 for zero-shot), median step ms, peak MiB (-1 / NAN: unknown)
+    EvalResult r;
+} ReportRow;
+
+// n with thousands separators, as peft prints its counts
+static const char* count_string(char* buf, size_t n, unsigned long long x) {
+    char digits[32];
+    int len = snprintf(digits, sizeof(digits), "%llu", x), k = 0;
+    for (int i = 0; i < len && (size_t)k + 2 < n; i++) {
+        if (i > 0 && (len - i) % 3 == 0) buf[k++] = ',';
+        buf[k++] = digits[i];
+    }
+    buf[k] = 0;
+    return buf;
+}
+
+// the run columns of a row as text: trainable parameters, median step ms, peak MiB (REPORT_NA: unknown)
+static void run_cells(const RunInfo* i, char cells[3][32]) {
+    if (i->trainable >= 0) count_string(cells[0], 32, (unsigned long long)i->trainable);
+    else snprintf(cells[0], 32, REPORT_NA);
+    if (isfinite(i->step_ms)) snprintf(cells[1], 32, "%.1f", i->step_ms);
+    else snprintf(cells[1], 32, REPORT_NA);
+    if (isfinite(i->peak_mib)) snprintf(cells[2], 32, "%.0f", i->peak_mib);
+    else snprintf(cells[2], 32, REPORT_NA);
+}
+
+// text: right-aligned in `width` columns (the dash counts one column, not its three bytes); markdown: a cell
+static void put_cell(FILE* f, int md, int width, const char* cell) {
+    if (md) fprintf(f, " %s |", cell);
+    else fprintf(f, " %*s", width + (strcmp(cell, REPORT_NA) == 0 ? 2 : 0), cell);
+}
+
+static void print_scores_row(FILE* f, const ReportRow* w, int md) {
+    const EvalResult* r = &w->r;
+    const char* fmt = md ? "| %s | %lld | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |"
+                         : "%-24s %6lld %8.2f %8.2f %8.2f %10.2f %8.2f %8.2f";
+    fprintf(f, fmt, w->label, (long long)r->n, 100 * r->rouge.m[ROUGE_1].fmeasure, 100 * r->rouge.m[ROUGE_2].fmeasure,
             100 * r->rouge.m[ROUGE_L].fmeasure, 100 * r->rouge.m[ROUGE_LSUM].fmeasure, r->bleu.score, r->n / r->seconds);
+    char cells[3][32];
+    run_cells(&w->info, cells);
+    int widths[3] = { 12, 9, 9 };
+    for (int k = 0; k < 3; k++) put_cell(f, md, widths[k], cells[k]);
+    fputc('\n', f);
 }
 
-static void print_scores_header(FILE* f, int markdown) {
-    if (markdown) fprintf(f, "| model | examples | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-Lsum | BLEU | summaries/s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
-    else fprintf(f, "%-24s %6s %8s %8s %8s %8s %8s %10s\n", "model", "n", "ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-Lsum", "BLEU", "summ/s");
+static void print_scores_header(FILE* f, int md) {
+    if (md) fprintf(f, "| model | examples | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-Lsum | BLEU | summaries/s | trainable params "
+                       "| step ms | peak MiB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    else fprintf(f, "%-24s %6s %8s %8s %8s %10s %8s %8s %12s %9s %9s\n", "model", "n", "ROUGE-1", "ROUGE-2", "ROUGE-L",
+                 "ROUGE-Lsum", "BLEU", "summ/s", "trainable", "step ms", "peak MiB");
 }
 
-static int write_scores_json(const char* path, const EvalResult* r, const char* model, char* err, size_t errlen) {
+// under the table: each row's model (spec, adapter) and the run its last three columns come from
+static void print_legend(FILE* f, int md, const ReportRow* rows, int n) {
+    fprintf(f, md ? "\nModels:\n\n" : "models:\n");
+    for (int k = 0; k < n; k++) {
+        const ReportRow* w = &rows[k];
+        fprintf(f, md ? "- **%s**: `%s`" : "  %-24s %s", w->label, w->spec);
+        if (w->adapter) fprintf(f, md ? " + LoRA adapter `%s`" : " + LoRA adapter %s", w->adapter);
+        if (w->trained) fprintf(f, ", trained by this process");
+        if (w->kind == KIND_ZERO_SHOT) fprintf(f, " (as it is: nothing trained)\n");
+        else if (w->run[0]) fprintf(f, md ? " (run `%s`: %lld steps%s%s)\n" : " (run %s: %lld steps%s%s)\n", w->run, w->info.steps,
+                                    w->info.peak_memory[0] ? ", peak memory: " : "", w->info.peak_memory);
+        else fprintf(f, " (no run directory with a metrics.jsonl: its run columns are unknown)\n");
+    }
+    fprintf(f, md ? "\nROUGE: mean per-example F1 x 100 against every human summary (best one counts); BLEU: corpus sacrebleu "
+                    "(13a, exp smoothing). Trainable params, step ms (median training step) and peak MiB (resident memory "
+                    "of a CPU run, device memory of a GPU run) come from each model's training run (its metrics.jsonl).\n"
+                  : "(ROUGE: mean per-example F1 x 100, best over the human references; BLEU: corpus sacrebleu; step ms: "
+                    "median training step; peak MiB: the run's peak memory)\n");
+}
+
+static int write_scores_json(const char* path, const ReportRow* w, char* err, size_t errlen) {
+    const EvalResult* r = &w->r;
     AtomicFile a;
     if (mkdir_parent(path, err, errlen) || atomic_open(&a, path, err, errlen)) return -1;
-    fputs("{\"model\": ", a.f); json_put_string(a.f, model);
+    fputs("{\"model\": ", a.f); json_put_string(a.f, w->name);
     fprintf(a.f, ", \"examples\": %lld", (long long)r->n);
     for (int k = 0; k < ROUGE_NUM_METRICS; k++) fprintf(a.f, ", \"%s\": %.6f", ROUGE_NAMES[k], 100 * r->rouge.m[k].fmeasure);
     fprintf(a.f, ", \"bleu\": %.6f, \"bleu_bp\": %.6f, \"summaries_per_s\": %.4f, \"note\": \"ROUGE: mean of per-example F1 x 100 "
-            "(rouge_score, use_stemmer, best over the references), not a bootstrap median\"}\n",
-            r->bleu.score, r->bleu.bp, r->n / r->seconds);
+            "(rouge_score, use_stemmer, best over the references), not a bootstrap median\"", r->bleu.score, r->bleu.bp, r->n / r->seconds);
+    fprintf(a.f, ", \"kind\": \"%s\"", KIND_NAMES[w->kind]);
+    if (w->adapter) { fputs(", \"lora_adapter\": ", a.f); json_put_string(a.f, w->adapter); }
+    if (w->run[0]) { fputs(", \"run_dir\": ", a.f); json_put_string(a.f, w->run); }
+    if (w->info.trainable >= 0) fprintf(a.f, ", \"trainable_params\": %lld", w->info.trainable);
+    if (isfinite(w->info.step_ms)) fprintf(a.f, ", \"step_ms\": %.3f", w->info.step_ms);
+    if (isfinite(w->info.peak_mib)) {
+        fprintf(a.f, ", \"peak_mib\": %.1f, \"peak_memory\": ", w->info.peak_mib);
+        json_put_string(a.f, w->info.peak_memory); // as the log said it: "resident", "device"
+    }
+    fputs("}\n", a.f);
     return atomic_close(&a, !ferror(a.f), err, errlen);
 }
 
-// the side-by-side report: scores of both models, then the first `examples` dialogues with the human,
-// the original (zero-shot) and the fine-tuned summary; as text and as markdown
-static void write_comparison(FILE* f, int md, const EvalSet* s, const EvalResult* base, const EvalResult* tuned,
-                             const char* base_name, const char* tuned_name, int examples) {
-    fprintf(f, md ? "# Summaries: human vs zero-shot vs fine-tuned\n\n" : "SUMMARIES: human vs zero-shot vs fine-tuned\n\n");
+// the side-by-side report: every model's scores (rows ordered zero-shot, full fine-tune, LoRA), then the
+// first `examples` dialogues with the human summary and each model's; as text and as markdown
+static void write_comparison(FILE* f, int md, const EvalSet* s, const ReportRow* rows, int n, int examples) {
+    int width = 5; // "human"
+    fprintf(f, md ? "# Summaries: human" : "SUMMARIES: human");
+    for (int k = 0; k < n; k++) {
+        fprintf(f, " vs %s", rows[k].label);
+        if ((int)strlen(rows[k].label) > width) width = (int)strlen(rows[k].label);
+    }
+    fprintf(f, "\n\n");
     print_scores_header(f, md);
-    print_scores_row(f, base_name, base, md);
-    print_scores_row(f, tuned_name, tuned, md);
-    fprintf(f, md ? "\nROUGE: mean per-example F1 x 100 against every human summary (best one counts); BLEU: corpus "
-                    "sacrebleu (13a, exp smoothing).\n" : "\n");
+    for (int k = 0; k < n; k++) print_scores_row(f, &rows[k], md);
+    print_legend(f, md, rows, n);
     for (int64_t i = 0; i < s->n && i < examples; i++) {
         fprintf(f, md ? "\n## %s\n\n```\n%s\n```\n\n" : "\n=== %s\n%s\n\n", s->ids[i], s->dialogues[i]);
-        fprintf(f, md ? "- **human**: %s\n" : "  human      : %s\n", s->refs[s->ref_start[i]]);
-        fprintf(f, md ? "- **zero-shot** (%s): %s\n" : "  zero-shot  : (%s) %s\n", base_name, base->summaries[i]);
-        fprintf(f, md ? "- **fine-tuned** (%s): %s\n" : "  fine-tuned : (%s) %s\n", tuned_name, tuned->summaries[i]);
+        if (md) fprintf(f, "- **human**: %s\n", s->refs[s->ref_start[i]]);
+        else fprintf(f, "  %-*s : %s\n", width, "human", s->refs[s->ref_start[i]]);
+        for (int k = 0; k < n; k++) {
+            if (md) fprintf(f, "- **%s**: %s\n", rows[k].label, rows[k].r.summaries[i]);
+            else fprintf(f, "  %-*s : %s\n", width, rows[k].label, rows[k].r.summaries[i]);
+        }
     }
 }
 
-static int write_comparison_files(const char* dir, const EvalSet* s, const EvalResult* base, const EvalResult* tuned,
-                                  const char* base_name, const char* tuned_name, int examples, char* err, size_t errlen) {
+static int write_comparison_files(const char* dir, const EvalSet* s, const ReportRow* rows, int n, int examples,
+                                  char* err, size_t errlen) {
     const char* names[2] = { "comparison.txt", "comparison.md" };
     for (int md = 0; md < 2; md++) {
         char path[4400];
         snprintf(path, sizeof(path), "%s/%s", dir, names[md]);
         AtomicFile a;
         if (mkdir_parent(path, err, errlen) || atomic_open(&a, path, err, errlen)) return -1;
-        write_comparison(a.f, md, s, base, tuned, base_name, tuned_name, examples);
+        write_comparison(a.f, md, s, rows, n, examples);
         if (atomic_close(&a, !ferror(a.f), err, errlen)) return -1;
     }
     return 0;
@@ -2066,6 +2161,8 @@ typedef struct {
     const char* eval_split;  // PREFIX of a prepro split (PREFIX.bin + PREFIX_refs.jsonl): summaries + scores
     const char* eval_out;    // directory for generations.jsonl, scores.json, comparison.{txt,md}
     const char* baseline_model; // the model to compare with (the original, zero-shot one)
+    const char* compare_model;  // a third model in the comparison (e.g. the full fine-tune beside a LoRA --model)
+    const char* compare_lora_adapter; // a peft adapter applied to compare_model (as lora_adapter to model)
     const char* summarize;   // FILE or - : print the summary of one dialogue
     const char* tokenizer;   // T5's spiece.model
     const char* prompt;      // source template with {dialogue}, as prepro_dialogsum.py's
@@ -2156,6 +2253,11 @@ static void usage(void) {
         "                         PREFIX_refs.jsonl; after training when --train-file is given\n"
         "  --eval-out DIR         generations.jsonl + scores.json (+ comparison.txt/.md) (default OUT/eval, or out/eval)\n"
         "  --baseline-model SPEC  also summarize with SPEC (the original model) and write the side-by-side comparison\n"
+        "  --compare-model SPEC   also summarize with SPEC (e.g. the full fine-tune beside a LoRA --model): a third\n"
+        "                         model in the comparison, generations_compare.jsonl + scores_compare.json\n"
+        "  --compare-lora-adapter DIR  a peft adapter applied to --compare-model, as --lora-adapter to --model\n"
+        "                         (the comparison orders its models zero-shot, full fine-tune, LoRA, and shows\n"
+        "                         trainable parameters, step time and peak memory from each one's run directory)\n"
         "  --compare-examples N   dialogues shown side by side in the comparison (default %d)\n"
         "  --eval-limit N         only the first N examples of the split, 0 = all (default %d)\n"
         "  --eval-rouge N         while training, also ROUGE on the first N validation examples at each evaluation\n"
@@ -2246,6 +2348,8 @@ static int check_options(const Options* o) {
     else if (o->checkpoint_every && !o->out_dir) bad = "--checkpoint-every needs --out-dir";
     else if (o->eval_rouge && !o->val_file) bad = "--eval-rouge needs --val-file (and its _refs.jsonl beside it)";
     else if (o->baseline_model && !o->eval_split) bad = "--baseline-model needs --eval-split";
+    else if (o->compare_lora_adapter && !o->compare_model) bad = "--compare-lora-adapter needs --compare-model (the base it adapts)";
+    else if (o->compare_model && !o->eval_split) bad = "--compare-model needs --eval-split (it adds a model to the comparison report)";
     else if (!strstr(o->prompt, "{dialogue}")) bad = "--prompt must contain {dialogue}";
     else bad = check_lora_options(o);
     if (bad) fprintf(stderr, "error: %s\n", bad);
@@ -2286,7 +2390,8 @@ static int parse_args(int argc, char** argv, Options* o) {
         {"--model", &o->model}, {"--train-file", &o->train_file}, {"--val-file", &o->val_file}, {"--out-dir", &o->out_dir},
         {"--resume", &o->resume}, {"--save-hf", &o->save_hf}, {"--save-checkpoint", &o->save_ckpt},
         {"--data-log", &o->data_log}, {"--eval-split", &o->eval_split}, {"--eval-out", &o->eval_out},
-        {"--baseline-model", &o->baseline_model}, {"--summarize", &o->summarize}, {"--tokenizer", &o->tokenizer},
+        {"--baseline-model", &o->baseline_model}, {"--compare-model", &o->compare_model},
+        {"--compare-lora-adapter", &o->compare_lora_adapter}, {"--summarize", &o->summarize}, {"--tokenizer", &o->tokenizer},
         {"--prompt", &o->prompt}, {"--lora-targets", &o->lora_targets}, {"--lora-adapter", &o->lora_adapter},
         {"--save-lora", &o->save_lora}, {"--merge-lora", &o->merge_lora},
     };
@@ -2398,8 +2503,8 @@ static int load_model(T5* m, const Options* o, const char* spec) {
     return 0;
 }
 
-// a flag given with --lora-adapter must say what the adapter says; NULL or a message
-static const char* lora_flags_contradict(const Options* o, const LoraConfig* c, char* buf, size_t n) {
+// a flag given with --lora-adapter DIR must say what the adapter says; NULL or a message
+static const char* lora_flags_contradict(const Options* o, const char* dir, const LoraConfig* c, char* buf, size_t n) {
     unsigned mask = 0;
     if (o->lora_targets) lora_parse_targets(o->lora_targets, &mask, buf, n); // checked in check_lora_options
     const char* what = o->lora_r > 0 && o->lora_r != c->r ? "--lora-r"
@@ -2410,41 +2515,46 @@ static const char* lora_flags_contradict(const Options* o, const LoraConfig* c, 
     char targets[128];
     lora_targets_string(c->targets, targets, sizeof(targets));
     snprintf(buf, n, "%s contradicts %s/adapter_config.json (r %d, lora_alpha %g, lora_dropout %g, target_modules %s): "
-             "drop the flag, or give a matching value", what, o->lora_adapter, c->r, (double)c->alpha, (double)c->dropout, targets);
+             "drop the flag, or give a matching value", what, dir, c->r, (double)c->alpha, (double)c->dropout, targets);
     return buf;
+}
+
+// the peft adapter in DIR attached to m, its config and weights as the files say; `flags` (NULL: none)
+// holds LoRA flags that may repeat the adapter's config, not contradict it. 0, or -1 after a message
+static int attach_adapter(T5* m, const char* dir, const Options* flags) {
+    char err[1400];
+    LoraConfig c;
+    float* adapter = NULL;
+    const char* bad = NULL;
+    if (lora_load_dir(dir, &m->config, &c, &adapter, err, sizeof(err))) bad = err;
+    else if (flags) bad = lora_flags_contradict(flags, dir, &c, err, sizeof(err));
+    if (bad) { fprintf(stderr, "error: %s\n", bad); free(adapter); return -1; }
+    t5_lora_attach(m, &c, adapter, 0);
+    return 0;
+}
+
+// a model of the evaluation (--compare-model, --baseline-model) as --model and --lora-adapter give the
+// main one: SPEC loaded (load_model), with the peft adapter in DIR (NULL: none) attached
+static int load_adapted_model(T5* m, const Options* o, const char* spec, const char* adapter) {
+    if (load_model(m, o, spec)) return -1;
+    if (!adapter || attach_adapter(m, adapter, NULL) == 0) return 0;
+    t5_free(m);
+    return -1;
 }
 
 // LoRA as the flags ask: --lora-adapter's config and weights (the flags may repeat it, not contradict
 // it), or a fresh adapter of rank --lora-r with peft's init and defaults (alpha 8, dropout 0, q,v)
 static int lora_setup(T5* m, const Options* o) {
     char err[1400];
-    LoraConfig c;
-    float* adapter = NULL;
-    const char* bad = NULL;
-    if (o->lora_adapter) {
-        if (lora_load_dir(o->lora_adapter, &m->config, &c, &adapter, err, sizeof(err))) bad = err;
-        else bad = lora_flags_contradict(o, &c, err, sizeof(err));
-    } else if (o->lora_r > 0) {
-        c = (LoraConfig){ o->lora_r, o->lora_alpha >= 0.0f ? o->lora_alpha : 8.0f, o->lora_dropout >= 0.0f ? o->lora_dropout : 0.0f,
-                          LORA_DEFAULT_TARGETS, 0 };
-        if (o->lora_targets) lora_parse_targets(o->lora_targets, &c.targets, err, sizeof(err)); // checked in check_lora_options
-        bad = lora_config_check(&c, &m->config, err, sizeof(err));
-    } else return 0;
-    if (bad) { fprintf(stderr, "error: %s\n", bad); free(adapter); return -1; }
-    t5_lora_attach(m, &c, adapter, mix64((uint64_t)o->seed ^ 0x4c6f5241ULL)); // "LoRA": not the base init's stream
+    if (o->lora_adapter) return attach_adapter(m, o->lora_adapter, o);
+    if (o->lora_r <= 0) return 0;
+    LoraConfig c = { o->lora_r, o->lora_alpha >= 0.0f ? o->lora_alpha : 8.0f, o->lora_dropout >= 0.0f ? o->lora_dropout : 0.0f,
+                     LORA_DEFAULT_TARGETS, 0 };
+    if (o->lora_targets) lora_parse_targets(o->lora_targets, &c.targets, err, sizeof(err)); // checked in check_lora_options
+    const char* bad = lora_config_check(&c, &m->config, err, sizeof(err));
+    if (bad) { fprintf(stderr, "error: %s\n", bad); return -1; }
+    t5_lora_attach(m, &c, NULL, mix64((uint64_t)o->seed ^ 0x4c6f5241ULL)); // "LoRA": not the base init's stream
     return 0;
-}
-
-// n with thousands separators, as peft prints its counts
-static const char* count_string(char* buf, size_t n, unsigned long long x) {
-    char digits[32];
-    int len = snprintf(digits, sizeof(digits), "%llu", x), k = 0;
-    for (int i = 0; i < len && (size_t)k + 2 < n; i++) {
-        if (i > 0 && (len - i) % 3 == 0) buf[k++] = ',';
-        buf[k++] = digits[i];
-    }
-    buf[k] = 0;
-    return buf;
 }
 
 // peft's print_trainable_parameters: the adapter against base + adapter (everything, full fine-tuning)
@@ -2762,7 +2872,8 @@ static int run_open(Run* run, T5* m, const Options* o, const Dist* d, const Ckpt
         if (!(run->data_log = fopen(path, resumed ? "a" : "w"))) { fprintf(stderr, "error: %s: cannot open for writing\n", path); return -1; }
     }
     if (o->out_dir && d->rank == 0 && // rank 0 writes the run directory
-        !(run->metrics = metrics_start(o->out_dir, resumed != NULL, run->step, run->total_steps, t5_num_params(m)))) return -1;
+        !(run->metrics = metrics_start(o->out_dir, resumed != NULL, run->step, run->total_steps, t5_num_params(m),
+                                       t5_num_trainable(m)))) return -1;
     return 0;
 }
 
@@ -2824,11 +2935,7 @@ static int train_finish(T5* m, const Options* o, Run* run, int rc) {
         if (dist_max_int(run->dist, bad)) rc = -1;
         else if (rc > 0) printf("resume with the same command and --resume latest\n");
     }
-    if (run->metrics) {
-        fprintf(run->metrics, "{\"type\": \"%s\", \"step\": %lld", rc == 0 ? "end" : "stop", run->step);
-        json_num(run->metrics, "padding_fraction", dataloader_padding_fraction(&run->train));
-        fprintf(run->metrics, "}\n");
-    }
+    metrics_end(run->metrics, rc == 0, run->step, dataloader_padding_fraction(&run->train), peak_rss_mib(), "resident");
     return rc;
 }
 
@@ -2854,28 +2961,119 @@ static void eval_path(const Options* o, const char* file, char* buf, size_t len)
 }
 
 // one model over the split: generations{tag}.jsonl and scores{tag}.json in the eval directory
-static int eval_model(T5* m, const Options* o, const SpmModel* tok, const EvalSet* s, const char* name, const char* tag,
-                      EvalResult* r) {
-    char err[1024], file[256], path[4400];
+static int eval_model(T5* m, const Options* o, const SpmModel* tok, const EvalSet* s, ReportRow* w) {
+    char err[1024], file[256], path[4400], label[32];
     EvalConfig c = eval_config(o, 1);
-    if (eval_generate(m, tok, s, &c, tag[0] ? "zero-shot " : "generating", r, err, sizeof(err))) {
-        fprintf(stderr, "error: %s: %s\n", name, err);
+    snprintf(label, sizeof(label), "%-14s", KIND_NAMES[w->kind]);
+    if (eval_generate(m, tok, s, &c, label, &w->r, err, sizeof(err))) {
+        fprintf(stderr, "error: %s: %s\n", w->spec, err);
         return -1;
     }
-    snprintf(file, sizeof(file), "generations%s.jsonl", tag);
+    snprintf(file, sizeof(file), "generations%s.jsonl", w->tag);
     eval_path(o, file, path, sizeof(path));
-    int rc = write_generations(path, s, r, err, sizeof(err));
-    snprintf(file, sizeof(file), "scores%s.json", tag);
+    int rc = write_generations(path, s, &w->r, err, sizeof(err));
+    snprintf(file, sizeof(file), "scores%s.json", w->tag);
     eval_path(o, file, path, sizeof(path));
-    if (rc == 0) rc = write_scores_json(path, r, name, err, sizeof(err));
+    if (rc == 0) rc = write_scores_json(path, w, err, sizeof(err));
     if (rc) fprintf(stderr, "error: %s\n", err);
     return rc;
+}
+
+// the run directory a model given as SPEC (+ an adapter DIR) came from: the adapter's run, else the
+// model's (llmc/rundir.h rundir_of); NULL for a preset alone or a model outside any run directory
+static const char* spec_run_dir(const char* spec, const char* adapter, char* buf, size_t n) {
+    const char* path = adapter ? adapter : model_source(spec) != SRC_PRESET ? spec : NULL;
+    return path && rundir_of(path, buf, n) == 0 ? buf : NULL;
+}
+
+// what a row's model is, from what is known: its run's log in run_dir (NULL: none); `own` = the model's
+// trainable count when it is known without the log (the attached adapter's size, or every weight of a
+// model this process fully fine-tuned), else -1; `adapter` = an adapter is attached. Kind: an adapter, or a
+// run that trained fewer weights than the model has (a merged LoRA model), is LoRA; a run that trained
+// them all, or a full fine-tune here, full fine-tune; else "fine-tuned".
+static void describe_row(ReportRow* w, const char* run_dir, long long own, int adapter) {
+    char log[4500];
+    w->info = run_info_unknown();
+    w->run[0] = '\0';
+    if (w->kind == KIND_ZERO_SHOT) { w->info.trainable = 0; return; }
+    snprintf(log, sizeof(log), "%s/metrics.jsonl", run_dir ? run_dir : "");
+    if (run_dir && metrics_run_info(log, &w->info) == 0) {
+        snprintf(w->run, sizeof(w->run), "%s", run_dir);
+        if (w->info.bad_lines) fprintf(stderr, "warning: %s: %lld line(s) that are not JSON records skipped\n", log, w->info.bad_lines);
+    }
+    const RunInfo* i = &w->info;
+    if (i->trainable < 0) w->info.trainable = own;
+    w->kind = adapter ? KIND_LORA
+            : i->trainable > 0 && i->params > 0 ? (i->trainable < i->params ? KIND_LORA : KIND_FULL)
+            : own >= 0 ? KIND_FULL : KIND_TUNED;
+}
+
+// describe_row for a model m: its adapter (if any) and whether this process trained it
+static void describe_model_row(ReportRow* w, const T5* m, const char* run_dir, int trained_here) {
+    describe_row(w, run_dir, m->lora.r || trained_here ? (long long)t5_num_trainable(m) : -1, m->lora.r > 0);
+}
+
+// a model besides --model (the baseline, the compare model): loaded, described, run over the split, freed
+static int eval_other(const Options* o, const SpmModel* tok, const EvalSet* s, ReportRow* w) {
+    T5 b;
+    char dir[4400];
+    if (load_adapted_model(&b, o, w->spec, w->adapter)) return -1;
+    describe_model_row(w, &b, w->kind == KIND_ZERO_SHOT ? NULL : spec_run_dir(w->spec, w->adapter, dir, sizeof(dir)), 0);
+    int rc = eval_model(&b, o, tok, s, w);
+    t5_free(&b);
+    return rc;
+}
+
+// the rows in the report's order (zero-shot, full fine-tune, LoRA; stable), each labelled with its kind,
+// and the compare model's with "(compare)" after it when another row has the same kind
+static void order_rows(ReportRow* rows, int n) {
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && kind_rank(rows[j].kind) < kind_rank(rows[j - 1].kind); j--) {
+            ReportRow t = rows[j]; rows[j] = rows[j - 1]; rows[j - 1] = t;
+        }
+    for (int i = 0; i < n; i++) {
+        int twin = 0;
+        for (int j = 0; j < n; j++) twin |= j != i && rows[j].kind == rows[i].kind;
+        snprintf(rows[i].label, sizeof(rows[i].label), "%s%s", KIND_NAMES[rows[i].kind],
+                 twin && strcmp(rows[i].tag, "_compare") == 0 ? " (compare)" : "");
+    }
+}
+
+// the score table on stdout and, with two models or more, comparison.txt / comparison.md
+static int report(const Options* o, const EvalSet* s, ReportRow* rows, int n) {
+    char err[1024], path[4400];
+    order_rows(rows, n);
+    print_scores_header(stdout, 0);
+    for (int k = 0; k < n; k++) print_scores_row(stdout, &rows[k], 0);
+    print_legend(stdout, 0, rows, n);
+    eval_path(o, "", path, sizeof(path));
+    printf("wrote generations and scores to %s\n", path);
+    if (n < 2) return 0;
+    if (write_comparison_files(path, s, rows, n, o->compare_examples, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+    printf("wrote the side-by-side comparison to %scomparison.txt and comparison.md\n", path);
+    return 0;
+}
+
+// a model the evaluation loads later names something there (a typo shows before any training or summary)
+static int check_model_spec(const char* flag, const char* spec, const char* adapter) {
+    T5Config c;
+    struct stat st;
+    if (spec && model_source(spec) == SRC_PRESET && t5_config_preset(&c, spec)) {
+        fprintf(stderr, "error: %s %s is not a directory, a file, or a preset\n", flag, spec);
+        return -1;
+    }
+    if (!adapter || (stat(adapter, &st) == 0 && S_ISDIR(st.st_mode))) return 0;
+    fprintf(stderr, "error: --compare-lora-adapter %s: not a directory (a peft adapter: adapter_config.json + "
+            "adapter_model.safetensors)\n", adapter);
+    return -1;
 }
 
 // --eval-split's examples and references, checked against the model's vocabulary, and the tokenizer;
 // the output directory is created first, so that a bad --eval-out shows before any summary is generated
 static int open_eval_inputs(const T5* m, const Options* o, EvalSet* s, SpmModel* tok) {
     char err[1024] = "", out[4400];
+    if (check_model_spec("--baseline-model", o->baseline_model, NULL) ||
+        check_model_spec("--compare-model", o->compare_model, o->compare_lora_adapter)) return -1;
     eval_path(o, "generations.jsonl", out, sizeof(out));
     if (mkdir_parent(out, err, sizeof(err)) || evalset_open(s, o->eval_split, o->eval_limit, err, sizeof(err))) {
         fprintf(stderr, "error: %s\n", err);
@@ -2899,38 +3097,35 @@ static int check_eval_inputs(const T5* m, const Options* o) {
     return 0;
 }
 
-// summaries for --eval-split with the model (and --baseline-model), scores, and the comparison report
+// summaries for --eval-split with the model (and --baseline-model, --compare-model), scores, and the
+// comparison report. `name` is scores.json's "model": "fine-tuned" when this process trained m
 static int run_eval(T5* m, const Options* o, const char* name) {
-    char err[1024], path[4400];
+    char dir[4400];
     EvalSet s;
     SpmModel tok;
     if (open_eval_inputs(m, o, &s, &tok)) return -1;
     printf("evaluating on %s: %lld dialogues, %s, up to %d new tokens\n", o->eval_split, (long long)s.n,
            o->num_beams > 1 ? "beam search" : "greedy", o->max_new_tokens);
-    EvalResult base = {0}, tuned = {0};
-    int rc = 0;
+    ReportRow rows[3];
+    int n = 0, rc = 0, trained = o->train_file != NULL;
     if (o->baseline_model) {
-        T5 b;
-        rc = load_model(&b, o, o->baseline_model);
-        if (rc == 0) { rc = eval_model(&b, o, &tok, &s, o->baseline_model, "_baseline", &base); t5_free(&b); }
+        rows[n] = (ReportRow){ .spec = o->baseline_model, .name = o->baseline_model, .tag = "_baseline", .kind = KIND_ZERO_SHOT };
+        rc = eval_other(o, &tok, &s, &rows[n++]);
     }
-    if (rc == 0) rc = eval_model(m, o, &tok, &s, name, "", &tuned);
-    if (rc == 0) {
-        print_scores_header(stdout, 0);
-        if (o->baseline_model) print_scores_row(stdout, "zero-shot (baseline)", &base, 0);
-        print_scores_row(stdout, o->baseline_model ? "fine-tuned" : "model", &tuned, 0);
-        printf("(ROUGE: mean per-example F1 x 100, best over the %s references; BLEU: corpus sacrebleu)\n",
-               s.ref_start[1] > 1 ? "human" : "human reference");
-        eval_path(o, "", path, sizeof(path));
-        printf("wrote generations and scores to %s\n", path);
+    if (rc == 0) { // a model trained here: its run is --out-dir, and --lora-adapter was only where it started
+        ReportRow* w = &rows[n++];
+        *w = (ReportRow){ .spec = o->model, .adapter = trained ? NULL : o->lora_adapter, .name = name, .tag = "", .kind = KIND_TUNED,
+                          .trained = trained };
+        describe_model_row(w, m, trained ? o->out_dir : spec_run_dir(o->model, o->lora_adapter, dir, sizeof(dir)), trained);
+        rc = eval_model(m, o, &tok, &s, w);
     }
-    if (rc == 0 && o->baseline_model) {
-        eval_path(o, "", path, sizeof(path));
-        rc = write_comparison_files(path, &s, &base, &tuned, o->baseline_model, name, o->compare_examples, err, sizeof(err));
-        if (rc) fprintf(stderr, "error: %s\n", err);
-        else printf("wrote the side-by-side comparison to %scomparison.txt and comparison.md\n", path);
+    if (rc == 0 && o->compare_model) {
+        rows[n] = (ReportRow){ .spec = o->compare_model, .adapter = o->compare_lora_adapter, .name = o->compare_model,
+                               .tag = "_compare", .kind = KIND_TUNED };
+        rc = eval_other(o, &tok, &s, &rows[n++]);
     }
-    eval_result_free(&base); eval_result_free(&tuned);
+    if (rc == 0) rc = report(o, &s, rows, n);
+    for (int k = 0; k < n; k++) eval_result_free(&rows[k].r);
     spm_free(&tok);
     evalset_free(&s);
     return rc;

@@ -2531,7 +2531,7 @@ static int run_open(Run* run, T5Cuda* m, const Options* o, const CkptTrainState*
         if (run->has_val) printf("val file: %lld examples\n", (long long)run->val.data.n);
     }
     if (o->out_dir && is_rank0(m)) { // rank 0 writes the run directory
-        if (!(run->metrics = metrics_start(o->out_dir, resumed != NULL, run->step, o->steps, t5cu_num_params(m)))) return -1;
+        if (!(run->metrics = metrics_start(o->out_dir, resumed != NULL, run->step, o->steps, t5cu_num_params(m), t5cu_num_params(m)))) return -1;
         ckpt_remove_stale(o->out_dir);
     }
     return 0;
@@ -2617,18 +2617,15 @@ static int run_loop(T5Cuda* m, const Options* o, Meter* meter, Run* run) {
 }
 
 // after the last step or a stop signal: the final evaluation, the checkpoint, the log's last record
-static int run_finish(T5Cuda* m, const Options* o, Run* run, int rc) {
+static int run_finish(T5Cuda* m, const Options* o, Run* run, const Meter* meter, int rc) {
     if (rc > 0 && is_rank0(m)) printf("stopped by signal %d after step %lld\n", rc, run->step);
     if (rc == 0 && run->has_val) run_log_eval(m, o, run);
     if (rc >= 0 && o->out_dir) {
         if (run_checkpoint(m, o, run)) rc = -1;
         else if (rc > 0 && is_rank0(m)) printf("resume with the same command and --resume latest\n");
     }
-    if (run->metrics) {
-        fprintf(run->metrics, "{\"type\": \"%s\", \"step\": %lld", rc == 0 ? "end" : "stop", run->step);
-        json_num(run->metrics, "padding_fraction", dataloader_padding_fraction(&run->train));
-        fprintf(run->metrics, "}\n");
-    }
+    metrics_end(run->metrics, rc == 0, run->step, dataloader_padding_fraction(&run->train),
+                meter->peak_mem > 0 ? meter->peak_mem / 1048576.0 : -1.0, "device"); // peak: sampled after each step
     return rc;
 }
 
@@ -2639,7 +2636,7 @@ static int train(T5Cuda* m, const Options* o, Meter* meter, const CkptTrainState
     if (rc == 0) {
         signal(SIGINT, on_stop_signal);
         signal(SIGTERM, on_stop_signal);
-        rc = run_finish(m, o, &run, run_loop(m, o, meter, &run));
+        rc = run_finish(m, o, &run, meter, run_loop(m, o, meter, &run));
     }
     run_close(&run, o);
     return rc;

@@ -19,7 +19,9 @@
 //   examples     pre-tokenized example file → dataloader_init, then two epochs of batches: each
 //                example once per epoch, every id within the file's largest id
 //   refs         PREFIX_refs.jsonl → evalset_read_refs (the first byte picks how many records)
-//   metrics_log  metrics.jsonl → metrics_truncate: the rewrite keeps whole lines at or before the step
+//   metrics_log  metrics.jsonl → metrics_run_info (the comparison report's reader: never fails on a file
+//                that opens, counts within bounds), then metrics_truncate: the rewrite keeps whole lines
+//                at or before the step
 //   spm          a SentencePiece model → spm_load_bytes; a loaded model encodes and decodes samples
 //   tokenize     any text → spm_encode / spm_decode with the real T5 model ($FUZZ_SPM, default
 //                ../shared/data/t5/spiece.model): ids in range, spans inside the normalized text
@@ -421,6 +423,11 @@ static void fuzz_metrics_log(const uint8_t* d, size_t n) {
     fuzz_path(path, sizeof(path), "metrics.jsonl");
     fuzz_write(path, d + 1, n - 1);
     long long step = d[0];
+    RunInfo info;
+    if (metrics_run_info(path, &info)) FUZZ_FAIL("metrics_run_info could not read %s", path);
+    if (info.steps < 0 || info.bad_lines < 0 || info.steps + info.bad_lines > (long long)n || info.step_ms < 0 ||
+        info.peak_mib < 0 || strlen(info.peak_memory) >= sizeof(info.peak_memory))
+        FUZZ_FAIL("metrics_run_info: counts or values out of bounds");
     if (metrics_truncate(path, step, err, sizeof(err))) { expect_named(err, path); return; }
     fz.accepted++;
     check_truncated(d + 1, n - 1, path, step);

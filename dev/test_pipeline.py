@@ -12,6 +12,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -221,6 +222,7 @@ def test_training(args, data, tmp):
     check("the exported HF directory loads back into train_t5", r2.returncode == 0, r2.stderr[-200:])
     test_tracking(rd, recs)
     test_eval(args, data, rd, tmp)
+    return rd, r.stdout
 
 
 def test_eval(args, data, rd, tmp):
@@ -234,7 +236,7 @@ def test_eval(args, data, rd, tmp):
     r = run([args.train_bin, *dims, "--model", os.path.join(rd, "model"), "--baseline-model", "flan-t5-small",
              "--eval-split", os.path.join(data, "test"), "--eval-limit", "12", "--eval-out", ev, *tok])
     if not check("--eval-split with --baseline-model: exit 0, a score table for both models", r.returncode == 0 and
-                 "zero-shot (baseline)" in r.stdout and "fine-tuned" in r.stdout, r.stderr[-300:]):
+                 "\nzero-shot " in r.stdout and "\nfull fine-tune " in r.stdout, r.stderr[-300:]):
         return
     gens = [json.loads(x) for x in open(os.path.join(ev, "generations.jsonl"), encoding="utf-8")]
     refs = read_refs(os.path.join(data, "test_refs.jsonl"))[:12]
@@ -253,7 +255,7 @@ def test_eval(args, data, rd, tmp):
     check("generations.jsonl: each summary's own ROUGE = rouge_score's", each < 1e-5, f"max diff {each:.1e}")
     md = open(os.path.join(ev, "comparison.md"), encoding="utf-8").read()
     check("comparison.md: both models' scores and the dialogues side by side", "| model | examples | ROUGE-1" in md and "flan-t5-small" in md
-          and "**human**" in md and "**zero-shot**" in md and "**fine-tuned**" in md and refs[0]["id"] in md
+          and "**human**" in md and "**zero-shot**" in md and "**full fine-tune**" in md and refs[0]["id"] in md
           and os.path.isfile(os.path.join(ev, "comparison.txt")) and os.path.isfile(os.path.join(ev, "generations_baseline.jsonl")))
     r = run([args.train_bin, "--model", os.path.join(rd, "model"), "--summarize", "-", *tok], input=refs[0]["dialogue"])
     check("--summarize - (C tokenizer end to end) prints the summary the evaluation generated", r.returncode == 0
@@ -297,6 +299,7 @@ def test_lora(args, data, tmp):
     tok = ["--tokenizer", os.path.join(args.data, "t5", "spiece.model"), "--max-new-tokens", "16"]
     r = train(args, data, rd, "--steps", "12", "--lora-r", "8", "--lora-alpha", "16", "--lora-dropout", "0.05",
               "--lora-targets", "q,v,wi_0,wo", "--merge-lora", merged, "--lr", "1e-2", *tok)
+    train_out = r.stdout
     if not check("a 12-step LoRA run: exit 0, peft's trainable count printed", r.returncode == 0 and
                  "trainable params: " in r.stdout and "LoRA " in r.stdout, r.stderr[-300:]):
         print(r.stdout[-2000:])
@@ -322,6 +325,78 @@ def test_lora(args, data, tmp):
     r2 = run([args.train_bin, "--model", merged, "--summarize", "-", *tok], input=refs[0]["dialogue"])
     check("--summarize with --lora-adapter == with the --merge-lora directory", r.returncode == 0 and r2.returncode == 0
           and r.stdout == r2.stdout and r.stdout.strip(), repr(r.stdout[:80]) + " vs " + repr(r2.stdout[:80]))
+    return rd, train_out
+
+
+def md_table(md):
+    """the score table of a comparison.md: {model column: its cells}, in order"""
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in md.split("\n\n")[1].splitlines()[2:]]
+    return [(r[0], r[1:]) for r in rows]
+
+
+def median(xs):
+    xs = sorted(xs)
+    return (xs[len(xs) // 2] + xs[(len(xs) - 1) // 2]) / 2
+
+
+def test_report(args, data, tmp, full, lora):
+    """Issue 16's three-way report: the zero-shot start, the full fine-tune (the 40-step run) and the LoRA
+    adapter (the 12-step run) side by side; each trained row carries the trainable count its run printed and
+    its run's median step time and peak memory (from metrics.jsonl), the zero-shot row 0 and "–"."""
+    (full_rd, full_out), (lora_rd, lora_out) = full, lora
+    ev = os.path.join(tmp, "eval_three")
+    r = run([args.train_bin, *TINY, "--lora-adapter", os.path.join(lora_rd, "adapter"), "--compare-model",
+             os.path.join(full_rd, "model"), "--baseline-model", "flan-t5-small", "--eval-split", os.path.join(data, "test"),
+             "--eval-limit", "3", "--compare-examples", "3", "--max-new-tokens", "12", "--eval-out", ev,
+             "--tokenizer", os.path.join(args.data, "t5", "spiece.model")])
+    if not check("--lora-adapter + --compare-model + --baseline-model: exit 0", r.returncode == 0, r.stderr[-300:]):
+        return
+    md = open(os.path.join(ev, "comparison.md"), encoding="utf-8").read()
+    table = md_table(md)
+    printed = [re.search(r"trainable params: ([\d,]+) of", out).group(1) for out in (full_out, lora_out)]
+    check("three rows in order: zero-shot, full fine-tune, LoRA (comparison.md, .txt and stdout)",
+          [k for k, _ in table] == ["zero-shot", "full fine-tune", "LoRA"]
+          and "SUMMARIES: human vs zero-shot vs full fine-tune vs LoRA" in open(os.path.join(ev, "comparison.txt")).read()
+          and re.search(r"\nzero-shot .*\nfull fine-tune .*\nLoRA ", r.stdout) is not None, str([k for k, _ in table]))
+    check("trainable params: 0 for zero-shot, the count each run printed for the others",
+          [c[-3] for _, c in table] == ["0", *printed], f"{[c[-3] for _, c in table]} vs printed {printed}")
+    want = []
+    for rd in (full_rd, lora_rd):
+        recs = [json.loads(x) for x in open(os.path.join(rd, "metrics.jsonl"))]
+        want.append((median([x["ms"] for x in recs if x["type"] == "train"]), recs[-1].get("peak_mib")))
+    got = [(c[-2], c[-1]) for _, c in table]
+    ok = got[0] == ("–", "–") and all(w[1] is not None and abs(float(g[0]) - w[0]) <= 0.051 and abs(float(g[1]) - w[1]) <= 0.51
+                                      for g, w in zip(got[1:], want))
+    check("step ms = median of the run's train records, peak MiB = its end record's; \"–\" for zero-shot", ok,
+          f"table {got}, logs {[(round(a, 2), b) for a, b in want]}")
+    gens = {t: [json.loads(x)["generated"] for x in open(os.path.join(ev, f"generations{t}.jsonl"), encoding="utf-8")]
+            for t in ("_baseline", "_compare", "")}
+    sections = md.split("\n## ")[1:]
+    labels = [[x.split("**")[1] for x in s.splitlines() if x.startswith("- **")] for s in sections]
+    same = all(f"- **{k}**: {gens[t][i]}\n" in sections[i] for i in range(len(sections))
+               for k, t in (("zero-shot", "_baseline"), ("full fine-tune", "_compare"), ("LoRA", "")))
+    check("each of the 3 dialogues: human + the three models' summaries, each the one its generations file holds",
+          len(sections) == 3 and all(x == ["human", "zero-shot", "full fine-tune", "LoRA"] for x in labels) and same, str(labels[:1]))
+    scores = {t: json.load(open(os.path.join(ev, f"scores{t}.json"))) for t in ("_baseline", "_compare", "")}
+    check("scores{,_baseline,_compare}.json: the kind and run info beside the old keys",
+          [scores[t]["kind"] for t in ("_baseline", "_compare", "")] == ["zero-shot", "full fine-tune", "LoRA"]
+          and scores["_compare"]["trainable_params"] == int(printed[0].replace(",", ""))
+          and scores[""]["trainable_params"] == int(printed[1].replace(",", "")) and scores["_baseline"]["trainable_params"] == 0
+          and "step_ms" in scores["_compare"] and "peak_mib" in scores[""] and "step_ms" not in scores["_baseline"]
+          and all(isinstance(s["rougeLsum"], float) and s["examples"] == 3 for s in scores.values()))
+    # a run directory whose log is old (no trainable / peak fields) and has broken lines: read, never fatal
+    old = os.path.join(tmp, "run_old_log")
+    shutil.copytree(os.path.join(full_rd, "model"), os.path.join(old, "model"))
+    with open(os.path.join(old, "metrics.jsonl"), "w") as f:
+        f.write('{"type": "start", "step": 0, "params": 5}\n{"type": "train", "st\n\x01 not json\n')
+        f.write('{"type": "train", "step": 1, "ms": 12.5}\n{"type": "end", "step": 1}\n')
+    r = run([args.train_bin, "--model", os.path.join(old, "model"), "--eval-split", os.path.join(data, "test"),
+             "--eval-limit", "2", "--max-new-tokens", "4", "--eval-out", os.path.join(tmp, "eval_old"),
+             "--tokenizer", os.path.join(args.data, "t5", "spiece.model")])
+    row = next((x for x in r.stdout.splitlines() if x.startswith("fine-tuned ")), "")
+    check("a model whose run log is old and partly broken: exit 0, a warning naming the log, unknown cells \"–\"",
+          r.returncode == 0 and "metrics.jsonl: 2 line(s)" in r.stderr and row.split()[-3:] == ["–", "12.5", "–"],
+          row or r.stderr[-200:])
 
 
 def test_tracking(rd, recs):
@@ -588,8 +663,10 @@ def main():
         test_prepro_errors(args, sub, csvd, tmp)
         if data:
             print("=== training, tracking, resume")
-            test_training(args, data, tmp)
-            test_lora(args, data, tmp)
+            full = test_training(args, data, tmp)
+            lora = test_lora(args, data, tmp)
+            if full and lora:
+                test_report(args, data, tmp, full, lora)
             test_resume(args, data, tmp)
             test_nonfinite(args, data, tmp)
             test_write_failure(args, data, tmp)

@@ -4,6 +4,11 @@
 //   OUT/checkpoints/ckpt_NNNNNNNNN.bin   the newest --keep-checkpoints, named by optimizer step
 //   OUT/run.lock                         held by the one process training in OUT (rundir_lock)
 //
+// The log's first record ("start", or "resume") holds the model's parameter count and how many of
+// them train; its last ("end", or "stop") the padding fraction and the process's peak memory. The
+// comparison report reads them back (metrics_run_info) for the models a run wrote (OUT/model,
+// OUT/adapter, OUT/checkpoints/...: rundir_of).
+//
 // Checkpoints are written elsewhere (llmc/checkpoint.h, atomically); this file names, lists, prunes
 // and picks them, and keeps the metrics log consistent with the checkpoint a run resumes from.
 #ifndef T5_RUNDIR_H
@@ -12,13 +17,15 @@
 #include <stdio.h>      // defines: FILE, fopen, fprintf, snprintf, sscanf, fgets
 #include <stdlib.h>     // defines: strtoll
 #include <string.h>     // defines: strcmp, strlen, strstr, strchr
-#include <math.h>       // defines: isfinite
+#include <math.h>       // defines: isfinite, NAN
+#include <sys/stat.h>   // defines: stat, S_ISREG
 #include <dirent.h>     // defines: opendir, readdir, closedir
 #include <unistd.h>     // defines: unlink, read, write, ftruncate, getpid, close
 #include <fcntl.h>      // defines: open, O_RDWR, O_CREAT
 #include <sys/file.h>   // defines: flock, LOCK_EX, LOCK_NB
 #include "fileio.h"     // defines: AtomicFile, atomic_open, atomic_write, atomic_close, mkdir_p
 #include "checkpoint.h" // defines: CkptTrainState
+#include "json.h"       // defines: json_parse, json_find, json_free (metrics_run_info)
 
 #define CKPT_PREFIX "ckpt_"
 #define CKPT_SUFFIX ".bin"
@@ -158,17 +165,141 @@ static inline FILE* metrics_open(const char* out_dir, int resumed, long long ste
     return f;
 }
 
-// creates OUT and opens its metrics log with the run's first record ("start", or "resume" at `step`);
-// NULL after a message
-static inline FILE* metrics_start(const char* out_dir, int resumed, long long step, long long total_steps, size_t params) {
+// creates OUT and opens its metrics log with the run's first record ("start", or "resume" at `step`):
+// the model's parameters and the trainable ones among them (all of them in full fine-tuning, the
+// adapter's under LoRA, where `params` counts the frozen base). NULL after a message
+static inline FILE* metrics_start(const char* out_dir, int resumed, long long step, long long total_steps, size_t params,
+                                  size_t trainable) {
     char err[1024];
     if (mkdir_p(out_dir, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return NULL; }
     FILE* f = metrics_open(out_dir, resumed, step);
     if (!f) return NULL;
-    fprintf(f, "{\"type\": \"%s\", \"step\": %lld, \"total_steps\": %lld, \"params\": %zu}\n", resumed ? "resume" : "start",
-            step, total_steps, params);
+    fprintf(f, "{\"type\": \"%s\", \"step\": %lld, \"total_steps\": %lld, \"params\": %zu, \"trainable\": %zu}\n",
+            resumed ? "resume" : "start", step, total_steps, params, trainable);
     fflush(f);
     return f;
+}
+
+// the run's last record: "end" (all steps run) or "stop" (a signal, an error), with the share of padding
+// in the training batches and the process's peak memory in MiB (< 0: unknown, written as null), and
+// which memory that is: "resident" (the CPU process's peak resident set) or "device" (the GPU memory in
+// use at its highest, as cudaMemGetInfo counts it). f NULL: no log, nothing to do
+static inline void metrics_end(FILE* f, int finished, long long step, double padding, double peak_mib, const char* peak_memory) {
+    if (!f) return;
+    fprintf(f, "{\"type\": \"%s\", \"step\": %lld", finished ? "end" : "stop", step);
+    json_num(f, "padding_fraction", padding);
+    json_num(f, "peak_mib", peak_mib >= 0.0 ? peak_mib : NAN);
+    fprintf(f, ", \"peak_memory\": \"%s\"}\n", peak_memory);
+    fflush(f);
+}
+
+// ----------------------------------------------------------------------------
+// reading a run back: what its log says about the run, for the comparison report
+
+typedef struct {
+    long long trainable;  // trainable parameters, from the last start/resume record (-1: not in the log)
+    long long params;     // the model's parameters (the base's under LoRA), same record (-1: not in the log)
+    long long steps;      // train records read
+    double step_ms;       // median "ms" of the train records (NAN: none)
+    double peak_mib;      // the largest "peak_mib" of the end/stop records (NAN: none; a resumed run has several)
+    char peak_memory[16]; // what peak_mib measured ("resident", "device"), "" unknown
+    long long bad_lines;  // lines that are not a JSON object (skipped: the log is informational here)
+} RunInfo;
+
+static inline RunInfo run_info_unknown(void) {
+    RunInfo r;
+    memset(&r, 0, sizeof(r));
+    r.trainable = r.params = -1;
+    r.step_ms = r.peak_mib = NAN;
+    return r;
+}
+
+static inline int metrics_cmp_double(const void* a, const void* b) {
+    double x = *(const double*)a, y = *(const double*)b;
+    return x < y ? -1 : x > y;
+}
+
+// the number at obj[key], or NAN when absent, null or not a number
+static inline double metrics_field(const JsonValue* obj, const char* key) {
+    const JsonValue* v = json_find(obj, key);
+    return v && v->type == JSON_NUMBER ? v->number : NAN;
+}
+
+// one record into r; train records' "ms" go to (*ms)[*n] (grown as needed)
+static inline void metrics_take_record(const JsonValue* rec, RunInfo* r, double** ms, size_t* n, size_t* cap) {
+    const JsonValue* type = json_find(rec, "type");
+    const char* t = type && type->type == JSON_STRING ? type->string : "";
+    if (strcmp(t, "start") == 0 || strcmp(t, "resume") == 0) {
+        double tr = metrics_field(rec, "trainable"), p = metrics_field(rec, "params");
+        r->trainable = tr >= 0.0 ? (long long)tr : -1; // an old log without the field: unknown
+        r->params = p >= 0.0 ? (long long)p : -1;
+    } else if (strcmp(t, "train") == 0) {
+        double x = metrics_field(rec, "ms");
+        r->steps++;
+        if (!(x >= 0.0 && isfinite(x))) return;
+        if (*n == *cap) {
+            double* g = (double*)realloc(*ms, (*cap = *cap ? 2 * *cap : 256) * sizeof(double));
+            if (!g) return; // out of memory: this step's time is left out
+            *ms = g;
+        }
+        (*ms)[(*n)++] = x;
+    } else if (strcmp(t, "end") == 0 || strcmp(t, "stop") == 0) {
+        double x = metrics_field(rec, "peak_mib");
+        const JsonValue* what = json_find(rec, "peak_memory");
+        if (!(x >= 0.0) || (x <= r->peak_mib)) return; // NAN compares false: the first known value is taken
+        r->peak_mib = x;
+        snprintf(r->peak_memory, sizeof(r->peak_memory), "%s", what && what->type == JSON_STRING ? what->string : "");
+    }
+}
+
+// reads PATH (a run's metrics.jsonl) into *r: what it holds, each field unknown where it does not (an old
+// log, a run killed early). A line that does not parse is skipped and counted in r->bad_lines; a last line
+// without its newline is a record still being written, skipped silently. 0, or -1 if PATH cannot be opened.
+static inline int metrics_run_info(const char* path, RunInfo* r) {
+    *r = run_info_unknown();
+    FILE* f = fopen(path, "rb");
+    if (!f) return -1;
+    char* line = NULL;
+    size_t linecap = 0, n = 0, cap = 0;
+    double* ms = NULL;
+    for (ssize_t len; (len = getline(&line, &linecap, f)) > 0; ) {
+        JsonValue rec;
+        char why[128];
+        if (line[len - 1] != '\n') break; // torn last line
+        if (len == 1) continue;          // a blank line
+        if (json_parse(line, (size_t)len, &rec, why, sizeof(why)) || rec.type != JSON_OBJECT) { r->bad_lines++; json_free(&rec); continue; }
+        metrics_take_record(&rec, r, &ms, &n, &cap);
+        json_free(&rec);
+    }
+    free(line);
+    fclose(f);
+    if (n > 0) {
+        qsort(ms, n, sizeof(double), metrics_cmp_double);
+        r->step_ms = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+    }
+    free(ms);
+    return 0;
+}
+
+// the run directory that PATH (a model directory, a checkpoint file or an adapter directory) was written
+// into, when it lies in one: RUN/model, RUN/adapter, RUN/<dir> → RUN; RUN/checkpoints/<file> → RUN. 0 with
+// RUN in buf when RUN/metrics.jsonl is there, else -1
+static inline int rundir_of(const char* path, char* buf, size_t n) {
+    char log[4400];
+    struct stat st;
+    size_t len = (size_t)snprintf(buf, n, "%s", path);
+    if (len >= n || len == 0) return -1;
+    while (len > 1 && buf[len - 1] == '/') buf[--len] = '\0';
+    for (int up = 0; up < 2; up++) { // the parent, and past a checkpoints/ folder its parent
+        char* slash = strrchr(buf, '/');
+        if (!slash) snprintf(buf, n, ".");
+        else if (slash == buf) buf[1] = '\0';
+        else *slash = '\0';
+        const char* base = strrchr(buf, '/');
+        if (strcmp(base ? base + 1 : buf, "checkpoints") != 0) break;
+    }
+    snprintf(log, sizeof(log), "%s/metrics.jsonl", buf);
+    return stat(log, &st) == 0 && S_ISREG(st.st_mode) ? 0 : -1;
 }
 
 #endif // T5_RUNDIR_H

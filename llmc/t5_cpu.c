@@ -240,11 +240,16 @@ int t5cpu_eval_finish(T5CpuEval* e, const char* dir, const char* model, double s
     char path[4400];
     snprintf(path, sizeof(path), "%s/generations.jsonl", dir);
     if (write_generations(path, &e->set, r, err, errlen)) return -1;
+    // the report's row for the model (train_t5.c): its run's trainable count, step time and peak memory
+    // when `model` lies in a run directory; the row borrows r, which e keeps
+    ReportRow w = { .spec = model, .name = model, .tag = "", .kind = KIND_TUNED, .r = *r };
+    describe_row(&w, spec_run_dir(model, NULL, path, sizeof(path)), -1, 0);
+    order_rows(&w, 1);
     snprintf(path, sizeof(path), "%s/scores.json", dir);
-    if (write_scores_json(path, r, model, err, errlen)) return -1;
+    if (write_scores_json(path, &w, err, errlen)) return -1;
     print_scores_header(stdout, 0);
-    print_scores_row(stdout, model, r, 0);
-    printf("(ROUGE: mean per-example F1 x 100, best over the human references; BLEU: corpus sacrebleu)\n");
+    print_scores_row(stdout, &w, 0);
+    print_legend(stdout, 0, &w, 1);
     printf("wrote %s/generations.jsonl and %s/scores.json\n", dir, dir);
     return 0;
 }
