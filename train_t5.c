@@ -2436,11 +2436,8 @@ static void print_config(const T5* m, const Options* o, const char* model_from) 
     if (o->ladder[0] > 1 || o->ladder[1] > 1) printf("| %-22s | multiples of %-4d / %-4d (capped at the maxima) |\n", "shape ladder", o->ladder[0], o->ladder[1]);
     printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
     printf("| %-22s | wd %-8g clip %-8g dropout %-14g |\n", "regularisation", (double)o->weight_decay, (double)o->clip, (double)c->dropout);
-    char lora[128] = "off (full fine-tuning)", targets[64];
-    lora_targets_string(m->lora.targets, targets, sizeof(targets));
-    if (m->lora.r) snprintf(lora, sizeof(lora), "r %d alpha %g dropout %g %s%s", m->lora.r, (double)m->lora.alpha,
-                            (double)m->lora.dropout, targets, m->lora.rslora ? " rslora" : "");
-    printf("| %-22s | %-43s |\n", "LoRA", lora);
+    char lora[128];
+    printf("| %-22s | %-43s |\n", "LoRA", lora_describe(&m->lora, lora, sizeof(lora)));
 #ifdef _OPENMP
     printf("| %-22s | %-43d |\n", "OpenMP threads", omp_get_max_threads());
 #endif
@@ -3086,9 +3083,11 @@ static int setup_model(T5* m, const Options* o, CkptTrainState* ts, int* resumed
             t5_free(m);
             return -1;
         }
-        if ((o->lora_r > 0 || o->lora_adapter) != (m->lora.r > 0) || (o->lora_r > 0 && o->lora_r != m->lora.r)) {
-            fprintf(stderr, "error: %s is a %s checkpoint%s; the LoRA flags ask for %s\n", from, m->lora.r ? "LoRA" : "full fine-tuning",
-                    m->lora.r ? " (its rank, alpha and targets apply)" : "", o->lora_r > 0 || o->lora_adapter ? "LoRA" : "full fine-tuning");
+        char msg[5000];
+        LoraFlags f = lora_flags(o);
+        const char* mismatch = lora_flags_resume(&f, m->lora.r, from, msg, sizeof(msg));
+        if (mismatch) {
+            fprintf(stderr, "error: %s\n", mismatch);
             t5_free(m);
             return -1;
         }

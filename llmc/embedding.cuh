@@ -60,10 +60,10 @@ __global__ void embedding_backward_kernel(float* dwte, EmbedGroups g, const floa
     }
 }
 
-// g holds device pointers; n_uniq from the host
+// g holds device pointers; n_uniq from the host. dwte NULL (a frozen embedding under LoRA): nothing to do
 static inline void embedding_backward(float* dwte, EmbedGroups g, const float* dout, int C, DropSite d,
                                       cudaStream_t stream) {
-    if (g.n_uniq == 0) return;
+    if (g.n_uniq == 0 || !dwte) return;
     embedding_backward_kernel<<<g.n_uniq, 256, 0, stream>>>(dwte, g, dout, C, d);
     cudaCheckLaunch();
 }

@@ -154,6 +154,16 @@ static inline const char* lora_flags_contradict(const LoraFlags* f, const LoraCo
     return buf;
 }
 
+// a resumed checkpoint (an adapter checkpoint of rank ckpt_r > 0, or a full one: ckpt_r = 0) against the
+// flags: they must ask for LoRA exactly when it is an adapter checkpoint, and not for another rank.
+// NULL or a message in buf naming the checkpoint `path`
+static inline const char* lora_flags_resume(const LoraFlags* f, int ckpt_r, const char* path, char* buf, size_t n) {
+    if (lora_flags_on(f) == (ckpt_r > 0) && !(f->r > 0 && f->r != ckpt_r)) return NULL;
+    snprintf(buf, n, "%s is a %s checkpoint%s; the LoRA flags ask for %s", path, ckpt_r ? "LoRA" : "full fine-tuning",
+             ckpt_r ? " (its rank, alpha and targets apply)" : "", lora_flags_on(f) ? "LoRA" : "full fine-tuning");
+    return buf;
+}
+
 // a fresh adapter of rank --lora-r (> 0): peft's defaults where a flag is not given (alpha 8, dropout 0,
 // targets q,v), checked against the model m; NULL or a message in buf
 static inline const char* lora_flags_config(const LoraFlags* f, const T5Config* m, LoraConfig* c, char* buf, size_t n) {
@@ -175,6 +185,16 @@ static inline uint64_t lora_init_seed(uint64_t run_seed) { return mix64(run_seed
 // every wrapped Linear draws its own mask (peft applies lora_dropout to each module's input separately)
 static inline uint32_t lora_drop_site(int i, int layer) {
     return ((uint32_t)(i >= P_DEC_RELB) << 20) | ((uint32_t)layer << 4) | ((uint32_t)(1 + i) << 12);
+}
+
+// "r 32 alpha 64 dropout 0.05 q,v" (" rslora" after), or "off (full fine-tuning)" for r = 0: the trainers' tables
+static inline const char* lora_describe(const LoraConfig* c, char* buf, size_t n) {
+    char targets[64];
+    lora_targets_string(c->targets, targets, sizeof(targets));
+    if (c->r == 0) snprintf(buf, n, "off (full fine-tuning)");
+    else snprintf(buf, n, "r %d alpha %g dropout %g %s%s", c->r, (double)c->alpha, (double)c->dropout, targets,
+                  c->rslora ? " rslora" : "");
+    return buf;
 }
 
 // x with thousands separators, as peft prints its counts
