@@ -232,7 +232,7 @@ typedef struct {
     float* master;       // (shard) fp32 master weights (NULL under LoRA)
     floatX* params_x;    // (full) floatX copy for the matmuls (aliases master in the fp32 build without ZeRO-1)
     float* f32;          // (f32_total) fp32 values of the fp32-read prefix (aliases master without ZeRO-1,
-                         //   params_x in the fp32 build with it)
+                         //   params_x in the fp32 build with it or with LoRA)
     float* grads;        // (full) fp32 gradients
     float* gshard;       // (shard) this rank's summed gradients (aliases grads without ZeRO-1)
     float* m_mem;        // (shard) AdamW moments
