@@ -811,14 +811,7 @@ static void test_bad_examples(const char* tmp) {
 
 
 // ----------------------------------------------------------------------------
-// the train_t5 command line, run as a user runs it
-
-// every "loss <x>" in the output, in order
-static int parse_losses(const char* out, float* losses, int max) {
-    int n = 0;
-    for (const char* q = strstr(out, "| loss "); q && n < max; q = strstr(q + 1, "| loss ")) losses[n++] = strtof(q + 7, NULL);
-    return n;
-}
+// the train_t5 command line, run as a user runs it (parse_losses: dev/testing.h)
 
 // HF dir in → train 4 steps with the fixture's optimizer settings → step losses match transformers + torch
 // AdamW → export → the exported directory loads back with the trained parameters of a checkpoint
@@ -1466,75 +1459,9 @@ static void test_bad_adapters(const char* tmp) {
 // with --resume latest ends bit-identical to an uninterrupted one (LoRA dropout and T5 dropout on);
 // the adapter checkpoint holds no copy of the base; and the LoRA flags' errors
 static void test_cli_lora(const char* bin, const char* tmp) {
-    static char out[1 << 16];
-    char cmd[3000], a[700], b[700], name[200];
-    const char* common = "--model dev/fixtures/flan_gated/model --train-file dev/fixtures/flan_gated/examples.bin --batch-size 1 "
-                         "--lr 1e-2 --schedule linear --warmup 1 --schedule-steps 6 --lora-r 4 --lora-alpha 8 --lora-dropout 0.1 "
-                         "--lora-targets q,v,o,wi_0,wo --dropout 0.1 --seed 5";
-    snprintf(cmd, sizeof(cmd), "%s --model dev/fixtures/flan_gated/model --lora-adapter dev/fixtures/lora_gated/adapter --lora-r 4 "
-             "--train-file dev/fixtures/flan_gated/examples.bin --steps 4 --batch-size 3 --shuffle 0 --bucket 0 --lr 1e-2 --warmup 2 "
-             "--schedule-steps 6 --weight-decay 0.01 --clip 1 --dropout 0", bin);
-    int rc = run_cmd(cmd, out, sizeof(out));
-    float got[8];
-    int n = parse_losses(out, got, 8);
-    check_true("train_t5 --lora-adapter: exit 0, 4 steps, peft's trainable count", rc == 0 && n == 4 &&
-               strstr(out, "trainable params: 10,752 of 68,608 (15.67%)"));
-    Fixture f;
-    char err[1024];
-    snprintf(f.path, sizeof(f.path), "dev/fixtures/lora_gated/fixture.safetensors");
-    if (st_open(&f.st, f.path, err, sizeof(err)) == 0) {
-        for (int k = 0; k < 4 && n == 4; k++) {
-            char key[64];
-            snprintf(key, sizeof(key), "step%d.loss", k);
-            float* want = fx_f32(&f, key, NULL);
-            snprintf(name, sizeof(name), "train_t5 CLI --lora-adapter %s (6 decimals printed)", key);
-            check_close(name, &got[k], want, 1, 1e-5f);
-            free(want);
-        }
-        st_close(&f.st);
-    }
-    snprintf(a, sizeof(a), "%s/lora_full", tmp);
-    snprintf(b, sizeof(b), "%s/lora_resumed", tmp);
-    snprintf(cmd, sizeof(cmd), "%s %s --steps 4 --out-dir %s", bin, common, a);
-    int ok = run_cmd(cmd, out, sizeof(out)) == 0;
-    snprintf(cmd, sizeof(cmd), "%s %s --steps 2 --out-dir %s", bin, common, b);
-    ok = ok && run_cmd(cmd, out, sizeof(out)) == 0;
-    snprintf(cmd, sizeof(cmd), "%s %s --steps 4 --out-dir %s --resume latest", bin, common, b);
-    ok = ok && run_cmd(cmd, out, sizeof(out)) == 0 && strstr(out, "resuming from") != NULL;
-    if (!ok) printf("%s\n", out);
-    snprintf(cmd, sizeof(cmd), "cmp -s %s/adapter/adapter_model.safetensors %s/adapter/adapter_model.safetensors && "
-             "cmp -s %s/checkpoints/ckpt_000000004.bin %s/checkpoints/ckpt_000000004.bin", a, b, a, b);
-    check_true("LoRA run stopped at 2 and resumed == uninterrupted run (adapter, checkpoint: byte-identical)", ok && system(cmd) == 0);
-    char path[800];
-    snprintf(path, sizeof(path), "%s/checkpoints/ckpt_000000004.bin", a);
-    int64_t size = file_size_of(path, err, sizeof(err));
-    snprintf(name, sizeof(name), "adapter checkpoint: header + adapter + AdamW moments only (%lld bytes)", (long long)size);
-    check_true(name, size == 256 + 3 * 4 * 7680); // 7,680 adapter floats: r 4 on q, v, o, wi_0, wo of 2+2 blocks
-    struct { const char* args; const char* want; } cases[] = {
-        { "--lora-r 0 --lora-adapter dev/fixtures/lora_gated/adapter --save-hf x", "contradicts --lora-adapter" },
-        { "--lora-adapter dev/fixtures/lora_gated/adapter --lora-r 8 --save-lora x", "--lora-r contradicts" },
-        { "--lora-adapter dev/fixtures/lora_gated/adapter --lora-alpha 16 --save-lora x", "--lora-alpha contradicts" },
-        { "--lora-adapter dev/fixtures/lora_gated/adapter --lora-targets q,v --save-lora x", "--lora-targets contradicts" },
-        { "--lora-r 4 --lora-targets q,query --save-lora x", "unknown module name 'query'" },
-        { "--lora-r 4 --lora-targets wi --save-lora x", "matches no module" },
-        { "--lora-alpha 16 --save-hf x", "need --lora-r" },
-        { "--merge-lora x", "need LoRA" },
-        { "--lora-adapter dev/fixtures/lora_relu/adapter --save-lora x", "matches no module" },
-    };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        snprintf(cmd, sizeof(cmd), "%s --model dev/fixtures/flan_gated/model %s", bin, cases[i].args);
-        rc = run_cmd(cmd, out, sizeof(out));
-        snprintf(name, sizeof(name), "CLI refuses: %.90s", cases[i].args);
-        expect_error(name, rc == 0 ? 0 : (rc > 0 && rc < 128 ? 1 : 0), out, cases[i].want);
-    }
-    snprintf(cmd, sizeof(cmd), "%s --model %s/checkpoints/ckpt_000000004.bin --save-hf %s/x", bin, a, tmp);
-    rc = run_cmd(cmd, out, sizeof(out));
-    expect_error("CLI refuses: an adapter checkpoint as --model", rc == 0 ? 0 : 1, out, "LoRA adapter checkpoint, not a model");
-    // resuming a LoRA run against other base weights: the fingerprint says so
-    snprintf(cmd, sizeof(cmd), "%s --model dev/fixtures/flan_gated/model_bf16 --train-file dev/fixtures/flan_gated/examples.bin "
-             "--batch-size 1 --lora-r 4 --steps 5 --out-dir %s --resume latest", bin, a);
-    rc = run_cmd(cmd, out, sizeof(out));
-    expect_error("CLI refuses: resume a LoRA run on other base weights", rc == 0 ? 0 : 1, out, "fingerprint");
+    check_cli_lora_peft(bin, 1e-5f);
+    check_cli_lora_resume(bin, tmp, "");
+    check_cli_lora_errors(bin, tmp);
 }
 
 // the metrics log as the comparison report reads it back (llmc/rundir.h): what metrics_start / metrics_end

@@ -753,16 +753,14 @@ static FfnGrads dec_ffn_g(const T5Params* p, const T5Config* c, int l) {
     return (FfnGrads){ (float*)w.ln, (float*)w.wi0, (float*)w.wi1, (float*)w.wo };
 }
 
-// the adapters of block l (llmc/lora.h). LoRA dropout sites sit above the base sites' bits
-// (drop_site uses bits 0–11 and 20+): one per layout tensor, so every wrapped Linear has its own mask.
-static inline uint32_t lora_site(int i, int layer) { return drop_site(i >= P_DEC_RELB, layer, 0) | ((uint32_t)(1 + i) << 12); }
+// the adapters of block l (llmc/lora.h; their dropout sites: lora_drop_site, one mask per wrapped Linear)
 
 // layout tensor i, copy l: its adapter, or an empty view (LoRA off, merged, or i not wrapped)
 static LoraView lora_view(const T5* m, int i, int l) {
     const LoraLayout* L = &m->lora_layout;
     if (m->lora.r == 0 || m->lora_merged || !L->t[i].on) return (LoraView){0};
     return (LoraView){ lora_A(L, m->lora_memory, i, l), lora_B(L, m->lora_memory, i, l), lora_A(L, m->lora_grads, i, l),
-                       lora_B(L, m->lora_grads, i, l), lora_scale(&m->lora), m->lora.r, m->lora_drop, lora_site(i, l) };
+                       lora_B(L, m->lora_grads, i, l), lora_scale(&m->lora), m->lora.r, m->lora_drop, lora_drop_site(i, l) };
 }
 // first: the q (or wi0) tensor id; q, k, v, o and wi0, wi1, wo follow each other in the table
 static AttnWeights attn_lora(const T5* m, AttnWeights w, int first, int l) {
@@ -1978,21 +1976,9 @@ typedef struct {
     EvalResult r;
 } ReportRow;
 
-// n with thousands separators, as peft prints its counts
-static const char* count_string(char* buf, size_t n, unsigned long long x) {
-    char digits[32];
-    int len = snprintf(digits, sizeof(digits), "%llu", x), k = 0;
-    for (int i = 0; i < len && (size_t)k + 2 < n; i++) {
-        if (i > 0 && (len - i) % 3 == 0) buf[k++] = ',';
-        buf[k++] = digits[i];
-    }
-    buf[k] = 0;
-    return buf;
-}
-
 // the run columns of a row as text: trainable parameters, median step ms, peak MiB (REPORT_NA: unknown)
 static void run_cells(const RunInfo* i, char cells[3][32]) {
-    if (i->trainable >= 0) count_string(cells[0], 32, (unsigned long long)i->trainable);
+    if (i->trainable >= 0) lora_count_string(cells[0], 32, (unsigned long long)i->trainable);
     else snprintf(cells[0], 32, REPORT_NA);
     if (isfinite(i->step_ms)) snprintf(cells[1], 32, "%.1f", i->step_ms);
     else snprintf(cells[1], 32, REPORT_NA);
@@ -2326,17 +2312,17 @@ typedef struct { const char* flag; int* dst; long long lo, hi; } IntFlag;
 typedef struct { const char* flag; float* dst; double lo, hi; } FloatFlag;
 typedef struct { const char* flag; const char** dst; } StrFlag;
 
+// the LoRA flags as llmc/lora.h takes them
+static LoraFlags lora_flags(const Options* o) {
+    LoraFlags f = { o->lora_r, o->lora_alpha, o->lora_dropout, o->lora_targets, o->lora_adapter };
+    return f;
+}
+
 // the LoRA flags among themselves (the adapter and the model are checked once loaded)
 static const char* check_lora_options(const Options* o) {
     static char msg[1100];
-    int lora = o->lora_r > 0 || o->lora_adapter;
-    unsigned mask;
-    if (o->lora_adapter && o->lora_r == 0) return "--lora-r 0 (full fine-tuning) contradicts --lora-adapter: an adapter has rank >= 1";
-    if (!lora && (o->lora_alpha >= 0.0f || o->lora_dropout >= 0.0f || o->lora_targets))
-        return "--lora-alpha / --lora-dropout / --lora-targets need --lora-r R (R > 0) or --lora-adapter DIR";
-    if (!lora && !o->resume && (o->save_lora || o->merge_lora)) return "--save-lora / --merge-lora need LoRA: --lora-r R or --lora-adapter DIR";
-    if (o->lora_targets && lora_parse_targets(o->lora_targets, &mask, msg, sizeof(msg))) return msg;
-    return NULL;
+    LoraFlags f = lora_flags(o);
+    return lora_flags_check(&f, o->resume != NULL, o->save_lora || o->merge_lora, msg, sizeof(msg));
 }
 
 // combinations the flags alone cannot rule out
@@ -2503,22 +2489,6 @@ static int load_model(T5* m, const Options* o, const char* spec) {
     return 0;
 }
 
-// a flag given with --lora-adapter DIR must say what the adapter says; NULL or a message
-static const char* lora_flags_contradict(const Options* o, const char* dir, const LoraConfig* c, char* buf, size_t n) {
-    unsigned mask = 0;
-    if (o->lora_targets) lora_parse_targets(o->lora_targets, &mask, buf, n); // checked in check_lora_options
-    const char* what = o->lora_r > 0 && o->lora_r != c->r ? "--lora-r"
-                     : o->lora_alpha >= 0.0f && o->lora_alpha != c->alpha ? "--lora-alpha"
-                     : o->lora_dropout >= 0.0f && o->lora_dropout != c->dropout ? "--lora-dropout"
-                     : o->lora_targets && mask != c->targets ? "--lora-targets" : NULL;
-    if (!what) return NULL;
-    char targets[128];
-    lora_targets_string(c->targets, targets, sizeof(targets));
-    snprintf(buf, n, "%s contradicts %s/adapter_config.json (r %d, lora_alpha %g, lora_dropout %g, target_modules %s): "
-             "drop the flag, or give a matching value", what, dir, c->r, (double)c->alpha, (double)c->dropout, targets);
-    return buf;
-}
-
 // the peft adapter in DIR attached to m, its config and weights as the files say; `flags` (NULL: none)
 // holds LoRA flags that may repeat the adapter's config, not contradict it. 0, or -1 after a message
 static int attach_adapter(T5* m, const char* dir, const Options* flags) {
@@ -2527,7 +2497,7 @@ static int attach_adapter(T5* m, const char* dir, const Options* flags) {
     float* adapter = NULL;
     const char* bad = NULL;
     if (lora_load_dir(dir, &m->config, &c, &adapter, err, sizeof(err))) bad = err;
-    else if (flags) bad = lora_flags_contradict(flags, dir, &c, err, sizeof(err));
+    else if (flags) { LoraFlags f = lora_flags(flags); bad = lora_flags_contradict(&f, &c, err, sizeof(err)); }
     if (bad) { fprintf(stderr, "error: %s\n", bad); free(adapter); return -1; }
     t5_lora_attach(m, &c, adapter, 0);
     return 0;
@@ -2548,20 +2518,17 @@ static int lora_setup(T5* m, const Options* o) {
     char err[1400];
     if (o->lora_adapter) return attach_adapter(m, o->lora_adapter, o);
     if (o->lora_r <= 0) return 0;
-    LoraConfig c = { o->lora_r, o->lora_alpha >= 0.0f ? o->lora_alpha : 8.0f, o->lora_dropout >= 0.0f ? o->lora_dropout : 0.0f,
-                     LORA_DEFAULT_TARGETS, 0 };
-    if (o->lora_targets) lora_parse_targets(o->lora_targets, &c.targets, err, sizeof(err)); // checked in check_lora_options
-    const char* bad = lora_config_check(&c, &m->config, err, sizeof(err));
+    LoraConfig c;
+    LoraFlags f = lora_flags(o);
+    const char* bad = lora_flags_config(&f, &m->config, &c, err, sizeof(err));
     if (bad) { fprintf(stderr, "error: %s\n", bad); return -1; }
-    t5_lora_attach(m, &c, NULL, mix64((uint64_t)o->seed ^ 0x4c6f5241ULL)); // "LoRA": not the base init's stream
+    t5_lora_attach(m, &c, NULL, lora_init_seed((uint64_t)o->seed));
     return 0;
 }
 
 // peft's print_trainable_parameters: the adapter against base + adapter (everything, full fine-tuning)
 static void print_trainable(const T5* m) {
-    char a[32], b[32];
-    size_t n = t5_num_trainable(m), all = t5_num_params(m) + (m->lora.r ? m->lora_layout.total : 0);
-    printf("trainable params: %s of %s (%.2f%%)\n", count_string(a, sizeof(a), n), count_string(b, sizeof(b), all), 100.0 * (double)n / (double)all);
+    lora_print_trainable(t5_num_trainable(m), t5_num_params(m) + (m->lora.r ? m->lora_layout.total : 0));
 }
 
 static void print_config(const T5* m, const Options* o, const char* model_from) {
@@ -2580,11 +2547,8 @@ static void print_config(const T5* m, const Options* o, const char* model_from) 
     if (o->ladder[0] > 1 || o->ladder[1] > 1) printf("| %-22s | multiples of %-4d / %-4d (capped at the maxima) |\n", "shape ladder", o->ladder[0], o->ladder[1]);
     printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
     printf("| %-22s | wd %-8g clip %-8g dropout %-14g |\n", "regularisation", (double)o->weight_decay, (double)o->clip, (double)c->dropout);
-    char lora[128] = "off (full fine-tuning)", targets[64];
-    lora_targets_string(m->lora.targets, targets, sizeof(targets));
-    if (m->lora.r) snprintf(lora, sizeof(lora), "r %d alpha %g dropout %g %s%s", m->lora.r, (double)m->lora.alpha,
-                            (double)m->lora.dropout, targets, m->lora.rslora ? " rslora" : "");
-    printf("| %-22s | %-43s |\n", "LoRA", lora);
+    char lora[128];
+    printf("| %-22s | %-43s |\n", "LoRA", lora_describe(&m->lora, lora, sizeof(lora)));
 #ifdef _OPENMP
     printf("| %-22s | %-43d |\n", "OpenMP threads", omp_get_max_threads());
 #endif
@@ -3315,9 +3279,11 @@ static int setup_model(T5* m, const Options* o, CkptTrainState* ts, int* resumed
             t5_free(m);
             return -1;
         }
-        if ((o->lora_r > 0 || o->lora_adapter) != (m->lora.r > 0) || (o->lora_r > 0 && o->lora_r != m->lora.r)) {
-            fprintf(stderr, "error: %s is a %s checkpoint%s; the LoRA flags ask for %s\n", from, m->lora.r ? "LoRA" : "full fine-tuning",
-                    m->lora.r ? " (its rank, alpha and targets apply)" : "", o->lora_r > 0 || o->lora_adapter ? "LoRA" : "full fine-tuning");
+        char msg[5000];
+        LoraFlags f = lora_flags(o);
+        const char* mismatch = lora_flags_resume(&f, m->lora.r, from, msg, sizeof(msg));
+        if (mismatch) {
+            fprintf(stderr, "error: %s\n", mismatch);
             t5_free(m);
             return -1;
         }

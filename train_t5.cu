@@ -25,6 +25,12 @@
 // fp32 master weights and AdamW moments (reduce-scatter of the gradients, shard update, all-gather of
 // the floatX weights). --recompute 1 keeps only the residual streams of each block and recomputes
 // the block's internals in the backward pass.
+//
+// LoRA (--lora-r, --lora-adapter; llmc/lora.h for peft's math and files, llmc/lora.cuh for the device
+// side): the base weights are frozen and kept once, as floatX (plus the fp32 values of what the forward
+// reads in fp32: embedding, norms, relative bias), with no master copy, no gradients and no moments;
+// the base's weight-gradient products are skipped. Only the adapter trains; its state and reduction
+// are llmc/lora.cuh's, its products sit beside each wrapped Linear's (lora_fwd, lora_bwd below).
 #include <stdio.h>      // defines: printf, fprintf
 #include <stdlib.h>     // defines: malloc, free, strtol, strtod
 #include <stdint.h>     // defines: uint64_t, uint32_t
@@ -38,7 +44,7 @@
 #include "llmc/rng.h"          // defines: mix64, Rng, rng_init, rng_next
 #include "llmc/schedule.h"     // defines: LrSchedule, lr_multiplier, lr_schedule_parse
 #include "llmc/hf.h"           // defines: t5_load_hf_dir, t5_save_hf_dir
-#include "llmc/lora.h"         // defines: lora_load_dir, lora_layout, lora_merge, lora_scale (--lora-adapter)
+#include "llmc/lora.h"         // defines: LoraConfig, LoraFlags, lora_load_dir, lora_save_dir, lora_merge, lora_ckpt_save/_load
 #include "llmc/hub.h"          // defines: hub_save_dir, hub_write_card (generation config, tokenizer files, model card)
 #include "llmc/checkpoint.h"   // defines: ckpt_save, ckpt_load, CkptTrainState
 #include "llmc/rundir.h"       // defines: ckpt_list, ckpt_path, ckpt_prune, metrics_open, json_num (run directory)
@@ -58,6 +64,7 @@
 #include "llmc/nccl.cuh"         // defines: Comm, comm_bootstrap, comm_init, comm_all_reduce_sum, comm_all_gather
 #include "llmc/zero.cuh"         // defines: ParamOrder, Bucket, order_build, order_at, shard_sumsq, BK_* buckets
 #include "llmc/generate.cuh"     // defines: DecodeAttn, decode_attention, gen_scores, topk, cache_reorder
+#include "llmc/lora.cuh"         // defines: LoraState, LoraLinear, lora_linear_forward/_backward, lora_update, lora_put/_get
 #ifdef ENABLE_CUDNN
 #include "llmc/attention_cudnn.cuh" // defines: cudnn_attention_forward/_backward, CudnnScratch (USE_CUDNN=1)
 #endif
@@ -240,6 +247,7 @@ typedef struct {
     int zero;       // 1: fp32 master weights and AdamW moments sharded over comm's ranks (needs comm)
     int recompute;  // 1: keep the residual streams only; recompute block internals in the backward pass
     int attention;  // AttnKind
+    const LoraConfig* lora; // LoRA: the base frozen, this adapter trains (NULL: full fine-tuning)
     int graphs;     // 1: training steps replayed as CUDA graphs (--cuda-graphs)
 } T5CudaOptions;
 
@@ -254,10 +262,11 @@ typedef struct {
     int attention;       // AttnKind
     CudnnAttn* cudnn;    // --attention cudnn: cuDNN handle and graph cache (NULL otherwise)
     Comm* comm;
-    float* master;       // (shard) fp32 master weights
+    LoraState* lora;     // LoRA (llmc/lora.cuh): the adapter that trains; the base is frozen (NULL: full fine-tuning)
+    float* master;       // (shard) fp32 master weights (NULL under LoRA)
     floatX* params_x;    // (full) floatX copy for the matmuls (aliases master in the fp32 build without ZeRO-1)
     float* f32;          // (f32_total) fp32 values of the fp32-read prefix (aliases master without ZeRO-1,
-                         //   params_x in the fp32 build with it)
+                         //   params_x in the fp32 build with it or with LoRA)
     float* grads;        // (full) fp32 gradients
     float* gshard;       // (shard) this rank's summed gradients (aliases grads without ZeRO-1)
     float* m_mem;        // (shard) AdamW moments
@@ -401,8 +410,9 @@ static float* PM(const T5Cuda* m, int i, int l) {
 static const floatX* PX(const T5Cuda* m, int i, int l) {
     return m->layout.t[i].size ? m->params_x + order_at(&m->order, i, l) : NULL;
 }
+// (NULL under LoRA: the base has no gradients, and the backward pass skips their products)
 static float* PG(const T5Cuda* m, int i, int l) {
-    return m->layout.t[i].size ? m->grads + order_at(&m->order, i, l) : NULL;
+    return m->layout.t[i].size && m->grads ? m->grads + order_at(&m->order, i, l) : NULL;
 }
 
 typedef struct { void** p; size_t bytes; } AllocPlan;
@@ -412,6 +422,13 @@ typedef struct { void** p; size_t bytes; } AllocPlan;
 static int state_plan(T5Cuda* m, AllocPlan* plan) {
     size_t full = m->order.total, sh = m->order.shard, f = sizeof(float);
     int n = 0;
+    if (m->lora) { // LoRA: the frozen base's floatX weights (and the fp32 values the forward reads) only
+        plan[n++] = AllocPlan{ (void**)&m->params_x, full * sizeof(floatX) };
+#ifndef ENABLE_FP32
+        plan[n++] = AllocPlan{ (void**)&m->f32, m->order.f32_total * f };
+#endif
+        return n;
+    }
     plan[n++] = AllocPlan{ (void**)&m->master, sh * f };
     plan[n++] = AllocPlan{ (void**)&m->grads, full * f };
     plan[n++] = AllocPlan{ (void**)&m->m_mem, sh * f };
@@ -428,7 +445,7 @@ static int state_plan(T5Cuda* m, AllocPlan* plan) {
 
 static void state_alias(T5Cuda* m) {
     if (!m->params_x) m->params_x = (floatX*)m->master;                 // fp32 build, no ZeRO-1
-    if (!m->f32) m->f32 = m->zero ? (float*)m->params_x : m->master;    // fp32 build with ZeRO-1: floatX = float
+    if (!m->f32) m->f32 = m->zero || m->lora ? (float*)m->params_x : m->master; // fp32 build with ZeRO-1 or LoRA
     if (!m->gshard) m->gshard = m->grads;
 }
 
@@ -460,8 +477,13 @@ static void t5cu_set_geometry(T5Cuda* m, const T5Config* c, const T5CudaOptions*
 #endif
     }
     if (o->zero && !o->comm) { fprintf(stderr, "error: ZeRO-1 needs a communicator (even one of one rank)\n"); exit(EXIT_FAILURE); }
-    int ranks = o->zero ? o->comm->size : 1;
-    m->shard_rank = o->zero ? o->comm->rank : 0;
+    int shard = o->zero && !o->lora; // LoRA: every rank holds the whole frozen base; ZeRO-1 shards the adapter's state
+    int ranks = shard ? o->comm->size : 1;
+    m->shard_rank = shard ? o->comm->rank : 0;
+    if (o->lora) {
+        m->lora = (LoraState*)callocCheck(1, sizeof(LoraState));
+        lora_state_geometry(m->lora, o->lora, c, o->zero, o->comm);
+    }
     order_build(&m->order, c, ranks);
     const char* bad = order_check(&m->order, &m->layout);
     if (bad) { fprintf(stderr, "error: device order of the parameters: %s\n", bad); exit(EXIT_FAILURE); }
@@ -485,12 +507,20 @@ static void bucket_slices_copy(const T5Cuda* m, int b, float* stage, float* host
     }
 }
 
+// a programming error: under LoRA the base has only its floatX weights on the device (llmc/lora.cuh's
+// lora_put / lora_get move the adapter)
+static void t5cu_frozen_error(const char* what) {
+    fprintf(stderr, "error: %s: the base is frozen under LoRA (no master copy, gradients or moments)\n", what);
+    exit(EXIT_FAILURE);
+}
+
 static float* shard_buffer(T5Cuda* m, T5CuBuffer which) {
     return which == T5CU_PARAMS ? m->master : which == T5CU_ADAM_M ? m->m_mem : m->v_mem;
 }
 
 // device ← host buffer in layout order (every rank passes the whole buffer and keeps its parts)
 static void t5cu_put(T5Cuda* m, T5CuBuffer which, const float* host) {
+    if (m->lora && which != T5CU_PARAMS) t5cu_frozen_error("t5cu_put");
     const ParamOrder* o = &m->order;
     float* stage = cuda_alloc<float>(o->max_bucket);
     cudaCheck(cudaStreamSynchronize(m->stream));
@@ -505,7 +535,8 @@ static void t5cu_put(T5Cuda* m, T5CuBuffer which, const float* host) {
             cudaCheck(cudaMemcpy(m->grads + bk->off, stage, bk->n * sizeof(float), cudaMemcpyDeviceToDevice));
             continue;
         }
-        cudaCheck(cudaMemcpy(shard_buffer(m, which) + bk->vstart, mine, part, cudaMemcpyDeviceToDevice));
+        if (shard_buffer(m, which)) // (no master copy under LoRA)
+            cudaCheck(cudaMemcpy(shard_buffer(m, which) + bk->vstart, mine, part, cudaMemcpyDeviceToDevice));
         if (which != T5CU_PARAMS) continue;
         copy_to_floatx(m->params_x + bk->off, stage, bk->n, 0);
         if (bk->fp32_read && m->f32 != m->master && (void*)m->f32 != (void*)m->params_x)
@@ -518,6 +549,7 @@ static void t5cu_put(T5Cuda* m, T5CuBuffer which, const float* host) {
 // host buffer in layout order ← device. Under ZeRO-1 the parts are gathered from all ranks, so every
 // rank must call; host may be NULL on ranks that do not need the values.
 static void t5cu_get(T5Cuda* m, T5CuBuffer which, float* host) {
+    if (m->lora) t5cu_frozen_error("t5cu_get");
     const ParamOrder* o = &m->order;
     float* stage = m->zero && which != T5CU_GRADS ? cuda_alloc<float>(o->max_bucket) : NULL;
     for (int b = 0; b < o->nb; b++) {
@@ -542,7 +574,8 @@ static void t5cu_build_with(T5Cuda* m, const T5Config* c, const float* params, c
     t5cu_set_geometry(m, c, o);
     cudaCheck(cudaStreamCreate(&m->stream));
     matmul_ctx_init(&m->mm, m->stream);
-    m->relu_epilogue = !c->gated && c->act == ACT_RELU && matmul_relu_epilogues_available(&m->mm, c->d_model, c->d_ff);
+    m->relu_epilogue = !c->gated && c->act == ACT_RELU && matmul_relu_epilogues_available(&m->mm, c->d_model, c->d_ff) &&
+                       !(o->lora && lora_wraps_ffn(o->lora)); // an adapter's product goes between the FFN's and its ReLU
     AllocPlan plan[8];
     int n = state_plan(m, plan);
     for (int i = 0; i < n; i++) {
@@ -551,6 +584,10 @@ static void t5cu_build_with(T5Cuda* m, const T5Config* c, const float* params, c
     }
     state_alias(m);
     m->state_bytes = plan_bytes(plan, n);
+    if (m->lora) {
+        lora_state_alloc(m->lora);
+        m->state_bytes += lora_state_bytes(m->lora);
+    }
     t5cu_put(m, T5CU_PARAMS, params);
     m->loss_sum = cuda_alloc<double>(2);
     m->norm = cuda_alloc<float>(1);
@@ -564,14 +601,20 @@ static void t5cu_build_with(T5Cuda* m, const T5Config* c, const float* params, c
 
 // one process, no ZeRO-1, no recompute
 static void t5cu_build(T5Cuda* m, const T5Config* c, const float* params) {
-    T5CudaOptions o = { NULL, 0, 0, ATTN_GEMM, 0 };
+    T5CudaOptions o = { NULL, 0, 0, ATTN_GEMM, NULL, 0 };
     t5cu_build_with(m, c, params, &o);
 }
 
 // AdamW moments and step from a checkpoint (host buffers of layout size)
+// (under LoRA: the adapter's moments, adapter-sized)
 static void t5cu_set_optimizer_state(T5Cuda* m, const float* mm, const float* vv, long long step) {
-    t5cu_put(m, T5CU_ADAM_M, mm);
-    t5cu_put(m, T5CU_ADAM_V, vv);
+    if (m->lora) {
+        lora_put(m->lora, LORA_ADAM_M, mm, m->stream);
+        lora_put(m->lora, LORA_ADAM_V, vv, m->stream);
+    } else {
+        t5cu_put(m, T5CU_ADAM_M, mm);
+        t5cu_put(m, T5CU_ADAM_V, vv);
+    }
     m->step = step;
 }
 
@@ -581,6 +624,14 @@ static void t5cu_drop_graphs(T5Cuda* m) {
     for (int i = 0; i < g->n; i++) if (g->micro[i].exec) cudaCheck(cudaGraphExecDestroy(g->micro[i].exec));
     if (g->end) cudaCheck(cudaGraphExecDestroy(g->end));
     g->n = 0; g->end = NULL; g->end_seen = 0;
+}
+
+// LoRA: the adapter's A and B from a host buffer (llmc/lora.h layout), and the fingerprint of the fp32
+// base (lora_base_fingerprint) that its checkpoints carry
+static void t5cu_lora_set(T5Cuda* m, const float* adapter, uint32_t base_crc) {
+    lora_put(m->lora, LORA_PARAMS, adapter, m->stream);
+    m->lora->base_n = (int64_t)m->layout.total;
+    m->lora->base_crc = base_crc;
 }
 
 static void t5cu_free_acts(T5CudaActs* a) {
@@ -607,6 +658,7 @@ static void t5cu_free(T5Cuda* m) {
     for (int i = 0; i < n; i++) cudaCheck(cudaFree(*plan[i].p));
     cudaCheck(cudaFree(m->loss_sum)); cudaCheck(cudaFree(m->norm)); cudaCheck(cudaFree(m->norm_partial));
     cudaCheck(cudaFree(m->sumsq)); cudaCheck(cudaFree(m->step_dev));
+    if (m->lora) { lora_state_free(m->lora); free(m->lora); }
     matmul_ctx_free(&m->mm);
     cudaCheck(cudaStreamDestroy(m->stream));
     order_free(&m->order);
@@ -675,6 +727,10 @@ static void t5cu_alloc_acts(T5Cuda* m, int B, int Ts, int Tt) {
     for (int i = 0; i < n; i++) *plan[i].p = cuda_alloc<char>(plan[i].bytes);
     m->act_bytes = plan_bytes(plan, n);
     m->max_B = B; m->max_Ts = Ts; m->max_Tt = Tt;
+    if (m->lora) { // the adapters' scratch: one wrapped Linear at a time, up to B·max(Ts, Tt) rows
+        lora_reserve(m->lora, (size_t)B * (Ts > Tt ? Ts : Tt));
+        m->act_bytes += lora_scratch_bytes(m->lora, m->lora->tokens);
+    }
 }
 
 static void t5cu_build_acts(T5Cuda* m, int B, int Ts, int Tt) {
@@ -787,6 +843,33 @@ static DropSite drop_at(const T5Cuda* m, int decoder, int layer, int kind) {
 }
 static const DropSite NO_DROP = { 0.0f, 0, 0, NULL };
 
+// LoRA: the adapter of layout tensor i, copy l, beside the frozen product of its Linear (llmc/lora.cuh).
+// Nothing when LoRA is off, i is not wrapped, or the adapter is merged (generation). Its input dropout
+// is the CPU engine's mask: lora_drop_site of llmc/lora.h, the step's seed.
+static LoraLinear lora_at(const T5Cuda* m, int i, int l) {
+    DropSite d = { m->train ? m->lora->config.dropout : 0.0f, 0, lora_drop_site(i, l), &m->step_dev->seed }; // as drop_at
+    return lora_linear(m->lora, i, l, d);
+}
+
+// out (N, OC) += the adapter's product on inp (N, IC)
+static void lora_fwd(T5Cuda* m, int i, int l, void* out, int out_fp32, const floatX* inp, int N, int IC, int OC) {
+    if (!m->lora) return;
+    LoraLinear v = lora_at(m, i, l);
+    if (!v.A) return;
+    lora_linear_forward(&m->mm, &v, m->lora->scratch, out, out_fp32, inp, N, IC, OC, m->stream);
+    prof_op(m, "fwd_lora");
+}
+
+// the adapter's gradients from dout (N, OC), and dinp (N, IC) += its input gradient
+static void lora_bwd(T5Cuda* m, int i, int l, void* dinp, int dinp_fp32, const floatX* dout, const floatX* inp, int N,
+                     int IC, int OC) {
+    if (!m->lora) return;
+    LoraLinear v = lora_at(m, i, l);
+    if (!v.A) return;
+    lora_linear_backward(&m->mm, &v, m->lora->scratch, dinp, dinp_fp32, dout, inp, N, IC, OC, m->stream);
+    prof_op(m, "bwd_lora");
+}
+
 typedef struct { int ln, q, k, v, o; } AttnIds;     // tensor ids of one attention sublayer
 typedef struct { int ln, wi0, wi1, wo; } FfnIds;
 static const AttnIds ENC_ATTN = { P_ENC_LN1, P_ENC_Q, P_ENC_K, P_ENC_V, P_ENC_O };
@@ -846,6 +929,9 @@ static void attn_inner_forward(T5Cuda* m, AttnActs a, AttnIds w, int l, const At
     matmul_forward(&m->mm, a.kv, 0, kv_src, PX(m, w.k, l), a.Nkv, C, HD);
     matmul_forward(&m->mm, a.kv + (size_t)a.Nkv * HD, 0, kv_src, PX(m, w.v, l), a.Nkv, C, HD);
     prof_op(m, "fwd_qkv_matmul");
+    lora_fwd(m, w.q, l, a.q, 0, a.ln, N, C, HD);
+    lora_fwd(m, w.k, l, a.kv, 0, kv_src, a.Nkv, C, HD);
+    lora_fwd(m, w.v, l, a.kv + (size_t)a.Nkv * HD, 0, kv_src, a.Nkv, C, HD);
     const floatX* v = a.kv + (size_t)a.Nkv * HD;
     if (m->attention == ATTN_FLASH) flash_attention_forward(a.ctx, a.lse, a.q, a.kv, v, s, m->stream);
     else if (m->attention == ATTN_CUDNN)
@@ -860,6 +946,7 @@ static void attn_sublayer_forward(T5Cuda* m, AttnActs a, AttnIds w, int l, const
     attn_inner_forward(m, a, w, l, s, N);
     matmul_forward(&m->mm, m->acts.sub, 1, a.ctx, PX(m, w.o, l), N, c->num_heads * c->d_kv, c->d_model);
     prof_op(m, "fwd_attn_out_matmul");
+    lora_fwd(m, w.o, l, m->acts.sub, 1, a.ctx, N, c->num_heads * c->d_kv, c->d_model);
 }
 
 // the plain ReLU FFN with no dropout on its activation (dropout 0, or evaluation) and a mask buffer:
@@ -882,6 +969,8 @@ static void ffn_inner_forward(T5Cuda* m, FfnActs a, FfnIds w, int l, int N, Drop
     matmul_forward(&m->mm, a.h0, 0, a.ln, PX(m, w.wi0, l), N, C, F);
     if (c->gated) matmul_forward(&m->mm, a.h1, 0, a.ln, PX(m, w.wi1, l), N, C, F);
     prof_op(m, "fwd_ffn_in_matmul");
+    lora_fwd(m, w.wi0, l, a.h0, 0, a.ln, N, C, F);
+    if (c->gated) lora_fwd(m, w.wi1, l, a.h1, 0, a.ln, N, C, F);
     ffn_act_forward(a.ff, a.h0, c->gated ? a.h1 : NULL, (size_t)N * F, c->act, act_drop, m->stream);
     prof_op(m, "fwd_ffn_act");
 }
@@ -891,6 +980,7 @@ static void ffn_sublayer_forward(T5Cuda* m, FfnActs a, FfnIds w, int l, int N, D
     ffn_inner_forward(m, a, w, l, N, act_drop);
     matmul_forward(&m->mm, m->acts.sub, 1, a.ff, PX(m, w.wo, l), N, m->config.d_ff, m->config.d_model);
     prof_op(m, "fwd_ffn_out_matmul");
+    lora_fwd(m, w.wo, l, m->acts.sub, 1, a.ff, N, m->config.d_ff, m->config.d_model);
 }
 
 // res_out = res_in + dropout(sub) (sub = NULL: res_out is the input already), then the next norm:
@@ -915,6 +1005,7 @@ static void attn_sublayer_backward(T5Cuda* m, AttnActs a, AttnIds w, int l, cons
     matmul_backward_weight(mm, PG(m, w.o, l), A->g_sub, a.ctx, N, HD, C);
     matmul_backward_input(mm, A->g_ctx, 0, A->g_sub, PX(m, w.o, l), N, HD, C, 0);
     prof_op(m, "bwd_attn_out_matmuls");
+    lora_bwd(m, w.o, l, A->g_ctx, 0, A->g_sub, a.ctx, N, HD, C);
     floatX* gq = A->g_qkv;
     floatX* gk = a.kv_src ? A->g_ckv : A->g_qkv + (size_t)N * HD;
     floatX* gv = gk + (size_t)a.Nkv * HD;
@@ -932,8 +1023,11 @@ static void attn_sublayer_backward(T5Cuda* m, AttnActs a, AttnIds w, int l, cons
     matmul_backward_weight(mm, PG(m, w.k, l), gk, kv_src, a.Nkv, C, HD);
     matmul_backward_weight(mm, PG(m, w.v, l), gv, kv_src, a.Nkv, C, HD);
     matmul_backward_input(mm, A->g_x, 1, gq, PX(m, w.q, l), N, C, HD, 0);
+    lora_bwd(m, w.q, l, A->g_x, 1, gq, a.ln, N, C, HD);
     matmul_backward_input(mm, g_kv_dst, 1, gk, PX(m, w.k, l), a.Nkv, C, HD, 1);
+    lora_bwd(m, w.k, l, g_kv_dst, 1, gk, kv_src, a.Nkv, C, HD);
     matmul_backward_input(mm, g_kv_dst, 1, gv, PX(m, w.v, l), a.Nkv, C, HD, 1);
+    lora_bwd(m, w.v, l, g_kv_dst, 1, gv, kv_src, a.Nkv, C, HD);
     prof_op(m, "bwd_qkv_matmuls");
 }
 
@@ -950,14 +1044,17 @@ static void ffn_sublayer_backward(T5Cuda* m, FfnActs a, FfnIds w, int l, int N, 
     } else {
         matmul_backward_input(mm, A->g_ff, 0, A->g_sub, PX(m, w.wo, l), N, F, C, 0);
         prof_op(m, "bwd_ffn_out_matmuls");
+        lora_bwd(m, w.wo, l, A->g_ff, 0, A->g_sub, a.ff, N, F, C);
         ffn_act_backward(A->g_h0, A->g_h1, A->g_ff, a.h0, c->gated ? a.h1 : NULL, (size_t)N * F, c->act, act_drop, m->stream);
         prof_op(m, "bwd_ffn_act");
     }
     matmul_backward_weight(mm, PG(m, w.wi0, l), A->g_h0, a.ln, N, C, F);
     matmul_backward_input(mm, A->g_x, 1, A->g_h0, PX(m, w.wi0, l), N, C, F, 0);
+    lora_bwd(m, w.wi0, l, A->g_x, 1, A->g_h0, a.ln, N, C, F);
     if (c->gated) {
         matmul_backward_weight(mm, PG(m, w.wi1, l), A->g_h1, a.ln, N, C, F);
         matmul_backward_input(mm, A->g_x, 1, A->g_h1, PX(m, w.wi1, l), N, C, F, 1);
+        lora_bwd(m, w.wi1, l, A->g_x, 1, A->g_h1, a.ln, N, C, F);
     }
     prof_op(m, "bwd_ffn_in_matmuls");
 }
@@ -1163,7 +1260,8 @@ static float t5cu_read_loss(T5Cuda* m) {
 
 // starts a step: gradients and the step's loss sum to zero
 static void t5cu_zero_grad(T5Cuda* m) {
-    cudaCheck(cudaMemsetAsync(m->grads, 0, m->order.total * sizeof(float), m->stream));
+    if (m->lora) lora_zero_grad(m->lora, m->stream); // (the frozen base has no gradients)
+    else cudaCheck(cudaMemsetAsync(m->grads, 0, m->order.total * sizeof(float), m->stream));
     cudaCheck(cudaMemsetAsync(m->loss_sum, 0, 2 * sizeof(double), m->stream));
 }
 
@@ -1194,8 +1292,9 @@ static void t5cu_reduce_bucket(T5Cuda* m, int b) {
 }
 
 // the backward pass is done with bucket b
+// (LoRA: the base has no gradients to reduce; the adapter's are reduced at once, in t5cu_reduce_rest)
 static void t5cu_bucket_done(T5Cuda* m, int b) {
-    if (!m->reduce_now) return;
+    if (!m->reduce_now || m->lora) return;
     int want = bucket_sequence(&m->config, m->next_bucket++);
     if (b != want) { // a programming error that would hang the other ranks: stop here instead
         fprintf(stderr, "error: gradient bucket %d finished where bucket %d was due\n", b, want);
@@ -1205,7 +1304,9 @@ static void t5cu_bucket_done(T5Cuda* m, int b) {
 }
 
 // the buckets not reduced yet (all of them on a rank whose last micro-batch was empty)
+// (LoRA: the adapter's gradients, all of them, llmc/lora.cuh)
 static void t5cu_reduce_rest(T5Cuda* m) {
+    if (m->lora) { lora_reduce(m->lora, m->stream); return; }
     for (; m->next_bucket < bucket_count(&m->config); m->next_bucket++)
         t5cu_reduce_bucket(m, bucket_sequence(&m->config, m->next_bucket));
 }
@@ -1320,7 +1421,9 @@ typedef struct {
 
 // launches the norm of the summed gradients; the value stays on the device until t5cu_read_norm.
 // ZeRO-1: Σ g² of this rank's shard, summed over ranks, then the root.
+// LoRA: the adapter's gradients (llmc/lora.cuh).
 static void t5cu_grad_norm(T5Cuda* m) {
+    if (m->lora) { lora_grad_norm(m->lora, m->norm, m->norm_partial, m->sumsq, m->stream); return; }
     if (!m->zero) { global_norm(m->norm, m->norm_partial, m->grads, m->order.total, m->stream); return; }
     shard_sumsq(m->sumsq, m->norm_partial, m->gshard, m->order.shard, m->stream);
     comm_all_reduce_sum(m->comm, m->sumsq, 1, COMM_F64, m->stream);
@@ -1356,6 +1459,10 @@ static void t5cu_update_values(T5Cuda* m, const AdamW* o, float lr, double count
 static void t5cu_apply_update(T5Cuda* m, const AdamW* o) {
     AdamWDevice* u = &m->step_dev->update;
     adamw_gate(u, m->norm, m->loss_sum, m->stream);
+    if (m->lora) { // the adapter alone (llmc/lora.cuh): A and B are weights and all decay, as in the CPU engine
+        lora_update(m->lora, &u->cls[0], m->stream);
+        return;
+    }
     const ParamOrder* po = &m->order;
     AdamWStep unused;
     memset(&unused, 0, sizeof(unused));
@@ -1393,9 +1500,25 @@ static void t5cu_update(T5Cuda* m, const AdamW* o, float lr, float max_norm) {
 
 static int is_rank0(const T5Cuda* m) { return !m->comm || m->comm->rank == 0; }
 
+// under LoRA: llmc/lora.h's adapter checkpoint, the adapter and its AdamW moments (gathered under ZeRO-1:
+// every rank takes part) and the base weights' fingerprint instead of the base itself; the CPU engine's
+// format, so either trainer resumes the other's run
+static int t5cu_save_lora_checkpoint(T5Cuda* m, const char* path, const CkptTrainState* ts, char* err, size_t errlen) {
+    LoraState* L = m->lora;
+    float* a = is_rank0(m) ? (float*)mallocCheck(3 * L->n * sizeof(float) + 1) : NULL;
+    lora_get(L, LORA_PARAMS, a, m->stream);
+    lora_get(L, LORA_ADAM_M, a ? a + L->n : NULL, m->stream);
+    lora_get(L, LORA_ADAM_V, a ? a + 2 * L->n : NULL, m->stream);
+    int rc = a ? lora_ckpt_save(path, &L->config, a, a + L->n, a + 2 * L->n, (int64_t)L->n, m->step, L->base_n, L->base_crc,
+                                (const int64_t*)ts, err, errlen) : 0;
+    free(a);
+    return rc;
+}
+
 // rank 0 writes params + AdamW state in layout order (under ZeRO-1 every rank takes part in the gather).
 // The file is an ordinary checkpoint: it loads with any number of ranks, with or without ZeRO-1.
 static int t5cu_save_checkpoint(T5Cuda* m, const char* path, const CkptTrainState* ts, char* err, size_t errlen) {
+    if (m->lora) return t5cu_save_lora_checkpoint(m, path, ts, err, errlen);
     size_t n = t5cu_num_params(m);
     float* p = is_rank0(m) ? (float*)mallocCheck(3 * n * sizeof(float)) : NULL;
     t5cu_get(m, T5CU_PARAMS, p);
@@ -1799,8 +1922,53 @@ static int gen_gpu_beam(T5Cuda* m, GenGpu* G, const T5CpuGen* g, int* out, int* 
     return rc;
 }
 
+// LoRA: the adapter merged into the frozen floatX weights for a generation call, W += s·B·A (the CPU
+// engine's t5_lora_merge; the decoding steps then run the plain products), the wrapped weights kept
+// aside so that t5cu_lora_unmerge puts them back bit for bit. 1 when it merged now (0: no LoRA, or merged
+// already by the caller, for a whole split)
+static int t5cu_lora_merge(T5Cuda* m) {
+    LoraState* L = m->lora;
+    if (!L || L->merged) return 0;
+    size_t n = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) if (L->layout.t[i].on) n += m->layout.t[i].size;
+    L->saved = cuda_alloc<floatX>(n);
+    size_t k = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const LoraTensor* t = &L->layout.t[i];
+        for (int l = 0; t->on && l < t->layers; l++) {
+            floatX* W = (floatX*)PX(m, i, l);
+            size_t per = (size_t)t->out * t->in;
+            cudaCheck(cudaMemcpyAsync(L->saved + k, W, per * sizeof(floatX), cudaMemcpyDeviceToDevice, m->stream));
+            k += per;
+            LoraLinear v = lora_linear(L, i, l, NO_DROP);
+            lora_merge_weight(&m->mm, W, &v, t->in, t->out);
+        }
+    }
+    L->merged = 1;
+    return 1;
+}
+
+static void t5cu_lora_unmerge(T5Cuda* m) {
+    LoraState* L = m->lora;
+    if (!L || !L->merged) return;
+    size_t k = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const LoraTensor* t = &L->layout.t[i];
+        for (int l = 0; t->on && l < t->layers; l++) {
+            size_t per = (size_t)t->out * t->in;
+            cudaCheck(cudaMemcpyAsync((floatX*)PX(m, i, l), L->saved + k, per * sizeof(floatX), cudaMemcpyDeviceToDevice, m->stream));
+            k += per;
+        }
+    }
+    cudaCheck(cudaStreamSynchronize(m->stream));
+    cudaCheck(cudaFree(L->saved));
+    L->saved = NULL;
+    L->merged = 0;
+}
+
 // t5_generate on the GPU: out (B, max_new_tokens) each input's summary after the start token (eos
-// included if it stopped, then pad_id), out_len (B); 0, or -1 with a message naming the bad input
+// included if it stopped, then pad_id), out_len (B); 0, or -1 with a message naming the bad input.
+// Under LoRA with the adapter merged for the call.
 static int t5cu_generate(T5Cuda* m, const int* const* src, const int* src_len, int B, const T5CpuGen* g, int* out,
                          int* out_len, char* err, size_t errlen) {
     if (t5cpu_gen_check(&m->config, src, src_len, B, g, err, errlen)) return -1;
@@ -1809,8 +1977,10 @@ static int t5cu_generate(T5Cuda* m, const int* const* src, const int* src_len, i
     Ts = t5cu_padded_len(m, Ts); // cuDNN attention: a bounded set of encoder shapes (keys past src_len are masked)
     GenGpu G;
     gen_gpu_build(&G, &m->config, B, g, Ts);
+    int merged = t5cu_lora_merge(m);
     gen_gpu_encode(m, &G, src, src_len);
     int rc = g->num_beams == 1 ? gen_gpu_greedy(m, &G, g, out, out_len) : gen_gpu_beam(m, &G, g, out, out_len);
+    if (merged) t5cu_lora_unmerge(m);
     gen_gpu_free(&G);
     if (rc) snprintf(err, errlen, "generate: the model's scores are NaN (no token to pick)");
     return rc;
@@ -1829,7 +1999,12 @@ typedef struct {
     const char* eval_split;  // summarize PREFIX.bin on the GPU and score (train_t5's --eval-split)
     const char* eval_out;
     const char* tokenizer;
-    const char* lora_adapter; // peft LoRA adapter merged into --model's weights on the host (evaluation, export)
+    int lora_r;              // LoRA rank, 0 = full fine-tuning, -1 = not given (0, or the adapter's)
+    float lora_alpha, lora_dropout; // -1 = not given (peft's defaults 8 and 0, or the adapter's)
+    const char* lora_targets; // "q,v" (NULL: peft's T5 default q,v, or the adapter's)
+    const char* lora_adapter; // a peft adapter directory to start from (or to evaluate / export with)
+    const char* save_lora;   // where to write the adapter (default with --out-dir: OUT/adapter)
+    const char* merge_lora;  // where to write base + adapter merged as an HF directory
     const char* out_dir;     // run directory: metrics.jsonl, checkpoints/ (llmc/rundir.h)
     const char* resume;      // "latest" (the newest valid checkpoint of out_dir) or a checkpoint path
     const char* val_file;    // validation examples: loss every eval_every steps and at the end
@@ -1858,6 +2033,7 @@ static Options options_default(void) {
     o.num_beams = g.num_beams; o.max_new_tokens = g.max_new_tokens; o.no_repeat_ngram = g.no_repeat_ngram_size;
     o.early_stopping = g.early_stopping; o.length_penalty = (float)g.length_penalty; o.eos_bias = g.eos_bias;
     o.gen_batch_size = 32; o.keep_checkpoints = 3;
+    o.lora_r = -1; o.lora_alpha = -1.0f; o.lora_dropout = -1.0f;
     return o;
 }
 
@@ -1920,13 +2096,21 @@ static void usage(void) {
         "                         NCCL id through DIR on a shared filesystem (fresh per run)\n"
         "  --plan-memory GIB      print the memory plan of every preset for a GIB GiB device and exit (no GPU needed)\n"
         "  --plan-ranks N         ranks for the ZeRO-1 column of --plan-memory (default %d)\n"
+        "LoRA (peft's math and files, llmc/lora.h; the base frozen in floatX, only the adapter trains; opt-in and\n"
+        "not yet run on a GPU):\n"
+        "  --lora-r N             adapter rank; 0 = full fine-tuning (default 0; --plan-memory's LoRA table: 32)\n"
+        "  --lora-alpha X         scale alpha/r (default 8, peft's)   --lora-dropout X  on each adapter's input (default 0)\n"
+        "  --lora-targets LIST    peft's T5 module names: q,k,v,o,wi,wi_0,wi_1,wo (default q,v); encoder and decoder\n"
+        "                         self- and cross-attention alike\n"
+        "  --lora-adapter DIR     start from a peft adapter directory (its r, alpha, dropout and targets apply; the\n"
+        "                         flags may repeat them, not contradict them); without --train-file: evaluate or export\n"
+        "  --save-lora DIR        write the adapter as peft does (default with --out-dir: OUT/adapter)\n"
+        "  --merge-lora DIR       write base + adapter merged (peft's merge_and_unload) as an HF directory;\n"
+        "                         --save-hf DIR does the same under LoRA\n"
         "generation on the GPU (train_t5's semantics; rank 0 generates, after training if any):\n"
         "  --eval-split PREFIX    summarize PREFIX.bin, score against PREFIX_refs.jsonl (prepro_dialogsum.py)\n"
         "  --eval-out DIR         generations.jsonl + scores.json (default %s)\n"
         "  --eval-limit N         only the first N examples, 0 = all (default %d)\n"
-        "  --lora-adapter DIR     a peft LoRA adapter (train_t5 --lora-r writes one), merged into --model's weights\n"
-        "                         on the host: --eval-split, --gen-bench and --save-hf use the adapted model.\n"
-        "                         LoRA training runs in train_t5 (CPU) only for now\n"
         "  --tokenizer PATH       spiece.model for decoding (default: the --model directory's, as a hub download\n"
         "                         holds it, else %s); --save-hf gets a copy\n"
         "  --num-beams N          1 = greedy (default %d)   --max-new-tokens N (default %d)\n"
@@ -1970,18 +2154,21 @@ static int parse_flag(Options* o, const char* f, const char* v) {
         {"--eval-limit", &o->eval_limit, 0, 1000000000}, {"--gen-bench", &o->gen_bench, 0, 1000000},
         {"--checkpoint-every", &o->checkpoint_every, 0, 1000000000}, {"--keep-checkpoints", &o->keep_checkpoints, 1, 1000},
         {"--eval-every", &o->eval_every, 0, 1000000000}, {"--eval-batches", &o->eval_batches, 0, 1000000000},
+        {"--lora-r", &o->lora_r, 0, 65536},
     };
     FloatFlag floats[] = {
         {"--lr", &o->lr, 0.0, 10.0}, {"--weight-decay", &o->weight_decay, 0.0, 10.0}, {"--beta1", &o->beta1, 0.0, 0.999999},
         {"--beta2", &o->beta2, 0.0, 0.999999999}, {"--adam-eps", &o->adam_eps, 1e-30, 1.0}, {"--clip", &o->clip, 0.0, 1e9},
         {"--dropout", &o->dropout, -1.0, 0.99}, {"--peak-tflops", &o->peak_tflops, 0.0, 1e6},
         {"--plan-memory", &o->plan_memory, 0.0, 1e6}, {"--length-penalty", &o->length_penalty, -100.0, 100.0},
-        {"--eos-bias", &o->eos_bias, -1e9, 1e9},
+        {"--eos-bias", &o->eos_bias, -1e9, 1e9}, {"--lora-alpha", &o->lora_alpha, 1e-6, 1e6},
+        {"--lora-dropout", &o->lora_dropout, 0.0, 0.99},
     };
     StrFlag strs[] = { {"--model", &o->model}, {"--train-file", &o->train_file}, {"--save-hf", &o->save_hf},
                        {"--save-checkpoint", &o->save_ckpt}, {"--nccl-init-dir", &o->nccl_init_dir},
                        {"--eval-split", &o->eval_split}, {"--eval-out", &o->eval_out}, {"--tokenizer", &o->tokenizer},
-                       {"--lora-adapter", &o->lora_adapter},
+                       {"--lora-adapter", &o->lora_adapter}, {"--lora-targets", &o->lora_targets},
+                       {"--save-lora", &o->save_lora}, {"--merge-lora", &o->merge_lora},
                        {"--out-dir", &o->out_dir}, {"--resume", &o->resume}, {"--val-file", &o->val_file} };
     for (size_t k = 0; k < sizeof(ints) / sizeof(ints[0]); k++) {
         if (strcmp(f, ints[k].flag) != 0) continue;
@@ -2024,6 +2211,12 @@ static int parse_flag(Options* o, const char* f, const char* v) {
     return 0;
 }
 
+// the LoRA flags as llmc/lora.h takes them
+static LoraFlags lora_flags(const Options* o) {
+    LoraFlags f = { o->lora_r, o->lora_alpha, o->lora_dropout, o->lora_targets, o->lora_adapter };
+    return f;
+}
+
 // returns 0, or -1 after printing what was wrong
 static int parse_args(int argc, char** argv, Options* o) {
     for (int i = 1; i < argc; i++) {
@@ -2039,44 +2232,44 @@ static int parse_args(int argc, char** argv, Options* o) {
     const char* plans = getenv("T5_MATMUL_PLANS");
     if (matmul_plans_mode(plans) < 0) { fprintf(stderr, "error: T5_MATMUL_PLANS=%s: expected 0 or 1\n", plans); return -1; }
     if (o->plan_memory == 0.0f && o->bench == 0 && o->gen_bench == 0 && !o->train_file && !o->eval_split && !o->save_hf &&
-        !o->save_ckpt) {
+        !o->save_ckpt && !o->save_lora && !o->merge_lora) {
         fprintf(stderr, "error: nothing to do: give --train-file, --eval-split, --bench, --gen-bench, --save-hf, "
-                "--save-checkpoint or --plan-memory\n  (to fine-tune on DialogSum: python3 prepro_dialogsum.py, then "
+                "--save-checkpoint, --save-lora, --merge-lora or --plan-memory\n  (to fine-tune on DialogSum: python3 prepro_dialogsum.py, then "
                 "./train_t5cu --model DIR|PRESET --train-file out/dialogsum/train.bin; README: \"The real recipe\")\n");
         return -1;
     }
     const char* bad = (o->checkpoint_every || o->resume) && !o->out_dir ? "--checkpoint-every and --resume need --out-dir"
                     : (o->out_dir || o->resume || o->val_file) && !o->train_file ? "--out-dir, --resume and --val-file need --train-file"
-                    : o->eval_every && !o->val_file ? "--eval-every needs --val-file"
-                    : o->lora_adapter && (o->train_file || o->bench) ? "--lora-adapter is for evaluation and export here: LoRA "
-                      "training (and its bench) runs in train_t5 (CPU) for now, train_t5cu trains the full model" : NULL;
+                    : o->eval_every && !o->val_file ? "--eval-every needs --val-file" : NULL;
+    static char msg[1100];
+    LoraFlags lf = lora_flags(o);
+    if (!bad) bad = lora_flags_check(&lf, o->resume != NULL, o->save_lora || o->merge_lora, msg, sizeof(msg));
     if (bad) { fprintf(stderr, "error: %s\n", bad); return -1; }
     return 0;
 }
 
-// the model's fp32 parameters (and optimizer state) on the host, from a preset, HF directory or checkpoint
+// the model's fp32 parameters (and optimizer state) on the host, from a preset, HF directory or checkpoint.
+// Under LoRA the frozen base, the adapter, and m, v, step: the adapter's optimizer state
 typedef struct {
     T5Config config;
     float *params, *m, *v;
     long long step;
     const char* from;
     CkptTrainState train; // from a checkpoint (zeros in version-1 files)
+    LoraConfig lora;      // r > 0: LoRA (llmc/lora.h), the adapter below; r = 0: full fine-tuning
+    float* adapter;       // (lora_layout total)
+    uint32_t base_crc;    // lora_base_fingerprint of params: an adapter checkpoint names its base by it
 } HostModel;
 
-// --lora-adapter: peft's adapter merged into the host weights, W += (α/r)·B A (llmc/lora.h)
-static int merge_host_adapter(const char* dir, HostModel* h) {
-    char err[1024];
-    LoraConfig lc;
-    float* adapter;
-    if (lora_load_dir(dir, &h->config, &lc, &adapter, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
-    T5Layout base;
-    t5_layout(&h->config, &base);
-    LoraLayout L;
-    lora_layout(&lc, &base, h->config.gated, &L);
-    lora_merge(h->params, &base, &L, adapter, lora_scale(&lc));
-    free(adapter);
-    printf("LoRA adapter %s (rank %d, alpha %g) merged into the weights\n", dir, lc.r, (double)lc.alpha);
-    return 0;
+static void host_model_free(HostModel* h) {
+    free(h->params); free(h->m); free(h->v); free(h->adapter);
+    h->params = h->m = h->v = h->adapter = NULL;
+}
+
+static size_t host_model_size(const HostModel* h) {
+    T5Layout L;
+    t5_layout(&h->config, &L);
+    return L.total;
 }
 
 static int load_host_model(const Options* o, HostModel* h) {
@@ -2087,6 +2280,11 @@ static int load_host_model(const Options* o, HostModel* h) {
         if (t5_load_hf_dir(o->model, &h->config, &h->params, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
         h->from = "HF directory";
     } else if (stat(o->model, &st) == 0) {
+        if (lora_ckpt_is(o->model)) { // it holds no base weights: name what to do instead
+            fprintf(stderr, "error: %s is a LoRA adapter checkpoint, not a model: give its base as --model (and --resume it, "
+                    "or use the run's adapter directory with --lora-adapter)\n", o->model);
+            return -1;
+        }
         CkptInfo info;
         if (ckpt_load(o->model, &info, &h->params, &h->m, &h->v, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
         h->config = info.config; h->step = info.step; h->train = info.train;
@@ -2103,7 +2301,63 @@ static int load_host_model(const Options* o, HostModel* h) {
         h->from = "random init (the CPU engine's)";
     }
     if (o->dropout >= 0.0f) h->config.dropout = o->dropout;
-    return o->lora_adapter ? merge_host_adapter(o->lora_adapter, h) : 0;
+    return 0;
+}
+
+// a checkpoint to resume: a full one, or an adapter checkpoint (llmc/lora.h) over --model, the base it was
+// trained on (its fingerprint must match); 0, or -1 after a message
+static int load_resumed(const Options* o, const char* path, HostModel* h) {
+    Options r = *o;
+    r.model = path;
+    if (!lora_ckpt_is(path)) return load_host_model(&r, h);
+    if (load_host_model(o, h)) return -1;
+    free(h->m); free(h->v); // (a full checkpoint as the base: its own moments do not apply)
+    h->m = h->v = NULL;
+    char err[1024];
+    LoraCkptInfo info;
+    size_t n = host_model_size(h);
+    h->base_crc = lora_base_fingerprint(h->params, n);
+    if (lora_ckpt_load(path, &h->config, (int64_t)n, h->base_crc, &info, &h->adapter, &h->m, &h->v, err, sizeof(err))) {
+        fprintf(stderr, "error: %s\n", err);
+        host_model_free(h);
+        return -1;
+    }
+    h->lora = info.config; h->step = info.step;
+    memcpy(&h->train, info.train, sizeof(h->train));
+    h->from = "LoRA adapter checkpoint (base: --model)";
+    return 0;
+}
+
+// LoRA as the flags ask, once the base is loaded (llmc/lora.h): a resumed checkpoint's (the flags must ask
+// for LoRA exactly when it is an adapter checkpoint), --lora-adapter's config and weights (the flags may
+// repeat them, not contradict them), or a fresh adapter of rank --lora-r with peft's init and defaults. The
+// base then has no optimizer state. The same rules and seed as train_t5. 0, or -1 after a message.
+static int lora_host_setup(const Options* o, HostModel* h, const char* from) {
+    char err[5000];
+    LoraFlags f = lora_flags(o);
+    const char* bad = NULL;
+    if (o->resume) bad = lora_flags_resume(&f, h->lora.r, from, err, sizeof(err));
+    else if (f.adapter) {
+        if (lora_load_dir(f.adapter, &h->config, &h->lora, &h->adapter, err, sizeof(err))) bad = err;
+        else bad = lora_flags_contradict(&f, &h->lora, err, sizeof(err));
+    } else if (f.r > 0) {
+        bad = lora_flags_config(&f, &h->config, &h->lora, err, sizeof(err));
+        if (!bad) {
+            T5Layout base;
+            LoraLayout L;
+            t5_layout(&h->config, &base);
+            lora_layout(&h->lora, &base, h->config.gated, &L);
+            h->adapter = (float*)mallocCheck(L.total * sizeof(float) + 1);
+            lora_init(&L, h->adapter, lora_init_seed((uint64_t)o->seed));
+        }
+    }
+    if (bad) { fprintf(stderr, "error: %s\n", bad); h->lora.r = 0; return -1; }
+    if (o->resume || !lora_flags_on(&f)) return 0;
+    free(h->m); free(h->v); // a full checkpoint as --model: its moments were the base's
+    h->m = h->v = NULL;
+    h->step = 0;
+    h->base_crc = lora_base_fingerprint(h->params, host_model_size(h));
+    return 0;
 }
 
 // the model to build: --model, or with --resume the checkpoint to continue: PATH, or the newest one of
@@ -2114,11 +2368,9 @@ static int load_run_model(const Options* o, HostModel* h, char* from, size_t fro
         if (o->out_dir && check_fresh_run_dir(o->out_dir)) return -1;
         return load_host_model(o, h);
     }
-    Options r = *o;
-    r.model = from;
     if (strcmp(o->resume, "latest") != 0) {
         snprintf(from, fromlen, "%s", o->resume);
-        return load_host_model(&r, h);
+        return load_resumed(o, from, h);
     }
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s/checkpoints", o->out_dir);
@@ -2126,7 +2378,7 @@ static int load_run_model(const Options* o, HostModel* h, char* from, size_t fro
     int n = ckpt_list(dir, steps, CKPT_MAX_LISTED);
     for (int i = 0; i < n; i++) {
         ckpt_path(from, fromlen, o->out_dir, steps[i]);
-        if (load_host_model(&r, h) == 0) return 0;
+        if (load_resumed(o, from, h) == 0) return 0;
         fprintf(stderr, "warning: skipping checkpoint %s\n", from);
     }
     fprintf(stderr, "error: cannot resume: no valid checkpoint in %s\n", dir);
@@ -2140,6 +2392,13 @@ static int64_t params_crc(const HostModel* h) {
     Crc32Table T;
     crc32_table_init(&T);
     return (int64_t)crc32_update(&T, 0, h->params, L.total * sizeof(float));
+}
+
+// peft's print_trainable_parameters line (llmc/lora.h): the adapter against base + adapter, or everything
+static void print_trainable(const T5Cuda* m) {
+    size_t n = t5cu_num_params(m);
+    if (m->lora) lora_print_trainable(m->lora->n, n + m->lora->n);
+    else lora_print_trainable(n, n);
 }
 
 static void print_config(const T5Cuda* m, const Options* o, const char* from, const cudaDeviceProp* p, double peak) {
@@ -2172,6 +2431,9 @@ static void print_config(const T5Cuda* m, const Options* o, const char* from, co
     if (o->ladder[0] > 1 || o->ladder[1] > 1) printf("| %-22s | multiples of %-4d / %-4d (capped at the maxima) |\n", "shape ladder", o->ladder[0], o->ladder[1]);
     snprintf(row, sizeof(row), "%.2f GiB per rank (%zu buckets)", m->state_bytes / 1073741824.0, (size_t)m->order.nb);
     printf("| %-22s | %-43s |\n", "weights+grads+AdamW", row);
+    if (m->lora) lora_describe(&m->lora->config, row, sizeof(row)); // the base frozen, in floatX
+    else snprintf(row, sizeof(row), "off (full fine-tuning)");
+    printf("| %-22s | %-43s |\n", "LoRA", row);
     printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
     printf("| %-22s | wd %-8g clip %-8g dropout %-14g |\n", "regularisation", (double)o->weight_decay, (double)o->clip, (double)c->dropout);
     printf("+------------------------+---------------------------------------------+\n");
@@ -2180,14 +2442,23 @@ static void print_config(const T5Cuda* m, const Options* o, const char* from, co
 // ----------------------------------------------------------------------------
 // the memory plan (--plan-memory): device bytes per rank from the same plans the allocations use
 
-// weights, gradients and optimizer state of config c on one of `ranks` ranks
-static size_t plan_state_bytes(const T5Config* c, int zero, int ranks) {
+// weights, gradients and optimizer state of config c on one of `ranks` ranks; with lora (non-NULL) the
+// frozen base (floatX) and the adapter's state (llmc/lora.cuh), the adapter sharded under ZeRO-1
+static size_t plan_state_bytes(const T5Config* c, int zero, int ranks, const LoraConfig* lora) {
     T5Cuda m;
     memset(&m, 0, sizeof(m));
     m.zero = zero;
-    order_build(&m.order, c, zero ? ranks : 1);
+    Comm comm;
+    memset(&comm, 0, sizeof(comm));
+    comm.size = ranks;
+    LoraState L;
+    if (lora) {
+        lora_state_geometry(&L, lora, c, zero, &comm);
+        m.lora = &L;
+    }
+    order_build(&m.order, c, zero && !lora ? ranks : 1);
     AllocPlan plan[8];
-    size_t bytes = plan_bytes(plan, state_plan(&m, plan));
+    size_t bytes = plan_bytes(plan, state_plan(&m, plan)) + (lora ? lora_state_bytes(&L) : 0);
     order_free(&m.order);
     return bytes;
 }
@@ -2204,12 +2475,15 @@ static size_t plan_act_bytes(const T5Config* c, int B, int Ts, int Tt, int recom
 #define PLAN_RESERVE_BYTES ((size_t)3 << 29)
 
 // the largest batch of B·(Ts + Tt) tokens whose state + activations fit in `budget` bytes (0: none)
-static int plan_max_batch(const T5Config* c, size_t state, size_t budget, int Ts, int Tt, int recompute, int attention) {
-    if (state + PLAN_RESERVE_BYTES + plan_act_bytes(c, 1, Ts, Tt, recompute, attention) > budget) return 0;
+// extra: bytes per example beyond the activations (LoRA's scratch)
+static int plan_max_batch(const T5Config* c, size_t state, size_t budget, int Ts, int Tt, int recompute, int attention,
+                          size_t extra) {
+    if (state + PLAN_RESERVE_BYTES + plan_act_bytes(c, 1, Ts, Tt, recompute, attention) + extra > budget) return 0;
     int lo = 1, hi = 65536;
     while (lo < hi) { // largest B that fits: activations grow with B
         int mid = lo + (hi - lo + 1) / 2;
-        if (state + PLAN_RESERVE_BYTES + plan_act_bytes(c, mid, Ts, Tt, recompute, attention) <= budget) lo = mid; else hi = mid - 1;
+        size_t need = state + PLAN_RESERVE_BYTES + plan_act_bytes(c, mid, Ts, Tt, recompute, attention) + (size_t)mid * extra;
+        if (need <= budget) lo = mid; else hi = mid - 1;
     }
     return lo;
 }
@@ -2233,6 +2507,48 @@ static const char* plan_check_orders(void) {
     return NULL;
 }
 
+// the LoRA table of --plan-memory: --lora-r (32 when not given) on --lora-targets (q,v), one GPU
+static int plan_memory_lora(const Options* o, size_t budget, int attention) {
+    LoraFlags f = lora_flags(o);
+    if (f.r <= 0) f.r = 32;
+    int Ts = o->max_src_len, Tt = o->max_tgt_len, Tm = Ts > Tt ? Ts : Tt;
+    char err[256], desc[128];
+    double G = 1073741824.0;
+    LoraConfig lc;
+    T5Config c0;
+    t5_config_preset(&c0, T5_PRESETS[0].name);
+    lora_flags_config(&f, &c0, &lc, err, sizeof(err)); // (the targets are checked per preset below)
+    printf("\nLoRA %s (--lora-r, --lora-targets; llmc/lora.cuh): state = the frozen base, kept once in %s\n"
+           "(no master copy, gradients or AdamW moments) + the adapter's fp32 A, B, gradients, m, v and its floatX copy;\n"
+           "activations as above + the adapter products' scratch.\n", lora_describe(&lc, desc, sizeof(desc)),
+           sizeof(floatX) == 2 ? "bf16 (the embedding, norms and relative bias also in fp32)" : "fp32");
+    printf("%-14s %10s %10s %10s %10s\n", "", "adapter", "state GiB", "max batch", "max batch");
+    printf("%-14s %10s %10s %10s %10s\n", "preset", "(M)", "1 GPU", "", "recompute");
+    const char* largest = NULL;
+    int largest_b[2] = { 0, 0 };
+    size_t largest_n = 0;
+    for (int i = 0; i < T5_NUM_PRESETS; i++) {
+        T5Config c;
+        memset(&c, 0, sizeof(c));
+        t5_config_preset(&c, T5_PRESETS[i].name);
+        if (lora_config_check(&lc, &c, err, sizeof(err))) { printf("%-14s (%s)\n", T5_PRESETS[i].name, err); continue; }
+        LoraState L;
+        lora_state_geometry(&L, &lc, &c, 0, NULL);
+        size_t state = plan_state_bytes(&c, 0, 1, &lc), extra = lora_scratch_bytes(&L, (size_t)Tm);
+        int b[2] = { plan_max_batch(&c, state, budget, Ts, Tt, 0, attention, extra),
+                     plan_max_batch(&c, state, budget, Ts, Tt, 1, attention, extra) };
+        printf("%-14s %10.2f %10.1f %10d %10d\n", T5_PRESETS[i].name, L.n / 1e6, state / G, b[0], b[1]);
+        T5Layout base;
+        t5_layout(&c, &base);
+        if (b[1] > 0 && base.total > largest_n) { largest = T5_PRESETS[i].name; largest_n = base.total; largest_b[0] = b[0]; largest_b[1] = b[1]; }
+    }
+    if (largest)
+        printf("the largest preset LoRA trains on one %.0f GiB device: %s (batch %d; %d with --recompute 1)\n",
+               (double)o->plan_memory, largest, largest_b[0], largest_b[1]);
+    else printf("no preset trains with LoRA on one %.0f GiB device\n", (double)o->plan_memory);
+    return 0;
+}
+
 static int plan_memory(const Options* o) {
     const char* bad = plan_check_orders();
     if (bad) { fprintf(stderr, "error: device order of the parameters: %s\n", bad); return -1; }
@@ -2252,19 +2568,20 @@ static int plan_memory(const Options* o) {
            "", "recompute", "recomp+ZeRO-1");
     for (int i = 0; i < T5_NUM_PRESETS; i++) {
         T5Config c;
+        memset(&c, 0, sizeof(c));
         t5_config_preset(&c, T5_PRESETS[i].name);
         T5Layout L;
         t5_layout(&c, &L);
-        size_t s1 = plan_state_bytes(&c, 0, 1), sz = plan_state_bytes(&c, 1, R);
+        size_t s1 = plan_state_bytes(&c, 0, 1, NULL), sz = plan_state_bytes(&c, 1, R, NULL);
         double a1 = (plan_act_bytes(&c, 2, Ts, Tt, 0, fl) - plan_act_bytes(&c, 1, Ts, Tt, 0, fl)) / G;
         double ar = (plan_act_bytes(&c, 2, Ts, Tt, 1, fl) - plan_act_bytes(&c, 1, Ts, Tt, 1, fl)) / G;
         printf("%-14s %8.0f %10.1f %13.1f %10.3f %10.3f %10d %10d %13d\n", T5_PRESETS[i].name, L.total / 1e6, s1 / G, sz / G,
-               a1, ar, plan_max_batch(&c, s1, budget, Ts, Tt, 0, fl), plan_max_batch(&c, s1, budget, Ts, Tt, 1, fl),
-               plan_max_batch(&c, sz, budget, Ts, Tt, 1, fl));
+               a1, ar, plan_max_batch(&c, s1, budget, Ts, Tt, 0, fl, 0), plan_max_batch(&c, s1, budget, Ts, Tt, 1, fl, 0),
+               plan_max_batch(&c, sz, budget, Ts, Tt, 1, fl, 0));
     }
     printf("max batch: examples per GPU and micro-batch (0: the state alone does not fit). DialogSum batches are\n"
            "dynamically padded (mean 223 / p95 415 source tokens), so real batches of this size use less.\n");
-    return 0;
+    return plan_memory_lora(o, budget, fl);
 }
 
 // ----------------------------------------------------------------------------
@@ -2353,7 +2670,7 @@ static void end_body(const StepCtx* x) {
 static void t5cu_step_end(T5Cuda* m, const AdamW* opt, int reduce) {
     StepGraphs* g = &m->graphs;
     StepCtx x = { m, opt, reduce };
-    int usual = !reduce || m->next_bucket == bucket_count(&m->config), first = 0;
+    int usual = !reduce || m->lora || m->next_bucket == bucket_count(&m->config), first = 0; // LoRA: one reduction, here
     if (usual && !g->end_seen && t5cu_graphs_usable(m)) { g->end_seen = 1; g->end_reduce = reduce; first = 1; }
     if (!t5cu_graphs_usable(m) || !usual || reduce != g->end_reduce || (first && !graphs_capture_first(m))) {
         end_body(&x);
@@ -2679,10 +2996,11 @@ static int bench(T5Cuda* m, const Options* o, Meter* meter) {
     } else if (meter->print) printf("(no phase profile: the steps replayed CUDA graphs; --cuda-graphs 0 profiles)\n");
     double tok_s = tokens / (total_ms / 1e3), tflops = flops / (total_ms / 1e3) / 1e12 / ranks;
     if (meter->print)
-        printf("bench: engine=t5.c-cuda precision=%s batch=%d ranks=%d zero=%d recompute=%d attention=%s steps=%d "
+        printf("bench: engine=t5.c-cuda precision=%s batch=%d ranks=%d zero=%d recompute=%d attention=%s lora_r=%d steps=%d "
                "median_step_ms=%.2f real_tok_per_s=%.0f tflops=%.1f mfu=%.1f%% peak_mem_gib=%.2f median_host_ms=%.2f cuda_graphs=%d\n",
                PRECISION_NAME,
-               o->batch_size, ranks, m->zero, m->recompute, attn_kind_name(m->attention), N, ms[(N - 1) / 2], tok_s, tflops,
+               o->batch_size, ranks, m->zero, m->recompute, attn_kind_name(m->attention), m->lora ? m->lora->config.r : 0, N,
+               ms[(N - 1) / 2], tok_s, tflops,
                meter->peak_tflops > 0 ? 100.0 * tflops / meter->peak_tflops : 0.0, meter->peak_mem / 1073741824.0,
                host[(N - 1) / 2], m->graphs.on);
     free(ms);
@@ -2726,6 +3044,7 @@ static int eval_split(T5Cuda* m, const Options* o) {
     int* out_len = lens + Bmax;
     printf("evaluating on %s: %lld dialogues, %s, up to %d new tokens, on the GPU\n", o->eval_split, n,
            g.num_beams > 1 ? "beam search" : "greedy", T);
+    int merged = t5cu_lora_merge(m); // once for the whole split
     double t0 = now_ms();
     for (long long lo = 0; lo < n && rc == 0; lo += Bmax) {
         int B = (int)(n - lo < Bmax ? n - lo : Bmax);
@@ -2735,6 +3054,7 @@ static int eval_split(T5Cuda* m, const Options* o) {
         fprintf(stderr, "\rgenerating %lld/%lld  %.2f summaries/s", lo + B, n, (lo + B) / ((now_ms() - t0) / 1e3));
     }
     fprintf(stderr, "\n");
+    if (merged) t5cu_lora_unmerge(m);
     if (rc == 0) rc = t5cpu_eval_finish(e, o->eval_out, o->model, (now_ms() - t0) / 1e3, err, sizeof(err));
     if (rc) fprintf(stderr, "error: %s\n", err);
     free(buf); free(out); free(rows); free(lens);
@@ -2757,7 +3077,7 @@ static int gen_bench(T5Cuda* m, const Options* o) {
     const int** rows = (const int**)mallocCheck((size_t)B * sizeof(int*));
     double ms = 0.0;
     long long tokens = 0;
-    int rc = 0;
+    int rc = 0, merged = t5cu_lora_merge(m); // LoRA: once, outside the timed calls
     for (int k = -1; k < nbatch && rc == 0; k++) {
         bench_batch(&bb, k < 0 ? 0 : k, B, &m->config, NULL);
         for (int i = 0; i < B; i++) rows[i] = bb.b.src + (size_t)i * bb.b.Ts;
@@ -2769,6 +3089,7 @@ static int gen_bench(T5Cuda* m, const Options* o) {
         for (int i = 0; i < B; i++) tokens += out_len[i];
         printf("gen batch %d/%d | %d inputs | %.1f ms | %.1f summaries/s\n", k + 1, nbatch, B, dt, B / (dt / 1e3));
     }
+    if (merged) t5cu_lora_unmerge(m);
     if (rc) fprintf(stderr, "error: %s\n", err);
     else printf("gen_bench: engine=t5.c-cuda precision=%s inputs=%d batch=%d beams=%d max_new_tokens=%d seconds=%.3f "
                 "summaries_per_s=%.2f new_tokens_per_s=%.0f\n", PRECISION_NAME, nbatch * B, B, g.num_beams, T, ms / 1e3,
@@ -2779,7 +3100,7 @@ static int gen_bench(T5Cuda* m, const Options* o) {
 }
 
 // what --save-hf's directory holds besides the weights (llmc/hub.h); `evaluated`: the scores exist
-typedef struct { char tok[4400], scores[4400]; } HubPaths;
+typedef struct { char tok[4400], scores[4400], lora[256]; } HubPaths;
 
 static HubSave hub_save_of(const T5Cuda* m, const Options* o, int evaluated, HubPaths* p) {
     HubSave s;
@@ -2789,6 +3110,8 @@ static HubSave hub_save_of(const T5Cuda* m, const Options* o, int evaluated, Hub
     snprintf(p->scores, sizeof(p->scores), "%s/scores.json", o->eval_out);
     struct stat st;
     int preset = stat(o->model, &st) != 0;
+    if (m->lora) snprintf(p->lora, sizeof(p->lora), "LoRA rank %d, alpha %g, merged into the weights", m->lora->config.r,
+                          (double)m->lora->config.alpha);
     s.card = (HubCard){ .engine = "train_t5cu (CUDA, " PRECISION_NAME ")", .base_model = o->model, .random_init = preset,
                         .train_file = o->train_file, .steps = (long long)m->step, .batch_size = o->batch_size,
                         .grad_accum = o->grad_accum, .ranks = m->comm ? m->comm->size : 1, .warmup = o->warmup,
@@ -2796,15 +3119,60 @@ static HubSave hub_save_of(const T5Cuda* m, const Options* o, int evaluated, Hub
                         .weight_decay = o->weight_decay, .dropout = m->config.dropout, .clip = o->clip,
                         .schedule = lr_schedule_name(o->schedule), .seed = o->seed,
                         .eval_split = evaluated ? o->eval_split : NULL, .scores_json = p->scores, .baseline_json = NULL,
-                        .lora = o->lora_adapter ? "a LoRA adapter (--lora-adapter) merged into the weights" : NULL };
+                        .lora = m->lora ? p->lora : NULL };
     return s;
+}
+
+// under LoRA (rank 0 writes, every rank takes part in the gathers): the adapter as peft writes it
+// (--save-lora, else OUT/adapter with --out-dir), and base + adapter merged where --merge-lora or --save-hf
+// asks for it: the fp32 base read again from --model (the device holds it in floatX only; its fingerprint
+// must still be the run's) with llmc/lora.h's lora_merge, the CPU engine's. OUT/model is not written.
+// 1 when something failed (after a message)
+static int save_lora_outputs(T5Cuda* m, const Options* o) {
+    LoraState* L = m->lora;
+    char err[1024], dir[4400];
+    float* a = is_rank0(m) ? (float*)mallocCheck(L->n * sizeof(float) + 1) : NULL;
+    lora_get(L, LORA_PARAMS, a, m->stream);
+    int bad = 0;
+    const char* ad = o->save_lora;
+    if (!ad && o->out_dir) { snprintf(dir, sizeof(dir), "%s/adapter", o->out_dir); ad = dir; }
+    if (a && ad) {
+        if (lora_save_dir(ad, &L->config, &m->layout, &L->layout, a, o->model, err, sizeof(err))) {
+            fprintf(stderr, "error: %s\n", err);
+            bad = 1;
+        } else printf("saved LoRA adapter %s (peft format)\n", ad);
+    }
+    const char* dirs[2] = { o->merge_lora, o->save_hf };
+    HostModel h;
+    memset(&h, 0, sizeof(h));
+    for (int k = 0; k < 2 && a && !bad; k++) {
+        if (!dirs[k]) continue;
+        if (!h.params && load_host_model(o, &h) == 0) {
+            if (lora_base_fingerprint(h.params, host_model_size(&h)) != L->base_crc) {
+                fprintf(stderr, "error: --model %s: its weights changed on disk since the run started\n", o->model);
+                bad = 1;
+                break;
+            }
+            lora_merge(h.params, &m->layout, &L->layout, a, L->scale);
+        }
+        HubPaths paths;
+        HubSave s = hub_save_of(m, o, 0, &paths);
+        if (!h.params || hub_save_dir(dirs[k], &m->config, h.params, &s, NULL, err, sizeof(err))) {
+            if (h.params) fprintf(stderr, "error: %s\n", err);
+            bad = 1;
+        } else printf("saved HF directory %s (the merged model: base + LoRA)\n", dirs[k]);
+    }
+    host_model_free(&h);
+    free(a);
+    return bad;
 }
 
 // rank 0 writes; every rank takes part (ZeRO-1 gathers); the outcome is agreed over ranks
 static int save_outputs(T5Cuda* m, const Options* o) {
     char err[1024];
     int bad = 0;
-    if (o->save_hf) {
+    if (m->lora) bad = save_lora_outputs(m, o);
+    else if (o->save_hf) {
         float* p = is_rank0(m) ? (float*)mallocCheck(t5cu_num_params(m) * sizeof(float)) : NULL;
         t5cu_get(m, T5CU_PARAMS, p);
         HubPaths paths;
@@ -2835,6 +3203,7 @@ static int run(Comm* comm, const Options* o) {
     }
     if (comm_max_int(comm, bad)) return -1; // before anything reads or cleans the run directory
     bad = load_run_model(o, &h, from, sizeof(from)) != 0;
+    if (!bad) bad = lora_host_setup(o, &h, from) != 0;
     if (!bad && o->train_file && o->eval_split && comm->rank == 0) { // before training, not after it: rank 0 evaluates
         T5CpuEval* e = open_eval(o, h.config.vocab_size);
         if (e) t5cpu_eval_free(e);
@@ -2845,13 +3214,13 @@ static int run(Comm* comm, const Options* o) {
         fprintf(stderr, "error: %s\n", err);
         bad = 1;
     }
-    if (comm_max_int(comm, bad)) { free(h.params); free(h.m); free(h.v); return -1; } // all ranks or none
+    if (comm_max_int(comm, bad)) { host_model_free(&h); return -1; } // all ranks or none
     int64_t crc[2] = { params_crc(&h), 0 };
     crc[1] = crc[0];
     comm_sum_i64(comm, crc, 1);
     if (comm_max_int(comm, (int)(crc[0] != crc[1] * comm->size))) { // Σ crc = size · crc on every rank
         if (comm->rank == 0) fprintf(stderr, "error: the ranks loaded different models from --model %s\n", o->model);
-        free(h.params); free(h.m); free(h.v);
+        host_model_free(&h);
         return -1;
     }
     cudaDeviceProp prop;
@@ -2859,22 +3228,27 @@ static int run(Comm* comm, const Options* o) {
     Meter meter = { o->peak_tflops > 0 ? o->peak_tflops : card_peak_tflops(prop.name), 0, comm->size, comm->rank == 0 };
     T5Cuda m;
     int attn = o->attention != ATTN_AUTO ? o->attention : flash_attention_supports(h.config.d_kv) ? ATTN_FLASH : ATTN_GEMM;
-    T5CudaOptions mo = { comm, o->zero, o->recompute, attn, o->cuda_graphs };
+    T5CudaOptions mo = { comm, o->zero, o->recompute, attn, h.lora.r ? &h.lora : NULL, o->cuda_graphs };
     t5cu_build_with(&m, &h.config, h.params, &mo);
+    if (m.lora) t5cu_lora_set(&m, h.adapter, h.base_crc);
     if (h.m) t5cu_set_optimizer_state(&m, h.m, h.v, h.step);
-    free(h.params); free(h.m); free(h.v);
-    if (meter.print) print_config(&m, o, h.from, &prop, meter.peak_tflops);
+    host_model_free(&h);
+    if (meter.print) {
+        print_config(&m, o, h.from, &prop, meter.peak_tflops);
+        print_trainable(&m);
+    }
     int rc = 0;
     if (o->gen_bench) rc = meter.print ? gen_bench(&m, o) : 0;
     else {
         rc = o->bench ? bench(&m, o, &meter) : o->train_file ? train(&m, o, &meter, o->resume ? &h.train : NULL, from) : 0;
         if (rc == 0 && !o->bench) rc = save_outputs(&m, o);
         if (rc == 0 && o->eval_split && meter.print) rc = eval_split(&m, o);
-        if (rc == 0 && o->eval_split && o->save_hf && meter.print) { // the card gets the scores
+        const char* cards[2] = { o->save_hf, m.lora ? o->merge_lora : NULL };
+        for (int k = 0; k < 2; k++) if (rc == 0 && o->eval_split && cards[k] && meter.print) { // the card gets the scores
             char err[1024];
             HubPaths paths;
             HubSave s = hub_save_of(&m, o, 1, &paths);
-            if (hub_write_card(o->save_hf, &s.card, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); rc = -1; }
+            if (hub_write_card(cards[k], &s.card, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); rc = -1; }
         }
     }
     if (meter.print && meter.peak_mem > 0) // sampled at each training step (generation alone samples none)

@@ -7,8 +7,12 @@ settings found for it:
   transformers offers it for T5, torch.compile when it works (--compile auto tries it, falls back).
 
     python3 dev/bench_hf_gpu.py --steps 20 --warmup 3 --batch-size 16
+    python3 dev/bench_hf_gpu.py --lora-r 32 --lora-alpha 64 [--shape flan-t5-large]   # LoRA (peft), q,v
 
-The model is built from a T5Config (no hub): flan-t5-base shape, untied lm_head, dropout 0.1.
+The model is built from a T5Config (no hub): flan-t5-base shape (--shape flan-t5-large: the large one),
+untied lm_head, dropout 0.1. --lora-r R > 0 wraps it with peft's LoraConfig(r=R, lora_alpha, target_modules
+["q", "v"], lora_dropout 0) as get_peft_model does: the base frozen (fp32 weights under bf16 autocast, as HF
+Trainer's bf16=True runs a fp32 model), AdamW and clipping over the adapter only; the line then says lora_r=R.
 Lengths: the generator of train_t5.cu (bench_batch): per example, splitmix64 seeded with
 mix64(0xd1a1095 + k*B + i); dialogue length round(exp(5.312 + 0.435 z)) clipped to [16, 512],
 summary round(exp(3.628 + 0.35 z)) clipped to [4, 128], z by Box-Muller in double.
@@ -97,11 +101,16 @@ def card_peak_tflops(name):  # train_t5.cu card_peak_tflops
     return 0.0
 
 
-def build_model(attn):
+SHAPES = {  # llmc/t5.h's presets
+    "flan-t5-base": dict(d_model=768, num_heads=12, d_ff=2048, num_layers=12, num_decoder_layers=12),
+    "flan-t5-large": dict(d_model=1024, num_heads=16, d_ff=2816, num_layers=24, num_decoder_layers=24),
+}
+
+
+def build_model(attn, shape="flan-t5-base"):
     from transformers import T5Config, T5ForConditionalGeneration
-    kw = dict(vocab_size=32128, d_model=768, d_kv=64, num_heads=12, d_ff=2048, num_layers=12,
-              num_decoder_layers=12, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-              dropout_rate=0.1, relative_attention_num_buckets=32, relative_attention_max_distance=128)
+    kw = dict(vocab_size=32128, d_kv=64, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+              dropout_rate=0.1, relative_attention_num_buckets=32, relative_attention_max_distance=128, **SHAPES[shape])
     try:
         config = T5Config(**kw, attn_implementation=attn)
         model = T5ForConditionalGeneration(config)
@@ -123,13 +132,23 @@ def main():
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
     ap.add_argument("--attn", default="sdpa")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="flan-t5-base")
+    ap.add_argument("--lora-r", type=int, default=0, help="0: full fine-tuning; R > 0: peft LoRA of rank R on q, v")
+    ap.add_argument("--lora-alpha", type=float, default=8.0)
     args = ap.parse_args()
     torch.manual_seed(0)
     dev = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
-    model, config = build_model(args.attn)
+    model, config = build_model(args.attn, args.shape)
+    if args.lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+        lc = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, target_modules=["q", "v"], lora_dropout=0.0,
+                        task_type="SEQ_2_SEQ_LM")
+        model = get_peft_model(model, lc)
+        model.print_trainable_parameters()
     model.to(dev).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01, fused=True)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=3e-4, weight_decay=0.01, fused=True)
     step_fn = model
     if args.compile != "off":
         try:
@@ -143,7 +162,7 @@ def main():
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = step_fn(input_ids=src, attention_mask=mask, decoder_input_ids=dec_in, labels=labels).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss
@@ -174,7 +193,8 @@ def main():
     total_s = sum(times) / 1e3
     peak = card_peak_tflops(torch.cuda.get_device_name())
     tflops = flops / total_s / 1e12
-    print(f"bench: engine=hf-pytorch precision=bf16-autocast batch={args.batch_size} steps={args.steps} "
+    print(f"bench: engine=hf-pytorch precision=bf16-autocast shape={args.shape} lora_r={args.lora_r} "
+          f"batch={args.batch_size} steps={args.steps} "
           f"median_step_ms={sorted(times)[(len(times) - 1) // 2]:.2f} real_tok_per_s={tokens / total_s:.0f} "
           f"tflops={tflops:.1f} mfu={100.0 * tflops / peak if peak else 0.0:.1f}% "
           f"peak_mem_gib={torch.cuda.max_memory_allocated() / 2**30:.2f} compile={'on' if compiled else 'off'} "

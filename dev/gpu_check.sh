@@ -6,7 +6,7 @@
 #      to eager) in both builds, then flan-t5-base with --cuda-graphs 1 on synthetic batches and on real
 #      DialogSum with the shape ladder and kept plans
 #   1. test_t5cu, fp32 build, one process per section: HF fixtures (tight), CUDA vs CPU engine,
-#      determinism, flash attention, ZeRO-1/recompute, generation, the CLI
+#      determinism, flash attention, ZeRO-1/recompute, generation, LoRA, the CLI
 #   2. test_t5cu, bf16 build: the same with the documented bf16 tolerances; the fixtures again with tuned
 #      products (T5_MATMUL_TUNE=1), and the fixtures, CPU and determinism sections with the class mode
 #      (T5_MATMUL_TUNE=class); then the cuDNN attention
@@ -19,6 +19,9 @@
 #      (dev/bench_hf_gpu.py, eager; HF_COMPILE=1 adds torch.compile last), flan-t5-base-shaped random
 #      model, the same synthetic DialogSum-shaped batches, in this same call; real DialogSum batches
 #      (the gemm attention path, --attention gemm, was measured on 2026-11-26 and is left out)
+#   4b. LoRA (issue 16, never run on a GPU before): train_t5cu with a rank-32 adapter on q,v against full
+#      fine-tuning and against peft + transformers (dev/bench_hf_gpu.py --lora-r), flan-t5-base and -large:
+#      step time and peak memory; the fixture run with LoRA through NCCL + ZeRO-1 and recompute
 #   5. generation: train_t5cu --gen-bench vs transformers' generate() (dev/bench_hf_generate.py), the same
 #      random flan-t5-base (written by train_t5cu --save-hf), inputs and search, greedy and 4 beams
 #   6. multi-GPU paths with one rank (issue 6): NCCL (mpirun -np 1, or --nccl-init-dir without MPI) and
@@ -32,7 +35,9 @@
 # A time budget (GPU_CHECK_BUDGET seconds, default 480: 8 minutes) caps every stage and skips what no longer
 # fits, so the summary table (the last lines) is always printed. Exit 0 only if every stage passed.
 #   bash dev/gpu_check.sh       (BENCH_STEPS, BENCH_BATCH, GEN_INPUTS, GEN_BATCH, GPU_CHECK_OUT override;
-#                                GPU_CHECK_ONLY='cudnn|kernel' runs only the stages whose names match)
+#                                GPU_CHECK_ONLY='cudnn|kernel' runs only the stages whose names match;
+#                                GPU_CHECK_ONLY='lora|t5cu flash': every LoRA stage and the full fine-tune it is
+#                                compared with, an estimated 6 minutes on an H100)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${BENCH_STEPS:-20}
@@ -90,7 +95,7 @@ stage "bench t5cu ladder" 90 env T5_MATMUL_PLANS=1 "$T5" "${GRAPH_BENCH[@]}" --c
     --steps 200 --batch-size "$BATCH" --shape-ladder 32,16 --cuda-graphs 1
 
 # ---- 1, 2. test_t5cu, one process per section
-SECTIONS="twins fixtures cpu determinism flash zero generate cli"
+SECTIONS="twins fixtures cpu determinism flash zero generate lora cli"
 for p in fp32 bf16; do
     for s in $SECTIONS; do stage "test $p $s" 90 "$BIN/$p/test_t5cu" --train-bin "$BIN/$p/train_t5cu" --only "$s"; done
 done
@@ -128,7 +133,7 @@ else
 fi
 
 # ---- 3. kernel twins
-for k in rmsnorm ffn_act crossentropy attention embedding adamw global_norm matmul; do stage "kernel $k" 60 "$BIN/bf16/$k"; done
+for k in rmsnorm ffn_act crossentropy attention embedding adamw global_norm matmul lora; do stage "kernel $k" 60 "$BIN/bf16/$k"; done
 
 # ---- 4. training benchmark
 BENCH=(--model flan-t5-base --bench "$STEPS" --bench-warmup 3 --batch-size "$BATCH")
@@ -140,6 +145,20 @@ stage "bench hf-eager" 120 python3 dev/bench_hf_gpu.py --steps "$STEPS" --warmup
 # real DialogSum (prepro_dialogsum.py's train.bin, carried in gpu_data/ since ../shared stays behind):
 # the training command itself, length-bucketed batches, a random flan-t5-base
 [ -f "$DS" ] && stage "dialogsum train" 90 "$T5" --model flan-t5-base --train-file "$DS" --steps 60 --batch-size "$BATCH"
+
+# ---- 4b. LoRA: a rank-32 adapter on q,v (peft's T5 default targets) against full fine-tuning of the same
+#      model and batches (flan-t5-base: "bench t5cu flash" above), and against peft + transformers; the
+#      summary prints step time and peak memory side by side
+LORA=(--lora-r 32 --lora-alpha 64 --lora-targets q,v)
+LARGE=(--model flan-t5-large --bench 10 --bench-warmup 2 --batch-size "$BATCH")
+stage "bench t5cu lora base" 90 "$T5" "${BENCH[@]}" "${LORA[@]}"
+stage "bench hf lora base" 120 python3 dev/bench_hf_gpu.py --steps "$STEPS" --warmup 3 --batch-size "$BATCH" --compile off \
+    --lora-r 32 --lora-alpha 64
+stage "bench t5cu lora large" 90 "$T5" "${LARGE[@]}" "${LORA[@]}"
+stage "bench t5cu large nolora" 90 "$T5" "${LARGE[@]}"
+stage "bench hf lora large" 120 python3 dev/bench_hf_gpu.py --shape flan-t5-large --steps 10 --warmup 2 --batch-size "$BATCH" \
+    --compile off --lora-r 32 --lora-alpha 64
+"$T5" --plan-memory 80 --lora-r 32 | grep -E "^the largest preset LoRA" || true
 
 # ---- 5. generation: summaries/s on the GPU vs transformers' generate(), same model, inputs and search
 stage "gen model" 60 "$T5" --model flan-t5-base --save-hf "$OUT/gen_model"
@@ -212,6 +231,20 @@ PY
 }
 export -f resume_check
 stage "run dir resume" 90 bash -c 'resume_check'
+# the same fixture run with LoRA (every target, lora_dropout on): NCCL + ZeRO-1 (the adapter's state sharded,
+# its gradients reduce-scattered once a step) must print the plain LoRA run's losses exactly, recompute within 1e-4
+LORA_RUN="--lora-r 4 --lora-alpha 8 --lora-dropout 0.1 --lora-targets q,k,v,o,wi_0,wi_1,wo"
+lora_compare() { # name, tolerance, launcher, flags...: against the plain LoRA run
+    local name=$1 tol=$2 launch=$3; shift 3
+    $launch "$T5" "${RUN_ARGS[@]}" $LORA_RUN "$@" > "$OUT/$name.out" 2>&1; local rc=$?
+    cat "$OUT/$name.out"
+    [ $rc -eq 0 ] && same_losses "$OUT/lora_plain_run.log" "$OUT/$name.out" "$tol"
+}
+export -f lora_compare
+export LORA_RUN
+stage "lora plain run" 60 "$T5" "${RUN_ARGS[@]}" $LORA_RUN
+stage "lora nccl zero-1" 60 bash -c 'RUN_ARGS=($RUN_ARGS_STR); lora_compare lora_zero 0 one_rank --zero 1'
+stage "lora recompute" 60 bash -c 'RUN_ARGS=($RUN_ARGS_STR); lora_compare lora_recompute 1e-4 env --recompute 1'
 stage "large recompute" 90 "$T5" --model flan-t5-large --bench 3 --bench-warmup 1 --batch-size "$BATCH" --recompute 1
 "$T5" --plan-memory 80 | grep -E "preset|flan-t5-large" || true
 
@@ -253,7 +286,8 @@ for i in "${!NAMES[@]}"; do
 done
 grep -h "passed, .* failed" "$OUT"/test_*.log "$OUT"/tuned_*.log "$OUT"/class_*.log "$OUT"/plans_*.log 2>/dev/null | awk '{p += $1; f += $3} END {print "test_t5cu checks: " p " passed, " f " failed"}'
 printf '%-13s %10s %9s %8s %7s %9s %8s\n' engine tok/s step_ms TFLOP/s MFU peak_GiB host_ms
-for e in t5cu_flash t5cu_ladder t5cu_graphs t5cu_class t5cu_cudnn hf-eager hf-pytorch; do
+for e in t5cu_flash t5cu_ladder t5cu_graphs t5cu_class t5cu_cudnn hf-eager hf-pytorch t5cu_lora_base hf_lora_base \
+         t5cu_lora_large t5cu_large_nolora hf_lora_large; do
     printf '%-13s %10s %9s %8s %7s %9s %8s\n' "$e" "$(field "bench_$e" real_tok_per_s)" "$(field "bench_$e" median_step_ms)" \
         "$(field "bench_$e" tflops)" "$(field "bench_$e" mfu)" "$(field "bench_$e" peak_mem_gib)" "$(field "bench_$e" median_host_ms)"
 done
@@ -265,6 +299,12 @@ for e in t5cu_flash t5cu_ladder t5cu_graphs t5cu_class t5cu_cudnn; do
     echo "ratio $e / best transformers (real tokens/s): $(ratio "$(field "bench_$e" real_tok_per_s)" "$hf_best")"
 done
 for e in t5cu_flash t5cu_class t5cu_cudnn; do echo "$e $(grep -h '^phases' "$OUT/bench_$e.log" 2>/dev/null | tail -1)"; done
+for s in base large; do # LoRA (r 32, q,v) against full fine-tuning of the same model and batches, and against peft
+    full=$([ $s = base ] && echo t5cu_flash || echo t5cu_large_nolora)
+    echo "lora $s: step ms LoRA/full $(ratio "$(field "bench_t5cu_lora_$s" median_step_ms)" "$(field "bench_$full" median_step_ms)")," \
+         "peak memory LoRA/full $(ratio "$(field "bench_t5cu_lora_$s" peak_mem_gib)" "$(field "bench_$full" peak_mem_gib)")," \
+         "real tok/s t5cu/peft $(ratio "$(field "bench_t5cu_lora_$s" real_tok_per_s)" "$(field "bench_hf_lora_$s" real_tok_per_s)")"
+done
 grep -h '^ops' "$OUT/bench_t5cu_ops.log" 2>/dev/null | tail -1 | fold -w 118
 grep -h '^cuda graphs' "$OUT"/dialogsum_train_graphs.log "$OUT/bench_t5cu_graphs.log" 2>/dev/null
 grep -h '^matmul \(tuning\|classes\|plans\)' "$OUT"/dialogsum_train_*.log "$OUT/bench_t5cu_class.log" "$OUT/kernel_matmul.log" 2>/dev/null

@@ -39,7 +39,7 @@ printf '#!/usr/bin/env bash\necho "kernel: 5 passed, 0 failed"\n' > "$D/kernel"
 printf '#!/usr/bin/env bash\nshift 4\nexec "$@"\n' > "$D/bin/compute-sanitizer" # drops --tool memcheck --error-exitcode 1
 chmod +x "$D/train" "$D/test" "$D/kernel" "$D/bin/compute-sanitizer"
 for p in fp32 bf16 cudnn; do cp "$D/train" "$D/pb/$p/train_t5cu"; cp "$D/test" "$D/pb/$p/test_t5cu"; done
-for k in rmsnorm ffn_act crossentropy attention embedding adamw global_norm matmul; do cp "$D/kernel" "$D/pb/bf16/$k"; done
+for k in rmsnorm ffn_act crossentropy attention embedding adamw global_norm matmul lora; do cp "$D/kernel" "$D/pb/bf16/$k"; done
 cp "$D/kernel" "$D/pb/cudnn/attention"
 
 mkdir -p "$D/data" && : > "$D/data/train.bin" # the stub trainer does not read it
@@ -51,13 +51,16 @@ expect() { # description, condition
     if eval "$2"; then echo "OK   $1"; else echo "FAIL $1"; fail=1; fi
 }
 expect "gpu_check.sh reaches its summary" '[ -n "$summary" ]'
-unexpected=$(echo "$summary" | grep -E "^(test |tuned |class |plans |kernel|bench t5cu|dialogsum train( [a-z]+)? {2,}|gen model|gen t5cu|plain run|nccl|recompute|run dir|large|sanitizer)" | grep -v " PASS")
+unexpected=$(echo "$summary" | grep -E "^(test |tuned |class |plans |kernel|bench t5cu|dialogsum train( [a-z]+)? {2,}|gen model|gen t5cu|plain run|nccl|recompute|run dir|large|sanitizer|lora (plain|nccl|recompute))" | grep -v " PASS")
 expect "every stage that runs only our programs passes" '[ -z "$unexpected" ]'
 expect "only the transformers baselines fail (no GPU here)" \
     '[ "$(echo "$summary" | grep -cE "FAIL|SKIPPED")" = "$(echo "$summary" | grep -cE "^(bench hf|gen hf).*FAIL")" ]'
 expect "the cuDNN stages ran" '[ "$(echo "$summary" | grep -cE "^(test cudnn (cudnn|cli)|kernel attention cudnn|bench t5cu cudnn) +PASS")" = 4 ]'
 expect "the matmul-mode stages ran" \
     '[ "$(echo "$summary" | grep -cE "^((tuned|class) (fp32|bf16) fixtures|(class|plans) bf16 (cpu|fixtures|determinism)|bench t5cu class|kernel matmul) +PASS")" = 10 ]'
+expect "the LoRA stages ran (tests, twin, benchmarks, NCCL/ZeRO-1/recompute runs)" \
+    '[ "$(echo "$summary" | grep -cE "^(test (fp32|bf16) lora|kernel lora|bench t5cu (lora base|lora large|large nolora)|lora (plain run|nccl zero-1|recompute)) +PASS")" = 9 ]'
+expect "the summary compares LoRA with full fine-tuning and peft" 'echo "$summary" | grep -q "^lora base: step ms LoRA/full 1.00x"'
 expect "the DialogSum runs ran, one line each in the summary (untuned, graphs, ladder, plans, tuned, class, eager)" \
     '[ "$(echo "$summary" | grep -cE "^dialogsum train( graphs| ladder| plans| tuned| class| eager)? +PASS")" = 7 ] && [ "$(echo "$summary" | grep -cE "^dialogsum train.*real batches.*real tok/s")" = 7 ]'
 expect "the CUDA-graph stages ran (tests in both builds, the benchmark), with their summary row" \

@@ -206,7 +206,7 @@ static inline void attention_forward(MatmulCtx* ctx, floatX* out, floatX* att, A
                    HeadOperand{ v, 0, HD, Tk * HD, D }, Tq, D, Tk, B, H);
 }
 
-// dq, dk, dv written from dout; drelb (NB, H) accumulated when s->relb is set
+// dq, dk, dv written from dout; drelb (NB, H) accumulated when s->relb is set (and drelb is: NULL when frozen)
 static inline void attention_backward(MatmulCtx* ctx, floatX* dq, floatX* dk, floatX* dv, float* drelb, int num_buckets,
                                       AttnScratch w, const floatX* dout, const floatX* q, const floatX* k,
                                       const floatX* v, const floatX* att, const AttnSpec* s, cudaStream_t stream) {
@@ -233,7 +233,7 @@ static inline void attention_backward(MatmulCtx* ctx, floatX* dq, floatX* dk, fl
                    HeadOperand{ k, 0, HD, Tk * HD, D }, Tq, D, Tk, B, H);
     attention_gemm(ctx, dk, 0, HD, Tk * HD, D, HeadOperand{ w.scratch, 1, Tk, H * TT, TT },
                    HeadOperand{ q, 0, HD, Tq * HD, D }, Tk, D, Tq, B, H);
-    if (s->relb) attention_bias_grad(drelb, num_buckets, w.diag, w.scores, B, s, stream);
+    if (s->relb && drelb) attention_bias_grad(drelb, num_buckets, w.diag, w.scores, B, s, stream);
 }
 
 #endif // T5_ATTENTION_CUH

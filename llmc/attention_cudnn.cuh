@@ -61,14 +61,14 @@ static inline void cudnn_attention_forward(CudnnAttn* a, CudnnScratch w, floatX*
     cudnn_attn_forward(a, &c, out, lse, q, k, v, w.bias, stream);
 }
 
-// dq, dk, dv written; drelb (NB, H) accumulated when s->relb is set
+// dq, dk, dv written; drelb (NB, H) accumulated when s->relb is set (and drelb is: NULL when frozen)
 static inline void cudnn_attention_backward(CudnnAttn* a, CudnnScratch w, floatX* dq, floatX* dk, floatX* dv, float* drelb,
                                             int num_buckets, const floatX* dout, const floatX* q, const floatX* k,
                                             const floatX* v, const floatX* out, const float* lse, const AttnSpec* s,
                                             cudaStream_t stream) {
     CudnnAttnSpec c = cudnn_call_spec(s, w, stream);
     cudnn_attn_backward(a, &c, dq, dk, dv, w.dbias, dout, q, k, v, out, lse, w.bias, stream);
-    if (s->relb) attention_bias_grad(drelb, num_buckets, w.diag, w.dbias, 1, s, stream);
+    if (s->relb && drelb) attention_bias_grad(drelb, num_buckets, w.diag, w.dbias, 1, s, stream);
 }
 
 #endif // T5_ATTENTION_CUDNN_CUH

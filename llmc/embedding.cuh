@@ -67,11 +67,11 @@ __global__ void embedding_backward_kernel(float* dwte, EmbedGroups g, const floa
     }
 }
 
-// g holds device pointers; n_uniq (or cap) from the host
+// g holds device pointers; n_uniq (or cap) from the host. dwte NULL (a frozen embedding under LoRA): nothing to do
 static inline void embedding_backward(float* dwte, EmbedGroups g, const float* dout, int C, DropSite d,
                                       cudaStream_t stream) {
     int blocks = g.cap ? g.cap : g.n_uniq;
-    if (blocks == 0) return;
+    if (blocks == 0 || !dwte) return;
     embedding_backward_kernel<<<blocks, 256, 0, stream>>>(dwte, g, dout, C, d);
     cudaCheckLaunch();
 }

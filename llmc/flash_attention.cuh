@@ -593,6 +593,7 @@ static void flash_backward_launch(floatX* dq, floatX* dk, floatX* dv, FlashScrat
 }
 
 // dq, dk, dv written from dout and the forward's out and lse; drelb (NB, H) accumulated when s->relb is set
+// (and drelb is: NULL when the table is frozen, under LoRA)
 static inline void flash_attention_backward(floatX* dq, floatX* dk, floatX* dv, float* drelb, int num_buckets,
                                             FlashScratch w, const floatX* dout, const floatX* q, const floatX* k,
                                             const floatX* v, const floatX* out, const float* lse, const AttnSpec* s,
@@ -606,7 +607,7 @@ static inline void flash_attention_backward(floatX* dq, floatX* dk, floatX* dv, 
     cudaCheckLaunch();
     if (s->D == 64) flash_backward_launch<64>(dq, dk, dv, w, dout, q, k, v, lse, s, stream);
     else flash_backward_launch<128>(dq, dk, dv, w, dout, q, k, v, lse, s, stream);
-    if (!s->relb) return;
+    if (!s->relb || !drelb) return;
     int nqb = CEIL_DIV(s->Tq, FLASH_TILE), nkb = CEIL_DIV(s->Tk, FLASH_TILE);
     dim3 grid(s->Tq + s->Tk - 1, s->H);
     flash_attention_bias_diag_kernel<<<grid, 128, 0, stream>>>(w.diag, w.part, *s, nqb, nkb);

@@ -22,7 +22,7 @@
 #include "safetensors.h" // defines: StFile, st_open, st_find, st_read_f32, st_write_f32, st_close
 #include "fileio.h"      // defines: mkdir_p, AtomicFile, atomic_open, atomic_write, atomic_close, file_size_of
 #include "crc32.h"       // defines: Crc32Table, crc32_table_init, crc32_update
-#include "rng.h"         // defines: Rng, rng_init, rng_uniform
+#include "rng.h"         // defines: Rng, rng_init, rng_uniform, mix64
 
 // ----------------------------------------------------------------------------
 // configuration
@@ -111,6 +111,109 @@ static inline const char* lora_config_check(const LoraConfig* c, const T5Config*
             return buf;
         }
     return NULL;
+}
+
+// ----------------------------------------------------------------------------
+// the LoRA flags of both trainers: --lora-r, --lora-alpha, --lora-dropout, --lora-targets, --lora-adapter
+
+typedef struct {
+    int r;                // --lora-r: rank, 0 = full fine-tuning, -1 = not given (0, or the adapter's)
+    float alpha, dropout; // -1 = not given (peft's defaults 8 and 0, or the adapter's)
+    const char* targets;  // "q,v" (NULL: peft's T5 default q,v, or the adapter's)
+    const char* adapter;  // a peft adapter directory to start from (NULL: none)
+} LoraFlags;
+
+static inline int lora_flags_on(const LoraFlags* f) { return f->r > 0 || f->adapter != NULL; }
+
+// the flags among themselves, before any file is read (the adapter and the model are checked once
+// loaded). resume: --resume is given (a LoRA checkpoint brings its own config); outputs: --save-lora or
+// --merge-lora is. NULL, or a message (in buf when it needs one)
+static inline const char* lora_flags_check(const LoraFlags* f, int resume, int outputs, char* buf, size_t n) {
+    unsigned mask;
+    if (f->adapter && f->r == 0) return "--lora-r 0 (full fine-tuning) contradicts --lora-adapter: an adapter has rank >= 1";
+    if (!lora_flags_on(f) && (f->alpha >= 0.0f || f->dropout >= 0.0f || f->targets))
+        return "--lora-alpha / --lora-dropout / --lora-targets need --lora-r R (R > 0) or --lora-adapter DIR";
+    if (!lora_flags_on(f) && !resume && outputs) return "--save-lora / --merge-lora need LoRA: --lora-r R or --lora-adapter DIR";
+    if (f->targets && lora_parse_targets(f->targets, &mask, buf, n)) return buf;
+    return NULL;
+}
+
+// a flag given with --lora-adapter must say what the adapter (config c) says; NULL or a message in buf
+static inline const char* lora_flags_contradict(const LoraFlags* f, const LoraConfig* c, char* buf, size_t n) {
+    unsigned mask = 0;
+    if (f->targets) lora_parse_targets(f->targets, &mask, buf, n); // checked in lora_flags_check
+    const char* what = f->r > 0 && f->r != c->r ? "--lora-r"
+                     : f->alpha >= 0.0f && f->alpha != c->alpha ? "--lora-alpha"
+                     : f->dropout >= 0.0f && f->dropout != c->dropout ? "--lora-dropout"
+                     : f->targets && mask != c->targets ? "--lora-targets" : NULL;
+    if (!what) return NULL;
+    char targets[128];
+    lora_targets_string(c->targets, targets, sizeof(targets));
+    snprintf(buf, n, "%s contradicts %s/adapter_config.json (r %d, lora_alpha %g, lora_dropout %g, target_modules %s): "
+             "drop the flag, or give a matching value", what, f->adapter, c->r, (double)c->alpha, (double)c->dropout, targets);
+    return buf;
+}
+
+// a resumed checkpoint (an adapter checkpoint of rank ckpt_r > 0, or a full one: ckpt_r = 0) against the
+// flags: they must ask for LoRA exactly when it is an adapter checkpoint, and not for another rank.
+// NULL or a message in buf naming the checkpoint `path`
+static inline const char* lora_flags_resume(const LoraFlags* f, int ckpt_r, const char* path, char* buf, size_t n) {
+    if (lora_flags_on(f) == (ckpt_r > 0) && !(f->r > 0 && f->r != ckpt_r)) return NULL;
+    snprintf(buf, n, "%s is a %s checkpoint%s; the LoRA flags ask for %s", path, ckpt_r ? "LoRA" : "full fine-tuning",
+             ckpt_r ? " (its rank, alpha and targets apply)" : "", lora_flags_on(f) ? "LoRA" : "full fine-tuning");
+    return buf;
+}
+
+// a fresh adapter of rank --lora-r (> 0): peft's defaults where a flag is not given (alpha 8, dropout 0,
+// targets q,v), checked against the model m; NULL or a message in buf
+static inline const char* lora_flags_config(const LoraFlags* f, const T5Config* m, LoraConfig* c, char* buf, size_t n) {
+    c->r = f->r;
+    c->alpha = f->alpha >= 0.0f ? f->alpha : 8.0f;
+    c->dropout = f->dropout >= 0.0f ? f->dropout : 0.0f;
+    c->targets = LORA_DEFAULT_TARGETS;
+    c->rslora = 0;
+    if (f->targets && lora_parse_targets(f->targets, &c->targets, buf, n)) return buf;
+    return lora_config_check(c, m, buf, n);
+}
+
+// the seed of a fresh adapter's init (lora_init): the run's seed, salted ("LoRA") so that A is not drawn
+// from the base initialisation's stream
+static inline uint64_t lora_init_seed(uint64_t run_seed) { return mix64(run_seed ^ 0x4c6f5241ULL); }
+
+// the dropout site of the adapter input of layout tensor i, copy `layer`: the engines' base sites are
+// (decoder << 20) | (layer << 4) | kind (bits 0–11 and 20 up); the adapter's add 1 + i at bit 12, so
+// every wrapped Linear draws its own mask (peft applies lora_dropout to each module's input separately)
+static inline uint32_t lora_drop_site(int i, int layer) {
+    return ((uint32_t)(i >= P_DEC_RELB) << 20) | ((uint32_t)layer << 4) | ((uint32_t)(1 + i) << 12);
+}
+
+// "r 32 alpha 64 dropout 0.05 q,v" (" rslora" after), or "off (full fine-tuning)" for r = 0: the trainers' tables
+static inline const char* lora_describe(const LoraConfig* c, char* buf, size_t n) {
+    char targets[64];
+    lora_targets_string(c->targets, targets, sizeof(targets));
+    if (c->r == 0) snprintf(buf, n, "off (full fine-tuning)");
+    else snprintf(buf, n, "r %d alpha %g dropout %g %s%s", c->r, (double)c->alpha, (double)c->dropout, targets,
+                  c->rslora ? " rslora" : "");
+    return buf;
+}
+
+// x with thousands separators, as peft prints its counts
+static inline const char* lora_count_string(char* buf, size_t n, unsigned long long x) {
+    char digits[32];
+    int len = snprintf(digits, sizeof(digits), "%llu", x), k = 0;
+    for (int i = 0; i < len && (size_t)k + 2 < n; i++) {
+        if (i > 0 && (len - i) % 3 == 0) buf[k++] = ',';
+        buf[k++] = digits[i];
+    }
+    buf[k] = 0;
+    return buf;
+}
+
+// peft's print_trainable_parameters: what trains (the adapter, or everything) against base + adapter
+static inline void lora_print_trainable(size_t trainable, size_t all) {
+    char a[32], b[32];
+    printf("trainable params: %s of %s (%.2f%%)\n", lora_count_string(a, sizeof(a), trainable),
+           lora_count_string(b, sizeof(b), all), 100.0 * (double)trainable / (double)all);
 }
 
 // ----------------------------------------------------------------------------

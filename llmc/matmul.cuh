@@ -125,6 +125,8 @@ typedef struct {
     int accumulate;            // out += (beta = 1) instead of out =
     int epilogue;              // MatmulEpilogue (MM_PLAIN when left zero)
     void* aux; int64_t aux_ld; // the ReLU bit mask and its leading dimension in bits
+    float alpha;               // out = alpha · product (+ out): LoRA's scale s. 0 (a Matmul zeroed or initialised
+                               //   without it) means 1
 } Matmul;
 
 // bits per row of a ReLU mask over rows of `cols` elements; bytes of a mask of `rows` such rows,
@@ -234,7 +236,7 @@ static inline int matmul_first_algo(MatmulCtx* ctx, const Matmul* m, const Matmu
 // runs the plan with algo, writing D (and reading C, when m accumulates) at out
 static inline cublasStatus_t matmul_launch(MatmulCtx* ctx, const Matmul* m, const MatmulPlan* p,
                                            const cublasLtMatmulAlgo_t* algo, void* out) {
-    float alpha = 1.0f, beta = m->accumulate ? 1.0f : 0.0f;
+    float alpha = m->alpha != 0.0f ? m->alpha : 1.0f, beta = m->accumulate ? 1.0f : 0.0f;
     return cublasLtMatmul(ctx->handle, p->desc, &alpha, p->x, p->lx, p->y, p->ly, &beta, out, p->lo, out, p->lo,
                           algo, ctx->workspace, ctx->workspace_size, ctx->stream);
 }
@@ -268,27 +270,27 @@ static inline void matmul(MatmulCtx* ctx, const Matmul* m) {
 // out (N, OC) = inp (N, IC) · Wᵀ
 static inline void matmul_forward(MatmulCtx* c, void* out, int out_fp32, const floatX* inp, const floatX* w,
                                   int N, int IC, int OC) {
-    Matmul m = { out, out_fp32, OC, 0, { inp, 0, IC, 0 }, { w, 1, IC, 0 }, N, OC, IC, 1, 0, MM_PLAIN, NULL, 0 };
+    Matmul m = { out, out_fp32, OC, 0, { inp, 0, IC, 0 }, { w, 1, IC, 0 }, N, OC, IC, 1, 0, MM_PLAIN, NULL, 0, 1.0f };
     matmul(c, &m);
 }
 
 // dinp (N, IC) = dout (N, OC) · W   (+= when accumulate)
 static inline void matmul_backward_input(MatmulCtx* c, void* dinp, int dinp_fp32, const floatX* dout, const floatX* w,
                                          int N, int IC, int OC, int accumulate) {
-    Matmul m = { dinp, dinp_fp32, IC, 0, { dout, 0, OC, 0 }, { w, 0, IC, 0 }, N, IC, OC, 1, accumulate, MM_PLAIN, NULL, 0 };
+    Matmul m = { dinp, dinp_fp32, IC, 0, { dout, 0, OC, 0 }, { w, 0, IC, 0 }, N, IC, OC, 1, accumulate, MM_PLAIN, NULL, 0, 1.0f };
     matmul(c, &m);
 }
 
 // out (N, OC) = relu(inp (N, IC) · Wᵀ), and its mask (product > 0) into mask (relu_mask_ld(OC) bits a row)
 static inline Matmul matmul_forward_relu_desc(floatX* out, const floatX* inp, const floatX* w, int N, int IC, int OC, void* mask) {
-    Matmul m = { out, 0, OC, 0, { inp, 0, IC, 0 }, { w, 1, IC, 0 }, N, OC, IC, 1, 0, MM_RELU_AUX, mask, relu_mask_ld(OC) };
+    Matmul m = { out, 0, OC, 0, { inp, 0, IC, 0 }, { w, 1, IC, 0 }, N, OC, IC, 1, 0, MM_RELU_AUX, mask, relu_mask_ld(OC), 1.0f };
     return m;
 }
 
 // dinp (N, IC) = (dout (N, OC) · W) where mask is set, else 0: the ReLU's backward fused into the product
 static inline Matmul matmul_backward_input_drelu_desc(floatX* dinp, const floatX* dout, const floatX* w, int N, int IC, int OC,
                                                       const void* mask) {
-    Matmul m = { dinp, 0, IC, 0, { dout, 0, OC, 0 }, { w, 0, IC, 0 }, N, IC, OC, 1, 0, MM_DRELU, (void*)mask, relu_mask_ld(IC) };
+    Matmul m = { dinp, 0, IC, 0, { dout, 0, OC, 0 }, { w, 0, IC, 0 }, N, IC, OC, 1, 0, MM_DRELU, (void*)mask, relu_mask_ld(IC), 1.0f };
     return m;
 }
 
@@ -300,10 +302,11 @@ static inline int matmul_relu_epilogues_available(MatmulCtx* c, int C, int F) {
     return matmul_try(c, &f, 0) && matmul_try(c, &b, 0);
 }
 
-// dW (OC, IC) += doutᵀ · inp   (fp32 gradients accumulate)
+// dW (OC, IC) += doutᵀ · inp   (fp32 gradients accumulate; dw NULL: a frozen weight under LoRA, skipped)
 static inline void matmul_backward_weight(MatmulCtx* c, float* dw, const floatX* dout, const floatX* inp,
                                           int N, int IC, int OC) {
-    Matmul m = { dw, 1, IC, 0, { dout, 1, OC, 0 }, { inp, 0, IC, 0 }, OC, IC, N, 1, 1, MM_PLAIN, NULL, 0 };
+    if (!dw) return;
+    Matmul m = { dw, 1, IC, 0, { dout, 1, OC, 0 }, { inp, 0, IC, 0 }, OC, IC, N, 1, 1, MM_PLAIN, NULL, 0, 1.0f };
     matmul(c, &m);
 }
 

@@ -66,7 +66,7 @@ typedef struct {
     int accumulate;
     floatX* g_next;       // (N, C) dropout'(dres) for the previous sublayer, or NULL
     DropSite next_drop;
-    float* dw;            // (C) fp32 weight gradient (+=)
+    float* dw;            // (C) fp32 weight gradient (+=); NULL: a frozen weight under LoRA, skipped
     float* dw_partial;    // (RMSNORM_CHUNKS, C) scratch
     const float* dout;    // (N, C) fp32 gradient of the normed output
     float pre_scale;
@@ -134,11 +134,13 @@ __global__ void rmsnorm_backward_weight_reduce_kernel(float* dw, const float* pa
 static inline void rmsnorm_backward(const RmsNormBackward* a, cudaStream_t stream) {
     // the weight gradient first: it reads dout, never dres, so the order does not matter for
     // correctness, and launching it first lets the input kernel overwrite nothing it needs
-    dim3 grid(CEIL_DIV(a->C, 32), RMSNORM_CHUNKS), block(32, 8);
-    rmsnorm_backward_weight_kernel<<<grid, block, 0, stream>>>(*a);
-    cudaCheckLaunch();
-    rmsnorm_backward_weight_reduce_kernel<<<CEIL_DIV(a->C, 256), 256, 0, stream>>>(a->dw, a->dw_partial, a->C);
-    cudaCheckLaunch();
+    if (a->dw) {
+        dim3 grid(CEIL_DIV(a->C, 32), RMSNORM_CHUNKS), block(32, 8);
+        rmsnorm_backward_weight_kernel<<<grid, block, 0, stream>>>(*a);
+        cudaCheckLaunch();
+        rmsnorm_backward_weight_reduce_kernel<<<CEIL_DIV(a->C, 256), 256, 0, stream>>>(a->dw, a->dw_partial, a->C);
+        cudaCheckLaunch();
+    }
     const int warps = 8;
     rmsnorm_backward_input_kernel<<<CEIL_DIV(a->N, warps), warps * 32, 0, stream>>>(*a);
     cudaCheckLaunch();

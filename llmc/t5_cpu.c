@@ -40,6 +40,51 @@ float t5cpu_step(T5Cpu* x, float lr, float beta1, float beta2, float eps, float 
     return norm;
 }
 
+void t5cpu_lora_attach(T5Cpu* x, const LoraConfig* c, const float* adapter) {
+    T5Layout base;
+    LoraLayout L;
+    t5_layout(&x->m.config, &base);
+    lora_layout(c, &base, x->m.config.gated, &L);
+    float* copy = (float*)mallocCheck(L.total * sizeof(float) + 1);
+    memcpy(copy, adapter, L.total * sizeof(float));
+    t5_lora_attach(&x->m, c, copy, 0);
+}
+
+float* t5cpu_lora_params(T5Cpu* x) { return x->m.lora_memory; }
+float* t5cpu_lora_grads(T5Cpu* x) { return x->m.lora_grads; }
+
+// a T5 shell that holds only what lora_forward / lora_backward use: the LoRA scratch and a GEMM workspace
+static T5 lora_shell(int r, int N, int IC, float p, uint64_t seed) {
+    T5 m;
+    memset(&m, 0, sizeof(m));
+    m.acts.lora_x = (float*)mallocCheck((size_t)N * IC * sizeof(float) + 1);
+    m.acts.lora_u = (float*)mallocCheck((size_t)N * r * sizeof(float) + 1);
+    m.acts.lora_du = (float*)mallocCheck((size_t)N * r * sizeof(float) + 1);
+    m.lora_drop = (Dropout){ p, seed };
+    return m;
+}
+
+static void lora_shell_free(T5* m) {
+    free(m->acts.lora_x); free(m->acts.lora_u); free(m->acts.lora_du);
+    gemm_workspace_free(&m->gemm_ws);
+}
+
+void t5cpu_lora_forward(float* out, const float* inp, const float* A, const float* B, float s, int r, int N, int IC, int OC,
+                        float p, uint64_t seed, uint32_t site) {
+    T5 m = lora_shell(r, N, IC, p, seed);
+    LoraView v = { A, B, NULL, NULL, s, r, m.lora_drop, site };
+    lora_forward(&m, out, inp, &v, N, IC, OC);
+    lora_shell_free(&m);
+}
+
+void t5cpu_lora_backward(float* dinp, float* dA, float* dB, const float* dout, const float* inp, const float* A,
+                         const float* B, float s, int r, int N, int IC, int OC, float p, uint64_t seed, uint32_t site) {
+    T5 m = lora_shell(r, N, IC, p, seed);
+    LoraView v = { A, B, dA, dB, s, r, m.lora_drop, site };
+    lora_backward(&m, dinp, dout, inp, &v, N, IC, OC);
+    lora_shell_free(&m);
+}
+
 const char* t5cpu_check_batch(const T5Config* c, const T5Batch* b) {
     T5 m;
     memset(&m, 0, sizeof(m));

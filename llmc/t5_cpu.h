@@ -9,6 +9,7 @@
 #include <stdint.h>        // defines: uint64_t
 #include "t5.h"            // defines: T5Config
 #include "dataloader.h"    // defines: T5Batch
+#include "lora.h"          // defines: LoraConfig
 
 #ifdef __cplusplus
 extern "C" {
@@ -34,6 +35,12 @@ void t5cpu_backward(T5Cpu* m, const T5Batch* b, int train, float loss_scale);
 float t5cpu_step(T5Cpu* m, float lr, float beta1, float beta2, float eps, float weight_decay, int decay_norms,
                  float max_norm);
 
+// LoRA (llmc/lora.h) on the CPU engine: attach config c with a copy of `adapter` (lora_layout's order); the
+// base freezes (t5cpu_grads returns NULL from then on) and t5cpu_step updates the adapter alone
+void t5cpu_lora_attach(T5Cpu* m, const LoraConfig* c, const float* adapter);
+float* t5cpu_lora_params(T5Cpu* m);  // (lora_layout total) A and B
+float* t5cpu_lora_grads(T5Cpu* m);
+
 // the CPU engine's checks and command-line value parsers, shared by train_t5cu:
 // a batch against the config (NULL or a message); a flag's value in [lo, hi] (0, or -1 after a message)
 const char* t5cpu_check_batch(const T5Config* c, const T5Batch* b);
@@ -56,6 +63,13 @@ void t5cpu_embedding_backward(float* dwte, const int* ids, const float* dout, in
                               uint32_t site);
 // out (N, OC) = inp (N, IC) · wᵀ, w (OC, IC): the engine's Linear without bias
 void t5cpu_linear(float* out, const float* inp, const float* w, int N, int IC, int OC);
+// one wrapped Linear's adapter (train_t5.c lora_forward / lora_backward), A (r, IC), B (OC, r), scale s,
+// dropout (p, seed, site) on its input: out (N, OC) += s·dropout(inp)·Aᵀ·Bᵀ; then from dout (N, OC):
+// dA, dB += their gradients, dinp (N, IC) += the input gradient
+void t5cpu_lora_forward(float* out, const float* inp, const float* A, const float* B, float s, int r, int N, int IC, int OC,
+                        float p, uint64_t seed, uint32_t site);
+void t5cpu_lora_backward(float* dinp, float* dA, float* dB, const float* dout, const float* inp, const float* A,
+                         const float* B, float s, int r, int N, int IC, int OC, float p, uint64_t seed, uint32_t site);
 // Σ g² in double (the global gradient norm is its square root)
 double t5cpu_sum_squares(const float* g, size_t n);
 // AdamW on n values: θ·decay, moments, θ −= step_size · m / (sqrt(v)/bc2_sqrt + eps)
