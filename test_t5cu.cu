@@ -1119,6 +1119,41 @@ static LoraConfig lora_config_of(const T5Config* c, const char* targets, int r, 
     return lc;
 }
 
+// LoRA steps replayed as CUDA graphs (--cuda-graphs 1) against eager ones, as test_graphs does for the full
+// model: lora_dropout and dropout on, accumulation 2, ZeRO-1 on one rank; losses, norms and the adapter
+// bit for bit, and graphs replayed
+static void test_graphs_lora(Comm* comm) {
+    printf("\n=== CUDA graphs vs eager launches, LoRA (q,v,wi_0,wo, r 4, lora_dropout 0.1), dropout 0.1 (%s)\n", PRECISION_NAME);
+    T5Config c;
+    T5Layout L;
+    float* p0 = random_model(&c, &L, "flan-t5-small", 2, 2, 0.1f, 67);
+    LoraConfig lc = lora_config_of(&c, "q,v,wi_0,wo", 4, 8.0f, 0, 0.1f);
+    float* adapter = random_adapter(&lc, &c, 68);
+    for (int zero = 0; zero < 2; zero++) {
+        float loss[2][GRAPH_STEPS], norm[2][GRAPH_STEPS], *params[2];
+        long long replayed = 0;
+        size_t n = 0;
+        for (int v = 0; v < 2; v++) {
+            T5Cuda m;
+            lora_build(&m, &c, p0, &lc, adapter, zero ? comm : NULL, zero, 0, ATTN_FLASH);
+            m.graphs.on = v;
+            t5cu_reserve(&m, 2, 61, 29);
+            graph_steps(&m, 0, GRAPH_STEPS, 2, loss[v], norm[v]);
+            params[v] = download_lora(&m, LORA_PARAMS);
+            n = m.lora->n;
+            if (v) replayed = m.graphs.replayed * m.graphs.on;
+            t5cu_free(&m);
+        }
+        char name[160];
+        snprintf(name, sizeof(name), "graphs LoRA%s: replayed; losses, norms and adapter bit-identical to eager",
+                 zero ? ", ZeRO-1 (1 rank)" : "");
+        check_true(name, replayed > 0 && memcmp(loss[0], loss[1], sizeof(loss[0])) == 0 &&
+                         memcmp(norm[0], norm[1], sizeof(norm[0])) == 0 && memcmp(params[0], params[1], n * sizeof(float)) == 0);
+        free(params[0]); free(params[1]);
+    }
+    free(adapter); free(p0);
+}
+
 // logits, loss and every adapter gradient with lora_dropout and dropout on; then K AdamW steps of two
 // accumulated micro-batches on both engines, each on its own gradients
 static void test_lora_against_cpu(const char* preset, int layers, const char* targets, int r, float alpha, int rslora,
@@ -1470,7 +1505,7 @@ int main(int argc, char** argv) {
         }
         if (section("cudnn")) test_cudnn(&comm);
         if (section("zero")) test_zero_recompute(&comm);
-        if (section("graphs")) test_graphs(&comm, tmp);
+        if (section("graphs")) { test_graphs(&comm, tmp); test_graphs_lora(&comm); }
         if (section("lora")) {
             test_lora_fixture("dev/fixtures/lora_gated");
             test_lora_fixture("dev/fixtures/lora_relu");
