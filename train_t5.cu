@@ -277,7 +277,6 @@ typedef struct {
     int B, Ts, Tt;       // sizes of the last forward pass
     int num_counted;     // label tokens of the last forward pass
     int train;           // dropout on in the last forward pass
-    uint64_t dropout_seed;
     BatchDev batch;
     BatchBuf padded;     // --attention cudnn: the batch padded to CUDNN_PAD multiples (t5cu_shape_batch)
     double* loss_sum;    // device (2): Σ token losses of the last forward; of the step since t5cu_zero_grad
@@ -303,6 +302,30 @@ static int t5cu_graphs_usable(const T5Cuda* m) { return m->graphs.on && !m->prof
 // first time (T5_MATMUL_TUNE=1 times candidates on the GPU; cuDNN builds its graphs and sizes its
 // workspace): then it runs eagerly first and is captured the second time
 static int graphs_capture_first(const T5Cuda* m) { return m->mm.tune != MM_ALGO_TIMED && m->attention != ATTN_CUDNN; }
+
+// body(ctx) captured into *exec and launched; when the capture cannot be made (an operation a graph cannot
+// hold), body(ctx) runs eagerly and graphs are off for the rest of the run (a body may run twice, so it
+// starts from the host state it needs, not from what a first run left)
+typedef void (*GraphBody)(void* ctx);
+static void graph_capture_launch(T5Cuda* m, GraphBody body, void* ctx, cudaGraphExec_t* exec) {
+    cudaGraph_t g = NULL;
+    cudaCheck(cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal));
+    body(ctx);
+    cudaError_t e = cudaStreamEndCapture(m->stream, &g);
+    if (e == cudaSuccess) e = cudaGraphInstantiate(exec, g, 0);
+    if (g) cudaCheck(cudaGraphDestroy(g));
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        *exec = NULL;
+        fprintf(stderr, "warning: a CUDA graph could not be captured (%s): this run continues with eager launches\n",
+                cudaGetErrorString(e));
+        m->graphs.on = 0;
+        body(ctx);
+        return;
+    }
+    m->graphs.captured++;
+    cudaCheck(cudaGraphLaunch(*exec, m->stream));
+}
 
 static void prof_start(T5Cuda* m) {
     PhaseProf* p = (PhaseProf*)callocCheck(1, sizeof(PhaseProf));
@@ -1215,7 +1238,7 @@ static void t5cu_forward_begin(T5Cuda* m, const T5Batch* b, int train, uint64_t 
     b = t5cu_shape_batch(m, b);
     t5cu_build_acts(m, b->B, b->Ts, b->Tt);
     m->B = b->B; m->Ts = b->Ts; m->Tt = b->Tt;
-    m->train = train; m->dropout_seed = seed;
+    m->train = train;
     m->num_counted = batch_count_labels(b);
     t5cu_upload_batch(m, b);
     // from pageable memory: staged at the call, so the next micro-batch may overwrite these at once
@@ -1747,12 +1770,6 @@ static void gen_gpu_encode(T5Cuda* m, GenGpu* G, const int* const* src, const in
     batch_free(&bb);
 }
 
-// rows (R, HD) of ln·Wᵀ, the new position's keys or values (cache_put moves them into the cache)
-static void gen_project(T5Cuda* m, floatX* dst, const floatX* ln, const floatX* w, int R) {
-    int C = m->config.d_model, HD = m->config.num_heads * m->config.d_kv;
-    matmul_forward(&m->mm, dst, 0, ln, w, R, C, HD);
-}
-
 // the decoder at the position in G->pos for every row: G->tokens (R) → G->logits (R, V), the logits the
 // full decoder gives at t for these rows' prefixes (gen_decode_step of train_t5.c); then the search's
 // scores and top-k picks. Only device work, the position read on the device: a CUDA graph replays it.
@@ -1767,8 +1784,8 @@ static void gen_step_body(T5Cuda* m, GenGpu* G) {
         floatX* kc = G->self_k[G->cur] + l * self_layer;
         floatX* vc = G->self_v[G->cur] + l * self_layer;
         matmul_forward(&m->mm, G->q, 0, G->ln, PX(m, P_DEC_Q, l), R, C, HD);
-        gen_project(m, G->k_new, G->ln, PX(m, P_DEC_K, l), R);
-        gen_project(m, G->v_new, G->ln, PX(m, P_DEC_V, l), R);
+        matmul_forward(&m->mm, G->k_new, 0, G->ln, PX(m, P_DEC_K, l), R, C, HD); // the new position's key and
+        matmul_forward(&m->mm, G->v_new, 0, G->ln, PX(m, P_DEC_V, l), R, C, HD); // value, then into the cache
         cache_put(kc, G->k_new, G->pos, R, (size_t)G->T * HD, HD, m->stream);
         cache_put(vc, G->v_new, G->pos, R, (size_t)G->T * HD, HD, m->stream);
         DecodeAttn self = { R, H, D, kc, vc, (size_t)G->T * HD, NULL, NULL, 0, PM(m, P_DEC_RELB, 0), G->buckets, 0, G->T - 1,
@@ -1802,6 +1819,14 @@ static void gen_step_swaps(const T5Config* c, GenGpu* G) {
     float* swap = G->x; G->x = G->x2; G->x2 = swap;
 }
 
+// a decoder step from the residual buffers it starts with (graph_capture_launch may run it twice)
+typedef struct { T5Cuda* m; GenGpu* G; float *x, *x2; } GenStepCtx;
+static void gen_step_from(void* ctx) {
+    GenStepCtx* c = (GenStepCtx*)ctx;
+    c->G->x = c->x; c->G->x2 = c->x2;
+    gen_step_body(c->m, c->G);
+}
+
 // one decoder step at position t: eager, or its graph (captured here the first time)
 static void gen_step_run(T5Cuda* m, GenGpu* G, int t) {
     cudaCheck(cudaMemcpyAsync(G->pos, &t, sizeof(int), cudaMemcpyHostToDevice, m->stream)); // pageable: staged at the call
@@ -1809,31 +1834,14 @@ static void gen_step_run(T5Cuda* m, GenGpu* G, int t) {
     int eager = !t5cu_graphs_usable(m) || (!*e && G->steps == 0 && !graphs_capture_first(m));
     G->steps++;
     if (eager) { gen_step_body(m, G); return; }
-    if (*e) {
-        cudaCheck(cudaGraphLaunch(*e, m->stream));
-        gen_step_swaps(&m->config, G);
-        m->graphs.replayed++;
+    if (!*e) {
+        GenStepCtx c = { m, G, G->x, G->x2 };
+        graph_capture_launch(m, gen_step_from, &c, e);
         return;
     }
-    float *x = G->x, *x2 = G->x2;
-    cudaGraph_t graph = NULL;
-    cudaCheck(cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal));
-    gen_step_body(m, G);
-    cudaError_t err = cudaStreamEndCapture(m->stream, &graph);
-    if (err == cudaSuccess) err = cudaGraphInstantiate(e, graph, 0);
-    if (graph) cudaCheck(cudaGraphDestroy(graph));
-    if (err != cudaSuccess) { // as graph_capture_launch: eager from here on
-        (void)cudaGetLastError();
-        *e = NULL;
-        fprintf(stderr, "warning: a CUDA graph of the decoder step could not be captured (%s): eager launches from here on\n",
-                cudaGetErrorString(err));
-        m->graphs.on = 0;
-        G->x = x; G->x2 = x2;
-        gen_step_body(m, G);
-        return;
-    }
-    m->graphs.captured++;
     cudaCheck(cudaGraphLaunch(*e, m->stream));
+    gen_step_swaps(&m->config, G);
+    m->graphs.replayed++;
 }
 
 // n picks from the device into pinned host memory (synchronises); 0, or -1 when scores were all NaN
@@ -2590,34 +2598,13 @@ static int plan_memory(const Options* o) {
 // ----------------------------------------------------------------------------
 // a training step as CUDA graphs (see "CUDA graphs" at the top): micro-steps per shape, the step end
 
-typedef struct { T5Cuda* m; const AdamW* opt; int reduce; } StepCtx;
-typedef void (*StepBody)(const StepCtx*);
-
-// body captured into *exec and launched; when the capture cannot be made (an operation a graph cannot
-// hold), the body runs eagerly and graphs are off for the rest of the run
-static void graph_capture_launch(const StepCtx* x, StepBody body, cudaGraphExec_t* exec) {
-    T5Cuda* m = x->m;
-    cudaGraph_t g = NULL;
-    cudaCheck(cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal));
-    body(x);
-    cudaError_t e = cudaStreamEndCapture(m->stream, &g);
-    if (e == cudaSuccess) e = cudaGraphInstantiate(exec, g, 0);
-    if (g) cudaCheck(cudaGraphDestroy(g));
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
-        *exec = NULL;
-        fprintf(stderr, "warning: a CUDA graph could not be captured (%s): this run continues with eager launches\n",
-                cudaGetErrorString(e));
-        m->graphs.on = 0;
-        body(x);
-        return;
-    }
-    m->graphs.captured++;
-    cudaCheck(cudaGraphLaunch(*exec, m->stream));
-}
+// a step body and the host state it starts from: its bucket position (graph_capture_launch may run it twice)
+typedef struct { T5Cuda* m; const AdamW* opt; int reduce, next_bucket; } StepCtx;
 
 // forward + backward of the uploaded micro-batch (its bucket reductions when reduce_now)
-static void micro_body(const StepCtx* x) {
+static void micro_body(void* ctx) {
+    const StepCtx* x = (const StepCtx*)ctx;
+    x->m->next_bucket = x->next_bucket;
     t5cu_forward_run(x->m);
     t5cu_backward(x->m);
 }
@@ -2627,7 +2614,7 @@ static void micro_body(const StepCtx* x) {
 // would have (a replay runs no host code).
 static void t5cu_micro_step(T5Cuda* m) {
     StepGraphs* g = &m->graphs;
-    StepCtx x = { m, NULL, m->reduce_now };
+    StepCtx x = { m, NULL, m->reduce_now, m->next_bucket };
     StepGraph* e = NULL;
     for (int i = 0; i < g->n && !e; i++)
         if (g->micro[i].B == m->B && g->micro[i].Ts == m->Ts && g->micro[i].Tt == m->Tt && g->micro[i].reduce == m->reduce_now)
@@ -2642,15 +2629,17 @@ static void t5cu_micro_step(T5Cuda* m) {
         micro_body(&x);
         return;
     }
-    if (!e->exec) { graph_capture_launch(&x, micro_body, &e->exec); return; }
+    if (!e->exec) { graph_capture_launch(m, micro_body, &x, &e->exec); return; }
     cudaCheck(cudaGraphLaunch(e->exec, m->stream));
     g->replayed++;
     if (m->reduce_now) m->next_bucket = bucket_count(&m->config); // every bucket was handed over in order
 }
 
 // after the micro-steps: the buckets not reduced yet, the loss over ranks, the norm, the gated update
-static void end_body(const StepCtx* x) {
+static void end_body(void* ctx) {
+    const StepCtx* x = (const StepCtx*)ctx;
     T5Cuda* m = x->m;
+    m->next_bucket = x->next_bucket;
     Comm* c = m->comm;
     if (x->reduce) {
         m->reduce_now = 1;
@@ -2669,14 +2658,14 @@ static void end_body(const StepCtx* x) {
 // micro-step (a rank whose last micro-batch was empty reduces them all here: that step runs eagerly)
 static void t5cu_step_end(T5Cuda* m, const AdamW* opt, int reduce) {
     StepGraphs* g = &m->graphs;
-    StepCtx x = { m, opt, reduce };
+    StepCtx x = { m, opt, reduce, m->next_bucket };
     int usual = !reduce || m->lora || m->next_bucket == bucket_count(&m->config), first = 0; // LoRA: one reduction, here
     if (usual && !g->end_seen && t5cu_graphs_usable(m)) { g->end_seen = 1; g->end_reduce = reduce; first = 1; }
     if (!t5cu_graphs_usable(m) || !usual || reduce != g->end_reduce || (first && !graphs_capture_first(m))) {
         end_body(&x);
         return;
     }
-    if (!g->end) { graph_capture_launch(&x, end_body, &g->end); return; }
+    if (!g->end) { graph_capture_launch(m, end_body, &x, &g->end); return; }
     cudaCheck(cudaGraphLaunch(g->end, m->stream));
 }
 
