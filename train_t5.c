@@ -1956,8 +1956,8 @@ static int write_generations(const char* path, const EvalSet* s, const EvalResul
 // What a model of the report is: the original (zero-shot) one, a full fine-tune, a LoRA adapter (on its
 // base, or merged into it), or a fine-tuned model whose training is unknown. The report orders them so,
 // as the lab's table does: original → full fine-tune → PEFT.
-typedef enum { KIND_ZERO_SHOT, KIND_FULL, KIND_TUNED, KIND_LORA } ModelKind;
-static const char* const KIND_NAMES[] = { "zero-shot", "full fine-tune", "fine-tuned", "LoRA" };
+typedef enum { KIND_ZERO_SHOT, KIND_FULL, KIND_TUNED, KIND_LORA, KIND_MODEL } ModelKind;
+static const char* const KIND_NAMES[] = { "zero-shot", "full fine-tune", "fine-tuned", "LoRA", "model" };
 static int kind_rank(ModelKind k) { return k == KIND_ZERO_SHOT ? 0 : k == KIND_LORA ? 2 : 1; }
 
 #define REPORT_NA "–" // an unknown cell: 3 bytes, 1 column
@@ -2954,7 +2954,8 @@ static const char* spec_run_dir(const char* spec, const char* adapter, char* buf
 // trainable count when it is known without the log (the attached adapter's size, or every weight of a
 // model this process fully fine-tuned), else -1; `adapter` = an adapter is attached. Kind: an adapter, or a
 // run that trained fewer weights than the model has (a merged LoRA model), is LoRA; a run that trained
-// them all, or a full fine-tune here, full fine-tune; else "fine-tuned".
+// them all, or a full fine-tune here, full fine-tune; a run directory that does not say, "fine-tuned"; no
+// run directory at all (a model evaluated as it is, e.g. a hub checkpoint), just "model".
 static void describe_row(ReportRow* w, const char* run_dir, long long own, int adapter) {
     char log[4500];
     w->info = run_info_unknown();
@@ -2969,7 +2970,7 @@ static void describe_row(ReportRow* w, const char* run_dir, long long own, int a
     if (i->trainable < 0) w->info.trainable = own;
     w->kind = adapter ? KIND_LORA
             : i->trainable > 0 && i->params > 0 ? (i->trainable < i->params ? KIND_LORA : KIND_FULL)
-            : own >= 0 ? KIND_FULL : KIND_TUNED;
+            : own >= 0 ? KIND_FULL : w->run[0] ? KIND_TUNED : KIND_MODEL;
 }
 
 // describe_row for a model m: its adapter (if any) and whether this process trained it

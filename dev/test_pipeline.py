@@ -397,6 +397,16 @@ def test_report(args, data, tmp, full, lora):
     check("a model whose run log is old and partly broken: exit 0, a warning naming the log, unknown cells \"–\"",
           r.returncode == 0 and "metrics.jsonl: 2 line(s)" in r.stderr and row.split()[-3:] == ["–", "12.5", "–"],
           row or r.stderr[-200:])
+    # a model outside any run directory (a hub checkpoint evaluated as it is): neither fine-tuned nor zero-shot
+    bare = os.path.join(tmp, "bare_checkpoint")
+    shutil.copytree(os.path.join(full_rd, "model"), bare)
+    ev_bare = os.path.join(tmp, "eval_bare")
+    r = run([args.train_bin, "--model", bare, "--eval-split", os.path.join(data, "test"), "--eval-limit", "2",
+             "--max-new-tokens", "4", "--eval-out", ev_bare, "--tokenizer", os.path.join(args.data, "t5", "spiece.model")])
+    row = next((x for x in r.stdout.splitlines() if x.startswith("model ") and "ROUGE-1" not in x), "")
+    kind = json.load(open(os.path.join(ev_bare, "scores.json"))).get("kind") if r.returncode == 0 else None
+    check("a model outside a run directory is labelled \"model\" (row and scores.json), its run cells \"–\"",
+          r.returncode == 0 and kind == "model" and row.split()[-3:] == ["–", "–", "–"], row or r.stderr[-200:])
 
 
 def test_tracking(rd, recs):
@@ -415,6 +425,10 @@ def test_tracking(rd, recs):
     check("the W&B bridge logs every train and eval record to an offline run",
           r.returncode == 0 and f"sent {n_train + n_eval} records" in r.stdout and blob.count(b"train/loss") >= n_train
           and blob.count(b"val/val_loss") >= n_eval and last_loss in blob, (r.stdout + r.stderr).strip()[-200:])
+    test_rouge = json.dumps(json.load(open(os.path.join(rd, "eval", "scores.json")))["rouge1"]).encode()
+    check("the W&B run's config holds the start record (trainable params), its summary the end record and OUT/eval's "
+          "test scores", all(k in blob for k in (b"trainable", b"total_steps", b"peak_mib", b"test/rouge1", b"test/bleu"))
+          and test_rouge in blob, (r.stdout + r.stderr).strip()[-200:])
     r = run([sys.executable, "dev/wandb_bridge.py", rd, "--project", "t5c-test", "--follow", "--timeout", "5"], env=env)
     check("the W&B bridge with --follow reads the same records and stops at the run's end record",
           r.returncode == 0 and f"sent {n_train + n_eval} records" in r.stdout, (r.stdout + r.stderr).strip()[-200:])

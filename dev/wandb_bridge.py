@@ -8,8 +8,15 @@
 train records go under train/*, eval records under val/*, all against the optimizer step. Without
 --follow the whole log is sent once; with --follow the bridge keeps reading new lines until the
 run writes its end/stop record (or --timeout seconds pass without a new line).
+
+The run's config gets what its start record says (params, trainable, total_steps: full fine-tune
+or LoRA, as peft's print_trainable_parameters counts them); its summary what its end record says
+(peak_mib, peak_memory, padding_fraction, finished) and, when the run evaluated with --eval-split,
+the scores of OUT/eval: scores.json under test/*, scores_baseline.json (the zero-shot model) under
+zero_shot/*, scores_compare.json under compare/* (ROUGE-1/2/L/Lsum x 100, BLEU, examples, kind).
 """
 import argparse
+import json
 import os
 import sys
 import time
@@ -18,6 +25,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from metrics_log import parse_record, read_metrics  # noqa: E402
 
 TRAIN_KEYS = ("loss", "lr", "grad_norm", "ms", "tokens_per_s", "tokens", "skipped", "epoch")
+START_KEYS = ("params", "trainable", "total_steps")
+END_KEYS = ("peak_mib", "peak_memory", "padding_fraction")
+SCORE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "examples", "kind", "model", "trainable_params")
+SCORE_FILES = (("scores.json", "test"), ("scores_baseline.json", "zero_shot"), ("scores_compare.json", "compare"))
 
 
 def to_wandb(rec):
@@ -27,6 +38,36 @@ def to_wandb(rec):
     if rec["type"] == "eval":
         return rec["step"], {f"val/{k}": v for k, v in rec.items() if k not in ("type", "step") and v is not None}
     return None
+
+
+def run_event(rec, run):
+    """start/resume -> the run's config; end/stop -> its summary"""
+    if rec["type"] in ("start", "resume"):
+        run.config.update({k: rec[k] for k in START_KEYS if rec.get(k) is not None}, allow_val_change=True)
+    elif rec["type"] in ("end", "stop"):
+        for k in END_KEYS:
+            if rec.get(k) is not None:
+                run.summary[k] = rec[k]
+        run.summary["finished"] = rec["type"] == "end"
+
+
+def eval_scores(run_dir):
+    """{"test/rouge1": ..., "zero_shot/bleu": ...} from OUT/eval/scores*.json; a file that is absent is
+    skipped, one that is not a JSON object is an error naming it"""
+    out = {}
+    for name, prefix in SCORE_FILES:
+        path = os.path.join(run_dir, "eval", name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                scores = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a scores file ({e})")
+        if not isinstance(scores, dict):
+            raise ValueError(f"{path}: not a scores file (not a JSON object)")
+        out.update({f"{prefix}/{k}": scores[k] for k in SCORE_KEYS if scores.get(k) is not None})
+    return out
 
 
 def follow_lines(path, timeout):
@@ -74,6 +115,10 @@ def main():
             if item:
                 run.log(item[1], step=item[0])
                 sent += 1
+            else:
+                run_event(rec, run)
+        for k, v in eval_scores(args.run).items():
+            run.summary[k] = v
         run.summary["records_sent"] = sent
         run.finish()
     except (OSError, ValueError) as e:
