@@ -67,5 +67,20 @@ expect "the CUDA-graph stages ran (tests in both builds, the benchmark), with th
     '[ "$(echo "$summary" | grep -cE "^(test (bf16|fp32) graphs|bench t5cu (graphs|ladder)) +PASS")" = 4 ] && echo "$summary" | grep -q "^t5cu_graphs *95000"'
 expect "the summary has the engine rows, the ratios and the generation table" \
     'echo "$summary" | grep -q "^t5cu_cudnn *95000" && echo "$summary" | grep -q "^t5cu_class *95000" && echo "$summary" | grep -q "^ratio t5cu_flash" && echo "$summary" | grep -q "^flan-t5-base *4 *246.0 *246.0"'
+# the two passes (GPU_CHECK_PASS=1, 2): between them every stage of the whole check, none twice
+stage_names() { sed -n '/^=== summary/,$p' "$1" | grep -E " (PASS|FAIL|SKIPPED)" | sed -E 's/ +(PASS|FAIL|SKIPPED).*//' | sort; }
+for pass in 1 2; do
+    rm -rf "$D/out"
+    PATH="$D/bin:$PATH" GPU_PREBUILT="$D/pb" GPU_CHECK_OUT="$D/out" GPU_CHECK_BUDGET=600 GPU_DATA="$D/data" GPU_CHECK_PASS=$pass \
+        bash dev/gpu_check.sh > "$D/pass$pass.log" 2>&1
+    stage_names "$D/pass$pass.log" > "$D/pass$pass.names"
+done
+stage_names "$D/run.log" > "$D/all.names"
+expect "GPU_CHECK_PASS=1 and 2 split the stages: pass 1 has the graph and LoRA stages, together they are all, none runs twice" \
+    '[ -s "$D/pass1.names" ] && grep -q "^test bf16 graphs$" "$D/pass1.names" && grep -q "^bench t5cu lora base$" "$D/pass1.names" &&
+     [ "$(sort "$D/pass1.names" "$D/pass2.names")" = "$(cat "$D/all.names")" ] && [ -z "$(comm -12 "$D/pass1.names" "$D/pass2.names")" ]'
+expect "GPU_CHECK_PASS=3 is refused" \
+    '! GPU_CHECK_PASS=3 GPU_PREBUILT="$D/pb" GPU_CHECK_OUT="$D/out3" bash dev/gpu_check.sh > /dev/null 2>&1'
+[ -n "${GPU_CHECK_DRY_KEEP:-}" ] && cp "$D"/pass*.names "$D"/all.names "$GPU_CHECK_DRY_KEEP"/
 [ $fail = 0 ] || { echo "--- gpu_check.sh output:"; tail -80 "$D/run.log"; }
 exit $fail
