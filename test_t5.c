@@ -1406,6 +1406,63 @@ static void write_adapter(const char* dir, const char* from, const char* config)
     write_bytes(path, config, strlen(config));
 }
 
+// target_modules written the other ways peft reads them select the same modules as the fixture's list
+// (q, k, v, o, wi_0, wi_1, wo; peft's own choice checked by hand with peft 0.21: a string is re.fullmatch'ed
+// against each module name, "all-linear" is every Linear but lm_head, a list entry matches a name or a
+// suffix after "."): each loads the fixture's tensors with the same config. And --lora-targets all-linear
+// resolves to the names the model has (gated or ReLU FFN).
+static void test_adapter_target_forms(const char* tmp) {
+    T5 m = load_fixture_model("dev/fixtures/flan_gated");
+    char err[1024], dir[600], cfg[1024];
+    LoraConfig want;
+    float* base_a = NULL;
+    int rc = lora_load_dir("dev/fixtures/lora_gated/adapter", &m.config, &want, &base_a, err, sizeof(err));
+    check_true("lora_gated adapter loads", rc == 0);
+    const char* forms[] = { "\"all-linear\"", "\".*\\\\.(q|k|v|o|wi_0|wi_1|wo)\"", "\"(en|de)coder\\\\.block\\\\.[0-9]+\\\\..*\\\\.(q|k|v|o|wi_[01]|wo)\"",
+                            "[\"SelfAttention.q\", \"EncDecAttention.q\", \"k\", \"v\", \"o\", \"DenseReluDense.wi_0\", \"wi_1\", \"layer.2.DenseReluDense.wo\", \"layer.1.DenseReluDense.wo\"]" };
+    for (size_t k = 0; k < sizeof(forms) / sizeof(forms[0]); k++) {
+        snprintf(cfg, sizeof(cfg), "{\"peft_type\": \"LORA\", \"r\": %d, \"lora_alpha\": %.9g, \"lora_dropout\": %.9g, \"target_modules\": %s}",
+                 want.r, (double)want.alpha, (double)want.dropout, forms[k]);
+        snprintf(dir, sizeof(dir), "%s/targetform%zu", tmp, k);
+        write_adapter(dir, "dev/fixtures/lora_gated/adapter", cfg);
+        LoraConfig c;
+        float* a = NULL;
+        rc = lora_load_dir(dir, &m.config, &c, &a, err, sizeof(err));
+        char what[200];
+        snprintf(what, sizeof(what), "adapter target_modules %s: the fixture's modules and tensors", forms[k]);
+        LoraLayout L;
+        lora_layout(&want, &m.layout, m.config.gated, &L);
+        check_true(what, rc == 0 && memcmp(&c, &want, sizeof(c)) == 0 && memcmp(a, base_a, L.total * sizeof(float)) == 0);
+        if (rc) printf("      -> %s\n", err);
+        free(a);
+    }
+    free(base_a);
+    T5Config relu = m.config;
+    relu.gated = 0;
+    LoraFlags f = { 4, -1.0f, -1.0f, "all-linear", NULL };
+    LoraConfig cg, cr;
+    const char* bad_g = lora_flags_config(&f, &m.config, &cg, err, sizeof(err));
+    const char* bad_r = lora_flags_config(&f, &relu, &cr, err, sizeof(err));
+    unsigned qkvo = (1u << LORA_Q) | (1u << LORA_K) | (1u << LORA_V) | (1u << LORA_O) | (1u << LORA_WO);
+    check_true("--lora-targets all-linear: q,k,v,o,wi_0,wi_1,wo (gated FFN), q,k,v,o,wi,wo (ReLU FFN)",
+               !bad_g && !bad_r && cg.targets == (qkvo | (1u << LORA_WI_0) | (1u << LORA_WI_1)) && cr.targets == (qkvo | (1u << LORA_WI)));
+    LoraFlags same = { -1, -1.0f, -1.0f, "all-linear", "dev/fixtures/lora_gated/adapter" };
+    check_true("--lora-targets all-linear agrees with an adapter on every module (no contradiction)",
+               lora_flags_contradict(&same, &want, &m.config, err, sizeof(err)) == NULL);
+    t5_free(&m);
+}
+
+// the fixture's adapter tensors under adapter_config.json `config` in dir: refused with `expect` in the message
+static void expect_adapter_refused(const T5* m, const char* dir, const char* config, const char* what, const char* expect) {
+    char err[1024];
+    write_adapter(dir, "dev/fixtures/lora_gated/adapter", config);
+    LoraConfig c;
+    float* a = NULL;
+    int rc = lora_load_dir(dir, &m->config, &c, &a, err, sizeof(err));
+    expect_error(what, rc, err, expect);
+    if (rc == 0) free(a);
+}
+
 // bad adapters: each refused with a message naming the file and the problem
 static void test_bad_adapters(const char* tmp) {
     T5 m = load_fixture_model("dev/fixtures/flan_gated");
@@ -1416,7 +1473,7 @@ static void test_bad_adapters(const char* tmp) {
         { "adapter: rank 0", "{\"peft_type\": \"LORA\", \"r\": 0, \"target_modules\": [\"q\"]}", "r = 0" },
         { "adapter: unknown target name", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"q\", \"query\"]}", "unknown target module 'query'" },
         { "adapter: target that matches nothing (wi in a gated model)", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"wi\"]}", "matches no module" },
-        { "adapter: regex target_modules", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": \".*q\"}", "regular expression" },
+        { "adapter: pattern that also takes lm_head", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": \".*\"}", "selects lm_head" },
         { "adapter: use_dora", NULL, "'use_dora'" },
         { "adapter: modules_to_save", NULL, "'modules_to_save'" },
         { "adapter: rank_pattern", NULL, "'rank_pattern'" },
@@ -1437,12 +1494,24 @@ static void test_bad_adapters(const char* tmp) {
         else if (k == 13) snprintf(cfg, sizeof(cfg), "{\"peft_type\": \"LORA\", \"r\": 8, %s}", all);
         else snprintf(cfg, sizeof(cfg), "%s", cases[k].config);
         snprintf(dir, sizeof(dir), "%s/badadapter%zu", tmp, k);
-        write_adapter(dir, "dev/fixtures/lora_gated/adapter", cfg);
-        LoraConfig c;
-        float* a = NULL;
-        int rc = lora_load_dir(dir, &m.config, &c, &a, err, sizeof(err));
-        expect_error(cases[k].what, rc, err, cases[k].expect);
-        if (rc == 0) free(a);
+        expect_adapter_refused(&m, dir, cfg, cases[k].what, cases[k].expect);
+    }
+    // target_modules that select only some modules of a name (peft would wrap those; the layout cannot), or
+    // that this engine cannot read: refused by name
+    struct { const char* what; const char* targets; const char* expect; } sel[] = {
+        { "adapter: suffix entry taking self-attention q only", "[\"SelfAttention.q\", \"k\", \"v\", \"o\", \"wi_0\", \"wi_1\", \"wo\"]",
+          "takes decoder.block.1.layer.0.SelfAttention.q but not decoder.block.1.layer.1.EncDecAttention.q" },
+        { "adapter: pattern taking the encoder's q only", "\"encoder\\\\..*\\\\.q\"", "some of the modules of a name" },
+        { "adapter: pattern with Python-only syntax", "\"(?:.*)\\\\.(q|v)\"", "Python-only" },
+        { "adapter: pattern with \\\\d", "\".*block\\\\.\\\\d.*\"", "Python-only" },
+        { "adapter: pattern that does not compile", "\"[q\"", "not a regular expression" },
+        { "adapter: pattern that matches nothing", "\"query\"", "matches no module" },
+        { "adapter: entry that is not a string", "[\"q\", 3]", "entry 1 is not a string" },
+    };
+    for (size_t k = 0; k < sizeof(sel) / sizeof(sel[0]); k++) {
+        snprintf(cfg, sizeof(cfg), "%s\"target_modules\": %s}", ok_head, sel[k].targets);
+        snprintf(dir, sizeof(dir), "%s/badselect%zu", tmp, k);
+        expect_adapter_refused(&m, dir, cfg, sel[k].what, sel[k].expect);
     }
     // an adapter made for another base shape: the gated fixture's adapter on the odd_shapes model
     T5 odd = load_fixture_model("dev/fixtures/odd_shapes");
@@ -1534,6 +1603,7 @@ int main(int argc, char** argv) {
     test_bad_checkpoint(tmp);
     test_bad_examples(tmp);
     test_bad_adapters(tmp);
+    test_adapter_target_forms(tmp);
     test_metrics_reader(tmp);
     test_generation();
     const char* spm = "../shared/data/t5/spiece.model"; // --spm PATH overrides

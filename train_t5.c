@@ -2258,8 +2258,8 @@ static void usage(void) {
  " LoRA (peft's math and files; llmc/lora.h)\n"
         "  --lora-r N             adapter rank; 0 = full fine-tuning (default 0)\n"
         "  --lora-alpha X         scale alpha/r (default 8, peft's)   --lora-dropout X  on each adapter's input (default 0)\n"
-        "  --lora-targets LIST    peft's T5 module names: q,k,v,o,wi,wi_0,wi_1,wo (default q,v); encoder and decoder\n"
-        "                         self- and cross-attention alike\n"
+        "  --lora-targets LIST    peft's T5 module names: q,k,v,o,wi,wi_0,wi_1,wo (default q,v), or all-linear; encoder\n"
+        "                         and decoder self- and cross-attention alike\n"
         "  --lora-adapter DIR     start from a peft adapter directory (its r, alpha, dropout and targets apply;\n"
         "                         the flags may repeat them, not contradict them); also for --eval-split / --summarize\n"
         "  --save-lora DIR        write the adapter as peft does (default with --out-dir: OUT/adapter; OUT/model\n"
@@ -2497,7 +2497,7 @@ static int attach_adapter(T5* m, const char* dir, const Options* flags) {
     float* adapter = NULL;
     const char* bad = NULL;
     if (lora_load_dir(dir, &m->config, &c, &adapter, err, sizeof(err))) bad = err;
-    else if (flags) { LoraFlags f = lora_flags(flags); bad = lora_flags_contradict(&f, &c, err, sizeof(err)); }
+    else if (flags) { LoraFlags f = lora_flags(flags); bad = lora_flags_contradict(&f, &c, &m->config, err, sizeof(err)); }
     if (bad) { fprintf(stderr, "error: %s\n", bad); free(adapter); return -1; }
     t5_lora_attach(m, &c, adapter, 0);
     return 0;

@@ -17,6 +17,7 @@
 #include <stdlib.h>      // defines: malloc, calloc, free
 #include <string.h>      // defines: strcmp, strlen, memcpy
 #include <math.h>        // defines: sqrtf, floor
+#include <regex.h>       // defines: regex_t, regcomp, regexec, regfree, regerror (POSIX)
 #include "t5.h"          // defines: T5Config, T5Layout, t5_layout, t5_tensor_name, P_* tensor ids
 #include "json.h"        // defines: JsonValue, json_read_file, json_find, json_free
 #include "safetensors.h" // defines: StFile, st_open, st_find, st_read_f32, st_write_f32, st_close
@@ -63,7 +64,26 @@ static inline int lora_target_index(const char* name) {
     return -1;
 }
 
-// "q,v" -> bit mask; 0, or -1 with a message naming the unknown entry
+// peft's "all-linear": every Linear but the output layer; resolved against a model by lora_resolve_targets
+#define LORA_ALL_LINEAR (1u << 31)
+
+// the names that wrap some Linear of a model of config m (peft matches "wi" only in a ReLU FFN and
+// "wi_0"/"wi_1" only in a gated one)
+static inline unsigned lora_model_targets(const T5Config* m) {
+    unsigned matched = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        int t = lora_target_of(i, m->gated);
+        if (t >= 0) matched |= 1u << t;
+    }
+    return matched;
+}
+
+// a mask with LORA_ALL_LINEAR: that bit replaced by every name the model has
+static inline unsigned lora_resolve_targets(unsigned mask, const T5Config* m) {
+    return mask & LORA_ALL_LINEAR ? (mask & ~LORA_ALL_LINEAR) | lora_model_targets(m) : mask;
+}
+
+// "q,v" (or "all-linear") -> bit mask; 0, or -1 with a message naming the unknown entry
 static inline int lora_parse_targets(const char* list, unsigned* mask, char* err, size_t errlen) {
     *mask = 0;
     const char* p = list;
@@ -74,11 +94,11 @@ static inline int lora_parse_targets(const char* list, unsigned* mask, char* err
         if (n == 0 || n >= sizeof(name)) { snprintf(err, errlen, "--lora-targets '%s': empty or overlong entry", list); return -1; }
         memcpy(name, p, n); name[n] = 0;
         int t = lora_target_index(name);
-        if (t < 0) {
-            snprintf(err, errlen, "--lora-targets: unknown module name '%s' (T5's are q, k, v, o, wi, wi_0, wi_1, wo)", name);
+        if (t < 0 && strcmp(name, "all-linear") != 0) {
+            snprintf(err, errlen, "--lora-targets: unknown module name '%s' (T5's are q, k, v, o, wi, wi_0, wi_1, wo, or all-linear)", name);
             return -1;
         }
-        *mask |= 1u << t;
+        *mask |= t < 0 ? LORA_ALL_LINEAR : 1u << t;
         if (!end) return 0;
         p = end + 1;
     }
@@ -99,11 +119,7 @@ static inline const char* lora_config_check(const LoraConfig* c, const T5Config*
     if (!(c->alpha > 0.0f && c->alpha < 1e6f)) return "lora_alpha must be in (0, 1e6)";
     if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) return "lora_dropout must be in [0, 1)";
     if (c->targets == 0 || c->targets >= (1u << LORA_NUM_TARGETS)) return "no (or unknown) LoRA target modules";
-    unsigned matched = 0;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        int t = lora_target_of(i, m->gated);
-        if (t >= 0) matched |= 1u << t;
-    }
+    unsigned matched = lora_model_targets(m);
     for (int t = 0; t < LORA_NUM_TARGETS; t++)
         if ((c->targets & (1u << t)) && !(matched & (1u << t))) {
             snprintf(buf, n, "LoRA target '%s' matches no module of this model (%s FFN: its names are q, k, v, o, %s, wo)",
@@ -138,10 +154,12 @@ static inline const char* lora_flags_check(const LoraFlags* f, int resume, int o
     return NULL;
 }
 
-// a flag given with --lora-adapter must say what the adapter (config c) says; NULL or a message in buf
-static inline const char* lora_flags_contradict(const LoraFlags* f, const LoraConfig* c, char* buf, size_t n) {
+// a flag given with --lora-adapter must say what the adapter (config c, for a model of config m) says;
+// NULL or a message in buf
+static inline const char* lora_flags_contradict(const LoraFlags* f, const LoraConfig* c, const T5Config* m, char* buf, size_t n) {
     unsigned mask = 0;
     if (f->targets) lora_parse_targets(f->targets, &mask, buf, n); // checked in lora_flags_check
+    mask = lora_resolve_targets(mask, m);
     const char* what = f->r > 0 && f->r != c->r ? "--lora-r"
                      : f->alpha >= 0.0f && f->alpha != c->alpha ? "--lora-alpha"
                      : f->dropout >= 0.0f && f->dropout != c->dropout ? "--lora-dropout"
@@ -173,6 +191,7 @@ static inline const char* lora_flags_config(const LoraFlags* f, const T5Config* 
     c->targets = LORA_DEFAULT_TARGETS;
     c->rslora = 0;
     if (f->targets && lora_parse_targets(f->targets, &c->targets, buf, n)) return buf;
+    c->targets = lora_resolve_targets(c->targets, m);
     return lora_config_check(c, m, buf, n);
 }
 
@@ -365,7 +384,7 @@ static inline int lora_field_off(const JsonValue* v) {
     return 0;
 }
 
-#define LORA_SUPPORTED "supported: peft_type LORA, r, lora_alpha, lora_dropout, target_modules as a list of q/k/v/o/wi/wi_0/wi_1/wo, use_rslora; bias must be \"none\""
+#define LORA_SUPPORTED "supported: peft_type LORA, r, lora_alpha, lora_dropout, target_modules (names q/k/v/o/wi/wi_0/wi_1/wo, module-name suffixes, \"all-linear\" or a pattern, each taking all modules of a name), use_rslora; bias must be \"none\""
 
 static inline int lora_config_refuse(const JsonValue* root, const char* path, char* err, size_t errlen) {
     static const char* const off[] = { "use_dora", "fan_in_fan_out", "modules_to_save", "rank_pattern", "alpha_pattern",
@@ -391,26 +410,140 @@ static inline int lora_config_refuse(const JsonValue* root, const char* path, ch
     return 0;
 }
 
-static inline int lora_config_targets(const JsonValue* tm, unsigned* mask, const char* path, char* err, size_t errlen) {
-    *mask = 0;
-    if (tm == NULL || tm->type != JSON_ARRAY) {
-        snprintf(err, errlen, "%s: target_modules must be a list of module names (a regular expression string is not supported)", path);
-        return -1;
-    }
-    for (size_t k = 0; k < tm->count; k++) {
-        int t = tm->items[k].type == JSON_STRING ? lora_target_index(tm->items[k].string) : -1;
-        if (t < 0) {
-            snprintf(err, errlen, "%s: unknown target module %s%s%s (T5's are q, k, v, o, wi, wi_0, wi_1, wo)", path,
-                     tm->items[k].type == JSON_STRING ? "'" : "", tm->items[k].type == JSON_STRING ? tm->items[k].string : "(not a string)",
-                     tm->items[k].type == JSON_STRING ? "'" : "");
-            return -1;
-        }
-        *mask |= 1u << t;
+// target_modules as peft matches it against a model's module names (BaseTuner's check_target_module_exists):
+// a list entry selects the modules whose name is the entry or ends in "." + entry ("q", "DenseReluDense.wo");
+// a string is "all-linear" (every Linear but the output layer), or a regular expression that must match a
+// whole module name (re.fullmatch), here as POSIX extended syntax. The adapter layout wraps every module
+// of a name (q, k, ...) or none, so a selection that takes some of a name's modules and not others (one
+// stack, some layers) is refused, as is one that takes the output layer lm_head.
+
+// a list's entries (those that are not one of the eight names: those are taken whole as bits), or a pattern
+typedef struct { const JsonValue* list; regex_t* re; } LoraMatcher;
+
+static inline int lora_suffix_match(const char* module, const char* entry) {
+    size_t n = strlen(module), e = strlen(entry);
+    return strcmp(module, entry) == 0 || (n > e && module[n - e - 1] == '.' && strcmp(module + n - e, entry) == 0);
+}
+
+static inline int lora_matches(const LoraMatcher* w, const char* module) {
+    if (w->re) return regexec(w->re, module, 0, NULL, 0) == 0;
+    for (size_t k = 0; k < w->list->count; k++) {
+        const char* e = w->list->items[k].string;
+        if (lora_target_index(e) < 0 && lora_suffix_match(module, e)) return 1;
     }
     return 0;
 }
 
-static inline int lora_config_from_json(const JsonValue* root, LoraConfig* c, const char* path, char* err, size_t errlen) {
+// the selection of w plus the names in `given`: every module of a name (*whole), or some and not others
+// (*part, with a module it takes and one it leaves of the first such name), and whether it takes lm_head
+static inline void lora_select(const LoraMatcher* w, unsigned given, const T5Config* m, unsigned* whole, unsigned* part,
+                               char in[160], char out[160], int* head) {
+    T5Layout base;
+    t5_layout(m, &base);
+    char ex_in[LORA_NUM_TARGETS][160], ex_out[LORA_NUM_TARGETS][160];
+    unsigned any = given, all = ~0u;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        int t = lora_target_of(i, m->gated);
+        for (int l = 0; t >= 0 && base.t[i].size && l < base.t[i].layers; l++) {
+            char name[160];
+            t5_tensor_name(&base, i, l, name, sizeof(name));
+            name[strlen(name) - 7] = 0; // ".weight"
+            if ((given >> t) & 1) continue;
+            if (lora_matches(w, name)) { any |= 1u << t; snprintf(ex_in[t], 160, "%s", name); }
+            else { all &= ~(1u << t); snprintf(ex_out[t], 160, "%s", name); }
+        }
+    }
+    *whole = any & all;
+    *part = any & ~all;
+    for (int t = 0; t < LORA_NUM_TARGETS; t++)
+        if ((*part >> t) & 1) { snprintf(in, 160, "%s", ex_in[t]); snprintf(out, 160, "%s", ex_out[t]); break; }
+    *head = lora_matches(w, "lm_head");
+}
+
+// the selection of w (and `given`) into *mask, or -1 with a message naming `what` (the list or the pattern)
+static inline int lora_select_into(const LoraMatcher* w, unsigned given, const char* what, const T5Config* m, unsigned* mask,
+                                   const char* path, char* err, size_t errlen) {
+    unsigned whole, part;
+    char in[160] = "", out[160] = "";
+    int head;
+    lora_select(w, given, m, &whole, &part, in, out, &head);
+    if (head) { snprintf(err, errlen, "%s: target_modules %s selects lm_head: LoRA on the output layer is not supported (%s)", path, what, "supported: q, k, v, o, wi, wi_0, wi_1, wo"); return -1; }
+    if (part) {
+        snprintf(err, errlen, "%s: target_modules %s selects some of the modules of a name and not others (it takes %s but "
+                 "not %s): this engine wraps every module of a name or none (list names: q, k, v, o, wi, wi_0, wi_1, wo)", path, what, in, out);
+        return -1;
+    }
+    if (!whole && w->re) { snprintf(err, errlen, "%s: target_modules %s matches no module of this model", path, what); return -1; }
+    *mask |= whole | given;
+    return 0;
+}
+
+// a pattern string: "all-linear", or a regular expression compiled for a whole-name match ("^(…)$");
+// Python-only syntax ((?…), \d, \w, \s, \b, …) is refused rather than read with another meaning
+static inline int lora_pattern_targets(const char* pat, const T5Config* m, unsigned* mask, const char* path, char* err, size_t errlen) {
+    if (strcmp(pat, "all-linear") == 0) { *mask = lora_model_targets(m); return 0; }
+    char what[300];
+    snprintf(what, sizeof(what), "pattern '%.250s'", pat);
+    for (const char* p = pat; *p; p++)
+        if ((p[0] == '(' && p[1] == '?') || (p[0] == '\\' && p[1] && strchr("dDwWsSbBAZ", p[1]))) {
+            snprintf(err, errlen, "%s: target_modules %s uses Python-only regular expression syntax (%.2s): write it with "
+                     "POSIX classes, or as a list of module names", path, what, p);
+            return -1;
+        }
+    size_t n = strlen(pat);
+    char* full = (char*)malloc(n + 5);
+    if (!full) { snprintf(err, errlen, "%s: out of memory", path); return -1; }
+    snprintf(full, n + 5, "^(%s)$", pat);
+    regex_t re;
+    int rc = regcomp(&re, full, REG_EXTENDED | REG_NOSUB);
+    free(full);
+    if (rc != 0) {
+        char msg[128];
+        regerror(rc, &re, msg, sizeof(msg));
+        snprintf(err, errlen, "%s: target_modules %s is not a regular expression this engine reads: %s", path, what, msg);
+        return -1;
+    }
+    LoraMatcher w = { NULL, &re };
+    rc = lora_select_into(&w, 0, what, m, mask, path, err, errlen);
+    regfree(&re);
+    return rc;
+}
+
+static inline int lora_config_targets(const JsonValue* tm, const T5Config* m, unsigned* mask, const char* path, char* err, size_t errlen) {
+    *mask = 0;
+    if (tm && tm->type == JSON_STRING) return lora_pattern_targets(tm->string, m, mask, path, err, errlen);
+    if (tm == NULL || tm->type != JSON_ARRAY) {
+        snprintf(err, errlen, "%s: target_modules must be a list of module names or a pattern string", path);
+        return -1;
+    }
+    // the eight names are bits (lora_config_check says whether the model has them); any other entry must take
+    // some module of the model, and the entries together must take every module of a name or none
+    unsigned given = 0;
+    for (size_t k = 0; k < tm->count; k++) {
+        const JsonValue* e = &tm->items[k];
+        if (e->type != JSON_STRING) { snprintf(err, errlen, "%s: target_modules entry %zu is not a string", path, k); return -1; }
+        int t = lora_target_index(e->string);
+        if (t >= 0) { given |= 1u << t; continue; }
+        JsonValue one;
+        memset(&one, 0, sizeof(one));
+        one.type = JSON_ARRAY; one.count = 1; one.items = (JsonValue*)e;
+        LoraMatcher w1 = { &one, NULL };
+        unsigned whole, part;
+        char in[160], out[160];
+        int head;
+        lora_select(&w1, 0, m, &whole, &part, in, out, &head);
+        if (!whole && !part && !head) {
+            snprintf(err, errlen, "%s: unknown target module '%.150s' (T5's are q, k, v, o, wi, wi_0, wi_1, wo, or suffixes of "
+                     "its module names)", path, e->string);
+            return -1;
+        }
+    }
+    LoraMatcher w = { tm, NULL };
+    return lora_select_into(&w, given, "list", m, mask, path, err, errlen);
+}
+
+static inline int lora_config_from_json(const JsonValue* root, const T5Config* m, LoraConfig* c, const char* path, char* err,
+                                        size_t errlen) {
     memset(c, 0, sizeof(*c));
     if (root->type != JSON_OBJECT) { snprintf(err, errlen, "%s: not a JSON object", path); return -1; }
     const JsonValue* pt = json_find(root, "peft_type");
@@ -435,13 +568,13 @@ static inline int lora_config_from_json(const JsonValue* root, LoraConfig* c, co
     c->dropout = drop ? (float)drop->number : 0.0f;
     c->rslora = rs ? rs->boolean : 0;
     if (lora_config_refuse(root, path, err, errlen)) return -1;
-    return lora_config_targets(json_find(root, "target_modules"), &c->targets, path, err, errlen);
+    return lora_config_targets(json_find(root, "target_modules"), m, &c->targets, path, err, errlen);
 }
 
-static inline int lora_config_read(const char* path, LoraConfig* c, char* err, size_t errlen) {
+static inline int lora_config_read(const char* path, const T5Config* m, LoraConfig* c, char* err, size_t errlen) {
     JsonValue root;
     if (json_read_file(path, &root, err, errlen)) return -1;
-    int rc = lora_config_from_json(&root, c, path, err, errlen);
+    int rc = lora_config_from_json(&root, m, c, path, err, errlen);
     json_free(&root);
     return rc;
 }
@@ -531,7 +664,7 @@ static inline int lora_load_dir(const char* dir, const T5Config* m, LoraConfig* 
     *adapter = NULL;
     char path[4096], msg[256];
     snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
-    if (lora_config_read(path, c, err, errlen)) return -1;
+    if (lora_config_read(path, m, c, err, errlen)) return -1;
     const char* bad = lora_config_check(c, m, msg, sizeof(msg));
     if (bad) { snprintf(err, errlen, "%s: %s", path, bad); return -1; }
     T5Layout base;
