@@ -171,6 +171,7 @@ static int attn_keeps_lse(int k) { return k == ATTN_FLASH || k == ATTN_CUDNN; }
 typedef struct CudnnAttn CudnnAttn;
 static void cudnn_attn_free(CudnnAttn*) {}
 static int cudnn_attn_deterministic(const CudnnAttn*) { return 1; }
+static int cudnn_attn_epoch(const CudnnAttn*) { return 0; }
 #endif
 
 // 0 when --attention cudnn can run this model in this build, else 1 with the reason in err
@@ -236,8 +237,9 @@ typedef struct {
     int on;                     // --cuda-graphs 1 and nothing that needs eager launches (see t5cu_graphs_usable)
     StepGraph micro[GRAPH_SLOTS];
     int n;
-    cudaGraphExec_t end;        // the step end (with the gradient reduction when the step has one)
-    int end_seen, end_reduce;   // the step end ran once eagerly; with or without reduction
+    cudaGraphExec_t end[2];     // the step end without [0] and with [1] the gradient reduction
+    int end_seen[2];            // that step end ran once (eagerly, where graphs_capture_first says so)
+    int cudnn_epoch;            // cuDNN's workspace generation the graphs were captured with (cudnn_attn_epoch)
     long long captured, replayed, eager;
 } StepGraphs;
 
@@ -304,21 +306,25 @@ static int t5cu_graphs_usable(const T5Cuda* m) { return m->graphs.on && !m->prof
 static int graphs_capture_first(const T5Cuda* m) { return m->mm.tune != MM_ALGO_TIMED && m->attention != ATTN_CUDNN; }
 
 // body(ctx) captured into *exec and launched; when the capture cannot be made (an operation a graph cannot
-// hold), body(ctx) runs eagerly and graphs are off for the rest of the run (a body may run twice, so it
-// starts from the host state it needs, not from what a first run left)
+// hold: the body's checked calls fail softly meanwhile, cuda_common.cuh), body(ctx) runs eagerly and graphs
+// are off for the rest of the run (a body may run twice, so it starts from the host state it needs, not
+// from what a first run left)
 typedef void (*GraphBody)(void* ctx);
 static void graph_capture_launch(T5Cuda* m, GraphBody body, void* ctx, cudaGraphExec_t* exec) {
     cudaGraph_t g = NULL;
     cudaCheck(cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal));
+    g_capture_errors.on = 1; g_capture_errors.failed = 0;
     body(ctx);
+    g_capture_errors.on = 0;
     cudaError_t e = cudaStreamEndCapture(m->stream, &g);
+    if (e == cudaSuccess && g_capture_errors.failed) e = cudaErrorStreamCaptureInvalidated;
     if (e == cudaSuccess) e = cudaGraphInstantiate(exec, g, 0);
     if (g) cudaCheck(cudaGraphDestroy(g));
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         *exec = NULL;
-        fprintf(stderr, "warning: a CUDA graph could not be captured (%s): this run continues with eager launches\n",
-                cudaGetErrorString(e));
+        fprintf(stderr, "warning: a CUDA graph could not be captured (%s%s%s): this run continues with eager launches\n",
+                cudaGetErrorString(e), g_capture_errors.failed ? "; first: " : "", g_capture_errors.failed ? g_capture_errors.first : "");
         m->graphs.on = 0;
         body(ctx);
         return;
@@ -645,8 +651,11 @@ static void t5cu_set_optimizer_state(T5Cuda* m, const float* mm, const float* vv
 static void t5cu_drop_graphs(T5Cuda* m) {
     StepGraphs* g = &m->graphs;
     for (int i = 0; i < g->n; i++) if (g->micro[i].exec) cudaCheck(cudaGraphExecDestroy(g->micro[i].exec));
-    if (g->end) cudaCheck(cudaGraphExecDestroy(g->end));
-    g->n = 0; g->end = NULL; g->end_seen = 0;
+    for (int r = 0; r < 2; r++) {
+        if (g->end[r]) cudaCheck(cudaGraphExecDestroy(g->end[r]));
+        g->end[r] = NULL; g->end_seen[r] = 0;
+    }
+    g->n = 0;
 }
 
 // LoRA: the adapter's A and B from a host buffer (llmc/lora.h layout), and the fingerprint of the fp32
@@ -2108,8 +2117,8 @@ static void usage(void) {
         "not yet run on a GPU):\n"
         "  --lora-r N             adapter rank; 0 = full fine-tuning (default 0; --plan-memory's LoRA table: 32)\n"
         "  --lora-alpha X         scale alpha/r (default 8, peft's)   --lora-dropout X  on each adapter's input (default 0)\n"
-        "  --lora-targets LIST    peft's T5 module names: q,k,v,o,wi,wi_0,wi_1,wo (default q,v); encoder and decoder\n"
-        "                         self- and cross-attention alike\n"
+        "  --lora-targets LIST    peft's T5 module names: q,k,v,o,wi,wi_0,wi_1,wo (default q,v), or all-linear; encoder\n"
+        "                         and decoder self- and cross-attention alike\n"
         "  --lora-adapter DIR     start from a peft adapter directory (its r, alpha, dropout and targets apply; the\n"
         "                         flags may repeat them, not contradict them); without --train-file: evaluate or export\n"
         "  --save-lora DIR        write the adapter as peft does (default with --out-dir: OUT/adapter)\n"
@@ -2347,7 +2356,7 @@ static int lora_host_setup(const Options* o, HostModel* h, const char* from) {
     if (o->resume) bad = lora_flags_resume(&f, h->lora.r, from, err, sizeof(err));
     else if (f.adapter) {
         if (lora_load_dir(f.adapter, &h->config, &h->lora, &h->adapter, err, sizeof(err))) bad = err;
-        else bad = lora_flags_contradict(&f, &h->lora, err, sizeof(err));
+        else bad = lora_flags_contradict(&f, &h->lora, &h->config, err, sizeof(err));
     } else if (f.r > 0) {
         bad = lora_flags_config(&f, &h->config, &h->lora, err, sizeof(err));
         if (!bad) {
@@ -2602,11 +2611,14 @@ static int plan_memory(const Options* o) {
 typedef struct { T5Cuda* m; const AdamW* opt; int reduce, next_bucket; } StepCtx;
 
 // forward + backward of the uploaded micro-batch (its bucket reductions when reduce_now)
+// The reductions run on the communicator's stream; the compute stream joins it before the body ends, as a
+// capture requires of every stream it forks to (the work after it reads the summed gradients anyway)
 static void micro_body(void* ctx) {
     const StepCtx* x = (const StepCtx*)ctx;
     x->m->next_bucket = x->next_bucket;
     t5cu_forward_run(x->m);
     t5cu_backward(x->m);
+    if (x->reduce && !x->m->lora) comm_join(x->m->comm, x->m->stream); // LoRA reduces in the step end
 }
 
 // one micro-step: captured the first time its shape is seen (or run eagerly then and captured the second
@@ -2614,6 +2626,11 @@ static void micro_body(void* ctx) {
 // would have (a replay runs no host code).
 static void t5cu_micro_step(T5Cuda* m) {
     StepGraphs* g = &m->graphs;
+    if (m->cudnn && cudnn_attn_epoch(m->cudnn) != g->cudnn_epoch) { // its workspace moved: the graphs hold the old one
+        cudaCheck(cudaStreamSynchronize(m->stream));
+        t5cu_drop_graphs(m);
+        g->cudnn_epoch = cudnn_attn_epoch(m->cudnn);
+    }
     StepCtx x = { m, NULL, m->reduce_now, m->next_bucket };
     StepGraph* e = NULL;
     for (int i = 0; i < g->n && !e; i++)
@@ -2641,11 +2658,12 @@ static void end_body(void* ctx) {
     T5Cuda* m = x->m;
     m->next_bucket = x->next_bucket;
     Comm* c = m->comm;
-    if (x->reduce) {
+    if (x->reduce) { // joined only when this body forked to the communicator's stream (see micro_body)
+        int forked = m->lora || m->next_bucket < bucket_count(&m->config);
         m->reduce_now = 1;
         t5cu_reduce_rest(m);
         m->reduce_now = 0;
-        comm_join(c, m->stream);
+        if (forked) comm_join(c, m->stream);
     }
     if (c) comm_all_reduce_sum(c, m->loss_sum, 2, COMM_F64, m->stream);
     t5cu_grad_norm(m);
@@ -2660,13 +2678,13 @@ static void t5cu_step_end(T5Cuda* m, const AdamW* opt, int reduce) {
     StepGraphs* g = &m->graphs;
     StepCtx x = { m, opt, reduce, m->next_bucket };
     int usual = !reduce || m->lora || m->next_bucket == bucket_count(&m->config), first = 0; // LoRA: one reduction, here
-    if (usual && !g->end_seen && t5cu_graphs_usable(m)) { g->end_seen = 1; g->end_reduce = reduce; first = 1; }
-    if (!t5cu_graphs_usable(m) || !usual || reduce != g->end_reduce || (first && !graphs_capture_first(m))) {
+    if (usual && !g->end_seen[reduce] && t5cu_graphs_usable(m)) { g->end_seen[reduce] = 1; first = 1; }
+    if (!t5cu_graphs_usable(m) || !usual || (first && !graphs_capture_first(m))) {
         end_body(&x);
         return;
     }
-    if (!g->end) { graph_capture_launch(m, end_body, &x, &g->end); return; }
-    cudaCheck(cudaGraphLaunch(g->end, m->stream));
+    if (!g->end[reduce]) { graph_capture_launch(m, end_body, &x, &g->end[reduce]); return; }
+    cudaCheck(cudaGraphLaunch(g->end[reduce], m->stream));
 }
 
 // host_ms: host time from the step's start to its one synchronisation (every launch queued by then); when it

@@ -34,6 +34,7 @@ struct CudnnAttn {
     std::map<GraphKey, GraphPtr> graphs;
     void* workspace;
     int64_t workspace_bytes;
+    int workspace_epoch; // bumped each time the workspace moves (captured CUDA graphs hold its address)
     int deterministic; // 1 while every backward graph runs the deterministic algorithm
 };
 
@@ -71,6 +72,7 @@ void cudnn_attn_free(CudnnAttn* a) {
 }
 
 int cudnn_attn_deterministic(const CudnnAttn* a) { return a->deterministic; }
+int cudnn_attn_epoch(const CudnnAttn* a) { return a->workspace_epoch; }
 
 // ----------------------------------------------------------------------------
 // graph pieces
@@ -205,6 +207,7 @@ static GraphPtr& graph_for(CudnnAttn* a, const CudnnAttnSpec* s, int backward, c
         if (a->workspace) cudaFree(a->workspace);
         if (cudaMalloc(&a->workspace, (size_t)ws) != cudaSuccess) attn_fail("allocating the workspace", s, "out of memory");
         a->workspace_bytes = ws;
+        a->workspace_epoch++;
     }
     return a->graphs.emplace(key, g).first->second;
 }

@@ -44,6 +44,8 @@ CudnnAttn* cudnn_attn_create(char* err, int n);
 void cudnn_attn_free(CudnnAttn* a);
 // 1 when every backward graph built so far runs cuDNN's deterministic algorithm (bit-identical reruns)
 int cudnn_attn_deterministic(const CudnnAttn* a);
+// changes whenever the workspace is reallocated: a CUDA graph captured before holds the freed address
+int cudnn_attn_epoch(const CudnnAttn* a);
 
 // out, stats written. Pointers to bf16 (__nv_bfloat16) data; stats fp32. A failure prints the cuDNN
 // message with the shape and exits (it happens at the first call of a shape, never mid-shape).

@@ -29,6 +29,9 @@
 
 static inline void cublas_check(cublasStatus_t s, const char* what, const char* file, int line) {
     if (s == CUBLAS_STATUS_SUCCESS) return;
+    char code[32];
+    snprintf(code, sizeof(code), "%d", (int)s);
+    if (capture_soft_fail("cuBLAS", code, what, file, line)) return; // cuda_common.cuh
     fprintf(stderr, "cuBLAS error %d\n  in %s\n  at %s:%d\n", (int)s, what, file, line);
     exit(EXIT_FAILURE);
 }

@@ -36,6 +36,7 @@
 #ifdef USE_NCCL
 static inline void nccl_check(ncclResult_t r, const char* what, const char* file, int line) {
     if (r == ncclSuccess) return;
+    if (capture_soft_fail("NCCL", ncclGetErrorString(r), what, file, line)) return; // cuda_common.cuh
     fprintf(stderr, "NCCL error: %s\n  in %s\n  at %s:%d\n", ncclGetErrorString(r), what, file, line);
     exit(EXIT_FAILURE);
 }
