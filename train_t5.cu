@@ -302,8 +302,11 @@ static int t5cu_graphs_usable(const T5Cuda* m) { return m->graphs.on && !m->prof
 
 // whether a shape's first step may be captured at once: not when it does host-synchronising work the
 // first time (T5_MATMUL_TUNE=1 times candidates on the GPU; cuDNN builds its graphs and sizes its
-// workspace): then it runs eagerly first and is captured the second time
-static int graphs_capture_first(const T5Cuda* m) { return m->mm.tune != MM_ALGO_TIMED && m->attention != ATTN_CUDNN; }
+// workspace; NCCL over several processes sets up its connections at a collective's first use, which may
+// touch the legacy stream): then it runs eagerly first and is captured the second time
+static int graphs_capture_first(const T5Cuda* m) {
+    return m->mm.tune != MM_ALGO_TIMED && m->attention != ATTN_CUDNN && !(m->comm && m->comm->active);
+}
 
 // body(ctx) captured into *exec and launched; when the capture cannot be made (an operation a graph cannot
 // hold: the body's checked calls fail softly meanwhile, cuda_common.cuh), body(ctx) runs eagerly and graphs
@@ -1564,21 +1567,40 @@ static int t5cu_save_checkpoint(T5Cuda* m, const char* path, const CkptTrainStat
 // ----------------------------------------------------------------------------
 // throughput: FLOPs of the real tokens, the card's bf16 dense peak
 
-// training FLOPs (forward + backward = 3 × forward) of one batch, counting real tokens only:
-// every Linear is 2·in·out per token; attention 2·2·H·D per (query, key) pair, causal pairs only
-static double t5_batch_flops(const T5Config* c, const T5Batch* b) {
+// training FLOPs of one batch, counting real tokens only (model FLOPs: --recompute's second forward is not
+// counted). Every Linear is 2·in·out per token, attention 2·2·H·D per (query, key) pair (causal pairs only).
+// Full fine-tuning: forward + backward = 3 × forward. LoRA (lora not NULL): the frozen Linears have no
+// weight gradient, 2 × their forward; attention's products of activations keep 3 ×; each wrapped Linear
+// adds its adapter, 3 × 2·r·(in + out) per token (u = x·Aᵀ and u·Bᵀ forward; dB, du, dA, dx backward).
+
+// the adapter's FLOPs per token (3 × forward) over the names in `mask` among those of one stack's layer
+static double lora_token_flops(const LoraConfig* lora, unsigned mask, const T5Config* c) {
+    double C = c->d_model, HD = (double)c->num_heads * c->d_kv, F = c->d_ff, f = 0.0;
+    const double in[LORA_NUM_TARGETS] = { C, C, C, HD, C, C, C, F }, out[LORA_NUM_TARGETS] = { HD, HD, HD, C, F, F, F, C };
+    for (int t = 0; t < LORA_NUM_TARGETS; t++)
+        if ((lora->targets & mask) & (1u << t)) f += 3.0 * 2.0 * lora->r * (in[t] + out[t]);
+    return f;
+}
+
+static double t5_batch_flops(const T5Config* c, const T5Batch* b, const LoraConfig* lora) {
     double C = c->d_model, HD = (double)c->num_heads * c->d_kv, F = c->d_ff, V = c->vocab_size;
     double ffn = 2.0 * C * F * (c->gated ? 3 : 2), attn_proj = 2.0 * 4 * C * HD;
-    double f = 0.0;
+    double dense = 0.0, att = 0.0, adapter = 0.0;
+    const unsigned ATT = (1u << LORA_Q) | (1u << LORA_K) | (1u << LORA_V) | (1u << LORA_O), KV = (1u << LORA_K) | (1u << LORA_V);
     for (int i = 0; i < b->B; i++) {
         double ls = b->src_len[i], lt = 0;
         for (int j = 0; j < b->Tt; j++) lt += b->labels[(size_t)i * b->Tt + j] != IGNORE_INDEX;
-        f += c->num_layers * (ls * (attn_proj + ffn) + 4.0 * HD * ls * ls);
-        f += c->num_decoder_layers * (lt * (2 * attn_proj + ffn - 2.0 * 2 * C * HD) + ls * 2.0 * 2 * C * HD +
-                                      4.0 * HD * lt * (lt + 1) / 2 + 4.0 * HD * lt * ls);
-        f += lt * 2.0 * C * V;
+        dense += c->num_layers * ls * (attn_proj + ffn);
+        att += c->num_layers * 4.0 * HD * ls * ls;
+        dense += c->num_decoder_layers * (lt * (2 * attn_proj + ffn - 2.0 * 2 * C * HD) + ls * 2.0 * 2 * C * HD);
+        att += c->num_decoder_layers * (4.0 * HD * lt * (lt + 1) / 2 + 4.0 * HD * lt * ls);
+        dense += lt * 2.0 * C * V;
+        if (lora) // encoder layers: every name on ls tokens; decoder: self-attention and FFN on lt, cross q, o on lt, k, v on ls
+            adapter += c->num_layers * ls * lora_token_flops(lora, ~0u, c) +
+                       c->num_decoder_layers * (lt * (lora_token_flops(lora, ~0u, c) + lora_token_flops(lora, ATT & ~KV, c)) +
+                                                ls * lora_token_flops(lora, KV, c));
     }
-    return 3.0 * f;
+    return lora ? 2.0 * dense + 3.0 * att + adapter : 3.0 * (dense + att);
 }
 
 // bf16 dense tensor-core peak (TFLOP/s) of known cards by name, else 0 (MFU not printed)
@@ -2706,7 +2728,7 @@ static StepResult train_step(T5Cuda* m, const Options* o, T5Batch** batches, int
         if (why) { r.error = why; bad = 1; }
         counts[0] += batch_count_labels(batches[a]);
         counts[1] += batch_real_tokens(batches[a]);
-        counts[2] += (int64_t)t5_batch_flops(&m->config, batches[a]);
+        counts[2] += (int64_t)t5_batch_flops(&m->config, batches[a], m->lora ? &m->lora->config : NULL);
     }
     Comm* c = m->comm;
     int comm_on = c && (c->active || m->zero);
@@ -3239,6 +3261,7 @@ static int run(Comm* comm, const Options* o) {
     t5cu_build_with(&m, &h.config, h.params, &mo);
     if (m.lora) t5cu_lora_set(&m, h.adapter, h.base_crc);
     if (h.m) t5cu_set_optimizer_state(&m, h.m, h.v, h.step);
+    else m.step = h.step; // a checkpoint without optimizer state still says its step (as the CPU engine reads it)
     host_model_free(&h);
     if (meter.print) {
         print_config(&m, o, h.from, &prop, meter.peak_tflops);
