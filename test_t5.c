@@ -352,11 +352,17 @@ static void test_head_cases(const char* tmp) {
         snprintf(label, sizeof(label), "config %s: transformers' defaults (V C D H F Le Ld gated tied scaled = %s)", dflt[i][0], dflt[i][1]);
         check_true(label, rc == 0 && strcmp(got, dflt[i][1]) == 0);
     }
+    // dense_act_fn wins over feed_forward_proj: silu is read as silu; mish, which the engine lacks, is refused
     const char* silu = "{\"model_type\": \"t5\", \"vocab_size\": 64, \"d_model\": 16, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 24, "
                        "\"num_layers\": 1, \"feed_forward_proj\": \"gated-gelu\", \"dense_act_fn\": \"silu\"}";
     write_bytes(path, silu, strlen(silu));
     rc = t5_config_read(path, &c, err, sizeof(err));
-    expect_error("dense_act_fn silu (it would override gated-gelu in transformers)", rc, err, "unsupported dense_act_fn 'silu'");
+    check_true("dense_act_fn silu over feed_forward_proj gated-gelu: a gated SiLU FFN", rc == 0 && c.act == ACT_SILU && c.gated);
+    const char* mish = "{\"model_type\": \"t5\", \"vocab_size\": 64, \"d_model\": 16, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 24, "
+                       "\"num_layers\": 1, \"feed_forward_proj\": \"gated-gelu\", \"dense_act_fn\": \"mish\"}";
+    write_bytes(path, mish, strlen(mish));
+    rc = t5_config_read(path, &c, err, sizeof(err));
+    expect_error("dense_act_fn mish (it would override gated-gelu in transformers)", rc, err, "unsupported dense_act_fn 'mish'");
     const char* cases[4][2] = { { "", "1 1" }, { ", \"tie_word_embeddings\": false", "0 0" },
                                 { ", \"tie_word_embeddings\": true, \"scale_decoder_outputs\": false", "1 0" },
                                 { ", \"tie_word_embeddings\": false, \"scale_decoder_outputs\": true", "0 1" } };
@@ -688,7 +694,7 @@ static void test_bad_config(const char* tmp) {
         { "config.json d_model not a number", "{\"vocab_size\": 32, \"d_model\": \"8\", \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 8, \"num_layers\": 1}", "must be an integer" },
         { "config.json num_heads = 0", "{\"vocab_size\": 32, \"d_model\": 8, \"d_kv\": 4, \"num_heads\": 0, \"d_ff\": 8, \"num_layers\": 1}", "num_heads" },
         { "config.json fractional d_ff", "{\"vocab_size\": 32, \"d_model\": 8, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 8.5, \"num_layers\": 1}", "must be an integer" },
-        { "config.json unknown activation", "{\"vocab_size\": 32, \"d_model\": 8, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 8, \"num_layers\": 1, \"feed_forward_proj\": \"swish\"}", "unsupported feed_forward_proj" },
+        { "config.json unknown activation", "{\"vocab_size\": 32, \"d_model\": 8, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 8, \"num_layers\": 1, \"feed_forward_proj\": \"quick_gelu\"}", "unsupported feed_forward_proj" },
         { "config.json wrong model_type", "{\"model_type\": \"bert\", \"vocab_size\": 32, \"d_model\": 8, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 8, \"num_layers\": 1}", "model_type" },
         { "config.json 2 relative buckets (the encoder's half would have no exact bucket)", "{\"vocab_size\": 32, \"d_model\": 8, "
           "\"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 8, \"num_layers\": 1, \"relative_attention_num_buckets\": 2}", "must be in [4, 4096]" },
@@ -1578,7 +1584,8 @@ static void test_metrics_reader(const char* tmp) {
 
 int main(int argc, char** argv) {
     enable_flush_to_zero();
-    const char* fixtures[] = { "dev/fixtures/flan_gated", "dev/fixtures/t5_relu_tied", "dev/fixtures/odd_shapes", "dev/fixtures/gelu_untied" };
+    const char* fixtures[] = { "dev/fixtures/flan_gated", "dev/fixtures/t5_relu_tied", "dev/fixtures/odd_shapes", "dev/fixtures/gelu_untied",
+                               "dev/fixtures/silu_gated" };
     char tmp[] = "/tmp/test_t5_XXXXXX";
     if (!mkdtemp(tmp)) { perror("mkdtemp"); return EXIT_FAILURE; }
     const char* bin = NULL; // --train-bin PATH: also test the command line of that binary
@@ -1590,6 +1597,7 @@ int main(int argc, char** argv) {
     printf("\n=== checks without fixtures\n");
     test_finite_differences(0, ACT_GELU_TANH, 1, "flan");
     test_finite_differences(1, ACT_GELU, 0, "tied");
+    test_finite_differences(0, ACT_SILU, 1, "gated silu");
     test_gemm();
     test_vmath();
     test_grad_accumulation();

@@ -1377,6 +1377,25 @@ static void test_lora_generate(void) {
 // the command line under LoRA: peft's 4 losses from its adapter and peft's trainable count; a run stopped
 // after 2 steps and resumed == an uninterrupted one (adapter and checkpoint byte-identical; LoRA dropout and
 // T5 dropout on); --merge-lora == the CPU merge of the base and the written adapter; the flags' errors
+// the MFU's FLOP count under LoRA, by hand on one example (ls source, lt labelled tokens): the frozen
+// Linears count 2 × forward, attention's activation products 3 ×, each adapter 6·r·(in + out) per token
+static void test_lora_flops(void) {
+    T5Config c;
+    t5_config_preset(&c, "flan-t5-small");
+    int ls = 5, lt = 3;
+    int src[5] = { 1, 2, 3, 4, 5 }, dec[3] = { 0, 6, 7 }, lab[3] = { 6, 7, 1 }, len[1] = { ls };
+    T5Batch b = { 1, ls, lt, src, len, dec, lab };
+    LoraConfig none = { 4, 8.0f, 0.0f, 0, 0 }, q = { 4, 8.0f, 0.0f, 1u << LORA_Q, 0 };
+    double full = t5_batch_flops(&c, &b, NULL), frozen = t5_batch_flops(&c, &b, &none), with_q = t5_batch_flops(&c, &b, &q);
+    double C = c.d_model, HD = (double)c.num_heads * c.d_kv;
+    double att = c.num_layers * 4.0 * HD * ls * ls + c.num_decoder_layers * (4.0 * HD * lt * (lt + 1) / 2 + 4.0 * HD * lt * ls);
+    double dense = (full - 3.0 * att) / 3.0;
+    // q adapters: every encoder layer on ls tokens; decoder self and cross q on lt tokens each
+    double adapter = 6.0 * 4 * (C + HD) * (c.num_layers * ls + 2.0 * c.num_decoder_layers * lt);
+    check_true("LoRA FLOPs: frozen Linears 2 x forward, attention 3 x", fabs(frozen - (2.0 * dense + 3.0 * att)) <= 1e-9 * full);
+    check_true("LoRA FLOPs: q adapters add 6 r (in + out) per token where q runs", fabs(with_q - frozen - adapter) <= 1e-9 * full);
+}
+
 static void test_cli_lora(const char* bin, const char* tmp) {
     char a[700], path[800], err[1024];
     printf("\n=== LoRA command line (%s)\n", bin);
@@ -1467,7 +1486,8 @@ static const char* g_only = NULL;
 static int section(const char* name) { return !g_only || strcmp(g_only, name) == 0; }
 
 int main(int argc, char** argv) {
-    const char* fixtures[] = { "dev/fixtures/flan_gated", "dev/fixtures/t5_relu_tied", "dev/fixtures/odd_shapes", "dev/fixtures/gelu_untied" };
+    const char* fixtures[] = { "dev/fixtures/flan_gated", "dev/fixtures/t5_relu_tied", "dev/fixtures/odd_shapes", "dev/fixtures/gelu_untied",
+                               "dev/fixtures/silu_gated" };
     const char* bin = NULL; // --train-bin PATH: also test that train_t5cu binary's command line
     for (int i = 1; i + 1 < argc; i++) {
         if (strcmp(argv[i], "--train-bin") == 0) bin = argv[i + 1];
@@ -1516,6 +1536,7 @@ int main(int argc, char** argv) {
             test_lora_zero_recompute(&comm, ATTN_FLASH);
             test_lora_determinism(tmp);
             test_lora_generate();
+            test_lora_flops();
             if (bin) test_cli_lora(bin, tmp);
         }
         comm_free(&comm);

@@ -391,6 +391,7 @@ static void act_values(T5Act a, float* y, const float* x, size_t n) {
     switch (a) {
         case ACT_RELU: for (size_t i = 0; i < n; i++) y[i] = act_value(ACT_RELU, x[i]); break;
         case ACT_GELU: for (size_t i = 0; i < n; i++) y[i] = act_value(ACT_GELU, x[i]); break;
+        case ACT_SILU: for (size_t i = 0; i < n; i++) y[i] = act_value(ACT_SILU, x[i]); break;
         default:       for (size_t i = 0; i < n; i++) y[i] = act_value(ACT_GELU_TANH, x[i]); break;
     }
 }
@@ -398,6 +399,7 @@ static void act_grads(T5Act a, float* y, const float* x, size_t n) {
     switch (a) {
         case ACT_RELU: for (size_t i = 0; i < n; i++) y[i] = act_grad(ACT_RELU, x[i]); break;
         case ACT_GELU: for (size_t i = 0; i < n; i++) y[i] = act_grad(ACT_GELU, x[i]); break;
+        case ACT_SILU: for (size_t i = 0; i < n; i++) y[i] = act_grad(ACT_SILU, x[i]); break;
         default:       for (size_t i = 0; i < n; i++) y[i] = act_grad(ACT_GELU_TANH, x[i]); break;
     }
 }
@@ -2273,7 +2275,7 @@ static void usage(void) {
         "  --bench N              time N forward+backward passes on a synthetic batch and exit\n"
         "  --bench-src-len N      (default %d)   --bench-tgt-len N (default %d)\n"
         "  explicit dimensions over a preset: --vocab-size --d-model --d-kv --num-heads --d-ff --num-layers\n"
-        "  --num-decoder-layers --num-buckets --max-distance N, --ffn relu|gelu|gelu_new|gated-gelu|gated-relu,\n"
+        "  --num-decoder-layers --num-buckets --max-distance N, --ffn relu|gelu|gelu_new|silu|gated-gelu|gated-relu|gated-silu,\n"
         "  --tied 0|1 (lm_head = embedding; also sets the output scaling, as transformers 4 did), --scale-output 0|1\n"
         "  (decoder output * d_model^-0.5 before the head, HF scale_decoder_outputs)\n",
         d.batch_size, d.grad_accum, d.shuffle, d.bucket, d.max_src_len, d.max_tgt_len, (double)d.epochs, d.steps,
@@ -2417,7 +2419,7 @@ static int parse_args(int argc, char** argv, Options* o) {
             if (lr_schedule_parse(v, &o->schedule)) { fprintf(stderr, "error: --schedule must be constant, linear or cosine, got '%s'\n", v); return -1; }
         } else if (strcmp(f, "--ffn") == 0) {
             T5Config t;
-            if (hf_parse_ffn(v, &t)) { fprintf(stderr, "error: --ffn must be relu, gelu, gelu_new, gated-gelu or gated-relu, got '%s'\n", v); return -1; }
+            if (hf_parse_ffn(v, &t)) { fprintf(stderr, "error: --ffn must be relu, gelu, gelu_new, silu, gated-gelu, gated-relu or gated-silu, got '%s'\n", v); return -1; }
             o->dims.gated = t.gated; o->dims.act = t.act;
         } else { fprintf(stderr, "error: unknown option %s (see --help)\n", f); return -1; }
     }

@@ -87,6 +87,9 @@ MODELS = {
     # "gelu" = exact erf GELU, not gated (dense_act_fn "gelu"; only "gated-gelu" maps to gelu_new)
     "gelu_untied": dict(feed_forward_proj="gelu", tie_word_embeddings=False, d_model=32, d_kv=8,
                         num_heads=4, d_ff=48, num_layers=1, num_decoder_layers=2, layer_norm_epsilon=1e-6),
+    # UL2's FFN: gated SiLU (dense_act_fn "silu"), untied like FLAN
+    "silu_gated": dict(feed_forward_proj="gated-silu", tie_word_embeddings=False, d_model=16, d_kv=8,
+                       num_heads=2, d_ff=32, num_layers=1, num_decoder_layers=1, layer_norm_epsilon=1e-6),
 }
 
 # the batch
@@ -377,7 +380,10 @@ def main():
     transformers.utils.logging.disable_progress_bar()
     check_tied_scaling()
     os.makedirs(OUT_DIR, exist_ok=True)
-    for name in MODELS:
+    names = sys.argv[1:] or list(MODELS)  # a subset by name: the others stay as they are
+    for name in names:
+        if name not in MODELS:
+            sys.exit(f"unknown fixture {name!r} (known: {', '.join(MODELS)})")
         model, loss, path, tensors = write_fixture(name)
         describe(name, model, loss, path, tensors)
     total = 0

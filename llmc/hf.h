@@ -43,20 +43,28 @@ static inline int hf_float_field(const JsonValue* root, const char* key, float d
     return 0;
 }
 
-// feed_forward_proj as T5Config reads it: "[gated-]ACT"; "gated-gelu" means the tanh approximation
-static inline int hf_parse_ffn(const char* s, T5Config* c) {
-    c->gated = strncmp(s, "gated-", 6) == 0;
-    const char* act = c->gated ? s + 6 : s;
-    if (strcmp(act, "relu") == 0) c->act = ACT_RELU;
-    else if (strcmp(act, "gelu_new") == 0 || (c->gated && strcmp(act, "gelu") == 0)) c->act = ACT_GELU_TANH;
-    else if (strcmp(act, "gelu") == 0) c->act = ACT_GELU;
+// an activation by its ACT2FN name: gelu_new, gelu_fast and gelu_pytorch_tanh are the same tanh formula;
+// gelu_python is gelu's erf formula written out; swish is silu. 0, or -1 for a name the engine lacks
+static inline int hf_act_by_name(const char* a, T5Act* act) {
+    if (strcmp(a, "relu") == 0) *act = ACT_RELU;
+    else if (strcmp(a, "gelu") == 0 || strcmp(a, "gelu_python") == 0) *act = ACT_GELU;
+    else if (strcmp(a, "gelu_new") == 0 || strcmp(a, "gelu_fast") == 0 || strcmp(a, "gelu_pytorch_tanh") == 0) *act = ACT_GELU_TANH;
+    else if (strcmp(a, "silu") == 0 || strcmp(a, "swish") == 0) *act = ACT_SILU;
     else return -1;
     return 0;
+}
+#define HF_ACT_NAMES "relu, gelu, gelu_python, gelu_new, gelu_fast, gelu_pytorch_tanh, silu, swish"
+
+// feed_forward_proj as T5Config reads it: "[gated-]ACT", ACT an ACT2FN name; exactly "gated-gelu" means
+// the tanh approximation (T5Config sets dense_act_fn "gelu_new" for it)
+static inline int hf_parse_ffn(const char* s, T5Config* c) {
+    c->gated = strncmp(s, "gated-", 6) == 0;
+    if (strcmp(s, "gated-gelu") == 0) { c->act = ACT_GELU_TANH; return 0; }
+    return hf_act_by_name(c->gated ? s + 6 : s, &c->act);
 }
 
 // dense_act_fn and is_gated_act, when config.json holds them, win over what feed_forward_proj says: T5Config
 // derives both from feed_forward_proj, then sets every stored field over them (transformers 4 and 5 alike).
-// Activations by ACT2FN's names: gelu_new, gelu_fast and gelu_pytorch_tanh are the same tanh formula.
 static inline int hf_act_fields(const JsonValue* root, T5Config* c, const char* path, char* err, size_t errlen) {
     const JsonValue* act = json_find(root, "dense_act_fn");
     const JsonValue* gated = json_find(root, "is_gated_act");
@@ -66,12 +74,9 @@ static inline int hf_act_fields(const JsonValue* root, T5Config* c, const char* 
     }
     if (!act || act->type == JSON_NULL) return 0;
     const char* a = act->type == JSON_STRING ? act->string : "";
-    if (strcmp(a, "relu") == 0) c->act = ACT_RELU;
-    else if (strcmp(a, "gelu") == 0) c->act = ACT_GELU;
-    else if (strcmp(a, "gelu_new") == 0 || strcmp(a, "gelu_fast") == 0 || strcmp(a, "gelu_pytorch_tanh") == 0) c->act = ACT_GELU_TANH;
-    else {
-        snprintf(err, errlen, "%s: unsupported dense_act_fn '%s' (relu, gelu, gelu_new, gelu_fast, gelu_pytorch_tanh); it "
-                 "overrides feed_forward_proj in transformers", path, a);
+    if (hf_act_by_name(a, &c->act)) {
+        snprintf(err, errlen, "%s: unsupported dense_act_fn '%s' (" HF_ACT_NAMES "); it overrides feed_forward_proj in "
+                 "transformers", path, a);
         return -1;
     }
     return 0;
@@ -128,7 +133,7 @@ static inline int t5_config_from_json(const JsonValue* root, T5Config* c, const 
     const JsonValue* ffn = json_find(root, "feed_forward_proj");
     if (ffn && ffn->type != JSON_STRING) { snprintf(err, errlen, "%s: field 'feed_forward_proj' must be a string", path); return -1; }
     if (hf_parse_ffn(ffn ? ffn->string : d->ffn, c)) {
-        snprintf(err, errlen, "%s: unsupported feed_forward_proj '%s' (relu, gelu, gelu_new, gated-gelu, gated-relu)", path, ffn->string);
+        snprintf(err, errlen, "%s: unsupported feed_forward_proj '%s' ([gated-]ACT, ACT one of " HF_ACT_NAMES ")", path, ffn->string);
         return -1;
     }
     if (hf_act_fields(root, c, path, err, errlen) || hf_head_fields(root, c, path, err, errlen)) return -1;
@@ -146,9 +151,14 @@ static inline int t5_config_read(const char* path, T5Config* c, char* err, size_
     return rc;
 }
 
+// dense_act_fn's name of the activation
+static inline const char* hf_act_name(T5Act a) {
+    return a == ACT_RELU ? "relu" : a == ACT_GELU ? "gelu" : a == ACT_SILU ? "silu" : "gelu_new";
+}
+
 static inline const char* hf_ffn_name(const T5Config* c) {
-    if (c->gated) return c->act == ACT_RELU ? "gated-relu" : "gated-gelu";
-    return c->act == ACT_RELU ? "relu" : c->act == ACT_GELU ? "gelu" : "gelu_new";
+    if (c->gated) return c->act == ACT_RELU ? "gated-relu" : c->act == ACT_SILU ? "gated-silu" : "gated-gelu";
+    return hf_act_name(c->act);
 }
 
 // the shortest decimal that reads back as the same float (1e-06, not 9.99999997e-07)
@@ -188,7 +198,7 @@ static inline int t5_config_write(const char* path, const T5Config* c, char* err
         "  \"use_cache\": true,\n  \"pad_token_id\": %d,\n  \"eos_token_id\": %d,\n  \"decoder_start_token_id\": %d\n}\n",
         c->vocab_size, c->d_model, c->d_kv, c->d_ff, c->num_heads, c->num_layers, c->num_decoder_layers,
         c->num_buckets, c->max_distance, eps, drop, hf_ffn_name(c),
-        c->act == ACT_RELU ? "relu" : c->act == ACT_GELU ? "gelu" : "gelu_new", c->gated ? "true" : "false",
+        hf_act_name(c->act), c->gated ? "true" : "false",
         c->scale_out ? "true" : "false", c->scale_out ? "true" : "false", c->pad_id, c->eos_id, c->decoder_start_id);
     AtomicFile a;
     if (atomic_open(&a, path, err, errlen)) return -1;

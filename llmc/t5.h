@@ -20,7 +20,8 @@
 // ----------------------------------------------------------------------------
 // configuration
 
-typedef enum { ACT_RELU = 0, ACT_GELU = 1 /* exact, erf */, ACT_GELU_TANH = 2 /* HF "gelu_new" */ } T5Act;
+typedef enum { ACT_RELU = 0, ACT_GELU = 1 /* exact, erf */, ACT_GELU_TANH = 2 /* HF "gelu_new" */,
+               ACT_SILU = 3 /* HF "silu" = "swish": UL2's gated-silu */ } T5Act;
 
 // the few functions both engines evaluate element by element are compiled for the host and, under
 // nvcc, for the device too: one definition, the same arithmetic
@@ -30,7 +31,8 @@ typedef enum { ACT_RELU = 0, ACT_GELU = 1 /* exact, erf */, ACT_GELU_TANH = 2 /*
 #define T5_HOST_DEVICE
 #endif
 
-// activations and their derivatives: relu, gelu (erf), gelu_new (tanh approximation, T5 v1.1 / FLAN).
+// activations and their derivatives: relu, gelu (erf), gelu_new (tanh approximation, T5 v1.1 / FLAN),
+// silu (x·σ(x), torch's SiLU: x / (1 + e^−x) in fp32).
 // tanh: CUDA's tanhf on the device; on the host t5_tanhf (llmc/vmath.h, within 3 ulp of tanhf), which
 // lets the CPU engine's activation loops vectorise
 #ifdef __CUDA_ARCH__
@@ -44,6 +46,7 @@ static inline T5_HOST_DEVICE float act_value(T5Act a, float x) {
     switch (a) {
         case ACT_RELU: return x > 0.0f ? x : 0.0f;
         case ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+        case ACT_SILU: return x / (1.0f + expf(-x));
         default: return 0.5f * x * (1.0f + T5_TANHF(GELU_K * (x + 0.044715f * x * x * x)));
     }
 }
@@ -51,6 +54,7 @@ static inline T5_HOST_DEVICE float act_grad(T5Act a, float x) {
     switch (a) {
         case ACT_RELU: return x > 0.0f ? 1.0f : 0.0f;
         case ACT_GELU: return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * 0.3989422804014327f * expf(-0.5f * x * x);
+        case ACT_SILU: { float s = 1.0f / (1.0f + expf(-x)); return s * (1.0f + x * (1.0f - s)); } // σ + x·σ(1 − σ)
         default: {
             float t = T5_TANHF(GELU_K * (x + 0.044715f * x * x * x));
             return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
@@ -94,7 +98,7 @@ static inline const char* t5_config_check(const T5Config* c) {
     if (c->max_distance <= c->num_buckets / 2) return "relative_attention_max_distance must exceed num_buckets/2";
     if (!(c->eps > 0.0f && c->eps < 1.0f)) return "layer_norm_epsilon must be in (0, 1)";
     if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) return "dropout_rate must be in [0, 1)";
-    if (c->act != ACT_RELU && c->act != ACT_GELU && c->act != ACT_GELU_TANH) return "unknown activation";
+    if (c->act != ACT_RELU && c->act != ACT_GELU && c->act != ACT_GELU_TANH && c->act != ACT_SILU) return "unknown activation";
     if ((c->tied != 0 && c->tied != 1) || (c->scale_out != 0 && c->scale_out != 1)) return "tied and scale_out must be 0 or 1";
     if (c->pad_id < 0 || c->pad_id >= c->vocab_size) return "pad_token_id out of range";
     if (c->eos_id < 0 || c->eos_id >= c->vocab_size) return "eos_token_id out of range";

@@ -92,6 +92,7 @@ int main(void) {
     check(12345, ACT_GELU_TANH, 1, 0.1f);
     check(12345, ACT_RELU, 0, 0.1f);
     check(777, ACT_GELU, 0, 0.0f);
+    check(4321, ACT_SILU, 1, 0.1f); // UL2's gated SiLU
     check((size_t)8192 * 2048, ACT_GELU_TANH, 1, 0.1f);
     check_epilogue(300, 64, 200, 1);    // F not a multiple of 128: the mask rows are padded to 256 bits
     check_epilogue(77, 48, 128, 1);     // odd row count
