@@ -105,6 +105,9 @@ for p in bf16 fp32; do stage "test $p graphs" 120 "$BIN/$p/test_t5cu" --only gra
 GRAPH_BENCH=(--model flan-t5-base --bench "$STEPS" --bench-warmup 10 --batch-size "$BATCH" --attention flash --shape-ladder 128,32)
 stage "bench t5cu graphs" 90 env T5_MATMUL_PLANS=1 "$T5" "${GRAPH_BENCH[@]}" --cuda-graphs 1
 stage "bench t5cu ladder" 90 env T5_MATMUL_PLANS=1 "$T5" "${GRAPH_BENCH[@]}" --cuda-graphs 0
+# transformers eager on the same padded batches (torch.compile on them, per shape: HF_COMPILE=1, section 9)
+stage "bench hf-eager ladder" 120 python3 dev/bench_hf_gpu.py --steps "$STEPS" --warmup 10 --batch-size "$BATCH" \
+    --shape-ladder 128,32 --compile off
 [ -f "$DS" ] && stage "dialogsum train graphs" 120 env T5_MATMUL_PLANS=1 "$T5" --model flan-t5-base --train-file "$DS" \
     --steps 200 --batch-size "$BATCH" --shape-ladder 32,16 --cuda-graphs 1
 
@@ -283,8 +286,11 @@ for mode in tuned class; do # T5_MATMUL_TUNE=1, =class
 done
 [ -f "$DS" ] && stage "dialogsum train eager" 120 env CUDA_MODULE_LOADING=EAGER "$T5" --model flan-t5-base \
     --train-file "$DS" --steps 60 --batch-size "$BATCH"
-# ---- 9. (HF_COMPILE=1) the torch.compile baseline, whose compile alone took longer than 196 s with
-#      dynamic shapes on the first H100 run
+# ---- 9. (HF_COMPILE=1) the torch.compile baselines: dynamic shapes (whose compile alone took longer than
+#      196 s on the first H100 run), and static shapes on the ladder of the graph bench, each shape compiled
+#      before the timed steps (warmup_s on its line: the compile time, apart from the steady state)
+[ "${HF_COMPILE:-0}" = 1 ] && stage "bench hf-compile static" 420 python3 dev/bench_hf_gpu.py --steps "$STEPS" \
+    --warmup 3 --batch-size "$BATCH" --shape-ladder 128,32 --compile static
 [ "${HF_COMPILE:-0}" = 1 ] && stage "bench hf-pytorch" 300 python3 dev/bench_hf_gpu.py --steps "$STEPS" --warmup 3 \
     --batch-size "$BATCH" --compile auto
 
@@ -300,7 +306,7 @@ for i in "${!NAMES[@]}"; do
 done
 grep -h "passed, .* failed" "$OUT"/test_*.log "$OUT"/tuned_*.log "$OUT"/class_*.log "$OUT"/plans_*.log 2>/dev/null | awk '{p += $1; f += $3} END {print "test_t5cu checks: " p " passed, " f " failed"}'
 printf '%-13s %10s %9s %8s %7s %9s %8s\n' engine tok/s step_ms TFLOP/s MFU peak_GiB host_ms
-for e in t5cu_flash t5cu_ladder t5cu_graphs t5cu_class t5cu_cudnn hf-eager hf-pytorch t5cu_lora_base hf_lora_base \
+for e in t5cu_flash t5cu_ladder t5cu_graphs t5cu_class t5cu_cudnn hf-eager hf-pytorch hf-eager_ladder hf-compile_static t5cu_lora_base hf_lora_base \
          t5cu_lora_large t5cu_large_nolora hf_lora_large; do
     printf '%-13s %10s %9s %8s %7s %9s %8s\n' "$e" "$(field "bench_$e" real_tok_per_s)" "$(field "bench_$e" median_step_ms)" \
         "$(field "bench_$e" tflops)" "$(field "bench_$e" mfu)" "$(field "bench_$e" peak_mem_gib)" "$(field "bench_$e" median_host_ms)"
@@ -309,8 +315,16 @@ hf_best=$(field bench_hf-pytorch real_tok_per_s); hf_eager=$(field bench_hf-eage
 if [ -n "$hf_eager" ] && { [ -z "$hf_best" ] || python3 -c "import sys; sys.exit(0 if $hf_eager > $hf_best else 1)"; }; then
     hf_best=$hf_eager
 fi
-for e in t5cu_flash t5cu_ladder t5cu_graphs t5cu_class t5cu_cudnn; do
+for e in t5cu_flash t5cu_class t5cu_cudnn; do
     echo "ratio $e / best transformers (real tokens/s): $(ratio "$(field "bench_$e" real_tok_per_s)" "$hf_best")"
+done
+# the ladder runs against transformers on the same padded batches: eager, and compiled per shape when it ran
+hf_ladder=$(field bench_hf-eager_ladder real_tok_per_s); hf_static=$(field bench_hf-compile_static real_tok_per_s)
+if [ -n "$hf_static" ] && { [ -z "$hf_ladder" ] || python3 -c "import sys; sys.exit(0 if $hf_static > $hf_ladder else 1)"; }; then
+    hf_ladder=$hf_static
+fi
+for e in t5cu_ladder t5cu_graphs; do
+    echo "ratio $e / best transformers on the same ladder (real tokens/s): $(ratio "$(field "bench_$e" real_tok_per_s)" "$hf_ladder")"
 done
 for e in t5cu_flash t5cu_class t5cu_cudnn; do echo "$e $(grep -h '^phases' "$OUT/bench_$e.log" 2>/dev/null | tail -1)"; done
 for s in base large; do # LoRA (r 32, q,v) against full fine-tuning of the same model and batches, and against peft
