@@ -1423,6 +1423,13 @@ static void test_cli_lora(const char* bin, const char* tmp) {
     check_true("--merge-lora == the base + the written adapter, merged as train_t5 merges (bit-identical)",
                loaded && memcmp(base, merged, L.total * sizeof(float)) == 0);
     if (!loaded) printf("  %s\n", err);
+    // the run's log says what trained, as train_t5's does: the adapter, of a frozen base (the comparison report reads it)
+    RunInfo info;
+    snprintf(path, sizeof(path), "%s/metrics.jsonl", a);
+    LoraLayout LL;
+    if (loaded) lora_layout(&lc, &L, c.gated, &LL);
+    check_true("LoRA run's metrics.jsonl: trainable = the adapter's parameters, params = the base's",
+               loaded && metrics_run_info(path, &info) == 0 && info.trainable == (long long)LL.total && info.params == (long long)L.total);
     free(base); free(merged); free(adapter);
     check_cli_lora_errors(bin, tmp);
 }

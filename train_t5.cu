@@ -428,6 +428,8 @@ static void prof_free(T5Cuda* m) {
 }
 
 static size_t t5cu_num_params(const T5Cuda* m) { return m->layout.total; }
+// what trains: the adapter under LoRA (the base is frozen), else every parameter (the CPU engine's t5_num_trainable)
+static size_t t5cu_num_trainable(const T5Cuda* m) { return m->lora ? m->lora->n : m->layout.total; }
 
 // copy `l` of tensor i: fp32 value (fp32-read tensors only), floatX copy, gradient
 static float* PM(const T5Cuda* m, int i, int l) {
@@ -2436,8 +2438,7 @@ static int64_t params_crc(const HostModel* h) {
 // peft's print_trainable_parameters line (llmc/lora.h): the adapter against base + adapter, or everything
 static void print_trainable(const T5Cuda* m) {
     size_t n = t5cu_num_params(m);
-    if (m->lora) lora_print_trainable(m->lora->n, n + m->lora->n);
-    else lora_print_trainable(n, n);
+    lora_print_trainable(t5cu_num_trainable(m), n + (m->lora ? m->lora->n : 0));
 }
 
 static void print_config(const T5Cuda* m, const Options* o, const char* from, const cudaDeviceProp* p, double peak) {
@@ -2869,6 +2870,10 @@ static int run_open(Run* run, T5Cuda* m, const Options* o, const CkptTrainState*
     int Ts = 1, Tt = 1;
     loader_widest(&run->train, o, &Ts, &Tt);
     if (run->has_val) loader_widest(&run->val, o, &Ts, &Tt);
+    // the widest batch as the loader pads it: up to its rung of --shape-ladder (buffers that grew mid-run
+    // would drop every captured CUDA graph)
+    Ts = ladder_len(Ts, o->ladder[0], o->max_src_len);
+    Tt = ladder_len(Tt, o->ladder[1], o->max_tgt_len);
     t5cu_reserve(m, o->batch_size, Ts, Tt);
     run->bufs = (BatchBuf*)callocCheck((size_t)o->grad_accum, sizeof(BatchBuf));
     run->batches = (T5Batch**)mallocCheck((size_t)o->grad_accum * sizeof(T5Batch*));
@@ -2877,7 +2882,7 @@ static int run_open(Run* run, T5Cuda* m, const Options* o, const CkptTrainState*
         if (run->has_val) printf("val file: %lld examples\n", (long long)run->val.data.n);
     }
     if (o->out_dir && is_rank0(m)) { // rank 0 writes the run directory
-        if (!(run->metrics = metrics_start(o->out_dir, resumed != NULL, run->step, o->steps, t5cu_num_params(m), t5cu_num_params(m)))) return -1;
+        if (!(run->metrics = metrics_start(o->out_dir, resumed != NULL, run->step, o->steps, t5cu_num_params(m), t5cu_num_trainable(m)))) return -1;
         ckpt_remove_stale(o->out_dir);
     }
     return 0;

@@ -522,7 +522,8 @@ static void matmul_tune_free(MatmulCtx* c) {
 // the mode picks without the cache (T5_MATMUL_TUNE), asked once per exact shape; in mode 0 the
 // heuristic's answer depends on the plan alone, so every product runs the algorithm it runs uncached,
 // and each product's algorithm is a function of its shape: runs and resumes stay bit-identical.
-// Epilogue products (their aux pointer lives in the descriptor) and a full table plan per product.
+// Epilogue products (their aux pointer lives in the descriptor) and products of new shapes once the table
+// is 3/4 full plan per product.
 #define MM_PLAN_SLOTS 8192
 
 // used: the plan is built; found: cuBLASLt had an algorithm for it (else products of the shape fail)
@@ -551,7 +552,8 @@ static int matmul_run_cached(MatmulCtx* ctx, const Matmul* m, int* found) {
     if (!ctx->cached && !(ctx->cached = (MatmulCached*)calloc(MM_PLAN_SLOTS, sizeof(MatmulCached)))) return 0;
     MatmulShape s = matmul_exact_shape(m);
     MatmulCached* c = matmul_cached_slot(ctx, &s);
-    if (!c) return 0;
+    // the table stops taking new shapes at 3/4 full, so a lookup's probe always meets an empty slot soon
+    if (!c || (!c->used && ctx->plans_built >= MM_PLAN_SLOTS / 4 * 3)) return 0;
     if (!c->used) {
         matmul_plan(ctx, m, &c->plan, s.align);
         c->found = ctx->tune ? matmul_tuned_algo(ctx, m, &c->plan, &c->algo) : matmul_first_algo(ctx, m, &c->plan, &c->algo);
