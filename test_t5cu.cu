@@ -634,7 +634,7 @@ static void test_zero_recompute(Comm* comm) {
 typedef struct { int zero, recompute, attention, accum; const char* name; } GraphCase;
 
 // steps [k0, k1) of a run of GRAPH_STEPS: micro-batch j = k·accum + a has shape (j % 3 == 2 ? long : short)
-// and content seeded by j, so shapes repeat and alternate
+// and content seeded by j, so shapes repeat and alternate, with other lengths inside the same shape
 static void graph_steps(T5Cuda* m, int k0, int k1, int accum, float* losses, float* norms) {
     Options o = options_default();
     o.steps = GRAPH_STEPS; o.lr = 1e-3f; o.warmup = 1; o.grad_accum = accum;
@@ -642,8 +642,10 @@ static void graph_steps(T5Cuda* m, int k0, int k1, int accum, float* losses, flo
         BatchBuf bb[2];
         T5Batch* bs[2];
         for (int a = 0; a < accum; a++) {
-            int j = k * accum + a, lng = j % 3 == 2;
-            int ls[2] = { lng ? 61 : 23, lng ? 40 : 9 }, lt[2] = { lng ? 29 : 11, lng ? 6 : 13 };
+            // v: the shape's repeats alternate their shorter examples' lengths (same padded shape, other
+            // source lengths and label counts: values a replay must read from device memory, not from its capture)
+            int j = k * accum + a, lng = j % 3 == 2, v = (j / 3) % 2;
+            int ls[2] = { lng ? 61 : 23, lng ? 40 - 5 * v : 9 + 5 * v }, lt[2] = { lng ? 29 : 11 - 4 * v, lng ? 6 + 3 * v : 13 };
             lengths_batch(&bb[a], ls, lt, 2, &m->config, 500 + (uint64_t)j);
             bs[a] = &bb[a].b;
         }
@@ -707,9 +709,12 @@ static void graph_resume(const T5Config* c, const T5Layout* L, const float* p0, 
     snprintf(path, sizeof(path), "%s/graphs.ckpt", tmp);
     if (t5cu_save_checkpoint(&m2, path, NULL, err, sizeof(err))) { printf("error: %s\n", err); exit(EXIT_FAILURE); }
     t5cu_free(&m2);
-    T5Cuda m3 = small_model(c, p0, path); // eager build from the file, then graphs on before its first step
-    m3.graphs.on = 1;
-    t5cu_reserve(&m3, 2, 61, 29);
+    CkptInfo info; // a fresh model from the file, built as the run was (flash attention, graphs on)
+    float *p, *mm, *vv;
+    if (ckpt_load(path, &info, &p, &mm, &vv, err, sizeof(err))) { printf("error: %s\n", err); exit(EXIT_FAILURE); }
+    T5Cuda m3 = graph_model(NULL, &info.config, p, &g, 1);
+    t5cu_set_optimizer_state(&m3, mm, vv, info.step);
+    free(p); free(mm); free(vv);
     graph_steps(&m3, GRAPH_STEPS / 2, GRAPH_STEPS, 1, lb, nb);
     float* pb = download_model(&m3, T5CU_PARAMS);
     long long replayed = m3.graphs.replayed;
@@ -1149,6 +1154,10 @@ static void test_graphs_lora(Comm* comm) {
                  zero ? ", ZeRO-1 (1 rank)" : "");
         check_true(name, replayed > 0 && memcmp(loss[0], loss[1], sizeof(loss[0])) == 0 &&
                          memcmp(norm[0], norm[1], sizeof(norm[0])) == 0 && memcmp(params[0], params[1], n * sizeof(float)) == 0);
+        snprintf(name, sizeof(name), "graphs LoRA%s: the loss moves and the adapter trains (no step skipped throughout)",
+                 zero ? ", ZeRO-1 (1 rank)" : "");
+        check_true(name, isfinite(loss[1][GRAPH_STEPS - 1]) && loss[1][GRAPH_STEPS - 1] != loss[1][0] &&
+                         memcmp(params[1], adapter, n * sizeof(float)) != 0);
         free(params[0]); free(params[1]);
     }
     free(adapter); free(p0);

@@ -63,11 +63,16 @@ esac
 mkdir -p "$OUT"
 declare -a NAMES STATUS
 T_START=$SECONDS
+selected() { # whether stage $1 runs under GPU_CHECK_ONLY / GPU_CHECK_SKIP (the build always does: the rest need it)
+    [ "$1" = build ] && return 0
+    # GPU_CHECK_ONLY=REGEX: run only the stages whose name matches (a quick rerun of what failed)
+    if [ -n "${GPU_CHECK_ONLY:-}" ] && ! [[ "$1" =~ $GPU_CHECK_ONLY ]]; then return 1; fi
+    if [ -n "${GPU_CHECK_SKIP:-}" ] && [[ "$1" =~ $GPU_CHECK_SKIP ]]; then return 1; fi
+    return 0
+}
 stage() { # name, timeout seconds, command...: capped by what is left of the budget
     local name=$1 limit=$2; shift 2
-    # GPU_CHECK_ONLY=REGEX: run only the stages whose name matches (a quick rerun of what failed)
-    if [ -n "${GPU_CHECK_ONLY:-}" ] && ! [[ "$name" =~ $GPU_CHECK_ONLY ]]; then return; fi
-    if [ -n "${GPU_CHECK_SKIP:-}" ] && [[ "$name" =~ $GPU_CHECK_SKIP ]]; then return; fi
+    selected "$name" || return
     local left=$((BUDGET - (SECONDS - T_START) - 10))
     if [ "$left" -lt 15 ]; then NAMES+=("$name"); STATUS+=("SKIPPED (budget)"); return; fi
     [ "$limit" -gt "$left" ] && limit=$left
@@ -146,7 +151,7 @@ if cudnn_ok; then
     stage "kernel attention cudnn" 60 "$CUDNN_BIN/attention"
 else
     echo "cuDNN build: not runnable here"; [ -x "$CUDNN_BIN/test_t5cu" ] && ldd "$CUDNN_BIN/test_t5cu" | grep "not found"
-    NAMES+=("test cudnn"); STATUS+=("SKIPPED (no cuDNN build or libraries)")
+    selected "test cudnn" && { NAMES+=("test cudnn"); STATUS+=("SKIPPED (no cuDNN build or libraries)"); }
 fi
 
 # ---- 3. kernel twins
