@@ -180,6 +180,10 @@ stage "bench t5cu lora large" 90 "$T5" "${LARGE[@]}" "${LORA[@]}"
 stage "bench t5cu large nolora" 90 "$T5" "${LARGE[@]}"
 stage "bench hf lora large" 120 python3 dev/bench_hf_gpu.py --shape flan-t5-large --steps 10 --warmup 2 --batch-size "$BATCH" \
     --compile off --lora-r 32 --lora-alpha 64
+# flan-t5-xl (2.85B): LoRA keeps the bf16 base once; full fine-tuning needs fp32 master, gradients and moments
+XL=(--model flan-t5-xl --bench 5 --bench-warmup 1 --batch-size 8)
+stage "bench t5cu lora xl" 150 "$T5" "${XL[@]}" "${LORA[@]}"
+stage "bench t5cu xl nolora" 150 "$T5" "${XL[@]}"
 "$T5" --plan-memory 80 --lora-r 32 | grep -E "^the largest preset LoRA" || true
 
 # ---- 5. generation: summaries/s on the GPU vs transformers' generate(), same model, inputs and search
@@ -310,10 +314,10 @@ for i in "${!NAMES[@]}"; do
     case "${STATUS[$i]}" in PASS*) ;; *) fails=$((fails + 1)) ;; esac
 done
 grep -h "passed, .* failed" "$OUT"/test_*.log "$OUT"/tuned_*.log "$OUT"/class_*.log "$OUT"/plans_*.log 2>/dev/null | awk '{p += $1; f += $3} END {print "test_t5cu checks: " p " passed, " f " failed"}'
-printf '%-13s %10s %9s %8s %7s %9s %8s\n' engine tok/s step_ms TFLOP/s MFU peak_GiB host_ms
+printf '%-18s %10s %9s %8s %7s %9s %8s\n' engine tok/s step_ms TFLOP/s MFU peak_GiB host_ms
 for e in t5cu_flash t5cu_ladder t5cu_graphs t5cu_class t5cu_cudnn hf-eager hf-pytorch hf-eager_ladder hf-compile_static t5cu_lora_base hf_lora_base \
-         t5cu_lora_large t5cu_large_nolora hf_lora_large; do
-    printf '%-13s %10s %9s %8s %7s %9s %8s\n' "$e" "$(field "bench_$e" real_tok_per_s)" "$(field "bench_$e" median_step_ms)" \
+         t5cu_lora_large t5cu_large_nolora hf_lora_large t5cu_lora_xl t5cu_xl_nolora; do
+    printf '%-18s %10s %9s %8s %7s %9s %8s\n' "$e" "$(field "bench_$e" real_tok_per_s)" "$(field "bench_$e" median_step_ms)" \
         "$(field "bench_$e" tflops)" "$(field "bench_$e" mfu)" "$(field "bench_$e" peak_mem_gib)" "$(field "bench_$e" median_host_ms)"
 done
 hf_best=$(field bench_hf-pytorch real_tok_per_s); hf_eager=$(field bench_hf-eager real_tok_per_s)
@@ -332,8 +336,8 @@ for e in t5cu_ladder t5cu_graphs; do
     echo "ratio $e / best transformers on the same ladder (real tokens/s): $(ratio "$(field "bench_$e" real_tok_per_s)" "$hf_ladder")"
 done
 for e in t5cu_flash t5cu_class t5cu_cudnn; do echo "$e $(grep -h '^phases' "$OUT/bench_$e.log" 2>/dev/null | tail -1)"; done
-for s in base large; do # LoRA (r 32, q,v) against full fine-tuning of the same model and batches, and against peft
-    full=$([ $s = base ] && echo t5cu_flash || echo t5cu_large_nolora)
+for s in base large xl; do # LoRA (r 32, q,v) against full fine-tuning of the same model and batches, and against peft
+    full=$([ $s = base ] && echo t5cu_flash || echo "t5cu_${s}_nolora")
     echo "lora $s: step ms LoRA/full $(ratio "$(field "bench_t5cu_lora_$s" median_step_ms)" "$(field "bench_$full" median_step_ms)")," \
          "peak memory LoRA/full $(ratio "$(field "bench_t5cu_lora_$s" peak_mem_gib)" "$(field "bench_$full" peak_mem_gib)")," \
          "real tok/s t5cu/peft $(ratio "$(field "bench_t5cu_lora_$s" real_tok_per_s)" "$(field "bench_hf_lora_$s" real_tok_per_s)")"

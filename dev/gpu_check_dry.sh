@@ -58,8 +58,8 @@ expect "only the transformers baselines fail (no GPU here)" \
 expect "the cuDNN stages ran" '[ "$(echo "$summary" | grep -cE "^(test cudnn (cudnn|cli)|kernel attention cudnn|bench t5cu cudnn) +PASS")" = 4 ]'
 expect "the matmul-mode stages ran" \
     '[ "$(echo "$summary" | grep -cE "^((tuned|class) (fp32|bf16) fixtures|(class|plans) bf16 (cpu|fixtures|determinism)|bench t5cu class|kernel matmul) +PASS")" = 10 ]'
-expect "the LoRA stages ran (tests, twin, benchmarks, NCCL/ZeRO-1/recompute runs)" \
-    '[ "$(echo "$summary" | grep -cE "^(test (fp32|bf16) lora|kernel lora|bench t5cu (lora base|lora large|large nolora)|lora (plain run|nccl zero-1|recompute)) +PASS")" = 9 ]'
+expect "the LoRA stages ran (tests, twin, benchmarks base/large/xl, NCCL/ZeRO-1/recompute runs)" \
+    '[ "$(echo "$summary" | grep -cE "^(test (fp32|bf16) lora|kernel lora|bench t5cu (lora base|lora large|large nolora|lora xl|xl nolora)|lora (plain run|nccl zero-1|recompute)) +PASS")" = 11 ]'
 expect "the summary compares LoRA with full fine-tuning and peft" 'echo "$summary" | grep -q "^lora base: step ms LoRA/full 1.00x"'
 expect "the DialogSum runs ran, one line each in the summary (untuned, graphs, ladder, plans, tuned, class, eager)" \
     '[ "$(echo "$summary" | grep -cE "^dialogsum train( graphs| ladder| plans| tuned| class| eager)? +PASS")" = 7 ] && [ "$(echo "$summary" | grep -cE "^dialogsum train.*real batches.*real tok/s")" = 7 ]'
