@@ -1154,7 +1154,7 @@ static void test_graphs_lora(Comm* comm) {
                  zero ? ", ZeRO-1 (1 rank)" : "");
         check_true(name, replayed > 0 && memcmp(loss[0], loss[1], sizeof(loss[0])) == 0 &&
                          memcmp(norm[0], norm[1], sizeof(norm[0])) == 0 && memcmp(params[0], params[1], n * sizeof(float)) == 0);
-        snprintf(name, sizeof(name), "graphs LoRA%s: the loss moves and the adapter trains (no step skipped throughout)",
+        snprintf(name, sizeof(name), "graphs LoRA%s: the loss moves and the adapter trains",
                  zero ? ", ZeRO-1 (1 rank)" : "");
         check_true(name, isfinite(loss[1][GRAPH_STEPS - 1]) && loss[1][GRAPH_STEPS - 1] != loss[1][0] &&
                          memcmp(params[1], adapter, n * sizeof(float)) != 0);
@@ -1395,7 +1395,9 @@ static void test_lora_flops(void) {
     int src[5] = { 1, 2, 3, 4, 5 }, dec[3] = { 0, 6, 7 }, lab[3] = { 6, 7, 1 }, len[1] = { ls };
     T5Batch b = { 1, ls, lt, src, len, dec, lab };
     LoraConfig none = { 4, 8.0f, 0.0f, 0, 0 }, q = { 4, 8.0f, 0.0f, 1u << LORA_Q, 0 };
+    LoraConfig kv = { 4, 8.0f, 0.0f, (1u << LORA_K) | (1u << LORA_V), 0 };
     double full = t5_batch_flops(&c, &b, NULL), frozen = t5_batch_flops(&c, &b, &none), with_q = t5_batch_flops(&c, &b, &q);
+    double with_kv = t5_batch_flops(&c, &b, &kv);
     double C = c.d_model, HD = (double)c.num_heads * c.d_kv;
     double att = c.num_layers * 4.0 * HD * ls * ls + c.num_decoder_layers * (4.0 * HD * lt * (lt + 1) / 2 + 4.0 * HD * lt * ls);
     double dense = (full - 3.0 * att) / 3.0;
@@ -1403,6 +1405,9 @@ static void test_lora_flops(void) {
     double adapter = 6.0 * 4 * (C + HD) * (c.num_layers * ls + 2.0 * c.num_decoder_layers * lt);
     check_true("LoRA FLOPs: frozen Linears 2 x forward, attention 3 x", fabs(frozen - (2.0 * dense + 3.0 * att)) <= 1e-9 * full);
     check_true("LoRA FLOPs: q adapters add 6 r (in + out) per token where q runs", fabs(with_q - frozen - adapter) <= 1e-9 * full);
+    // k and v adapters: encoder and decoder self-attention on their own tokens, cross-attention on the ls source tokens
+    double adapter_kv = 2 * 6.0 * 4 * (C + HD) * (c.num_layers * ls + c.num_decoder_layers * (double)(lt + ls));
+    check_true("LoRA FLOPs: k, v adapters run on the source tokens in cross-attention", fabs(with_kv - frozen - adapter_kv) <= 1e-9 * full);
 }
 
 static void test_cli_lora(const char* bin, const char* tmp) {

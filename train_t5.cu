@@ -2650,8 +2650,10 @@ static void micro_body(void* ctx) {
 static void t5cu_micro_step(T5Cuda* m) {
     StepGraphs* g = &m->graphs;
     if (m->cudnn && cudnn_attn_epoch(m->cudnn) != g->cudnn_epoch) { // its workspace moved: the graphs hold the old one
-        cudaCheck(cudaStreamSynchronize(m->stream));
-        t5cu_drop_graphs(m);
+        if (g->n || g->end[0] || g->end[1]) {
+            cudaCheck(cudaStreamSynchronize(m->stream));
+            t5cu_drop_graphs(m);
+        }
         g->cudnn_epoch = cudnn_attn_epoch(m->cudnn);
     }
     StepCtx x = { m, NULL, m->reduce_now, m->next_bucket };

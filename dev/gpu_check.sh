@@ -217,6 +217,8 @@ PY
 }
 compare_run() { # name, tolerance, launcher (one_rank or env), extra flags...: runs, prints, compares
     local name=$1 tol=$2 launch=$3; shift 3
+    # the reference: the "plain run" stage's log, made here when that stage is in another pass (GPU_CHECK_PASS)
+    [ -s "$OUT/plain_run.log" ] || "$T5" "${RUN_ARGS[@]}" > "$OUT/plain_run.log" 2>&1 || return 1
     $launch "$T5" "${RUN_ARGS[@]}" "$@" > "$OUT/$name.out" 2>&1; local rc=$?
     cat "$OUT/$name.out"
     [ $rc -eq 0 ] && same_losses "$OUT/plain_run.log" "$OUT/$name.out" "$tol"
@@ -228,6 +230,16 @@ stage "plain run" 60 "$T5" "${RUN_ARGS[@]}"
 stage "nccl 1 rank" 60 bash -c 'RUN_ARGS=($RUN_ARGS_STR); compare_run nccl 0 one_rank'
 stage "nccl zero-1" 60 bash -c 'RUN_ARGS=($RUN_ARGS_STR); compare_run zero 0 one_rank --zero 1'
 stage "recompute" 60 bash -c 'RUN_ARGS=($RUN_ARGS_STR); compare_run recompute 1e-4 env --recompute 1'
+# CUDA graphs over a live NCCL communicator (one rank under mpirun): the plain run's losses exactly, graphs
+# replayed, no capture that fell back to eager
+graphs_run() { # name, extra flags...
+    local name=$1; shift
+    compare_run "$name" 0 one_rank --cuda-graphs 1 "$@" && ! grep -q "could not be captured" "$OUT/$name.out" &&
+        grep -Eq "^cuda graphs: [0-9]+ captured, [1-9][0-9]* replayed" "$OUT/$name.out"
+}
+export -f graphs_run
+stage "nccl graphs" 60 bash -c 'RUN_ARGS=($RUN_ARGS_STR); graphs_run nccl_graphs'
+stage "nccl graphs zero-1" 60 bash -c 'RUN_ARGS=($RUN_ARGS_STR); graphs_run zero_graphs --zero 1'
 # the run directory (--out-dir): 6 steps with a checkpoint at 3, against 3 steps then --resume latest to 6:
 # steps 4-6 must print the same losses and gradient norms; a fresh run must refuse the used directory
 resume_check() {

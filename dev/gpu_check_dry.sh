@@ -22,11 +22,12 @@ case " $* " in
     *" --gen-bench "*) echo "gen_bench: summaries_per_s=246.0"; exit 0 ;;
     *" --save-hf "*) mkdir -p "${@: -1}"; exit 0 ;;
 esac
-out=""; resume=0; steps=4
+ARGS="$*"; out=""; resume=0; steps=4
 while [ $# -gt 0 ]; do case "$1" in --out-dir) out=$2; shift ;; --resume) resume=1; shift ;; --steps) steps=$2; shift ;; esac; shift; done
 if [ -n "$out" ] && [ -d "$out/checkpoints" ] && [ $resume = 0 ]; then echo "error: $out already holds checkpoints"; exit 1; fi
 first=1; [ $resume = 1 ] && first=4
 for s in $(seq $first "$steps"); do echo "step $s/$steps | loss 1.$s | lr 1e-2 | grad norm 0.$s | 10 ms | 100 tok/s"; done
+case " $ARGS " in *" --cuda-graphs 1 "*) echo "cuda graphs: 2 captured, 2 replayed (training micro-steps, decoder steps), 1 micro-steps eager" ;; esac
 if [ -n "$out" ]; then
     mkdir -p "$out/checkpoints"
     [ $resume = 0 ] && : > "$out/metrics.jsonl"
@@ -74,11 +75,14 @@ for pass in 1 2; do
     PATH="$D/bin:$PATH" GPU_PREBUILT="$D/pb" GPU_CHECK_OUT="$D/out" GPU_CHECK_BUDGET=600 GPU_DATA="$D/data" GPU_CHECK_PASS=$pass \
         bash dev/gpu_check.sh > "$D/pass$pass.log" 2>&1
     stage_names "$D/pass$pass.log" > "$D/pass$pass.names"
+    sed -n '/^=== summary/,$p' "$D/pass$pass.log" | grep -E " (FAIL|SKIPPED)" | grep -vE "^(bench hf|gen hf)" >> "$D/pass_fails"
 done
 stage_names "$D/run.log" > "$D/all.names"
 expect "GPU_CHECK_PASS=1 and 2 split the stages: pass 1 has the graph and LoRA stages, together they are all, none runs twice" \
     '[ -s "$D/pass1.names" ] && grep -q "^test bf16 graphs$" "$D/pass1.names" && grep -q "^bench t5cu lora base$" "$D/pass1.names" &&
      [ "$(sort "$D/pass1.names" "$D/pass2.names")" = "$(cat "$D/all.names")" ] && [ -z "$(comm -12 "$D/pass1.names" "$D/pass2.names")" ]'
+expect "each pass on its own: every stage that runs only our programs passes (what it needs is made in the same pass)" \
+    '[ ! -s "$D/pass_fails" ] || { cat "$D/pass_fails"; false; }'
 expect "GPU_CHECK_PASS=3 is refused" \
     '! GPU_CHECK_PASS=3 GPU_PREBUILT="$D/pb" GPU_CHECK_OUT="$D/out3" bash dev/gpu_check.sh > /dev/null 2>&1'
 [ -n "${GPU_CHECK_DRY_KEEP:-}" ] && cp "$D"/pass*.names "$D"/all.names "$GPU_CHECK_DRY_KEEP"/

@@ -33,6 +33,16 @@ static inline int capture_soft_fail(const char* kind, const char* msg, const cha
     return 1;
 }
 
+// during a capture: 1 when stream s is not (any longer) part of a valid capture, so work queued on it would
+// run eagerly or fail; marks the capture failed (graph_capture_launch then reruns the body eagerly)
+static inline int capture_broken(cudaStream_t s) {
+    if (!g_capture_errors.on) return 0;
+    cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+    if (!g_capture_errors.failed && cudaStreamIsCapturing(s, &st) == cudaSuccess && st == cudaStreamCaptureStatusActive) return 0;
+    g_capture_errors.failed = 1;
+    return 1;
+}
+
 static inline void cuda_check(cudaError_t e, const char* what, const char* file, int line) {
     if (e == cudaSuccess) return;
     if (capture_soft_fail("CUDA", cudaGetErrorString(e), what, file, line)) return;

@@ -221,6 +221,7 @@ static inline ncclDataType_t comm_nccl_type(CommType t) {
 
 // buf (n) ← Σ over ranks, in place
 static inline void comm_all_reduce_sum(const Comm* c, void* buf, size_t n, CommType t, cudaStream_t s) {
+    if (capture_broken(s)) return;
 #ifdef USE_NCCL
     if (c->active && n) ncclCheck(ncclAllReduce(buf, buf, n, comm_nccl_type(t), ncclSum, c->comm, s));
 #else
@@ -230,6 +231,7 @@ static inline void comm_all_reduce_sum(const Comm* c, void* buf, size_t n, CommT
 
 // a bucket of size·part floats: mine (part) ← Σ over ranks of the bucket's part [rank·part, (rank+1)·part)
 static inline void comm_reduce_scatter_sum(const Comm* c, const float* bucket, float* mine, size_t part, cudaStream_t s) {
+    if (capture_broken(s)) return;
     if (!c->active) { // one process: its part is the whole bucket
         if (bucket != mine && part) cudaCheck(cudaMemcpyAsync(mine, bucket, part * sizeof(float), cudaMemcpyDeviceToDevice, s));
         return;
@@ -241,6 +243,7 @@ static inline void comm_reduce_scatter_sum(const Comm* c, const float* bucket, f
 
 // recv (size·part) ← every rank's send (part), rank order. In place when send = recv + rank·part.
 static inline void comm_all_gather(const Comm* c, const void* send, void* recv, size_t part, CommType t, cudaStream_t s) {
+    if (capture_broken(s)) return;
     size_t bytes = part * comm_type_size(t);
     if (!c->active) { // one process: its part is the whole buffer
         if (send != recv && part) cudaCheck(cudaMemcpyAsync(recv, send, bytes, cudaMemcpyDeviceToDevice, s));
@@ -253,12 +256,14 @@ static inline void comm_all_gather(const Comm* c, const void* send, void* recv, 
 
 // comm->stream waits for the work enqueued on `compute` so far (a bucket's gradients are final)
 static inline void comm_wait_for(Comm* c, cudaStream_t compute) {
+    if (capture_broken(compute)) return;
     cudaCheck(cudaEventRecord(c->ready, compute));
     cudaCheck(cudaStreamWaitEvent(c->stream, c->ready, 0));
 }
 
 // `compute` waits for everything enqueued on comm->stream so far
 static inline void comm_join(Comm* c, cudaStream_t compute) {
+    if (capture_broken(compute) || capture_broken(c->stream)) return;
     cudaCheck(cudaEventRecord(c->done, c->stream));
     cudaCheck(cudaStreamWaitEvent(compute, c->done, 0));
 }
