@@ -695,6 +695,29 @@ static void graph_case(Comm* comm, const T5Config* c, const T5Layout* L, const f
     free(params[0]); free(params[1]);
 }
 
+// a capture that breaks (a host synchronisation inside it, on the first micro-step, under ZeRO-1 so that
+// the communicator's copies are in the body too): the run says so, goes on eagerly with graphs off, and
+// its losses and parameters are the eager run's bit for bit (nothing of the broken capture ran twice)
+static void graph_fallback(Comm* comm, const T5Config* c, const T5Layout* L, const float* p0) {
+    GraphCase g = { 1, 0, ATTN_FLASH, 2, "broken capture" };
+    float loss[2][GRAPH_STEPS], norm[2][GRAPH_STEPS], *params[2];
+    int on = 1;
+    long long captured = -1;
+    for (int v = 0; v < 2; v++) {
+        T5Cuda m = graph_model(comm, c, p0, &g, v);
+        m.graphs.break_next = v;
+        graph_steps(&m, 0, GRAPH_STEPS, g.accum, loss[v], norm[v]);
+        params[v] = download_model(&m, T5CU_PARAMS);
+        if (v) { on = m.graphs.on; captured = m.graphs.captured; }
+        t5cu_free(&m);
+    }
+    check_true("graphs: a capture that breaks falls back to eager launches for the rest of the run", on == 0 && captured == 0);
+    check_true("graphs: ... and the run's losses, norms and parameters are the eager run's, bit for bit",
+               memcmp(loss[0], loss[1], sizeof(loss[0])) == 0 && memcmp(norm[0], norm[1], sizeof(norm[0])) == 0 &&
+               memcmp(params[0], params[1], L->total * sizeof(float)) == 0);
+    free(params[0]); free(params[1]);
+}
+
 // a graph run saved at step K/2 and resumed in a fresh model (graphs captured again) = the whole run
 static void graph_resume(const T5Config* c, const T5Layout* L, const float* p0, const char* tmp) {
     GraphCase g = { 0, 0, ATTN_FLASH, 1, "flash, save + resume" };
@@ -746,6 +769,7 @@ static void test_graphs(Comm* comm, const char* tmp) {
         graph_case(comm, &c, &L, p0, &cases[i]);
     }
     graph_resume(&c, &L, p0, tmp);
+    graph_fallback(comm, &c, &L, p0);
     free(p0);
 }
 

@@ -240,6 +240,8 @@ typedef struct {
     cudaGraphExec_t end[2];     // the step end without [0] and with [1] the gradient reduction
     int end_seen[2];            // that step end ran once (eagerly, where graphs_capture_first says so)
     int cudnn_epoch;            // cuDNN's workspace generation the graphs were captured with (cudnn_attn_epoch)
+    int break_next;             // tests: the next captured micro-step makes a call no capture can hold, so
+                                // that the fallback (graph_capture_launch) runs
     long long captured, replayed, eager;
 } StepGraphs;
 
@@ -2638,6 +2640,10 @@ typedef struct { T5Cuda* m; const AdamW* opt; int reduce, next_bucket; } StepCtx
 // capture requires of every stream it forks to (the work after it reads the summed gradients anyway)
 static void micro_body(void* ctx) {
     const StepCtx* x = (const StepCtx*)ctx;
+    if (x->m->graphs.break_next && g_capture_errors.on) { // a host synchronisation: illegal while capturing
+        x->m->graphs.break_next = 0;
+        cudaCheck(cudaStreamSynchronize(x->m->stream));
+    }
     x->m->next_bucket = x->next_bucket;
     t5cu_forward_run(x->m);
     t5cu_backward(x->m);
