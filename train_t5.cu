@@ -1590,7 +1590,11 @@ static double t5_batch_flops(const T5Config* c, const T5Batch* b, const LoraConf
     double C = c->d_model, HD = (double)c->num_heads * c->d_kv, F = c->d_ff, V = c->vocab_size;
     double ffn = 2.0 * C * F * (c->gated ? 3 : 2), attn_proj = 2.0 * 4 * C * HD;
     double dense = 0.0, att = 0.0, adapter = 0.0;
-    const unsigned ATT = (1u << LORA_Q) | (1u << LORA_K) | (1u << LORA_V) | (1u << LORA_O), KV = (1u << LORA_K) | (1u << LORA_V);
+    // the adapters' FLOPs per token: every name (encoder; decoder self-attention and FFN), cross-attention's
+    // q, o (on target tokens) and k, v (on source tokens)
+    const unsigned KV = (1u << LORA_K) | (1u << LORA_V), QO = (1u << LORA_Q) | (1u << LORA_O);
+    double per_all = lora ? lora_token_flops(lora, ~0u, c) : 0.0, per_qo = lora ? lora_token_flops(lora, QO, c) : 0.0;
+    double per_kv = lora ? lora_token_flops(lora, KV, c) : 0.0;
     for (int i = 0; i < b->B; i++) {
         double ls = b->src_len[i], lt = 0;
         for (int j = 0; j < b->Tt; j++) lt += b->labels[(size_t)i * b->Tt + j] != IGNORE_INDEX;
@@ -1599,10 +1603,7 @@ static double t5_batch_flops(const T5Config* c, const T5Batch* b, const LoraConf
         dense += c->num_decoder_layers * (lt * (2 * attn_proj + ffn - 2.0 * 2 * C * HD) + ls * 2.0 * 2 * C * HD);
         att += c->num_decoder_layers * (4.0 * HD * lt * (lt + 1) / 2 + 4.0 * HD * lt * ls);
         dense += lt * 2.0 * C * V;
-        if (lora) // encoder layers: every name on ls tokens; decoder: self-attention and FFN on lt, cross q, o on lt, k, v on ls
-            adapter += c->num_layers * ls * lora_token_flops(lora, ~0u, c) +
-                       c->num_decoder_layers * (lt * (lora_token_flops(lora, ~0u, c) + lora_token_flops(lora, ATT & ~KV, c)) +
-                                                ls * lora_token_flops(lora, KV, c));
+        adapter += c->num_layers * ls * per_all + c->num_decoder_layers * (lt * (per_all + per_qo) + ls * per_kv);
     }
     return lora ? 2.0 * dense + 3.0 * att + adapter : 3.0 * (dense + att);
 }

@@ -417,8 +417,8 @@ static inline int lora_config_refuse(const JsonValue* root, const char* path, ch
 // of a name (q, k, ...) or none, so a selection that takes some of a name's modules and not others (one
 // stack, some layers) is refused, as is one that takes the output layer lm_head.
 
-// a list's entries (those that are not one of the eight names: those are taken whole as bits), or a pattern
-typedef struct { const JsonValue* list; regex_t* re; } LoraMatcher;
+// list entries (those that are not one of the eight names: those are taken whole as bits), or a pattern
+typedef struct { const JsonValue* items; size_t count; regex_t* re; } LoraMatcher;
 
 static inline int lora_suffix_match(const char* module, const char* entry) {
     size_t n = strlen(module), e = strlen(entry);
@@ -427,8 +427,8 @@ static inline int lora_suffix_match(const char* module, const char* entry) {
 
 static inline int lora_matches(const LoraMatcher* w, const char* module) {
     if (w->re) return regexec(w->re, module, 0, NULL, 0) == 0;
-    for (size_t k = 0; k < w->list->count; k++) {
-        const char* e = w->list->items[k].string;
+    for (size_t k = 0; k < w->count; k++) {
+        const char* e = w->items[k].string;
         if (lora_target_index(e) < 0 && lora_suffix_match(module, e)) return 1;
     }
     return 0;
@@ -481,7 +481,7 @@ static inline int lora_select_into(const LoraMatcher* w, unsigned given, const c
 // a pattern string: "all-linear", or a regular expression compiled for a whole-name match ("^(…)$");
 // Python-only syntax ((?…), \d, \w, \s, \b, …) is refused rather than read with another meaning
 static inline int lora_pattern_targets(const char* pat, const T5Config* m, unsigned* mask, const char* path, char* err, size_t errlen) {
-    if (strcmp(pat, "all-linear") == 0) { *mask = lora_model_targets(m); return 0; }
+    if (strcmp(pat, "all-linear") == 0) { *mask = lora_resolve_targets(LORA_ALL_LINEAR, m); return 0; }
     char what[300];
     snprintf(what, sizeof(what), "pattern '%.250s'", pat);
     for (const char* p = pat; *p; p++)
@@ -503,7 +503,7 @@ static inline int lora_pattern_targets(const char* pat, const T5Config* m, unsig
         snprintf(err, errlen, "%s: target_modules %s is not a regular expression this engine reads: %s", path, what, msg);
         return -1;
     }
-    LoraMatcher w = { NULL, &re };
+    LoraMatcher w = { NULL, 0, &re };
     rc = lora_select_into(&w, 0, what, m, mask, path, err, errlen);
     regfree(&re);
     return rc;
@@ -524,10 +524,7 @@ static inline int lora_config_targets(const JsonValue* tm, const T5Config* m, un
         if (e->type != JSON_STRING) { snprintf(err, errlen, "%s: target_modules entry %zu is not a string", path, k); return -1; }
         int t = lora_target_index(e->string);
         if (t >= 0) { given |= 1u << t; continue; }
-        JsonValue one;
-        memset(&one, 0, sizeof(one));
-        one.type = JSON_ARRAY; one.count = 1; one.items = (JsonValue*)e;
-        LoraMatcher w1 = { &one, NULL };
+        LoraMatcher w1 = { e, 1, NULL };
         unsigned whole, part;
         char in[160], out[160];
         int head;
@@ -538,7 +535,7 @@ static inline int lora_config_targets(const JsonValue* tm, const T5Config* m, un
             return -1;
         }
     }
-    LoraMatcher w = { tm, NULL };
+    LoraMatcher w = { tm->items, tm->count, NULL };
     return lora_select_into(&w, given, "list", m, mask, path, err, errlen);
 }
 
