@@ -29,6 +29,7 @@
 #include "utils.h"     // defines: mallocCheck, callocCheck
 #include "rng.h"       // defines: Rng, rng_init, rng_next, mix64
 #include "examples.h"  // defines: ExampleFile, examples_open, examples_src, examples_tgt
+#include "t5.h"        // defines: T5Config
 
 #define IGNORE_INDEX (-100)
 
@@ -293,6 +294,19 @@ static inline T5Batch* dataloader_next(DataLoader* dl, BatchBuf* bb) {
 // fraction of the yielded batch tokens that are padding
 static inline double dataloader_padding_fraction(const DataLoader* dl) {
     return dl->padded_tokens > 0 ? 1.0 - (double)dl->real_tokens / (double)dl->padded_tokens : 0.0;
+}
+
+// a batch checked against the model config before any compute: NULL, or what is wrong
+static inline const char* batch_check(const T5Config* c, const T5Batch* b) {
+    int V = c->vocab_size;
+    if (b->B < 1 || b->Ts < 1 || b->Tt < 1) return "empty batch";
+    for (int i = 0; i < b->B; i++) if (b->src_len[i] < 1 || b->src_len[i] > b->Ts) return "source length out of range";
+    for (int i = 0; i < b->B * b->Ts; i++) if (b->src[i] < 0 || b->src[i] >= V) return "source token id outside the vocabulary";
+    for (int i = 0; i < b->B * b->Tt; i++) {
+        if (b->dec_in[i] < 0 || b->dec_in[i] >= V) return "decoder input id outside the vocabulary";
+        if (b->labels[i] != IGNORE_INDEX && (b->labels[i] < 0 || b->labels[i] >= V)) return "label id outside the vocabulary";
+    }
+    return NULL;
 }
 
 #endif // T5_DATALOADER_H

@@ -1,0 +1,974 @@
+// run.h — the one host-side driver of both trainers. Everything a run does besides the engine's
+// arithmetic lives here, once: options (llmc/options.h), the model on the host (llmc/model.h), the data,
+// the run directory (metrics, checkpoints, lock), the lr schedule and the step count, the evaluation and
+// checkpoint cadence, stop signals, non-finite-step skips, evaluation with the comparison report, and the
+// HF / adapter outputs. It talks to an engine only through llmc/engine.h (EngineOps), so train_t5 runs
+// all of it on every commit, and train_t5cu runs it on the host with --dry-run in CI.
+//
+// A trainer's main reads:  run_begin → while (run_next) { engine step; run_after } → run_end.
+#ifndef T5_RUN_H
+#define T5_RUN_H
+
+#include <stdio.h>       // defines: printf, fprintf, FILE
+#include <stdlib.h>      // defines: free, qsort
+#include <string.h>      // defines: memset, strcmp, strstr
+#include <math.h>        // defines: isfinite, ceil, NAN
+#include <signal.h>      // defines: signal, sig_atomic_t, SIGINT, SIGTERM
+#include "utils.h"       // defines: mallocCheck, callocCheck, now_ms, peak_rss_mib
+#include "engine.h"      // defines: Engine, EngineOps, Options, HostModel, StepIn, StepOut, GenConfig
+#include "options.h"     // defines: options_default, options_parse, options_usage, options_has_work
+#include "model.h"       // defines: model_setup, load_adapted_model, host_model_free, model_source, params_crc
+#include "evalset.h"     // defines: EvalSet, EvalResult, EvalAccum, evalset_open, eval_accum_*, write_generations
+#include "report.h"      // defines: ReportRow, write_scores_json, write_comparison_files, print_scores_*
+#include "hub.h"         // defines: HubSave, hub_save_dir, hub_write_card
+#include "rundir.h"      // defines: ckpt_path, ckpt_prune, ckpt_remove_stale, metrics_start, metrics_end, rundir_lock
+#include "dataloader.h"  // defines: DataLoader, BatchBuf, dataloader_*, batch_check, ladder_len
+#include "schedule.h"    // defines: LrSchedule, lr_multiplier, lr_schedule_name
+#include "rng.h"         // defines: mix64, Rng
+#include "lora.h"        // defines: lora_save_dir, lora_merge, lora_ckpt_save, lora_describe, lora_print_trainable
+#include "../tokenizer/spm.h" // defines: SpmModel, spm_load, spm_encode, spm_free
+
+// ----------------------------------------------------------------------------
+// the engine's processes: every rank takes the same branch (1 process: the values as they are)
+
+static int all_max(Engine* e, int x) { return e->ops->max_int ? e->ops->max_int(e, x) : x; }
+static void all_sum_i64(Engine* e, int64_t* x, int n) { if (e->ops->sum_i64) e->ops->sum_i64(e, x, n); }
+static void all_sum_f64(Engine* e, double* x, int n) { if (e->ops->sum_f64) e->ops->sum_f64(e, x, n); }
+static int is_rank0(const Engine* e) { return e->rank == 0; }
+
+// what the driver knows of a model before (or without) building it
+static void engine_describe(Engine* e, const HostModel* h) {
+    T5Layout L;
+    t5_layout(&h->config, &L);
+    e->config = h->config;
+    e->lora = h->lora;
+    e->num_params = L.total;
+    e->num_trainable = h->lora.r ? host_lora_size(h) : L.total;
+    e->opt_step = h->step;
+    e->base_crc = h->base_crc;
+}
+
+// ----------------------------------------------------------------------------
+// generation settings and the tokenizer
+
+static GenConfig gen_config_of(const Options* o) {
+    GenConfig g = gen_config_default();
+    g.max_new_tokens = o->max_new_tokens; g.num_beams = o->num_beams; g.no_repeat_ngram_size = o->no_repeat_ngram;
+    g.length_penalty = o->length_penalty; g.early_stopping = o->early_stopping; g.eos_bias = o->eos_bias;
+    return g;
+}
+
+typedef struct {
+    GenConfig gen;
+    int batch_size;   // inputs per generate call
+    int max_src;      // sources longer than this keep their first max_src - 1 tokens and </s>
+    int progress;     // a progress bar on stderr
+} EvalConfig;
+
+static EvalConfig eval_config(const Options* o, int progress) {
+    EvalConfig c = { gen_config_of(o), o->gen_batch_size, o->max_src_len, progress };
+    return c;
+}
+
+// --tokenizer, or the model directory's spiece.model, or the default (hf_tokenizer_path)
+static const char* tokenizer_path(const Options* o, char* buf, size_t n) {
+    return hf_tokenizer_path(buf, n, o->tokenizer, o->model, o->baseline_model);
+}
+
+static int load_tokenizer(SpmModel* tok, const Options* o) {
+    char err[1024], path[4400];
+    if (spm_load(tok, tokenizer_path(o, path, sizeof(path)), err, sizeof(err)) == 0) return 0;
+    fprintf(stderr, "error: tokenizer: %s\n", err);
+    return -1;
+}
+
+// generates a summary for every example of s and scores them; 0, or -1 with a message
+static int eval_generate(Engine* e, const SpmModel* tok, const EvalSet* s, const EvalConfig* c, const char* label,
+                         EvalResult* r, char* err, size_t errlen) {
+    EvalAccum acc;
+    eval_accum_init(&acc, s->n);
+    int Bmax = c->batch_size, T = c->gen.max_new_tokens;
+    int* buf = (int*)mallocCheck((size_t)Bmax * c->max_src * sizeof(int));
+    int* out = (int*)mallocCheck((size_t)Bmax * T * sizeof(int));
+    int** rows = (int**)mallocCheck((size_t)Bmax * sizeof(int*));
+    int* lens = (int*)mallocCheck((size_t)Bmax * 2 * sizeof(int));
+    int* out_len = lens + Bmax;
+    double t0 = now_ms();
+    int status = 0;
+    if (e->ops->gen_begin) e->ops->gen_begin(e); // LoRA merged once for the whole split
+    for (int64_t lo = 0; lo < s->n && status == 0; lo += Bmax) {
+        int B = (int)(s->n - lo < Bmax ? s->n - lo : Bmax);
+        eval_sources(s, lo, B, c->max_src, e->config.eos_id, buf, rows, lens);
+        status = e->ops->generate(e, (const int* const*)rows, lens, B, &c->gen, out, out_len, err, errlen);
+        for (int b = 0; b < B && status == 0; b++) status = eval_accum_add(&acc, s, tok, lo + b, out + (size_t)b * T, out_len[b], err, errlen);
+        if (c->progress) progress_bar(label, acc.r.n, s->n, (now_ms() - t0) / 1e3);
+    }
+    if (e->ops->gen_end) e->ops->gen_end(e);
+    eval_accum_finish(&acc, (now_ms() - t0) / 1e3);
+    *r = acc.r;
+    free(buf); free(out); free(rows); free(lens);
+    return status;
+}
+
+// prompt(dialogue) → ids + </s> (the last max_src tokens dropped past the limit, </s> kept)
+static int encode_prompt(const SpmModel* tok, const char* prompt, const char* text, int max_src, int eos,
+                         int** ids, int* n, char* err, size_t errlen) {
+    const char* at = strstr(prompt, "{dialogue}");
+    if (!at) { snprintf(err, errlen, "--prompt must contain {dialogue}"); return -1; }
+    size_t len = (size_t)(at - prompt) + strlen(text) + strlen(at + 10);
+    char* full = (char*)mallocCheck(len + 1);
+    snprintf(full, len + 1, "%.*s%s%s", (int)(at - prompt), prompt, text, at + 10);
+    SpmEncoding enc;
+    memset(&enc, 0, sizeof(enc));
+    int rc = spm_encode(tok, full, len, &enc, err, errlen);
+    free(full);
+    if (rc == 0) {
+        *n = (int)(enc.n + 1 < (size_t)max_src ? enc.n + 1 : (size_t)max_src);
+        *ids = (int*)mallocCheck((size_t)*n * sizeof(int));
+        memcpy(*ids, enc.ids, (size_t)(*n - 1) * sizeof(int));
+        (*ids)[*n - 1] = eos;
+    }
+    spm_encoding_free(&enc);
+    return rc;
+}
+
+static char* summarize_text(Engine* e, const SpmModel* tok, const char* prompt, const char* text, const EvalConfig* c,
+                            char* err, size_t errlen) {
+    int *ids, n, out_len;
+    if (encode_prompt(tok, prompt, text, c->max_src, e->config.eos_id, &ids, &n, err, errlen)) return NULL;
+    int* out = (int*)mallocCheck((size_t)c->gen.max_new_tokens * sizeof(int));
+    const int* rows[1] = { ids };
+    char* s = NULL;
+    if (e->ops->gen_begin) e->ops->gen_begin(e);
+    if (e->ops->generate(e, rows, &n, 1, &c->gen, out, &out_len, err, errlen) == 0) s = decode_summary(tok, out, out_len, err, errlen);
+    if (e->ops->gen_end) e->ops->gen_end(e);
+    free(ids); free(out);
+    return s;
+}
+
+// ----------------------------------------------------------------------------
+// the model's state on the host: checkpoints and exports. Every rank calls (gathers); rank 0 writes.
+
+// the fp32 base + adapter merged (peft's merge_and_unload), into a new buffer (NULL after a message). The
+// base is the engine's, or --model read again (an engine that keeps it in floatX): its fingerprint must
+// still be the run's.
+static float* merged_params(Engine* e, const Options* o, const EngineState* st) {
+    T5Layout base;
+    LoraLayout L;
+    t5_layout(&e->config, &base);
+    lora_layout(&e->lora, &base, e->config.gated, &L);
+    float* p = (float*)mallocCheck(base.total * sizeof(float));
+    if (st->params) memcpy(p, st->params, base.total * sizeof(float));
+    else {
+        HostModel h;
+        if (load_host_model(o, o->model, &h)) { free(p); return NULL; }
+        int same = lora_base_fingerprint(h.params, host_model_size(&h)) == e->base_crc;
+        if (same) memcpy(p, h.params, base.total * sizeof(float));
+        host_model_free(&h);
+        if (!same) { fprintf(stderr, "error: --model %s: its weights changed on disk since the run started\n", o->model); free(p); return NULL; }
+    }
+    lora_merge(p, &base, &L, st->adapter, lora_scale(&e->lora));
+    return p;
+}
+
+// writes PATH (ts: the run's position; NULL for --save-checkpoint): the full model and its AdamW state,
+// or under LoRA the adapter checkpoint (llmc/lora.h: the adapter, its moments, the base's fingerprint)
+static int save_checkpoint(Engine* e, const char* path, const CkptTrainState* ts) {
+    char err[1024];
+    EngineState st;
+    int bad = e->ops->get_state(e, &st) != 0;
+    if (!bad && is_rank0(e)) {
+        int rc = e->lora.r ? lora_ckpt_save(path, &e->lora, st.adapter, st.am, st.av, (int64_t)st.lora_n, st.step,
+                                            (int64_t)e->num_params, e->base_crc, (const int64_t*)ts, err, sizeof(err))
+                           : ckpt_save(path, &e->config, st.params, st.m, st.v, (int64_t)st.n, st.step, ts, err, sizeof(err));
+        if (rc) { fprintf(stderr, "error: %s\n", err); bad = 1; }
+    }
+    return all_max(e, bad) ? -1 : 0;
+}
+
+// ----------------------------------------------------------------------------
+// a training run
+
+// set by SIGINT / SIGTERM, read between steps: the one piece of global state, as signal handlers
+// can reach nothing else
+static volatile sig_atomic_t g_stop_signal = 0;
+
+static void on_stop_signal(int sig) {
+    g_stop_signal = sig;
+    signal(sig, SIG_DFL); // a second signal stops the program at once
+}
+
+typedef struct { float loss, grad_norm, lr; long long tokens; double flops, host_ms; int skipped; const char* error; } StepResult;
+
+// everything a run holds besides the model
+typedef struct {
+    Engine* e;
+    const Options* o;
+    DataLoader train, val;
+    int has_val, opened;
+    BatchBuf* bufs;         // (grad_accum) the micro-batches of a step
+    T5Batch** batches;      // (grad_accum)
+    uint64_t* seeds;        // (grad_accum)
+    FILE* data_log;         // --data-log
+    EvalSet rouge_set;      // --eval-rouge: the first N validation examples with their references
+    SpmModel tok;           // decodes their summaries
+    int has_rouge;
+    BatchBuf val_buf;
+    FILE* metrics;          // rank 0 with --out-dir
+    long long step;         // steps run (the optimizer's count skips non-finite steps)
+    long long total_steps;
+    long long epoch;        // of the running step
+    double t0, ms_sum, peak_mib;
+    int timed, skipped, in_a_row;
+    StepResult last;
+} Run;
+
+static LrSchedule run_schedule(const Options* o, const Run* r) {
+    LrSchedule s = { o->schedule, o->warmup, o->schedule_steps ? o->schedule_steps : (int)r->total_steps };
+    return s;
+}
+
+static void log_step_data(Run* run, long long k, int a) {
+    if (!run->data_log) return;
+    fprintf(run->data_log, "%lld %d", k + 1, a);
+    for (int i = 0; i < run->train.idx_n; i++) fprintf(run->data_log, " %lld", (long long)run->train.idx[i]);
+    fprintf(run->data_log, "\n");
+}
+
+// the micro-batches of step k, checked and counted over every rank, their dropout seeds, the step's lr:
+// everything the engine's step needs. The loss is the mean over all counted tokens of the global batch:
+// with R ranks each holds 1/R of every micro-batch, the token count is summed over ranks first.
+static int step_inputs(Run* run, long long k, StepIn* in, StepResult* r) {
+    Engine* e = run->e;
+    const Options* o = run->o;
+    int A = o->grad_accum, bad_batch = 0;
+    int64_t counts[3] = { 0, 0, 0 }; // counted label tokens, real tokens, FLOPs
+    memset(r, 0, sizeof(*r));
+    for (int a = 0; a < A; a++) { // labels of the whole step first: they fix the loss normalisation
+        T5Batch* b = dataloader_next(&run->train, &run->bufs[a]);
+        run->batches[a] = b;
+        log_step_data(run, k, a);
+        const char* bad = b->B > 0 ? batch_check(&e->config, b) : NULL; // B = 0: a rank's empty share of a short batch
+        if (bad) { r->error = bad; bad_batch = 1; }
+        counts[0] += batch_count_labels(b);
+        counts[1] += batch_real_tokens(b);
+        if (e->ops->step_flops && b->B > 0) counts[2] += (int64_t)e->ops->step_flops(e, b);
+    }
+    if (all_max(e, bad_batch)) { if (!r->error) r->error = "a bad batch on another rank"; return -1; } // before any compute
+    all_sum_i64(e, counts, 3);
+    r->tokens = counts[1];
+    r->flops = (double)counts[2];
+    // ranks > 0 draw other masks than rank 0 for the same positions of their slices
+    for (int a = 0; a < A; a++)
+        run->seeds[a] = mix64((uint64_t)o->seed ^ mix64((uint64_t)k * 65536 + (uint64_t)a)) + (uint64_t)e->rank * 0x9e3779b97f4a7c15ULL;
+    LrSchedule sched = run_schedule(o, run);
+    r->lr = (float)(o->lr * lr_multiplier(&sched, k));
+    in->batches = run->batches; in->A = A; in->total = counts[0]; in->seeds = run->seeds;
+    in->lr = r->lr; in->clip = o->clip;
+    in->opt.lr = o->lr; in->opt.beta1 = o->beta1; in->opt.beta2 = o->beta2; in->opt.eps = o->adam_eps;
+    in->opt.weight_decay = o->weight_decay; in->opt.decay_norms = o->decay_norms;
+    return 0;
+}
+
+// mean loss over the validation file (or its first eval_batches batches), dropout off: every rank its
+// slices, then the sums over ranks
+static double evaluate(Run* run, long long* tokens) {
+    Engine* e = run->e;
+    DataLoader* v = &run->val;
+    dataloader_seek(v, 0, 0);
+    long long nb = run->o->eval_batches && run->o->eval_batches < v->num_batches ? run->o->eval_batches : v->num_batches;
+    double sum[2] = { 0.0, 0.0 }; // loss sum, counted tokens
+    for (long long i = 0; i < nb; i++) {
+        T5Batch* b = dataloader_next(v, &run->val_buf);
+        if (b->B == 0 || batch_check(&e->config, b)) continue;
+        int counted;
+        float mean = e->ops->eval_batch(e, b, &counted);
+        sum[0] += (double)mean * counted;
+        sum[1] += counted;
+    }
+    all_sum_f64(e, sum, 2);
+    *tokens = (long long)sum[1];
+    return *tokens ? sum[0] / sum[1] : NAN;
+}
+
+// ROUGE of greedy summaries of the --eval-rouge validation examples (rank 0; 0 = fine, -1 = failed)
+static int eval_rouge(Run* run, EvalResult* r) {
+    char err[1024];
+    EvalConfig c = eval_config(run->o, 0);
+    c.gen.num_beams = 1;
+    if (eval_generate(run->e, &run->tok, &run->rouge_set, &c, "rouge", r, err, sizeof(err)) == 0) return 0;
+    fprintf(stderr, "warning: validation ROUGE failed: %s\n", err);
+    return -1;
+}
+
+static void log_eval(Run* run) {
+    double t0 = now_ms();
+    long long tokens;
+    double loss = evaluate(run, &tokens);
+    EvalResult r;
+    memset(&r, 0, sizeof(r));
+    int rouge = run->has_rouge && is_rank0(run->e) && eval_rouge(run, &r) == 0;
+    printf("eval step %lld | val loss %.6f | %lld target tokens", run->step, loss, tokens);
+    if (rouge) printf(" | ROUGE-1/2/L/Lsum %.2f/%.2f/%.2f/%.2f on %lld", 100 * r.rouge.m[ROUGE_1].fmeasure, 100 * r.rouge.m[ROUGE_2].fmeasure,
+                      100 * r.rouge.m[ROUGE_L].fmeasure, 100 * r.rouge.m[ROUGE_LSUM].fmeasure, (long long)r.n);
+    printf(" | %.1f s\n", (now_ms() - t0) / 1e3);
+    if (run->metrics) {
+        fprintf(run->metrics, "{\"type\": \"eval\", \"step\": %lld", run->step);
+        json_num(run->metrics, "val_loss", loss);
+        for (int k = 0; rouge && k < ROUGE_NUM_METRICS; k++) json_num(run->metrics, ROUGE_NAMES[k], 100 * r.rouge.m[k].fmeasure);
+        if (rouge) json_num(run->metrics, "bleu", r.bleu.score);
+        fprintf(run->metrics, ", \"tokens\": %lld}\n", tokens);
+        fflush(run->metrics);
+    }
+    eval_result_free(&r);
+}
+
+// --eval-rouge: the validation split's references (VAL.bin → VAL_refs.jsonl) and the tokenizer
+static int open_rouge(Run* run) {
+    char err[1024], prefix[4400];
+    snprintf(prefix, sizeof(prefix), "%s", run->o->val_file);
+    size_t l = strlen(prefix);
+    if (l > 4 && strcmp(prefix + l - 4, ".bin") == 0) prefix[l - 4] = 0;
+    if (evalset_open(&run->rouge_set, prefix, run->o->eval_rouge, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+    if (load_tokenizer(&run->tok, run->o)) { evalset_free(&run->rouge_set); return -1; }
+    run->has_rouge = 1;
+    return 0;
+}
+
+// a step's line on stdout (rank 0) and its metrics.jsonl record; MFU and device memory where the engine has them
+static void log_step(Run* run, const StepResult* r, long long k, double ms) {
+    Engine* e = run->e;
+    double avg_ms = run->ms_sum / run->timed, eta = avg_ms * (double)(run->total_steps - k - 1) / 1e3;
+    printf("step %lld/%lld | loss %.6f | lr %.4e | grad norm %.4f | %.1f ms | %.0f tok/s", k + 1, run->total_steps,
+           (double)r->loss, (double)r->lr, (double)r->grad_norm, ms, r->tokens / (ms / 1e3));
+    if (e->peak_tflops > 0) printf(" | MFU %.1f%%", 100.0 * r->flops / (ms / 1e3) / 1e12 / e->size / e->peak_tflops);
+    if (strcmp(e->ops->memory_kind, "device") == 0) printf(" | mem %.2f GiB", run->peak_mib / 1024.0);
+    printf(" | eta %dm%02ds%s\n", (int)(eta / 60), (int)eta % 60, r->skipped ? " | SKIPPED: non-finite loss or gradient norm" : "");
+    fflush(stdout);
+    if (!run->metrics) return;
+    FILE* f = run->metrics;
+    fprintf(f, "{\"type\": \"train\", \"step\": %lld, \"epoch\": %lld", k + 1, run->epoch);
+    json_num(f, "loss", r->loss); json_num(f, "lr", r->lr); json_num(f, "grad_norm", r->grad_norm);
+    json_num(f, "ms", ms); json_num(f, "tokens_per_s", r->tokens / (ms / 1e3));
+    fprintf(f, ", \"tokens\": %lld, \"skipped\": %d}\n", r->tokens, r->skipped);
+    fflush(f);
+}
+
+static CkptTrainState train_state(const Run* run) {
+    CkptTrainState ts = { run->o->seed, run->step, run->train.epoch, run->train.batch, run->o->batch_size, run->o->grad_accum,
+                          run->e->size };
+    return ts;
+}
+
+// OUT/checkpoints/ckpt_<steps run>.bin (every rank takes part), then all but the newest `keep` deleted
+static int run_checkpoint(Run* run) {
+    char path[4400];
+    CkptTrainState ts = train_state(run);
+    ckpt_path(path, sizeof(path), run->o->out_dir, run->step);
+    if (save_checkpoint(run->e, path, &ts)) return -1;
+    if (is_rank0(run->e)) { printf("checkpoint %s\n", path); ckpt_prune(run->o->out_dir, run->o->keep_checkpoints); }
+    return 0;
+}
+
+static int open_loader(Run* run, DataLoader* dl, const char* path, int bs, int training) {
+    char err[1024];
+    const Options* o = run->o;
+    const T5Config* c = &run->e->config;
+    LoaderConfig lc = { bs, run->e->size, run->e->rank, training ? o->shuffle : 0, training ? o->bucket : 1, 64, o->max_src_len,
+                        o->max_tgt_len, c->pad_id, c->decoder_start_id, (uint64_t)o->seed, o->ladder[0], o->ladder[1] };
+    if (dataloader_init(dl, path, &lc, err, sizeof(err)) == 0 && examples_check_vocab(&dl->data, c->vocab_size, path, err, sizeof(err)) == 0)
+        return 0;
+    fprintf(stderr, "error: %s\n", err);
+    return -1;
+}
+
+// a resumed run continues with its checkpoint's data position (llmc/rundir.h ckpt_check_geometry)
+static int resume_data(Run* run, const CkptTrainState* ts, const char* from) {
+    const Options* o = run->o;
+    if (ckpt_check_geometry(ts, o->batch_size, run->e->size, o->grad_accum, o->seed, from)) return -1;
+    if (dataloader_seek(&run->train, ts->epoch, ts->batch)) {
+        fprintf(stderr, "error: %s: data position (epoch %lld, batch %lld) does not fit %s\n", from,
+                (long long)ts->epoch, (long long)ts->batch, o->train_file);
+        return -1;
+    }
+    return 0;
+}
+
+// the widest batch dl makes, padded as the loader pads it (up to its --shape-ladder rung): widens *Ts, *Tt
+static void loader_widest(const DataLoader* dl, const Options* o, int* Ts, int* Tt) {
+    int s = 1, t = 1;
+    for (int64_t i = 0; i < dl->data.n; i++) {
+        int ls = clamp_len(dl->data.lens[2 * i], o->max_src_len), lt = clamp_len(dl->data.lens[2 * i + 1], o->max_tgt_len);
+        if (ls > s) s = ls;
+        if (lt > t) t = lt;
+    }
+    s = ladder_len(s, o->ladder[0], o->max_src_len);
+    t = ladder_len(t, o->ladder[1], o->max_tgt_len);
+    if (s > *Ts) *Ts = s;
+    if (t > *Tt) *Tt = t;
+}
+
+// the data, the step count, the run directory; resumed: the checkpoint's state, checked against this run.
+// dry: nothing written (no metrics, no data log)
+static int run_open(Run* run, const CkptTrainState* resumed, const char* from, int dry) {
+    const Options* o = run->o;
+    Engine* e = run->e;
+    run->opened = 1;
+    if (open_loader(run, &run->train, o->train_file, o->batch_size, 1)) return -1;
+    run->has_val = o->val_file != NULL;
+    if (run->has_val && open_loader(run, &run->val, o->val_file, o->eval_batch_size ? o->eval_batch_size : o->batch_size, 0)) return -1;
+    long long per_epoch = (run->train.num_batches + o->grad_accum - 1) / o->grad_accum;
+    // --epochs is read as a float: 0.05f is 0.0500000007, so 40 batches would give 2.0000000298 steps;
+    // a hundredth of a step is noise, not a step
+    run->total_steps = o->steps ? o->steps : (long long)ceil((double)o->epochs * (double)per_epoch - 0.01);
+    if (run->total_steps < 1) run->total_steps = 1;
+    printf("train file: %lld examples, %lld batches of %d x %d ranks per epoch, %lld steps in all\n", (long long)run->train.data.n,
+           (long long)run->train.num_batches, o->batch_size, e->size, run->total_steps);
+    if (run->has_val) printf("val file: %lld examples\n", (long long)run->val.data.n);
+    if (o->eval_rouge && is_rank0(e) && open_rouge(run)) return -1;
+    if (resumed && resume_data(run, resumed, from)) return -1;
+    run->step = resumed ? resumed->run_step : 0;
+    int Ts = 1, Tt = 1; // the buffers the engine sizes once (graphs hold their addresses)
+    loader_widest(&run->train, o, &Ts, &Tt);
+    if (run->has_val) loader_widest(&run->val, o, &Ts, &Tt);
+    printf("widest batch: %d x (%d source + %d target) tokens\n", o->batch_size, Ts, Tt);
+    if (!dry && e->ops->reserve) e->ops->reserve(e, o->batch_size, Ts, Tt);
+    run->bufs = (BatchBuf*)callocCheck((size_t)o->grad_accum, sizeof(BatchBuf));
+    run->batches = (T5Batch**)callocCheck((size_t)o->grad_accum, sizeof(T5Batch*));
+    run->seeds = (uint64_t*)callocCheck((size_t)o->grad_accum, sizeof(uint64_t));
+    if (dry) return 0;
+    if (o->data_log) {
+        char path[4400];
+        snprintf(path, sizeof(path), "%s.rank%d", o->data_log, e->rank);
+        if (!(run->data_log = fopen(path, resumed ? "a" : "w"))) { fprintf(stderr, "error: %s: cannot open for writing\n", path); return -1; }
+    }
+    if (o->out_dir && is_rank0(e) && // rank 0 writes the run directory
+        !(run->metrics = metrics_start(o->out_dir, resumed != NULL, run->step, run->total_steps, e->num_params, e->num_trainable)))
+        return -1;
+    return 0;
+}
+
+static void run_close(Run* run) {
+    if (!run->opened) return;
+    dataloader_free(&run->train);
+    if (run->has_val) dataloader_free(&run->val);
+    if (run->bufs) for (int a = 0; a < run->o->grad_accum; a++) batch_free(&run->bufs[a]);
+    free(run->bufs); free(run->batches); free(run->seeds);
+    batch_free(&run->val_buf);
+    if (run->metrics) fclose(run->metrics);
+    if (run->data_log) fclose(run->data_log);
+    if (run->has_rouge) { evalset_free(&run->rouge_set); spm_free(&run->tok); }
+    run->opened = 0;
+}
+
+// after the last step (or a stop signal): the final evaluation and checkpoint, and the log's last record
+static int train_finish(Run* run, int rc) {
+    Engine* e = run->e;
+    const Options* o = run->o;
+    if (run->skipped) printf("%d step(s) skipped for non-finite values\n", run->skipped);
+    if (e->ops->peak_mib) { double mib = e->ops->peak_mib(e); if (mib > run->peak_mib) run->peak_mib = mib; }
+    printf("padding: %.1f%% of the training batch tokens; peak memory %.0f MiB (%s)\n",
+           100.0 * dataloader_padding_fraction(&run->train), run->peak_mib, e->ops->memory_kind);
+    if (rc > 0) printf("stopped by signal %d after step %lld\n", rc, run->step);
+    if (rc == 0 && run->has_val) log_eval(run);
+    if (rc >= 0 && o->out_dir) {
+        if (run_checkpoint(run)) rc = -1;
+        else if (rc > 0) printf("resume with the same command and --resume latest\n");
+    }
+    metrics_end(run->metrics, rc == 0, run->step, dataloader_padding_fraction(&run->train), run->peak_mib, e->ops->memory_kind);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
+// the evaluation (--eval-split): every model's summaries and scores, and the comparison report
+
+static void eval_path(const Options* o, const char* file, char* buf, size_t len) {
+    const char* dir = o->eval_out ? o->eval_out : (o->out_dir ? NULL : "out/eval");
+    if (dir) snprintf(buf, len, "%s/%s", dir, file);
+    else snprintf(buf, len, "%s/eval/%s", o->out_dir, file);
+}
+
+// one model over the split: generations{tag}.jsonl and scores{tag}.json in the eval directory
+static int eval_model(Engine* e, const Options* o, const SpmModel* tok, const EvalSet* s, ReportRow* w) {
+    char err[1024], file[256], path[4400], label[32];
+    EvalConfig c = eval_config(o, 1);
+    snprintf(label, sizeof(label), "%-14s", KIND_NAMES[w->kind]);
+    if (eval_generate(e, tok, s, &c, label, &w->r, err, sizeof(err))) {
+        fprintf(stderr, "error: %s: %s\n", w->spec, err);
+        return -1;
+    }
+    snprintf(file, sizeof(file), "generations%s.jsonl", w->tag);
+    eval_path(o, file, path, sizeof(path));
+    int rc = write_generations(path, s, &w->r, err, sizeof(err));
+    snprintf(file, sizeof(file), "scores%s.json", w->tag);
+    eval_path(o, file, path, sizeof(path));
+    if (rc == 0) rc = write_scores_json(path, w, err, sizeof(err));
+    if (rc) fprintf(stderr, "error: %s\n", err);
+    return rc;
+}
+
+// the run directory a model given as SPEC (+ an adapter DIR) came from: the adapter's run, else the
+// model's (llmc/rundir.h rundir_of); NULL for a preset alone or a model outside any run directory
+static const char* spec_run_dir(const char* spec, const char* adapter, char* buf, size_t n) {
+    const char* path = adapter ? adapter : model_source(spec) != SRC_PRESET ? spec : NULL;
+    return path && rundir_of(path, buf, n) == 0 ? buf : NULL;
+}
+
+// describe_row for an engine's model: its adapter (if any) and whether this process trained it
+static void describe_model_row(ReportRow* w, const Engine* e, const char* run_dir, int trained_here) {
+    describe_row(w, run_dir, e->lora.r || trained_here ? (long long)e->num_trainable : -1, e->lora.r > 0);
+}
+
+// a model besides --model (the baseline, the compare model): loaded, built by a second engine of this
+// process alone (rank 0 evaluates), described, run over the split, freed
+static int eval_other(Engine* e, const Options* o, const SpmModel* tok, const EvalSet* s, ReportRow* w) {
+    HostModel h;
+    char dir[4400];
+    if (load_adapted_model(o, w->spec, w->adapter, &h)) return -1;
+    Engine b = *e;
+    b.self = NULL;
+    engine_describe(&b, &h);
+    int rc = e->ops->build(&b, &h, o, 1);
+    host_model_free(&h);
+    if (rc) return -1;
+    describe_model_row(w, &b, w->kind == KIND_ZERO_SHOT ? NULL : spec_run_dir(w->spec, w->adapter, dir, sizeof(dir)), 0);
+    rc = eval_model(&b, o, tok, s, w);
+    e->ops->free(&b);
+    return rc;
+}
+
+// the score table on stdout and, with two models or more, comparison.txt / comparison.md
+static int report(const Options* o, const EvalSet* s, ReportRow* rows, int n) {
+    char err[1024], path[4400];
+    order_rows(rows, n);
+    print_scores_header(stdout, 0);
+    for (int k = 0; k < n; k++) print_scores_row(stdout, &rows[k], 0);
+    print_legend(stdout, 0, rows, n);
+    eval_path(o, "", path, sizeof(path));
+    printf("wrote generations and scores to %s\n", path);
+    if (n < 2) return 0;
+    if (write_comparison_files(path, s, rows, n, o->compare_examples, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+    printf("wrote the side-by-side comparison to %scomparison.txt and comparison.md\n", path);
+    return 0;
+}
+
+// a model the evaluation loads later names something there (a typo shows before any training or summary)
+static int check_model_spec(const char* flag, const char* spec, const char* adapter) {
+    T5Config c;
+    struct stat st;
+    if (spec && model_source(spec) == SRC_PRESET && t5_config_preset(&c, spec)) {
+        fprintf(stderr, "error: %s %s is not a directory, a file, or a preset\n", flag, spec);
+        return -1;
+    }
+    if (!adapter || (stat(adapter, &st) == 0 && S_ISDIR(st.st_mode))) return 0;
+    fprintf(stderr, "error: --compare-lora-adapter %s: not a directory (a peft adapter: adapter_config.json + "
+            "adapter_model.safetensors)\n", adapter);
+    return -1;
+}
+
+// --eval-split's examples and references, checked against the model's vocabulary, and the tokenizer;
+// the output directory is created first, so that a bad --eval-out shows before any summary is generated
+static int open_eval_inputs(const T5Config* c, const Options* o, EvalSet* s, SpmModel* tok) {
+    char err[1024] = "", out[4400];
+    if (check_model_spec("--baseline-model", o->baseline_model, NULL) ||
+        check_model_spec("--compare-model", o->compare_model, o->compare_lora_adapter)) return -1;
+    eval_path(o, "generations.jsonl", out, sizeof(out));
+    if (mkdir_parent(out, err, sizeof(err)) || evalset_open(s, o->eval_split, o->eval_limit, err, sizeof(err))) {
+        fprintf(stderr, "error: %s\n", err);
+        return -1;
+    }
+    if (examples_check_vocab(&s->ex, c->vocab_size, o->eval_split, err, sizeof(err)) || load_tokenizer(tok, o)) {
+        if (err[0]) fprintf(stderr, "error: %s\n", err);
+        evalset_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+// before training: the evaluation that follows it can open its inputs (not only after hours of training)
+static int check_eval_inputs(const T5Config* c, const Options* o) {
+    EvalSet s;
+    SpmModel tok;
+    if (open_eval_inputs(c, o, &s, &tok)) return -1;
+    evalset_free(&s);
+    spm_free(&tok);
+    return 0;
+}
+
+// summaries for --eval-split with the model (and --baseline-model, --compare-model), scores, and the
+// comparison report. `name` is scores.json's "model": "fine-tuned" when this process trained it
+static int run_eval(Engine* e, const Options* o, const char* name) {
+    char dir[4400];
+    EvalSet s;
+    SpmModel tok;
+    if (open_eval_inputs(&e->config, o, &s, &tok)) return -1;
+    printf("evaluating on %s: %lld dialogues, %s, up to %d new tokens\n", o->eval_split, (long long)s.n,
+           o->num_beams > 1 ? "beam search" : "greedy", o->max_new_tokens);
+    ReportRow rows[3];
+    memset(rows, 0, sizeof(rows));
+    int n = 0, rc = 0, trained = o->train_file != NULL;
+    if (o->baseline_model) {
+        ReportRow* w = &rows[n++];
+        w->spec = w->name = o->baseline_model; w->tag = "_baseline"; w->kind = KIND_ZERO_SHOT;
+        rc = eval_other(e, o, &tok, &s, w);
+    }
+    if (rc == 0) { // a model trained here: its run is --out-dir, and --lora-adapter was only where it started
+        ReportRow* w = &rows[n++];
+        w->spec = o->model; w->adapter = trained ? NULL : o->lora_adapter; w->name = name; w->tag = "";
+        w->kind = KIND_TUNED; w->trained = trained;
+        describe_model_row(w, e, trained ? o->out_dir : spec_run_dir(o->model, o->lora_adapter, dir, sizeof(dir)), trained);
+        rc = eval_model(e, o, &tok, &s, w);
+    }
+    if (rc == 0 && o->compare_model) {
+        ReportRow* w = &rows[n++];
+        w->spec = w->name = o->compare_model; w->adapter = o->compare_lora_adapter; w->tag = "_compare"; w->kind = KIND_TUNED;
+        rc = eval_other(e, o, &tok, &s, w);
+    }
+    if (rc == 0) rc = report(o, &s, rows, n);
+    for (int k = 0; k < n; k++) eval_result_free(&rows[k].r);
+    spm_free(&tok);
+    evalset_free(&s);
+    return rc;
+}
+
+// the whole of FILE (or stdin) as one dialogue → its summary on stdout
+static int run_summarize(Engine* e, const Options* o) {
+    char err[1024];
+    FILE* f = strcmp(o->summarize, "-") == 0 ? stdin : fopen(o->summarize, "rb");
+    if (!f) { fprintf(stderr, "error: %s: cannot open\n", o->summarize); return -1; }
+    size_t len = 0, cap = 1 << 16;
+    char* text = (char*)mallocCheck(cap);
+    for (size_t got; (got = fread(text + len, 1, cap - 1 - len, f)) > 0; ) {
+        len += got;
+        if (len + 1 == cap) text = (char*)reallocCheck(text, cap *= 2);
+    }
+    if (f != stdin) fclose(f);
+    text[len] = 0;
+    int blank = 1;
+    for (size_t i = 0; i < len && blank; i++) blank = text[i] == ' ' || text[i] == '\n' || text[i] == '\t' || text[i] == '\r';
+    if (blank || strlen(text) != len) {
+        fprintf(stderr, "error: %s: %s\n", o->summarize, blank ? "empty dialogue" : "the text contains a NUL byte");
+        free(text);
+        return -1;
+    }
+    SpmModel tok;
+    if (load_tokenizer(&tok, o)) { free(text); return -1; }
+    EvalConfig c = eval_config(o, 0);
+    char* summary = summarize_text(e, &tok, o->prompt, text, &c, err, sizeof(err));
+    if (summary) printf("%s\n", summary);
+    else fprintf(stderr, "error: %s\n", err);
+    free(summary); free(text);
+    spm_free(&tok);
+    return summary ? 0 : -1;
+}
+
+// ----------------------------------------------------------------------------
+// outputs: the HF directory (hub-ready), the peft adapter, the native checkpoint, the model card
+
+// the HF directory this run writes of its model (--save-hf, else OUT/model), or NULL; under LoRA the merged
+// model goes to --merge-lora and --save-hf instead (save_lora_outputs), and OUT/model is not written
+static const char* hf_out_dir(const Options* o, char* buf, size_t n) {
+    if (o->save_hf) return o->save_hf;
+    if (!o->out_dir) return NULL;
+    snprintf(buf, n, "%s/model", o->out_dir);
+    return buf;
+}
+
+// what the HF directory holds besides the weights (llmc/hub.h); buffers for the paths it points to.
+// `evaluated`: the run's evaluation has written its scores (the card then carries them)
+typedef struct { char tok[4400], scores[4400], baseline[4400], lora[256]; } HubPaths;
+
+static HubSave hub_save_of(const Engine* e, const Options* o, int evaluated, HubPaths* p) {
+    HubSave s;
+    memset(&s, 0, sizeof(s));
+    s.weights = o->hf_weights;
+    s.spm_path = tokenizer_path(o, p->tok, sizeof(p->tok));
+    HubGeneration g = { o->num_beams, o->max_new_tokens, o->no_repeat_ngram, o->early_stopping, o->length_penalty };
+    s.gen = g;
+    eval_path(o, "scores.json", p->scores, sizeof(p->scores));
+    eval_path(o, "scores_baseline.json", p->baseline, sizeof(p->baseline));
+    p->lora[0] = 0;
+    if (e->lora.r) snprintf(p->lora, sizeof(p->lora), "LoRA rank %d, alpha %g, merged into the weights", e->lora.r, (double)e->lora.alpha);
+    HubCard* c = &s.card;
+    c->engine = e->ops->card_engine; c->base_model = o->model; c->random_init = model_source(o->model) == SRC_PRESET;
+    c->train_file = o->train_file; c->steps = e->opt_step; c->batch_size = o->batch_size; c->grad_accum = o->grad_accum;
+    c->ranks = e->size; c->warmup = o->warmup; c->max_src_len = o->max_src_len; c->max_tgt_len = o->max_tgt_len;
+    c->lr = o->lr; c->weight_decay = o->weight_decay; c->dropout = e->config.dropout; c->clip = o->clip;
+    c->schedule = lr_schedule_name(o->schedule); c->seed = o->seed;
+    c->eval_split = evaluated ? o->eval_split : NULL; c->scores_json = p->scores;
+    c->baseline_json = o->baseline_model ? p->baseline : NULL; c->lora = e->lora.r ? p->lora : NULL;
+    return s;
+}
+
+// one hub-ready HF directory of the weights `params` (the model's own, or merged with its adapter)
+static int save_hub_dir(const Engine* e, const float* params, const char* dir, const Options* o) {
+    char err[1024];
+    HubPaths paths;
+    HubSave s = hub_save_of(e, o, 0, &paths);
+    int tokjson;
+    if (hub_save_dir(dir, &e->config, params, &s, &tokjson, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+    printf("saved HF directory %s (%s, %s)\n", dir, o->hf_weights.dtype == ST_BF16 ? "bf16" : "fp32",
+           tokjson ? "with tokenizer.json" : "no tokenizer.json at hand: AutoTokenizer converts spiece.model, "
+           "which needs pip install sentencepiece protobuf");
+    const char* note = hf_head_4x_note(&e->config);
+    if (note) printf("note: %s\n", note);
+    return 0;
+}
+
+// under LoRA: the adapter (--save-lora, else OUT/adapter) as peft writes it, and the merged model as an
+// HF directory where --merge-lora or --save-hf asks for one (OUT/model is not written: the base is
+// --model, unchanged). Rank 0; st is the engine's state
+static int save_lora_outputs(Engine* e, const Options* o, const EngineState* st) {
+    char err[1024], dir[4400];
+    const char* ad = o->save_lora;
+    if (!ad && o->out_dir) { snprintf(dir, sizeof(dir), "%s/adapter", o->out_dir); ad = dir; }
+    if (ad) {
+        T5Layout base;
+        LoraLayout L;
+        t5_layout(&e->config, &base);
+        lora_layout(&e->lora, &base, e->config.gated, &L);
+        if (lora_save_dir(ad, &e->lora, &base, &L, st->adapter, o->model, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+        printf("saved LoRA adapter %s (peft format)\n", ad);
+    }
+    const char* dirs[2] = { o->merge_lora, o->save_hf };
+    for (int k = 0; k < 2; k++) {
+        if (!dirs[k]) continue;
+        float* p = merged_params(e, o, st);
+        int rc = p ? save_hub_dir(e, p, dirs[k], o) : -1;
+        free(p);
+        if (rc) return -1;
+        printf("(the merged model: base + LoRA)\n");
+    }
+    return 0;
+}
+
+// every rank takes part (gathers); rank 0 writes; the outcome is agreed over ranks
+static int save_outputs(Engine* e, const Options* o) {
+    char dir[4400];
+    const char* hf = e->lora.r ? NULL : hf_out_dir(o, dir, sizeof(dir));
+    int bad = 0;
+    if (e->lora.r || hf) {
+        EngineState st;
+        bad = e->ops->get_state(e, &st) != 0;
+        if (!bad && is_rank0(e)) bad = e->lora.r ? save_lora_outputs(e, o, &st) != 0 : save_hub_dir(e, st.params, hf, o) != 0;
+    }
+    if (all_max(e, bad)) return -1;
+    if (o->save_ckpt) {
+        if (save_checkpoint(e, o->save_ckpt, NULL)) return -1;
+        if (is_rank0(e)) printf("saved checkpoint %s\n", o->save_ckpt);
+    }
+    return 0;
+}
+
+// after the evaluation: the model cards of this run's HF directories get its scores
+static int update_card(const Engine* e, const Options* o) {
+    char err[1024], dir[4400];
+    const char* dirs[2] = { e->lora.r ? o->merge_lora : hf_out_dir(o, dir, sizeof(dir)), e->lora.r ? o->save_hf : NULL };
+    for (int k = 0; k < 2; k++) {
+        if (!dirs[k]) continue;
+        HubPaths paths;
+        HubSave s = hub_save_of(e, o, 1, &paths);
+        if (hub_write_card(dirs[k], &s.card, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+        printf("model card %s/README.md: the evaluation's scores added\n", dirs[k]);
+    }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// the program: run_begin → while (run_next) { step; run_after } → run_end
+
+typedef struct {
+    Engine engine;
+    Options opts;
+    Run run;
+    HostModel host;         // until the engine is built
+    CkptTrainState resumed; // the checkpoint's training state (resume)
+    char from[4400];        // where the model came from
+    int is_resumed, built, training, status; // status: 0, -1 on error, or the signal that stopped training
+} Program;
+
+// peft's print_trainable_parameters: the adapter against base + adapter (everything, full fine-tuning)
+static void print_config(Engine* e, const Options* o, const char* from) {
+    const T5Config* c = &e->config;
+    char row[128];
+    printf("+------------------------+---------------------------------------------+\n");
+    printf("| %-22s | %-43s |\n", "model", from);
+    printf("| %-22s | %-43zu |\n", "parameters", e->num_params);
+    snprintf(row, sizeof(row), "V=%d C=%d H=%d D=%d F=%d L=%d/%d", c->vocab_size, c->d_model, c->num_heads, c->d_kv, c->d_ff,
+             c->num_layers, c->num_decoder_layers);
+    printf("| %-22s | %-43s |\n", "shape", row);
+    printf("| %-22s | %-43s |\n", "ffn / head", t5_head_desc(c));
+    printf("| %-22s | %-43s |\n", "train file", o->train_file ? o->train_file : "(none)");
+    printf("| %-22s | %-43s |\n", "val file", o->val_file ? o->val_file : "(none)");
+    printf("| %-22s | %-43s |\n", "run directory", o->out_dir ? o->out_dir : "(none)");
+    printf("| %-22s | %d x %d x %-35d |\n", "batch x accum x ranks", o->batch_size, o->grad_accum, e->size);
+    printf("| %-22s | shuffle %d bucket %d src<=%-6d tgt<=%-10d |\n", "batches", o->shuffle, o->bucket, o->max_src_len, o->max_tgt_len);
+    if (o->ladder[0] > 1 || o->ladder[1] > 1) printf("| %-22s | multiples of %-4d / %-4d (capped at the maxima) |\n", "shape ladder", o->ladder[0], o->ladder[1]);
+    printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
+    printf("| %-22s | wd %-8g clip %-8g dropout %-14g |\n", "regularisation", (double)o->weight_decay, (double)o->clip, (double)c->dropout);
+    printf("| %-22s | %-43s |\n", "LoRA", lora_describe(&e->lora, row, sizeof(row)));
+    if (e->ops->print_config) e->ops->print_config(e, o);
+    printf("+------------------------+---------------------------------------------+\n");
+    lora_print_trainable(e->num_trainable, e->num_params + (e->lora.r ? e->num_trainable : 0));
+}
+
+// rank 0 of a training run holds its run directory's lock until the process ends (llmc/rundir.h)
+static int lock_run_dir(Engine* e, const Options* o) {
+    char err[1024];
+    if (!o->train_file || !o->out_dir || !is_rank0(e) || o->dry_run || rundir_lock(o->out_dir, err, sizeof(err)) == 0) return 0;
+    fprintf(stderr, "error: %s\n", err);
+    return -1;
+}
+
+// the model of this run on every rank, the same on every rank (a CRC over the parameters)
+static int setup_host_model(Program* p) {
+    Engine* e = &p->engine;
+    const Options* o = &p->opts;
+    if (all_max(e, lock_run_dir(e, o) != 0)) return -1; // before anything reads or cleans the directory
+    int bad = model_setup(o, &p->host, &p->is_resumed, p->from, sizeof(p->from)) != 0;
+    if (all_max(e, bad)) { if (!bad) host_model_free(&p->host); return -1; } // all ranks or none
+    p->resumed = p->host.train;
+    engine_describe(e, &p->host);
+    int64_t crc[2] = { params_crc(&p->host), 0 };
+    crc[1] = crc[0];
+    all_sum_i64(e, crc, 1);
+    if (all_max(e, (int)(crc[0] != crc[1] * e->size))) { // Σ crc = size · crc on every rank
+        if (is_rank0(e)) fprintf(stderr, "error: the ranks loaded different models from --model %s\n", o->model);
+        return -1;
+    }
+    if (p->is_resumed)
+        printf("resuming from %s at step %lld (epoch %lld, batch %lld)\n", p->from, (long long)p->resumed.run_step,
+               (long long)p->resumed.epoch, (long long)p->resumed.batch);
+    if (all_max(e, o->train_file && o->eval_split && !o->bench && check_eval_inputs(&e->config, o) != 0)) return -1;
+    return 0;
+}
+
+// --dry-run: everything the run would do up to the engine, then a summary; nothing written
+static int dry_run(Program* p) {
+    const Options* o = &p->opts;
+    Engine* e = &p->engine;
+    print_config(e, o, p->from);
+    int rc = 0;
+    if (o->train_file) {
+        p->run.e = e; p->run.o = o;
+        rc = run_open(&p->run, p->is_resumed ? &p->resumed : NULL, p->from, 1);
+        run_close(&p->run);
+    }
+    if (rc == 0 && o->eval_split && !o->train_file) rc = check_eval_inputs(&e->config, o);
+    if (rc == 0) printf("dry run: %s host side ready (model %s from %s, %zu parameters, %zu trainable); stopping before "
+                        "the engine is built\n", e->ops->binary, o->model, p->host.from, e->num_params, e->num_trainable);
+    return rc;
+}
+
+// the commands that need no training loop: summarize, bench, generation bench. 1 when one ran (status set)
+static int run_command(Program* p) {
+    Engine* e = &p->engine;
+    const Options* o = &p->opts;
+    if (o->summarize) { p->status = run_summarize(e, o); return 1; } // stdout carries the summary alone
+    print_config(e, o, p->from);
+    if (o->gen_bench && e->ops->gen_bench) { p->status = is_rank0(e) ? e->ops->gen_bench(e, o) : 0; return 1; }
+    if (o->bench) { p->status = e->ops->bench(e, o); return 1; }
+    return 0;
+}
+
+// options → processes → model → (dry run | command | training run opened); 0 to go on with run_next
+// (p->training), or the exit code's sign in p->status
+static int run_begin(Program* p, int argc, char** argv, const EngineOps* ops) {
+    memset(p, 0, sizeof(*p));
+    Engine* e = &p->engine;
+    e->ops = ops; e->size = 1; e->local_size = 1;
+    p->opts = options_default();
+    Options* o = &p->opts;
+    int rc = options_parse(argc, argv, o, ops->kind, ops->binary);
+    if (rc) { p->status = rc > 0 ? 0 : -1; return -1; }
+    if (!options_has_work(o)) {
+        fprintf(stderr, "error: nothing to do: give --train-file, --eval-split, --summarize, --bench, --save-hf, --save-checkpoint, "
+                "--save-lora or --merge-lora%s\n  (to fine-tune on DialogSum: python3 prepro_dialogsum.py, then ./%s --model "
+                "DIR|PRESET --train-file out/dialogsum/train.bin; the README's first command, make dialogsum, runs the whole job)\n",
+                ops->kind == ENGINE_GPU ? " (or --gen-bench, --plan-memory)" : "", ops->binary);
+        p->status = -1;
+        return -1;
+    }
+    if (o->plan_memory > 0.0f && ops->plan_memory) { p->status = ops->plan_memory(o); return -1; } // no device needed
+    if (ops->init && ops->init(e, &argc, &argv, o)) { p->status = -1; return -1; }
+    if (e->rank > 0 && !freopen("/dev/null", "w", stdout)) { p->status = -1; return -1; } // rank 0 speaks for all
+    if (e->size > 1) printf("data parallel: %d ranks\n", e->size);
+    if (setup_host_model(p)) { p->status = -1; return -1; }
+    if (o->dry_run) { p->status = dry_run(p); return -1; }
+    if (ops->build(e, &p->host, o, 0)) { p->status = -1; return -1; }
+    p->built = 1;
+    host_model_free(&p->host);
+    if (o->out_dir && is_rank0(e) && o->train_file) ckpt_remove_stale(o->out_dir);
+    if (run_command(p)) return -1;
+    if (!o->train_file) return 0;
+    Run* run = &p->run;
+    run->e = e; run->o = o;
+    if (all_max(e, run_open(run, p->is_resumed ? &p->resumed : NULL, p->from, 0) != 0)) { p->status = -1; return -1; } // all ranks or none
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
+    p->training = 1;
+    return 0;
+}
+
+// the next step's inputs (StepIn), or 0 when training is over (or failed: p->status)
+static int run_next(Program* p, StepIn* in) {
+    Run* run = &p->run;
+    if (!p->training || p->status || run->step >= run->total_steps) return 0;
+    run->t0 = now_ms();
+    run->epoch = run->train.epoch;
+    if (step_inputs(run, run->step, in, &run->last) == 0) return 1;
+    fprintf(stderr, "error: %s (rank %d): %s\n", p->opts.train_file, p->engine.rank, run->last.error);
+    p->status = -1;
+    return 0;
+}
+
+// after the engine's step: the log, skips, evaluation and checkpoint cadence, stop signals
+static void run_after(Program* p, const StepOut* out) {
+    Run* run = &p->run;
+    Engine* e = &p->engine;
+    const Options* o = &p->opts;
+    StepResult* r = &run->last;
+    r->loss = out->loss; r->grad_norm = out->grad_norm; r->skipped = out->skipped; r->host_ms = out->host_ms;
+    if (!r->skipped) e->opt_step++;
+    double ms = now_ms() - run->t0;
+    long long k = run->step;
+    run->ms_sum += ms; run->timed++;
+    run->skipped += r->skipped;
+    run->in_a_row = r->skipped ? run->in_a_row + 1 : 0;
+    run->step = k + 1;
+    if (e->ops->peak_mib) { double mib = e->ops->peak_mib(e); if (mib > run->peak_mib) run->peak_mib = mib; }
+    if (is_rank0(e)) log_step(run, r, k, ms);
+    if (run->in_a_row >= o->max_skips) { // the weights never saw these steps; the data or the model is broken
+        fprintf(stderr, "error: %d consecutive steps had a non-finite loss or gradient norm (last: step %lld); stopping "
+                "(--max-skips)\n", run->in_a_row, k + 1);
+        p->status = -1;
+        return;
+    }
+    int last = k + 1 == run->total_steps;
+    if (run->has_val && o->eval_every && (k + 1) % o->eval_every == 0 && !last) log_eval(run);
+    if (o->checkpoint_every && (k + 1) % o->checkpoint_every == 0 && !last && run_checkpoint(run)) { p->status = -1; return; }
+    int sig = all_max(e, (int)g_stop_signal); // every rank stops after the same step
+    if (sig) p->status = sig;
+}
+
+// after training (or a command): the final evaluation and checkpoint, the outputs, the evaluation with
+// its report, the model card; the process exit code
+static int run_end(Program* p) {
+    Engine* e = &p->engine;
+    const Options* o = &p->opts;
+    int rc = p->status;
+    if (p->training) rc = train_finish(&p->run, rc);
+    run_close(&p->run);
+    int trains_or_exports = p->built && !o->summarize && !o->bench && !o->gen_bench;
+    if (rc == 0 && trains_or_exports) rc = save_outputs(e, o);
+    if (rc == 0 && trains_or_exports && o->eval_split && is_rank0(e)) rc = run_eval(e, o, o->train_file ? "fine-tuned" : p->from);
+    if (rc == 0 && trains_or_exports && o->eval_split && is_rank0(e)) rc = update_card(e, o);
+    if (p->built && e->ops->report_end && is_rank0(e)) e->ops->report_end(e, o);
+    if (p->built) e->ops->free(e);
+    host_model_free(&p->host);
+    if (e->ops->finalize) e->ops->finalize(e);
+    if (rc > 0) return 128 + rc; // stopped by a signal, checkpoint written: the shell's convention
+    return rc ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+#endif // T5_RUN_H
