@@ -8,6 +8,8 @@ CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-format-truncation
 LDLIBS = -lm
 SAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 BUILD = build
+# (defined before any rule: a rule's prerequisites are expanded when it is read)
+HEADERS = $(wildcard llmc/*.h)
 
 # ---------------------------------------------------------------- OpenMP (probe)
 ifeq ($(NO_OMP),1)
@@ -142,12 +144,15 @@ ifeq ($(MPI_FOUND),1)
   NVCC_LDLIBS += $(subst -pthread,-Xcompiler -pthread,$(patsubst -Wl$(NVCC_COMMA)%,-Xlinker %,$(MPI_LDLIBS)))
 endif
 CUDA_HEADERS = $(wildcard llmc/*.cuh)
-# the CPU engine as a library (llmc/t5_cpu.c): random initialisation for train_t5cu, the reference for test_t5cu
+# the CPU engine as a library (llmc/t5_cpu.c): the reference for test_t5cu and the kernel twins
 $(BUILD)/t5_cpu.o: llmc/t5_cpu.c train_t5.c $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) -Wno-unused-function -I. -c $< -o $@
+# the host-side driver (llmc/run.h) as a C object for the CUDA programs: train_t5cu's host side is train_t5's
+$(BUILD)/driver.o: llmc/driver.c $(HEADERS) tokenizer/spm.h
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -I. -c $< -o $@
 
-HEADERS = $(wildcard llmc/*.h)
 
 .PHONY: all test test_fast asan fixtures bench_cpu check_export clean cuda_compile_check
 
@@ -351,11 +356,11 @@ bench_cpu: train_t5
 	$(PYTHON) dev/bench_cpu.py
 
 # ---------------------------------------------------------------- CUDA targets
-train_t5cu: train_t5.cu $(BUILD)/t5_cpu.o $(CUDNN_OBJ) $(CUDA_HEADERS) $(HEADERS)
-	$(NVCC) $(NVCC_FLAGS) -arch=$(GPU_ARCH) $< $(BUILD)/t5_cpu.o $(CUDNN_OBJ) -o $@ $(NVCC_LDLIBS)
+train_t5cu: train_t5.cu $(BUILD)/driver.o $(CUDNN_OBJ) $(CUDA_HEADERS) $(HEADERS)
+	$(NVCC) $(NVCC_FLAGS) -arch=$(GPU_ARCH) $< $(BUILD)/driver.o $(CUDNN_OBJ) -o $@ $(NVCC_LDLIBS)
 
-test_t5cu: test_t5cu.cu train_t5.cu dev/testing.h $(BUILD)/t5_cpu.o $(CUDNN_OBJ) $(CUDA_HEADERS) $(HEADERS)
-	$(NVCC) $(NVCC_FLAGS) -arch=$(GPU_ARCH) $< $(BUILD)/t5_cpu.o $(CUDNN_OBJ) -o $@ $(NVCC_LDLIBS)
+test_t5cu: test_t5cu.cu train_t5.cu dev/testing.h $(BUILD)/t5_cpu.o $(BUILD)/driver.o $(CUDNN_OBJ) $(CUDA_HEADERS) $(HEADERS)
+	$(NVCC) $(NVCC_FLAGS) -arch=$(GPU_ARCH) $< $(BUILD)/t5_cpu.o $(BUILD)/driver.o $(CUDNN_OBJ) -o $@ $(NVCC_LDLIBS)
 
 # host code only (no kernels): one object serves every GPU_ARCH
 $(BUILD)/cudnn_att.o: llmc/cudnn_att.cpp llmc/cudnn_att.h
@@ -390,22 +395,22 @@ cuda_compile_check: $(BUILD)/cc/train_t5cu $(BUILD)/cc/test_t5cu $(BUILD)/cc/tra
 	$(if $(CUDNN_CC),mkdir -p $(BUILD)/cc/twins_cudnn && $(MAKE) -C dev/cuda -B GPU_ARCH=sm_90 USE_CUDNN=1 \
 	    CUDNN_OBJ=$(abspath $(BUILD))/cc/cudnn_att.o KERNEL_DIR=$(abspath $(BUILD))/cc/twins_cudnn \
 	    EXTRA_FLAGS="-Werror all-warnings -Xcompiler -Werror" attention)
-$(BUILD)/cc/train_t5cu_single: train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
+$(BUILD)/cc/train_t5cu_single: train_t5.cu $(BUILD)/driver.o $(CUDA_HEADERS) $(HEADERS)
 	@mkdir -p $(BUILD)/cc
-	$(NVCC) $(filter-out -DUSE_NCCL -DUSE_MPI,$(CUDA_CHECK_FLAGS)) $< $(BUILD)/t5_cpu.o -o $@ -lcublasLt -lm
-$(BUILD)/cc/train_t5cu: train_t5.cu $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
+	$(NVCC) $(filter-out -DUSE_NCCL -DUSE_MPI,$(CUDA_CHECK_FLAGS)) $< $(BUILD)/driver.o -o $@ -lcublasLt -lm
+$(BUILD)/cc/train_t5cu: train_t5.cu $(BUILD)/driver.o $(CUDA_HEADERS) $(HEADERS)
 	@mkdir -p $(BUILD)/cc
-	$(NVCC) $(CUDA_CHECK_FLAGS) $< $(BUILD)/t5_cpu.o -o $@ $(NVCC_LDLIBS)
-$(BUILD)/cc/test_t5cu: test_t5cu.cu train_t5.cu dev/testing.h $(BUILD)/t5_cpu.o $(CUDA_HEADERS) $(HEADERS)
+	$(NVCC) $(CUDA_CHECK_FLAGS) $< $(BUILD)/driver.o -o $@ $(NVCC_LDLIBS)
+$(BUILD)/cc/test_t5cu: test_t5cu.cu train_t5.cu dev/testing.h $(BUILD)/t5_cpu.o $(BUILD)/driver.o $(CUDA_HEADERS) $(HEADERS)
 	@mkdir -p $(BUILD)/cc
-	$(NVCC) $(CUDA_CHECK_FLAGS) $< $(BUILD)/t5_cpu.o -o $@ $(NVCC_LDLIBS)
+	$(NVCC) $(CUDA_CHECK_FLAGS) $< $(BUILD)/t5_cpu.o $(BUILD)/driver.o -o $@ $(NVCC_LDLIBS)
 $(BUILD)/cc/cudnn_att.o: llmc/cudnn_att.cpp llmc/cudnn_att.h
 	@mkdir -p $(BUILD)/cc
 	$(NVCC) $(CUDNN_FE_FLAGS) -Werror all-warnings -Xcompiler -Werror -c $< -o $@
-$(BUILD)/cc/train_t5cu_cudnn: train_t5.cu $(BUILD)/t5_cpu.o $(BUILD)/cc/cudnn_att.o $(CUDA_HEADERS) $(HEADERS)
-	$(NVCC) $(CUDA_CHECK_FLAGS) -DENABLE_CUDNN $< $(BUILD)/t5_cpu.o $(BUILD)/cc/cudnn_att.o -o $@ $(NVCC_LDLIBS) $(CUDNN_LDLIBS)
-$(BUILD)/cc/test_t5cu_cudnn: test_t5cu.cu train_t5.cu dev/testing.h $(BUILD)/t5_cpu.o $(BUILD)/cc/cudnn_att.o $(CUDA_HEADERS) $(HEADERS)
-	$(NVCC) $(CUDA_CHECK_FLAGS) -DENABLE_CUDNN $< $(BUILD)/t5_cpu.o $(BUILD)/cc/cudnn_att.o -o $@ $(NVCC_LDLIBS) $(CUDNN_LDLIBS)
+$(BUILD)/cc/train_t5cu_cudnn: train_t5.cu $(BUILD)/driver.o $(BUILD)/cc/cudnn_att.o $(CUDA_HEADERS) $(HEADERS)
+	$(NVCC) $(CUDA_CHECK_FLAGS) -DENABLE_CUDNN $< $(BUILD)/driver.o $(BUILD)/cc/cudnn_att.o -o $@ $(NVCC_LDLIBS) $(CUDNN_LDLIBS)
+$(BUILD)/cc/test_t5cu_cudnn: test_t5cu.cu train_t5.cu dev/testing.h $(BUILD)/t5_cpu.o $(BUILD)/driver.o $(BUILD)/cc/cudnn_att.o $(CUDA_HEADERS) $(HEADERS)
+	$(NVCC) $(CUDA_CHECK_FLAGS) -DENABLE_CUDNN $< $(BUILD)/t5_cpu.o $(BUILD)/driver.o $(BUILD)/cc/cudnn_att.o -o $@ $(NVCC_LDLIBS) $(CUDNN_LDLIBS)
 
 clean:
 	rm -rf train_t5 test_t5 train_t5cu test_t5cu $(BUILD)

@@ -22,6 +22,32 @@
 #include "train_t5.cu"
 #include "dev/testing.h"       // defines: check_close, check_true, verdict, Fixture, fx_f32, fx_i32, fx_meta, run_cmd
 #include "llmc/safetensors.h"  // defines: StFile, st_open, st_close
+#include "llmc/options.h"      // defines: Options, options_default (the flags' defaults, as the driver takes them)
+#include "llmc/t5_cpu.h"       // defines: T5Cpu, t5cpu_* (the CPU reference engine)
+
+// one optimizer step as the driver (llmc/run.h step_inputs) prepares it: the step's label count over the
+// ranks, each micro-batch's dropout seed, the lr of step k on a schedule of o->steps; then the engine's step
+typedef struct { float loss, grad_norm, lr; int skipped; } StepResult;
+static StepResult train_step(T5Cuda* m, const Options* o, T5Batch** batches, int A, long long k) {
+    int64_t total = 0;
+    for (int a = 0; a < A; a++) total += batch_count_labels(batches[a]);
+    if (m->comm) comm_sum_i64(m->comm, &total, 1);
+    int rank = m->comm ? m->comm->rank : 0;
+    uint64_t seeds[64];
+    for (int a = 0; a < A; a++)
+        seeds[a] = mix64((uint64_t)o->seed ^ mix64((uint64_t)k * 65536 + (uint64_t)a)) + (uint64_t)rank * 0x9e3779b97f4a7c15ULL;
+    LrSchedule sched = { o->schedule, o->warmup, o->schedule_steps ? o->schedule_steps : o->steps };
+    StepIn in;
+    memset(&in, 0, sizeof(in));
+    in.batches = batches; in.A = A; in.total = total; in.seeds = seeds; in.clip = o->clip;
+    in.lr = (float)(o->lr * lr_multiplier(&sched, k));
+    in.opt.lr = o->lr; in.opt.beta1 = o->beta1; in.opt.beta2 = o->beta2; in.opt.eps = o->adam_eps;
+    in.opt.weight_decay = o->weight_decay; in.opt.decay_norms = o->decay_norms;
+    StepOut out;
+    t5cu_step(m, &in, &out);
+    StepResult r = { out.loss, out.grad_norm, in.lr, out.skipped };
+    return r;
+}
 
 #ifdef ENABLE_FP32
 static const float TOL_LOGITS = 2e-5f, TOL_LOSS = 2e-5f, TOL_GRAD = 2e-4f;
@@ -233,7 +259,7 @@ static void test_fixture(const char* dir) {
     T5Cuda m;
     load_fixture_model(dir, &m);
     T5Batch b = fx_batch(&f);
-    check_true("fixture batch passes the batch check", t5cpu_check_batch(&m.config, &b) == NULL);
+    check_true("fixture batch passes the batch check", t5_batch_check(&m.config, &b) == NULL);
     test_fixture_forward_backward(&f, &m, &b);
     t5cu_free(&m);
     test_fixture_adamw(&f, dir, &b);
@@ -486,7 +512,7 @@ typedef struct { T5Config c; T5Layout L; float* p0; T5Cuda m[2]; BatchBuf bb; } 
 static void attn_pair_build(AttnPair* p, int kind, float dropout) {
     p->p0 = random_model(&p->c, &p->L, "flan-t5-small", 2, 2, dropout, 31);
     for (int v = 0; v < 2; v++) {
-        T5CudaOptions o = { NULL, 0, 0, v ? kind : ATTN_GEMM, NULL, 0 };
+        T5CudaOptions o = { NULL, 0, 0, v ? kind : ATTN_GEMM, NULL, 0, 0, 0 };
         t5cu_build_with(&p->m[v], &p->c, p->p0, &o);
     }
     int ls[4] = { 150, 64, 5, 77 }, lt[4] = { 70, 20, 3, 66 };
@@ -506,7 +532,7 @@ static int two_runs(const T5Config* c, const float* p0, int kind, float losses[2
     int deterministic = 1;
     for (int r = 0; r < 2; r++) {
         T5Cuda f;
-        T5CudaOptions o = { NULL, 0, 0, kind, NULL, 0 };
+        T5CudaOptions o = { NULL, 0, 0, kind, NULL, 0, 0, 0 };
         t5cu_build_with(&f, c, p0, &o);
         run_steps(&f, 0, RUN_STEPS, RUN_STEPS, losses[r]);
         params[r] = download_model(&f, T5CU_PARAMS);
@@ -586,7 +612,7 @@ static void zero_recompute_case(Comm* comm, const T5Config* c, const T5Layout* L
     int exact = 1; // ZeRO-1 bit-identical: unless cuDNN's backward had no deterministic algorithm
     for (int v = 0; v < 4; v++) {
         T5Cuda m;
-        T5CudaOptions o = { comm, v & 1, v >> 1, attention, NULL, 0 };
+        T5CudaOptions o = { comm, v & 1, v >> 1, attention, NULL, 0, 0, 0 };
         t5cu_build_with(&m, c, p0, &o);
         run_steps(&m, 0, K, K, losses[v]);
         params[v] = download_model(&m, T5CU_PARAMS);
@@ -657,7 +683,7 @@ static void graph_steps(T5Cuda* m, int k0, int k1, int accum, float* losses, flo
 
 static T5Cuda graph_model(Comm* comm, const T5Config* c, const float* p0, const GraphCase* g, int graphs) {
     T5Cuda m;
-    T5CudaOptions o = { g->zero ? comm : NULL, g->zero, g->recompute, g->attention, NULL, graphs };
+    T5CudaOptions o = { g->zero ? comm : NULL, g->zero, g->recompute, g->attention, NULL, graphs, 0, 0 };
     t5cu_build_with(&m, c, p0, &o);
     t5cu_reserve(&m, 2, 61, 29); // the largest shape: no buffer grows (and drops the graphs) mid-run
     return m;
@@ -802,7 +828,7 @@ static void test_cudnn(Comm* comm) {
     c.dropout = 0.0f;
     float plain[K];
     T5Cuda z;
-    T5CudaOptions oz = { NULL, 0, 0, ATTN_CUDNN, NULL, 0 };
+    T5CudaOptions oz = { NULL, 0, 0, ATTN_CUDNN, NULL, 0, 0, 0 };
     t5cu_build_with(&z, &c, p0, &oz);
     run_steps(&z, 0, 1, K, plain);
     t5cu_free(&z);
@@ -836,7 +862,7 @@ static void test_cudnn(Comm* comm) {
 // an eos bias with which greedy search on the CPU ends some but not all inputs before max_new_tokens
 // (random models never pick eos by themselves; the scale of their logits depends on the family)
 static float pick_eos_bias(T5Cpu* cpu, const int* const* src, const int* lens, int B) {
-    T5CpuGen g = { 20, 1, 0, 1.0, 0, 0.0f };
+    GenConfig g = { 20, 1, 0, 1.0, 0, 0.0f };
     int out[16 * 20], out_len[16];
     char err[1024];
     for (float bias = 1.0f; bias < 300.0f; bias *= 1.5f) {
@@ -877,10 +903,10 @@ static void test_generate(const char* preset, int Le, int Ld) {
     // random models stop at different lengths, so finished rows and padding are exercised)
     float eb = pick_eos_bias(cpu, src, lens, B);
     printf("eos bias for some early ends: %g\n", (double)eb);
-    T5CpuGen cases[] = { { 20, 1, 0, 1.0, 0, 0.0f }, { 20, 1, 2, 1.0, 0, eb }, { 16, 3, 3, 1.0, 0, eb },
+    GenConfig cases[] = { { 20, 1, 0, 1.0, 0, 0.0f }, { 20, 1, 2, 1.0, 0, eb }, { 16, 3, 3, 1.0, 0, eb },
                          { 16, 4, 0, 0.6, 1, eb }, { 12, 2, 2, 2.0, 0, 0.0f }, { 16, 3, 0, 1.0, 0, eb / 2 } };
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
-        const T5CpuGen* g = &cases[k];
+        const GenConfig* g = &cases[k];
         int T = g->max_new_tokens, want[B * 20], got[B * 20], want_len[B], got_len[B];
         char err[1024], name[160];
         int rc_cpu = t5cpu_generate(cpu, src, lens, B, g, want, want_len, err, sizeof(err));
@@ -944,7 +970,7 @@ static const float TOL_MERGED = 1e-2f;
 // a LoRA model: the frozen base `base` (layout order), adapter config lc, its A and B
 static void lora_build(T5Cuda* m, const T5Config* c, const float* base, const LoraConfig* lc, const float* adapter,
                        Comm* comm, int zero, int recompute, int attention) {
-    T5CudaOptions o = { comm, zero, recompute, attention, lc, 0 };
+    T5CudaOptions o = { comm, zero, recompute, attention, lc, 0, 0, 0 };
     t5cu_build_with(m, c, base, &o);
     T5Layout L;
     t5_layout(c, &L);
@@ -1384,7 +1410,7 @@ static void test_lora_generate(void) {
     int lens[B] = { 37, 9, 50 }, ids[B][64];
     const int* src[B];
     random_sources(ids, src, lens, B, &c, 5);
-    T5CpuGen cases[] = { { T, 1, 0, 1.0, 0, 0.0f }, { T, 3, 2, 1.0, 0, 0.0f } };
+    GenConfig cases[] = { { T, 1, 0, 1.0, 0, 0.0f }, { T, 3, 2, 1.0, 0, 0.0f } };
     for (int k = 0; k < 2; k++) {
         int want[B * T], got[B * T], want_len[B], got_len[B], same = 0;
         char err[1024], name[120];

@@ -1,7 +1,9 @@
 // train_t5.cu — the CUDA trainer for T5 / FLAN-T5: bf16 mixed precision (PRECISION=FP32 for an fp32
 // build), fp32 master weights and AdamW moments, fused kernels from llmc/*.cuh, cuBLASLt matmuls.
-// Reads top to bottom: model state → sublayers → model forward/backward → optimizer → data → CLI.
-// test_t5cu.cu includes this file with TESTING defined to reach its internals.
+// Reads top to bottom: model state → sublayers → model forward/backward → optimizer → generation →
+// the engine the driver calls (llmc/engine.h). Everything else of the program — options, model loading,
+// data, run directory, schedule, evaluation, checkpoints, reports — is the driver's (llmc/run.h, linked
+// as llmc/driver.c), the same code train_t5 runs. test_t5cu.cu includes this file with TESTING defined.
 //
 // It computes exactly what the CPU reference engine (train_t5.c) computes, in the same order of
 // operations where it matters: the same parameter layout (llmc/t5.h), the same dropout masks (the
@@ -49,7 +51,9 @@
 #include "llmc/checkpoint.h"   // defines: ckpt_save, ckpt_load, CkptTrainState
 #include "llmc/rundir.h"       // defines: ckpt_list, ckpt_path, ckpt_prune, metrics_open, json_num (run directory)
 #include "llmc/dataloader.h"   // defines: T5Batch, BatchBuf, DataLoader, dataloader_next, IGNORE_INDEX
-#include "llmc/t5_cpu.h"       // defines: t5cpu_init_random, t5cpu_check_batch, t5cpu_parse_int/_float
+#include "llmc/engine.h"       // defines: EngineOps, Engine, Options, HostModel, StepIn, StepOut, GenConfig, AdamW,
+                                //   program_* (the driver), beam_search_*, gen_check, t5_batch_check
+#include "llmc/flops.h"        // defines: t5_batch_flops, card_peak_tflops (MFU on real tokens)
 #include "llmc/cuda_common.cuh"  // defines: floatX, cudaCheck, DropSite, cuda_alloc
 #include "llmc/matmul.cuh"       // defines: MatmulCtx, matmul_forward, matmul_backward_input/_weight
 #include "llmc/rmsnorm.cuh"      // defines: residual_rmsnorm_forward, rmsnorm_backward
@@ -159,7 +163,6 @@ typedef struct {
 // fused SDPA (llmc/cudnn_att.h: builds with USE_CUDNN=1, bf16 only; its dropout mask is cuDNN's own)
 // ATTN_AUTO (the command line's default): flash where its kernels cover d_kv (64, 128: every T5 and
 // FLAN-T5 preset), else gemm; run() resolves it from the loaded model's d_kv before building
-typedef enum { ATTN_GEMM, ATTN_FLASH, ATTN_AUTO, ATTN_CUDNN } AttnKind;
 static const char* const ATTN_KIND_NAMES[] = { "gemm", "flash", "auto", "cudnn" }; // AttnKind order
 static const char* attn_kind_name(int k) { return ATTN_KIND_NAMES[k]; }
 // flash and cuDNN keep one logsumexp per query row for the backward pass; gemm keeps the probabilities
@@ -191,7 +194,7 @@ static int cudnn_attention_check(int d_kv, char* err, size_t n) {
     return 0;
 }
 
-// phase timing (--bench): events at the phase boundaries of a step (and, with T5_PROFILE=ops, after every
+// phase timing (--bench): events at the phase boundaries of a step (and, with --profile ops, after every
 // operation: matmuls, attention, norms, ...), in two sets that alternate by step. A set is read one step
 // later, after that step's synchronisation, so timing adds no synchronisation. The interval before a
 // mark is charged to the mark's name; names are summed over the steps (static strings).
@@ -253,6 +256,7 @@ typedef struct {
     int attention;  // AttnKind
     const LoraConfig* lora; // LoRA: the base frozen, this adapter trains (NULL: full fine-tuning)
     int graphs;     // 1: training steps replayed as CUDA graphs (--cuda-graphs)
+    int matmul_tune, matmul_plans; // --matmul-tune, --matmul-plans (llmc/matmul.cuh)
 } T5CudaOptions;
 
 // Device buffers. "full": ParamOrder.total floats in the device order of llmc/zero.cuh; "shard": this
@@ -296,6 +300,7 @@ typedef struct {
     PhaseProf* prof;     // NULL: no phase timing (prof_start turns it on)
     size_t act_bytes;    // device bytes of the activations
     size_t state_bytes;  // device bytes of weights, gradients and optimizer state on this rank
+    float* host_state;   // rank 0: the state gathered for the driver (gpu_get_state), until the next gather
 } T5Cuda;
 
 // graphs hold only device operations on the model's streams; phase timing records events the host reads
@@ -338,10 +343,10 @@ static void graph_capture_launch(T5Cuda* m, GraphBody body, void* ctx, cudaGraph
     cudaCheck(cudaGraphLaunch(*exec, m->stream));
 }
 
-static void prof_start(T5Cuda* m) {
+// ops: every operation timed too (--profile ops)
+static void prof_start(T5Cuda* m, int ops) {
     PhaseProf* p = (PhaseProf*)callocCheck(1, sizeof(PhaseProf));
-    const char* env = getenv("T5_PROFILE");
-    p->ops = env && strcmp(env, "ops") == 0;
+    p->ops = ops;
     p->cap = p->ops ? PROF_OP_EVENTS : PROF_PHASE_EVENTS;
     for (int s = 0; s < 2; s++) {
         p->ev[s] = (cudaEvent_t*)mallocCheck((size_t)(p->cap + 1) * sizeof(cudaEvent_t));
@@ -610,6 +615,8 @@ static void t5cu_build_with(T5Cuda* m, const T5Config* c, const float* params, c
     t5cu_set_geometry(m, c, o);
     cudaCheck(cudaStreamCreate(&m->stream));
     matmul_ctx_init(&m->mm, m->stream);
+    if (o->matmul_tune) m->mm.tune = o->matmul_tune;    // the flags over the environment's default (matmul_ctx_init:
+    if (o->matmul_plans) m->mm.plans = o->matmul_plans; //   T5_MATMUL_TUNE / _PLANS, which the tests and twins still read)
     m->relu_epilogue = !c->gated && c->act == ACT_RELU && matmul_relu_epilogues_available(&m->mm, c->d_model, c->d_ff) &&
                        !(o->lora && lora_wraps_ffn(o->lora)); // an adapter's product goes between the FFN's and its ReLU
     AllocPlan plan[8];
@@ -637,7 +644,7 @@ static void t5cu_build_with(T5Cuda* m, const T5Config* c, const float* params, c
 
 // one process, no ZeRO-1, no recompute
 static void t5cu_build(T5Cuda* m, const T5Config* c, const float* params) {
-    T5CudaOptions o = { NULL, 0, 0, ATTN_GEMM, NULL, 0 };
+    T5CudaOptions o = { NULL, 0, 0, ATTN_GEMM, NULL, 0, 0, 0 };
     t5cu_build_with(m, c, params, &o);
 }
 
@@ -685,6 +692,7 @@ static void t5cu_free_batch(BatchDev* d) {
 }
 
 static void t5cu_free(T5Cuda* m) {
+    free(m->host_state);
     cudaCheck(cudaStreamSynchronize(m->stream));
     t5cu_drop_graphs(m);
     prof_free(m);
@@ -1451,12 +1459,7 @@ static void t5cu_backward(T5Cuda* m) {
 }
 
 // ----------------------------------------------------------------------------
-// optimizer: AdamW exactly as torch.optim.AdamW (and t5_update), clipping as clip_grad_norm_
-
-typedef struct {
-    float lr, beta1, beta2, eps, weight_decay;
-    int decay_norms;  // 1: decay RMSNorm weights too; 0: HF Trainer's rule
-} AdamW;
+// optimizer: AdamW exactly as torch.optim.AdamW (and t5_update; AdamW: llmc/engine.h), clipping as clip_grad_norm_
 
 // launches the norm of the summed gradients; the value stays on the device until t5cu_read_norm.
 // ZeRO-1: Σ g² of this rank's shard, summed over ranks, then the root.
@@ -1569,55 +1572,7 @@ static int t5cu_save_checkpoint(T5Cuda* m, const char* path, const CkptTrainStat
 }
 
 // ----------------------------------------------------------------------------
-// throughput: FLOPs of the real tokens, the card's bf16 dense peak
-
-// training FLOPs of one batch, counting real tokens only (model FLOPs: --recompute's second forward is not
-// counted). Every Linear is 2·in·out per token, attention 2·2·H·D per (query, key) pair (causal pairs only).
-// Full fine-tuning: forward + backward = 3 × forward. LoRA (lora not NULL): the frozen Linears have no
-// weight gradient, 2 × their forward; attention's products of activations keep 3 ×; each wrapped Linear
-// adds its adapter, 3 × 2·r·(in + out) per token (u = x·Aᵀ and u·Bᵀ forward; dB, du, dA, dx backward).
-
-// the adapter's FLOPs per token (3 × forward) over the names in `mask` among those of one stack's layer
-static double lora_token_flops(const LoraConfig* lora, unsigned mask, const T5Config* c) {
-    double C = c->d_model, HD = (double)c->num_heads * c->d_kv, F = c->d_ff, f = 0.0;
-    const double in[LORA_NUM_TARGETS] = { C, C, C, HD, C, C, C, F }, out[LORA_NUM_TARGETS] = { HD, HD, HD, C, F, F, F, C };
-    for (int t = 0; t < LORA_NUM_TARGETS; t++)
-        if ((lora->targets & mask) & (1u << t)) f += 3.0 * 2.0 * lora->r * (in[t] + out[t]);
-    return f;
-}
-
-static double t5_batch_flops(const T5Config* c, const T5Batch* b, const LoraConfig* lora) {
-    double C = c->d_model, HD = (double)c->num_heads * c->d_kv, F = c->d_ff, V = c->vocab_size;
-    double ffn = 2.0 * C * F * (c->gated ? 3 : 2), attn_proj = 2.0 * 4 * C * HD;
-    double dense = 0.0, att = 0.0, adapter = 0.0;
-    // the adapters' FLOPs per token: every name (encoder; decoder self-attention and FFN), cross-attention's
-    // q, o (on target tokens) and k, v (on source tokens)
-    const unsigned KV = (1u << LORA_K) | (1u << LORA_V), QO = (1u << LORA_Q) | (1u << LORA_O);
-    double per_all = lora ? lora_token_flops(lora, ~0u, c) : 0.0, per_qo = lora ? lora_token_flops(lora, QO, c) : 0.0;
-    double per_kv = lora ? lora_token_flops(lora, KV, c) : 0.0;
-    for (int i = 0; i < b->B; i++) {
-        double ls = b->src_len[i], lt = 0;
-        for (int j = 0; j < b->Tt; j++) lt += b->labels[(size_t)i * b->Tt + j] != IGNORE_INDEX;
-        dense += c->num_layers * ls * (attn_proj + ffn);
-        att += c->num_layers * 4.0 * HD * ls * ls;
-        dense += c->num_decoder_layers * (lt * (2 * attn_proj + ffn - 2.0 * 2 * C * HD) + ls * 2.0 * 2 * C * HD);
-        att += c->num_decoder_layers * (4.0 * HD * lt * (lt + 1) / 2 + 4.0 * HD * lt * ls);
-        dense += lt * 2.0 * C * V;
-        adapter += c->num_layers * ls * per_all + c->num_decoder_layers * (lt * (per_all + per_qo) + ls * per_kv);
-    }
-    return lora ? 2.0 * dense + 3.0 * att + adapter : 3.0 * (dense + att);
-}
-
-// bf16 dense tensor-core peak (TFLOP/s) of known cards by name, else 0 (MFU not printed)
-static double card_peak_tflops(const char* name) {
-    struct { const char* key; double tflops; } cards[] = {
-        {"H100 SXM", 989.4}, {"H100 80GB HBM3", 989.4}, {"H200", 989.4}, {"GH200", 989.4}, {"H100 NVL", 835.0},
-        {"H100 PCIe", 756.0}, {"H100", 756.0}, {"A100", 312.0}, {"A10G", 70.0}, {"L40S", 362.0}, {"L4", 121.0},
-        {"RTX 4090", 165.2}, {"RTX 3090", 71.0},
-    };
-    for (size_t i = 0; i < sizeof(cards) / sizeof(cards[0]); i++) if (strstr(name, cards[i].key)) return cards[i].tflops;
-    return 0.0;
-}
+// memory
 
 // device memory in use now (this process and any other), bytes
 static size_t device_memory_used(void) {
@@ -1688,8 +1643,8 @@ static void bench_batch(BatchBuf* bb, int k, int B, const T5Config* c, const int
 // ----------------------------------------------------------------------------
 // generation on the GPU: t5_generate of the CPU engine (train_t5.c), same GenConfig semantics, with
 // the encoder, the cached decoder step, the next-token scores and the top-k on the device
-// (llmc/generate.cuh). The search bookkeeping is the CPU engine's: beam search drives its BeamState
-// through llmc/t5_cpu.h; greedy search is gen_greedy's few lines (gen_gpu_greedy_pick below).
+// (llmc/generate.cuh). The search bookkeeping is the driver's: beam search drives llmc/beam.h's state
+// through beam_search_* (llmc/engine.h); greedy search is gen_greedy's few lines (gen_gpu_greedy_pick below).
 // The key/value caches are floatX (bf16 in the bf16 build); scores and log-probabilities are fp32.
 // Host synchronisation: once per decoder step, to read the picks (R ints, or B·2·beams candidates).
 
@@ -1732,7 +1687,7 @@ static void* gen_dev(GenGpu* G, size_t bytes) {
     return p;
 }
 
-static void gen_gpu_build(GenGpu* G, const T5Config* c, int B, const T5CpuGen* g, int Ts) {
+static void gen_gpu_build(GenGpu* G, const T5Config* c, int B, const GenConfig* g, int Ts) {
     memset(G, 0, sizeof(*G));
     G->B = B; G->nb = g->num_beams; G->R = B * G->nb; G->Ts = Ts; G->T = g->max_new_tokens; G->ngram = g->no_repeat_ngram_size;
     size_t R = G->R, T = G->T, C = c->d_model, HD = (size_t)c->num_heads * c->d_kv, F = c->d_ff, V = c->vocab_size;
@@ -1910,7 +1865,7 @@ static int gen_gpu_greedy_pick(const T5Config* c, int t, int T, const int* pick,
 }
 
 // greedy search; 0, or -1 on NaN scores
-static int gen_gpu_greedy(T5Cuda* m, GenGpu* G, const T5CpuGen* g, int* out, int* out_len) {
+static int gen_gpu_greedy(T5Cuda* m, GenGpu* G, const GenConfig* g, int* out, int* out_len) {
     const T5Config* c = &m->config;
     int R = G->R, V = c->vocab_size, T = g->max_new_tokens, L = 1 + T;
     int* seq = (int*)mallocCheck((size_t)R * L * sizeof(int));
@@ -1933,24 +1888,24 @@ static int gen_gpu_greedy(T5Cuda* m, GenGpu* G, const T5CpuGen* g, int* out, int
 }
 
 // beam search; 0, or -1 on NaN scores
-static int gen_gpu_beam(T5Cuda* m, GenGpu* G, const T5CpuGen* g, int* out, int* out_len) {
+static int gen_gpu_beam(T5Cuda* m, GenGpu* G, const GenConfig* g, int* out, int* out_len) {
     const T5Config* c = &m->config;
     int R = G->R, B = G->B, nb = G->nb, V = c->vocab_size, K = 2 * nb, HD = c->num_heads * c->d_kv;
-    T5CpuBeam* bs = t5cpu_beam_create(c, B, g);
-    int W = t5cpu_beam_width(bs);
+    BeamSearch* bs = beam_search_create(c, B, g);
+    int W = beam_search_width(bs);
     int* parent = (int*)mallocCheck((size_t)R * sizeof(int));
     G->log_probs = 1; G->seq_stride = W; G->eos_bias = g->eos_bias;
     G->top_groups = B; G->top_n = nb * V; G->top_k = K;
     int rc = 0;
     for (int cur_len = 1, go_on = 1; go_on && rc == 0; cur_len++) {
-        const int* run = t5cpu_beam_running(bs);
+        const int* run = beam_search_running(bs);
         for (int r = 0; r < R; r++) G->h_tokens[r] = run[(size_t)r * W + cur_len - 1];
         gen_upload_tokens(m, G);
-        cudaCheck(cudaMemcpyAsync(G->score, t5cpu_beam_scores(bs), (size_t)R * sizeof(float), cudaMemcpyHostToDevice, m->stream));
+        cudaCheck(cudaMemcpyAsync(G->score, beam_search_scores(bs), (size_t)R * sizeof(float), cudaMemcpyHostToDevice, m->stream));
         if (G->ngram > 0) cudaCheck(cudaMemcpyAsync(G->seq, run, (size_t)R * W * sizeof(int), cudaMemcpyHostToDevice, m->stream));
         gen_step_run(m, G, cur_len - 1);
         if ((rc = gen_download_picks(m, G, B * K, 1)) != 0) break;
-        go_on = t5cpu_beam_step(bs, G->h_val, G->h_idx, cur_len, parent);
+        go_on = beam_search_step(bs, G->h_val, G->h_idx, cur_len, parent);
         cudaCheck(cudaMemcpyAsync(G->parent, parent, (size_t)R * sizeof(int), cudaMemcpyHostToDevice, m->stream));
         int to = G->cur ^ 1;
         cache_reorder(G->self_k[to], G->self_k[G->cur], G->parent, c->num_decoder_layers, R, (size_t)G->T * HD,
@@ -1960,9 +1915,9 @@ static int gen_gpu_beam(T5Cuda* m, GenGpu* G, const T5CpuGen* g, int* out, int* 
         G->cur = to;
         cudaCheck(cudaStreamSynchronize(m->stream)); // the host buffers uploaded above are rewritten next step
     }
-    t5cpu_beam_result(bs, out, out_len);
+    beam_search_result(bs, out, out_len);
     free(parent);
-    t5cpu_beam_free(bs);
+    beam_search_free(bs);
     return rc;
 }
 
@@ -2013,9 +1968,9 @@ static void t5cu_lora_unmerge(T5Cuda* m) {
 // t5_generate on the GPU: out (B, max_new_tokens) each input's summary after the start token (eos
 // included if it stopped, then pad_id), out_len (B); 0, or -1 with a message naming the bad input.
 // Under LoRA with the adapter merged for the call.
-static int t5cu_generate(T5Cuda* m, const int* const* src, const int* src_len, int B, const T5CpuGen* g, int* out,
+static int t5cu_generate(T5Cuda* m, const int* const* src, const int* src_len, int B, const GenConfig* g, int* out,
                          int* out_len, char* err, size_t errlen) {
-    if (t5cpu_gen_check(&m->config, src, src_len, B, g, err, errlen)) return -1;
+    if (gen_check(&m->config, src, src_len, B, g, err, errlen)) return -1;
     int Ts = 1;
     for (int b = 0; b < B; b++) if (src_len[b] > Ts) Ts = src_len[b];
     Ts = t5cu_padded_len(m, Ts); // cuDNN attention: a bounded set of encoder shapes (keys past src_len are masked)
@@ -2028,458 +1983,6 @@ static int t5cu_generate(T5Cuda* m, const int* const* src, const int* src_len, i
     gen_gpu_free(&G);
     if (rc) snprintf(err, errlen, "generate: the model's scores are NaN (no token to pick)");
     return rc;
-}
-
-// ----------------------------------------------------------------------------
-// command line
-
-typedef struct {
-    const char* model;       // preset, HF directory or checkpoint file
-    const char* train_file;  // pre-tokenized examples
-    const char* save_hf;
-    HfWeightsOptions hf_weights; // --save-hf-dtype, --max-shard-size
-    const char* save_ckpt;
-    const char* nccl_init_dir;
-    const char* eval_split;  // summarize PREFIX.bin on the GPU and score (train_t5's --eval-split)
-    const char* eval_out;
-    const char* tokenizer;
-    int lora_r;              // LoRA rank, 0 = full fine-tuning, -1 = not given (0, or the adapter's)
-    float lora_alpha, lora_dropout; // -1 = not given (peft's defaults 8 and 0, or the adapter's)
-    const char* lora_targets; // "q,v" (NULL: peft's T5 default q,v, or the adapter's)
-    const char* lora_adapter; // a peft adapter directory to start from (or to evaluate / export with)
-    const char* save_lora;   // where to write the adapter (default with --out-dir: OUT/adapter)
-    const char* merge_lora;  // where to write base + adapter merged as an HF directory
-    const char* out_dir;     // run directory: metrics.jsonl, checkpoints/ (llmc/rundir.h)
-    const char* resume;      // "latest" (the newest valid checkpoint of out_dir) or a checkpoint path
-    const char* val_file;    // validation examples: loss every eval_every steps and at the end
-    int checkpoint_every, keep_checkpoints, eval_every, eval_batches;
-    int num_beams, max_new_tokens, no_repeat_ngram, early_stopping, gen_batch_size, eval_limit, gen_bench;
-    float length_penalty, eos_bias;
-    int steps, schedule_steps, batch_size, grad_accum, warmup, shuffle, bucket, decay_norms, max_src_len, max_tgt_len;
-    int ladder[2];           // --shape-ladder S,T: padded lengths rounded up to multiples of S / T (0: dynamic)
-    float lr, weight_decay, beta1, beta2, adam_eps, clip, dropout, peak_tflops, plan_memory;
-    LrScheduleKind schedule;
-    long long seed;
-    int bench, bench_warmup, zero, recompute, plan_ranks;
-    int attention;           // AttnKind
-    int cuda_graphs;         // 1: training steps replayed as CUDA graphs (not yet run on a GPU: off by default)
-} Options;
-
-static Options options_default(void) {
-    Options o;
-    memset(&o, 0, sizeof(o));
-    o.model = "flan-t5-small"; o.steps = 10; o.batch_size = 8; o.grad_accum = 1; o.shuffle = 1; o.bucket = 1;
-    o.max_src_len = 512; o.max_tgt_len = 128; o.lr = 3e-4f; o.weight_decay = 0.01f; o.beta1 = 0.9f;
-    o.beta2 = 0.999f; o.adam_eps = 1e-8f; o.clip = 1.0f; o.dropout = -1.0f; o.schedule = SCHED_LINEAR; o.seed = 42;
-    o.bench_warmup = 3; o.plan_ranks = 8; o.attention = ATTN_AUTO;
-    o.eval_out = "out/eval";
-    T5CpuGen g = t5cpu_gen_default(); // the CPU engine's generation defaults
-    o.num_beams = g.num_beams; o.max_new_tokens = g.max_new_tokens; o.no_repeat_ngram = g.no_repeat_ngram_size;
-    o.early_stopping = g.early_stopping; o.length_penalty = (float)g.length_penalty; o.eos_bias = g.eos_bias;
-    o.gen_batch_size = 32; o.keep_checkpoints = 3;
-    o.lora_r = -1; o.lora_alpha = -1.0f; o.lora_dropout = -1.0f;
-    return o;
-}
-
-static void usage(void) {
-    Options d = options_default();
-    fprintf(stderr,
-        "usage: train_t5cu [options]   (" PRECISION_NAME " build)\n"
-        "       mpirun -np N train_t5cu [options]   (one process per GPU; srun works the same)\n"
-        "  --model SPEC           preset name, HF model directory, or native checkpoint (default %s). Presets:", d.model);
-    for (int i = 0; i < T5_NUM_PRESETS; i++) fprintf(stderr, " %s", T5_PRESETS[i].name);
-    fprintf(stderr, "\n"
-        "  --train-file PATH      pre-tokenized example file (llmc/examples.h format)\n"
-        "  --steps N              optimizer steps (default %d)\n"
-        "  --batch-size N         examples per micro-batch and rank (default %d)\n"
-        "  --grad-accum N         micro-batches per step (default %d)\n"
-        "  --lr X                 peak learning rate (default %g)\n"
-        "  --schedule S           constant | linear | cosine (default %s)\n"
-        "  --warmup N             linear warmup steps (default %d)\n"
-        "  --schedule-steps N     length of the lr schedule, 0 = --steps (default 0)\n"
-        "  --weight-decay X       AdamW decoupled weight decay (default %g)\n"
-        "  --decay-norms 0|1      also decay RMSNorm weights (default %d: HF Trainer's rule)\n"
-        "  --beta1 X --beta2 X    AdamW betas (default %g, %g)\n"
-        "  --adam-eps X           AdamW epsilon (default %g)\n"
-        "  --clip X               max global gradient norm, 0 = off (default %g)\n"
-        "  --dropout X            dropout rate, -1 = the model config's (default %g)\n"
-        "  --shuffle 0|1          shuffle examples each epoch (default %d)\n"
-        "  --bucket 0|1           length-bucketed batches (default %d)\n"
-        "  --shape-ladder S,T     pad each batch's sources / targets up to a multiple of S / T (capped at the\n"
-        "                         maximum lengths): a small fixed set of shapes (default 0,0: to the longest)\n"
-        "  --max-src-len N        truncate sources to N tokens (default %d)\n"
-        "  --max-tgt-len N        truncate targets to N tokens (default %d)\n"
-        "  --seed N               seed for init, data order and dropout (default %lld)\n"
-        "  --save-hf DIR          write the trained model as an HF directory (weights, config, generation config,\n"
-        "                         tokenizer files, model card)\n"
-        "  --save-hf-dtype fp32|bf16  its weights' dtype (default fp32)   --max-shard-size SIZE  shards above SIZE\n"
-        "                         (\"5GB\", \"500MB\" or bytes; default 50GB, as save_pretrained)\n"
-        "  --save-checkpoint PATH write a native checkpoint (params + AdamW state; gathered under --zero 1)\n"
-        "  --out-dir DIR          run directory: metrics.jsonl and checkpoints/ (a checkpoint at the end, on a stop\n"
-        "                         signal, and every --checkpoint-every steps); a fresh run refuses one that holds\n"
-        "                         another run's checkpoints\n"
-        "  --checkpoint-every N   steps between checkpoints, 0 = only at the end (default 0)\n"
-        "  --keep-checkpoints N   newest checkpoints kept (default %d)\n"
-        "  --resume latest|PATH   continue a run: weights, AdamW state, steps run and data position (same global\n"
-        "                         batch, accumulation and seed); latest = the newest valid checkpoint of --out-dir\n"
-        "  --val-file PATH        validation examples: mean loss every --eval-every steps and at the end\n"
-        "  --eval-every N         (default 0: at the end only)   --eval-batches N: batches per evaluation, 0 = all\n"
-        "  --bench N              time N training steps on synthetic DialogSum-shaped batches and exit\n"
-        "  --bench-warmup N       untimed steps before them (default %d)\n"
-        "  --peak-tflops X        bf16 dense peak for MFU, 0 = from the card's name (default 0)\n"
-        "  --zero 0|1             ZeRO-1: shard fp32 master weights and AdamW moments over the ranks (default %d)\n"
-        "  --recompute 0|1        recompute block internals in the backward pass (less memory, ~1/3 more compute) (default %d)\n"
-        "  --attention KIND       gemm | flash | cudnn | auto (default %s). flash: fused kernels without the T x T\n"
-        "                         probabilities (llmc/flash_attention.cuh, d_kv 64 or 128); gemm: cuBLASLt products\n"
-        "                         and a softmax kernel (llmc/attention.cuh); cudnn: cuDNN's fused SDPA (builds with\n"
-        "                         USE_CUDNN=1, bf16; cuDNN's own dropout mask); auto: flash where d_kv allows, else gemm\n"
-        "  --cuda-graphs 0|1      replay each training step as CUDA graphs captured once per shape: micro-steps\n"
-        "                         per (batch, source, target) shape, the step end (norm, skip, clipping, AdamW) once;\n"
-        "                         bit-identical to eager launches. Never run on a GPU yet: off by default (default %d)\n"
-        "  --nccl-init-dir DIR    bootstrap without MPI: ranks from RANK/WORLD_SIZE/LOCAL_RANK (or SLURM_*), the\n"
-        "                         NCCL id through DIR on a shared filesystem (fresh per run)\n"
-        "  --plan-memory GIB      print the memory plan of every preset for a GIB GiB device and exit (no GPU needed)\n"
-        "  --plan-ranks N         ranks for the ZeRO-1 column of --plan-memory (default %d)\n"
-        "LoRA (peft's math and files, llmc/lora.h; the base frozen in floatX, only the adapter trains; opt-in and\n"
-        "not yet run on a GPU):\n"
-        "  --lora-r N             adapter rank; 0 = full fine-tuning (default 0; --plan-memory's LoRA table: 32)\n"
-        "  --lora-alpha X         scale alpha/r (default 8, peft's)   --lora-dropout X  on each adapter's input (default 0)\n"
-        "  --lora-targets LIST    peft's T5 module names: q,k,v,o,wi,wi_0,wi_1,wo (default q,v), or all-linear; encoder\n"
-        "                         and decoder self- and cross-attention alike\n"
-        "  --lora-adapter DIR     start from a peft adapter directory (its r, alpha, dropout and targets apply; the\n"
-        "                         flags may repeat them, not contradict them); without --train-file: evaluate or export\n"
-        "  --save-lora DIR        write the adapter as peft does (default with --out-dir: OUT/adapter)\n"
-        "  --merge-lora DIR       write base + adapter merged (peft's merge_and_unload) as an HF directory;\n"
-        "                         --save-hf DIR does the same under LoRA\n"
-        "generation on the GPU (train_t5's semantics; rank 0 generates, after training if any):\n"
-        "  --eval-split PREFIX    summarize PREFIX.bin, score against PREFIX_refs.jsonl (prepro_dialogsum.py)\n"
-        "  --eval-out DIR         generations.jsonl + scores.json (default %s)\n"
-        "  --eval-limit N         only the first N examples, 0 = all (default %d)\n"
-        "  --tokenizer PATH       spiece.model for decoding (default: the --model directory's, as a hub download\n"
-        "                         holds it, else %s); --save-hf gets a copy\n"
-        "  --num-beams N          1 = greedy (default %d)   --max-new-tokens N (default %d)\n"
-        "  --length-penalty X     beam score / length^X (default %g)   --early-stopping 0|1 (default %d)\n"
-        "  --no-repeat-ngram N    ban repeated N-grams, 0 = off (default %d)   --gen-batch-size N (default %d)\n"
-        "  --eos-bias X           added to the eos logit (default %g)\n"
-        "  --gen-bench N          time generation of N synthetic DialogSum-shaped inputs (eos suppressed, so every\n"
-        "                         summary has --max-new-tokens tokens) and exit\n"
-        "environment:\n"
-        "  T5_MATMUL_TUNE=0|1|class  each product's cuBLASLt algorithm: 0 (default) the heuristic's first, asked per\n"
-        "                         product; 1 the fastest candidate per shape class, timed once (runs may differ in\n"
-        "                         rounding); class the heuristic's first per shape class, not timed (llmc/matmul.cuh)\n"
-        "  T5_MATMUL_PLANS=0|1    1: each product's cuBLASLt plan (descriptors, layouts, algorithm) kept per exact\n"
-        "                         shape and reused (with --shape-ladder, a few dozen shapes a run; not yet run on a GPU)\n"
-        "  T5_PROFILE=ops         with --bench, the GPU time of each kind of operation too\n",
-        d.steps, d.batch_size, d.grad_accum, (double)d.lr, lr_schedule_name(d.schedule), d.warmup, (double)d.weight_decay,
-        d.decay_norms, (double)d.beta1, (double)d.beta2, (double)d.adam_eps, (double)d.clip, (double)d.dropout, d.shuffle,
-        d.bucket, d.max_src_len, d.max_tgt_len, d.seed, d.keep_checkpoints, d.bench_warmup, d.zero, d.recompute, attn_kind_name(d.attention),
-        d.cuda_graphs, d.plan_ranks, d.eval_out,
-        d.eval_limit, T5_DEFAULT_TOKENIZER, d.num_beams, d.max_new_tokens, (double)d.length_penalty, d.early_stopping,
-        d.no_repeat_ngram, d.gen_batch_size, (double)d.eos_bias);
-}
-
-typedef struct { const char* flag; int* dst; long long lo, hi; } IntFlag;
-typedef struct { const char* flag; float* dst; double lo, hi; } FloatFlag;
-typedef struct { const char* flag; const char** dst; } StrFlag;
-
-// one flag and its value; returns 1 if it was known and valid, 0 if unknown, -1 if invalid
-static int parse_flag(Options* o, const char* f, const char* v) {
-    IntFlag ints[] = {
-        {"--steps", &o->steps, 0, 1000000000}, {"--schedule-steps", &o->schedule_steps, 0, 1000000000},
-        {"--batch-size", &o->batch_size, 1, 65536}, {"--grad-accum", &o->grad_accum, 1, 65536},
-        {"--warmup", &o->warmup, 0, 1000000000}, {"--shuffle", &o->shuffle, 0, 1}, {"--bucket", &o->bucket, 0, 1},
-        {"--decay-norms", &o->decay_norms, 0, 1}, {"--max-src-len", &o->max_src_len, 1, 1 << 16},
-        {"--max-tgt-len", &o->max_tgt_len, 1, 1 << 16}, {"--bench", &o->bench, 0, 1000000},
-        {"--bench-warmup", &o->bench_warmup, 0, 1000000}, {"--zero", &o->zero, 0, 1}, {"--recompute", &o->recompute, 0, 1},
-        {"--cuda-graphs", &o->cuda_graphs, 0, 1},
-        {"--plan-ranks", &o->plan_ranks, 1, 1 << 20}, {"--num-beams", &o->num_beams, 1, 64},
-        {"--max-new-tokens", &o->max_new_tokens, 1, 4096}, {"--no-repeat-ngram", &o->no_repeat_ngram, 0, 64},
-        {"--early-stopping", &o->early_stopping, 0, 1}, {"--gen-batch-size", &o->gen_batch_size, 1, 4096},
-        {"--eval-limit", &o->eval_limit, 0, 1000000000}, {"--gen-bench", &o->gen_bench, 0, 1000000},
-        {"--checkpoint-every", &o->checkpoint_every, 0, 1000000000}, {"--keep-checkpoints", &o->keep_checkpoints, 1, 1000},
-        {"--eval-every", &o->eval_every, 0, 1000000000}, {"--eval-batches", &o->eval_batches, 0, 1000000000},
-        {"--lora-r", &o->lora_r, 0, 65536},
-    };
-    FloatFlag floats[] = {
-        {"--lr", &o->lr, 0.0, 10.0}, {"--weight-decay", &o->weight_decay, 0.0, 10.0}, {"--beta1", &o->beta1, 0.0, 0.999999},
-        {"--beta2", &o->beta2, 0.0, 0.999999999}, {"--adam-eps", &o->adam_eps, 1e-30, 1.0}, {"--clip", &o->clip, 0.0, 1e9},
-        {"--dropout", &o->dropout, -1.0, 0.99}, {"--peak-tflops", &o->peak_tflops, 0.0, 1e6},
-        {"--plan-memory", &o->plan_memory, 0.0, 1e6}, {"--length-penalty", &o->length_penalty, -100.0, 100.0},
-        {"--eos-bias", &o->eos_bias, -1e9, 1e9}, {"--lora-alpha", &o->lora_alpha, 1e-6, 1e6},
-        {"--lora-dropout", &o->lora_dropout, 0.0, 0.99},
-    };
-    StrFlag strs[] = { {"--model", &o->model}, {"--train-file", &o->train_file}, {"--save-hf", &o->save_hf},
-                       {"--save-checkpoint", &o->save_ckpt}, {"--nccl-init-dir", &o->nccl_init_dir},
-                       {"--eval-split", &o->eval_split}, {"--eval-out", &o->eval_out}, {"--tokenizer", &o->tokenizer},
-                       {"--lora-adapter", &o->lora_adapter}, {"--lora-targets", &o->lora_targets},
-                       {"--save-lora", &o->save_lora}, {"--merge-lora", &o->merge_lora},
-                       {"--out-dir", &o->out_dir}, {"--resume", &o->resume}, {"--val-file", &o->val_file} };
-    for (size_t k = 0; k < sizeof(ints) / sizeof(ints[0]); k++) {
-        if (strcmp(f, ints[k].flag) != 0) continue;
-        long long x;
-        if (t5cpu_parse_int(f, v, ints[k].lo, ints[k].hi, &x)) return -1;
-        *ints[k].dst = (int)x;
-        return 1;
-    }
-    for (size_t k = 0; k < sizeof(floats) / sizeof(floats[0]); k++)
-        if (strcmp(f, floats[k].flag) == 0) return t5cpu_parse_float(f, v, floats[k].lo, floats[k].hi, floats[k].dst) ? -1 : 1;
-    for (size_t k = 0; k < sizeof(strs) / sizeof(strs[0]); k++)
-        if (strcmp(f, strs[k].flag) == 0) { *strs[k].dst = v; return 1; }
-    if (strcmp(f, "--seed") == 0) return t5cpu_parse_int(f, v, 0, (1LL << 62), &o->seed) ? -1 : 1;
-    if (strcmp(f, "--shape-ladder") == 0) {
-        if (ladder_parse(v, o->ladder) == 0) return 1;
-        fprintf(stderr, "error: --shape-ladder must be S,T: two steps in [0, 4096] (e.g. 64,16; 0,0 = dynamic padding), got '%s'\n", v);
-        return -1;
-    }
-    if (strcmp(f, "--save-hf-dtype") == 0) {
-        if (strcmp(v, "fp32") != 0 && strcmp(v, "bf16") != 0) { fprintf(stderr, "error: --save-hf-dtype must be fp32 or bf16, got '%s'\n", v); return -1; }
-        o->hf_weights.dtype = strcmp(v, "bf16") == 0 ? ST_BF16 : ST_F32;
-        return 1;
-    }
-    if (strcmp(f, "--max-shard-size") == 0) {
-        if ((o->hf_weights.max_shard_bytes = hf_parse_size(v)) != 0) return 1;
-        fprintf(stderr, "error: --max-shard-size must be a size like 5GB, 500MB, 100KB or a byte count, got '%s'\n", v);
-        return -1;
-    }
-    if (strcmp(f, "--attention") == 0) {
-        for (int k = 0; k < (int)(sizeof(ATTN_KIND_NAMES) / sizeof(ATTN_KIND_NAMES[0])); k++)
-            if (strcmp(v, ATTN_KIND_NAMES[k]) == 0) { o->attention = k; return 1; }
-        fprintf(stderr, "error: --attention must be gemm, flash, cudnn or auto, got '%s'\n", v);
-        return -1;
-    }
-    if (strcmp(f, "--schedule") == 0) {
-        if (lr_schedule_parse(v, &o->schedule) == 0) return 1;
-        fprintf(stderr, "error: --schedule must be constant, linear or cosine, got '%s'\n", v);
-        return -1;
-    }
-    return 0;
-}
-
-// the LoRA flags as llmc/lora.h takes them
-static LoraFlags lora_flags(const Options* o) {
-    LoraFlags f = { o->lora_r, o->lora_alpha, o->lora_dropout, o->lora_targets, o->lora_adapter };
-    return f;
-}
-
-// returns 0, or -1 after printing what was wrong
-static int parse_args(int argc, char** argv, Options* o) {
-    for (int i = 1; i < argc; i++) {
-        const char* f = argv[i];
-        if (strcmp(f, "-h") == 0 || strcmp(f, "--help") == 0) { usage(); exit(EXIT_SUCCESS); }
-        if (i + 1 >= argc) { fprintf(stderr, "error: %s needs a value (see --help)\n", f); return -1; }
-        int r = parse_flag(o, f, argv[++i]);
-        if (r < 0) return -1;
-        if (r == 0) { fprintf(stderr, "error: unknown option %s (see --help)\n", f); return -1; }
-    }
-    const char* tune = getenv("T5_MATMUL_TUNE"); // refused here, before any device work (llmc/matmul.cuh)
-    if (matmul_algo_mode(tune) < 0) { fprintf(stderr, "error: T5_MATMUL_TUNE=%s: expected 0, 1 or class\n", tune); return -1; }
-    const char* plans = getenv("T5_MATMUL_PLANS");
-    if (matmul_plans_mode(plans) < 0) { fprintf(stderr, "error: T5_MATMUL_PLANS=%s: expected 0 or 1\n", plans); return -1; }
-    if (o->plan_memory == 0.0f && o->bench == 0 && o->gen_bench == 0 && !o->train_file && !o->eval_split && !o->save_hf &&
-        !o->save_ckpt && !o->save_lora && !o->merge_lora) {
-        fprintf(stderr, "error: nothing to do: give --train-file, --eval-split, --bench, --gen-bench, --save-hf, "
-                "--save-checkpoint, --save-lora, --merge-lora or --plan-memory\n  (to fine-tune on DialogSum: python3 prepro_dialogsum.py, then "
-                "./train_t5cu --model DIR|PRESET --train-file out/dialogsum/train.bin; README: \"The real recipe\")\n");
-        return -1;
-    }
-    const char* bad = (o->checkpoint_every || o->resume) && !o->out_dir ? "--checkpoint-every and --resume need --out-dir"
-                    : (o->out_dir || o->resume || o->val_file) && !o->train_file ? "--out-dir, --resume and --val-file need --train-file"
-                    : o->eval_every && !o->val_file ? "--eval-every needs --val-file" : NULL;
-    static char msg[1100];
-    LoraFlags lf = lora_flags(o);
-    if (!bad) bad = lora_flags_check(&lf, o->resume != NULL, o->save_lora || o->merge_lora, msg, sizeof(msg));
-    if (bad) { fprintf(stderr, "error: %s\n", bad); return -1; }
-    return 0;
-}
-
-// the model's fp32 parameters (and optimizer state) on the host, from a preset, HF directory or checkpoint.
-// Under LoRA the frozen base, the adapter, and m, v, step: the adapter's optimizer state
-typedef struct {
-    T5Config config;
-    float *params, *m, *v;
-    long long step;
-    const char* from;
-    CkptTrainState train; // from a checkpoint (zeros in version-1 files)
-    LoraConfig lora;      // r > 0: LoRA (llmc/lora.h), the adapter below; r = 0: full fine-tuning
-    float* adapter;       // (lora_layout total)
-    uint32_t base_crc;    // lora_base_fingerprint of params: an adapter checkpoint names its base by it
-} HostModel;
-
-static void host_model_free(HostModel* h) {
-    free(h->params); free(h->m); free(h->v); free(h->adapter);
-    h->params = h->m = h->v = h->adapter = NULL;
-}
-
-static size_t host_model_size(const HostModel* h) {
-    T5Layout L;
-    t5_layout(&h->config, &L);
-    return L.total;
-}
-
-static int load_host_model(const Options* o, HostModel* h) {
-    char err[1024];
-    struct stat st;
-    memset(h, 0, sizeof(*h));
-    if (stat(o->model, &st) == 0 && S_ISDIR(st.st_mode)) {
-        if (t5_load_hf_dir(o->model, &h->config, &h->params, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
-        h->from = "HF directory";
-    } else if (stat(o->model, &st) == 0) {
-        if (lora_ckpt_is(o->model)) { // it holds no base weights: name what to do instead
-            fprintf(stderr, "error: %s is a LoRA adapter checkpoint, not a model: give its base as --model (and --resume it, "
-                    "or use the run's adapter directory with --lora-adapter)\n", o->model);
-            return -1;
-        }
-        CkptInfo info;
-        if (ckpt_load(o->model, &info, &h->params, &h->m, &h->v, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
-        h->config = info.config; h->step = info.step; h->train = info.train;
-        h->from = "checkpoint";
-    } else {
-        if (t5_config_preset(&h->config, o->model)) {
-            fprintf(stderr, "error: --model '%s' is not a directory, a file, or a preset (see --help)\n", o->model);
-            return -1;
-        }
-        T5Layout L;
-        t5_layout(&h->config, &L);
-        h->params = (float*)mallocCheck(L.total * sizeof(float));
-        t5cpu_init_random(&h->config, h->params, (uint64_t)o->seed);
-        h->from = "random init (the CPU engine's)";
-    }
-    if (o->dropout >= 0.0f) h->config.dropout = o->dropout;
-    return 0;
-}
-
-// a checkpoint to resume: a full one, or an adapter checkpoint (llmc/lora.h) over --model, the base it was
-// trained on (its fingerprint must match); 0, or -1 after a message
-static int load_resumed(const Options* o, const char* path, HostModel* h) {
-    Options r = *o;
-    r.model = path;
-    if (!lora_ckpt_is(path)) return load_host_model(&r, h);
-    if (load_host_model(o, h)) return -1;
-    free(h->m); free(h->v); // (a full checkpoint as the base: its own moments do not apply)
-    h->m = h->v = NULL;
-    char err[1024];
-    LoraCkptInfo info;
-    size_t n = host_model_size(h);
-    h->base_crc = lora_base_fingerprint(h->params, n);
-    if (lora_ckpt_load(path, &h->config, (int64_t)n, h->base_crc, &info, &h->adapter, &h->m, &h->v, err, sizeof(err))) {
-        fprintf(stderr, "error: %s\n", err);
-        host_model_free(h);
-        return -1;
-    }
-    h->lora = info.config; h->step = info.step;
-    memcpy(&h->train, info.train, sizeof(h->train));
-    h->from = "LoRA adapter checkpoint (base: --model)";
-    return 0;
-}
-
-// LoRA as the flags ask, once the base is loaded (llmc/lora.h): a resumed checkpoint's (the flags must ask
-// for LoRA exactly when it is an adapter checkpoint), --lora-adapter's config and weights (the flags may
-// repeat them, not contradict them), or a fresh adapter of rank --lora-r with peft's init and defaults. The
-// base then has no optimizer state. The same rules and seed as train_t5. 0, or -1 after a message.
-static int lora_host_setup(const Options* o, HostModel* h, const char* from) {
-    char err[5000];
-    LoraFlags f = lora_flags(o);
-    const char* bad = NULL;
-    if (o->resume) bad = lora_flags_resume(&f, h->lora.r, from, err, sizeof(err));
-    else if (f.adapter) {
-        if (lora_load_dir(f.adapter, &h->config, &h->lora, &h->adapter, err, sizeof(err))) bad = err;
-        else bad = lora_flags_contradict(&f, &h->lora, &h->config, err, sizeof(err));
-    } else if (f.r > 0) {
-        bad = lora_flags_config(&f, &h->config, &h->lora, err, sizeof(err));
-        if (!bad) {
-            T5Layout base;
-            LoraLayout L;
-            t5_layout(&h->config, &base);
-            lora_layout(&h->lora, &base, h->config.gated, &L);
-            h->adapter = (float*)mallocCheck(L.total * sizeof(float) + 1);
-            lora_init(&L, h->adapter, lora_init_seed((uint64_t)o->seed));
-        }
-    }
-    if (bad) { fprintf(stderr, "error: %s\n", bad); h->lora.r = 0; return -1; }
-    if (o->resume || !lora_flags_on(&f)) return 0;
-    free(h->m); free(h->v); // a full checkpoint as --model: its moments were the base's
-    h->m = h->v = NULL;
-    h->step = 0;
-    h->base_crc = lora_base_fingerprint(h->params, host_model_size(h));
-    return 0;
-}
-
-// the model to build: --model, or with --resume the checkpoint to continue: PATH, or the newest one of
-// --out-dir that loads and checks out (a corrupted newer one is reported and skipped, never deleted).
-// A fresh run refuses a run directory that holds checkpoints. 0, or -1 after a message.
-static int load_run_model(const Options* o, HostModel* h, char* from, size_t fromlen) {
-    if (!o->resume) {
-        if (o->out_dir && check_fresh_run_dir(o->out_dir)) return -1;
-        return load_host_model(o, h);
-    }
-    if (strcmp(o->resume, "latest") != 0) {
-        snprintf(from, fromlen, "%s", o->resume);
-        return load_resumed(o, from, h);
-    }
-    char dir[4096];
-    snprintf(dir, sizeof(dir), "%s/checkpoints", o->out_dir);
-    long long steps[CKPT_MAX_LISTED];
-    int n = ckpt_list(dir, steps, CKPT_MAX_LISTED);
-    for (int i = 0; i < n; i++) {
-        ckpt_path(from, fromlen, o->out_dir, steps[i]);
-        if (load_resumed(o, from, h) == 0) return 0;
-        fprintf(stderr, "warning: skipping checkpoint %s\n", from);
-    }
-    fprintf(stderr, "error: cannot resume: no valid checkpoint in %s\n", dir);
-    return -1;
-}
-
-// CRC-32 of the host parameters: every rank must start from the same model
-static int64_t params_crc(const HostModel* h) {
-    T5Layout L;
-    t5_layout(&h->config, &L);
-    Crc32Table T;
-    crc32_table_init(&T);
-    return (int64_t)crc32_update(&T, 0, h->params, L.total * sizeof(float));
-}
-
-// peft's print_trainable_parameters line (llmc/lora.h): the adapter against base + adapter, or everything
-static void print_trainable(const T5Cuda* m) {
-    size_t n = t5cu_num_params(m);
-    lora_print_trainable(t5cu_num_trainable(m), n + (m->lora ? m->lora->n : 0));
-}
-
-static void print_config(const T5Cuda* m, const Options* o, const char* from, const cudaDeviceProp* p, double peak) {
-    const T5Config* c = &m->config;
-    int ranks = m->comm ? m->comm->size : 1;
-    printf("+------------------------+---------------------------------------------+\n");
-    printf("| %-22s | %-43s |\n", "model", o->model);
-    printf("| %-22s | %-43s |\n", "loaded from", from);
-    printf("| %-22s | %-43zu |\n", "parameters", t5cu_num_params(m));
-    char row[96];
-    snprintf(row, sizeof(row), "V=%d C=%d H=%d D=%d F=%d L=%d/%d", c->vocab_size, c->d_model, c->num_heads, c->d_kv,
-             c->d_ff, c->num_layers, c->num_decoder_layers);
-    printf("| %-22s | %-43s |\n", "shape", row);
-    printf("| %-22s | %-43s |\n", "ffn / head", t5_head_desc(c));
-    printf("| %-22s | %-43s |\n", "precision", PRECISION_NAME);
-    printf("| %-22s | %-43s |\n", "device", p->name);
-    printf("| %-22s | %-43.1f |\n", "bf16 dense peak TFLOP/s", peak);
-    printf("| %-22s | %d x %d x %-35d |\n", "batch x accum x ranks", o->batch_size, o->grad_accum, ranks);
-    snprintf(row, sizeof(row), "%s%s, ZeRO-1 %s, recompute %s", m->comm && m->comm->active ? "NCCL" : "one process",
-             m->comm && m->comm->via_mpi ? " (MPI)" : "", m->zero ? "on" : "off", m->recompute ? "on" : "off");
-    printf("| %-22s | %-43s |\n", "parallelism", row);
-    printf("| %-22s | %-43s |\n", "attention",
-           m->attention == ATTN_FLASH ? "flash (llmc/flash_attention.cuh)" :
-           m->attention == ATTN_CUDNN ? "cudnn (llmc/cudnn_att.h, cuDNN SDPA)" : "gemm (llmc/attention.cuh)");
-    printf("| %-22s | %-43s |\n", "ffn matmul epilogue", m->relu_epilogue ? "ReLU fused where dropout is 0 (cuBLASLt)" :
-           c->gated || c->act != ACT_RELU ? "none (gated or GELU FFN: llmc/ffn_act.cuh)" : "none (cuBLASLt has no ReLU epilogue)");
-    printf("| %-22s | %-43s |\n", "matmul algorithms", matmul_algo_mode_name(m->mm.tune));
-    printf("| %-22s | %-43s |\n", "matmul plans", m->mm.plans ? "kept per exact shape (T5_MATMUL_PLANS=1)" : "built per product");
-    printf("| %-22s | %-43s |\n", "training steps", m->graphs.on ? "CUDA graphs per shape (--cuda-graphs 1)" : "eager launches");
-    if (o->ladder[0] > 1 || o->ladder[1] > 1) printf("| %-22s | multiples of %-4d / %-4d (capped at the maxima) |\n", "shape ladder", o->ladder[0], o->ladder[1]);
-    snprintf(row, sizeof(row), "%.2f GiB per rank (%zu buckets)", m->state_bytes / 1073741824.0, (size_t)m->order.nb);
-    printf("| %-22s | %-43s |\n", "weights+grads+AdamW", row);
-    if (m->lora) lora_describe(&m->lora->config, row, sizeof(row)); // the base frozen, in floatX
-    else snprintf(row, sizeof(row), "off (full fine-tuning)");
-    printf("| %-22s | %-43s |\n", "LoRA", row);
-    printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
-    printf("| %-22s | wd %-8g clip %-8g dropout %-14g |\n", "regularisation", (double)o->weight_decay, (double)o->clip, (double)c->dropout);
-    printf("+------------------------+---------------------------------------------+\n");
 }
 
 // ----------------------------------------------------------------------------
@@ -2552,7 +2055,7 @@ static const char* plan_check_orders(void) {
 
 // the LoRA table of --plan-memory: --lora-r (32 when not given) on --lora-targets (q,v), one GPU
 static int plan_memory_lora(const Options* o, size_t budget, int attention) {
-    LoraFlags f = lora_flags(o);
+    LoraFlags f = { o->lora_r, o->lora_alpha, o->lora_dropout, o->lora_targets, o->lora_adapter };
     if (f.r <= 0) f.r = 32;
     int Ts = o->max_src_len, Tt = o->max_tgt_len, Tm = Ts > Tt ? Ts : Tt;
     char err[256], desc[128];
@@ -2719,287 +2222,195 @@ static void t5cu_step_end(T5Cuda* m, const AdamW* opt, int reduce) {
     cudaCheck(cudaGraphLaunch(g->end[reduce], m->stream));
 }
 
-// host_ms: host time from the step's start to its one synchronisation (every launch queued by then); when it
-// is close to the step's time, the step is bound by the host (launches, cuBLASLt planning), not the GPU
-typedef struct { float loss, grad_norm, lr; long long tokens; double flops, host_ms; int skipped; const char* error; } StepResult;
+// ----------------------------------------------------------------------------
+// the GPU engine behind llmc/engine.h: what the driver (llmc/run.h, linked as llmc/driver.c) calls
 
-// One optimizer step over this rank's micro-batches batches[0..A) (B = 0 is possible: a rank's empty
-// share of a short last batch). The loss is the mean over the counted tokens of the global batch: the
-// counts are summed over ranks first, the backward passes scale by 1 / that total, the bucket
-// reductions of the last backward pass sum the gradients, so every rank applies the same update.
-static StepResult train_step(T5Cuda* m, const Options* o, T5Batch** batches, int A, long long k) {
-    StepResult r;
-    memset(&r, 0, sizeof(r));
+// the processes: the communicator (NCCL over MPI, or --nccl-init-dir); in a dry run, MPI alone (no device)
+typedef struct { Comm comm; int device; } GpuProc;
+
+static T5Cuda* gpu_model(Engine* e) { return (T5Cuda*)e->self; }
+static GpuProc* gpu_proc(Engine* e) { return (GpuProc*)e->proc; }
+
+// One optimizer step over this rank's micro-batches (B = 0 is possible: a rank's empty share of a short last
+// batch). The driver has summed the counted label tokens over the ranks: the backward passes scale by
+// 1 / that total, the bucket reductions of the last backward pass sum the gradients, so every rank applies
+// the same update. One host synchronisation, to read the loss and the norm (the step's skip decision).
+static void t5cu_step(T5Cuda* m, const StepIn* in, StepOut* out) {
     double t_start = now_ms();
-    int64_t counts[3] = { 0, 0, 0 }; // counted label tokens, real tokens, FLOPs (rounded)
-    int bad = 0;
-    for (int a = 0; a < A; a++) { // labels of the whole step first: they fix the loss normalisation
-        const char* why = batches[a]->B > 0 ? t5cpu_check_batch(&m->config, batches[a]) : NULL;
-        if (why) { r.error = why; bad = 1; }
-        counts[0] += batch_count_labels(batches[a]);
-        counts[1] += batch_real_tokens(batches[a]);
-        counts[2] += (int64_t)t5_batch_flops(&m->config, batches[a], m->lora ? &m->lora->config : NULL);
-    }
     Comm* c = m->comm;
     int comm_on = c && (c->active || m->zero);
-    if (c && comm_max_int(c, bad)) { if (!r.error) r.error = "a bad batch on another rank"; return r; } // before any compute
-    if (bad) return r;
-    if (c) comm_sum_i64(c, counts, 3);
-    long long total = counts[0];
-    r.tokens = counts[1]; r.flops = (double)counts[2];
-    int rank = c ? c->rank : 0;
     prof_begin(m);
     t5cu_zero_grad(m);
     prof_mark(m, "zero_grad");
     m->reduce_now = 0; m->next_bucket = 0;
-    for (int a = 0; a < A && total > 0; a++) {
-        if (batches[a]->B == 0) continue;
-        // ranks > 0 draw other masks than rank 0 for the same positions of their slices (as train_t5)
-        uint64_t seed = mix64((uint64_t)o->seed ^ mix64((uint64_t)k * 65536 + (uint64_t)a)) + (uint64_t)rank * 0x9e3779b97f4a7c15ULL;
-        t5cu_forward_begin(m, batches[a], 1, seed, 1.0f / (float)total);
-        m->reduce_now = comm_on && a == A - 1;
+    for (int a = 0; a < in->A && in->total > 0; a++) {
+        if (in->batches[a]->B == 0) continue;
+        t5cu_forward_begin(m, in->batches[a], 1, in->seeds[a], 1.0f / (float)in->total);
+        m->reduce_now = comm_on && a == in->A - 1;
         t5cu_micro_step(m);
     }
-    LrSchedule sched = { o->schedule, o->warmup, o->schedule_steps ? o->schedule_steps : o->steps };
-    r.lr = (float)(o->lr * lr_multiplier(&sched, k));
-    AdamW opt = { o->lr, o->beta1, o->beta2, o->adam_eps, o->weight_decay, o->decay_norms };
-    t5cu_update_values(m, &opt, r.lr, (double)total, o->clip);
-    t5cu_step_end(m, &opt, comm_on && total > 0);
+    t5cu_update_values(m, &in->opt, in->lr, (double)in->total, in->clip);
+    t5cu_step_end(m, &in->opt, comm_on && in->total > 0);
     double sums[2];
-    r.host_ms = now_ms() - t_start;
+    memset(out, 0, sizeof(*out));
+    out->host_ms = now_ms() - t_start;
     t5cu_read_loss_sums(m, sums); // the step's synchronisation (see the top of the file)
     if (m->prof) prof_collect(m, m->prof->cur ^ 1); // the previous step: complete by now
-    r.loss = total > 0 ? (float)(sums[1] / (double)total) : NAN;
-    r.grad_norm = t5cu_read_norm(m);
+    out->loss = in->total > 0 ? (float)(sums[1] / (double)in->total) : NAN;
+    out->grad_norm = t5cu_read_norm(m);
     // the device's decision (adamw_gate), taken again here from the same values: a skipped step never
     // reached the weights; an applied one counts for the bias corrections
-    r.skipped = !isfinite(r.loss) || !isfinite(r.grad_norm);
-    if (!r.skipped) m->step++;
-    return r;
+    out->skipped = !isfinite(out->loss) || !isfinite(out->grad_norm);
+    if (!out->skipped) m->step++;
 }
 
-typedef struct { double peak_tflops; size_t peak_mem; int ranks, print; } Meter;
+static void gpu_step(Engine* e, const StepIn* in, StepOut* out) { t5cu_step(gpu_model(e), in, out); }
 
-// one line per step on rank 0: tokens/s of all ranks, MFU per GPU, this GPU's memory
-static void log_step(const StepResult* r, long long k, int steps, double ms, Meter* meter) {
-    size_t used = device_memory_used();
-    if (used > meter->peak_mem) meter->peak_mem = used;
-    if (!meter->print) return;
-    double tflops = r->flops / (ms / 1e3) / 1e12 / meter->ranks;
-    printf("step %lld/%d | loss %.6f | lr %.4e | grad norm %.4f | %.1f ms | %.0f tok/s", k + 1, steps, (double)r->loss,
-           (double)r->lr, (double)r->grad_norm, ms, r->tokens / (ms / 1e3));
-    if (meter->peak_tflops > 0) printf(" | MFU %.1f%%", 100.0 * tflops / meter->peak_tflops);
-    printf(" | mem %.2f GiB%s\n", used / 1073741824.0, r->skipped ? " | SKIPPED: non-finite loss or gradient norm" : "");
-    fflush(stdout);
-}
-
-// ----------------------------------------------------------------------------
-// a training run: the data, the optional validation loss, and with --out-dir the run directory of
-// llmc/rundir.h (metrics.jsonl, checkpoints every --checkpoint-every steps, at the end and on a stop
-// signal). train_t5's semantics: a checkpoint holds the steps run and the data position, and the
-// dropout masks and the learning rate are functions of the step, so a resumed run continues the
-// interrupted one exactly.
-
-// set by SIGINT / SIGTERM, read between steps (a signal handler can reach nothing else)
-static volatile sig_atomic_t g_stop_signal = 0;
-
-static void on_stop_signal(int sig) {
-    g_stop_signal = sig;
-    signal(sig, SIG_DFL); // a second signal stops the program at once
-}
-
-// the largest value of x over the ranks: every rank takes the same branch
-static int all_max(T5Cuda* m, int x) { return m->comm ? comm_max_int(m->comm, x) : x; }
-
-typedef struct {
-    DataLoader train, val;
-    int has_val;
-    BatchBuf* bufs;     // (grad_accum) the micro-batches of a step
-    T5Batch** batches;
-    BatchBuf val_buf;
-    FILE* metrics;      // rank 0 with --out-dir
-    long long step;     // steps run
-} Run;
-
-static int run_loader(DataLoader* dl, const char* path, const Options* o, const T5Cuda* m, int training) {
+static int gpu_init(Engine* e, int* argc, char*** argv, const Options* o) {
     char err[1024];
-    int ranks = m->comm ? m->comm->size : 1, rank = m->comm ? m->comm->rank : 0;
-    LoaderConfig lc = { o->batch_size, ranks, rank, training ? o->shuffle : 0, training ? o->bucket : 1, 64, o->max_src_len,
-                        o->max_tgt_len, m->config.pad_id, m->config.decoder_start_id, (uint64_t)o->seed, o->ladder[0], o->ladder[1] };
-    if (dataloader_init(dl, path, &lc, err, sizeof(err)) == 0 &&
-        examples_check_vocab(&dl->data, m->config.vocab_size, path, err, sizeof(err)) == 0) return 0;
-    fprintf(stderr, "error: %s\n", err);
-    return -1;
-}
-
-// the widest batch dl can make (lengths after truncation): widens *Ts, *Tt
-static void loader_widest(const DataLoader* dl, const Options* o, int* Ts, int* Tt) {
-    for (int64_t i = 0; i < dl->data.n; i++) {
-        int ls = clamp_len(dl->data.lens[2 * i], o->max_src_len), lt = clamp_len(dl->data.lens[2 * i + 1], o->max_tgt_len);
-        if (ls > *Ts) *Ts = ls;
-        if (lt > *Tt) *Tt = lt;
+    GpuProc* p = (GpuProc*)callocCheck(1, sizeof(GpuProc));
+    e->proc = p;
+    if (comm_bootstrap(&p->comm, argc, argv, o->nccl_init_dir, err, sizeof(err)) ||
+        (!o->dry_run && comm_init(&p->comm, o->nccl_init_dir, err, sizeof(err)))) {
+        fprintf(stderr, "error: %s\n", err);
+        return -1;
     }
-}
-
-static CkptTrainState train_state(const T5Cuda* m, const Options* o, const Run* run) {
-    CkptTrainState ts = { o->seed, run->step, run->train.epoch, run->train.batch, o->batch_size, o->grad_accum,
-                          m->comm ? m->comm->size : 1 };
-    return ts;
-}
-
-// OUT/checkpoints/ckpt_<steps run>.bin (every rank takes part: ZeRO-1 gathers), then the old ones pruned
-static int run_checkpoint(T5Cuda* m, const Options* o, const Run* run) {
-    char path[4400], err[1024];
-    CkptTrainState ts = train_state(m, o, run);
-    ckpt_path(path, sizeof(path), o->out_dir, run->step);
-    int bad = t5cu_save_checkpoint(m, path, &ts, err, sizeof(err)) != 0;
-    if (bad) fprintf(stderr, "error: %s\n", err);
-    else if (is_rank0(m)) { printf("checkpoint %s\n", path); ckpt_prune(o->out_dir, o->keep_checkpoints); }
-    return all_max(m, bad) ? -1 : 0;
-}
-
-// opens the data and the run directory; resumed: the checkpoint's state, checked against this run
-static int run_open(Run* run, T5Cuda* m, const Options* o, const CkptTrainState* resumed, const char* from) {
-    memset(run, 0, sizeof(*run));
-    if (run_loader(&run->train, o->train_file, o, m, 1)) return -1;
-    run->has_val = o->val_file != NULL;
-    if (run->has_val && run_loader(&run->val, o->val_file, o, m, 0)) return -1;
-    int ranks = m->comm ? m->comm->size : 1;
-    if (resumed) {
-        if (ckpt_check_geometry(resumed, o->batch_size, ranks, o->grad_accum, o->seed, from)) return -1;
-        if (dataloader_seek(&run->train, resumed->epoch, resumed->batch)) {
-            fprintf(stderr, "error: %s: data position (epoch %lld, batch %lld) does not fit %s\n", from,
-                    (long long)resumed->epoch, (long long)resumed->batch, o->train_file);
-            return -1;
-        }
-        run->step = resumed->run_step;
-        if (is_rank0(m)) printf("resuming from %s at step %lld (epoch %lld, batch %lld)\n", from, run->step,
-                                (long long)resumed->epoch, (long long)resumed->batch);
-    }
-    int Ts = 1, Tt = 1;
-    loader_widest(&run->train, o, &Ts, &Tt);
-    if (run->has_val) loader_widest(&run->val, o, &Ts, &Tt);
-    // the widest batch as the loader pads it: up to its rung of --shape-ladder (buffers that grew mid-run
-    // would drop every captured CUDA graph)
-    Ts = ladder_len(Ts, o->ladder[0], o->max_src_len);
-    Tt = ladder_len(Tt, o->ladder[1], o->max_tgt_len);
-    t5cu_reserve(m, o->batch_size, Ts, Tt);
-    run->bufs = (BatchBuf*)callocCheck((size_t)o->grad_accum, sizeof(BatchBuf));
-    run->batches = (T5Batch**)mallocCheck((size_t)o->grad_accum * sizeof(T5Batch*));
-    if (is_rank0(m)) {
-        printf("train file: %lld examples, %d rank(s) x %d per micro-batch\n", (long long)run->train.data.n, ranks, o->batch_size);
-        if (run->has_val) printf("val file: %lld examples\n", (long long)run->val.data.n);
-    }
-    if (o->out_dir && is_rank0(m)) { // rank 0 writes the run directory
-        if (!(run->metrics = metrics_start(o->out_dir, resumed != NULL, run->step, o->steps, t5cu_num_params(m), t5cu_num_trainable(m)))) return -1;
-        ckpt_remove_stale(o->out_dir);
+    p->device = !o->dry_run;
+    e->rank = p->comm.rank; e->size = p->comm.size; e->local_size = 1;
+    if (p->device) {
+        cudaDeviceProp prop;
+        cudaCheck(cudaGetDeviceProperties(&prop, p->comm.local_rank));
+        e->peak_tflops = o->peak_tflops > 0 ? o->peak_tflops : card_peak_tflops(prop.name);
+        if (e->rank == 0) printf("device: %s (bf16 dense peak %.1f TFLOP/s for MFU)\n", prop.name, e->peak_tflops);
     }
     return 0;
 }
 
-static void run_close(Run* run, const Options* o) {
-    dataloader_free(&run->train);
-    if (run->has_val) dataloader_free(&run->val);
-    if (run->bufs) for (int a = 0; a < o->grad_accum; a++) batch_free(&run->bufs[a]);
-    free(run->bufs); free(run->batches);
-    batch_free(&run->val_buf);
-    if (run->metrics) fclose(run->metrics);
+static void gpu_finalize(Engine* e) {
+    GpuProc* p = gpu_proc(e);
+    if (!p) return;
+    if (p->device) comm_free(&p->comm);
+    else if (p->comm.via_mpi) dist_finalize(&p->comm.dist);
+    free(p);
+    e->proc = NULL;
 }
 
-// mean loss over the validation file (or its first --eval-batches batches), dropout off; every rank
-// its slices, then the sums over ranks
-static double run_evaluate(T5Cuda* m, const Options* o, Run* run, long long* tokens) {
-    DataLoader* v = &run->val;
-    dataloader_seek(v, 0, 0);
-    long long nb = o->eval_batches && o->eval_batches < v->num_batches ? o->eval_batches : v->num_batches;
-    double sum[2] = { 0.0, 0.0 }; // loss sum, counted tokens
-    for (long long i = 0; i < nb; i++) {
-        T5Batch* b = dataloader_next(v, &run->val_buf);
-        if (b->B == 0 || t5cpu_check_batch(&m->config, b)) continue;
-        t5cu_forward(m, b, 0, 0, 0.0f);
-        sum[0] += (double)t5cu_read_loss(m) * m->num_counted;
-        sum[1] += m->num_counted;
+// collectives over the ranks: NCCL once the device is up; in a dry run MPI's (llmc/dist.h)
+static int gpu_max_int(Engine* e, int x) {
+    GpuProc* p = gpu_proc(e);
+    return p->device ? comm_max_int(&p->comm, x) : dist_max_int(&p->comm.dist, x);
+}
+static void gpu_sum_i64(Engine* e, int64_t* x, int n) {
+    GpuProc* p = gpu_proc(e);
+    if (p->device) comm_sum_i64(&p->comm, x, n); else dist_sum_i64(&p->comm.dist, x, n);
+}
+static void gpu_sum_f64(Engine* e, double* x, int n) {
+    GpuProc* p = gpu_proc(e);
+    if (p->device) comm_sum_f64(&p->comm, x, n); else dist_sum_f64(&p->comm.dist, x, n);
+}
+
+// the model on the device from host weights (copied); solo: rank 0's model of an evaluation, no communicator
+static int gpu_build(Engine* e, HostModel* h, const Options* o, int solo) {
+    char err[1024];
+    int attn = o->attention != ATTN_AUTO ? o->attention : flash_attention_supports(h->config.d_kv) ? ATTN_FLASH : ATTN_GEMM;
+    if ((attn == ATTN_FLASH && flash_attention_check(h->config.d_kv, err, sizeof(err))) ||
+        (attn == ATTN_CUDNN && cudnn_attention_check(h->config.d_kv, err, sizeof(err)))) {
+        fprintf(stderr, "error: %s\n", err);
+        return -1;
     }
-    if (m->comm) comm_sum_f64(m->comm, sum, 2);
-    *tokens = (long long)sum[1];
-    return sum[1] > 0 ? sum[0] / sum[1] : NAN;
-}
-
-static void run_log_eval(T5Cuda* m, const Options* o, Run* run) {
-    double t0 = now_ms();
-    long long tokens;
-    double loss = run_evaluate(m, o, run, &tokens);
-    if (!is_rank0(m)) return;
-    printf("eval step %lld | val loss %.6f | %lld target tokens | %.1f s\n", run->step, loss, tokens, (now_ms() - t0) / 1e3);
-    if (!run->metrics) return;
-    fprintf(run->metrics, "{\"type\": \"eval\", \"step\": %lld", run->step);
-    json_num(run->metrics, "val_loss", loss);
-    fprintf(run->metrics, ", \"tokens\": %lld}\n", tokens);
-    fflush(run->metrics);
-}
-
-// the metrics.jsonl record of a step (train_t5's fields)
-static void run_log_step(Run* run, const StepResult* r, double ms, long long epoch) {
-    FILE* f = run->metrics;
-    if (!f) return;
-    fprintf(f, "{\"type\": \"train\", \"step\": %lld, \"epoch\": %lld", run->step, epoch);
-    json_num(f, "loss", r->loss); json_num(f, "lr", r->lr); json_num(f, "grad_norm", r->grad_norm);
-    json_num(f, "ms", ms); json_num(f, "tokens_per_s", r->tokens / (ms / 1e3));
-    fprintf(f, ", \"tokens\": %lld, \"skipped\": %d}\n", r->tokens, r->skipped);
-    fflush(f);
-}
-
-// the step loop; returns 0, -1 on error, or the signal number that stopped it
-static int run_loop(T5Cuda* m, const Options* o, Meter* meter, Run* run) {
-    int skipped = 0;
-    for (long long k = run->step; k < o->steps; k++) {
-        double t0 = now_ms();
-        long long epoch = run->train.epoch;
-        for (int a = 0; a < o->grad_accum; a++) run->batches[a] = dataloader_next(&run->train, &run->bufs[a]);
-        StepResult r = train_step(m, o, run->batches, o->grad_accum, k);
-        if (r.error) { fprintf(stderr, "error: %s: %s\n", o->train_file, r.error); return -1; }
-        double ms = now_ms() - t0;
-        skipped += r.skipped;
-        run->step = k + 1;
-        log_step(&r, k, o->steps, ms, meter);
-        run_log_step(run, &r, ms, epoch);
-        int last = k + 1 == o->steps;
-        if (run->has_val && o->eval_every && run->step % o->eval_every == 0 && !last) run_log_eval(m, o, run);
-        if (o->checkpoint_every && run->step % o->checkpoint_every == 0 && !last && run_checkpoint(m, o, run)) return -1;
-        // every rank stops after the same step: with several ranks this is a second host synchronisation per
-        // step (a one-value all-reduce on the communication stream, after the update is queued); one process
-        // reads its own flag
-        int sig = all_max(m, (int)g_stop_signal);
-        if (sig) return sig;
-    }
-    if (skipped && meter->print) printf("%d step(s) skipped for non-finite values\n", skipped);
+    T5Cuda* m = (T5Cuda*)callocCheck(1, sizeof(T5Cuda));
+    T5CudaOptions mo = { solo ? NULL : &gpu_proc(e)->comm, solo ? 0 : o->zero, o->recompute, attn, h->lora.r ? &h->lora : NULL,
+                         o->cuda_graphs, o->matmul_tune, o->matmul_plans };
+    t5cu_build_with(m, &h->config, h->params, &mo);
+    if (m->lora) t5cu_lora_set(m, h->adapter, h->base_crc);
+    if (h->m) t5cu_set_optimizer_state(m, h->m, h->v, h->step);
+    else m->step = h->step; // a checkpoint without optimizer state still says its step (as the CPU engine reads it)
+    e->self = m;
     return 0;
 }
 
-// after the last step or a stop signal: the final evaluation, the checkpoint, the log's last record
-static int run_finish(T5Cuda* m, const Options* o, Run* run, const Meter* meter, int rc) {
-    if (rc > 0 && is_rank0(m)) printf("stopped by signal %d after step %lld\n", rc, run->step);
-    if (rc == 0 && run->has_val) run_log_eval(m, o, run);
-    if (rc >= 0 && o->out_dir) {
-        if (run_checkpoint(m, o, run)) rc = -1;
-        else if (rc > 0 && is_rank0(m)) printf("resume with the same command and --resume latest\n");
-    }
-    metrics_end(run->metrics, rc == 0, run->step, dataloader_padding_fraction(&run->train),
-                meter->peak_mem > 0 ? meter->peak_mem / 1048576.0 : -1.0, "device"); // peak: sampled after each step
-    return rc;
+static void gpu_free(Engine* e) {
+    if (!e->self) return;
+    t5cu_free(gpu_model(e));
+    free(e->self);
+    e->self = NULL;
 }
 
-// returns 0, -1 on error, or the signal that stopped training
-static int train(T5Cuda* m, const Options* o, Meter* meter, const CkptTrainState* resumed, const char* from) {
-    Run run;
-    int rc = all_max(m, run_open(&run, m, o, resumed, from) != 0) ? -1 : 0; // all ranks or none
-    if (rc == 0) {
-        signal(SIGINT, on_stop_signal);
-        signal(SIGTERM, on_stop_signal);
-        rc = run_finish(m, o, &run, meter, run_loop(m, o, meter, &run));
+static void gpu_print_config(Engine* e, const Options* o) {
+    T5Cuda* m = gpu_model(e);
+    const T5Config* c = &m->config;
+    char row[96];
+    (void)o;
+    printf("| %-22s | %-43s |\n", "precision", PRECISION_NAME);
+    snprintf(row, sizeof(row), "%s%s, ZeRO-1 %s, recompute %s", m->comm && m->comm->active ? "NCCL" : "one process",
+             m->comm && m->comm->via_mpi ? " (MPI)" : "", m->zero ? "on" : "off", m->recompute ? "on" : "off");
+    printf("| %-22s | %-43s |\n", "parallelism", row);
+    printf("| %-22s | %-43s |\n", "attention",
+           m->attention == ATTN_FLASH ? "flash (llmc/flash_attention.cuh)" :
+           m->attention == ATTN_CUDNN ? "cudnn (llmc/cudnn_att.h, cuDNN SDPA)" : "gemm (llmc/attention.cuh)");
+    printf("| %-22s | %-43s |\n", "ffn matmul epilogue", m->relu_epilogue ? "ReLU fused where dropout is 0 (cuBLASLt)" :
+           c->gated || c->act != ACT_RELU ? "none (gated or GELU FFN: llmc/ffn_act.cuh)" : "none (cuBLASLt has no ReLU epilogue)");
+    printf("| %-22s | %-43s |\n", "matmul algorithms", matmul_algo_mode_name(m->mm.tune));
+    printf("| %-22s | %-43s |\n", "matmul plans", m->mm.plans ? "kept per exact shape (--matmul-plans 1)" : "built per product");
+    printf("| %-22s | %-43s |\n", "training steps", m->graphs.on ? "CUDA graphs per shape (--cuda-graphs 1)" : "eager launches");
+    snprintf(row, sizeof(row), "%.2f GiB per rank (%zu buckets)", m->state_bytes / 1073741824.0, (size_t)m->order.nb);
+    printf("| %-22s | %-43s |\n", "weights+grads+AdamW", row);
+}
+
+static void gpu_reserve(Engine* e, int B, int Ts, int Tt) { t5cu_reserve(gpu_model(e), B, Ts, Tt); }
+
+static float gpu_eval_batch(Engine* e, const T5Batch* b, int* counted) {
+    T5Cuda* m = gpu_model(e);
+    t5cu_forward(m, b, 0, 0, 0.0f);
+    float mean = t5cu_read_loss(m);
+    *counted = m->num_counted;
+    return mean;
+}
+
+// LoRA: the adapter merged into the frozen floatX weights once around many generate calls
+static void gpu_gen_begin(Engine* e) { t5cu_lora_merge(gpu_model(e)); }
+static void gpu_gen_end(Engine* e) { t5cu_lora_unmerge(gpu_model(e)); }
+
+static int gpu_generate(Engine* e, const int* const* src, const int* src_len, int B, const GenConfig* g, int* out, int* out_len,
+                        char* err, size_t errlen) {
+    return t5cu_generate(gpu_model(e), src, src_len, B, g, out, out_len, err, errlen);
+}
+
+// the state gathered to rank 0's host buffers (every rank takes part: ZeRO-1 gathers); freed at the next call.
+// Under LoRA the adapter and its moments (the fp32 base is not on the device: params NULL)
+static int gpu_get_state(Engine* e, EngineState* s) {
+    T5Cuda* m = gpu_model(e);
+    int root = !m->comm || m->comm->rank == 0;
+    memset(s, 0, sizeof(*s));
+    free(m->host_state);
+    m->host_state = NULL;
+    s->step = m->step;
+    if (m->lora) {
+        LoraState* L = m->lora;
+        float* a = root ? (float*)mallocCheck(3 * L->n * sizeof(float) + 1) : NULL;
+        lora_get(L, LORA_PARAMS, a, m->stream);
+        lora_get(L, LORA_ADAM_M, a ? a + L->n : NULL, m->stream);
+        lora_get(L, LORA_ADAM_V, a ? a + 2 * L->n : NULL, m->stream);
+        m->host_state = a;
+        if (a) { s->adapter = a; s->am = a + L->n; s->av = a + 2 * L->n; }
+        s->lora_n = L->n;
+        return 0;
     }
-    run_close(&run, o);
-    return rc;
+    size_t n = t5cu_num_params(m);
+    float* p = root ? (float*)mallocCheck(3 * n * sizeof(float)) : NULL;
+    t5cu_get(m, T5CU_PARAMS, p);
+    t5cu_get(m, T5CU_ADAM_M, p ? p + n : NULL);
+    t5cu_get(m, T5CU_ADAM_V, p ? p + 2 * n : NULL);
+    m->host_state = p;
+    if (p) { s->params = p; s->m = p + n; s->v = p + 2 * n; }
+    s->n = n;
+    return 0;
+}
+
+static double gpu_peak_mib(Engine* e) { (void)e; return device_memory_used() / 1048576.0; }
+
+static double gpu_step_flops(Engine* e, const T5Batch* b) {
+    return t5_batch_flops(&e->config, b, e->lora.r ? &e->lora : NULL);
 }
 
 static int cmp_double(const void* a, const void* b) {
@@ -3007,110 +2418,80 @@ static int cmp_double(const void* a, const void* b) {
     return x < y ? -1 : x > y;
 }
 
+// the inputs of bench step k: one synthetic batch, its counts over the ranks, its seed, the lr
+static StepIn bench_inputs(Engine* e, const Options* o, T5Batch** b, uint64_t* seed, long long k, long long* tokens, double* flops) {
+    int64_t counts[3] = { batch_count_labels(b[0]), batch_real_tokens(b[0]), (int64_t)gpu_step_flops(e, b[0]) };
+    gpu_sum_i64(e, counts, 3);
+    *tokens = counts[1]; *flops = (double)counts[2];
+    *seed = mix64((uint64_t)o->seed ^ mix64((uint64_t)k * 65536)) + (uint64_t)e->rank * 0x9e3779b97f4a7c15ULL;
+    StepIn in;
+    memset(&in, 0, sizeof(in));
+    in.batches = b; in.A = 1; in.total = counts[0]; in.seeds = seed; in.lr = o->lr; in.clip = o->clip;
+    in.opt.lr = o->lr; in.opt.beta1 = o->beta1; in.opt.beta2 = o->beta2; in.opt.eps = o->adam_eps;
+    in.opt.weight_decay = o->weight_decay; in.opt.decay_norms = o->decay_norms;
+    return in;
+}
+
 // full training steps on synthetic DialogSum-shaped batches: median step time, real tokens/s, MFU.
 // Rank r of R draws batches k·R + r of the synthetic stream.
-static int bench(T5Cuda* m, const Options* o, Meter* meter) {
-    int W = o->bench_warmup, N = o->bench, ranks = m->comm ? m->comm->size : 1, rank = m->comm ? m->comm->rank : 0;
+static int gpu_bench(Engine* e, const Options* o) {
+    T5Cuda* m = gpu_model(e);
+    int W = o->bench_warmup, N = o->bench, ranks = e->size, rank = e->rank, print = rank == 0;
     BatchBuf bb;
     memset(&bb, 0, sizeof(bb));
     double* ms = (double*)mallocCheck((size_t)N * sizeof(double));
     double* host = (double*)mallocCheck((size_t)N * sizeof(double));
-    double tokens = 0, flops = 0, total_ms = 0;
+    double tokens = 0, flops = 0, total_ms = 0, peak = 0;
     t5cu_reserve(m, o->batch_size, BENCH_MAX_SRC, BENCH_MAX_TGT); // bench_batch's longest lengths
     for (int k = 0; k < W + N; k++) {
-        if (k == W && !m->graphs.on) prof_start(m); // the timed steps only (a profiled step launches eagerly)
+        if (k == W && !m->graphs.on) prof_start(m, o->profile == 1); // the timed steps only (a profiled step launches eagerly)
         bench_batch(&bb, k * ranks + rank, o->batch_size, &m->config, o->ladder);
         T5Batch* b = &bb.b;
-        double t0 = now_ms();
-        StepResult r = train_step(m, o, &b, 1, k);
-        double dt = now_ms() - t0;
-        if (r.error) { fprintf(stderr, "error: bench batch: %s\n", r.error); free(ms); free(host); batch_free(&bb); return -1; }
-        log_step(&r, k, W + N, dt, meter);
+        const char* bad = t5_batch_check(&m->config, b);
+        if (bad) { fprintf(stderr, "error: bench batch: %s\n", bad); free(ms); free(host); batch_free(&bb); return -1; }
+        double t0 = now_ms(), fl;
+        long long tok;
+        uint64_t seed;
+        StepIn in = bench_inputs(e, o, &b, &seed, k, &tok, &fl);
+        StepOut out;
+        t5cu_step(m, &in, &out);
+        double dt = now_ms() - t0, mib = gpu_peak_mib(e);
+        if (mib > peak) peak = mib;
+        if (print) printf("bench step %d/%d | loss %.6f | %.1f ms | %.0f tok/s | MFU %.1f%%\n", k + 1, W + N, (double)out.loss, dt,
+                          tok / (dt / 1e3), e->peak_tflops > 0 ? 100.0 * fl / (dt / 1e3) / 1e12 / ranks / e->peak_tflops : 0.0);
         if (k < W) continue;
-        ms[k - W] = dt; host[k - W] = r.host_ms; tokens += r.tokens; flops += r.flops; total_ms += dt;
+        ms[k - W] = dt; host[k - W] = out.host_ms; tokens += tok; flops += fl; total_ms += dt;
     }
     qsort(ms, (size_t)N, sizeof(double), cmp_double);
     qsort(host, (size_t)N, sizeof(double), cmp_double);
     cudaCheck(cudaStreamSynchronize(m->stream));
     if (m->prof) {
         prof_collect(m, m->prof->cur);
-        if (meter->print) prof_print(m->prof); // GPU time of each phase (and operation), mean over the timed steps
+        if (print) prof_print(m->prof); // GPU time of each phase (and operation), mean over the timed steps
         prof_free(m);
-    } else if (meter->print) printf("(no phase profile: the steps replayed CUDA graphs; --cuda-graphs 0 profiles)\n");
+    } else if (print) printf("(no phase profile: the steps replayed CUDA graphs; --cuda-graphs 0 profiles)\n");
     double tok_s = tokens / (total_ms / 1e3), tflops = flops / (total_ms / 1e3) / 1e12 / ranks;
-    if (meter->print)
+    if (print)
         printf("bench: engine=t5.c-cuda precision=%s batch=%d ranks=%d zero=%d recompute=%d attention=%s lora_r=%d steps=%d "
                "median_step_ms=%.2f real_tok_per_s=%.0f tflops=%.1f mfu=%.1f%% peak_mem_gib=%.2f median_host_ms=%.2f cuda_graphs=%d\n",
-               PRECISION_NAME,
-               o->batch_size, ranks, m->zero, m->recompute, attn_kind_name(m->attention), m->lora ? m->lora->config.r : 0, N,
-               ms[(N - 1) / 2], tok_s, tflops,
-               meter->peak_tflops > 0 ? 100.0 * tflops / meter->peak_tflops : 0.0, meter->peak_mem / 1073741824.0,
-               host[(N - 1) / 2], m->graphs.on);
+               PRECISION_NAME, o->batch_size, ranks, m->zero, m->recompute, attn_kind_name(m->attention),
+               m->lora ? m->lora->config.r : 0, N, ms[(N - 1) / 2], tok_s, tflops,
+               e->peak_tflops > 0 ? 100.0 * tflops / e->peak_tflops : 0.0, peak / 1024.0, host[(N - 1) / 2], m->graphs.on);
     free(ms);
     free(host);
     batch_free(&bb);
     return 0;
 }
 
-// ----------------------------------------------------------------------------
-// generation commands (rank 0)
-
-static T5CpuGen gen_options(const Options* o) {
-    T5CpuGen g = { o->max_new_tokens, o->num_beams, o->no_repeat_ngram, (double)o->length_penalty, o->early_stopping, o->eos_bias };
-    return g;
-}
-
-// --eval-split: summaries of the split on the GPU in batches of --gen-batch-size, decoded and scored by
-// the CPU engine's evaluation (llmc/t5_cpu.h): the same generations.jsonl and scores.json as train_t5
-// the split, its references and the tokenizer, checked against the vocabulary, and the output
-// directory created (a bad --eval-out shows before generation); NULL after a message
-static T5CpuEval* open_eval(const Options* o, int vocab) {
-    char err[1024], tok[4400];
-    if (mkdir_p(o->eval_out, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return NULL; }
-    T5CpuEval* e = t5cpu_eval_open(o->eval_split, o->eval_limit, hf_tokenizer_path(tok, sizeof(tok), o->tokenizer, o->model, NULL),
-                                   vocab, err, sizeof(err));
-    if (!e) fprintf(stderr, "error: %s\n", err);
-    return e;
-}
-
-static int eval_split(T5Cuda* m, const Options* o) {
-    char err[1024];
-    T5CpuEval* e = open_eval(o, m->config.vocab_size);
-    if (!e) return -1;
-    long long n = t5cpu_eval_size(e);
-    int Bmax = o->gen_batch_size, T = o->max_new_tokens, max_src = o->max_src_len, rc = 0;
-    T5CpuGen g = gen_options(o);
-    int* buf = (int*)mallocCheck((size_t)Bmax * max_src * sizeof(int));
-    int* out = (int*)mallocCheck((size_t)Bmax * T * sizeof(int));
-    int** rows = (int**)mallocCheck((size_t)Bmax * sizeof(int*));
-    int* lens = (int*)mallocCheck((size_t)Bmax * 2 * sizeof(int));
-    int* out_len = lens + Bmax;
-    printf("evaluating on %s: %lld dialogues, %s, up to %d new tokens, on the GPU\n", o->eval_split, n,
-           g.num_beams > 1 ? "beam search" : "greedy", T);
-    int merged = t5cu_lora_merge(m); // once for the whole split
-    double t0 = now_ms();
-    for (long long lo = 0; lo < n && rc == 0; lo += Bmax) {
-        int B = (int)(n - lo < Bmax ? n - lo : Bmax);
-        t5cpu_eval_sources(e, lo, B, max_src, m->config.eos_id, buf, rows, lens);
-        rc = t5cu_generate(m, (const int* const*)rows, lens, B, &g, out, out_len, err, sizeof(err));
-        for (int b = 0; b < B && rc == 0; b++) rc = t5cpu_eval_add(e, lo + b, out + (size_t)b * T, out_len[b], err, sizeof(err));
-        fprintf(stderr, "\rgenerating %lld/%lld  %.2f summaries/s", lo + B, n, (lo + B) / ((now_ms() - t0) / 1e3));
-    }
-    fprintf(stderr, "\n");
-    if (merged) t5cu_lora_unmerge(m);
-    if (rc == 0) rc = t5cpu_eval_finish(e, o->eval_out, o->model, (now_ms() - t0) / 1e3, err, sizeof(err));
-    if (rc) fprintf(stderr, "error: %s\n", err);
-    free(buf); free(out); free(rows); free(lens);
-    t5cpu_eval_free(e);
-    return rc;
-}
-
 // --gen-bench N: the sources of the synthetic training batches (bench_batch; dev/bench_hf_generate.py
 // draws the same), batches of --gen-batch-size (N rounded up to whole batches), eos suppressed so every
 // summary has max_new_tokens tokens (HF: min_new_tokens). One untimed batch first.
-static int gen_bench(T5Cuda* m, const Options* o) {
+static int gpu_gen_bench(Engine* e, const Options* o) {
+    T5Cuda* m = gpu_model(e);
     char err[1024];
-    T5CpuGen g = gen_options(o);
+    GenConfig g = gen_config_default();
+    g.max_new_tokens = o->max_new_tokens; g.num_beams = o->num_beams; g.no_repeat_ngram_size = o->no_repeat_ngram;
+    g.length_penalty = o->length_penalty; g.early_stopping = o->early_stopping;
     g.eos_bias = -1e9f;
     int B = o->gen_batch_size, T = o->max_new_tokens, nbatch = (o->gen_bench + B - 1) / B;
     BatchBuf bb;
@@ -3142,193 +2523,43 @@ static int gen_bench(T5Cuda* m, const Options* o) {
     return rc;
 }
 
-// what --save-hf's directory holds besides the weights (llmc/hub.h); `evaluated`: the scores exist
-typedef struct { char tok[4400], scores[4400], lora[256]; } HubPaths;
-
-static HubSave hub_save_of(const T5Cuda* m, const Options* o, int evaluated, HubPaths* p) {
-    HubSave s;
-    s.weights = o->hf_weights;
-    s.spm_path = hf_tokenizer_path(p->tok, sizeof(p->tok), o->tokenizer, o->model, NULL);
-    s.gen = (HubGeneration){ o->num_beams, o->max_new_tokens, o->no_repeat_ngram, o->early_stopping, o->length_penalty };
-    snprintf(p->scores, sizeof(p->scores), "%s/scores.json", o->eval_out);
-    struct stat st;
-    int preset = stat(o->model, &st) != 0;
-    if (m->lora) snprintf(p->lora, sizeof(p->lora), "LoRA rank %d, alpha %g, merged into the weights", m->lora->config.r,
-                          (double)m->lora->config.alpha);
-    s.card = (HubCard){ .engine = "train_t5cu (CUDA, " PRECISION_NAME ")", .base_model = o->model, .random_init = preset,
-                        .train_file = o->train_file, .steps = (long long)m->step, .batch_size = o->batch_size,
-                        .grad_accum = o->grad_accum, .ranks = m->comm ? m->comm->size : 1, .warmup = o->warmup,
-                        .max_src_len = o->max_src_len, .max_tgt_len = o->max_tgt_len, .lr = o->lr,
-                        .weight_decay = o->weight_decay, .dropout = m->config.dropout, .clip = o->clip,
-                        .schedule = lr_schedule_name(o->schedule), .seed = o->seed,
-                        .eval_split = evaluated ? o->eval_split : NULL, .scores_json = p->scores, .baseline_json = NULL,
-                        .lora = m->lora ? p->lora : NULL };
-    return s;
-}
-
-// under LoRA (rank 0 writes, every rank takes part in the gathers): the adapter as peft writes it
-// (--save-lora, else OUT/adapter with --out-dir), and base + adapter merged where --merge-lora or --save-hf
-// asks for it: the fp32 base read again from --model (the device holds it in floatX only; its fingerprint
-// must still be the run's) with llmc/lora.h's lora_merge, the CPU engine's. OUT/model is not written.
-// 1 when something failed (after a message)
-static int save_lora_outputs(T5Cuda* m, const Options* o) {
-    LoraState* L = m->lora;
-    char err[1024], dir[4400];
-    float* a = is_rank0(m) ? (float*)mallocCheck(L->n * sizeof(float) + 1) : NULL;
-    lora_get(L, LORA_PARAMS, a, m->stream);
-    int bad = 0;
-    const char* ad = o->save_lora;
-    if (!ad && o->out_dir) { snprintf(dir, sizeof(dir), "%s/adapter", o->out_dir); ad = dir; }
-    if (a && ad) {
-        if (lora_save_dir(ad, &L->config, &m->layout, &L->layout, a, o->model, err, sizeof(err))) {
-            fprintf(stderr, "error: %s\n", err);
-            bad = 1;
-        } else printf("saved LoRA adapter %s (peft format)\n", ad);
-    }
-    const char* dirs[2] = { o->merge_lora, o->save_hf };
-    HostModel h;
-    memset(&h, 0, sizeof(h));
-    for (int k = 0; k < 2 && a && !bad; k++) {
-        if (!dirs[k]) continue;
-        if (!h.params && load_host_model(o, &h) == 0) {
-            if (lora_base_fingerprint(h.params, host_model_size(&h)) != L->base_crc) {
-                fprintf(stderr, "error: --model %s: its weights changed on disk since the run started\n", o->model);
-                bad = 1;
-                break;
-            }
-            lora_merge(h.params, &m->layout, &L->layout, a, L->scale);
-        }
-        HubPaths paths;
-        HubSave s = hub_save_of(m, o, 0, &paths);
-        if (!h.params || hub_save_dir(dirs[k], &m->config, h.params, &s, NULL, err, sizeof(err))) {
-            if (h.params) fprintf(stderr, "error: %s\n", err);
-            bad = 1;
-        } else printf("saved HF directory %s (the merged model: base + LoRA)\n", dirs[k]);
-    }
-    host_model_free(&h);
-    free(a);
-    return bad;
-}
-
-// rank 0 writes; every rank takes part (ZeRO-1 gathers); the outcome is agreed over ranks
-static int save_outputs(T5Cuda* m, const Options* o) {
-    char err[1024];
-    int bad = 0;
-    if (m->lora) bad = save_lora_outputs(m, o);
-    else if (o->save_hf) {
-        float* p = is_rank0(m) ? (float*)mallocCheck(t5cu_num_params(m) * sizeof(float)) : NULL;
-        t5cu_get(m, T5CU_PARAMS, p);
-        HubPaths paths;
-        HubSave s = hub_save_of(m, o, 0, &paths);
-        if (p && hub_save_dir(o->save_hf, &m->config, p, &s, NULL, err, sizeof(err))) {
-            fprintf(stderr, "error: %s\n", err);
-            bad = 1;
-        }
-        else if (p) printf("saved HF directory %s\n", o->save_hf);
-        free(p);
-    }
-    if (o->save_ckpt) {
-        if (t5cu_save_checkpoint(m, o->save_ckpt, NULL, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); bad = 1; }
-        else if (is_rank0(m)) printf("saved checkpoint %s\n", o->save_ckpt);
-    }
-    return (m->comm ? comm_max_int(m->comm, bad) : bad) ? -1 : 0;
-}
-
-// everything after the bootstrap: load, build, run, save (every rank)
-// returns 0, -1 on error, or the signal that stopped training
-static int run(Comm* comm, const Options* o) {
-    HostModel h;
-    char err[1024], from[4400] = "";
-    int bad = 0;
-    if (o->train_file && o->out_dir && comm->rank == 0 && rundir_lock(o->out_dir, err, sizeof(err))) { // held until exit
-        fprintf(stderr, "error: %s\n", err);
-        bad = 1;
-    }
-    if (comm_max_int(comm, bad)) return -1; // before anything reads or cleans the run directory
-    bad = load_run_model(o, &h, from, sizeof(from)) != 0;
-    if (!bad) bad = lora_host_setup(o, &h, from) != 0;
-    if (!bad && o->train_file && o->eval_split && comm->rank == 0) { // before training, not after it: rank 0 evaluates
-        T5CpuEval* e = open_eval(o, h.config.vocab_size);
-        if (e) t5cpu_eval_free(e);
-        else bad = 1;
-    }
-    if (!bad && ((o->attention == ATTN_FLASH && flash_attention_check(h.config.d_kv, err, sizeof(err))) ||
-                 (o->attention == ATTN_CUDNN && cudnn_attention_check(h.config.d_kv, err, sizeof(err))))) {
-        fprintf(stderr, "error: %s\n", err);
-        bad = 1;
-    }
-    if (comm_max_int(comm, bad)) { host_model_free(&h); return -1; } // all ranks or none
-    int64_t crc[2] = { params_crc(&h), 0 };
-    crc[1] = crc[0];
-    comm_sum_i64(comm, crc, 1);
-    if (comm_max_int(comm, (int)(crc[0] != crc[1] * comm->size))) { // Σ crc = size · crc on every rank
-        if (comm->rank == 0) fprintf(stderr, "error: the ranks loaded different models from --model %s\n", o->model);
-        host_model_free(&h);
-        return -1;
-    }
-    cudaDeviceProp prop;
-    cudaCheck(cudaGetDeviceProperties(&prop, comm->local_rank));
-    Meter meter = { o->peak_tflops > 0 ? o->peak_tflops : card_peak_tflops(prop.name), 0, comm->size, comm->rank == 0 };
-    T5Cuda m;
-    int attn = o->attention != ATTN_AUTO ? o->attention : flash_attention_supports(h.config.d_kv) ? ATTN_FLASH : ATTN_GEMM;
-    T5CudaOptions mo = { comm, o->zero, o->recompute, attn, h.lora.r ? &h.lora : NULL, o->cuda_graphs };
-    t5cu_build_with(&m, &h.config, h.params, &mo);
-    if (m.lora) t5cu_lora_set(&m, h.adapter, h.base_crc);
-    if (h.m) t5cu_set_optimizer_state(&m, h.m, h.v, h.step);
-    else m.step = h.step; // a checkpoint without optimizer state still says its step (as the CPU engine reads it)
-    host_model_free(&h);
-    if (meter.print) {
-        print_config(&m, o, h.from, &prop, meter.peak_tflops);
-        print_trainable(&m);
-    }
-    int rc = 0;
-    if (o->gen_bench) rc = meter.print ? gen_bench(&m, o) : 0;
-    else {
-        rc = o->bench ? bench(&m, o, &meter) : o->train_file ? train(&m, o, &meter, o->resume ? &h.train : NULL, from) : 0;
-        if (rc == 0 && !o->bench) rc = save_outputs(&m, o);
-        if (rc == 0 && o->eval_split && meter.print) rc = eval_split(&m, o);
-        const char* cards[2] = { o->save_hf, m.lora ? o->merge_lora : NULL };
-        for (int k = 0; k < 2; k++) if (rc == 0 && o->eval_split && cards[k] && meter.print) { // the card gets the scores
-            char err[1024];
-            HubPaths paths;
-            HubSave s = hub_save_of(&m, o, 1, &paths);
-            if (hub_write_card(cards[k], &s.card, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); rc = -1; }
-        }
-    }
-    if (meter.print && meter.peak_mem > 0) // sampled at each training step (generation alone samples none)
-        printf("peak device memory in use: %.2f GiB (activations %.2f GiB, weights+grads+AdamW %.2f GiB)\n",
-               meter.peak_mem / 1073741824.0, m.act_bytes / 1073741824.0, m.state_bytes / 1073741824.0);
-    if (meter.print && m.mm.tune == MM_ALGO_TIMED)
+// what the run leaves to say of the device: the matmul modes' and the graphs' counters
+static void gpu_report_end(Engine* e, const Options* o) {
+    T5Cuda* m = gpu_model(e);
+    if (m->mm.tune == MM_ALGO_TIMED)
         printf("matmul tuning: %d shape classes timed, %d of them faster with another candidate than cuBLASLt's "
                "first, %.0f ms spent; %d products ran the first instead (the kept one did not fit)\n",
-               m.mm.tuned_shapes, m.mm.tuned_changed, m.mm.tune_ms, m.mm.tune_misfits);
-    if (meter.print && m.mm.tune == MM_ALGO_CLASS)
+               m->mm.tuned_shapes, m->mm.tuned_changed, m->mm.tune_ms, m->mm.tune_misfits);
+    if (m->mm.tune == MM_ALGO_CLASS)
         printf("matmul classes: %d shape classes planned; %d products ran their own first candidate instead (the "
-               "class's did not fit)\n", m.mm.tuned_shapes, m.mm.tune_misfits);
-    if (meter.print && m.mm.plans)
-        printf("matmul plans: %d exact shapes planned, %lld products reused a kept plan\n", m.mm.plans_built, m.mm.plans_hit);
-    if (meter.print && o->cuda_graphs)
+               "class's did not fit)\n", m->mm.tuned_shapes, m->mm.tune_misfits);
+    if (m->mm.plans)
+        printf("matmul plans: %d exact shapes planned, %lld products reused a kept plan\n", m->mm.plans_built, m->mm.plans_hit);
+    if (o->cuda_graphs)
         printf("cuda graphs: %lld captured, %lld replayed (training micro-steps, decoder steps), %lld micro-steps eager%s\n",
-               m.graphs.captured, m.graphs.replayed, m.graphs.eager, m.graphs.on ? "" : "; turned off during the run");
-    t5cu_free(&m);
-    return rc;
+               m->graphs.captured, m->graphs.replayed, m->graphs.eager, m->graphs.on ? "" : "; turned off during the run");
+    printf("device memory: activations %.2f GiB, weights+grads+optimizer %.2f GiB\n", m->act_bytes / 1073741824.0,
+           m->state_bytes / 1073741824.0);
 }
 
+static const EngineOps GPU_ENGINE = {
+    "train_t5cu", "train_t5cu (CUDA, " PRECISION_NAME ")", "device", ENGINE_GPU,
+    gpu_init, gpu_finalize, gpu_max_int, gpu_sum_i64, gpu_sum_f64,
+    gpu_build, gpu_print_config, gpu_free, gpu_reserve, gpu_step, gpu_eval_batch,
+    gpu_gen_begin, gpu_gen_end, gpu_generate, gpu_get_state, gpu_peak_mib, gpu_step_flops,
+    gpu_bench, gpu_gen_bench, plan_memory, gpu_report_end,
+};
+
 #ifndef TESTING
+// the driver around the GPU engine: the run's setup, then its steps, then what follows them
 int main(int argc, char** argv) {
-    Options o = options_default();
-    if (parse_args(argc, argv, &o)) { usage(); return EXIT_FAILURE; }
-    if (o.plan_memory > 0.0f) return plan_memory(&o) ? EXIT_FAILURE : EXIT_SUCCESS; // no GPU needed
-    char err[1024];
-    Comm comm;
-    if (comm_bootstrap(&comm, &argc, &argv, o.nccl_init_dir, err, sizeof(err)) ||
-        comm_init(&comm, o.nccl_init_dir, err, sizeof(err))) {
-        fprintf(stderr, "error: %s\n", err);
-        comm_free(&comm);
-        return EXIT_FAILURE;
-    }
-    int rc = run(&comm, &o);
-    comm_free(&comm);
-    return rc < 0 ? EXIT_FAILURE : rc > 0 ? 128 + rc : EXIT_SUCCESS; // a stop signal: the shell's convention
+    Program* p = program_new();
+    if (program_begin(p, argc, argv, &GPU_ENGINE) == 0)    // options, processes, model, data, run directory
+        for (StepIn in; program_next(p, &in); ) {            // the step's micro-batches, seeds and lr
+            StepOut out;
+            gpu_step(program_engine(p), &in, &out);          // micro-steps (graphs or eager), all-reduce, AdamW
+            program_after(p, &out);                          // log, evaluation, checkpoint, stop signals
+        }
+    return program_end(p);                                   // final eval + checkpoint, outputs, report
 }
 #endif

@@ -191,8 +191,15 @@ struct Engine {
     uint32_t base_crc;        // under LoRA: lora_base_fingerprint of the frozen base
 };
 
-// the whole program: options → processes → model → train / evaluate / export (llmc/run.h)
-int run_main(int argc, char** argv, const EngineOps* ops);
+// the program around an engine (llmc/run.h), for a trainer's main:
+//   program_begin → while (program_next) { the engine's step; program_after } → program_end
+typedef struct Program Program;
+Program* program_new(void);
+int program_begin(Program* p, int argc, char** argv, const EngineOps* ops); // 0: go on to the steps
+int program_next(Program* p, StepIn* in);          // 1: a step to take (in filled)
+void program_after(Program* p, const StepOut* out); // log, evaluation, checkpoint, stop signals
+int program_end(Program* p);                        // outputs, evaluation; the exit code (frees p)
+Engine* program_engine(Program* p);
 
 // Exported by llmc/driver.c (the driver compiled as its own C file for the CUDA program); the C trainer
 // includes the driver's headers, whose functions are static, and calls their static names.

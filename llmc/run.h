@@ -777,7 +777,7 @@ static int update_card(const Engine* e, const Options* o) {
 // ----------------------------------------------------------------------------
 // the program: run_begin → while (run_next) { step; run_after } → run_end
 
-typedef struct {
+struct Program {
     Engine engine;
     Options opts;
     Run run;
@@ -785,7 +785,7 @@ typedef struct {
     CkptTrainState resumed; // the checkpoint's training state (resume)
     char from[4400];        // where the model came from
     int is_resumed, built, training, status; // status: 0, -1 on error, or the signal that stopped training
-} Program;
+};
 
 // peft's print_trainable_parameters: the adapter against base + adapter (everything, full fine-tuning)
 static void print_config(Engine* e, const Options* o, const char* from) {
@@ -807,7 +807,7 @@ static void print_config(Engine* e, const Options* o, const char* from) {
     printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
     printf("| %-22s | wd %-8g clip %-8g dropout %-14g |\n", "regularisation", (double)o->weight_decay, (double)o->clip, (double)c->dropout);
     printf("| %-22s | %-43s |\n", "LoRA", lora_describe(&e->lora, row, sizeof(row)));
-    if (e->ops->print_config) e->ops->print_config(e, o);
+    if (e->ops->print_config && e->self) e->ops->print_config(e, o); // (a dry run has no engine model)
     printf("+------------------------+---------------------------------------------+\n");
     lora_print_trainable(e->num_trainable, e->num_params + (e->lora.r ? e->num_trainable : 0));
 }
@@ -843,7 +843,8 @@ static int setup_host_model(Program* p) {
     return 0;
 }
 
-// --dry-run: everything the run would do up to the engine, then a summary; nothing written
+// --dry-run: everything the run would do up to the engine, then a summary; no run files written (the
+// evaluation's output directory is created, as the early check of a real run creates it)
 static int dry_run(Program* p) {
     const Options* o = &p->opts;
     Engine* e = &p->engine;
@@ -873,7 +874,7 @@ static int run_command(Program* p) {
 
 // options → processes → model → (dry run | command | training run opened); 0 to go on with run_next
 // (p->training), or the exit code's sign in p->status
-static int run_begin(Program* p, int argc, char** argv, const EngineOps* ops) {
+static inline int run_begin(Program* p, int argc, char** argv, const EngineOps* ops) {
     memset(p, 0, sizeof(*p));
     Engine* e = &p->engine;
     e->ops = ops; e->size = 1; e->local_size = 1;
@@ -911,7 +912,7 @@ static int run_begin(Program* p, int argc, char** argv, const EngineOps* ops) {
 }
 
 // the next step's inputs (StepIn), or 0 when training is over (or failed: p->status)
-static int run_next(Program* p, StepIn* in) {
+static inline int run_next(Program* p, StepIn* in) {
     Run* run = &p->run;
     if (!p->training || p->status || run->step >= run->total_steps) return 0;
     run->t0 = now_ms();
@@ -923,7 +924,7 @@ static int run_next(Program* p, StepIn* in) {
 }
 
 // after the engine's step: the log, skips, evaluation and checkpoint cadence, stop signals
-static void run_after(Program* p, const StepOut* out) {
+static inline void run_after(Program* p, const StepOut* out) {
     Run* run = &p->run;
     Engine* e = &p->engine;
     const Options* o = &p->opts;
@@ -953,7 +954,7 @@ static void run_after(Program* p, const StepOut* out) {
 
 // after training (or a command): the final evaluation and checkpoint, the outputs, the evaluation with
 // its report, the model card; the process exit code
-static int run_end(Program* p) {
+static inline int run_end(Program* p) {
     Engine* e = &p->engine;
     const Options* o = &p->opts;
     int rc = p->status;
