@@ -228,7 +228,7 @@ static void test_enospc(TestCtx* tc) {
         rc = async_save_start(&s, &cj, err, sizeof(err));
         waited = rc == 0 ? async_save_wait(&s, err, sizeof(err)) : 0;
         check(tc, "checkpoint over free space: refused up front with sizes", waited == -1 &&
-              strstr(err, "not enough free space") && strstr(err, "4194816 bytes (4.0 MiB) needed") && strstr(err, fd.dir), err);
+              strstr(err, "tmpfs: not enough free space for ckpt.bin: 4194816 bytes (4.0 MiB) needed") && strstr(err, fd.dir), err);
         n = read_all(path, buf, sizeof(buf));
         check(tc, "checkpoint over free space: previous file intact, no PATH.tmp", n == 8 && !exists(tmp), "");
         free(p);

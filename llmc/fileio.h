@@ -75,27 +75,49 @@ static inline int dir_of(const char* path, char* dir, size_t len) {
     return 0;
 }
 
-// Is there room in DIR for BYTES more? Free space as an unprivileged user sees it (f_bavail: root may
-// still have the reserved blocks, a trainer should not count on them). 0, or -1 with a message naming
-// the directory, the bytes needed and the bytes free. Called before a large write, so that a full disk
-// fails in a second with a clear message instead of after minutes with ENOSPC and a removed .tmp.
-static inline int disk_space_check(const char* dir, uint64_t bytes_needed, char* err, size_t errlen) {
+// the free space of the file system holding DIR as an unprivileged user sees it (f_bavail: root may still
+// have the reserved blocks, a trainer should not count on them); 0, or -1 with errno set
+static inline int disk_free_bytes(const char* dir, uint64_t* avail) {
     struct statvfs vfs;
-    if (statvfs(dir, &vfs) != 0) { snprintf(err, errlen, "%s: cannot query free space: %s", dir, strerror(errno)); return -1; }
-    uint64_t avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+    if (statvfs(dir, &vfs) != 0) return -1;
+    *avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+    return 0;
+}
+
+// "DIR: not enough free space[ for FILE]: N bytes (x GiB) needed, M bytes (y MiB) free"
+static inline void disk_space_message(const char* dir, const char* file, uint64_t need, uint64_t avail, char* err,
+                                      size_t errlen) {
+    char hn[32], ha[32];
+    snprintf(err, errlen, "%s: not enough free space%s%s: %llu bytes (%s) needed, %llu bytes (%s) free", dir,
+             file ? " for " : "", file ? file : "", (unsigned long long)need, human_bytes(need, hn, sizeof(hn)),
+             (unsigned long long)avail, human_bytes(avail, ha, sizeof(ha)));
+}
+
+// Is there room in DIR for BYTES more? 0, or -1 with a message naming the directory, the bytes needed and
+// the bytes free. Called before a large write, so that a full disk fails in a second with a clear message
+// instead of after minutes with ENOSPC and a removed .tmp. Not a reservation: the disk may still fill
+// during the write (then the write fails and the atomic protocol keeps the old file).
+static inline int disk_space_check(const char* dir, uint64_t bytes_needed, char* err, size_t errlen) {
+    uint64_t avail;
+    if (disk_free_bytes(dir, &avail)) { snprintf(err, errlen, "%s: cannot query free space: %s", dir, strerror(errno)); return -1; }
     if (avail >= bytes_needed) return 0;
-    char need[32], have[32];
-    snprintf(err, errlen, "%s: not enough free space: %llu bytes (%s) needed, %llu bytes (%s) free", dir,
-             (unsigned long long)bytes_needed, human_bytes(bytes_needed, need, sizeof(need)), (unsigned long long)avail,
-             human_bytes(avail, have, sizeof(have)));
+    disk_space_message(dir, NULL, bytes_needed, avail, err, errlen);
     return -1;
 }
 
-// disk_space_check for the directory that will hold PATH (which must exist)
+// disk_space_check for the directory that will hold PATH (which must exist); the message names PATH too
 static inline int disk_space_check_for(const char* path, uint64_t bytes_needed, char* err, size_t errlen) {
     char dir[4096];
+    uint64_t avail;
     if (dir_of(path, dir, sizeof(dir))) { snprintf(err, errlen, "%s: path too long", path); return -1; }
-    return disk_space_check(dir, bytes_needed, err, errlen);
+    if (disk_free_bytes(dir, &avail)) {
+        snprintf(err, errlen, "%s: cannot query the free space of its directory: %s", path, strerror(errno));
+        return -1;
+    }
+    if (avail >= bytes_needed) return 0;
+    const char* base = strrchr(path, '/');
+    disk_space_message(dir, base ? base + 1 : path, bytes_needed, avail, err, errlen);
+    return -1;
 }
 
 // fsync of the directory holding PATH: makes a rename (or unlink) in it durable. 0, or -1 with a message.
