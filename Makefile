@@ -164,9 +164,17 @@ train_t5: train_t5.c $(HEADERS)
 test_t5: test_t5.c train_t5.c dev/testing.h $(HEADERS)
 	$(CC) $(CFLAGS) -Wno-unused-function -I. $< -o $@ $(LDLIBS)
 
-$(BUILD)/test_io: dev/test_io.c llmc/json.h llmc/safetensors.h
+$(BUILD)/test_io: dev/test_io.c llmc/json.h llmc/safetensors.h llmc/fileio.h
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) -I. $< -o $@ $(LDLIBS)
+
+# durable publication, the background checkpoint writer, the stalled-rank watchdog (docs/durability.md)
+$(BUILD)/test_durable: dev/test_durable.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -pthread -I. $< -o $@ $(LDLIBS)
+$(BUILD)/asan/test_durable: dev/test_durable.c $(HEADERS)
+	@mkdir -p $(BUILD)/asan
+	$(CC) $(filter-out -O3,$(CFLAGS)) $(SAN_FLAGS) -pthread -I. $< -o $@ $(LDLIBS)
 
 # the same three programs under AddressSanitizer + UndefinedBehaviorSanitizer
 $(BUILD)/asan/train_t5: train_t5.c $(HEADERS)
@@ -175,7 +183,7 @@ $(BUILD)/asan/train_t5: train_t5.c $(HEADERS)
 $(BUILD)/asan/test_t5: test_t5.c train_t5.c dev/testing.h $(HEADERS)
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(filter-out -O3,$(CFLAGS)) $(SAN_FLAGS) -Wno-unused-function -I. $< -o $@ $(LDLIBS)
-$(BUILD)/asan/test_io: dev/test_io.c llmc/json.h llmc/safetensors.h
+$(BUILD)/asan/test_io: dev/test_io.c llmc/json.h llmc/safetensors.h llmc/fileio.h
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(filter-out -O3,$(CFLAGS)) $(SAN_FLAGS) -I. $< -o $@ $(LDLIBS)
 
@@ -250,8 +258,10 @@ $(BUILD)/noomp/test_t5: test_t5.c train_t5.c $(HEADERS)
 	@mkdir -p $(BUILD)/noomp
 	$(CC) $(filter-out -fopenmp,$(CFLAGS)) -Wno-unknown-pragmas -Wno-unused-function -I. $< -o $@ -lm
 
-test: train_t5 test_t5 $(BUILD)/test_io $(BUILD)/bench_generate $(BUILD)/bench_gemm $(BUILD)/ladder_stats $(BUILD)/noomp/test_t5 $(if $(filter 1,$(CUBLASLT_FOUND)),cuda_compile_check)
+test: train_t5 test_t5 $(BUILD)/test_io $(BUILD)/test_durable $(BUILD)/bench_generate $(BUILD)/bench_gemm $(BUILD)/ladder_stats $(BUILD)/noomp/test_t5 $(if $(filter 1,$(CUBLASLT_FOUND)),cuda_compile_check)
 	./$(BUILD)/test_io
+	./$(BUILD)/test_durable
+	bash dev/check_fsync_order.sh ./$(BUILD)/test_durable
 	./test_t5 --train-bin ./train_t5
 	bash dev/test_cli_flags.sh ./train_t5
 	@if $(PYTHON) -c "import peft, transformers, torch" 2>/dev/null; then bash dev/check_lora_export.sh ./train_t5; \
@@ -264,9 +274,10 @@ test: train_t5 test_t5 $(BUILD)/test_io $(BUILD)/bench_generate $(BUILD)/bench_g
 	bash dev/gpu_check_dry.sh
 	$(MAKE) --no-print-directory asan
 
-asan: $(BUILD)/asan/train_t5 $(BUILD)/asan/test_t5 $(BUILD)/asan/test_io $(BUILD)/asan/test_spm $(BUILD)/asan/test_dataloader
+asan: $(BUILD)/asan/train_t5 $(BUILD)/asan/test_t5 $(BUILD)/asan/test_io $(BUILD)/asan/test_durable $(BUILD)/asan/test_spm $(BUILD)/asan/test_dataloader
 	$(MAKE) --no-print-directory fuzz_replay
 	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_io
+	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_durable
 	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_dataloader
 	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_spm --model $(DATA)/t5/spiece.model
 	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_t5 --train-bin ./$(BUILD)/asan/train_t5

@@ -9,7 +9,8 @@
 //   params float[n]  — in the order of llmc/t5.h's layout table
 //   m float[n], v float[n]  — AdamW moments, only when [3] = 1
 // The file size must equal exactly 512 + 4n(1 + 2·has_opt); n must equal the layout's total for
-// the stored config; the checksum must match. Written to PATH.tmp, fsynced, renamed.
+// the stored config; the checksum must match. Written durably (llmc/fileio.h: PATH.tmp, fsync, rename,
+// fsync of the directory), after a check that the disk has room for the whole file.
 // Versions 1 (no training state, no checksum) and 2 (no [30]) are still read.
 #ifndef T5_CHECKPOINT_H
 #define T5_CHECKPOINT_H
@@ -19,7 +20,7 @@
 #include <stdlib.h>   // defines: malloc, free
 #include <string.h>   // defines: memcpy
 #include "t5.h"       // defines: T5Config, T5Layout, t5_layout, t5_config_check
-#include "fileio.h"   // defines: file_size_of, AtomicFile
+#include "fileio.h"   // defines: file_size_of, AtomicFile, disk_space_check_for
 #include "crc32.h"    // defines: Crc32Table, crc32_update
 
 #define CKPT_MAGIC 0x54354350LL
@@ -67,7 +68,8 @@ static inline void ckpt_unpack_config(const int64_t* h, int64_t version, T5Confi
                      .pad_id = (int)v[14], .eos_id = (int)v[15], .decoder_start_id = (int)v[16] };
 }
 
-// m and v may be NULL (no optimizer state saved); ts may be NULL (no training state)
+// m and v may be NULL (no optimizer state saved); ts may be NULL (no training state). Returns once the
+// file is durable (fileio.h), or -1 with a message and PATH untouched (a full disk is found up front)
 static inline int ckpt_save(const char* path, const T5Config* c, const float* params, const float* m, const float* v,
                             int64_t n, int64_t step, const CkptTrainState* ts, char* err, size_t errlen) {
     int64_t h[CKPT_HEADER_INTS] = {0};
@@ -80,8 +82,10 @@ static inline int ckpt_save(const char* path, const T5Config* c, const float* pa
     uint32_t crc = 0;
     for (int i = 0; i < (h[3] ? 3 : 1); i++) crc = crc32_update(&T, crc, bufs[i], (size_t)n * sizeof(float));
     h[29] = crc;
+    uint64_t bytes = sizeof(h) + (uint64_t)n * sizeof(float) * (h[3] ? 3 : 1);
     AtomicFile a;
-    if (mkdir_parent(path, err, errlen) || atomic_open(&a, path, err, errlen)) return -1;
+    if (mkdir_parent(path, err, errlen) || disk_space_check_for(path, bytes, err, errlen) ||
+        atomic_open(&a, path, err, errlen)) return -1;
     int ok = atomic_write(&a, h, sizeof(h), err, errlen) == 0 &&
              atomic_write(&a, params, (size_t)n * sizeof(float), err, errlen) == 0;
     if (ok && h[3]) ok = atomic_write(&a, m, (size_t)n * sizeof(float), err, errlen) == 0 &&

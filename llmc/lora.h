@@ -21,7 +21,7 @@
 #include "t5.h"          // defines: T5Config, T5Layout, t5_layout, t5_tensor_name, P_* tensor ids
 #include "json.h"        // defines: JsonValue, json_read_file, json_find, json_free
 #include "safetensors.h" // defines: StFile, st_open, st_find, st_read_f32, st_write_f32, st_close
-#include "fileio.h"      // defines: mkdir_p, AtomicFile, atomic_open, atomic_write, atomic_close, file_size_of
+#include "fileio.h"      // defines: mkdir_p, AtomicFile, atomic_open, atomic_write, atomic_close, file_size_of, disk_space_check_for
 #include "crc32.h"       // defines: Crc32Table, crc32_table_init, crc32_update
 #include "rng.h"         // defines: Rng, rng_init, rng_uniform, mix64
 
@@ -727,8 +727,10 @@ static inline int lora_ckpt_save(const char* path, const LoraConfig* c, const fl
     uint32_t crc = 0;
     for (int i = 0; i < (h[3] ? 3 : 1); i++) crc = crc32_update(&T, crc, bufs[i], (size_t)n * sizeof(float));
     h[19] = crc;
+    uint64_t bytes = sizeof(h) + (uint64_t)n * sizeof(float) * (h[3] ? 3 : 1);
     AtomicFile a;
-    if (mkdir_parent(path, err, errlen) || atomic_open(&a, path, err, errlen)) return -1;
+    if (mkdir_parent(path, err, errlen) || disk_space_check_for(path, bytes, err, errlen) ||
+        atomic_open(&a, path, err, errlen)) return -1;
     int ok = atomic_write(&a, h, sizeof(h), err, errlen) == 0;
     for (int i = 0; ok && i < (h[3] ? 3 : 1); i++) ok = atomic_write(&a, bufs[i], (size_t)n * sizeof(float), err, errlen) == 0;
     return atomic_close(&a, ok, err, errlen);

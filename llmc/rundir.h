@@ -9,7 +9,7 @@
 // comparison report reads them back (metrics_run_info) for the models a run wrote (OUT/model,
 // OUT/adapter, OUT/checkpoints/...: rundir_of).
 //
-// Checkpoints are written elsewhere (llmc/checkpoint.h, atomically); this file names, lists, prunes
+// Checkpoints are written elsewhere (llmc/checkpoint.h, durably); this file names, lists, prunes
 // and picks them, and keeps the metrics log consistent with the checkpoint a run resumes from.
 #ifndef T5_RUNDIR_H
 #define T5_RUNDIR_H
@@ -23,7 +23,7 @@
 #include <unistd.h>     // defines: unlink, read, write, ftruncate, getpid, close
 #include <fcntl.h>      // defines: open, O_RDWR, O_CREAT
 #include <sys/file.h>   // defines: flock, LOCK_EX, LOCK_NB
-#include "fileio.h"     // defines: AtomicFile, atomic_open, atomic_write, atomic_close, mkdir_p
+#include "fileio.h"     // defines: AtomicFile, atomic_open, atomic_write, atomic_close, mkdir_p, fsync_parent_dir
 #include "checkpoint.h" // defines: CkptTrainState
 #include "json.h"       // defines: json_parse, json_find, json_free (metrics_run_info)
 
@@ -67,16 +67,24 @@ static inline void ckpt_remove_stale(const char* out_dir) {
     closedir(d);
 }
 
-// deletes all but the newest `keep` checkpoints of the run
-static inline void ckpt_prune(const char* out_dir, int keep) {
-    char dir[4096], path[4400];
+// deletes all but the newest `keep` checkpoints of the run, then syncs the directory so that the deletions
+// are as durable as the checkpoint that made them possible. Call it only after the newest checkpoint is
+// durable (ckpt_save has returned 0: written, synced, renamed, its directory synced); never while another
+// checkpoint of the run is being written by a different process. 0, or -1 after a warning on stderr
+// (a checkpoint that could not be removed, a directory that could not be synced): a failed prune costs
+// disk space, never a checkpoint, so callers may go on.
+static inline int ckpt_prune(const char* out_dir, int keep) {
+    char dir[4096], path[4400], err[4600];
     snprintf(dir, sizeof(dir), "%s/checkpoints", out_dir);
     long long steps[CKPT_MAX_LISTED];
-    int n = ckpt_list(dir, steps, CKPT_MAX_LISTED);
+    int n = ckpt_list(dir, steps, CKPT_MAX_LISTED), rc = 0, removed = 0;
     for (int i = keep; i < n; i++) {
         ckpt_path(path, sizeof(path), out_dir, steps[i]);
-        if (unlink(path) != 0) fprintf(stderr, "warning: could not remove old checkpoint %s\n", path);
+        if (unlink(path) == 0) removed++;
+        else { fprintf(stderr, "warning: could not remove old checkpoint %s: %s\n", path, strerror(errno)); rc = -1; }
     }
+    if (removed > 0 && fsync_parent_dir(path, err, sizeof(err))) { fprintf(stderr, "warning: %s\n", err); rc = -1; }
+    return rc;
 }
 
 // One run at a time in a run directory: a second process (the same command started twice, a resume

@@ -29,13 +29,13 @@ Reads convert through a 32 KiB stack buffer, so a tensor needs no memory beyond 
 #ifndef LLMC_SAFETENSORS_H
 #define LLMC_SAFETENSORS_H
 
-#include <fcntl.h>      // open (to fsync the directory after a rename)
 #include <inttypes.h>   // PRIu64, PRId64
 #include <stdarg.h>
 #include <stdint.h>
 #include <sys/types.h>  // off_t
 #include <unistd.h>     // fsync, access, close
 #include "json.h"       // defines: json_parse, json_free, json_find, json_read_file, json_utf8_len
+#include "fileio.h"     // defines: fsync_parent_dir, disk_space_check_for
 
 #define ST_MAX_HEADER_BYTES 100000000ull   // 100 MB, as in the reference Rust implementation
 #define ST_MAX_DIMS 8
@@ -638,7 +638,8 @@ static inline const StTensor* stset_find(StSet* set, const char* name, StFile** 
 // writing: fp32 data, stored as F32 or as BF16 (rounded to nearest even, as torch's .to(bfloat16)). The header is
 //   {"__metadata__":{"format":"pt",<extra pairs>},"<name>":{"dtype":"F32","shape":[...],"data_offsets":[b,e]},...}
 // padded with spaces to a multiple of 8; the data follows in the given order, contiguous.
-// The file is written to PATH.tmp, fsync'ed, then renamed over PATH: a failure leaves PATH as it was.
+// The file is written to PATH.tmp, fsync'ed, then renamed over PATH, and PATH's directory fsync'ed (llmc/fileio.h):
+// a failure leaves PATH as it was. A disk without room for the whole file is refused before a byte is written.
 
 typedef struct {
     const char* name;
@@ -835,19 +836,27 @@ static inline int st_write_body(FILE* f, const StBuf* header, const StWriteTenso
     return fflush(f) == 0 && fsync(fileno(f)) == 0 ? 0 : -1;
 }
 
-// makes the rename durable; best effort (a failure here does not undo a complete write)
-static inline void st_fsync_parent_dir(const char* path) {
-    const char* slash = strrchr(path, '/');
-    char* dir = slash == NULL ? st_strdup(".") : (char*)malloc((size_t)(slash - path) + 2);
-    if (dir == NULL) { return; }
-    if (slash != NULL) {
-        size_t n = slash == path ? 1 : (size_t)(slash - path);
-        memcpy(dir, path, n);
-        dir[n] = '\0';
+// bytes of the whole file: the 8-byte length, the header, the data
+static inline uint64_t st_file_bytes(const StBuf* header, const StWriteTensor* ts, int n, StDtype dtype) {
+    uint64_t bytes = 8 + header->len;
+    for (int i = 0; i < n; i++) bytes += (uint64_t)st_write_numel(&ts[i]) * (dtype == ST_BF16 ? 2u : 4u);
+    return bytes;
+}
+
+// PATH.tmp written and fsync'ed, renamed over PATH, PATH's directory fsync'ed (llmc/fileio.h); 0 or -1
+static inline int st_publish(const char* path, const char* tmp, const StBuf* header, const StWriteTensor* ts, int n,
+                             StDtype dtype, char* err, size_t errlen) {
+    FILE* f = fopen(tmp, "wb");
+    if (f == NULL) { return st_fail(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno)); }
+    int wrc = st_write_body(f, header, ts, n, dtype);
+    int saved = errno;
+    if (fclose(f) != 0 && wrc == 0) { wrc = -1; saved = errno; }
+    if (wrc == 0 && rename(tmp, path) != 0) { wrc = -1; saved = errno; }
+    if (wrc != 0) {
+        remove(tmp);
+        return st_fail(err, errlen, "%s: write failed: %s", path, strerror(saved));
     }
-    int fd = open(dir, O_RDONLY);
-    if (fd >= 0) { (void)fsync(fd); close(fd); }
-    free(dir);
+    return fsync_parent_dir(path, err, errlen);
 }
 
 // dtype: ST_F32 or ST_BF16 (the data is fp32 either way)
@@ -869,22 +878,10 @@ static inline int st_write(const char* path, const StWriteTensor* ts, int n, con
     int rc = 0;
     if (header.len > ST_MAX_HEADER_BYTES) {
         rc = st_fail(err, errlen, "%s: header would be %zu bytes, over the 100 MB limit", path, header.len);
+    } else if (disk_space_check_for(path, st_file_bytes(&header, ts, n, dtype), err, errlen) == 0) {
+        rc = st_publish(path, tmp, &header, ts, n, dtype, err, errlen);
     } else {
-        FILE* f = fopen(tmp, "wb");
-        if (f == NULL) {
-            rc = st_fail(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-        } else {
-            int wrc = st_write_body(f, &header, ts, n, dtype);
-            int saved = errno;
-            if (fclose(f) != 0 && wrc == 0) { wrc = -1; saved = errno; }
-            if (wrc == 0 && rename(tmp, path) != 0) { wrc = -1; saved = errno; }
-            if (wrc != 0) {
-                remove(tmp);
-                rc = st_fail(err, errlen, "%s: write failed: %s", path, strerror(saved));
-            } else {
-                st_fsync_parent_dir(path);
-            }
-        }
+        rc = -1;
     }
     free(header.p);
     free(tmp);
