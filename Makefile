@@ -386,7 +386,7 @@ CUDA_CHECK_FLAGS = $(NVCC_FLAGS) -Werror all-warnings -Xcompiler -Werror $(CUDA_
 # the cuDNN attention path too (USE_CUDNN=1's build) when cuDNN and the frontend headers are found;
 # REQUIRE_CUDNN=1 (CI) makes their absence an error instead of a ✗ line
 CUDNN_CC = $(if $(filter 11,$(CUDNN_FOUND)$(CUDNN_FE_PROBE)),$(BUILD)/cc/train_t5cu_cudnn $(BUILD)/cc/test_t5cu_cudnn)
-cuda_compile_check: $(BUILD)/cc/train_t5cu $(BUILD)/cc/test_t5cu $(BUILD)/cc/train_t5cu_single $(CUDNN_CC)
+cuda_compile_check: train_t5 $(BUILD)/cc/train_t5cu $(BUILD)/cc/test_t5cu $(BUILD)/cc/train_t5cu_single $(CUDNN_CC)
 	@$(if $(CUDNN_CC),echo "✓ cuDNN attention path compiled (sm_80, sm_90, warnings as errors)",\
 	  $(if $(filter 1,$(REQUIRE_CUDNN)),echo "✗ cuDNN or its frontend headers missing: the cuDNN attention path was not compiled" && exit 1,\
 	  echo "✗ cuDNN attention path not compiled (cuDNN or the frontend headers missing)"))
@@ -395,11 +395,16 @@ cuda_compile_check: $(BUILD)/cc/train_t5cu $(BUILD)/cc/test_t5cu $(BUILD)/cc/tra
 	./$(BUILD)/cc/train_t5cu --plan-memory 80 --plan-ranks 4 --max-src-len 256 --max-tgt-len 64 | \
 	    grep -q "padded to 256 source + 64 target" && ./$(BUILD)/cc/train_t5cu --plan-memory 80 --plan-ranks 4 | grep -q "ZeRO-1 x4"
 	./$(BUILD)/cc/train_t5cu --help 2>&1 | grep -q "usage: train_t5cu"
-	@# T5_MATMUL_TUNE: a value other than 0, 1 or class is refused before any device work
+	@# --matmul-tune (and T5_MATMUL_TUNE, read for one more release): a bad value is refused before any device work
+	! ./$(BUILD)/cc/train_t5cu --matmul-tune bogus --plan-memory 80 2> $(BUILD)/cc/tune.err >/dev/null
+	grep -q "error: --matmul-tune must be one of 0|1|class, got 'bogus'" $(BUILD)/cc/tune.err
 	! T5_MATMUL_TUNE=bogus ./$(BUILD)/cc/train_t5cu --plan-memory 80 2> $(BUILD)/cc/tune.err >/dev/null
-	grep -q "T5_MATMUL_TUNE=bogus: expected 0, 1 or class" $(BUILD)/cc/tune.err
+	grep -q "error: --matmul-tune must be one of" $(BUILD)/cc/tune.err
 	T5_MATMUL_TUNE=class ./$(BUILD)/cc/train_t5cu --plan-memory 80 >/dev/null
-	bash dev/test_cli_flags.sh ./$(BUILD)/cc/train_t5cu
+	@# the option table: every numeric flag range-checked, the other trainer's refused, the same --help as train_t5
+	bash dev/test_cli_flags.sh ./$(BUILD)/cc/train_t5cu ./train_t5
+	@# the CUDA binary's host side without a GPU: the driver up to the engine (llmc/run.h, --dry-run)
+	bash dev/test_dry_run.sh ./$(BUILD)/cc/train_t5cu
 	@mkdir -p $(BUILD)/cc/twins
 	$(MAKE) -C dev/cuda -B GPU_ARCH=sm_90 KERNEL_DIR=$(abspath $(BUILD))/cc/twins \
 	    EXTRA_FLAGS="-Werror all-warnings -Xcompiler -Werror" all

@@ -32,7 +32,7 @@ typedef struct {
     const char* shown;
     EngineKind engine;
     const char* help;      // '\n' continues on the next line of the help column
-    const char* choices;   // OPT_CHOICE: "a|b|c", stored as the index
+    const char* choices;   // OPT_CHOICE: "a|b|c", stored as the index; OPT_SPECIAL: what a value must be
     int (*parse)(const char* v, void* dst); // OPT_SPECIAL: 0, or -1 when v is not valid
 } OptSpec;
 
@@ -59,7 +59,7 @@ static int opt_ffn(const char* v, void* dst) {
 #define FLTS(f, mv, field, lo, hi, def, shown, eng, help) { f, mv, OPT_FLOAT, OFS(field), lo, hi, def, shown, eng, help, NULL, NULL }
 #define STR(f, mv, field, def, shown, eng, help) { f, mv, OPT_STR, OFS(field), 0, 0, def, shown, eng, help, NULL, NULL }
 #define CHOICE(f, field, choices, def, eng, help) { f, choices, OPT_CHOICE, OFS(field), 0, 0, def, NULL, eng, help, choices, NULL }
-#define SPECIAL(f, mv, field, fn, def, eng, help) { f, mv, OPT_SPECIAL, OFS(field), 0, 0, def, NULL, eng, help, NULL, fn }
+#define SPECIAL(f, mv, field, fn, expect, def, eng, help) { f, mv, OPT_SPECIAL, OFS(field), 0, 0, def, NULL, eng, help, expect, fn }
 
 #define NEVER 1000000000
 static const OptSpec OPTIONS[] = {
@@ -75,7 +75,7 @@ static const OptSpec OPTIONS[] = {
     INT("--grad-accum", "N", grad_accum, 1, 65536, "1", ENGINE_BOTH, "micro-batches per optimizer step"),
     INT("--shuffle", "0|1", shuffle, 0, 1, "1", ENGINE_BOTH, "shuffle examples each epoch; 0 = file order"),
     INT("--bucket", "0|1", bucket, 0, 1, "1", ENGINE_BOTH, "group examples of similar length into batches"),
-    SPECIAL("--shape-ladder", "S,T", ladder, opt_ladder, "0,0", ENGINE_BOTH,
+    SPECIAL("--shape-ladder", "S,T", ladder, opt_ladder, "S,T: two steps in [0, 4096] (e.g. 64,16; 0,0 = dynamic padding)", "0,0", ENGINE_BOTH,
             "pad each batch's sources / targets up to a multiple of S / T (capped at the\nmaximum lengths): a small "
             "fixed set of shapes; 0,0: to the longest"),
     INT("--max-src-len", "N", max_src_len, 1, 1 << 20, "512", ENGINE_BOTH, "truncate sources to N tokens"),
@@ -85,7 +85,7 @@ static const OptSpec OPTIONS[] = {
     FLT("--epochs", "X", epochs, 1e-6, 1e6, "1", ENGINE_BOTH, "passes over the training file, used when --steps is 0"),
     INT("--steps", "N", steps, 0, NEVER, "0", ENGINE_BOTH, "optimizer steps in all, 0 = from --epochs"),
     FLT("--lr", "X", lr, 0.0, 10.0, "3e-4", ENGINE_BOTH, "peak learning rate"),
-    SPECIAL("--schedule", "S", schedule, opt_schedule, "linear", ENGINE_BOTH, "constant | linear | cosine"),
+    SPECIAL("--schedule", "S", schedule, opt_schedule, "constant, linear or cosine", "linear", ENGINE_BOTH, "constant | linear | cosine"),
     INT("--warmup", "N", warmup, 0, NEVER, "0", ENGINE_BOTH, "linear warmup steps"),
     INT("--schedule-steps", "N", schedule_steps, 0, NEVER, "0", ENGINE_BOTH, "length of the lr schedule, 0 = the run's steps"),
     FLT("--weight-decay", "X", weight_decay, 0.0, 10.0, "0.01", ENGINE_BOTH, "AdamW decoupled weight decay"),
@@ -117,9 +117,10 @@ static const OptSpec OPTIONS[] = {
     STR("--save-hf", "DIR", save_hf, NULL, "", ENGINE_BOTH,
         "write the trained model as an HF directory (weights, config, generation config,\ntokenizer files, "
         "model card; default with --out-dir: OUT/model)"),
-    SPECIAL("--save-hf-dtype", "fp32|bf16", hf_weights, opt_dtype, "fp32", ENGINE_BOTH, "the HF directory's weights' dtype"),
+    SPECIAL("--save-hf-dtype", "fp32|bf16", hf_weights, opt_dtype, "fp32 or bf16", "fp32", ENGINE_BOTH, "the HF directory's weights' dtype"),
     { "--max-shard-size", "SIZE", OPT_SPECIAL, OFS(hf_weights), 0, 0, NULL, "50GB", ENGINE_BOTH,
-      "shards above SIZE (\"5GB\", \"500MB\" or bytes), as save_pretrained", NULL, opt_shard },
+      "shards above SIZE (\"5GB\", \"500MB\" or bytes), as save_pretrained",
+      "a size like 5GB, 500MB, 100KB or a byte count", opt_shard },
     STR("--save-checkpoint", "PATH", save_ckpt, NULL, "", ENGINE_BOTH, "write a native checkpoint (params + optimizer state)"),
     SECTION("summaries and scores (ROUGE as rouge_score, BLEU as sacrebleu)"),
     STR("--eval-split", "PREFIX", eval_split, NULL, "", ENGINE_BOTH,
@@ -172,7 +173,7 @@ static const OptSpec OPTIONS[] = {
     INT("--num-decoder-layers", "N", dims.num_decoder_layers, 1, 256, NULL, ENGINE_BOTH, "decoder blocks"),
     INT("--num-buckets", "N", dims.num_buckets, 4, 4096, NULL, ENGINE_BOTH, "relative position buckets"),
     INT("--max-distance", "N", dims.max_distance, 2, 1 << 20, NULL, ENGINE_BOTH, "relative position max distance"),
-    SPECIAL("--ffn", "ACT", dims, opt_ffn, NULL, ENGINE_BOTH,
+    SPECIAL("--ffn", "ACT", dims, opt_ffn, "relu, gelu, gelu_new, silu, gated-gelu, gated-relu or gated-silu", NULL, ENGINE_BOTH,
             "relu|gelu|gelu_new|silu|gated-gelu|gated-relu|gated-silu (T5Config's feed_forward_proj)"),
     INTS("--tied", "0|1", dims.tied, 0, 1, "-1", "", ENGINE_BOTH,
          "lm_head = embedding; also sets the output scaling, as transformers 4 did"),
@@ -267,7 +268,7 @@ static int opt_set(const OptSpec* s, const char* v, Options* o, int checked) {
         }
         case OPT_SPECIAL:
             if (s->parse(v, dst) == 0) return 0;
-            fprintf(stderr, "error: %s must be %s, got '%s' (see --help)\n", s->flag, s->metavar, v);
+            fprintf(stderr, "error: %s must be %s, got '%s'\n", s->flag, s->choices, v);
             return -1;
         default: return -1;
     }
