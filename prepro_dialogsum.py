@@ -157,7 +157,8 @@ def read_json_array(path, data):
 
 def read_csv(path, data, delimiter):
     """a header row, then one record per row (quoted fields may hold line breaks): a row is named by
-    the line it starts on; a row with another number of fields than the header is a bad row"""
+    the line it starts on; a row with another number of fields than the header is a bad row.
+    -> (rows, the header's names)"""
     text = decode_text(data, path)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     rows = []
@@ -166,7 +167,7 @@ def read_csv(path, data, delimiter):
         while header == []:
             header = next(reader, None)
         if header is None:
-            return rows
+            return rows, []
         header = [h.strip() for h in header]
         dup = sorted({h for h in header if header.count(h) > 1})
         if dup:
@@ -182,24 +183,22 @@ def read_csv(path, data, delimiter):
             rows.append((where, dict(zip(header, row)), None))
     except csv.Error as e:
         raise PreproError(f"{path}:{reader.line_num}: malformed {'TSV' if delimiter == chr(9) else 'CSV'} ({e})") from None
-    return rows
+    return rows, header
 
 
 def read_rows(path, forced_format):
-    """-> (rows, format, why the format)"""
+    """-> (rows, the field names its records use, format, why the format)"""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise PreproError(f"{path}: cannot read ({e.strerror})") from None
     fmt, why = detect_format(path, data[:4096], forced_format)
-    if fmt == "jsonl":
-        rows = read_jsonl(path, data)
-    elif fmt == "json":
-        rows = read_json_array(path, data)
-    else:
-        rows = read_csv(path, data, "\t" if fmt == "tsv" else ",")
-    return rows, fmt, why
+    if fmt in ("jsonl", "json"):
+        rows = read_jsonl(path, data) if fmt == "jsonl" else read_json_array(path, data)
+        return rows, field_names(rows), fmt, why
+    rows, header = read_csv(path, data, "\t" if fmt == "tsv" else ",")
+    return rows, header, fmt, why
 
 
 # ----------------------------------------------------------------------------- fields and records
@@ -261,9 +260,10 @@ def text_field(raw, field):
 def make_record(raw, fields, number, stem):
     """a parsed row -> {id, dialogue, summaries, topic} with the texts as read (the ids are those of
     the original text; line breaks are normalised only when the references are written). The first
-    target field is required; a later one that is missing, null or empty gives one reference fewer."""
-    if not isinstance(raw, dict):
-        raise BadRow(f"expected an object with the record's fields, got {kind(raw)}")
+    target field is required; a later one that is missing, null or empty gives one reference fewer.
+    fields is None when no record of the file has any field."""
+    if not isinstance(raw, dict) or fields is None:
+        raise BadRow(f"expected an object with the record's fields, got {kind(raw) if raw != {} else 'an empty object'}")
     dialogue = text_field(raw, fields["source"])
     summaries = [text_field(raw, fields["targets"][0])]
     for t in fields["targets"][1:]:
@@ -285,7 +285,9 @@ def make_record(raw, fields, number, stem):
 
 def records_of(name, rows, keys, args, info):
     """rows -> records; bad rows named on stderr and counted in info; no usable row refuses the file"""
-    fields = resolve_fields(name, keys, args)
+    if not rows:
+        raise PreproError(f"{name}: refused, nothing usable: it holds no records")
+    fields = resolve_fields(name, keys, args) if keys else None  # no keys: every row is bad
     stem = os.path.splitext(os.path.basename(name))[0]
     records, bad, fewer = [], [], 0
     for n, (where, raw, problem) in enumerate(rows, 1):
@@ -301,8 +303,7 @@ def records_of(name, rows, keys, args, info):
     if len(bad) > SHOW_BAD:
         print(f"skipped {len(bad) - SHOW_BAD} more bad rows of {name} (the first {SHOW_BAD} are named above)", file=sys.stderr)
     if not records:
-        what = f"all {len(rows)} rows are bad (named above)" if rows else "it holds no records"
-        raise PreproError(f"{name}: refused, nothing usable: {what}")
+        raise PreproError(f"{name}: refused, nothing usable: all {len(rows)} rows are bad (named above)")
     if bad:
         print(f"{name}: {len(bad)} of {len(rows)} rows skipped", file=sys.stderr)
     if fewer:
@@ -313,9 +314,9 @@ def records_of(name, rows, keys, args, info):
 
 
 def read_file(path, args):
-    rows, fmt, why = read_rows(path, args.format)
+    rows, keys, fmt, why = read_rows(path, args.format)
     info = {"file": os.path.abspath(path), "format": fmt, "detected_by": why}
-    records = records_of(path, rows, field_names(rows), args, info)
+    records = records_of(path, rows, keys, args, info)
     f = info["fields"]
     print(f"{path}: {FORMAT_NAMES[fmt]} ({why}); dialogue '{f['source']}', summar{'ies' if len(f['targets']) > 1 else 'y'} "
           f"{', '.join(repr(t) for t in f['targets'])}, id {repr(f['id']) if f['id'] else 'numbered'}: {len(records)} records")
