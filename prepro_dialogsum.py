@@ -160,6 +160,7 @@ def read_csv(path, data, delimiter):
     the line it starts on; a row with another number of fields than the header is a bad row.
     -> (rows, the header's names)"""
     text = decode_text(data, path)
+    csv.field_size_limit(1 << 30)  # the default (128 KiB) would refuse a long dialogue
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     rows = []
     try:

@@ -155,6 +155,11 @@ def test_csv(spm, sp, tmp):
     check("CSV: the same seed gives the same split, another seed another", ids(again) == ids(r) and ids(other) != ids(r))
     tsv = write(os.path.join(tmp, "chats.tsv"), "conversation\tabstract\n" + "".join(f"A: hi {i}\tHi {i}.\n" for i in range(10)))
     t = Run(spm, os.path.join(tmp, "out_tsv"), "--input", tsv, "--source-field", "conversation", "--target-field", "abstract")
+    long = write(os.path.join(tmp, "long.csv"), "dialogue,summary\n" + "".join(
+        f'"{("A: hello there. " * 12000).strip() if i == 0 else f"A: hi {i}."}",S {i}.\n' for i in range(10)))
+    g = Run(spm, os.path.join(tmp, "out_long"), "--input", long)
+    check("CSV: a 190 KB field (over the csv module's default limit) is read whole",
+          g.rc == 0 and max(len(x["dialogue"]) for s in SPLITS for x in g.refs(s)) == 16 * 12000 - 1, g.err[-300:])
     check("TSV (extension .tsv), no id column: ids are FILESTEM_N", t.rc == 0 and "TSV (extension .tsv)" in t.out and
           sorted(x["id"] for s in SPLITS for x in t.refs(s)) == sorted(f"chats_{i}" for i in range(1, 11)), t.err[-300:])
 
