@@ -58,7 +58,7 @@ SHOW_BAD = 50  # bad rows named on stderr per file; the rest are counted
 # Line breaks as written into *_refs.jsonl (what scoring and the comparison reports show). T5's
 # spiece.model (nmt_nfkc normalizer) reads each of these as a space, exactly like \n, so the texts
 # the tokenizer sees are unchanged in ids (dev/test_prepro.py proves it against sentencepiece). Not
-# here, because the tokenizer does NOT read them as a space: \x0b, \x1c..\x1e (deleted by it) and
+# here, because the tokenizer does NOT read them as a space: \x0b, \x1c..\x1f (deleted by it) and
 # U+0085 (<unk>); they stay as they are.
 LINE_BREAKS = re.compile("\r\n|[\r\u2028\u2029\x0c]")
 
@@ -278,7 +278,7 @@ def make_record(raw, fields, number, stem):
     else:
         v = raw.get(fields["id"])
         if isinstance(v, bool) or not isinstance(v, (str, int)) or str(v).strip() == "":
-            raise BadRow(f"field '{fields['id']}' (the id) is {'missing' if v is None else 'empty' if v == '' else kind(v)}")
+            raise BadRow(f"field '{fields['id']}' (the id) is {'missing' if v is None else 'empty' if isinstance(v, str) else kind(v)}")
         rid = str(v)
     topic = raw.get(fields["topic"], "") if fields["topic"] else ""
     return {"id": rid, "dialogue": dialogue, "summaries": summaries, "topic": topic if isinstance(topic, str) else ""}
