@@ -239,6 +239,7 @@ test_hub: train_t5
 
 test_pipeline: train_t5 $(BUILD)/test_dataloader
 	./$(BUILD)/test_dataloader
+	$(PYTHON) dev/test_prepro.py --data $(DATA)
 	$(PYTHON) dev/test_pipeline.py --train-bin ./train_t5 --data $(DATA) --mpi $(if $(filter 1,$(MPI_FOUND)),1,0)
 
 # the whole suite: file readers, the engine against the HF fixtures, the CLI, then all of it again

@@ -1,4 +1,4 @@
-"""Writer for the pre-tokenized example file read by the trainers (format: llmc/examples.h).
+"""Writer and reader of the pre-tokenized example file read by the trainers (format: llmc/examples.h).
 
     header  int64[32]: magic 0x5835544558, version 2, N, total source tokens, total target tokens,
                        largest token id, CRC-32 of everything after the header, zeros
@@ -55,3 +55,27 @@ def write_examples(path, examples):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def read_examples(path):
+    """-> list of (source_ids, target_ids) from a file write_examples wrote; ValueError names what is wrong"""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 8 * HEADER_INTS:
+        raise ValueError(f"{path}: {len(data)} bytes, shorter than the header")
+    header = struct.unpack(f"<{HEADER_INTS}q", data[: 8 * HEADER_INTS])
+    magic, version, n, total_src, total_tgt, _, crc = header[:7]
+    if magic != MAGIC or version != VERSION:
+        raise ValueError(f"{path}: not an example file of version {VERSION} (magic {magic:#x}, version {version})")
+    body = data[8 * HEADER_INTS:]
+    if n < 1 or len(body) != 8 * n + 4 * (total_src + total_tgt):
+        raise ValueError(f"{path}: {len(body)} bytes after the header for {n} examples of {total_src} + {total_tgt} tokens")
+    if zlib.crc32(body) != crc:
+        raise ValueError(f"{path}: CRC-32 mismatch")
+    lens = np.frombuffer(body, dtype="<i4", count=2 * n).reshape(n, 2)
+    tokens = np.frombuffer(body, dtype="<u4", offset=8 * n)
+    out, at = [], 0
+    for ls, lt in lens.tolist():
+        out.append((tokens[at: at + ls].tolist(), tokens[at + ls: at + ls + lt].tolist()))
+        at += ls + lt
+    return out

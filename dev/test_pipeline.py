@@ -155,22 +155,32 @@ def test_prepro_errors(args, sub, csvd, tmp):
             f.write(b"".join(x if isinstance(x, bytes) else x.encode("utf-8") for x in lines))
         return d
     latin1 = lambda r, line: json.dumps(dict(r, dialogue="#Person1#: caf\u00e9?"), ensure_ascii=False).encode("latin-1", "replace") + b"\n"
-    cases = [
+    refused = [
         ("missing directory", os.path.join(tmp, "nope"), "no such directory"),
-        ("malformed JSON line", broken("bad_json", lambda r, line: line[:40] + "\n"), "dialogsum.dev.jsonl:3: malformed JSON"),
-        ("non-UTF-8 JSON line", broken("latin1", latin1), "dialogsum.dev.jsonl:3: not UTF-8 text (invalid byte 0xe9"),
-        ("non-UTF-8 CSV row", broken("latin1_csv", lambda r, line: ("\u00e9" + line).encode("latin-1", "replace"), csvd,
-                                     "validation.csv", 3), "validation.csv:4: not UTF-8 text (invalid byte 0xe9)"),
-        ("missing field", broken("no_field", lambda r, line: json.dumps({k: v for k, v in r.items() if k != "summary"}) + "\n"),
-         "dialogsum.dev.jsonl:3: missing field 'summary'"),
-        ("empty dialogue", broken("empty", lambda r, line: json.dumps(dict(r, dialogue="  ")) + "\n"), "dialogsum.dev.jsonl:3: empty dialogue"),
+        ("non-UTF-8 CSV file", broken("latin1_csv", lambda r, line: ("\u00e9" + line).encode("latin-1", "replace"), csvd,
+                                      "validation.csv", 3), "validation.csv:4: not UTF-8 text (invalid byte 0xe9)"),
     ]
-    for name, data_dir, want in cases:
+    for name, data_dir, want in refused:
         out = os.path.join(tmp, "err_out_" + name.replace(" ", "_"))
         r = prepro(args, data_dir, out)
         written = os.path.exists(out) and os.listdir(out)
         check(f"prepro refuses a {name}: exit 1, message names the place, nothing written",
               r.returncode == 1 and want in r.stderr and not written, r.stderr.strip()[-160:])
+    # a bad row is named, counted and skipped (dev/test_prepro.py has the rest: a file of bad rows only is refused)
+    skipped = [
+        ("malformed JSON line", broken("bad_json", lambda r, line: line[:40] + "\n"), "dialogsum.dev.jsonl:3: malformed JSON"),
+        ("non-UTF-8 JSON line", broken("latin1", latin1), "dialogsum.dev.jsonl:3: not UTF-8 text (invalid byte 0xe9"),
+        ("missing field", broken("no_field", lambda r, line: json.dumps({k: v for k, v in r.items() if k != "summary"}) + "\n"),
+         "dialogsum.dev.jsonl:3: missing field 'summary'"),
+        ("empty dialogue", broken("empty", lambda r, line: json.dumps(dict(r, dialogue="  ")) + "\n"), "dialogsum.dev.jsonl:3: empty 'dialogue'"),
+    ]
+    for name, data_dir, want in skipped:
+        out = os.path.join(tmp, "skip_out_" + name.replace(" ", "_"))
+        r = prepro(args, data_dir, out)
+        n_val = header(os.path.join(out, "val.bin"))[2] if r.returncode == 0 else None
+        check(f"prepro skips a {name}: exit 0, the row named on stderr, 39 val examples",
+              r.returncode == 0 and "skipped " in r.stderr and want in r.stderr and "1 of 40 rows skipped" in r.stderr and n_val == 39,
+              r.stderr.strip()[-160:])
     bom = broken("bom", lambda r, line: b"\xef\xbb\xbf" + line.encode("utf-8"), row=0)
     r = prepro(args, bom, os.path.join(tmp, "bom_out"))
     check("prepro reads a JSONL file that starts with a UTF-8 byte-order mark", r.returncode == 0, r.stderr.strip()[-160:])
