@@ -1568,8 +1568,10 @@ static void cpu_step(Engine* e, const StepIn* in, StepOut* out) {
         loss_sum += (double)mean * m->num_counted;
         t5_backward(m, in->batches[a], 1, 1.0f / (float)in->total);
     }
+    engine_wait_begin(e, "the gradient all-reduce (MPI)");
     dist_sum_f32(d, t5_trainable_grads(m), t5_num_trainable(m));
     dist_sum_f64(d, &loss_sum, 1);
+    engine_wait_end(e);
     memset(out, 0, sizeof(*out));
     out->loss = in->total > 0 ? (float)(loss_sum / (double)in->total) : NAN;
     out->grad_norm = t5_grad_norm(m);
@@ -1606,6 +1608,8 @@ static int cpu_get_state(Engine* e, EngineState* s) {
 }
 
 static double cpu_peak_mib(Engine* e) { (void)e; return peak_rss_mib(); }
+
+static void cpu_abort(Engine* e, int code) { dist_abort(cpu_dist(e), code); }
 
 // synthetic full-length batch, for timing forward + backward
 static int cpu_bench(Engine* e, const Options* o) {
@@ -1648,7 +1652,8 @@ static const EngineOps CPU_ENGINE = {
     cpu_init, cpu_finalize, cpu_max_int, cpu_sum_i64, cpu_sum_f64,
     cpu_build, cpu_print_config, cpu_free, NULL, cpu_step, cpu_eval_batch,
     cpu_gen_begin, cpu_gen_end, cpu_generate, cpu_get_state, cpu_peak_mib, NULL,
-    cpu_bench, NULL, NULL, NULL,
+    cpu_bench, NULL, NULL, NULL, cpu_abort,
+    1, // background checkpoints: tested here (dev/test_pipeline.py, dev/crash_resume.py)
 };
 
 #ifndef TESTING

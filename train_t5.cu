@@ -2264,7 +2264,23 @@ static void t5cu_step(T5Cuda* m, const StepIn* in, StepOut* out) {
     if (!out->skipped) m->step++;
 }
 
-static void gpu_step(Engine* e, const StepIn* in, StepOut* out) { t5cu_step(gpu_model(e), in, out); }
+// (the step's one synchronisation waits for the other ranks' NCCL reductions: marked for the watchdog)
+static void gpu_step(Engine* e, const StepIn* in, StepOut* out) {
+    engine_wait_begin(e, "the step (NCCL gradient reductions, then its synchronisation)");
+    t5cu_step(gpu_model(e), in, out);
+    engine_wait_end(e);
+}
+
+// the watchdog's end of a stalled job: the communicator aborted (NCCL documents ncclCommAbort for a peer
+// that stopped), then every rank through MPI
+static void gpu_abort(Engine* e, int code) {
+    GpuProc* p = gpu_proc(e);
+#ifdef USE_NCCL
+    if (p && p->device && p->comm.active) ncclCommAbort(p->comm.comm);
+#endif
+    if (p) dist_abort(&p->comm.dist, code);
+    _exit(code);
+}
 
 static int gpu_init(Engine* e, int* argc, char*** argv, const Options* o) {
     char err[1024];
@@ -2547,7 +2563,8 @@ static const EngineOps GPU_ENGINE = {
     gpu_init, gpu_finalize, gpu_max_int, gpu_sum_i64, gpu_sum_f64,
     gpu_build, gpu_print_config, gpu_free, gpu_reserve, gpu_step, gpu_eval_batch,
     gpu_gen_begin, gpu_gen_end, gpu_generate, gpu_get_state, gpu_peak_mib, gpu_step_flops,
-    gpu_bench, gpu_gen_bench, plan_memory, gpu_report_end,
+    gpu_bench, gpu_gen_bench, plan_memory, gpu_report_end, gpu_abort,
+    0, // background checkpoints: opt-in until a GPU run has checked them (--async-checkpoint 1)
 };
 
 #ifndef TESTING

@@ -11,7 +11,7 @@ other=${2:-}
 name=$(basename "$bin")
 help=$("$bin" --help 2>&1)
 # flag → the engine tag on its entry (its last help line carries it), for the numeric flags
-table=$(awk '/^  --[a-z0-9-]+ /{flag=$1; meta=$2; tag[flag]=""; if (meta ~ /^(N|X|GIB|0\|1)$/) num[flag]=1}
+table=$(awk '/^  --[a-z0-9-]+ /{flag=$1; meta=$2; tag[flag]=""; if (meta ~ /^(N|X|GIB|SECONDS|0\|1)$/) num[flag]=1}
              /\[train_t5cu only\]/{tag[flag]="train_t5cu"} /\[train_t5 only\]/{tag[flag]="train_t5"}
              END{for (f in num) print f, (tag[f] == "" ? "both" : tag[f])}' <<< "$help" | sort)
 n=0 bad=0 foreign=0

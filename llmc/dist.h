@@ -9,6 +9,7 @@
 
 #include <stdio.h>    // defines: fprintf
 #include <stdlib.h>   // defines: getenv, atoi
+#include <unistd.h>   // defines: _exit
 #include <stdint.h>   // defines: int64_t
 #ifdef USE_MPI
 #include <mpi.h>      // defines: MPI_Init, MPI_Allreduce, MPI_Comm_rank, MPI_Comm_size
@@ -51,6 +52,16 @@ static inline int dist_init(Dist* d, int* argc, char*** argv) {
     }
     return 0;
 #endif
+}
+
+// ends every rank at once (a stalled job: llmc/watchdog.h); without MPI, this process
+static inline void dist_abort(const Dist* d, int code) {
+#ifdef USE_MPI
+    if (d->active) MPI_Abort(MPI_COMM_WORLD, code);
+#else
+    (void)d;
+#endif
+    _exit(code);
 }
 
 static inline void dist_finalize(Dist* d) {

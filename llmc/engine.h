@@ -14,6 +14,7 @@
 #include "hf.h"            // defines: HfWeightsOptions, ST_F32
 #include "schedule.h"      // defines: LrScheduleKind
 #include "dataloader.h"    // defines: T5Batch
+#include "watchdog.h"      // defines: Watchdog, watchdog_enter, watchdog_leave
 
 #ifdef __cplusplus
 extern "C" {
@@ -55,6 +56,8 @@ typedef struct {
     LrScheduleKind schedule;
     long long seed;
     int bench, bench_src_len, bench_tgt_len, dry_run;
+    int async_checkpoint;    // 1: checkpoints written by a background thread from a staged copy (-1: the engine's default)
+    float collective_timeout; // seconds one wait for the other ranks may last (the watchdog); 0 = off
     T5Config dims;           // explicit dimensions over a preset (0 / -1 = keep the preset's)
     int lora_r;              // LoRA rank, 0 = full fine-tuning, -1 = not given (0, or the adapter's)
     float lora_alpha, lora_dropout; // -1 = not given (peft's defaults 8 and 0, or the adapter's)
@@ -176,6 +179,8 @@ typedef struct {
     int (*gen_bench)(Engine* e, const Options* o);
     int (*plan_memory)(const Options* o);           // before init: no device needed
     void (*report_end)(Engine* e, const Options* o); // engine counters after the run
+    void (*abort)(Engine* e, int code);             // end every rank now (the watchdog's thread: MPI_Abort, ncclCommAbort)
+    int async_default;        // --async-checkpoint's default: 1 where background checkpoints have run
 } EngineOps;
 
 struct Engine {
@@ -189,7 +194,18 @@ struct Engine {
     long long opt_step;       // optimizer updates done (kept by the engine)
     double peak_tflops;       // 0: no MFU
     uint32_t base_crc;        // under LoRA: lora_base_fingerprint of the frozen base
+    void* watchdog;           // the driver's Watchdog (llmc/watchdog.h): engines mark their waits for other ranks
+    long long run_step;       // the step the run is at (the watchdog's messages)
 };
+
+// an engine's wait for the other ranks (a gradient all-reduce, the step's synchronisation after NCCL work),
+// marked for the stalled-rank watchdog (llmc/watchdog.h; NULL watchdog: one rank, nothing to watch)
+static inline void engine_wait_begin(Engine* e, const char* op) {
+    if (e->watchdog) watchdog_enter((Watchdog*)e->watchdog, op, e->run_step);
+}
+static inline void engine_wait_end(Engine* e) {
+    if (e->watchdog) watchdog_leave((Watchdog*)e->watchdog);
+}
 
 // the program around an engine (llmc/run.h), for a trainer's main:
 //   program_begin → while (program_next) { the engine's step; program_after } → program_end

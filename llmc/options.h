@@ -113,7 +113,7 @@ static const OptSpec OPTIONS[] = {
     STR("--resume", "latest|PATH", resume, NULL, "", ENGINE_BOTH,
         "continue the run in --out-dir from its newest valid checkpoint (or PATH):\nweights, optimizer state, "
         "steps run and data position (same global batch,\naccumulation and seed). SIGINT / SIGTERM finish the "
-        "current step, write a\ncheckpoint and exit with 130 / 143."),
+        "current step, write a\ncheckpoint and exit with 130 / 143 / 138 (SIGUSR1: what Slurm's --signal sends)."),
     STR("--save-hf", "DIR", save_hf, NULL, "", ENGINE_BOTH,
         "write the trained model as an HF directory (weights, config, generation config,\ntokenizer files, "
         "model card; default with --out-dir: OUT/model)"),
@@ -121,6 +121,12 @@ static const OptSpec OPTIONS[] = {
     { "--max-shard-size", "SIZE", OPT_SPECIAL, OFS(hf_weights), 0, 0, NULL, "50GB", ENGINE_BOTH,
       "shards above SIZE (\"5GB\", \"500MB\" or bytes), as save_pretrained",
       "a size like 5GB, 500MB, 100KB or a byte count", opt_shard },
+    INTS("--async-checkpoint", "0|1", async_checkpoint, 0, 1, "-1", "1 in train_t5; 0 in train_t5cu until a GPU has run it", ENGINE_BOTH,
+         "write checkpoints on a background thread from a staged host copy of the state\n(params + optimizer: 12 bytes "
+         "per parameter of host memory, 2.97 GB for\nflan-t5-base); 0: the training thread writes them"),
+    FLT("--collective-timeout", "SECONDS", collective_timeout, 0.0, 1e7, "300", ENGINE_BOTH,
+        "with several ranks: a wait for the other ranks (a collective, the step boundary)\nlonger than this ends the "
+        "job naming the rank, step and operation (exit 124); 0 = off"),
     STR("--save-checkpoint", "PATH", save_ckpt, NULL, "", ENGINE_BOTH, "write a native checkpoint (params + optimizer state)"),
     SECTION("summaries and scores (ROUGE as rouge_score, BLEU as sacrebleu)"),
     STR("--eval-split", "PREFIX", eval_split, NULL, "", ENGINE_BOTH,

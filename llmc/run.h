@@ -27,13 +27,38 @@
 #include "rng.h"         // defines: mix64, Rng
 #include "lora.h"        // defines: lora_save_dir, lora_merge, lora_ckpt_save, lora_describe, lora_print_trainable
 #include "../tokenizer/spm.h" // defines: SpmModel, spm_load, spm_encode, spm_free
+#include "async_save.h"  // defines: AsyncSaver, async_save_start/_wait/_poll, CkptJob, ckpt_job_stage
+#include "watchdog.h"    // defines: Watchdog, watchdog_start/_stop/_enter/_leave/_announce
 
 // ----------------------------------------------------------------------------
 // the engine's processes: every rank takes the same branch (1 process: the values as they are)
 
-static int all_max(Engine* e, int x) { return e->ops->max_int ? e->ops->max_int(e, x) : x; }
-static void all_sum_i64(Engine* e, int64_t* x, int n) { if (e->ops->sum_i64) e->ops->sum_i64(e, x, n); }
-static void all_sum_f64(Engine* e, double* x, int n) { if (e->ops->sum_f64) e->ops->sum_f64(e, x, n); }
+// (each a wait for the other ranks, marked for the stalled-rank watchdog)
+static int all_max(Engine* e, int x) {
+    if (!e->ops->max_int) return x;
+    engine_wait_begin(e, "an agreement of the ranks (MPI/NCCL max)");
+    x = e->ops->max_int(e, x);
+    engine_wait_end(e);
+    return x;
+}
+static void all_sum_i64(Engine* e, int64_t* x, int n) {
+    if (!e->ops->sum_i64) return;
+    engine_wait_begin(e, "a sum over the ranks (counts)");
+    e->ops->sum_i64(e, x, n);
+    engine_wait_end(e);
+}
+static void all_sum_f64(Engine* e, double* x, int n) {
+    if (!e->ops->sum_f64) return;
+    engine_wait_begin(e, "a sum over the ranks (losses)");
+    e->ops->sum_f64(e, x, n);
+    engine_wait_end(e);
+}
+// this rank goes on to wait for the others while rank 0 does something alone (evaluation, a synchronous
+// checkpoint): the watchdog's bound grows by `seconds` for that wait
+static void all_wait_for_rank0(Engine* e, const char* phase, double seconds) {
+    if (e->watchdog && e->rank != 0) watchdog_announce((Watchdog*)e->watchdog, phase, seconds);
+}
+#define RANK0_PHASE_S 3600.0 // the bound of rank 0's evaluation or synchronous checkpoint write
 static int is_rank0(const Engine* e) { return e->rank == 0; }
 
 // what the driver knows of a model before (or without) building it
@@ -221,6 +246,8 @@ typedef struct {
     double t0, ms_sum, peak_mib;
     int timed, skipped, in_a_row;
     StepResult last;
+    AsyncSaver saver;       // rank 0 with --async-checkpoint 1: the background checkpoint writer
+    int async;              // the saver runs
 } Run;
 
 static LrSchedule run_schedule(const Options* o, const Run* r) {
@@ -307,6 +334,7 @@ static void log_eval(Run* run) {
     double loss = evaluate(run, &tokens);
     EvalResult r;
     memset(&r, 0, sizeof(r));
+    if (run->has_rouge) all_wait_for_rank0(run->e, "rank 0 evaluating ROUGE", RANK0_PHASE_S);
     int rouge = run->has_rouge && is_rank0(run->e) && eval_rouge(run, &r) == 0;
     printf("eval step %lld | val loss %.6f | %lld target tokens", run->step, loss, tokens);
     if (rouge) printf(" | ROUGE-1/2/L/Lsum %.2f/%.2f/%.2f/%.2f on %lld", 100 * r.rouge.m[ROUGE_1].fmeasure, 100 * r.rouge.m[ROUGE_2].fmeasure,
@@ -360,14 +388,56 @@ static CkptTrainState train_state(const Run* run) {
     return ts;
 }
 
-// OUT/checkpoints/ckpt_<steps run>.bin (every rank takes part), then all but the newest `keep` deleted
+// the state staged into a job the background writer owns (rank 0): a copy, since training goes on
+static CkptJob* stage_checkpoint(Run* run, const EngineState* st, const char* path, const CkptTrainState* ts) {
+    Engine* e = run->e;
+    CkptJob* j = e->lora.r ? ckpt_job_stage(st->adapter, st->am, st->av, (int64_t)st->lora_n)
+                           : ckpt_job_stage(st->params, st->m, st->v, (int64_t)st->n);
+    if (!j) return NULL;
+    snprintf(j->path, sizeof(j->path), "%s", path);
+    snprintf(j->out_dir, sizeof(j->out_dir), "%s", run->o->out_dir);
+    j->keep = run->o->keep_checkpoints;
+    j->step = st->step; j->train = *ts; j->config = e->config;
+    j->lora = e->lora.r > 0; j->lora_config = e->lora; j->base_n = (int64_t)e->num_params; j->base_crc = e->base_crc;
+    return j;
+}
+
+// OUT/checkpoints/ckpt_<steps run>.bin (every rank takes part), then all but the newest `keep` deleted once
+// it is durable. Async: rank 0 stages the state and a background thread writes it (a failure is reported
+// at a later step boundary, run_after); the previous save is waited for first.
 static int run_checkpoint(Run* run) {
-    char path[4400];
+    char path[4400], err[1024];
+    Engine* e = run->e;
     CkptTrainState ts = train_state(run);
     ckpt_path(path, sizeof(path), run->o->out_dir, run->step);
-    if (save_checkpoint(run->e, path, &ts)) return -1;
-    if (is_rank0(run->e)) { printf("checkpoint %s\n", path); ckpt_prune(run->o->out_dir, run->o->keep_checkpoints); }
-    return 0;
+    if (!run->async) {
+        all_wait_for_rank0(e, "rank 0 writing a checkpoint", RANK0_PHASE_S);
+        if (save_checkpoint(e, path, &ts)) return -1;
+        if (is_rank0(e)) { printf("checkpoint %s\n", path); ckpt_prune(run->o->out_dir, run->o->keep_checkpoints); }
+        return 0;
+    }
+    EngineState st;
+    int bad = e->ops->get_state(e, &st) != 0;
+    if (!bad && is_rank0(e)) {
+        double t0 = now_ms();
+        CkptJob* j = stage_checkpoint(run, &st, path, &ts);
+        if (!j) { fprintf(stderr, "error: %s: no host memory to stage the checkpoint (--async-checkpoint 0 writes without a copy)\n", path); bad = 1; }
+        else {
+            AsyncJob job = ckpt_job_async(j);
+            if (async_save_start(&run->saver, &job, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); bad = 1; }
+            else printf("checkpoint %s (writing in the background; the step waited %.0f ms)\n", path, now_ms() - t0);
+        }
+    }
+    return all_max(e, bad) ? -1 : 0;
+}
+
+// the background writer idle, its last write reported (rank 0); 0, or -1 after the failure's message
+static int run_wait_saves(Run* run) {
+    char err[1024];
+    if (!run->async) return 0;
+    if (async_save_wait(&run->saver, err, sizeof(err)) == 0) return 0;
+    fprintf(stderr, "error: checkpoint: %s\n", err);
+    return -1;
 }
 
 static int open_loader(Run* run, DataLoader* dl, const char* path, int bs, int training) {
@@ -445,11 +515,17 @@ static int run_open(Run* run, const CkptTrainState* resumed, const char* from, i
     if (o->out_dir && is_rank0(e) && // rank 0 writes the run directory
         !(run->metrics = metrics_start(o->out_dir, resumed != NULL, run->step, run->total_steps, e->num_params, e->num_trainable)))
         return -1;
+    if (o->out_dir && is_rank0(e) && o->async_checkpoint) {
+        char err[1024];
+        if (async_saver_init(&run->saver, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+        run->async = 1;
+    }
     return 0;
 }
 
 static void run_close(Run* run) {
     if (!run->opened) return;
+    if (run->async) { run_wait_saves(run); async_saver_free(&run->saver); run->async = 0; }
     dataloader_free(&run->train);
     if (run->has_val) dataloader_free(&run->val);
     if (run->bufs) for (int a = 0; a < run->o->grad_accum; a++) batch_free(&run->bufs[a]);
@@ -472,9 +548,11 @@ static int train_finish(Run* run, int rc) {
     if (rc > 0) printf("stopped by signal %d after step %lld\n", rc, run->step);
     if (rc == 0 && run->has_val) log_eval(run);
     if (rc >= 0 && o->out_dir) {
-        if (run_checkpoint(run)) rc = -1;
+        int bad = run_checkpoint(run) != 0;
+        bad = all_max(e, bad || (is_rank0(e) && run_wait_saves(run) != 0)); // the last checkpoint is durable before the end record
+        if (bad) rc = -1;
         else if (rc > 0) printf("resume with the same command and --resume latest\n");
-    }
+    } else if (is_rank0(e) && run_wait_saves(run)) rc = -1;
     metrics_end(run->metrics, rc == 0, run->step, dataloader_padding_fraction(&run->train), run->peak_mib, e->ops->memory_kind);
     return rc;
 }
@@ -782,6 +860,7 @@ struct Program {
     Options opts;
     Run run;
     HostModel host;         // until the engine is built
+    Watchdog watchdog;      // with several ranks and --collective-timeout: the stalled-rank watchdog
     CkptTrainState resumed; // the checkpoint's training state (resume)
     char from[4400];        // where the model came from
     int is_resumed, built, training, status; // status: 0, -1 on error, or the signal that stopped training
@@ -872,6 +951,43 @@ static int run_command(Program* p) {
     return 0;
 }
 
+// the watchdog fired (on its own thread): the run's last record says so, then every rank ends
+static void on_watchdog(void* ctx, const char* what) {
+    Program* p = (Program*)ctx;
+    FILE* f = p->run.metrics;
+    if (f) { // one write(2) of a whole line: the training thread may be inside stdio, stuck
+        char line[1400];
+        int n = snprintf(line, sizeof(line), "{\"type\": \"watchdog\", \"step\": %lld, \"rank\": %d, \"message\": ", p->run.step, p->engine.rank);
+        for (const char* c = what; *c && n < (int)sizeof(line) - 8; c++) {
+            if (*c == '"' || *c == '\\') line[n++] = '\\';
+            line[n++] = *c == '\n' ? ' ' : *c;
+        }
+        n += snprintf(line + n, sizeof(line) - (size_t)n, "\"}\n");
+        if (write(fileno(f), line, (size_t)n) < 0) { /* the abort goes on */ }
+        fsync(fileno(f));
+    }
+    if (p->engine.ops->abort) p->engine.ops->abort(&p->engine, WATCHDOG_EXIT_CODE);
+}
+
+// with several ranks: the watchdog over every wait for the others (--collective-timeout)
+static int start_watchdog(Program* p) {
+    Engine* e = &p->engine;
+    if (e->size < 2 || p->opts.collective_timeout <= 0.0f) return 0;
+    char err[256];
+    WatchdogConfig c;
+    memset(&c, 0, sizeof(c));
+    c.timeout_s = p->opts.collective_timeout; c.rank = e->rank; c.on_timeout = on_watchdog; c.ctx = p;
+    if (watchdog_start(&p->watchdog, &c, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+    e->watchdog = &p->watchdog;
+    return 0;
+}
+
+static void stop_watchdog(Program* p) {
+    if (!p->engine.watchdog) return;
+    watchdog_stop(&p->watchdog);
+    p->engine.watchdog = NULL;
+}
+
 // options → processes → model → (dry run | command | training run opened); 0 to go on with run_next
 // (p->training), or the exit code's sign in p->status
 static inline int run_begin(Program* p, int argc, char** argv, const EngineOps* ops) {
@@ -882,6 +998,7 @@ static inline int run_begin(Program* p, int argc, char** argv, const EngineOps* 
     Options* o = &p->opts;
     int rc = options_parse(argc, argv, o, ops->kind, ops->binary);
     if (rc) { p->status = rc > 0 ? 0 : -1; return -1; }
+    if (o->async_checkpoint < 0) o->async_checkpoint = ops->async_default;
     if (!options_has_work(o)) {
         fprintf(stderr, "error: nothing to do: give --train-file, --eval-split, --summarize, --bench, --save-hf, --save-checkpoint, "
                 "--save-lora or --merge-lora%s\n  (to fine-tune on DialogSum: python3 prepro_dialogsum.py, then ./%s --model "
@@ -894,6 +1011,7 @@ static inline int run_begin(Program* p, int argc, char** argv, const EngineOps* 
     if (ops->init && ops->init(e, &argc, &argv, o)) { p->status = -1; return -1; }
     if (e->rank > 0 && !freopen("/dev/null", "w", stdout)) { p->status = -1; return -1; } // rank 0 speaks for all
     if (e->size > 1) printf("data parallel: %d ranks\n", e->size);
+    if (!o->dry_run && start_watchdog(p)) { p->status = -1; return -1; }
     if (setup_host_model(p)) { p->status = -1; return -1; }
     if (o->dry_run) { p->status = dry_run(p); return -1; }
     if (ops->build(e, &p->host, o, 0)) { p->status = -1; return -1; }
@@ -907,6 +1025,7 @@ static inline int run_begin(Program* p, int argc, char** argv, const EngineOps* 
     if (all_max(e, run_open(run, p->is_resumed ? &p->resumed : NULL, p->from, 0) != 0)) { p->status = -1; return -1; } // all ranks or none
     signal(SIGINT, on_stop_signal);
     signal(SIGTERM, on_stop_signal);
+    signal(SIGUSR1, on_stop_signal); // what Slurm's --signal and mpirun forward (docs/durability.md)
     p->training = 1;
     return 0;
 }
@@ -917,6 +1036,7 @@ static inline int run_next(Program* p, StepIn* in) {
     if (!p->training || p->status || run->step >= run->total_steps) return 0;
     run->t0 = now_ms();
     run->epoch = run->train.epoch;
+    p->engine.run_step = run->step + 1;
     if (step_inputs(run, run->step, in, &run->last) == 0) return 1;
     fprintf(stderr, "error: %s (rank %d): %s\n", p->opts.train_file, p->engine.rank, run->last.error);
     p->status = -1;
@@ -948,8 +1068,13 @@ static inline void run_after(Program* p, const StepOut* out) {
     int last = k + 1 == run->total_steps;
     if (run->has_val && o->eval_every && (k + 1) % o->eval_every == 0 && !last) log_eval(run);
     if (o->checkpoint_every && (k + 1) % o->checkpoint_every == 0 && !last && run_checkpoint(run)) { p->status = -1; return; }
-    int sig = all_max(e, (int)g_stop_signal); // every rank stops after the same step
-    if (sig) p->status = sig;
+    // every rank stops after the same step: on a stop signal, or when rank 0's background checkpoint
+    // write failed (reported here, at the first step boundary after it, as a failed write is)
+    char err[1024];
+    int failed = run->async && async_save_poll(&run->saver, err, sizeof(err)) != 0;
+    if (failed) fprintf(stderr, "error: checkpoint: %s\n", err);
+    int sig = all_max(e, failed ? 1000 : (int)g_stop_signal);
+    if (sig) p->status = sig >= 1000 ? -1 : sig;
 }
 
 // after training (or a command): the final evaluation and checkpoint, the outputs, the evaluation with
@@ -960,6 +1085,7 @@ static inline int run_end(Program* p) {
     int rc = p->status;
     if (p->training) rc = train_finish(&p->run, rc);
     run_close(&p->run);
+    stop_watchdog(p); // what follows is rank 0's alone (evaluation) or ends with the process
     int trains_or_exports = p->built && !o->summarize && !o->bench && !o->gen_bench;
     if (rc == 0 && trains_or_exports) rc = save_outputs(e, o);
     if (rc == 0 && trains_or_exports && o->eval_split && is_rank0(e)) rc = run_eval(e, o, o->train_file ? "fine-tuned" : p->from);
