@@ -271,6 +271,7 @@ test: train_t5 test_t5 $(BUILD)/test_io $(BUILD)/test_durable $(BUILD)/bench_gen
 	$(MAKE) --no-print-directory test_metrics
 	$(MAKE) --no-print-directory test_tokenizer
 	$(MAKE) --no-print-directory test_pipeline
+	$(PYTHON) dev/test_survive.py --train-bin ./train_t5 --trials 10 $(if $(filter 1,$(MPI_FOUND)),,--mpi 0)
 	$(MAKE) --no-print-directory test_hub
 	bash dev/gpu_check_dry.sh
 	$(MAKE) --no-print-directory asan

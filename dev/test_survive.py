@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Runs that survive rented machines (docs/durability.md), checked on the real trainer:
+  1. kill -9 at random moments of a run that checkpoints every step in the background: every
+     `--resume latest` finds a CRC-valid checkpoint and the resumed losses equal the uninterrupted run's
+     (--trials N; the benchmark record in docs/benchmarks.md used 100);
+  2. mpirun -np 2 with one rank stopped (kill -STOP): the job ends non-zero within --collective-timeout plus
+     a few seconds, naming the stalled wait, and metrics.jsonl ends with a watchdog record; a resume from the
+     last checkpoint then completes;
+  3. no false alarm: rank 0 alone for longer than the timeout (a synchronous checkpoint write, ROUGE on
+     the validation examples) while rank 1 waits;
+  4. SIGUSR1 (what Slurm's --signal and mpirun forward): a checkpoint, exit 138, and the run resumes.
+    python3 dev/test_survive.py --train-bin ./train_t5 [--trials 10] [--mpi 1]"""
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "dev"))
+import test_pipeline as tp  # noqa: E402  (TINY, check, train_records, wait_for)
+
+
+def prepare(args, tmp):
+    out = os.path.join(tmp, "ds")
+    r = tp.run([sys.executable, "prepro_dialogsum.py", "--data-dir", os.path.join(args.data, "dialogsum"),
+                "--tokenizer", os.path.join(args.data, "t5", "spiece.model"), "--out-dir", out])
+    if r.returncode != 0:
+        print(r.stderr[-500:])
+        sys.exit(1)
+    return out
+
+
+def cmd(args, data, rd, *extra):
+    return [args.train_bin, *tp.TINY, "--train-file", os.path.join(data, "train.bin"), "--batch-size", "4", "--lr", "3e-3",
+            "--dropout", "0.1", "--out-dir", rd, *extra]
+
+
+def losses(rd):
+    got, _ = tp.train_records(rd)
+    return got
+
+
+def test_kill9(args, data, tmp):
+    """kill -9 at a random moment, then --resume latest, until the run is whole; the losses of every step
+    equal the uninterrupted run's (bit for bit: a resumed run is a function of the checkpoint)"""
+    steps = 24
+    common = ("--steps", str(steps), "--checkpoint-every", "1", "--keep-checkpoints", "2", "--async-checkpoint", "1")
+    ref = os.path.join(tmp, "kill_ref")
+    t0 = time.time()
+    r = tp.run(cmd(args, data, ref, *common))
+    span = time.time() - t0
+    if not tp.check("kill -9: the uninterrupted reference run", r.returncode == 0, r.stderr[-300:]):
+        return
+    want = losses(ref)
+    rng = random.Random(1234)
+    kills = resumed_ok = same = valid = 0
+    for trial in range(args.trials):
+        rd = os.path.join(tmp, f"kill_{trial}")
+        p = subprocess.Popen(cmd(args, data, rd, *common), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        tp.wait_for(os.path.join(rd, "metrics.jsonl"), p)
+        time.sleep(rng.uniform(0.0, span * 0.8))  # a random moment of the run: mostly inside a background save
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            kills += 1
+        p.wait()
+        r = tp.run(cmd(args, data, rd, *common, "--resume", "latest"))
+        resumed_ok += r.returncode == 0 or "no valid checkpoint" in r.stderr  # killed before the first checkpoint
+        if r.returncode != 0 and "no valid checkpoint" in r.stderr:  # start over, as a user would
+            shutil.rmtree(rd)
+            r = tp.run(cmd(args, data, rd, *common))
+        m = re.search(r"resuming from (\S+) at step (\d+)", r.stdout)
+        valid += r.returncode == 0
+        got = losses(rd) if r.returncode == 0 else {}
+        same += sorted(got) == list(range(1, steps + 1)) and all(got[k] == want[k] for k in want)
+        if r.returncode != 0:
+            print(f"  trial {trial}: resume failed: {r.stderr[-300:]}")
+        elif m is None and trial < 3:
+            print(f"  trial {trial}: nothing to resume (killed before the first checkpoint or after the end)")
+    tp.check(f"kill -9 at random moments ({kills} of {args.trials} runs killed mid-run): every --resume latest found "
+             "a valid checkpoint and completed", valid == args.trials and resumed_ok == args.trials, f"{valid}/{args.trials}")
+    tp.check(f"kill -9: the resumed runs' losses and grad norms equal the uninterrupted run's in {same}/{args.trials}",
+             same == args.trials)
+
+
+def openmpi_flags():
+    openmpi = "Open MPI" in tp.run(["mpirun", "--version"]).stdout
+    return ["--allow-run-as-root", "--oversubscribe"] if openmpi else []
+
+
+def rank_pid(mpirun_pid, rank, timeout=30):
+    """the pid of rank `rank` among mpirun's children (Open MPI sets OMPI_COMM_WORLD_RANK, MPICH PMI_RANK)"""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            if ppid == mpirun_pid and (f"OMPI_COMM_WORLD_RANK={rank}".encode() in env or f"PMI_RANK={rank}".encode() in env):
+                return int(pid)
+        time.sleep(0.1)
+    return None
+
+
+def test_watchdog(args, data, tmp):
+    timeout = 4
+    rd = os.path.join(tmp, "wd")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    common = ("--checkpoint-every", "5", "--collective-timeout", str(timeout))
+    p = subprocess.Popen(["mpirun", *openmpi_flags(), "-np", "2", *cmd(args, data, rd, "--steps", "100000", *common)], cwd=REPO,
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tp.wait_for(os.path.join(rd, "checkpoints", "ckpt_000000005.bin"), p)
+    victim = rank_pid(p.pid, 1)
+    if not tp.check("watchdog: mpirun -np 2 started and rank 1 found", victim is not None and p.poll() is None):
+        p.kill()
+        return
+    os.kill(victim, signal.SIGSTOP)
+    t0 = time.time()
+    try:
+        out, err = p.communicate(timeout=timeout + 60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+    took = time.time() - t0
+    try:
+        os.kill(victim, signal.SIGCONT)
+        os.kill(victim, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    last = open(os.path.join(rd, "metrics.jsonl")).read().splitlines()[-1]
+    named = re.search(r"watchdog: rank 0 stalled [\d.]+ s in .* at step \d+", err)
+    tp.check(f"watchdog: rank 1 stopped (kill -STOP): the job ends non-zero within the timeout + 15 s ({took:.1f} s)",
+             p.returncode != 0 and took < timeout + 15, f"rc {p.returncode}")
+    tp.check("watchdog: stderr names the waiting rank, the operation and the step", named is not None, err.strip()[-300:])
+    tp.check("watchdog: metrics.jsonl ends with a watchdog record", '"type": "watchdog"' in last, last[:200])
+    r = tp.run(["mpirun", *openmpi_flags(), "-np", "2", *cmd(args, data, rd, "--steps", "12", *common, "--resume", "latest")], env=env)
+    tp.check("watchdog: then --resume latest from the last checkpoint completes", r.returncode == 0 and "resuming from" in r.stdout,
+             r.stderr[-300:])
+
+
+def test_no_false_alarm(args, data, tmp):
+    """rank 0 alone (ROUGE of greedy summaries, a synchronous checkpoint) longer than the timeout"""
+    timeout = 1
+    rd = os.path.join(tmp, "nofalse")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = tp.run(["mpirun", *openmpi_flags(), "-np", "2", *cmd(
+        args, data, rd, "--steps", "4", "--val-file", os.path.join(data, "val.bin"), "--eval-every", "2", "--eval-batches", "1",
+        "--eval-rouge", "120", "--max-new-tokens", "64", "--tokenizer", os.path.join(args.data, "t5", "spiece.model"),
+        "--checkpoint-every", "2", "--async-checkpoint", "0", "--collective-timeout", str(timeout))], env=env)
+    secs = [float(x) for x in re.findall(r"eval step \d+ \|.*\| ([\d.]+) s", r.stdout)]
+    longer = bool(secs) and max(secs) > timeout
+    tp.check(f"no false alarm: rank 0's evaluation ({max(secs) if secs else 0:.1f} s) outlasts the {timeout} s timeout while "
+             "rank 1 waits: exit 0", r.returncode == 0 and longer and "watchdog" not in r.stderr,
+             f"rc {r.returncode} {r.stderr[-200:]}")
+
+
+def test_sigusr1(args, data, tmp):
+    rd = os.path.join(tmp, "usr1")
+    common = ("--steps", "16", "--checkpoint-every", "4")
+    p = subprocess.Popen(cmd(args, data, rd, *common), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tp.wait_for(os.path.join(rd, "checkpoints", "ckpt_000000004.bin"), p)
+    p.send_signal(signal.SIGUSR1)
+    out, _ = p.communicate()
+    tp.check("SIGUSR1: a checkpoint, then exit 138 (128 + 10)", p.returncode == 138 and "stopped by signal 10" in out,
+             f"rc {p.returncode}")
+    r = tp.run(cmd(args, data, rd, *common, "--resume", "latest"))
+    tp.check("SIGUSR1: the run resumes and completes", r.returncode == 0 and sorted(losses(rd)) == list(range(1, 17)))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--train-bin", default="./train_t5")
+    p.add_argument("--data", default=os.environ.get("DATA", os.path.join(REPO, "..", "shared", "data")))
+    p.add_argument("--trials", type=int, default=10)
+    p.add_argument("--mpi", type=int, default=1)
+    args = p.parse_args()
+    args.train_bin = os.path.abspath(os.path.join(REPO, args.train_bin))
+    tmp = tempfile.mkdtemp(prefix="t5c_survive_")
+    try:
+        data = prepare(args, tmp)
+        test_sigusr1(args, data, tmp)
+        test_kill9(args, data, tmp)
+        if args.mpi:
+            test_watchdog(args, data, tmp)
+            test_no_false_alarm(args, data, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\n{len(tp.PASS)} passed, {len(tp.FAIL)} failed")
+    return 1 if tp.FAIL else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
