@@ -163,6 +163,18 @@ $(BUILD)/test_io: dev/test_io.c llmc/json.h llmc/safetensors.h
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) -I. $< -o $@ $(LDLIBS)
 
+# Adafactor (llmc/adafactor.h) against transformers' (dev/fixtures/adafactor, made by dev/make_adafactor_fixtures.py);
+# its CPU benchmark driver (dev/bench_adafactor.py runs it) is built with it so that it keeps compiling
+$(BUILD)/test_adafactor: dev/test_adafactor.c dev/testing.h $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -Wno-unused-function -I. $< -o $@ $(LDLIBS)
+$(BUILD)/bench_adafactor: dev/bench_adafactor.c $(BUILD)/t5_cpu.o $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -I. $< $(BUILD)/t5_cpu.o -o $@ $(LDLIBS)
+.PHONY: test_adafactor
+test_adafactor: $(BUILD)/test_adafactor $(BUILD)/bench_adafactor
+	./$(BUILD)/test_adafactor
+
 # the same three programs under AddressSanitizer + UndefinedBehaviorSanitizer
 $(BUILD)/asan/train_t5: train_t5.c $(HEADERS)
 	@mkdir -p $(BUILD)/asan
@@ -247,6 +259,7 @@ $(BUILD)/noomp/test_t5: test_t5.c train_t5.c $(HEADERS)
 
 test: train_t5 test_t5 $(BUILD)/test_io $(BUILD)/bench_generate $(BUILD)/bench_gemm $(BUILD)/ladder_stats $(BUILD)/noomp/test_t5 $(if $(filter 1,$(CUBLASLT_FOUND)),cuda_compile_check)
 	./$(BUILD)/test_io
+	$(MAKE) --no-print-directory test_adafactor
 	./test_t5 --train-bin ./train_t5
 	bash dev/test_cli_flags.sh ./train_t5
 	@if $(PYTHON) -c "import peft, transformers, torch" 2>/dev/null; then bash dev/check_lora_export.sh ./train_t5; \
