@@ -3,7 +3,7 @@
 // a preset's shapes (llmc/t5.h), and the optimizer state each one keeps.
 //
 //   make build/bench_adafactor
-//   OMP_NUM_THREADS=2 ./build/bench_adafactor flan-t5-small [steps]   (ms/step and state bytes of both)
+//   OMP_NUM_THREADS=2 ./build/bench_adafactor flan-t5-small [steps]   (median ms/step and state bytes of both)
 //   ./build/bench_adafactor --memory                                  (state bytes of every preset)
 // dev/bench_adafactor.py runs it beside PyTorch's AdamW and transformers' Adafactor.
 //
@@ -80,6 +80,13 @@ static void adamw_model_step(float* p, const float* g, float* m, float* v, const
     }
 }
 
+// the median of n timings (sorted in place): steady against a neighbour that takes a core for a moment
+static double median(double* x, int n) {
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && x[j - 1] > x[j]; j--) { double t = x[j]; x[j] = x[j - 1]; x[j - 1] = t; }
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
 int main(int argc, char** argv) {
     enable_flush_to_zero();
     if (argc > 1 && strcmp(argv[1], "--memory") == 0) { print_memory_table(); return EXIT_SUCCESS; }
@@ -101,15 +108,16 @@ int main(int argc, char** argv) {
     float *m = (float*)callocCheck(n, sizeof(float)), *v = (float*)callocCheck(n, sizeof(float));
     float* state = (float*)callocCheck(ns, sizeof(float));
     // one untimed step each (first touch of the state), then `steps` timed ones
+    double* ms = (double*)mallocCheck(steps * sizeof(double));
     adamw_model_step(p, g, m, v, &L, 1);
-    double t0 = now_ms();
-    for (int t = 2; t <= steps + 1; t++) adamw_model_step(p, g, m, v, &L, t);
-    double adamw_ms = (now_ms() - t0) / steps;
+    for (int t = 2; t <= steps + 1; t++) { double t0 = now_ms(); adamw_model_step(p, g, m, v, &L, t); ms[t - 2] = now_ms() - t0; }
+    double adamw_ms = median(ms, steps);
     adafactor_model_step(p, g, state, &L, &ac, 1);
-    t0 = now_ms();
-    for (int t = 2; t <= steps + 1; t++) adafactor_model_step(p, g, state, &L, &ac, t);
-    double af_ms = (now_ms() - t0) / steps;
+    for (int t = 2; t <= steps + 1; t++) { double t0 = now_ms(); adafactor_model_step(p, g, state, &L, &ac, t); ms[t - 2] = now_ms() - t0; }
+    double af_ms = median(ms, steps);
+    free(ms);
     printf("%s: %zu parameters, %d threads, %d steps\n", preset, n, par_max_threads(), steps);
+    printf("  (median of the timed steps)\n");
     printf("  adamw      %9.1f ms/step  state %12zu bytes\n", adamw_ms, 2 * n * sizeof(float));
     printf("  adafactor  %9.1f ms/step  state %12zu bytes\n", af_ms, ns * sizeof(float));
     free(p); free(g); free(m); free(v); free(state);
