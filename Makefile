@@ -175,6 +175,17 @@ $(BUILD)/test_durable: dev/test_durable.c $(HEADERS)
 $(BUILD)/asan/test_durable: dev/test_durable.c $(HEADERS)
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(filter-out -O3,$(CFLAGS)) $(SAN_FLAGS) -pthread -I. $< -o $@ $(LDLIBS)
+# Adafactor (llmc/adafactor.h) against transformers' (dev/fixtures/adafactor, made by dev/make_adafactor_fixtures.py);
+# its CPU benchmark driver (dev/bench_adafactor.py runs it) is built with it so that it keeps compiling
+$(BUILD)/test_adafactor: dev/test_adafactor.c dev/testing.h $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -Wno-unused-function -I. $< -o $@ $(LDLIBS)
+$(BUILD)/bench_adafactor: dev/bench_adafactor.c $(BUILD)/t5_cpu.o $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -I. $< $(BUILD)/t5_cpu.o -o $@ $(LDLIBS)
+.PHONY: test_adafactor
+test_adafactor: $(BUILD)/test_adafactor $(BUILD)/bench_adafactor
+	./$(BUILD)/test_adafactor
 
 # the same three programs under AddressSanitizer + UndefinedBehaviorSanitizer
 $(BUILD)/asan/train_t5: train_t5.c $(HEADERS)
@@ -263,6 +274,7 @@ test: train_t5 test_t5 $(BUILD)/test_io $(BUILD)/test_durable $(BUILD)/bench_gen
 	./$(BUILD)/test_io
 	./$(BUILD)/test_durable
 	bash dev/check_fsync_order.sh ./$(BUILD)/test_durable
+	$(MAKE) --no-print-directory test_adafactor
 	./test_t5 --train-bin ./train_t5
 	bash dev/test_cli_flags.sh ./train_t5
 	@if $(PYTHON) -c "import peft, transformers, torch" 2>/dev/null; then bash dev/check_lora_export.sh ./train_t5; \

@@ -155,7 +155,7 @@ else
 fi
 
 # ---- 3. kernel twins
-for k in rmsnorm ffn_act crossentropy attention embedding adamw global_norm matmul lora; do stage "kernel $k" 60 "$BIN/bf16/$k"; done
+for k in rmsnorm ffn_act crossentropy attention embedding adamw adafactor global_norm matmul lora; do stage "kernel $k" 60 "$BIN/bf16/$k"; done
 
 # ---- 4. training benchmark
 BENCH=(--model flan-t5-base --bench "$STEPS" --bench-warmup 3 --batch-size "$BATCH")

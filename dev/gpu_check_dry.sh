@@ -40,7 +40,7 @@ printf '#!/usr/bin/env bash\necho "kernel: 5 passed, 0 failed"\n' > "$D/kernel"
 printf '#!/usr/bin/env bash\nshift 4\nexec "$@"\n' > "$D/bin/compute-sanitizer" # drops --tool memcheck --error-exitcode 1
 chmod +x "$D/train" "$D/test" "$D/kernel" "$D/bin/compute-sanitizer"
 for p in fp32 bf16 cudnn; do cp "$D/train" "$D/pb/$p/train_t5cu"; cp "$D/test" "$D/pb/$p/test_t5cu"; done
-for k in rmsnorm ffn_act crossentropy attention embedding adamw global_norm matmul lora; do cp "$D/kernel" "$D/pb/bf16/$k"; done
+for k in rmsnorm ffn_act crossentropy attention embedding adamw adafactor global_norm matmul lora; do cp "$D/kernel" "$D/pb/bf16/$k"; done
 cp "$D/kernel" "$D/pb/cudnn/attention"
 
 mkdir -p "$D/data" && : > "$D/data/train.bin" # the stub trainer does not read it
