@@ -997,6 +997,11 @@ static void test_cli_errors(const char* bin) {
         { "--model dev/fixtures/flan_gated/model --compare-lora-adapter x --save-hf y", "--compare-lora-adapter needs --compare-model" },
         { "--model dev/fixtures/flan_gated/model --compare-model x --save-hf y", "--compare-model needs --eval-split" },
         { "--model dev/fixtures/flan_gated/model --compare-model nosuch --eval-split dev/fixtures/none", "--compare-model nosuch is not" },
+        { "--model dev/fixtures/flan_gated/model --save-hf x --repetition-penalty 0", "--repetition-penalty must be > 0" },
+        { "--model dev/fixtures/flan_gated/model --save-hf x --repetition-penalty -1.2", "--repetition-penalty needs a number" },
+        { "--model dev/fixtures/flan_gated/model --save-hf x --min-new-tokens -1", "--min-new-tokens needs an integer" },
+        { "--model dev/fixtures/flan_gated/model --save-hf x --max-new-tokens 20 --min-new-tokens 21",
+          "--min-new-tokens 21 exceeds --max-new-tokens 20" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char cmd[2048], name[120];
@@ -1051,6 +1056,8 @@ static GenConfig gen_case_config(Fixture* f, int k) {
     snprintf(key, sizeof(key), "case%d.no_repeat_ngram_size", k); g.no_repeat_ngram_size = (int)gen_meta(f, key);
     snprintf(key, sizeof(key), "case%d.early_stopping", k); g.early_stopping = (int)gen_meta(f, key);
     snprintf(key, sizeof(key), "case%d.eos_bias", k); g.eos_bias = (float)gen_meta(f, key);
+    snprintf(key, sizeof(key), "case%d.min_new_tokens", k); g.min_new_tokens = (int)gen_meta(f, key);
+    snprintf(key, sizeof(key), "case%d.repetition_penalty", k); g.repetition_penalty = (float)gen_meta(f, key);
     return g;
 }
 
@@ -1308,6 +1315,24 @@ static void test_generate_errors(void) {
     b = g; b.no_repeat_ngram_size = -1;
     expect_error("generate refuses no_repeat_ngram_size < 0", t5_generate(m, src, &len, 1, &b, out, out_len, err, sizeof(err)),
                  err, "no_repeat_ngram_size");
+    b = g; b.min_new_tokens = -1;
+    expect_error("generate refuses min_new_tokens < 0", t5_generate(m, src, &len, 1, &b, out, out_len, err, sizeof(err)),
+                 err, "min_new_tokens");
+    float bad_penalty[3] = { 0.0f, -1.3f, NAN };
+    for (int i = 0; i < 3; i++) { // HF: "`penalty` has to be a strictly positive float"
+        char name[96];
+        snprintf(name, sizeof(name), "generate refuses repetition_penalty = %g", (double)bad_penalty[i]);
+        b = g; b.repetition_penalty = bad_penalty[i];
+        expect_error(name, t5_generate(m, src, &len, 1, &b, out, out_len, err, sizeof(err)), err, "repetition_penalty");
+    }
+    // min_new_tokens above max_new_tokens: HF warns and bans eos at every step, as min = max does
+    int out_min[8], len_min[1], out_over[8], len_over[1];
+    b = g; b.eos_bias = 1e4f; b.min_new_tokens = 8;
+    int rc = t5_generate(m, src, &len, 1, &b, out_min, len_min, err, sizeof(err));
+    b.min_new_tokens = 9;
+    rc |= t5_generate(m, src, &len, 1, &b, out_over, len_over, err, sizeof(err));
+    check_true("generate: min_new_tokens > max_new_tokens is min = max (eos, favoured by 1e4, banned to the end)",
+               rc == 0 && len_min[0] == 8 && len_over[0] == 8 && memcmp(out_min, out_over, sizeof(out_min)) == 0);
     t5_free(m);
 }
 

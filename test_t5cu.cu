@@ -862,7 +862,7 @@ static void test_cudnn(Comm* comm) {
 // an eos bias with which greedy search on the CPU ends some but not all inputs before max_new_tokens
 // (random models never pick eos by themselves; the scale of their logits depends on the family)
 static float pick_eos_bias(T5Cpu* cpu, const int* const* src, const int* lens, int B) {
-    GenConfig g = { 20, 1, 0, 1.0, 0, 0.0f };
+    GenConfig g = { 20, 1, 0, 1.0, 0, 0.0f, 0, 1.0f };
     int out[16 * 20], out_len[16];
     char err[1024];
     for (float bias = 1.0f; bias < 300.0f; bias *= 1.5f) {
@@ -900,11 +900,14 @@ static void test_generate(const char* preset, int Le, int Ld) {
     const int* src[B];
     random_sources(ids, src, lens, B, &c, 5);
     // max_new_tokens, beams, no_repeat_ngram, length_penalty, early_stopping, eos_bias (the bias makes
-    // random models stop at different lengths, so finished rows and padding are exercised)
+    // random models stop at different lengths, so finished rows and padding are exercised), min_new_tokens,
+    // repetition_penalty (above and below 1: the scores of tokens already in a row change on the device)
     float eb = pick_eos_bias(cpu, src, lens, B);
     printf("eos bias for some early ends: %g\n", (double)eb);
-    GenConfig cases[] = { { 20, 1, 0, 1.0, 0, 0.0f }, { 20, 1, 2, 1.0, 0, eb }, { 16, 3, 3, 1.0, 0, eb },
-                         { 16, 4, 0, 0.6, 1, eb }, { 12, 2, 2, 2.0, 0, 0.0f }, { 16, 3, 0, 1.0, 0, eb / 2 } };
+    GenConfig cases[] = { { 20, 1, 0, 1.0, 0, 0.0f, 0, 1.0f }, { 20, 1, 2, 1.0, 0, eb, 0, 1.0f }, { 16, 3, 3, 1.0, 0, eb, 0, 1.0f },
+                         { 16, 4, 0, 0.6, 1, eb, 0, 1.0f }, { 12, 2, 2, 2.0, 0, 0.0f, 0, 1.0f }, { 16, 3, 0, 1.0, 0, eb / 2, 0, 1.0f },
+                         { 20, 1, 0, 1.0, 0, eb, 5, 1.0f }, { 20, 1, 0, 1.0, 0, 0.0f, 0, 1.3f }, { 20, 1, 3, 1.0, 0, eb, 3, 0.8f },
+                         { 16, 4, 0, 1.0, 0, eb, 5, 1.0f }, { 16, 3, 3, 0.6, 0, eb, 4, 0.8f }, { 16, 4, 0, 1.0, 1, eb, 3, 1.5f } };
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         const GenConfig* g = &cases[k];
         int T = g->max_new_tokens, want[B * 20], got[B * 20], want_len[B], got_len[B];
@@ -925,16 +928,17 @@ static void test_generate(const char* preset, int Le, int Ld) {
             for (int j = 0; j < T; j++) { same += got[b * T + j] == want[b * T + j]; total++; }
             same -= got_len[b] != want_len[b] ? T : 0; // a length mismatch fails the case
         }
-        snprintf(name, sizeof(name), "%s, %d beam(s), ngram %d, lp %.1f, early %d: %d/%d tokens equal (%d rows stopped)",
+        snprintf(name, sizeof(name), "%s, %d beam(s), ngram %d, lp %.1f, early %d, min %d, rep %.1f: %d/%d tokens equal (%d rows stopped)",
                  g->num_beams > 1 ? "beam" : "greedy", g->num_beams, g->no_repeat_ngram_size, g->length_penalty,
-                 g->early_stopping, same, total, stopped);
+                 g->early_stopping, g->min_new_tokens, (double)g->repetition_penalty, same, total, stopped);
 #ifdef ENABLE_FP32
         check_true(name, rc_cpu == 0 && rc_gpu == 0 && same == total);
 #else
         check_true(name, rc_cpu == 0 && rc_gpu == 0); // agreement printed, not required (see above)
 #endif
-        snprintf(name, sizeof(name), "%s, %d beam(s), ngram %d: decoder steps replayed as CUDA graphs, tokens identical to eager",
-                 g->num_beams > 1 ? "beam" : "greedy", g->num_beams, g->no_repeat_ngram_size);
+        snprintf(name, sizeof(name), "%s, %d beam(s), ngram %d, min %d, rep %.1f: decoder steps replayed as CUDA graphs, tokens "
+                 "identical to eager", g->num_beams > 1 ? "beam" : "greedy", g->num_beams, g->no_repeat_ngram_size,
+                 g->min_new_tokens, (double)g->repetition_penalty);
         check_true(name, graph_ok);
     }
     int bad[1] = { c.vocab_size }, one = 1;
@@ -1410,7 +1414,7 @@ static void test_lora_generate(void) {
     int lens[B] = { 37, 9, 50 }, ids[B][64];
     const int* src[B];
     random_sources(ids, src, lens, B, &c, 5);
-    GenConfig cases[] = { { T, 1, 0, 1.0, 0, 0.0f }, { T, 3, 2, 1.0, 0, 0.0f } };
+    GenConfig cases[] = { { T, 1, 0, 1.0, 0, 0.0f, 0, 1.0f }, { T, 3, 2, 1.0, 0, 0.0f, 0, 1.0f } };
     for (int k = 0; k < 2; k++) {
         int want[B * T], got[B * T], want_len[B], got_len[B], same = 0;
         char err[1024], name[120];

@@ -1302,6 +1302,33 @@ static void gen_ban_ngrams(float* scores, const int* seq, int len, int n) {
         if (memcmp(seq + i, prefix, (size_t)(n - 1) * sizeof(int)) == 0) scores[seq[i + n - 1]] = -INFINITY;
 }
 
+// HF's RepetitionPenaltyLogitsProcessor on one row: every distinct token of seq (len tokens, start token
+// included: for an encoder-decoder the processor sees the decoder's ids) has its score s replaced by
+//   s < 0 ? s · penalty : s / penalty          (torch.where over a gather, then a scatter)
+// once, however often it occurs (the gather reads the scores before any is changed)
+static void gen_repetition_penalty(float* scores, const int* seq, int len, float penalty) {
+    if (penalty == 1.0f) return; // HF adds the processor only for penalty != 1
+    for (int i = 0; i < len; i++) {
+        int tok = seq[i], seen = 0;
+        for (int j = 0; j < i && !seen; j++) seen = seq[j] == tok;
+        if (seen) continue;
+        float x = scores[tok];
+        scores[tok] = x < 0.0f ? x * penalty : x / penalty;
+    }
+}
+
+// the logits processors of generate() on one row, in the order _get_logits_processor builds them (those
+// GenConfig can turn on): repetition penalty, n-gram ban, then the minimum length. Greedy search runs them
+// on the logits, beam search on the log-probabilities (_beam_search: log_softmax, then the processors).
+// seq: the row's len tokens so far, start token included. MinNewTokensLength bans eos while the new
+// tokens (len − 1: the start token is the decoder's prompt) are fewer than min_new_tokens; HF also sets
+// min_length = min_new_tokens + 1 for the same ban (MinLengthLogitsProcessor): one ban here
+static void gen_process(float* scores, const int* seq, int len, const GenConfig* cfg, int eos) {
+    gen_repetition_penalty(scores, seq, len, cfg->repetition_penalty);
+    gen_ban_ngrams(scores, seq, len, cfg->no_repeat_ngram_size);
+    if (len - 1 < cfg->min_new_tokens) scores[eos] = -INFINITY;
+}
+
 // in place: x ← log_softmax(x) = x − max − log Σ exp(x − max)
 static void log_softmax_forward(float* x, int V) {
     float maxv = -INFINITY;
@@ -1332,7 +1359,7 @@ static void gen_greedy(T5* m, GenCache* g, const GenConfig* cfg, int* seq, int* 
         for (int r = 0; r < R; r++) {
             float* x = g->logits + (size_t)r * V;
             x[c->eos_id] += cfg->eos_bias;
-            gen_ban_ngrams(x, seq + (size_t)r * L, t + 1, cfg->no_repeat_ngram_size);
+            gen_process(x, seq + (size_t)r * L, t + 1, cfg, c->eos_id);
             int next = done[r] ? c->pad_id : argmax_first(x, V);
             seq[(size_t)r * L + t + 1] = tokens[r] = next;
             if (!done[r]) out_len[r] = t + 1;
@@ -1371,7 +1398,7 @@ static void gen_beam(T5* m, GenCache* g, const GenConfig* cfg, int* seq, int* ou
             float* x = g->logits + (size_t)r * V;
             x[c->eos_id] += cfg->eos_bias;
             log_softmax_forward(x, V);
-            gen_ban_ngrams(x, s.run_seq + (size_t)r * s.L, cur_len, cfg->no_repeat_ngram_size);
+            gen_process(x, s.run_seq + (size_t)r * s.L, cur_len, cfg, c->eos_id);
             for (int i = 0; i < V; i++) x[i] += s.run_score[r];
         }
         #pragma omp parallel for schedule(static)

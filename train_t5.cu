@@ -1650,12 +1650,16 @@ static void bench_batch(BatchBuf* bb, int k, int B, const T5Config* c, const int
 
 typedef struct {
     int B, nb, R, Ts, T, ngram;    // inputs, beams, rows R = B·nb, padded source length, positions, n-gram ban
+    int min_new;                   // eos banned while fewer new tokens (GenConfig.min_new_tokens)
+    float penalty;                 // repetition penalty, 1 = off
+    int with_seq;                  // the scores read the sequences (n-gram ban or penalty): G->seq uploaded
     floatX *self_k[2], *self_v[2]; // (Ld, R, T, HD) keys/values of the decoded positions; beam search
     int cur;                       //   reorders [cur] into [cur ^ 1] and swaps
     floatX *cross_k, *cross_v;     // (Ld, B, Ts, HD) keys/values of the encoder output
     int *row_input, *cross_len;    // (R) device: the input of row r, its source length
     int* buckets;                  // (2T − 1) device: causal bucket of rel = j − t at index rel + T − 1
     int *tokens, *seq, *parent;    // (R), (R, 1 + T), (R) device
+    float* gathered;               // (R, 1 + T) device: the repetition penalty's scratch (NULL when off)
     float *x, *x2, *sub;           // (R, C) fp32 residual streams and a sublayer's output
     floatX *ln, *q, *ctx;          // (R, C), (R, HD), (R, HD)
     float* rstd;                   // (R)
@@ -1690,6 +1694,7 @@ static void* gen_dev(GenGpu* G, size_t bytes) {
 static void gen_gpu_build(GenGpu* G, const T5Config* c, int B, const GenConfig* g, int Ts) {
     memset(G, 0, sizeof(*G));
     G->B = B; G->nb = g->num_beams; G->R = B * G->nb; G->Ts = Ts; G->T = g->max_new_tokens; G->ngram = g->no_repeat_ngram_size;
+    G->min_new = g->min_new_tokens; G->penalty = g->repetition_penalty; G->with_seq = G->ngram > 0 || G->penalty != 1.0f;
     size_t R = G->R, T = G->T, C = c->d_model, HD = (size_t)c->num_heads * c->d_kv, F = c->d_ff, V = c->vocab_size;
     size_t Ld = c->num_decoder_layers, x = sizeof(floatX), f = sizeof(float), i = sizeof(int);
     size_t picks = R > (size_t)B * 2 * G->nb ? R : (size_t)B * 2 * G->nb, Tk = T > (size_t)Ts ? T : (size_t)Ts;
@@ -1702,6 +1707,7 @@ static void gen_gpu_build(GenGpu* G, const T5Config* c, int B, const GenConfig* 
     G->row_input = (int*)gen_dev(G, R * i); G->cross_len = (int*)gen_dev(G, R * i);
     G->buckets = (int*)gen_dev(G, (2 * T - 1) * i);
     G->tokens = (int*)gen_dev(G, R * i); G->seq = (int*)gen_dev(G, R * (T + 1) * i); G->parent = (int*)gen_dev(G, R * i);
+    if (G->penalty != 1.0f) G->gathered = (float*)gen_dev(G, R * (T + 1) * f);
     G->x = (float*)gen_dev(G, R * C * f); G->x2 = (float*)gen_dev(G, R * C * f); G->sub = (float*)gen_dev(G, R * C * f);
     G->ln = (floatX*)gen_dev(G, R * C * x); G->q = (floatX*)gen_dev(G, R * HD * x); G->ctx = (floatX*)gen_dev(G, R * HD * x);
     G->rstd = (float*)gen_dev(G, R * f);
@@ -1799,8 +1805,10 @@ static void gen_step_body(T5Cuda* m, GenGpu* G) {
         float* swap = G->x; G->x = G->x2; G->x2 = swap;
     }
     matmul_forward(&m->mm, G->logits, 1, G->ln, PX(m, t5cu_head_id(c), 0), R, C, c->vocab_size);
-    gen_scores(G->logits, R, c->vocab_size, c->eos_id, G->eos_bias, G->log_probs, G->log_probs ? G->score : NULL, G->seq,
-               G->seq_stride, 0, G->pos, G->ngram, m->stream);
+    // generate()'s processors (GenScores): per call but for the position, which the step reads in G->pos
+    GenScores sc = { c->vocab_size, c->eos_id, G->eos_bias, G->log_probs, G->log_probs ? G->score : NULL, G->seq,
+                     G->seq_stride, 0, G->pos, G->penalty, G->gathered, G->ngram, G->min_new };
+    gen_scores(G->logits, R, &sc, m->stream);
     topk(G->logits, G->top_groups, G->top_n, G->top_k, G->top_val, G->top_idx, m->stream);
 }
 
@@ -1876,7 +1884,7 @@ static int gen_gpu_greedy(T5Cuda* m, GenGpu* G, const GenConfig* g, int* out, in
     int rc = 0;
     for (int t = 0; t < T && rc == 0; t++) {
         gen_upload_tokens(m, G);
-        if (G->ngram > 0) cudaCheck(cudaMemcpyAsync(G->seq, seq, (size_t)R * L * sizeof(int), cudaMemcpyHostToDevice, m->stream));
+        if (G->with_seq) cudaCheck(cudaMemcpyAsync(G->seq, seq, (size_t)R * L * sizeof(int), cudaMemcpyHostToDevice, m->stream));
         gen_step_run(m, G, t);
         rc = gen_download_picks(m, G, R, 0);
         if (rc == 0 && !gen_gpu_greedy_pick(c, t, T, G->h_idx, seq, G->h_tokens, done, out_len, R)) break;
@@ -1902,7 +1910,7 @@ static int gen_gpu_beam(T5Cuda* m, GenGpu* G, const GenConfig* g, int* out, int*
         for (int r = 0; r < R; r++) G->h_tokens[r] = run[(size_t)r * W + cur_len - 1];
         gen_upload_tokens(m, G);
         cudaCheck(cudaMemcpyAsync(G->score, beam_search_scores(bs), (size_t)R * sizeof(float), cudaMemcpyHostToDevice, m->stream));
-        if (G->ngram > 0) cudaCheck(cudaMemcpyAsync(G->seq, run, (size_t)R * W * sizeof(int), cudaMemcpyHostToDevice, m->stream));
+        if (G->with_seq) cudaCheck(cudaMemcpyAsync(G->seq, run, (size_t)R * W * sizeof(int), cudaMemcpyHostToDevice, m->stream));
         gen_step_run(m, G, cur_len - 1);
         if ((rc = gen_download_picks(m, G, B * K, 1)) != 0) break;
         go_on = beam_search_step(bs, G->h_val, G->h_idx, cur_len, parent);
@@ -2508,6 +2516,7 @@ static int gpu_gen_bench(Engine* e, const Options* o) {
     GenConfig g = gen_config_default();
     g.max_new_tokens = o->max_new_tokens; g.num_beams = o->num_beams; g.no_repeat_ngram_size = o->no_repeat_ngram;
     g.length_penalty = o->length_penalty; g.early_stopping = o->early_stopping;
+    g.min_new_tokens = o->min_new_tokens; g.repetition_penalty = o->repetition_penalty;
     g.eos_bias = -1e9f;
     int B = o->gen_batch_size, T = o->max_new_tokens, nbatch = (o->gen_bench + B - 1) / B;
     BatchBuf bb;

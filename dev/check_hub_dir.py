@@ -147,7 +147,8 @@ def summarizer(d):
         # directory's settings passed in the call, as a 4.x user must
         p = pipeline("summarization", model=d, tokenizer=AutoTokenizer.from_pretrained(d, use_fast=False))
         gen = json.load(open(os.path.join(d, "generation_config.json")))
-        kw = {k: gen[k] for k in ("num_beams", "max_new_tokens", "length_penalty", "no_repeat_ngram_size", "early_stopping")}
+        kw = {k: gen[k] for k in ("num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "no_repeat_ngram_size",
+                                 "repetition_penalty", "early_stopping")}
         return ("pipeline('summarization', slow tokenizer, generation_config.json's settings)",
                 lambda text: p(text, truncation=True, **kw)[0]["summary_text"])
     except KeyError:

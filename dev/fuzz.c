@@ -572,7 +572,8 @@ static void fuzz_generate(const uint8_t* d, size_t n) {
     T5 m;
     fuzz_tiny_model(&m, b);
     const T5Config c = m.config;
-    GenConfig g = { 1 + b[13] % 10, 1 + b[14] % 6, b[15] % 4, (b[16] - 128) / 32.0, b[17] & 1, (float)(b[18] % 8) };
+    GenConfig g = { 1 + b[13] % 10, 1 + b[14] % 6, b[15] % 4, (b[16] - 128) / 32.0, b[17] & 1, (float)(b[18] % 8),
+                    b[28] % 12, b[29] % 4 == 0 ? 1.0f : 0.25f + (float)(b[29] % 16) / 8.0f };
     int B = 1 + b[19] % 3, len[3], *rows[3];
     size_t at = sizeof(b);
     for (int i = 0; i < B; i++) {

@@ -36,6 +36,13 @@ before max_new_tokens), or, for early_stopping=False, the early-stop heuristic c
 tied model either ends at step 1 or never, so its "all" cases end at step 1 (the strict rule, different
 steps, falls back). Cases with eos_bias = 0 show the plain model.
 
+Logits processors. min_new_tokens and repetition_penalty are generate()'s own processors (the replay reads
+the scores after all of them, so it needs nothing new); a case that sets one is kept only if setting it
+back to its default (min_new_tokens 0, repetition_penalty 1: generate() is then not given it, as the older
+cases never were) changes the output of that input and eos bias, so that each case shows its setting at
+work. The penalty runs on the logits in greedy search and on the log-probabilities in beam search, and
+penalises the decoder's ids so far, the start token included (test_t5 and train_t5.c gen_process).
+
 The replay doubles as a check of our reading of _beam_search: the C search (train_t5.c gen_beam) makes
 the same decisions in the same order, and every seed tried (kept or not) must replay exactly.
 
@@ -84,7 +91,20 @@ CASES = [
     ("beam3_lp0.6_ngram3_eos", dict(num_beams=3, length_penalty=0.6, no_repeat_ngram_size=3, early_stopping=False), "some"),
     ("beam4_early_stop_eos", dict(BEAM4, early_stopping=True), "some"),
     ("beam4_early_stop_all_eos", dict(BEAM4, early_stopping=True), "all"),
+    # min_new_tokens and repetition_penalty (penalties above and below 1), alone and with the others
+    ("greedy_min5_eos", dict(num_beams=1, min_new_tokens=5), "some"),
+    ("greedy_rep1.3", dict(num_beams=1, repetition_penalty=1.3), None),
+    ("greedy_rep0.8_ngram3_min3_eos", dict(num_beams=1, repetition_penalty=0.8, no_repeat_ngram_size=3, min_new_tokens=3), "some"),
+    ("beam4_min5_eos", dict(BEAM4, min_new_tokens=5), "some"),
+    ("beam4_rep1.3", dict(BEAM4, repetition_penalty=1.3), None),
+    ("beam3_lp0.6_rep0.8_ngram3_min4_eos", dict(num_beams=3, length_penalty=0.6, repetition_penalty=0.8, no_repeat_ngram_size=3,
+                                                min_new_tokens=4, early_stopping=False), "some"),
+    ("beam4_early_stop_rep1.5_min3_all_eos", dict(BEAM4, early_stopping=True, repetition_penalty=1.5, min_new_tokens=3), "all"),
 ]
+# settings whose every use must matter: with the setting back at its default (which generate() is then not
+# given, so the older cases run exactly as before these existed) the same input and eos bias must give a
+# different output, else the case would not test it and the next seed is tried
+OFF = dict(min_new_tokens=0, repetition_penalty=1.0)
 # eos biases tried, for each input seed, until the inputs end as the case wants (the models' logit
 # scales differ: the tied model's are ~sqrt(d_model) smaller)
 EOS_BIASES = {"some": [4.0, 3.0, 2.0, 1.5, 1.0, 0.5], "heuristic": [4.0, 3.0, 2.0, 1.5, 1.0, 0.5], "all": [2.0, 3.0, 4.0, 5.0, 6.0, 8.0]}
@@ -122,6 +142,7 @@ def generate(model, ids, mask, settings, eos_bias):
             out[..., EOS] += eos_bias
             return out
         hook = model.lm_head.register_forward_hook(add_bias)
+    settings = {k: v for k, v in settings.items() if not (k in OFF and v == OFF[k])}
     try:
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=MAX_NEW, do_sample=False,
                              logits_processor=LogitsProcessorList([rec]), **settings)
@@ -282,10 +303,12 @@ def find_case(model, model_name, k, name, settings, eos_rule):
                 replayed, margin, decided = replay_beam(steps, B, settings)
             if replayed != as_lists(out):
                 sys.exit(f"{model_name} {name} seed {seed}: replay {replayed} != generate() {as_lists(out)}")
-            if margin >= MIN_MARGIN and eos_pattern_ok(eos_rule, as_lists(out), strict, decided):
+            if margin >= MIN_MARGIN and eos_pattern_ok(eos_rule, as_lists(out), strict, decided) and \
+                    all(as_lists(generate(model, ids, mask, dict(settings, **{k: OFF[k]}), eos_bias)[0]) != as_lists(out)
+                        for k in OFF if settings[k] != OFF[k]):
                 return seed, eos_bias, ids, mask, out, margin, ended_early(as_lists(out))
-    sys.exit(f"{model_name} {name}: no input seed below {MAX_SEEDS} gives margins >= {MIN_MARGIN} "
-             f"and the eos pattern wanted")
+    sys.exit(f"{model_name} {name}: no input seed below {MAX_SEEDS} gives margins >= {MIN_MARGIN}, "
+             f"the eos pattern wanted and outputs that {', '.join(OFF)} change")
 
 
 def write_model_fixtures(model_name):
@@ -301,7 +324,7 @@ def write_model_fixtures(model_name):
         "torch_version": torch.__version__,
     }
     for k, (name, settings, eos_rule) in enumerate(CASES):
-        full = dict(num_beams=1, length_penalty=1.0, no_repeat_ngram_size=0, early_stopping=False)
+        full = dict(num_beams=1, length_penalty=1.0, no_repeat_ngram_size=0, early_stopping=False, **OFF)
         full.update(settings)
         with torch.no_grad():
             seed, eos_bias, ids, mask, out, margin, ended = find_case(model, model_name, k, name, full, eos_rule)
@@ -314,6 +337,8 @@ def write_model_fixtures(model_name):
             f"case{k}.length_penalty": repr(float(full["length_penalty"])),
             f"case{k}.no_repeat_ngram_size": str(full["no_repeat_ngram_size"]),
             f"case{k}.early_stopping": str(int(full["early_stopping"])),
+            f"case{k}.min_new_tokens": str(full["min_new_tokens"]),
+            f"case{k}.repetition_penalty": repr(float(full["repetition_penalty"])),
             f"case{k}.eos_bias": repr(float(eos_bias)),
             f"case{k}.seed": str(seed),
             f"case{k}.margin": f"{margin:.3e}",

@@ -188,6 +188,10 @@ static int gen_request_check(const T5Config* c, const int* const* src, const int
     else if (g->num_beams < 1 || g->num_beams > 1024) bad = "num_beams must be in [1, 1024]";
     else if (g->no_repeat_ngram_size < 0) bad = "no_repeat_ngram_size must be >= 0";
     else if (!isfinite(g->length_penalty) || !isfinite(g->eos_bias)) bad = "length_penalty and eos_bias must be finite";
+    else if (g->min_new_tokens < 0 || g->min_new_tokens > (1 << 16)) bad = "min_new_tokens must be in [0, 65536]";
+    // HF RepetitionPenaltyLogitsProcessor: "`penalty` has to be a strictly positive float"
+    else if (!(g->repetition_penalty > 0.0f) || !isfinite(g->repetition_penalty))
+        bad = "repetition_penalty must be a finite number > 0 (1 = off)";
     if (bad) { snprintf(err, errlen, "generate: %s", bad); return -1; }
     for (int b = 0; b < B; b++) {
         if (src[b] == NULL || src_len[b] < 1 || src_len[b] > (1 << 20)) {

@@ -47,7 +47,8 @@ typedef struct {
     const char* tokenizer;   // T5's spiece.model
     const char* prompt;      // source template with {dialogue}, as prepro_dialogsum.py's
     int num_beams, max_new_tokens, no_repeat_ngram, early_stopping, gen_batch_size, eval_limit, eval_rouge, compare_examples;
-    float length_penalty, eos_bias;
+    int min_new_tokens;
+    float length_penalty, eos_bias, repetition_penalty;
     int steps, schedule_steps, batch_size, grad_accum, warmup, shuffle, bucket, decay_norms, max_src_len, max_tgt_len;
     int ladder[2];           // --shape-ladder S,T: padded lengths rounded up to multiples of S / T (0: dynamic)
     float epochs;
@@ -88,12 +89,18 @@ typedef struct {
                                // length, cannot beat the worst of num_beams finished ones
     float eos_bias;            // added to the eos logit before anything else; 0 = off (lets tests make random
                                // models stop: they rarely pick eos on their own)
+    int min_new_tokens;        // ≥ 0: eos is banned (score −inf) until this many new tokens were generated
+                               // (HF MinNewTokensLengthLogitsProcessor); 0 = off. Above max_new_tokens it
+                               // bans eos at every step, as min = max does (HF warns and does the same)
+    float repetition_penalty;  // > 0: HF RepetitionPenaltyLogitsProcessor: the score of every token already in
+                               // the sequence (start token included) is multiplied by it when negative, else
+                               // divided by it; 1 = off, > 1 discourages repeats, < 1 encourages them
 } GenConfig;
 
 static inline GenConfig gen_config_default(void) {
     GenConfig g;
     g.max_new_tokens = 128; g.num_beams = 1; g.no_repeat_ngram_size = 0; g.length_penalty = 1.0;
-    g.early_stopping = 0; g.eos_bias = 0.0f;
+    g.early_stopping = 0; g.eos_bias = 0.0f; g.min_new_tokens = 0; g.repetition_penalty = 1.0f;
     return g;
 }
 

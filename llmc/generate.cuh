@@ -5,7 +5,9 @@
 //   decode attention:  ctx (R, H·D) = softmax(q·kᵀ + bias + mask) · v over the cached keys of each row
 //                      (T5: no 1/sqrt(D)); the query of row r is position t, so self-attention sees keys
 //                      0..t with the causal bias bucket(j − t); cross-attention the source of its input
-//   logits:            x[eos] += eos_bias; (beam) x ← log_softmax(x) + running score; banned n-grams → −inf
+//   logits:            x[eos] += eos_bias; (beam) x ← log_softmax(x); then generate()'s processors in its
+//                      order: repetition penalty, banned n-grams → −inf, eos → −inf below min_new_tokens;
+//                      (beam) + running score (a ban is −inf before or after that add)
 //   top-k:             the K largest of a group in the order (value desc, index asc), exactly the order
 //                      of the CPU engine's topk_indices, so equal scores pick the same hypotheses
 //   cache reorder:     row r continues the hypothesis of row parent[r]: it takes over that row's cache
@@ -90,27 +92,62 @@ static inline void cache_put(floatX* cache, const floatX* rows, const int* pos, 
 // ----------------------------------------------------------------------------
 // scores of the next token
 
-// one block per row: x[eos] += eos_bias, then (log_probs) x ← x − max − log Σ exp(x − max) + score[r]
-// (the sum in fp64 as the CPU engine's log_softmax_forward)
-__global__ void gen_scores_kernel(float* logits, int V, int eos, float eos_bias, int log_probs, const float* score) {
+// the scores of one step (gen_scores): what the search sets once per call, and where the step's position
+// and sequences are on the device (a replayed CUDA graph reads them there)
+typedef struct {
+    int V, eos;
+    float eos_bias;        // added to the eos logit first
+    int log_probs;         // 1 (beam): x ← log_softmax(x) before the processors, + score[r] after them
+    const float* score;    // (R) running beam scores, or NULL
+    const int* seq;        // (R, seq_stride) the sequences so far, start token first (penalty, n-gram ban)
+    int seq_stride;
+    int len;               // their length, start token included, or (pos set) *pos + 1 read on the device
+    const int* pos;
+    float penalty;         // repetition penalty, 1 = off
+    float* gathered;       // (R, seq_stride) scratch of the penalty (the scores before it), or NULL when off
+    int ngram;             // no_repeat_ngram_size, 0 = off
+    int min_new;           // eos → −inf while len − 1 < min_new (new tokens after the start token)
+} GenScores;
+
+// one block per row: x[eos] += eos_bias; (log_probs) x ← x − max − log Σ exp(x − max) (the sum in fp64 as
+// the CPU engine's log_softmax_forward); RepetitionPenaltyLogitsProcessor: the scores of the tokens in
+// the row's sequence gathered first, then s < 0 ? s·penalty : s/penalty scattered back (a token that
+// occurs twice gets the same value twice, as torch's gather/scatter); the min_new_tokens eos ban; + score
+__global__ void gen_scores_kernel(float* logits, GenScores p) {
     __shared__ float scratch[32];
     __shared__ double part[32];
+    int V = p.V;
     float* x = logits + (size_t)blockIdx.x * V;
-    if (threadIdx.x == 0) x[eos] += eos_bias;
+    int len = p.pos ? *p.pos + 1 : p.len;
+    if (threadIdx.x == 0) x[p.eos] += p.eos_bias;
     __syncthreads();
-    if (!log_probs) return;
-    float maxv = -INFINITY;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) maxv = fmaxf(maxv, x[i]);
-    maxv = block_reduce(maxv, scratch, true);
-    double sum = 0.0;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) sum += expf(x[i] - maxv);
-    sum = warp_sum_double(sum);
-    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = sum;
+    if (p.log_probs) {
+        float maxv = -INFINITY;
+        for (int i = threadIdx.x; i < V; i += blockDim.x) maxv = fmaxf(maxv, x[i]);
+        maxv = block_reduce(maxv, scratch, true);
+        double sum = 0.0;
+        for (int i = threadIdx.x; i < V; i += blockDim.x) sum += expf(x[i] - maxv);
+        sum = warp_sum_double(sum);
+        if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = sum;
+        __syncthreads();
+        double all = 0.0;
+        for (int w = 0; w < (int)blockDim.x / 32; w++) all += part[w];
+        float lse = (float)log(all);
+        for (int i = threadIdx.x; i < V; i += blockDim.x) x[i] = x[i] - maxv - lse;
+        __syncthreads();
+    }
+    if (p.penalty != 1.0f) {
+        const int* s = p.seq + (size_t)blockIdx.x * p.seq_stride;
+        float* g = p.gathered + (size_t)blockIdx.x * p.seq_stride;
+        for (int i = threadIdx.x; i < len; i += blockDim.x) g[i] = x[s[i]];
+        __syncthreads();
+        for (int i = threadIdx.x; i < len; i += blockDim.x) x[s[i]] = g[i] < 0.0f ? g[i] * p.penalty : g[i] / p.penalty;
+        __syncthreads();
+    }
+    float add = p.score ? p.score[blockIdx.x] : 0.0f;
+    if (p.score) for (int i = threadIdx.x; i < V; i += blockDim.x) x[i] = x[i] + add;
     __syncthreads();
-    double all = 0.0;
-    for (int w = 0; w < (int)blockDim.x / 32; w++) all += part[w];
-    float lse = (float)log(all), add = score ? score[blockIdx.x] : 0.0f;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) x[i] = x[i] - maxv - lse + add;
+    if (threadIdx.x == 0 && len - 1 < p.min_new) x[p.eos] = -INFINITY;
 }
 
 // HF's NoRepeatNGramLogitsProcessor: row r's last n−1 tokens (of len, start token included) matched
@@ -128,13 +165,12 @@ __global__ void gen_ban_ngrams_kernel(float* logits, int V, const int* seq, int 
     }
 }
 
-// len: the sequences' length (start token included), or, with pos set, read on the device as *pos + 1
-static inline void gen_scores(float* logits, int R, int V, int eos, float eos_bias, int log_probs, const float* score,
-                              const int* seq, int seq_stride, int len, const int* pos, int ngram, cudaStream_t stream) {
-    gen_scores_kernel<<<R, 1024, 0, stream>>>(logits, V, eos, eos_bias, log_probs, score);
+// the processed scores of R rows in place (see GenScores)
+static inline void gen_scores(float* logits, int R, const GenScores* p, cudaStream_t stream) {
+    gen_scores_kernel<<<R, 1024, 0, stream>>>(logits, *p);
     cudaCheckLaunch();
-    if (ngram <= 0 || (!pos && len < ngram)) return;
-    gen_ban_ngrams_kernel<<<R, 128, 0, stream>>>(logits, V, seq, seq_stride, len, ngram, pos);
+    if (p->ngram <= 0 || (!p->pos && p->len < p->ngram)) return;
+    gen_ban_ngrams_kernel<<<R, 128, 0, stream>>>(logits, p->V, p->seq, p->seq_stride, p->len, p->ngram, p->pos);
     cudaCheckLaunch();
 }
 

@@ -19,6 +19,8 @@
 typedef struct {
     int num_beams, max_new_tokens, no_repeat_ngram_size, early_stopping;
     double length_penalty;
+    int min_new_tokens;
+    float repetition_penalty;
 } HubGeneration;
 
 // what the model card says of the run
@@ -49,17 +51,20 @@ typedef struct {
 // generation_config.json
 
 static inline int hub_write_generation_config(const char* dir, const T5Config* c, const HubGeneration* g, char* err, size_t errlen) {
-    char path[4096], lp[32];
+    char path[4096], lp[32], rp[32];
     if (hf_join(path, sizeof(path), dir, "generation_config.json", err, errlen)) return -1;
     hf_format_float(lp, sizeof(lp), (float)g->length_penalty);
     if (strchr(lp, '.') == NULL && strchr(lp, 'e') == NULL) strcat(lp, ".0");
+    hf_format_float(rp, sizeof(rp), g->repetition_penalty); // a float in JSON: HF refuses an int penalty
+    if (strchr(rp, '.') == NULL && strchr(rp, 'e') == NULL) strcat(rp, ".0");
     AtomicFile a;
     if (atomic_open(&a, path, err, errlen)) return -1;
     fprintf(a.f, "{\n  \"decoder_start_token_id\": %d,\n  \"eos_token_id\": %d,\n  \"pad_token_id\": %d,\n"
-            "  \"do_sample\": false,\n  \"num_beams\": %d,\n  \"max_new_tokens\": %d,\n  \"length_penalty\": %s,\n"
-            "  \"no_repeat_ngram_size\": %d,\n  \"early_stopping\": %s\n}\n",
-            c->decoder_start_id, c->eos_id, c->pad_id, g->num_beams, g->max_new_tokens, lp, g->no_repeat_ngram_size,
-            g->early_stopping ? "true" : "false");
+            "  \"do_sample\": false,\n  \"num_beams\": %d,\n  \"max_new_tokens\": %d,\n  \"min_new_tokens\": %d,\n"
+            "  \"length_penalty\": %s,\n  \"no_repeat_ngram_size\": %d,\n  \"repetition_penalty\": %s,\n"
+            "  \"early_stopping\": %s\n}\n",
+            c->decoder_start_id, c->eos_id, c->pad_id, g->num_beams, g->max_new_tokens, g->min_new_tokens, lp,
+            g->no_repeat_ngram_size, rp, g->early_stopping ? "true" : "false");
     return atomic_close(&a, !ferror(a.f), err, errlen);
 }
 

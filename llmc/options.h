@@ -153,6 +153,9 @@ static const OptSpec OPTIONS[] = {
     FLT("--length-penalty", "X", length_penalty, -100.0, 100.0, "1", ENGINE_BOTH, "beam score / length^X"),
     INT("--early-stopping", "0|1", early_stopping, 0, 1, "0", ENGINE_BOTH, "beam: stop an input at num_beams finished hypotheses"),
     INT("--no-repeat-ngram", "N", no_repeat_ngram, 0, 64, "0", ENGINE_BOTH, "ban repeated N-grams, 0 = off"),
+    INT("--min-new-tokens", "N", min_new_tokens, 0, 4096, "0", ENGINE_BOTH, "eos banned until N tokens were generated, 0 = off;\nat most --max-new-tokens"),
+    FLT("--repetition-penalty", "X", repetition_penalty, 0.0, 1e6, "1", ENGINE_BOTH,
+        "scores of tokens already generated: / X (positive) or * X (negative), as\ntransformers; 1 = off, > 0"),
     INT("--gen-batch-size", "N", gen_batch_size, 1, 4096, "8", ENGINE_BOTH, "inputs per generation batch"),
     FLT("--eos-bias", "X", eos_bias, -1e9, 1e9, "0", ENGINE_BOTH, "added to the eos logit (tests, benchmarks)"),
     SECTION("LoRA (peft's math and files; llmc/lora.h)"),
@@ -339,6 +342,12 @@ static const char* options_check(const Options* o) {
     if (o->compare_lora_adapter && !o->compare_model) return "--compare-lora-adapter needs --compare-model (the base it adapts)";
     if (o->compare_model && !o->eval_split) return "--compare-model needs --eval-split (it adds a model to the comparison report)";
     if (!strstr(o->prompt, "{dialogue}")) return "--prompt must contain {dialogue}";
+    if (!(o->repetition_penalty > 0.0f)) return "--repetition-penalty must be > 0, as transformers requires (1 = off)";
+    if (o->min_new_tokens > o->max_new_tokens) {
+        snprintf(msg, sizeof(msg), "--min-new-tokens %d exceeds --max-new-tokens %d: no summary could end with eos, "
+                 "which --min-new-tokens %d already says", o->min_new_tokens, o->max_new_tokens, o->max_new_tokens);
+        return msg;
+    }
     LoraFlags f = { o->lora_r, o->lora_alpha, o->lora_dropout, o->lora_targets, o->lora_adapter };
     return lora_flags_check(&f, o->resume != NULL, o->save_lora || o->merge_lora, msg, sizeof(msg));
 }

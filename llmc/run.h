@@ -80,6 +80,7 @@ static GenConfig gen_config_of(const Options* o) {
     GenConfig g = gen_config_default();
     g.max_new_tokens = o->max_new_tokens; g.num_beams = o->num_beams; g.no_repeat_ngram_size = o->no_repeat_ngram;
     g.length_penalty = o->length_penalty; g.early_stopping = o->early_stopping; g.eos_bias = o->eos_bias;
+    g.min_new_tokens = o->min_new_tokens; g.repetition_penalty = o->repetition_penalty;
     return g;
 }
 
@@ -761,7 +762,8 @@ static HubSave hub_save_of(const Engine* e, const Options* o, int evaluated, Hub
     memset(&s, 0, sizeof(s));
     s.weights = o->hf_weights;
     s.spm_path = tokenizer_path(o, p->tok, sizeof(p->tok));
-    HubGeneration g = { o->num_beams, o->max_new_tokens, o->no_repeat_ngram, o->early_stopping, o->length_penalty };
+    HubGeneration g = { o->num_beams, o->max_new_tokens, o->no_repeat_ngram, o->early_stopping, o->length_penalty,
+                        o->min_new_tokens, o->repetition_penalty };
     s.gen = g;
     eval_path(o, "scores.json", p->scores, sizeof(p->scores));
     eval_path(o, "scores_baseline.json", p->baseline, sizeof(p->baseline));
