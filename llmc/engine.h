@@ -57,6 +57,8 @@ typedef struct {
     LrScheduleKind schedule;
     long long seed;
     int bench, bench_src_len, bench_tgt_len, dry_run;
+    int keep_best;           // 0 off, else 1 + the KeepMetric the best evaluated checkpoint is kept by (llmc/run.h)
+    int early_stop;          // stop after this many evaluations without improvement (0 = never)
     int async_checkpoint;    // 1: checkpoints written by a background thread from a staged copy (-1: the engine's default)
     float collective_timeout; // seconds one wait for the other ranks may last (the watchdog); 0 = off
     T5Config dims;           // explicit dimensions over a preset (0 / -1 = keep the preset's)
@@ -203,6 +205,8 @@ struct Engine {
     uint32_t base_crc;        // under LoRA: lora_base_fingerprint of the frozen base
     void* watchdog;           // the driver's Watchdog (llmc/watchdog.h): engines mark their waits for other ranks
     long long run_step;       // the step the run is at (the watchdog's messages)
+    long long best_step;      // --keep-best: the run step of the best weights the engine holds (0: the last ones)
+    double best_value;        //   and their metric's value
 };
 
 // an engine's wait for the other ranks (a gradient all-reduce, the step's synchronisation after NCCL work),

@@ -110,6 +110,11 @@ static const OptSpec OPTIONS[] = {
     INT("--checkpoint-every", "N", checkpoint_every, 0, NEVER, "0", ENGINE_BOTH,
         "checkpoint every N steps into DIR/checkpoints, 0 = at the end (and on a stop signal)"),
     INT("--keep-checkpoints", "K", keep_checkpoints, 1, 1000000, "3", ENGINE_BOTH, "keep the newest K checkpoints"),
+    CHOICE("--keep-best", keep_best, "none|val_loss|rouge1|rouge2|rougeL|rougeLsum", "none", ENGINE_BOTH,
+           "keep the best evaluated checkpoint in DIR/best/ (outside the rotation); the\nexported model (or adapter) and "
+           "the evaluation after training are then the best\none (HF's load_best_model_at_end). rouge*: needs --eval-rouge"),
+    INT("--early-stop", "N", early_stop, 0, NEVER, "0", ENGINE_BOTH,
+        "stop after N evaluations without improvement of --keep-best's metric, 0 = never"),
     STR("--resume", "latest|PATH", resume, NULL, "", ENGINE_BOTH,
         "continue the run in --out-dir from its newest valid checkpoint (or PATH):\nweights, optimizer state, "
         "steps run and data position (same global batch,\naccumulation and seed). SIGINT / SIGTERM finish the "
@@ -338,6 +343,9 @@ static const char* options_check(const Options* o) {
     if ((o->eval_every || o->eval_batches) && !o->val_file) return "--eval-every / --eval-batches need --val-file";
     if (o->checkpoint_every && !o->out_dir) return "--checkpoint-every needs --out-dir";
     if (o->eval_rouge && !o->val_file) return "--eval-rouge needs --val-file (and its _refs.jsonl beside it)";
+    if (o->keep_best && (!o->val_file || !o->out_dir)) return "--keep-best needs --val-file (what is evaluated) and --out-dir (where the best is kept)";
+    if (o->keep_best > 1 && !o->eval_rouge) return "--keep-best rouge*: needs --eval-rouge N (ROUGE on the first N validation examples)";
+    if (o->early_stop && !o->keep_best) return "--early-stop needs --keep-best (the metric that must improve)";
     if (o->baseline_model && !o->eval_split) return "--baseline-model needs --eval-split";
     if (o->compare_lora_adapter && !o->compare_model) return "--compare-lora-adapter needs --compare-model (the base it adapts)";
     if (o->compare_model && !o->eval_split) return "--compare-model needs --eval-split (it adds a model to the comparison report)";

@@ -226,6 +226,15 @@ static void on_stop_signal(int sig) {
 
 typedef struct { float loss, grad_norm, lr; long long tokens; double flops, host_ms; int skipped; const char* error; } StepResult;
 
+// --keep-best: the best evaluation so far, the checkpoint of its weights in DIR/best/ (llmc/run.h best_*)
+typedef enum { KEEP_NONE, KEEP_VAL_LOSS, KEEP_ROUGE1, KEEP_ROUGE2, KEEP_ROUGEL, KEEP_ROUGELSUM } KeepMetric;
+static const char* const KEEP_NAMES[] = { "none", "val_loss", "rouge1", "rouge2", "rougeL", "rougeLsum" };
+typedef struct {
+    double value;           // the best value so far (val_loss: lowest; ROUGE: highest)
+    long long step;         // its run step; 0: none yet
+    int stale;              // evaluations since then without improvement (--early-stop)
+} Best;
+
 // everything a run holds besides the model
 typedef struct {
     Engine* e;
@@ -249,6 +258,8 @@ typedef struct {
     StepResult last;
     AsyncSaver saver;       // rank 0 with --async-checkpoint 1: the background checkpoint writer
     int async;              // the saver runs
+    Best best;              // --keep-best
+    long long last_eval;    // the step of the last evaluation (the final one is not repeated)
 } Run;
 
 static LrSchedule run_schedule(const Options* o, const Run* r) {
@@ -329,8 +340,12 @@ static int eval_rouge(Run* run, EvalResult* r) {
     return -1;
 }
 
-static void log_eval(Run* run) {
+static int best_update(Run* run, double loss, const EvalResult* r, int rouge);
+
+// the validation loss (and ROUGE), logged; --keep-best's bookkeeping. 0, or -1 when keeping the best failed
+static int log_eval(Run* run) {
     double t0 = now_ms();
+    run->last_eval = run->step;
     long long tokens;
     double loss = evaluate(run, &tokens);
     EvalResult r;
@@ -349,7 +364,9 @@ static void log_eval(Run* run) {
         fprintf(run->metrics, ", \"tokens\": %lld}\n", tokens);
         fflush(run->metrics);
     }
+    int rc = run->o->keep_best ? best_update(run, loss, &r, rouge) : 0;
     eval_result_free(&r);
+    return rc;
 }
 
 // --eval-rouge: the validation split's references (VAL.bin → VAL_refs.jsonl) and the tokenizer
@@ -432,6 +449,91 @@ static int run_checkpoint(Run* run) {
     return all_max(e, bad) ? -1 : 0;
 }
 
+// ----------------------------------------------------------------------------
+// --keep-best: DIR/best/ckpt_<step>.bin (one, outside the rotation) and DIR/best/best.json (the metric, its
+// best value and step, the evaluations since without improvement), both published durably; the older
+// best checkpoint is removed only once the new one and its record are in place
+
+static void best_path(const Options* o, long long step, char* buf, size_t n) {
+    snprintf(buf, n, "%s/best/ckpt_%09lld.bin", o->out_dir, step);
+}
+
+static int best_write_record(Run* run, char* err, size_t errlen) {
+    char path[4400];
+    snprintf(path, sizeof(path), "%s/best/best.json", run->o->out_dir);
+    AtomicFile a;
+    if (mkdir_parent(path, err, errlen) || atomic_open(&a, path, err, errlen)) return -1;
+    fprintf(a.f, "{\"metric\": \"%s\", \"step\": %lld", KEEP_NAMES[run->o->keep_best], run->best.step);
+    json_num(a.f, "value", run->best.value);
+    fprintf(a.f, ", \"evaluations_since\": %d}\n", run->best.stale);
+    return atomic_close(&a, !ferror(a.f), err, errlen);
+}
+
+// a resumed run's best so far (DIR/best/best.json, if its checkpoint is there and not newer than the resumed
+// step); a fresh run starts with none
+static void best_resume(Run* run, long long resumed_step) {
+    char path[4400], err[256], ck[4400];
+    JsonValue v;
+    run->best.step = 0; run->best.stale = 0;
+    snprintf(path, sizeof(path), "%s/best/best.json", run->o->out_dir);
+    if (json_read_file(path, &v, err, sizeof(err))) return;
+    const JsonValue *m = json_find(&v, "metric"), *st = json_find(&v, "step"), *val = json_find(&v, "value"), *k = json_find(&v, "evaluations_since");
+    int ok = m && m->type == JSON_STRING && strcmp(m->string, KEEP_NAMES[run->o->keep_best]) == 0 && st && st->type == JSON_NUMBER &&
+             val && val->type == JSON_NUMBER && st->number >= 1 && st->number <= (double)resumed_step;
+    if (ok) {
+        best_path(run->o, (long long)st->number, ck, sizeof(ck));
+        ok = access(ck, R_OK) == 0;
+    }
+    if (ok) {
+        run->best.step = (long long)st->number; run->best.value = val->number;
+        run->best.stale = k && k->type == JSON_NUMBER ? (int)k->number : 0;
+        printf("best so far: %s %.6f at step %lld (%d evaluation(s) since)\n", KEEP_NAMES[run->o->keep_best], run->best.value,
+               run->best.step, run->best.stale);
+    } else fprintf(stderr, "note: %s does not match this run (another metric, or a step past the resumed one): the best starts over\n", path);
+    json_free(&v);
+}
+
+// the value an evaluation gives the kept metric (rank 0 has ROUGE)
+static double best_value_of(int metric, double loss, const EvalResult* r) {
+    static const int ROUGE_OF[] = { 0, 0, ROUGE_1, ROUGE_2, ROUGE_L, ROUGE_LSUM };
+    return metric == KEEP_VAL_LOSS ? loss : 100 * r->rouge.m[ROUGE_OF[metric]].fmeasure;
+}
+
+// after an evaluation: rank 0 decides whether it improved (every rank learns it), the new best checkpoint is
+// written (synchronously: every rank takes part), its record published, the older one removed
+static int best_update(Run* run, double loss, const EvalResult* r, int rouge) {
+    Engine* e = run->e;
+    int metric = run->o->keep_best;
+    double v = best_value_of(metric, loss, r);
+    int valid = isfinite(v) && (metric == KEEP_VAL_LOSS || rouge);
+    int better = is_rank0(e) && valid && (run->best.step == 0 || (metric == KEEP_VAL_LOSS ? v < run->best.value : v > run->best.value));
+    if (run->best.step != 0) all_wait_for_rank0(e, "rank 0 deciding the best checkpoint", RANK0_PHASE_S);
+    better = all_max(e, better);
+    char path[4400], old[4400], err[1024];
+    if (!better) {
+        run->best.stale++;
+        return is_rank0(e) && best_write_record(run, err, sizeof(err)) ? (fprintf(stderr, "error: %s\n", err), -1) : 0;
+    }
+    long long prev = run->best.step;
+    CkptTrainState ts = train_state(run);
+    best_path(run->o, run->step, path, sizeof(path));
+    if (is_rank0(e) && mkdir_parent(path, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); }
+    all_wait_for_rank0(e, "rank 0 writing the best checkpoint", RANK0_PHASE_S);
+    if (save_checkpoint(e, path, &ts)) return -1;
+    run->best.step = run->step; run->best.value = v; run->best.stale = 0;
+    if (!is_rank0(e)) return 0;
+    if (best_write_record(run, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+    if (prev && prev != run->step) { best_path(run->o, prev, old, sizeof(old)); unlink(old); }
+    printf("best so far: %s %.6f at step %lld (%s)\n", KEEP_NAMES[metric], v, run->step, path);
+    if (run->metrics) {
+        fprintf(run->metrics, "{\"type\": \"best\", \"step\": %lld, \"metric\": \"%s\"", run->step, KEEP_NAMES[metric]);
+        json_num(run->metrics, "value", v);
+        fprintf(run->metrics, "}\n");
+        fflush(run->metrics);
+    }
+    return 0;
+}
+
 // the background writer idle, its last write reported (rank 0); 0, or -1 after the failure's message
 static int run_wait_saves(Run* run) {
     char err[1024];
@@ -499,6 +601,7 @@ static int run_open(Run* run, const CkptTrainState* resumed, const char* from, i
     if (o->eval_rouge && is_rank0(e) && open_rouge(run)) return -1;
     if (resumed && resume_data(run, resumed, from)) return -1;
     run->step = resumed ? resumed->run_step : 0;
+    if (o->keep_best && resumed) best_resume(run, run->step);
     int Ts = 1, Tt = 1; // the buffers the engine sizes once (graphs hold their addresses)
     loader_widest(&run->train, o, &Ts, &Tt);
     if (run->has_val) loader_widest(&run->val, o, &Ts, &Tt);
@@ -547,13 +650,18 @@ static int train_finish(Run* run, int rc) {
     printf("padding: %.1f%% of the training batch tokens; peak memory %.0f MiB (%s)\n",
            100.0 * dataloader_padding_fraction(&run->train), run->peak_mib, e->ops->memory_kind);
     if (rc > 0) printf("stopped by signal %d after step %lld\n", rc, run->step);
-    if (rc == 0 && run->has_val) log_eval(run);
+    if (rc == 0 && run->has_val && run->last_eval != run->step && log_eval(run)) rc = -1;
     if (rc >= 0 && o->out_dir) {
         int bad = run_checkpoint(run) != 0;
         bad = all_max(e, bad || (is_rank0(e) && run_wait_saves(run) != 0)); // the last checkpoint is durable before the end record
         if (bad) rc = -1;
         else if (rc > 0) printf("resume with the same command and --resume latest\n");
     } else if (is_rank0(e) && run_wait_saves(run)) rc = -1;
+    if (rc == 0 && o->keep_best && run->best.step && run->metrics) { // what the outputs will be (run_end reloads it)
+        fprintf(run->metrics, "{\"type\": \"best_model\", \"step\": %lld, \"metric\": \"%s\"", run->best.step, KEEP_NAMES[o->keep_best]);
+        json_num(run->metrics, "value", run->best.value);
+        fprintf(run->metrics, ", \"of_steps\": %lld}\n", run->step);
+    }
     metrics_end(run->metrics, rc == 0, run->step, dataloader_padding_fraction(&run->train), run->peak_mib, e->ops->memory_kind);
     return rc;
 }
@@ -777,6 +885,7 @@ static HubSave hub_save_of(const Engine* e, const Options* o, int evaluated, Hub
     c->schedule = lr_schedule_name(o->schedule); c->seed = o->seed;
     c->eval_split = evaluated ? o->eval_split : NULL; c->scores_json = p->scores;
     c->baseline_json = o->baseline_model ? p->baseline : NULL; c->lora = e->lora.r ? p->lora : NULL;
+    if (e->best_step) { c->best_metric = KEEP_NAMES[o->keep_best]; c->best_value = e->best_value; c->best_step = e->best_step; c->run_steps = e->run_step; }
     return s;
 }
 
@@ -1068,7 +1177,14 @@ static inline void run_after(Program* p, const StepOut* out) {
         return;
     }
     int last = k + 1 == run->total_steps;
-    if (run->has_val && o->eval_every && (k + 1) % o->eval_every == 0 && !last) log_eval(run);
+    if (run->has_val && o->eval_every && (k + 1) % o->eval_every == 0 && !last) {
+        if (log_eval(run)) { p->status = -1; return; }
+        if (o->early_stop && run->best.stale >= o->early_stop) { // the steps end here; what follows a last step follows
+            printf("early stop: %d evaluations without a better %s than %.6f (step %lld)\n", run->best.stale, KEEP_NAMES[o->keep_best],
+                   run->best.value, run->best.step);
+            run->total_steps = run->step;
+        }
+    }
     if (o->checkpoint_every && (k + 1) % o->checkpoint_every == 0 && !last && run_checkpoint(run)) { p->status = -1; return; }
     // every rank stops after the same step: on a stop signal, or when rank 0's background checkpoint
     // write failed (reported here, at the first step boundary after it, as a failed write is)
@@ -1077,6 +1193,36 @@ static inline void run_after(Program* p, const StepOut* out) {
     if (failed) fprintf(stderr, "error: checkpoint: %s\n", err);
     int sig = all_max(e, failed ? 1000 : (int)g_stop_signal);
     if (sig) p->status = sig >= 1000 ? -1 : sig;
+}
+
+// --keep-best after training: the engine rebuilt from the best checkpoint (unless the last weights are the
+// best), for the outputs and the evaluation that follow, as HF's load_best_model_at_end
+static int reload_best(Program* p) {
+    Run* run = &p->run;
+    Engine* e = &p->engine;
+    const Options* o = &p->opts;
+    if (!o->keep_best || run->best.step == 0) return 0;
+    e->best_step = run->best.step; e->best_value = run->best.value; e->run_step = run->step;
+    if (run->best.step == run->step) return 0;
+    char path[4400], err[1024];
+    best_path(o, run->best.step, path, sizeof(path));
+    HostModel h;
+    int bad = load_resumed(o, path, &h, err, sizeof(err)) != 0;
+    if (bad) fprintf(stderr, "error: the best checkpoint: %s\n", err);
+    if (all_max(e, bad)) return -1;
+    e->ops->free(e);
+    p->built = 0;
+    long long best = e->best_step;
+    double value = e->best_value;
+    engine_describe(e, &h);
+    e->best_step = best; e->best_value = value; e->run_step = run->step;
+    bad = e->ops->build(e, &h, o, 0) != 0;
+    host_model_free(&h);
+    if (all_max(e, bad)) return -1;
+    p->built = 1;
+    printf("the outputs and the evaluation use the best weights: %s %.6f at step %lld of %lld (%s)\n", KEEP_NAMES[o->keep_best],
+           value, best, run->step, path);
+    return 0;
 }
 
 // after training (or a command): the final evaluation and checkpoint, the outputs, the evaluation with
@@ -1088,6 +1234,7 @@ static inline int run_end(Program* p) {
     if (p->training) rc = train_finish(&p->run, rc);
     run_close(&p->run);
     stop_watchdog(p); // what follows is rank 0's alone (evaluation) or ends with the process
+    if (rc == 0 && p->training) rc = reload_best(p);
     int trains_or_exports = p->built && !o->summarize && !o->bench && !o->gen_bench;
     if (rc == 0 && trains_or_exports) rc = save_outputs(e, o);
     if (rc == 0 && trains_or_exports && o->eval_split && is_rank0(e)) rc = run_eval(e, o, o->train_file ? "fine-tuned" : p->from);
