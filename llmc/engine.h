@@ -57,6 +57,7 @@ typedef struct {
     LrScheduleKind schedule;
     long long seed;
     int bench, bench_src_len, bench_tgt_len, dry_run;
+    int init;                // a preset's random initialisation: 0 scratch, 1 hf (llmc/model.h InitKind)
     int keep_best;           // 0 off, else 1 + the KeepMetric the best evaluated checkpoint is kept by (llmc/run.h)
     int early_stop;          // stop after this many evaluations without improvement (0 = never)
     int async_checkpoint;    // 1: checkpoints written by a background thread from a staged copy (-1: the engine's default)
@@ -74,7 +75,7 @@ typedef struct {
     int attention;           // AttnKind
     int matmul_tune;         // 0 heuristic's first per product, 1 timed per shape class, 2 heuristic's first per class
     int matmul_plans;        // 1: cuBLASLt plans kept per exact shape
-    int profile;             // 0 off, 1 phases, 2 phases and operations (with --bench)
+    int profile;             // with --bench in a PROFILE=1 build: 0 phases, 1 operations too
     float peak_tflops, plan_memory;
 } Options;
 

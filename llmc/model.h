@@ -45,8 +45,16 @@ static float t5_init_std(const T5Config* c, int i) {
     }
 }
 
+// For training from scratch (--init scratch, the default of a preset): the same, except an untied lm_head
+// drawn with std d_model^-0.5 instead of 1.0. HF's 1.0 assumes weights that will be overwritten by a
+// pretrained checkpoint; trained from it, the head's logits start with std ≈ sqrt(d_model) (16 for
+// d_model 256), the first loss is ~68 nats instead of ln(vocab) ≈ 10.4, and the first hundreds of steps
+// only shrink the head. With std d_model^-0.5 the logits start with std ≈ 1: loss ≈ ln(V) + 1/2. (A tied
+// head already has this scale: the decoder output is multiplied by d_model^-0.5.)
+typedef enum { INIT_SCRATCH = 0, INIT_HF = 1 } InitKind;
+
 // params (layout order) drawn as above from one stream, tensor by tensor
-static void t5_init_params(const T5Config* c, float* params, uint64_t seed) {
+static void t5_init_params_as(const T5Config* c, float* params, uint64_t seed, int kind) {
     T5Layout L;
     t5_layout(c, &L);
     Rng rng;
@@ -55,10 +63,13 @@ static void t5_init_params(const T5Config* c, float* params, uint64_t seed) {
         const T5Tensor* t = &L.t[i];
         float* p = params + t->offset;
         if (t5_is_norm(i)) { for (size_t j = 0; j < t->size; j++) p[j] = 1.0f; continue; }
-        float std = t5_init_std(c, i);
+        float std = kind == INIT_SCRATCH && i == P_LM_HEAD ? 1.0f / sqrtf((float)c->d_model) : t5_init_std(c, i);
         for (size_t j = 0; j < t->size; j++) p[j] = std * rng_normal(&rng);
     }
 }
+
+// transformers' own initialisation exactly (the parity tests' models)
+static void t5_init_params(const T5Config* c, float* params, uint64_t seed) { t5_init_params_as(c, params, seed, INIT_HF); }
 
 // a preset with the explicitly given dimensions replacing its own
 static int config_from_preset(const Options* o, const char* spec, T5Config* c) {
@@ -142,8 +153,8 @@ static int load_host_model(const Options* o, const char* spec, HostModel* h) {
         default:
             if (config_from_preset(o, spec, &h->config)) return -1;
             h->params = (float*)mallocCheck(host_model_size(h) * sizeof(float));
-            t5_init_params(&h->config, h->params, (uint64_t)o->seed);
-            snprintf(h->from, sizeof(h->from), "random init (seed %lld)", o->seed);
+            t5_init_params_as(&h->config, h->params, (uint64_t)o->seed, o->init);
+            snprintf(h->from, sizeof(h->from), "random init (%s, seed %lld)", o->init == INIT_HF ? "hf" : "scratch", o->seed);
             fprintf(stderr, "note: model %s: RANDOMLY INITIALISED %s-shaped T5 (seed %lld), not pretrained weights\n", spec, spec, o->seed);
     }
     if (o->dropout >= 0.0f) h->config.dropout = o->dropout;

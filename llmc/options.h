@@ -68,6 +68,9 @@ static const OptSpec OPTIONS[] = {
         "preset name, HF model directory (config.json + *.safetensors), or native\ncheckpoint file. Presets: "
         "t5-small t5-base t5-large t5-3b t5-11b flan-t5-small flan-t5-base\nflan-t5-large flan-t5-xl flan-t5-xxl (a preset is RANDOMLY initialised)"),
     FLT("--dropout", "X", dropout, -1.0, 0.99, "-1", ENGINE_BOTH, "dropout rate, -1 = the model config's"),
+    CHOICE("--init", init, "scratch|hf", "scratch", ENGINE_BOTH,
+           "a preset's random initialisation: scratch (HF's, but an untied lm_head with std\nd_model^-0.5: the first "
+           "loss near ln(vocab)), or hf (transformers' _init_weights exactly)"),
     SECTION("data"),
     STR("--train-file", "PATH", train_file, NULL, "", ENGINE_BOTH, "pre-tokenized training examples (prepro_dialogsum.py / llmc/examples.h)"),
     STR("--val-file", "PATH", val_file, NULL, "", ENGINE_BOTH, "pre-tokenized validation examples: validation loss"),
@@ -296,7 +299,6 @@ static Options options_default(void) {
         if (OPTIONS[i].type != OPT_SECTION && OPTIONS[i].def) opt_set(&OPTIONS[i], OPTIONS[i].def, &o, 0);
     o.dims.gated = -1; o.dims.act = (T5Act)-1; // --ffn not given
     o.attention = ATTN_AUTO;
-    o.profile = 1;
     return o;
 }
 
