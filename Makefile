@@ -283,7 +283,7 @@ $(BUILD)/noomp/test_t5: test_t5.c train_t5.c $(HEADERS)
 test: train_t5 test_t5 $(BUILD)/test_io $(BUILD)/test_durable $(BUILD)/bench_generate $(BUILD)/bench_gemm $(BUILD)/ladder_stats $(BUILD)/noomp/test_t5 $(if $(filter 1,$(CUBLASLT_FOUND)),cuda_compile_check)
 	./$(BUILD)/test_io
 	./$(BUILD)/test_durable
-	bash dev/check_fsync_order.sh ./$(BUILD)/test_durable
+	bash dev/check_fsync_order.sh ./$(BUILD)/test_durable ./train_t5
 	$(MAKE) --no-print-directory test_adafactor
 	./test_t5 --train-bin ./train_t5
 	bash dev/test_cli_flags.sh ./train_t5

@@ -429,9 +429,13 @@ static int run_checkpoint(Run* run) {
     CkptTrainState ts = train_state(run);
     ckpt_path(path, sizeof(path), run->o->out_dir, run->step);
     if (!run->async) {
+        double t0 = now_ms();
         all_wait_for_rank0(e, "rank 0 writing a checkpoint", RANK0_PHASE_S);
         if (save_checkpoint(e, path, &ts)) return -1;
-        if (is_rank0(e)) { printf("checkpoint %s\n", path); ckpt_prune(run->o->out_dir, run->o->keep_checkpoints); }
+        if (is_rank0(e)) {
+            printf("checkpoint %s (the step waited %.0f ms)\n", path, now_ms() - t0);
+            ckpt_prune(run->o->out_dir, run->o->keep_checkpoints);
+        }
         return 0;
     }
     EngineState st;
