@@ -258,6 +258,8 @@ typedef struct {
     StepResult last;
     AsyncSaver saver;       // rank 0 with --async-checkpoint 1: the background checkpoint writer
     int async;              // the saver runs
+    float* stage;           // its staging buffer: the state's copy it writes (3 x the trainable count), touched
+    size_t stage_n;         //   once at the start so that a checkpoint costs a copy, not page faults
     Best best;              // --keep-best
     long long last_eval;    // the step of the last evaluation (the final one is not repeated)
 } Run;
@@ -406,12 +408,40 @@ static CkptTrainState train_state(const Run* run) {
     return ts;
 }
 
-// the state staged into a job the background writer owns (rank 0): a copy, since training goes on
+// the background writer idle, its last write reported (rank 0); 0, or -1 after the failure's message
+static int run_wait_saves(Run* run) {
+    char err[1024];
+    if (!run->async) return 0;
+    if (async_save_wait(&run->saver, err, sizeof(err)) == 0) return 0;
+    fprintf(stderr, "error: checkpoint: %s\n", err);
+    return -1;
+}
+
+// dst[0..n) = src[0..n) on every core (the copy is what a background checkpoint blocks the step for)
+static void copy_floats(float* dst, const float* src, size_t n) {
+    const size_t CHUNK = (size_t)1 << 20;
+    long long chunks = (long long)((n + CHUNK - 1) / CHUNK);
+    #pragma omp parallel for schedule(static)
+    for (long long c = 0; c < chunks; c++) {
+        size_t lo = (size_t)c * CHUNK, len = n - lo < CHUNK ? n - lo : CHUNK;
+        memcpy(dst + lo, src + lo, len * sizeof(float));
+    }
+}
+
+static void stage_job_done(void* ctx) { free(ctx); } // the staging buffer is the run's, reused
+
+// the state copied into the run's staging buffer, as a job for the background writer (rank 0; the previous
+// job has finished: it read the same buffer)
 static CkptJob* stage_checkpoint(Run* run, const EngineState* st, const char* path, const CkptTrainState* ts) {
     Engine* e = run->e;
-    CkptJob* j = e->lora.r ? ckpt_job_stage(st->adapter, st->am, st->av, (int64_t)st->lora_n)
-                           : ckpt_job_stage(st->params, st->m, st->v, (int64_t)st->n);
-    if (!j) return NULL;
+    const float *w = e->lora.r ? st->adapter : st->params, *m = e->lora.r ? st->am : st->m, *v = e->lora.r ? st->av : st->v;
+    size_t n = e->lora.r ? st->lora_n : st->n;
+    int opt = m && v;
+    if (n * (opt ? 3 : 1) > run->stage_n) return NULL;
+    CkptJob* j = (CkptJob*)callocCheck(1, sizeof(CkptJob));
+    j->state = run->stage; j->n = (int64_t)n; j->has_opt = opt;
+    copy_floats(j->state, w, n);
+    if (opt) { copy_floats(j->state + n, m, n); copy_floats(j->state + 2 * n, v, n); }
     snprintf(j->path, sizeof(j->path), "%s", path);
     snprintf(j->out_dir, sizeof(j->out_dir), "%s", run->o->out_dir);
     j->keep = run->o->keep_checkpoints;
@@ -438,14 +468,16 @@ static int run_checkpoint(Run* run) {
         }
         return 0;
     }
+    double t0 = now_ms();
+    int bad = is_rank0(e) && run_wait_saves(run) != 0; // one in flight: the staging buffer is free again
     EngineState st;
-    int bad = e->ops->get_state(e, &st) != 0;
+    bad |= e->ops->get_state(e, &st) != 0;
     if (!bad && is_rank0(e)) {
-        double t0 = now_ms();
         CkptJob* j = stage_checkpoint(run, &st, path, &ts);
         if (!j) { fprintf(stderr, "error: %s: no host memory to stage the checkpoint (--async-checkpoint 0 writes without a copy)\n", path); bad = 1; }
         else {
             AsyncJob job = ckpt_job_async(j);
+            job.done = stage_job_done;
             if (async_save_start(&run->saver, &job, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); bad = 1; }
             else printf("checkpoint %s (writing in the background; the step waited %.0f ms)\n", path, now_ms() - t0);
         }
@@ -538,14 +570,6 @@ static int best_update(Run* run, double loss, const EvalResult* r, int rouge) {
     return 0;
 }
 
-// the background writer idle, its last write reported (rank 0); 0, or -1 after the failure's message
-static int run_wait_saves(Run* run) {
-    char err[1024];
-    if (!run->async) return 0;
-    if (async_save_wait(&run->saver, err, sizeof(err)) == 0) return 0;
-    fprintf(stderr, "error: checkpoint: %s\n", err);
-    return -1;
-}
 
 static int open_loader(Run* run, DataLoader* dl, const char* path, int bs, int training) {
     char err[1024];
@@ -625,6 +649,11 @@ static int run_open(Run* run, const CkptTrainState* resumed, const char* from, i
         return -1;
     if (o->out_dir && is_rank0(e) && o->async_checkpoint) {
         char err[1024];
+        run->stage_n = 3 * e->num_trainable;
+        run->stage = (float*)malloc(run->stage_n * sizeof(float) + 1);
+        if (!run->stage) { fprintf(stderr, "error: --async-checkpoint 1: no host memory for its %.2f GB staging buffer (0 writes without one)\n",
+                                   run->stage_n * 4.0 / 1e9); return -1; }
+        memset(run->stage, 0, run->stage_n * sizeof(float)); // its pages now, not at the first checkpoint
         if (async_saver_init(&run->saver, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
         run->async = 1;
     }
@@ -634,6 +663,8 @@ static int run_open(Run* run, const CkptTrainState* resumed, const char* from, i
 static void run_close(Run* run) {
     if (!run->opened) return;
     if (run->async) { run_wait_saves(run); async_saver_free(&run->saver); run->async = 0; }
+    free(run->stage);
+    run->stage = NULL;
     dataloader_free(&run->train);
     if (run->has_val) dataloader_free(&run->val);
     if (run->bufs) for (int a = 0; a < run->o->grad_accum; a++) batch_free(&run->bufs[a]);
