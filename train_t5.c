@@ -1568,12 +1568,7 @@ static int cpu_build(Engine* e, HostModel* h, const Options* o, int solo) {
     return 0;
 }
 
-static void cpu_free(Engine* e) {
-    if (!e->self) return;
-    t5_free(cpu_model(e));
-    free(e->self);
-    e->self = NULL;
-}
+static void cpu_free(void* model) { t5_free((T5*)model); free(model); }
 
 static void cpu_print_config(Engine* e, const Options* o) {
     (void)e; (void)o;

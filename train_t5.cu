@@ -2049,12 +2049,7 @@ static int gpu_build(Engine* e, HostModel* h, const Options* o, int solo) {
     return 0;
 }
 
-static void gpu_free(Engine* e) {
-    if (!e->self) return;
-    t5cu_free(gpu_model(e));
-    free(e->self);
-    e->self = NULL;
-}
+static void gpu_free(void* model) { t5cu_free((T5Cuda*)model); free(model); }
 
 static void gpu_print_config(Engine* e, const Options* o) {
     T5Cuda* m = gpu_model(e);

@@ -173,7 +173,7 @@ typedef struct {
     // solo: a model of this process alone (rank 0 evaluating another model): no communicator, no sharding
     int (*build)(Engine* e, HostModel* h, const Options* o, int solo);
     void (*print_config)(Engine* e, const Options* o);
-    void (*free)(Engine* e);
+    void (*free)(void* model);                       // frees e->self (run.h: engine_free)
     void (*reserve)(Engine* e, int B, int Ts, int Tt);  // the widest batch a run makes (NULL: grows as needed)
     void (*step)(Engine* e, const StepIn* in, StepOut* out);
     float (*eval_batch)(Engine* e, const T5Batch* b, int* counted); // mean loss, dropout off

@@ -61,6 +61,11 @@ static void all_wait_for_rank0(Engine* e, const char* phase, double seconds) {
 #define RANK0_PHASE_S 3600.0 // the bound of rank 0's evaluation or synchronous checkpoint write
 static int is_rank0(const Engine* e) { return e->rank == 0; }
 
+static void engine_free(Engine* e) {
+    if (e->self) e->ops->free(e->self);
+    e->self = NULL;
+}
+
 // what the driver knows of a model before (or without) building it
 static void engine_describe(Engine* e, const HostModel* h) {
     T5Layout L;
@@ -755,7 +760,7 @@ static int eval_other(Engine* e, const Options* o, const SpmModel* tok, const Ev
     if (rc) return -1;
     describe_model_row(w, &b, w->kind == KIND_ZERO_SHOT ? NULL : spec_run_dir(w->spec, w->adapter, dir, sizeof(dir)), 0);
     rc = eval_model(&b, o, tok, s, w);
-    e->ops->free(&b);
+    engine_free(&b);
     return rc;
 }
 
@@ -1245,7 +1250,7 @@ static int reload_best(Program* p) {
     int bad = load_resumed(o, path, &h, err, sizeof(err)) != 0;
     if (bad) fprintf(stderr, "error: the best checkpoint: %s\n", err);
     if (all_max(e, bad)) return -1;
-    e->ops->free(e);
+    engine_free(e);
     p->built = 0;
     long long best = e->best_step;
     double value = e->best_value;
@@ -1275,7 +1280,7 @@ static inline int run_end(Program* p) {
     if (rc == 0 && trains_or_exports && o->eval_split && is_rank0(e)) rc = run_eval(e, o, o->train_file ? "fine-tuned" : p->from);
     if (rc == 0 && trains_or_exports && o->eval_split && is_rank0(e)) rc = update_card(e, o);
     if (p->built && e->ops->report_end && is_rank0(e)) e->ops->report_end(e, o);
-    if (p->built) e->ops->free(e);
+    if (p->built) engine_free(e);
     host_model_free(&p->host);
     if (e->ops->finalize) e->ops->finalize(e);
     if (rc > 0) return 128 + rc; // stopped by a signal, checkpoint written: the shell's convention
