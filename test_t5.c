@@ -1564,6 +1564,19 @@ static void test_cli_lora(const char* bin, const char* tmp) {
     check_cli_lora_errors(bin, tmp);
 }
 
+// --optimizer adafactor against transformers' Adafactor (dev/make_adafactor_model_fixtures.py): the T5 settings
+// and the defaults (relative step, parameter scale, warmup init), with and without beta1 and weight decay, on a
+// gated and a ReLU model, and the LoRA case. Tolerances: losses 1e-5 relative (6 decimals printed; fp32 sums in
+// another order); weights 1e-6 absolute and 1e-3 of the largest change (docs/adafactor.md: the optimizer alone
+// agrees to 3e-8 and 1.8e-6 of the change; five steps of a model's forward and backward add their own ulps)
+static void test_cli_adafactor(const char* bin, const char* tmp) {
+    const char* models[] = { "gated", "relu" };
+    const char* cases[] = { "t5", "t5_beta1_wd", "defaults", "defaults_beta1_wd", "warmup" };
+    for (int m = 0; m < 2; m++)
+        for (int c = 0; c < 5; c++) check_cli_adafactor(bin, tmp, models[m], cases[c], 1e-5f, 1e-6, 1e-3);
+    check_cli_adafactor_lora(bin, tmp, 1e-5f, 1e-6, 1e-3);
+}
+
 // the metrics log as the comparison report reads it back (llmc/rundir.h): what metrics_start / metrics_end
 // write comes back; a log with bad lines, an old log without the new fields and a missing log give
 // "unknown", never a failure; rundir_of finds the run of RUN/model, RUN/adapter/, RUN/checkpoints/ckpt
@@ -1615,6 +1628,12 @@ int main(int argc, char** argv) {
     if (!mkdtemp(tmp)) { perror("mkdtemp"); return EXIT_FAILURE; }
     const char* bin = NULL; // --train-bin PATH: also test the command line of that binary
     for (int i = 1; i + 1 < argc; i++) if (strcmp(argv[i], "--train-bin") == 0) bin = argv[i + 1];
+    for (int i = 1; bin && i < argc; i++)
+        if (strcmp(argv[i], "--adafactor-only") == 0) { // a quick run of the Adafactor checks alone
+            test_cli_adafactor(bin, tmp);
+            printf("\n%d passed, %d failed\n", g_pass, g_fail);
+            return g_fail ? EXIT_FAILURE : EXIT_SUCCESS;
+        }
     for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_fixture(fixtures[i], tmp);
     test_formats(tmp);
     test_lora_fixture("dev/fixtures/lora_gated", tmp);
@@ -1650,6 +1669,7 @@ int main(int argc, char** argv) {
         test_cli_shape_and_batch_flags(bin, tmp);
         test_cli_errors(bin);
         test_cli_lora(bin, tmp);
+        test_cli_adafactor(bin, tmp);
     }
     char cmd[700];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
