@@ -66,7 +66,7 @@ static inline size_t t5_adafactor_floats(const T5Layout* L, int has_beta1) {
 }
 
 // one Adafactor step over every slice: params and grads in the buffer the slices index, state the
-// concatenation above. decay_norms = 0: RMNorm weights get no weight decay (HF Trainer's parameter groups)
+// concatenation above. decay_norms = 0: RMSNorm weights get no weight decay (HF Trainer's parameter groups)
 static inline void adafactor_update_slices(float* params, const float* grads, float* state, const OptSlice* s, int n,
                                            const AdafactorStep* step, int decay_norms) {
     size_t at = 0;
