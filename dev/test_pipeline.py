@@ -707,6 +707,23 @@ def test_mpi(args, data, tmp):
     worst = max(abs(a[k][i] - b[k][i]) / abs(a[k][i]) for k in a for i in (0, 1)) if ok and a.keys() == b.keys() else 1.0
     check("LoRA: 2 ranks x batch 2 = 1 process x batch 4: losses and grad norms within 1e-5 relative", ok and worst < 1e-5,
           f"max rel {worst:.2e}" if ok else (one.stderr + two.stderr)[-300:])
+    # Adafactor (issue 26): the update needs each whole tensor's gradient, which every rank holds after the
+    # all-reduce, so every rank computes the same update; full fine-tuning with transformers' defaults (relative
+    # step: no --lr) and beta1 + weight decay, LoRA with the T5 settings (scheduled lr)
+    no_lr = [x for i, x in enumerate(base) if x != "--lr" and (i == 0 or base[i - 1] != "--lr")]
+    for label, extra in (("Adafactor", [*no_lr, "--optimizer", "adafactor", "--adafactor-beta1", "0.9", "--weight-decay", "0.01"]),
+                         ("Adafactor LoRA", [*base, *lora, "--optimizer", "adafactor", "--adafactor-relative-step", "0",
+                                             "--adafactor-scale-parameter", "0"])):
+        tag = label.replace(" ", "_").lower()
+        one = run([args.train_bin, *extra, "--batch-size", "4", "--out-dir", os.path.join(tmp, f"mpi_{tag}1")], env=env)
+        two = run(["mpirun", *flags, "-np", "2", args.train_bin, *extra, "--batch-size", "2",
+                   "--out-dir", os.path.join(tmp, f"mpi_{tag}2")], env=env)
+        ok = one.returncode == 0 and two.returncode == 0
+        a, _ = train_records(os.path.join(tmp, f"mpi_{tag}1")) if ok else ({}, None)
+        b, _ = train_records(os.path.join(tmp, f"mpi_{tag}2")) if ok else ({}, None)
+        worst = max(abs(a[k][i] - b[k][i]) / abs(a[k][i]) for k in a for i in (0, 1)) if ok and a and a.keys() == b.keys() else 1.0
+        check(f"{label}: 2 ranks x batch 2 = 1 process x batch 4: losses and grad norms within 1e-5 relative", ok and worst < 1e-5,
+              f"max rel {worst:.2e}" if ok else (one.stderr + two.stderr)[-300:])
     # without OMP_NUM_THREADS the ranks of a node split its cores instead of each taking all of them
     free_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     cores = os.cpu_count() or 1

@@ -15,6 +15,7 @@
 #include "schedule.h"      // defines: LrScheduleKind
 #include "dataloader.h"    // defines: T5Batch
 #include "watchdog.h"      // defines: Watchdog, watchdog_enter, watchdog_leave
+#include "optim.h"         // defines: OptimKind, AdafactorStep, AdafactorConfig
 
 #ifdef __cplusplus
 extern "C" {
@@ -54,6 +55,11 @@ typedef struct {
     float epochs;
     int eval_every, eval_batches, eval_batch_size, checkpoint_every, keep_checkpoints, max_skips;
     float lr, weight_decay, beta1, beta2, adam_eps, clip, dropout;
+    int optimizer;           // OptimKind (--optimizer adamw|adafactor)
+    int af_relative_step, af_scale_parameter, af_warmup_init; // transformers' Adafactor(...) switches
+    double af_beta1;         // < 0: beta1=None
+    double af_clip, af_decay, af_eps1, af_eps2; // clip_threshold, decay_rate, eps=(eps1, eps2)
+    int lr_given, wd_given, sched_given; // --lr / --weight-decay / --schedule, --warmup or --schedule-steps were given
     LrScheduleKind schedule;
     long long seed;
     int bench, bench_src_len, bench_tgt_len, dry_run;
@@ -124,6 +130,9 @@ typedef struct {
     LoraConfig lora;         // r > 0: LoRA (llmc/lora.h), the adapter below; r = 0: full fine-tuning
     float* adapter;          // (lora_layout total)
     uint32_t base_crc;       // lora_base_fingerprint of params: an adapter checkpoint names its base by it
+    int opt_kind, af_beta1;  // the optimizer of the state loaded (OptimKind); Adafactor: whether M is in it
+    float* af;               // (af_n) Adafactor state (llmc/optim.h layout; NULL: none yet); m, v stay NULL
+    size_t af_n;
 } HostModel;
 
 // One optimizer step over A micro-batches of this rank (B = 0 possible: a rank's empty share). The driver
@@ -135,6 +144,8 @@ typedef struct {
     const uint64_t* seeds;   // (A) dropout seed of each micro-batch
     float lr, clip;          // this step's learning rate; max gradient norm (0 = off)
     AdamW opt;
+    int optimizer;           // OptimKind: AdamW (opt, lr) or Adafactor (af: this step's values, t = updates done + 1)
+    AdafactorStep af;
 } StepIn;
 
 typedef struct {
@@ -152,6 +163,9 @@ typedef struct {
     const float *adapter, *am, *av; // (lora_n) under LoRA: the adapter and its moments
     size_t lora_n;
     long long step;
+    int opt_kind, af_beta1;  // OptimKind; Adafactor: whether its state holds M
+    const float* af;         // (af_n) Adafactor state of the trainable tensors (the model, or the adapter): m, v,
+    size_t af_n;             // am, av are NULL then (llmc/optim.h: the slices' states concatenated)
 } EngineState;
 
 typedef struct Engine Engine;

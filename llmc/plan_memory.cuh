@@ -11,6 +11,7 @@
 
 #include <stdio.h>          // defines: printf, fprintf, snprintf
 #include <string.h>         // defines: memset
+#include "optim.h"          // defines: t5_adafactor_floats (Adafactor's state per layout)
 #include "engine.h"         // defines: Options, AttnKind
 #include "t5.h"             // defines: T5Config, T5Layout, t5_layout, t5_config_preset, T5_PRESETS, T5_NUM_PRESETS
 #include "lora.h"           // defines: LoraConfig, LoraFlags, lora_flags_config, lora_config_check, lora_describe
@@ -108,6 +109,31 @@ static int plan_memory_lora(const PlanSizes* z, const Options* o, size_t budget,
 }
 
 // the whole plan: the order check, the full fine-tuning table, the LoRA table; 0, or -1 after a message
+// the optimizer's share of the state, AdamW beside Adafactor (--optimizer; llmc/optim.h): AdamW's m and v are
+// 8 bytes per parameter; Adafactor keeps R (rows) and C (cols) per matrix and V per vector, plus M (4 bytes per
+// parameter) with --adafactor-beta1. "state" is the 1-GPU state above with AdamW's moments replaced by it.
+// Adafactor is not sharded by ZeRO-1 (the GPU engine refuses the pair): its state is replicated, and small.
+static void plan_memory_optimizers(const PlanSizes* z, size_t budget, int Ts, int Tt, int fl) {
+    double G = 1073741824.0, M = 1048576.0;
+    printf("\noptimizer state per GPU (no ZeRO-1): AdamW m, v beside Adafactor (factored; + M with --adafactor-beta1)\n");
+    printf("%-14s %10s %11s %11s %10s %10s %10s %10s\n", "", "AdamW", "Adafactor", "Adafactor", "state GiB", "state GiB",
+           "max batch", "max batch");
+    printf("%-14s %10s %11s %11s %10s %10s %10s %10s\n", "preset", "MiB", "MiB", "+beta1 MiB", "AdamW", "Adafactor",
+           "AdamW rc", "Adafac. rc");
+    for (int i = 0; i < T5_NUM_PRESETS; i++) {
+        T5Config c;
+        memset(&c, 0, sizeof(c));
+        t5_config_preset(&c, T5_PRESETS[i].name);
+        T5Layout L;
+        t5_layout(&c, &L);
+        size_t adamw = 8 * L.total, af = 4 * t5_adafactor_floats(&L, 0), af1 = 4 * t5_adafactor_floats(&L, 1);
+        size_t s1 = z->state_bytes(&c, 0, 1, NULL), sa = s1 - adamw + af;
+        printf("%-14s %10.1f %11.3f %11.1f %10.1f %10.1f %10d %10d\n", T5_PRESETS[i].name, adamw / M, af / M, af1 / M, s1 / G,
+               sa / G, plan_max_batch(z, &c, s1, budget, Ts, Tt, 1, fl, 0), plan_max_batch(z, &c, sa, budget, Ts, Tt, 1, fl, 0));
+    }
+    printf("rc: with --recompute 1. Adafactor's update also needs per-tensor scratch (rows + cols doubles, a few KiB).\n");
+}
+
 static int plan_memory(const PlanSizes* z, const Options* o) {
     const char* bad = plan_check_orders();
     if (bad) { fprintf(stderr, "error: device order of the parameters: %s\n", bad); return -1; }
@@ -140,6 +166,7 @@ static int plan_memory(const PlanSizes* z, const Options* o) {
     }
     printf("max batch: examples per GPU and micro-batch (0: the state alone does not fit). DialogSum batches are\n"
            "dynamically padded (mean 223 / p95 415 source tokens), so real batches of this size use less.\n");
+    plan_memory_optimizers(z, budget, Ts, Tt, fl);
     return plan_memory_lora(z, o, budget, fl);
 }
 

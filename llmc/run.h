@@ -202,16 +202,24 @@ static float* merged_params(Engine* e, const Options* o, const EngineState* st) 
     return p;
 }
 
-// writes PATH (ts: the run's position; NULL for --save-checkpoint): the full model and its AdamW state,
-// or under LoRA the adapter checkpoint (llmc/lora.h: the adapter, its moments, the base's fingerprint)
+// the optimizer state of an engine's state, as a checkpoint takes it (the adapter's under LoRA)
+static CkptOpt engine_state_opt(const EngineState* st, int lora) {
+    CkptOpt c = { st->opt_kind, st->af_beta1, lora ? st->am : st->m, lora ? st->av : st->v, st->af, (int64_t)st->af_n };
+    return c;
+}
+
+// writes PATH (ts: the run's position; NULL for --save-checkpoint): the full model and its optimizer state
+// (AdamW's or Adafactor's), or under LoRA the adapter checkpoint (llmc/lora.h: the adapter, its optimizer
+// state, the base's fingerprint)
 static int save_checkpoint(Engine* e, const char* path, const CkptTrainState* ts) {
     char err[1024];
     EngineState st;
     int bad = e->ops->get_state(e, &st) != 0;
     if (!bad && is_rank0(e)) {
-        int rc = e->lora.r ? lora_ckpt_save(path, &e->lora, st.adapter, st.am, st.av, (int64_t)st.lora_n, st.step,
-                                            (int64_t)e->num_params, e->base_crc, (const int64_t*)ts, err, sizeof(err))
-                           : ckpt_save(path, &e->config, st.params, st.m, st.v, (int64_t)st.n, st.step, ts, err, sizeof(err));
+        CkptOpt opt = engine_state_opt(&st, e->lora.r > 0);
+        int rc = e->lora.r ? lora_ckpt_save_opt(path, &e->lora, st.adapter, &opt, (int64_t)st.lora_n, st.step,
+                                                (int64_t)e->num_params, e->base_crc, (const int64_t*)ts, err, sizeof(err))
+                           : ckpt_save_opt(path, &e->config, st.params, &opt, (int64_t)st.n, st.step, ts, err, sizeof(err));
         if (rc) { fprintf(stderr, "error: %s\n", err); bad = 1; }
     }
     return all_max(e, bad) ? -1 : 0;
@@ -281,6 +289,36 @@ static void log_step_data(Run* run, long long k, int a) {
     fprintf(run->data_log, "\n");
 }
 
+// the optimizer of the step: AdamW reads in->opt and in->lr; Adafactor gets its step's values for update t
+// (t = updates done + 1: a skipped step does not advance it), with the scheduled lr as transformers' group
+// lr, or its relative step (then the logged lr is that relative step size, before the parameter scale)
+static void optimizer_step_in(const Options* o, long long t, StepIn* in, StepResult* r) {
+    in->optimizer = o->optimizer;
+    if (o->optimizer != OPTIM_ADAFACTOR) return;
+    AdafactorConfig c = adafactor_config_of(o);
+    in->af = adafactor_step_values(&c, t, (double)in->lr);
+    if (c.relative_step) r->lr = in->lr = (float)in->af.rel_step;
+}
+
+// the optimizer's rows of the configuration table (and a note when schedule flags are given that do not apply)
+static void print_optimizer_rows(const Options* o) {
+    if (o->optimizer != OPTIM_ADAFACTOR) {
+        printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
+        return;
+    }
+    AdafactorConfig c = adafactor_config_of(o);
+    char row[128];
+    if (c.relative_step) {
+        printf("| %-22s | %-43s |\n", "lr / schedule", c.warmup_init ? "relative: min(1e-6 t, 1/sqrt t)" : "relative: min(1e-2, 1/sqrt t)");
+        if (o->sched_given) fprintf(stderr, "note: --adafactor-relative-step 1: --schedule, --warmup and --schedule-steps do not apply\n");
+    } else printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
+    snprintf(row, sizeof(row), "scale %d clip %g decay %g beta1 %s", c.scale_parameter, c.clip_threshold, c.decay_rate,
+             c.has_beta1 ? "set" : "off");
+    printf("| %-22s | %-43s |\n", "adafactor", row);
+    snprintf(row, sizeof(row), "eps %g, %g  wd %g", c.eps1, c.eps2, c.weight_decay);
+    printf("| %-22s | %-43s |\n", "adafactor eps / wd", row);
+}
+
 // the micro-batches of step k, checked and counted over every rank, their dropout seeds, the step's lr:
 // everything the engine's step needs. The loss is the mean over all counted tokens of the global batch:
 // with R ranks each holds 1/R of every micro-batch, the token count is summed over ranks first.
@@ -313,6 +351,7 @@ static int step_inputs(Run* run, long long k, StepIn* in, StepResult* r) {
     in->lr = r->lr; in->clip = o->clip;
     in->opt.lr = o->lr; in->opt.beta1 = o->beta1; in->opt.beta2 = o->beta2; in->opt.eps = o->adam_eps;
     in->opt.weight_decay = o->weight_decay; in->opt.decay_norms = o->decay_norms;
+    optimizer_step_in(o, e->opt_step + 1, in, r);
     return 0;
 }
 
@@ -439,14 +478,18 @@ static void stage_job_done(void* ctx) { free(ctx); } // the staging buffer is th
 // job has finished: it read the same buffer)
 static CkptJob* stage_checkpoint(Run* run, const EngineState* st, const char* path, const CkptTrainState* ts) {
     Engine* e = run->e;
-    const float *w = e->lora.r ? st->adapter : st->params, *m = e->lora.r ? st->am : st->m, *v = e->lora.r ? st->av : st->v;
-    size_t n = e->lora.r ? st->lora_n : st->n;
-    int opt = m && v;
-    if (n * (opt ? 3 : 1) > run->stage_n) return NULL;
+    CkptOpt opt = engine_state_opt(st, e->lora.r > 0);
+    const float* w = e->lora.r ? st->adapter : st->params;
+    size_t n = e->lora.r ? st->lora_n : st->n, nopt = (size_t)ckpt_opt_floats(&opt, (int64_t)n);
+    if (n + nopt > run->stage_n) return NULL;
     CkptJob* j = (CkptJob*)callocCheck(1, sizeof(CkptJob));
-    j->state = run->stage; j->n = (int64_t)n; j->has_opt = opt;
+    j->state = run->stage; j->n = (int64_t)n; j->has_opt = nopt > 0; j->opt_floats = (int64_t)nopt;
     copy_floats(j->state, w, n);
-    if (opt) { copy_floats(j->state + n, m, n); copy_floats(j->state + 2 * n, v, n); }
+    if (nopt) {
+        j->opt_kind = opt.kind; j->af_beta1 = opt.af_beta1;
+        if (opt.kind == OPTIM_ADAFACTOR) copy_floats(j->state + n, opt.af, nopt);
+        else { copy_floats(j->state + n, opt.m, n); copy_floats(j->state + 2 * n, opt.v, n); }
+    }
     snprintf(j->path, sizeof(j->path), "%s", path);
     snprintf(j->out_dir, sizeof(j->out_dir), "%s", run->o->out_dir);
     j->keep = run->o->keep_checkpoints;
@@ -1034,7 +1077,7 @@ static void print_config(Engine* e, const Options* o, const char* from) {
     printf("| %-22s | %d x %d x %-35d |\n", "batch x accum x ranks", o->batch_size, o->grad_accum, e->size);
     printf("| %-22s | shuffle %d bucket %d src<=%-6d tgt<=%-10d |\n", "batches", o->shuffle, o->bucket, o->max_src_len, o->max_tgt_len);
     if (o->ladder[0] > 1 || o->ladder[1] > 1) printf("| %-22s | multiples of %-4d / %-4d (capped at the maxima) |\n", "shape ladder", o->ladder[0], o->ladder[1]);
-    printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
+    print_optimizer_rows(o);
     printf("| %-22s | wd %-8g clip %-8g dropout %-14g |\n", "regularisation", (double)o->weight_decay, (double)o->clip, (double)c->dropout);
     printf("| %-22s | %-43s |\n", "LoRA", lora_describe(&e->lora, row, sizeof(row)));
     if (e->ops->print_config && e->self) e->ops->print_config(e, o); // (a dry run has no engine model)
