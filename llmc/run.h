@@ -376,6 +376,18 @@ static double evaluate(Run* run, long long* tokens) {
     return *tokens ? sum[0] / sum[1] : NAN;
 }
 
+// how many of the n summaries differ from every other (a model that writes one sentence for every dialogue
+// scores ROUGE too: this tells it apart)
+static int64_t distinct_summaries(const EvalResult* r) {
+    int64_t d = 0;
+    for (int64_t i = 0; i < r->n; i++) {
+        int seen = 0;
+        for (int64_t j = 0; j < i && !seen; j++) seen = strcmp(r->summaries[i], r->summaries[j]) == 0;
+        d += !seen;
+    }
+    return d;
+}
+
 // ROUGE of greedy summaries of the --eval-rouge validation examples (rank 0; 0 = fine, -1 = failed)
 static int eval_rouge(Run* run, EvalResult* r) {
     char err[1024];
@@ -399,14 +411,17 @@ static int log_eval(Run* run) {
     if (run->has_rouge) all_wait_for_rank0(run->e, "rank 0 evaluating ROUGE", RANK0_PHASE_S);
     int rouge = run->has_rouge && is_rank0(run->e) && eval_rouge(run, &r) == 0;
     printf("eval step %lld | val loss %.6f | %lld target tokens", run->step, loss, tokens);
-    if (rouge) printf(" | ROUGE-1/2/L/Lsum %.2f/%.2f/%.2f/%.2f on %lld", 100 * r.rouge.m[ROUGE_1].fmeasure, 100 * r.rouge.m[ROUGE_2].fmeasure,
-                      100 * r.rouge.m[ROUGE_L].fmeasure, 100 * r.rouge.m[ROUGE_LSUM].fmeasure, (long long)r.n);
+    int64_t distinct = rouge ? distinct_summaries(&r) : 0;
+    if (rouge) printf(" | ROUGE-1/2/L/Lsum %.2f/%.2f/%.2f/%.2f on %lld (%lld distinct)", 100 * r.rouge.m[ROUGE_1].fmeasure,
+                      100 * r.rouge.m[ROUGE_2].fmeasure, 100 * r.rouge.m[ROUGE_L].fmeasure, 100 * r.rouge.m[ROUGE_LSUM].fmeasure,
+                      (long long)r.n, (long long)distinct);
     printf(" | %.1f s\n", (now_ms() - t0) / 1e3);
     if (run->metrics) {
         fprintf(run->metrics, "{\"type\": \"eval\", \"step\": %lld", run->step);
         json_num(run->metrics, "val_loss", loss);
         for (int k = 0; rouge && k < ROUGE_NUM_METRICS; k++) json_num(run->metrics, ROUGE_NAMES[k], 100 * r.rouge.m[k].fmeasure);
         if (rouge) json_num(run->metrics, "bleu", r.bleu.score);
+        if (rouge) fprintf(run->metrics, ", \"distinct\": %lld", (long long)distinct);
         fprintf(run->metrics, ", \"tokens\": %lld}\n", tokens);
         fflush(run->metrics);
     }
