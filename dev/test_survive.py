@@ -8,7 +8,8 @@
      last checkpoint then completes;
   3. no false alarm: rank 0 alone for longer than the timeout (a synchronous checkpoint write, ROUGE on
      the validation examples) while rank 1 waits;
-  4. SIGUSR1 (what Slurm's --signal and mpirun forward): a checkpoint, exit 138, and the run resumes.
+  4. SIGUSR1 (what Slurm's --signal and mpirun forward): a checkpoint, exit 138, and the same command with
+     --resume auto (a requeued job's) starts fresh the first time and resumes the second.
     python3 dev/test_survive.py --train-bin ./train_t5 [--trials 10] [--mpi 1]"""
 import argparse
 import json
@@ -168,15 +169,17 @@ def test_no_false_alarm(args, data, tmp):
 
 def test_sigusr1(args, data, tmp):
     rd = os.path.join(tmp, "usr1")
-    common = ("--steps", "16", "--checkpoint-every", "4")
+    common = ("--steps", "16", "--checkpoint-every", "4", "--resume", "auto")  # a requeued job's one command
     p = subprocess.Popen(cmd(args, data, rd, *common), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tp.wait_for(os.path.join(rd, "checkpoints", "ckpt_000000004.bin"), p)
     p.send_signal(signal.SIGUSR1)
     out, _ = p.communicate()
     tp.check("SIGUSR1: a checkpoint, then exit 138 (128 + 10)", p.returncode == 138 and "stopped by signal 10" in out,
              f"rc {p.returncode}")
-    r = tp.run(cmd(args, data, rd, *common, "--resume", "latest"))
-    tp.check("SIGUSR1: the run resumes and completes", r.returncode == 0 and sorted(losses(rd)) == list(range(1, 17)))
+    started_fresh = "--resume auto: no checkpoint" in out
+    r = tp.run(cmd(args, data, rd, *common))
+    tp.check("SIGUSR1, then the same command (--resume auto: fresh the first time, latest the second) completes",
+             started_fresh and r.returncode == 0 and "resuming from" in r.stdout and sorted(losses(rd)) == list(range(1, 17)))
 
 
 def main():

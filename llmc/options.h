@@ -135,8 +135,9 @@ static const OptSpec OPTIONS[] = {
            "the evaluation after training are then the best\none (HF's load_best_model_at_end). rouge*: needs --eval-rouge"),
     INT("--early-stop", "N", early_stop, 0, NEVER, "0", ENGINE_BOTH,
         "stop after N evaluations without improvement of --keep-best's metric, 0 = never"),
-    STR("--resume", "latest|PATH", resume, NULL, "", ENGINE_BOTH,
-        "continue the run in --out-dir from its newest valid checkpoint (or PATH):\nweights, optimizer state, "
+    STR("--resume", "latest|auto|PATH", resume, NULL, "", ENGINE_BOTH,
+        "continue the run in --out-dir from its newest valid checkpoint (or PATH; auto:\nlatest when DIR has a checkpoint, "
+        "else a fresh run, for requeued jobs):\nweights, optimizer state, "
         "steps run and data position (same global batch,\naccumulation and seed). SIGINT / SIGTERM finish the "
         "current step, write a\ncheckpoint and exit with 130 / 143 / 138 (SIGUSR1: what Slurm's --signal sends)."),
     STR("--save-hf", "DIR", save_hf, NULL, "", ENGINE_BOTH,

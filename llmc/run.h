@@ -1208,6 +1208,13 @@ static inline int run_begin(Program* p, int argc, char** argv, const EngineOps* 
     int rc = options_parse(argc, argv, o, ops->kind, ops->binary);
     if (rc) { p->status = rc > 0 ? 0 : -1; return -1; }
     if (o->async_checkpoint < 0) o->async_checkpoint = ops->async_default;
+    if (o->resume && strcmp(o->resume, "auto") == 0) { // a requeued job's one command: latest if there is one
+        char dir[4400];
+        long long steps[1];
+        snprintf(dir, sizeof(dir), "%s/checkpoints", o->out_dir);
+        o->resume = ckpt_list(dir, steps, 1) > 0 ? "latest" : NULL;
+        if (!o->resume) printf("--resume auto: no checkpoint in %s yet: a fresh run\n", dir);
+    }
     if (!options_has_work(o)) {
         fprintf(stderr, "error: nothing to do: give --train-file, --eval-split, --summarize, --bench, --save-hf, --save-checkpoint, "
                 "--save-lora or --merge-lora%s\n  (to fine-tune on DialogSum: python3 prepro_dialogsum.py, then ./%s --model "
