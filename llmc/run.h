@@ -858,7 +858,7 @@ static int open_eval_inputs(const T5Config* c, const Options* o, EvalSet* s, Spm
     if (check_model_spec("--baseline-model", o->baseline_model, NULL) ||
         check_model_spec("--compare-model", o->compare_model, o->compare_lora_adapter)) return -1;
     eval_path(o, "generations.jsonl", out, sizeof(out));
-    if (mkdir_parent(out, err, sizeof(err)) || evalset_open(s, o->eval_split, o->eval_limit, err, sizeof(err))) {
+    if ((!o->dry_run && mkdir_parent(out, err, sizeof(err))) || evalset_open(s, o->eval_split, o->eval_limit, err, sizeof(err))) {
         fprintf(stderr, "error: %s\n", err);
         return -1;
     }
@@ -1131,8 +1131,7 @@ static int setup_host_model(Program* p) {
     return 0;
 }
 
-// --dry-run: everything the run would do up to the engine, then a summary; no run files written (the
-// evaluation's output directory is created, as the early check of a real run creates it)
+// --dry-run: everything the run would do up to the engine, then a summary; nothing written
 static int dry_run(Program* p) {
     const Options* o = &p->opts;
     Engine* e = &p->engine;
