@@ -35,6 +35,11 @@
 // reads in fp32: embedding, norms, relative bias), with no master copy, no gradients and no moments;
 // the base's weight-gradient products are skipped. Only the adapter trains; its state and reduction
 // are llmc/lora.cuh's, its products sit beside each wrapped Linear's (lora_fwd, lora_bwd below).
+//
+// --optimizer adafactor (llmc/adafactor.cuh, transformers' semantics; NEVER RUN ON A GPU YET, docs/adafactor.md):
+// one fused update per Hugging Face tensor (llmc/optim.h's slices: each layer of a stacked tensor on its own),
+// at that slice's device address; the state is one flat buffer in the host's slice order (the checkpoint's),
+// replicated on every rank (no ZeRO-1: the factored moments need whole rows and columns). No AdamW moments.
 #include <stdio.h>      // defines: printf, fprintf
 #include <stdlib.h>     // defines: malloc, free, strtol, strtod
 #include <stdint.h>     // defines: uint64_t, uint32_t
@@ -66,6 +71,7 @@
 #include "llmc/crossentropy.cuh" // defines: crossentropy_forward_backward
 #include "llmc/global_norm.cuh"  // defines: global_norm
 #include "llmc/adamw.cuh"        // defines: adamw_update, copy_to_floatx
+#include "llmc/adafactor.cuh"    // defines: adafactor_update, AdafactorScratch (--optimizer adafactor)
 #include "llmc/crc32.h"          // defines: Crc32Table, crc32_table_init, crc32_update
 #include "llmc/nccl.cuh"         // defines: Comm, comm_bootstrap, comm_init, comm_all_reduce_sum, comm_all_gather
 #include "llmc/zero.cuh"         // defines: ParamOrder, Bucket, order_build, order_at, shard_sumsq, BK_* buckets
@@ -212,8 +218,21 @@ static int cudnn_attention_check(int d_kv, char* err, size_t n) {
 typedef struct {
     uint64_t seed;      // dropout seed of the running micro-batch
     float loss_scale;   // 1 / counted label tokens of the step (0: keep the logits)
-    AdamWDevice update; // the step's AdamW values and its gate
+    AdamWDevice update; // the step's AdamW values and its gate (its skip and clip also gate Adafactor)
+    AdafactorStep af[2]; // --optimizer adafactor: the step's values, [0] decayed, [1] RMSNorm weights (no decay
+                         //   unless --decay-norms 1); skip and gscale copied from the gate on the device
 } StepDev;
+
+// one Hugging Face tensor as Adafactor updates it (llmc/optim.h) and where it lives on the device
+typedef struct {
+    OptSlice s;       // host layout offset, shape, factored, norm
+    size_t dev;       // offset in the device buffers (master, floatX copy, gradients): the device order of
+                      //   llmc/zero.cuh for the model, the layout itself for a LoRA adapter
+    size_t state;     // offset of its state in the flat Adafactor state (host slice order)
+} AfSlice;
+
+#define ADAFACTOR_ZERO_REFUSAL "--zero 1 with --optimizer adafactor: the factored state needs whole tensors (each slice's " \
+    "rows, columns and RMS); it is small and replicated on every rank: run without --zero"
 
 // how the model is built: communicator (NULL: one process), ZeRO-1, recompute, attention kernels
 typedef struct {
@@ -224,6 +243,8 @@ typedef struct {
     const LoraConfig* lora; // LoRA: the base frozen, this adapter trains (NULL: full fine-tuning)
     int graphs;     // 1: training steps replayed as CUDA graphs (--cuda-graphs)
     int matmul_tune, matmul_plans; // --matmul-tune, --matmul-plans (llmc/matmul.cuh)
+    int optimizer;  // OptimKind: AdamW (moments m, v) or Adafactor (its flat state; refused with ZeRO-1)
+    int af_beta1;   // Adafactor: its state holds the first moment M (--adafactor-beta1 given)
 } T5CudaOptions;
 
 // Device buffers. "full": ParamOrder.total floats in the device order of llmc/zero.cuh; "shard": this
@@ -244,8 +265,15 @@ typedef struct {
                          //   params_x in the fp32 build with it or with LoRA)
     float* grads;        // (full) fp32 gradients
     float* gshard;       // (shard) this rank's summed gradients (aliases grads without ZeRO-1)
-    float* m_mem;        // (shard) AdamW moments
+    float* m_mem;        // (shard) AdamW moments (NULL under Adafactor)
     float* v_mem;
+    int opt_kind;        // OptimKind
+    int af_beta1;        // Adafactor: its state holds M
+    AfSlice* af_slices;  // Adafactor: the trainable tensors one HF tensor at a time (the model's, or the adapter's)
+    int af_ns;
+    float* af_state;     // (af_n) device: the slices' states concatenated in host slice order (llmc/optim.h)
+    size_t af_n;
+    AdafactorScratch af_scratch; // sized for the largest factored slice
     long long step;      // optimizer updates done
     T5CudaActs acts;
     int max_B, max_Ts, max_Tt;
@@ -320,8 +348,10 @@ static int state_plan(T5Cuda* m, AllocPlan* plan) {
     }
     plan[n++] = AllocPlan{ (void**)&m->master, sh * f };
     plan[n++] = AllocPlan{ (void**)&m->grads, full * f };
-    plan[n++] = AllocPlan{ (void**)&m->m_mem, sh * f };
-    plan[n++] = AllocPlan{ (void**)&m->v_mem, sh * f };
+    if (m->opt_kind != OPTIM_ADAFACTOR) { // (Adafactor's state: t5cu_adafactor_alloc)
+        plan[n++] = AllocPlan{ (void**)&m->m_mem, sh * f };
+        plan[n++] = AllocPlan{ (void**)&m->v_mem, sh * f };
+    }
 #ifdef ENABLE_FP32
     if (m->zero) plan[n++] = AllocPlan{ (void**)&m->params_x, full * sizeof(floatX) };
 #else
@@ -353,6 +383,12 @@ static void t5cu_set_geometry(T5Cuda* m, const T5Config* c, const T5CudaOptions*
     m->recompute = o->recompute;
     m->attention = o->attention;
     m->graphs.on = o->graphs;
+    m->opt_kind = o->optimizer;
+    m->af_beta1 = o->optimizer == OPTIM_ADAFACTOR && o->af_beta1;
+    if (o->optimizer == OPTIM_ADAFACTOR && o->zero) { // (gpu_init refuses the flags first; this guards the tests)
+        fprintf(stderr, "error: %s\n", ADAFACTOR_ZERO_REFUSAL);
+        exit(EXIT_FAILURE);
+    }
     if (o->attention == ATTN_FLASH && !flash_attention_supports(c->d_kv)) {
         fprintf(stderr, "error: --attention flash has kernels for d_kv 64 and 128 only (this model: %d)\n", c->d_kv);
         exit(EXIT_FAILURE);
@@ -457,6 +493,67 @@ static void t5cu_get(T5Cuda* m, T5CuBuffer which, float* host) {
     if (stage) cudaCheck(cudaFree(stage));
 }
 
+// ----------------------------------------------------------------------------
+// Adafactor's state on the device: the slices of llmc/optim.h (each HF tensor: a layer of a stacked tensor on
+// its own) with their device addresses, one flat state in the host's slice order (what a checkpoint holds:
+// uploaded and gathered with one copy), and the scratch of the largest factored slice
+
+// the device offset of the model's tensor copy at host (layout) offset `host`: llmc/zero.cuh's slice of it
+static size_t t5cu_dev_of(const T5Cuda* m, size_t host, size_t n) {
+    for (int k = 0; k < m->order.ns; k++)
+        if (m->order.s[k].host == host && m->order.s[k].n == n) return m->order.s[k].dev;
+    fprintf(stderr, "error: no device copy of %zu floats at host offset %zu (llmc/optim.h and llmc/zero.cuh disagree)\n", n, host);
+    exit(EXIT_FAILURE);
+}
+
+// the slices of the trainable tensors (the model's, or the adapter's: llmc/lora.h's layout is its device
+// buffer's too), the zero state (the first step's) and the scratch
+static void t5cu_adafactor_alloc(T5Cuda* m) {
+    int lora = m->lora != NULL;
+    int n = lora ? lora_opt_slices(&m->lora->layout, NULL) : t5_opt_slices(&m->layout, NULL);
+    OptSlice* sl = (OptSlice*)mallocCheck((size_t)(n > 0 ? n : 1) * sizeof(OptSlice));
+    if (lora) lora_opt_slices(&m->lora->layout, sl); else t5_opt_slices(&m->layout, sl);
+    m->af_slices = (AfSlice*)mallocCheck((size_t)(n > 0 ? n : 1) * sizeof(AfSlice));
+    m->af_ns = n;
+    size_t at = 0;
+    int max_rows = 1, max_cols = 1;
+    for (int k = 0; k < n; k++) {
+        const OptSlice* o = &sl[k];
+        size_t count = (size_t)o->rows * o->cols;
+        AfSlice a = { *o, lora ? o->off : t5cu_dev_of(m, o->off, count), at };
+        m->af_slices[k] = a;
+        at += adafactor_state_floats(o->rows, o->cols, o->factored, m->af_beta1);
+        if (o->factored && o->rows > max_rows) max_rows = o->rows;
+        if (o->factored && o->cols > max_cols) max_cols = o->cols;
+    }
+    free(sl);
+    m->af_n = at;
+    m->af_state = cuda_alloc<float>(at + 1);
+    cudaCheck(cudaMemset(m->af_state, 0, (at + 1) * sizeof(float)));
+    adafactor_scratch_create(&m->af_scratch, max_rows, max_cols);
+    m->state_bytes += at * sizeof(float);
+}
+
+static void t5cu_adafactor_free(T5Cuda* m) {
+    if (!m->af_state) return;
+    cudaCheck(cudaFree(m->af_state));
+    adafactor_scratch_free(&m->af_scratch);
+    free(m->af_slices);
+    m->af_state = NULL; m->af_slices = NULL;
+}
+
+// Adafactor's state from a checkpoint (af_n floats, host slice order: llmc/model.h checked the length against
+// the stored config and β1; checked again here against the engine's own count) and the updates done
+static void t5cu_set_adafactor_state(T5Cuda* m, const float* af, size_t n, long long step) {
+    if (m->opt_kind != OPTIM_ADAFACTOR || n != m->af_n) {
+        fprintf(stderr, "error: Adafactor state of %zu floats for an engine that holds %zu (%s)\n", n, m->af_n,
+                optim_name(m->opt_kind));
+        exit(EXIT_FAILURE);
+    }
+    cudaCheck(cudaMemcpy(m->af_state, af, n * sizeof(float), cudaMemcpyHostToDevice));
+    m->step = step;
+}
+
 // builds the model from a flat host buffer of fp32 parameters (layout order) on the current device
 static void t5cu_build_with(T5Cuda* m, const T5Config* c, const float* params, const T5CudaOptions* o) {
     memset(m, 0, sizeof(*m));
@@ -479,6 +576,7 @@ static void t5cu_build_with(T5Cuda* m, const T5Config* c, const float* params, c
         lora_state_alloc(m->lora);
         m->state_bytes += lora_state_bytes(m->lora);
     }
+    if (m->opt_kind == OPTIM_ADAFACTOR) t5cu_adafactor_alloc(m);
     t5cu_put(m, T5CU_PARAMS, params);
     m->loss_sum = cuda_alloc<double>(2);
     m->norm = cuda_alloc<float>(1);
@@ -492,7 +590,7 @@ static void t5cu_build_with(T5Cuda* m, const T5Config* c, const float* params, c
 
 // one process, no ZeRO-1, no recompute
 static void t5cu_build(T5Cuda* m, const T5Config* c, const float* params) {
-    T5CudaOptions o = { NULL, 0, 0, ATTN_GEMM, NULL, 0, 0, 0 };
+    T5CudaOptions o = { NULL, 0, 0, ATTN_GEMM, NULL, 0, 0, 0, OPTIM_ADAMW, 0 };
     t5cu_build_with(m, c, params, &o);
 }
 
@@ -543,6 +641,7 @@ static void t5cu_free(T5Cuda* m) {
     cudaCheck(cudaFree(m->loss_sum)); cudaCheck(cudaFree(m->norm)); cudaCheck(cudaFree(m->norm_partial));
     cudaCheck(cudaFree(m->sumsq)); cudaCheck(cudaFree(m->step_dev));
     if (m->lora) { lora_state_free(m->lora); free(m->lora); }
+    t5cu_adafactor_free(m);
     matmul_ctx_free(&m->mm);
     cudaCheck(cudaStreamDestroy(m->stream));
     order_free(&m->order);
@@ -1331,6 +1430,43 @@ static void t5cu_update_values(T5Cuda* m, const AdamW* o, float lr, double count
     cudaCheck(cudaMemcpyAsync(&m->step_dev->update, &u, sizeof(u), cudaMemcpyHostToDevice, m->stream)); // staged at the call
 }
 
+// --optimizer adafactor: the step's values (llmc/adafactor.h's adafactor_step_values for update step + 1, as the
+// driver computes them) in device memory, after t5cu_update_values (whose counted and max_norm feed the gate):
+// [0] for every decayed tensor, [1] for the RMSNorm weights, without weight decay unless decay_norms (HF
+// Trainer's groups; the adapter's A and B are all [0]). skip and gscale are the gate's, set on the device
+static void t5cu_adafactor_values(T5Cuda* m, const AdafactorStep* s, int decay_norms) {
+    AdafactorStep af[2] = { *s, *s };
+    if (!decay_norms) af[1].weight_decay = 0.0;
+    for (int c = 0; c < 2; c++) { af[c].gscale = 1.0f; af[c].skip = 0; }
+    cudaCheck(cudaMemcpyAsync(m->step_dev->af, af, sizeof(af), cudaMemcpyHostToDevice, m->stream)); // staged at the call
+}
+
+// the gate's decision (adamw_gate, just before) into the step's Adafactor values: the skip, and the clipping
+// factor as a factor on the gradient (HF Trainer clips the global norm before optimizer.step(); the CPU engine
+// scales the gradients, g·clip, the same fp32 product adafactor.cuh forms from gscale)
+__global__ void adafactor_gate_kernel(AdafactorStep* af, const AdamWDevice* u) {
+    for (int c = 0; c < 2; c++) { af[c].skip = u->cls[0].skip; af[c].gscale = u->cls[0].clip; }
+}
+
+// Adafactor over every slice at the step's values in device memory (after adamw_gate): one fused update per HF
+// tensor (llmc/adafactor.cuh; its kernels all read the gate, so a skipped step changes nothing), master and
+// gradients at the slice's device offset, the floatX copy refreshed in place, the state at its host-order offset
+static void t5cu_apply_adafactor(T5Cuda* m) {
+    AdafactorStep* sd = m->step_dev->af;
+    adafactor_gate_kernel<<<1, 1, 0, m->stream>>>(sd, &m->step_dev->update);
+    cudaCheckLaunch();
+    float* p = m->lora ? m->lora->master : m->master;
+    floatX* px = m->lora ? m->lora->x : m->params_x;
+    const float* g = m->lora ? m->lora->gshard : m->gshard;
+    AdafactorStep unused;
+    memset(&unused, 0, sizeof(unused));
+    for (int k = 0; k < m->af_ns; k++) {
+        const AfSlice* a = &m->af_slices[k];
+        adafactor_update(p + a->dev, px + a->dev, g + a->dev, m->af_state + a->state, a->s.rows, a->s.cols, a->s.factored,
+                         unused, &sd[a->s.norm ? 1 : 0], &m->af_scratch, m->stream);
+    }
+}
+
 // the update at the values in device memory: gate, then AdamW over this rank's part of each bucket, cut into
 // runs of one weight-decay class (the whole device order without ZeRO-1); master, moments and summed
 // gradients at shard offsets, the floatX copy in place. A skipped step changes nothing (every kernel reads
@@ -1338,6 +1474,7 @@ static void t5cu_update_values(T5Cuda* m, const AdamW* o, float lr, double count
 static void t5cu_apply_update(T5Cuda* m, const AdamW* o) {
     AdamWDevice* u = &m->step_dev->update;
     adamw_gate(u, m->norm, m->loss_sum, m->stream);
+    if (m->opt_kind == OPTIM_ADAFACTOR) { t5cu_apply_adafactor(m); return; } // (no ZeRO-1: nothing to gather)
     if (m->lora) { // the adapter alone (llmc/lora.cuh): A and B are weights and all decay, as in the CPU engine
         lora_update(m->lora, &u->cls[0], m->stream);
         return;
@@ -1377,35 +1514,71 @@ static void t5cu_update(T5Cuda* m, const AdamW* o, float lr, float max_norm) {
     m->step++;
 }
 
-static int is_rank0(const T5Cuda* m) { return !m->comm || m->comm->rank == 0; }
-
-// under LoRA: llmc/lora.h's adapter checkpoint, the adapter and its AdamW moments (gathered under ZeRO-1:
-// every rank takes part) and the base weights' fingerprint instead of the base itself; the CPU engine's
-// format, so either trainer resumes the other's run
-static int t5cu_save_lora_checkpoint(T5Cuda* m, const char* path, const CkptTrainState* ts, char* err, size_t errlen) {
-    LoraState* L = m->lora;
-    float* a = is_rank0(m) ? (float*)mallocCheck(3 * L->n * sizeof(float) + 1) : NULL;
-    lora_get(L, LORA_PARAMS, a, m->stream);
-    lora_get(L, LORA_ADAM_M, a ? a + L->n : NULL, m->stream);
-    lora_get(L, LORA_ADAM_V, a ? a + 2 * L->n : NULL, m->stream);
-    int rc = a ? lora_ckpt_save(path, &L->config, a, a + L->n, a + 2 * L->n, (int64_t)L->n, m->step, L->base_n, L->base_crc,
-                                (const int64_t*)ts, err, errlen) : 0;
-    free(a);
-    return rc;
+// the same with Adafactor at step values s (tests: adafactor_step_values for update m->step + 1)
+static void t5cu_update_adafactor(T5Cuda* m, const AdafactorStep* s, int decay_norms, float max_norm) {
+    AdamW o;
+    memset(&o, 0, sizeof(o)); // (only its gate is read: counted 1 and max_norm)
+    o.decay_norms = decay_norms;
+    t5cu_update_values(m, &o, 0.0f, 1.0, max_norm);
+    t5cu_adafactor_values(m, s, decay_norms);
+    t5cu_apply_update(m, &o);
+    m->step++;
 }
 
-// rank 0 writes params + AdamW state in layout order (under ZeRO-1 every rank takes part in the gather).
-// The file is an ordinary checkpoint: it loads with any number of ranks, with or without ZeRO-1.
+static int is_rank0(const T5Cuda* m) { return !m->comm || m->comm->rank == 0; }
+
+// the state gathered to rank 0's host buffers (every rank takes part: ZeRO-1 gathers); valid until the next call.
+// Under LoRA the adapter and its optimizer state (the fp32 base is not on the device: params NULL). AdamW: the
+// moments in layout order; Adafactor: its flat state (replicated: rank 0 copies its own)
+static void t5cu_get_state(T5Cuda* m, EngineState* s) {
+    int root = is_rank0(m), af = m->opt_kind == OPTIM_ADAFACTOR;
+    memset(s, 0, sizeof(*s));
+    free(m->host_state);
+    m->host_state = NULL;
+    s->step = m->step;
+    s->opt_kind = m->opt_kind;
+    s->af_beta1 = m->af_beta1;
+    size_t n = m->lora ? m->lora->n : t5cu_num_params(m), nopt = af ? m->af_n : 2 * n;
+    float* p = root ? (float*)mallocCheck((n + nopt) * sizeof(float) + 1) : NULL;
+    if (m->lora) {
+        lora_get(m->lora, LORA_PARAMS, p, m->stream);
+        if (!af) {
+            lora_get(m->lora, LORA_ADAM_M, p ? p + n : NULL, m->stream);
+            lora_get(m->lora, LORA_ADAM_V, p ? p + 2 * n : NULL, m->stream);
+        }
+        if (p) { s->adapter = p; if (!af) { s->am = p + n; s->av = p + 2 * n; } }
+        s->lora_n = n;
+    } else {
+        t5cu_get(m, T5CU_PARAMS, p);
+        if (!af) {
+            t5cu_get(m, T5CU_ADAM_M, p ? p + n : NULL);
+            t5cu_get(m, T5CU_ADAM_V, p ? p + 2 * n : NULL);
+        }
+        if (p) { s->params = p; if (!af) { s->m = p + n; s->v = p + 2 * n; } }
+        s->n = n;
+    }
+    if (af && p) {
+        cudaCheck(cudaStreamSynchronize(m->stream));
+        cudaCheck(cudaMemcpy(p + n, m->af_state, m->af_n * sizeof(float), cudaMemcpyDeviceToHost));
+        s->af = p + n;
+        s->af_n = m->af_n;
+    }
+    m->host_state = p;
+}
+
+// rank 0 writes weights + optimizer state in layout order (under ZeRO-1 every rank takes part in the gather).
+// The file is an ordinary checkpoint: it loads with any number of ranks, with or without ZeRO-1. Under LoRA:
+// llmc/lora.h's adapter checkpoint, the adapter, its optimizer state and the base weights' fingerprint instead
+// of the base itself; the CPU engine's formats, so either trainer resumes the other's run
 static int t5cu_save_checkpoint(T5Cuda* m, const char* path, const CkptTrainState* ts, char* err, size_t errlen) {
-    if (m->lora) return t5cu_save_lora_checkpoint(m, path, ts, err, errlen);
-    size_t n = t5cu_num_params(m);
-    float* p = is_rank0(m) ? (float*)mallocCheck(3 * n * sizeof(float)) : NULL;
-    t5cu_get(m, T5CU_PARAMS, p);
-    t5cu_get(m, T5CU_ADAM_M, p ? p + n : NULL);
-    t5cu_get(m, T5CU_ADAM_V, p ? p + 2 * n : NULL);
-    int rc = p ? ckpt_save(path, &m->config, p, p + n, p + 2 * n, (int64_t)n, m->step, ts, err, errlen) : 0;
-    free(p);
-    return rc;
+    EngineState s;
+    t5cu_get_state(m, &s);
+    if (!is_rank0(m)) return 0;
+    CkptOpt o = { s.opt_kind, s.af_beta1, m->lora ? s.am : s.m, m->lora ? s.av : s.v, s.af, (int64_t)s.af_n };
+    if (m->lora)
+        return lora_ckpt_save_opt(path, &m->lora->config, s.adapter, &o, (int64_t)s.lora_n, m->step, m->lora->base_n,
+                                  m->lora->base_crc, (const int64_t*)ts, err, errlen);
+    return ckpt_save_opt(path, &m->config, s.params, &o, (int64_t)s.n, m->step, ts, err, errlen);
 }
 
 // ----------------------------------------------------------------------------
@@ -1953,6 +2126,11 @@ static void t5cu_step_with(T5Cuda* m, const StepIn* in, StepOut* out, GraphBody 
         t5cu_micro_step(m, micro);
     }
     t5cu_update_values(m, &in->opt, in->lr, (double)in->total, in->clip);
+    if (in->optimizer != m->opt_kind) { // a programming error: the engine was built for the other optimizer
+        fprintf(stderr, "error: a %s step on an engine built for %s\n", optim_name(in->optimizer), optim_name(m->opt_kind));
+        exit(EXIT_FAILURE);
+    }
+    if (in->optimizer == OPTIM_ADAFACTOR) t5cu_adafactor_values(m, &in->af, in->opt.decay_norms);
     t5cu_step_end(m, &in->opt, comm_on && in->total > 0);
     double sums[2];
     memset(out, 0, sizeof(*out));
@@ -1988,10 +2166,8 @@ static void gpu_abort(Engine* e, int code) {
 
 static int gpu_init(Engine* e, int* argc, char*** argv, const Options* o) {
     char err[1024];
-    if (o->optimizer == OPTIM_ADAFACTOR && o->train_file) {
-        // llmc/adafactor.cuh (the fused update) is compiled and has its twin in dev/cuda/adafactor.cu, but is not
-        // wired into t5cu's update yet: refused rather than silently trained with AdamW (docs/adafactor.md)
-        fprintf(stderr, "error: --optimizer adafactor is not in the GPU engine yet (train_t5 has it; docs/adafactor.md)\n");
+    if (o->optimizer == OPTIM_ADAFACTOR && o->zero) { // (also in a dry run: the combination cannot train)
+        fprintf(stderr, "error: %s\n", ADAFACTOR_ZERO_REFUSAL);
         return -1;
     }
     GpuProc* p = (GpuProc*)callocCheck(1, sizeof(GpuProc));
@@ -2046,10 +2222,11 @@ static int gpu_build(Engine* e, HostModel* h, const Options* o, int solo) {
     }
     T5Cuda* m = (T5Cuda*)callocCheck(1, sizeof(T5Cuda));
     T5CudaOptions mo = { solo ? NULL : &gpu_proc(e)->comm, solo ? 0 : o->zero, o->recompute, attn, h->lora.r ? &h->lora : NULL,
-                         o->cuda_graphs, o->matmul_tune, o->matmul_plans };
+                         o->cuda_graphs, o->matmul_tune, o->matmul_plans, o->optimizer, o->af_beta1 >= 0.0 };
     t5cu_build_with(m, &h->config, h->params, &mo);
     if (m->lora) t5cu_lora_set(m, h->adapter, h->base_crc);
-    if (h->m) t5cu_set_optimizer_state(m, h->m, h->v, h->step);
+    if (h->af) t5cu_set_adafactor_state(m, h->af, h->af_n, h->step); // (llmc/model.h checked it is this run's optimizer's)
+    else if (h->m) t5cu_set_optimizer_state(m, h->m, h->v, h->step);
     else m->step = h->step; // a checkpoint without optimizer state still says its step (as the CPU engine reads it)
     e->self = m;
     return 0;
@@ -2075,7 +2252,9 @@ static void gpu_print_config(Engine* e, const Options* o) {
     printf("| %-22s | %-43s |\n", "matmul plans", m->mm.plans ? "kept per exact shape (--matmul-plans 1)" : "built per product");
     printf("| %-22s | %-43s |\n", "training steps", m->graphs.on ? "CUDA graphs per shape (--cuda-graphs 1)" : "eager launches");
     snprintf(row, sizeof(row), "%.2f GiB per rank (%zu buckets)", m->state_bytes / 1073741824.0, (size_t)m->order.nb);
-    printf("| %-22s | %-43s |\n", "weights+grads+AdamW", row);
+    printf("| %-22s | %-43s |\n", m->opt_kind == OPTIM_ADAFACTOR ? "weights+grads+AF state" : "weights+grads+AdamW", row);
+    if (m->opt_kind == OPTIM_ADAFACTOR) // opt-in: llmc/adafactor.cuh in this engine has not run on a GPU yet
+        printf("| %-22s | %-43s |\n", "adafactor on the GPU", "never run on a GPU yet (docs/adafactor.md)");
 }
 
 static void gpu_reserve(Engine* e, int B, int Ts, int Tt) { t5cu_reserve(gpu_model(e), B, Ts, Tt); }
@@ -2097,34 +2276,9 @@ static int gpu_generate(Engine* e, const int* const* src, const int* src_len, in
     return t5cu_generate(gpu_model(e), src, src_len, B, g, out, out_len, err, errlen);
 }
 
-// the state gathered to rank 0's host buffers (every rank takes part: ZeRO-1 gathers); freed at the next call.
-// Under LoRA the adapter and its moments (the fp32 base is not on the device: params NULL)
+// the state gathered to rank 0's host buffers (t5cu_get_state; every rank takes part); freed at the next call
 static int gpu_get_state(Engine* e, EngineState* s) {
-    T5Cuda* m = gpu_model(e);
-    int root = !m->comm || m->comm->rank == 0;
-    memset(s, 0, sizeof(*s));
-    free(m->host_state);
-    m->host_state = NULL;
-    s->step = m->step;
-    if (m->lora) {
-        LoraState* L = m->lora;
-        float* a = root ? (float*)mallocCheck(3 * L->n * sizeof(float) + 1) : NULL;
-        lora_get(L, LORA_PARAMS, a, m->stream);
-        lora_get(L, LORA_ADAM_M, a ? a + L->n : NULL, m->stream);
-        lora_get(L, LORA_ADAM_V, a ? a + 2 * L->n : NULL, m->stream);
-        m->host_state = a;
-        if (a) { s->adapter = a; s->am = a + L->n; s->av = a + 2 * L->n; }
-        s->lora_n = L->n;
-        return 0;
-    }
-    size_t n = t5cu_num_params(m);
-    float* p = root ? (float*)mallocCheck(3 * n * sizeof(float)) : NULL;
-    t5cu_get(m, T5CU_PARAMS, p);
-    t5cu_get(m, T5CU_ADAM_M, p ? p + n : NULL);
-    t5cu_get(m, T5CU_ADAM_V, p ? p + 2 * n : NULL);
-    m->host_state = p;
-    if (p) { s->params = p; s->m = p + n; s->v = p + 2 * n; }
-    s->n = n;
+    t5cu_get_state(gpu_model(e), s);
     return 0;
 }
 

@@ -118,6 +118,12 @@ stage "bench hf-eager ladder" 120 python3 dev/bench_hf_gpu.py --steps "$STEPS" -
 [ -f "$DS" ] && stage "dialogsum train graphs" 120 "$T5" --matmul-plans 1 --model flan-t5-base --train-file "$DS" \
     --steps 200 --batch-size "$BATCH" --shape-ladder 32,16 --cuda-graphs 1
 
+# ---- 0b. Adafactor in the GPU engine (issue 26; --optimizer adafactor has never run on a GPU): the fused update
+#      against llmc/optim.h's host update on the same gradients (full and LoRA, two option sets, a skipped step),
+#      graphs vs eager and save + resume bit for bit, vs the CPU engine (fp32), train_t5cu vs transformers'
+#      fixtures and the ZeRO-1 refusal (test_t5cu --only adafactor; with the twin: GPU_CHECK_ONLY=adafactor)
+for p in bf16 fp32; do stage "test $p adafactor" 150 "$BIN/$p/test_t5cu" --train-bin "$BIN/$p/train_t5cu" --only adafactor; done
+
 # ---- 1, 2. test_t5cu, one process per section
 SECTIONS="twins fixtures cpu determinism flash zero generate lora cli"
 for p in fp32 bf16; do

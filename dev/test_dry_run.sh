@@ -50,5 +50,13 @@ check "dimension flags on an HF directory: refused" "[ $? -eq 1 ] && grep -q 'di
 "$gpu" $SMALL --train-file "$tmp/ds/val.bin" --eval-split "$tmp/ds/none" --dry-run 1 > "$tmp/bad3.out" 2>&1
 check "a missing evaluation split: refused before training" "[ $? -eq 1 ] && grep -q 'none' $tmp/bad3.out"
 
+# 5. --optimizer adafactor (opt-in on the GPU, docs/adafactor.md): a CPU run's Adafactor checkpoint resumes; ZeRO-1 refused
+"$cpu" $SMALL --train-file "$tmp/ds/val.bin" --steps 2 --optimizer adafactor --out-dir "$tmp/afrun" > /dev/null 2>&1
+"$gpu" $SMALL --train-file "$tmp/ds/val.bin" --steps 4 --optimizer adafactor --out-dir "$tmp/afrun" --resume latest --dry-run 1 \
+    > "$tmp/af.out" 2>&1
+check "adafactor: train_t5cu finds the CPU run's Adafactor checkpoint" "grep -q 'resuming from .*ckpt_000000002.bin at step 2' $tmp/af.out"
+"$gpu" $SMALL --train-file "$tmp/ds/val.bin" --optimizer adafactor --zero 1 --dry-run 1 > "$tmp/af2.out" 2>&1
+check "adafactor with --zero 1: refused by name" "[ $? -ne 0 ] && grep -q -- '--zero 1 with --optimizer adafactor' $tmp/af2.out"
+
 echo "dry run of $(basename "$gpu"): $((n - bad)) OK, $bad FAIL"
 [ "$bad" -eq 0 ]

@@ -100,7 +100,8 @@ static const OptSpec OPTIONS[] = {
     FLT("--clip", "X", clip, 0.0, 1e9, "1", ENGINE_BOTH, "max global gradient norm, 0 = off"),
     CHOICE("--optimizer", optimizer, "adamw|adafactor", "adamw", ENGINE_BOTH,
            "adamw: torch.optim.AdamW; adafactor: transformers.optimization.Adafactor\n(llmc/adafactor.h; "
-           "docs/adafactor.md), options below, weight decay 0 unless\n--weight-decay is given"),
+           "docs/adafactor.md), options below, weight decay 0 unless\n--weight-decay is given.\n"
+           "train_t5cu: opt-in, never run on a GPU yet, not with --zero 1"),
     INT("--adafactor-relative-step", "0|1", af_relative_step, 0, 1, "1", ENGINE_BOTH,
         "step size min(1e-2, 1/sqrt(t)) (x RMS(p) with the parameter scale): --lr,\n--schedule, --warmup do "
         "not apply; 0: the scheduled --lr"),
