@@ -214,6 +214,7 @@ static inline double adafactor_sum(const double* x, int n) {
 static inline void adafactor_factored_moments(float* R, float* C, const float* g, int rows, int cols,
                                               const AdafactorStep* s, double* col_acc) {
     int par = (size_t)rows * cols >= ADAFACTOR_PAR_MIN;
+    (void)par; // (read by the pragmas only: unused in a build without OpenMP)
     #pragma omp parallel for schedule(static) if (par)
     for (int i = 0; i < rows; i++) {
         const float* gr = g + (size_t)i * cols;
@@ -261,6 +262,7 @@ static inline AdafactorInfo adafactor_update_values(float* p, const float* g, fl
     float *cf = rf + rows, *R = state, *C = state + rows, *V = state;
     float* M = s->has_beta1 ? state + (factored ? (size_t)rows + cols : n) : NULL;
     int par = n >= ADAFACTOR_PAR_MIN;
+    (void)par; // (read by the pragmas only)
     // RMS(p) before the update, and the lr it sets
     adafactor_row_sum_sq(sums, p, rows, cols);
     info.param_rms = adafactor_rms(adafactor_sum(sums, rows), n);
