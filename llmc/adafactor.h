@@ -213,9 +213,7 @@ static inline double adafactor_sum(const double* x, int n) {
 // G = (gscale·g)² + eps1 (grad**2 + eps1, each rounded to fp32); col_acc: cols doubles of scratch
 static inline void adafactor_factored_moments(float* R, float* C, const float* g, int rows, int cols,
                                               const AdafactorStep* s, double* col_acc) {
-    int par = (size_t)rows * cols >= ADAFACTOR_PAR_MIN;
-    (void)par; // (read by the pragmas only: unused in a build without OpenMP)
-    #pragma omp parallel for schedule(static) if (par)
+    #pragma omp parallel for schedule(static) if ((size_t)rows * cols >= ADAFACTOR_PAR_MIN)
     for (int i = 0; i < rows; i++) {
         const float* gr = g + (size_t)i * cols;
         double acc = 0.0;
@@ -224,7 +222,7 @@ static inline void adafactor_factored_moments(float* R, float* C, const float* g
     }
     // columns in blocks of 64, each block over all rows in order
     int nb = (cols + 63) / 64;
-    #pragma omp parallel for schedule(static) if (par)
+    #pragma omp parallel for schedule(static) if ((size_t)rows * cols >= ADAFACTOR_PAR_MIN)
     for (int b = 0; b < nb; b++) {
         int j0 = b * 64, j1 = j0 + 64 < cols ? j0 + 64 : cols;
         for (int j = j0; j < j1; j++) col_acc[j] = 0.0;
@@ -261,8 +259,6 @@ static inline AdafactorInfo adafactor_update_values(float* p, const float* g, fl
     float* rf = (float*)mallocCheck(((size_t)rows + cols) * sizeof(float));
     float *cf = rf + rows, *R = state, *C = state + rows, *V = state;
     float* M = s->has_beta1 ? state + (factored ? (size_t)rows + cols : n) : NULL;
-    int par = n >= ADAFACTOR_PAR_MIN;
-    (void)par; // (read by the pragmas only)
     // RMS(p) before the update, and the lr it sets
     adafactor_row_sum_sq(sums, p, rows, cols);
     info.param_rms = adafactor_rms(adafactor_sum(sums, rows), n);
@@ -273,14 +269,14 @@ static inline AdafactorInfo adafactor_update_values(float* p, const float* g, fl
         adafactor_factored_moments(R, C, g, rows, cols, s, sums + rows);
         adafactor_factors(rf, cf, R, C, rows, cols);
     } else {
-        #pragma omp parallel for schedule(static) if (par)
+        #pragma omp parallel for schedule(static) if (n >= ADAFACTOR_PAR_MIN)
         for (size_t k = 0; k < n; k++) {
             float gi = g[k] * s->gscale;
             V[k] = adafactor_ema(V[k], gi * gi + s->eps1, s->beta2t, s->one_minus_beta2t);
         }
     }
     // u_ij = (rf_i·cf_j)·g_ij  or  rsqrt(V)·g; Σu² per row, then in row order
-    #pragma omp parallel for schedule(static) if (par)
+    #pragma omp parallel for schedule(static) if (n >= ADAFACTOR_PAR_MIN)
     for (int i = 0; i < rows; i++) {
         double acc = 0.0;
         for (int j = 0; j < cols; j++) {
@@ -294,7 +290,7 @@ static inline AdafactorInfo adafactor_update_values(float* p, const float* g, fl
     info.update_rms = adafactor_rms(adafactor_sum(sums, rows), n);
     float d = adafactor_clip_div(s, info.update_rms);
     // p ← p − wd·lr·p − (clipped, scaled, averaged) u
-    #pragma omp parallel for schedule(static) if (par)
+    #pragma omp parallel for schedule(static) if (n >= ADAFACTOR_PAR_MIN)
     for (int i = 0; i < rows; i++) {
         for (int j = 0; j < cols; j++) {
             size_t k = (size_t)i * cols + j;
