@@ -192,8 +192,8 @@ static void trivial_row(ReportRow* w, TrivialKind k) {
     w->kind = k == TRIVIAL_LEAD2 ? KIND_LEAD2 : KIND_LONGEST3;
     w->name = KIND_NAMES[w->kind];
     w->tag = k == TRIVIAL_LEAD2 ? "_lead2" : "_longest3";
-    w->spec = k == TRIVIAL_LEAD2 ? "the first two utterances of the dialogue"
-                                 : "the three longest utterances of the dialogue (in words), in its order";
+    w->spec = k == TRIVIAL_LEAD2 ? "the dialogue's first two lines, speaker tags without their colon"
+                                 : "the dialogue's three longest lines (in words), in its order, tags as LEAD-2";
     w->info = run_info_unknown();
 }
 
