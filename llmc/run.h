@@ -796,6 +796,7 @@ static HubSave hub_save_of(const Engine* e, const Options* o, int evaluated, Hub
     c->schedule = lr_schedule_name(o->schedule); c->seed = o->seed;
     c->eval_split = evaluated ? o->eval_split : NULL; c->scores_json = p->scores;
     c->baseline_json = o->baseline_model ? p->baseline : NULL; c->lora = e->lora.r ? p->lora : NULL;
+    c->prompt = o->prompt; c->gen = g;
     return s;
 }
 
