@@ -239,8 +239,10 @@ static inline void hub_card_usage(FILE* f, const HubCard* c) {
     fputs(")\nprint(tokenizer.decode(summary_ids[0], skip_special_tokens=True))\n```\n", f);
 }
 
+// trivial[k]: the evaluation's LEAD-2 / LONGEST-3 scores (scores_lead2.json, scores_longest3.json beside
+// scores.json), NULL where not read
 static inline void hub_card_body(FILE* f, const char* name, const char* base_id, const HubCard* c, const HubScores* s,
-                                 const HubScores* base) {
+                                 const HubScores* base, const HubScores* const trivial[2]) {
     fprintf(f, "# %s\n\n", name);
     if (c->random_init) fprintf(f, "A %s-shaped T5 **randomly initialised** (seed %lld), not pretrained weights", c->base_model, c->seed);
     else fprintf(f, "Weights from `%s`%s%s%s", c->base_model, base_id ? " (" : "", base_id ? base_id : "", base_id ? ")" : "");
@@ -262,7 +264,12 @@ static inline void hub_card_body(FILE* f, const char* name, const char* base_id,
                 "|---|---:|---:|---:|---:|---:|\n", s->examples, c->eval_split);
         if (base) fprintf(f, "| zero-shot (before fine-tuning) | %.2f | %.2f | %.2f | %.2f | %.2f |\n", base->rouge1, base->rouge2,
                           base->rougeL, base->rougeLsum, base->bleu);
-        fprintf(f, "| this model | %.2f | %.2f | %.2f | %.2f | %.2f |\n\n", s->rouge1, s->rouge2, s->rougeL, s->rougeLsum, s->bleu);
+        fprintf(f, "| this model | %.2f | %.2f | %.2f | %.2f | %.2f |\n", s->rouge1, s->rouge2, s->rougeL, s->rougeLsum, s->bleu);
+        const char* rules[2] = { "LEAD-2 (baseline: the dialogue's first two lines)", "LONGEST-3 (baseline: its three longest lines)" };
+        for (int k = 0; k < 2; k++)
+            if (trivial[k]) fprintf(f, "| %s | %.2f | %.2f | %.2f | %.2f | %.2f |\n", rules[k], trivial[k]->rouge1, trivial[k]->rouge2,
+                                    trivial[k]->rougeL, trivial[k]->rougeLsum, trivial[k]->bleu);
+        fputc('\n', f);
     }
     hub_card_usage(f, c);
 }
@@ -291,11 +298,19 @@ static inline int hub_write_card(const char* dir, const HubCard* c, char* err, s
     HubScores s, b;
     int have = c->eval_split && hub_read_scores(c->scores_json, &s) == 0;
     int have_base = have && hub_read_scores(c->baseline_json, &b) == 0;
+    HubScores tv[2];
+    const HubScores* trivial[2] = { NULL, NULL };
+    const char* files[2] = { "scores_lead2.json", "scores_longest3.json" };
+    for (int k = 0; have && k < 2; k++) { // beside scores.json
+        const char* slash = strrchr(c->scores_json, '/');
+        snprintf(path, sizeof(path), "%.*s%s", slash ? (int)(slash - c->scores_json + 1) : 0, c->scores_json, files[k]);
+        if (hub_read_scores(path, &tv[k]) == 0) trivial[k] = &tv[k];
+    }
     if (hf_join(path, sizeof(path), dir, "README.md", err, errlen)) return -1;
     AtomicFile a;
     if (atomic_open(&a, path, err, errlen)) return -1;
     hub_card_metadata(a.f, name, base_id, c, have ? &s : NULL);
-    hub_card_body(a.f, name, base_id, c, have ? &s : NULL, have_base ? &b : NULL);
+    hub_card_body(a.f, name, base_id, c, have ? &s : NULL, have_base ? &b : NULL, trivial);
     return atomic_close(&a, !ferror(a.f), err, errlen);
 }
 
