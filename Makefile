@@ -126,6 +126,16 @@ NVCC_LDLIBS = -lcublasLt -lm
 CUDNN_FE_FLAGS = -O3 -std=c++17 -I. -isystem $(CUDNN_FRONTEND_PATH) -Xcompiler -Wall,-Wextra
 # (-lnvrtc: the frontend headers also hold engines that compile kernels at run time through NVRTC)
 CUDNN_LDLIBS = -lcudnn -lnvrtc
+# the --bench profiler (llmc/profile.cuh): PROFILE=1 compiles it in (-DENABLE_PROFILE: GPU time per phase,
+# --profile ops per operation); without it every profiling call compiles to nothing
+ifeq ($(PROFILE),1)
+  NVCC_FLAGS += -DENABLE_PROFILE
+  $(info ✓ profiler: compiled in (PROFILE=1): --bench prints GPU time per phase, --profile ops per operation)
+else ifeq ($(PROFILE),)
+  $(info ✗ profiler: compiled out (build with PROFILE=1 for --bench's phase and operation tables))
+else
+  $(error PROFILE must be 1 when given)
+endif
 ifeq ($(CUDNN_ATTN),1)
   NVCC_FLAGS += -DENABLE_CUDNN
   NVCC_LDLIBS += $(CUDNN_LDLIBS)
@@ -273,7 +283,7 @@ $(BUILD)/noomp/test_t5: test_t5.c train_t5.c $(HEADERS)
 test: train_t5 test_t5 $(BUILD)/test_io $(BUILD)/test_durable $(BUILD)/bench_generate $(BUILD)/bench_gemm $(BUILD)/ladder_stats $(BUILD)/noomp/test_t5 $(if $(filter 1,$(CUBLASLT_FOUND)),cuda_compile_check)
 	./$(BUILD)/test_io
 	./$(BUILD)/test_durable
-	bash dev/check_fsync_order.sh ./$(BUILD)/test_durable
+	bash dev/check_fsync_order.sh ./$(BUILD)/test_durable ./train_t5
 	$(MAKE) --no-print-directory test_adafactor
 	./test_t5 --train-bin ./train_t5
 	bash dev/test_cli_flags.sh ./train_t5
@@ -400,11 +410,14 @@ CUDA_CHECK_FLAGS = $(NVCC_FLAGS) -Werror all-warnings -Xcompiler -Werror $(CUDA_
 # the cuDNN attention path too (USE_CUDNN=1's build) when cuDNN and the frontend headers are found;
 # REQUIRE_CUDNN=1 (CI) makes their absence an error instead of a ✗ line
 CUDNN_CC = $(if $(filter 11,$(CUDNN_FOUND)$(CUDNN_FE_PROBE)),$(BUILD)/cc/train_t5cu_cudnn $(BUILD)/cc/test_t5cu_cudnn)
-cuda_compile_check: train_t5 $(BUILD)/cc/train_t5cu $(BUILD)/cc/test_t5cu $(BUILD)/cc/train_t5cu_single $(CUDNN_CC)
+cuda_compile_check: train_t5 $(BUILD)/cc/train_t5cu $(BUILD)/cc/test_t5cu $(BUILD)/cc/train_t5cu_single $(BUILD)/cc/train_t5cu_profile $(CUDNN_CC)
 	@$(if $(CUDNN_CC),echo "✓ cuDNN attention path compiled (sm_80, sm_90, warnings as errors)",\
 	  $(if $(filter 1,$(REQUIRE_CUDNN)),echo "✗ cuDNN or its frontend headers missing: the cuDNN attention path was not compiled" && exit 1,\
 	  echo "✗ cuDNN attention path not compiled (cuDNN or the frontend headers missing)"))
 	./$(BUILD)/cc/train_t5cu --plan-memory 80
+	@# the PROFILE=1 build's host side runs too, and plans the same bytes
+	./$(BUILD)/cc/train_t5cu_profile --plan-memory 80 > $(BUILD)/cc/plan_profile.txt
+	./$(BUILD)/cc/train_t5cu --plan-memory 80 | cmp - $(BUILD)/cc/plan_profile.txt
 	@# the host-only flags reach the plan: ZeRO ranks, the padded lengths; --help
 	./$(BUILD)/cc/train_t5cu --plan-memory 80 --plan-ranks 4 --max-src-len 256 --max-tgt-len 64 | \
 	    grep -q "padded to 256 source + 64 target" && ./$(BUILD)/cc/train_t5cu --plan-memory 80 --plan-ranks 4 | grep -q "ZeRO-1 x4"
@@ -425,6 +438,10 @@ cuda_compile_check: train_t5 $(BUILD)/cc/train_t5cu $(BUILD)/cc/test_t5cu $(BUIL
 	$(if $(CUDNN_CC),mkdir -p $(BUILD)/cc/twins_cudnn && $(MAKE) -C dev/cuda -B GPU_ARCH=sm_90 USE_CUDNN=1 \
 	    CUDNN_OBJ=$(abspath $(BUILD))/cc/cudnn_att.o KERNEL_DIR=$(abspath $(BUILD))/cc/twins_cudnn \
 	    EXTRA_FLAGS="-Werror all-warnings -Xcompiler -Werror" attention)
+# the profiler compiled in (PROFILE=1's build): it must keep compiling, though only a GPU runs it
+$(BUILD)/cc/train_t5cu_profile: train_t5.cu $(BUILD)/driver.o $(CUDA_HEADERS) $(HEADERS)
+	@mkdir -p $(BUILD)/cc
+	$(NVCC) $(filter-out -DENABLE_PROFILE,$(CUDA_CHECK_FLAGS)) -DENABLE_PROFILE $< $(BUILD)/driver.o -o $@ $(NVCC_LDLIBS)
 $(BUILD)/cc/train_t5cu_single: train_t5.cu $(BUILD)/driver.o $(CUDA_HEADERS) $(HEADERS)
 	@mkdir -p $(BUILD)/cc
 	$(NVCC) $(filter-out -DUSE_NCCL -DUSE_MPI,$(CUDA_CHECK_FLAGS)) $< $(BUILD)/driver.o -o $@ -lcublasLt -lm

@@ -1257,7 +1257,7 @@ static void test_gemm(void) {
         memcpy(C0, C, nc * sizeof(float));
         gemm(&ws, M, N, K, A, lda, ta, B, ldb, tb, C, ldc, acc);
         size_t floats = gemm_workspace_floats(M, N);
-        float* base = gemm_threads_reserve(&ws, floats);
+        float* base = gemm_workspace_get(&ws, floats * 2); // the team below has 2 threads, whatever OMP_NUM_THREADS says
         #pragma omp parallel num_threads(2)
         {
             GemmWorkspace own = gemm_thread_workspace(base, floats);
@@ -1590,6 +1590,129 @@ static void test_cli_lora(const char* bin, const char* tmp) {
     check_cli_lora_errors(bin, tmp);
 }
 
+// Adafactor runs stopped after 2 steps and resumed == uninterrupted runs, byte for byte (weights and the last
+// checkpoint), full fine-tuning (β1 set, dropout on) and LoRA; the checkpoint's size is its header, the
+// weights and Adafactor's state of llmc/optim.h's length, nothing else
+static void test_cli_adafactor_resume(const char* bin, const char* tmp) {
+    static char out[1 << 16];
+    const char* runs[2][2] = {
+        { "full", "--model dev/fixtures/adafactor_model/gated/model --train-file dev/fixtures/adafactor_model/gated/examples.bin "
+                  "--batch-size 1 --dropout 0.1 --seed 3 --optimizer adafactor --adafactor-beta1 0.9 --weight-decay 0.1" },
+        { "lora", "--model dev/fixtures/flan_gated/model --train-file dev/fixtures/flan_gated/examples.bin --batch-size 1 "
+                  "--lora-r 4 --lora-targets q,v,wo --lora-dropout 0.1 --dropout 0.1 --seed 3 --optimizer adafactor "
+                  "--adafactor-relative-step 0 --lr 1e-2 --warmup 1" } };
+    for (int k = 0; k < 2; k++) {
+        char cmd[3000], a[700], b[700], name[300], err[256];
+        const char* what = k ? "adapter/adapter_model.safetensors" : "model/model.safetensors";
+        snprintf(a, sizeof(a), "%s/af_resume_%s_a", tmp, runs[k][0]);
+        snprintf(b, sizeof(b), "%s/af_resume_%s_b", tmp, runs[k][0]);
+        snprintf(cmd, sizeof(cmd), "%s %s --steps 4 --out-dir %s", bin, runs[k][1], a);
+        int ok = run_cmd(cmd, out, sizeof(out)) == 0;
+        snprintf(cmd, sizeof(cmd), "%s %s --steps 2 --out-dir %s", bin, runs[k][1], b);
+        ok = ok && run_cmd(cmd, out, sizeof(out)) == 0;
+        snprintf(cmd, sizeof(cmd), "%s %s --steps 4 --out-dir %s --resume latest", bin, runs[k][1], b);
+        ok = ok && run_cmd(cmd, out, sizeof(out)) == 0 && strstr(out, "resuming from") != NULL;
+        if (!ok) printf("%s\n%s\n", cmd, out);
+        snprintf(cmd, sizeof(cmd), "cmp -s %s/%s %s/%s && cmp -s %s/checkpoints/ckpt_000000004.bin %s/checkpoints/ckpt_000000004.bin",
+                 a, what, b, what, a, b);
+        snprintf(name, sizeof(name), "adafactor %s: stopped at 2, resumed == uninterrupted (byte-identical)", runs[k][0]);
+        check_true(name, ok && system(cmd) == 0);
+        // the checkpoint's size: header, trainable floats, Adafactor state
+        char path[800];
+        snprintf(path, sizeof(path), "%s/checkpoints/ckpt_000000004.bin", a);
+        int64_t size = file_size_of(path, err, sizeof(err));
+        T5Config c;
+        float* p = NULL;
+        int64_t want = -1;
+        if (t5_load_hf_dir(k ? "dev/fixtures/flan_gated/model" : "dev/fixtures/adafactor_model/gated/model", &c, &p, err, sizeof(err)) == 0) {
+            T5Layout L;
+            t5_layout(&c, &L);
+            if (k) {
+                LoraConfig lc = { 4, 8.0f, 0.1f, (1u << LORA_Q) | (1u << LORA_V) | (1u << LORA_WO), 0 };
+                LoraLayout LL;
+                lora_layout(&lc, &L, c.gated, &LL);
+                want = 256 + 4 * (int64_t)(LL.total + lora_adafactor_floats(&LL, 0));
+            } else want = 512 + 4 * (int64_t)(L.total + t5_adafactor_floats(&L, 1));
+            free(p);
+        }
+        snprintf(name, sizeof(name), "adafactor %s checkpoint: header + weights + Adafactor state (%lld bytes)", runs[k][0], (long long)size);
+        check_true(name, size == want);
+    }
+}
+
+// what transformers refuses, refused by name; a checkpoint resumed with the other optimizer; and an AdamW
+// checkpoint of the version before (3) still loads and trains as AdamW
+static void test_cli_adafactor_errors(const char* bin, const char* tmp) {
+    static char out[1 << 16];
+    const char* base = "--model dev/fixtures/adafactor_model/relu/model --train-file dev/fixtures/adafactor_model/relu/examples.bin --steps 1";
+    const struct { const char* flags; const char* expect; } cases[] = {
+        { "--optimizer adafactor --lr 1e-3", "Cannot combine manual `lr` and `relative_step=True`" },
+        { "--optimizer adafactor --adafactor-relative-step 0 --adafactor-warmup-init 1 --lr 1e-3", "requires `relative_step=True`" },
+        { "--optimizer adafactor --adafactor-beta1 1", "--adafactor-beta1 needs a number" },
+        { "--optimizer adafactor --adafactor-decay 0.5", "--adafactor-decay needs a number" },
+        { "--optimizer adafactor --adafactor-clip 0", "--adafactor-clip needs a number" },
+        { "--optimizer sgd", "--optimizer must be one of adamw|adafactor" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char cmd[1500], name[300];
+        snprintf(cmd, sizeof(cmd), "%s %s %s", bin, base, cases[i].flags);
+        int rc = run_cmd(cmd, out, sizeof(out));
+        snprintf(name, sizeof(name), "refused: %s", cases[i].flags);
+        check_true(name, rc >= 1 && rc <= 127 && strstr(out, cases[i].expect) != NULL);
+        if (!(rc >= 1 && rc <= 127 && strstr(out, cases[i].expect))) printf("%s\n", out);
+    }
+    char cmd[2000], dir[700], path[800];
+    // relative steps: the schedule flags given are said not to apply
+    snprintf(cmd, sizeof(cmd), "%s %s --optimizer adafactor --warmup 3", bin, base);
+    int rc = run_cmd(cmd, out, sizeof(out));
+    check_true("adafactor relative step: --warmup given is said not to apply", rc == 0 && strstr(out, "do not apply"));
+    // an Adafactor run resumed as AdamW, and the other way round
+    snprintf(dir, sizeof(dir), "%s/af_kind", tmp);
+    snprintf(cmd, sizeof(cmd), "%s %s --optimizer adafactor --out-dir %s", bin, base, dir);
+    rc = run_cmd(cmd, out, sizeof(out));
+    snprintf(cmd, sizeof(cmd), "%s %s --steps 2 --out-dir %s --resume latest", bin, base, dir);
+    int rc2 = run_cmd(cmd, out, sizeof(out));
+    check_true("an Adafactor checkpoint resumed with --optimizer adamw is refused by name",
+               rc == 0 && rc2 >= 1 && rc2 <= 127 && strstr(out, "holds adafactor state; the run asks for --optimizer adamw"));
+    snprintf(cmd, sizeof(cmd), "%s %s --steps 2 --out-dir %s --resume latest --optimizer adafactor --adafactor-beta1 0.9", bin, base, dir);
+    rc2 = run_cmd(cmd, out, sizeof(out));
+    check_true("an Adafactor checkpoint without beta1 resumed with --adafactor-beta1 is refused",
+               rc2 >= 1 && rc2 <= 127 && strstr(out, "without a first moment"));
+    // an AdamW checkpoint written as version 3 (no optimizer fields): loads with its moments, resumes as AdamW
+    snprintf(dir, sizeof(dir), "%s/af_v3", tmp);
+    snprintf(cmd, sizeof(cmd), "%s %s --out-dir %s", bin, base, dir);
+    rc = run_cmd(cmd, out, sizeof(out));
+    snprintf(path, sizeof(path), "%s/checkpoints/ckpt_000000001.bin", dir);
+    FILE* f = fopen(path, "r+b");
+    int64_t h[CKPT_HEADER_INTS];
+    int ok = rc == 0 && f && fread(h, sizeof(h), 1, f) == 1 && h[1] == 4 && h[31] == 0;
+    if (ok) { h[1] = 3; ok = fseek(f, 0, SEEK_SET) == 0 && fwrite(h, sizeof(h), 1, f) == 1; }
+    if (f) fclose(f);
+    CkptInfo info;
+    float *p = NULL, *m = NULL, *v = NULL, *af = NULL;
+    char err[512];
+    ok = ok && ckpt_load_opt(path, &info, &p, &m, &v, &af, err, sizeof(err)) == 0 && info.opt_kind == OPTIM_ADAMW && m && v && !af;
+    free(p); free(m); free(v); free(af);
+    snprintf(cmd, sizeof(cmd), "%s %s --steps 2 --out-dir %s --resume latest", bin, base, dir);
+    ok = ok && run_cmd(cmd, out, sizeof(out)) == 0 && strstr(out, "resuming from");
+    check_true("a version 3 (AdamW) checkpoint loads as AdamW and resumes", ok);
+}
+
+// --optimizer adafactor against transformers' Adafactor (dev/make_adafactor_model_fixtures.py): the T5 settings
+// and the defaults (relative step, parameter scale, warmup init), with and without beta1 and weight decay, on a
+// gated and a ReLU model, and the LoRA case. Tolerances: losses 1e-5 relative (6 decimals printed; fp32 sums in
+// another order); weights 1e-6 absolute and 1e-3 of the largest change (docs/adafactor.md: the optimizer alone
+// agrees to 3e-8 and 1.8e-6 of the change; five steps of a model's forward and backward add their own ulps)
+static void test_cli_adafactor(const char* bin, const char* tmp) {
+    const char* models[] = { "gated", "relu" };
+    const char* cases[] = { "t5", "t5_beta1_wd", "defaults", "defaults_beta1_wd", "warmup" };
+    for (int m = 0; m < 2; m++)
+        for (int c = 0; c < 5; c++) check_cli_adafactor(bin, tmp, models[m], cases[c], 1e-5f, 1e-6, 1e-3);
+    check_cli_adafactor_lora(bin, tmp, 1e-5f, 1e-6, 1e-3);
+    test_cli_adafactor_resume(bin, tmp);
+    test_cli_adafactor_errors(bin, tmp);
+}
+
 // the metrics log as the comparison report reads it back (llmc/rundir.h): what metrics_start / metrics_end
 // write comes back; a log with bad lines, an old log without the new fields and a missing log give
 // "unknown", never a failure; rundir_of finds the run of RUN/model, RUN/adapter/, RUN/checkpoints/ckpt
@@ -1641,6 +1764,12 @@ int main(int argc, char** argv) {
     if (!mkdtemp(tmp)) { perror("mkdtemp"); return EXIT_FAILURE; }
     const char* bin = NULL; // --train-bin PATH: also test the command line of that binary
     for (int i = 1; i + 1 < argc; i++) if (strcmp(argv[i], "--train-bin") == 0) bin = argv[i + 1];
+    for (int i = 1; bin && i < argc; i++)
+        if (strcmp(argv[i], "--adafactor-only") == 0) { // a quick run of the Adafactor checks alone
+            test_cli_adafactor(bin, tmp);
+            printf("\n%d passed, %d failed\n", g_pass, g_fail);
+            return g_fail ? EXIT_FAILURE : EXIT_SUCCESS;
+        }
     for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_fixture(fixtures[i], tmp);
     test_formats(tmp);
     test_lora_fixture("dev/fixtures/lora_gated", tmp);
@@ -1677,6 +1806,7 @@ int main(int argc, char** argv) {
         test_cli_shape_and_batch_flags(bin, tmp);
         test_cli_errors(bin);
         test_cli_lora(bin, tmp);
+        test_cli_adafactor(bin, tmp);
     }
     char cmd[700];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);

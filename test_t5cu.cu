@@ -26,9 +26,10 @@
 #include "llmc/t5_cpu.h"       // defines: T5Cpu, t5cpu_* (the CPU reference engine)
 
 // one optimizer step as the driver (llmc/run.h step_inputs) prepares it: the step's label count over the
-// ranks, each micro-batch's dropout seed, the lr of step k on a schedule of o->steps; then the engine's step
+// ranks, each micro-batch's dropout seed, the lr of step k on a schedule of o->steps; then the engine's step,
+// whose micro-steps run `micro` (the engine's micro_body, or a test's body around it)
 typedef struct { float loss, grad_norm, lr; int skipped; } StepResult;
-static StepResult train_step(T5Cuda* m, const Options* o, T5Batch** batches, int A, long long k) {
+static StepResult train_step_with(T5Cuda* m, const Options* o, T5Batch** batches, int A, long long k, GraphBody micro) {
     int64_t total = 0;
     for (int a = 0; a < A; a++) total += batch_count_labels(batches[a]);
     if (m->comm) comm_sum_i64(m->comm, &total, 1);
@@ -44,9 +45,12 @@ static StepResult train_step(T5Cuda* m, const Options* o, T5Batch** batches, int
     in.opt.lr = o->lr; in.opt.beta1 = o->beta1; in.opt.beta2 = o->beta2; in.opt.eps = o->adam_eps;
     in.opt.weight_decay = o->weight_decay; in.opt.decay_norms = o->decay_norms;
     StepOut out;
-    t5cu_step(m, &in, &out);
+    t5cu_step_with(m, &in, &out, micro);
     StepResult r = { out.loss, out.grad_norm, in.lr, out.skipped };
     return r;
+}
+static StepResult train_step(T5Cuda* m, const Options* o, T5Batch** batches, int A, long long k) {
+    return train_step_with(m, o, batches, A, k, micro_body);
 }
 
 #ifdef ENABLE_FP32
@@ -661,7 +665,8 @@ typedef struct { int zero, recompute, attention, accum; const char* name; } Grap
 
 // steps [k0, k1) of a run of GRAPH_STEPS: micro-batch j = k·accum + a has shape (j % 3 == 2 ? long : short)
 // and content seeded by j, so shapes repeat and alternate, with other lengths inside the same shape
-static void graph_steps(T5Cuda* m, int k0, int k1, int accum, float* losses, float* norms) {
+// (micro: the body of every micro-step, as train_step_with)
+static void graph_steps(T5Cuda* m, int k0, int k1, int accum, float* losses, float* norms, GraphBody micro) {
     Options o = options_default();
     o.steps = GRAPH_STEPS; o.lr = 1e-3f; o.warmup = 1; o.grad_accum = accum;
     for (int k = k0; k < k1; k++) {
@@ -675,7 +680,7 @@ static void graph_steps(T5Cuda* m, int k0, int k1, int accum, float* losses, flo
             lengths_batch(&bb[a], ls, lt, 2, &m->config, 500 + (uint64_t)j);
             bs[a] = &bb[a].b;
         }
-        StepResult r = train_step(m, &o, bs, accum, k);
+        StepResult r = train_step_with(m, &o, bs, accum, k, micro);
         losses[k] = r.loss; norms[k] = r.grad_norm;
         for (int a = 0; a < accum; a++) batch_free(&bb[a]);
     }
@@ -695,7 +700,7 @@ static void graph_case(Comm* comm, const T5Config* c, const T5Layout* L, const f
     int still_on = 1, exact = 1; // bit for bit: unless cuDNN's backward had no deterministic algorithm
     for (int v = 0; v < 2; v++) {
         T5Cuda m = graph_model(comm, c, p0, g, v);
-        graph_steps(&m, 0, GRAPH_STEPS, g->accum, loss[v], norm[v]);
+        graph_steps(&m, 0, GRAPH_STEPS, g->accum, loss[v], norm[v], micro_body);
         params[v] = download_model(&m, T5CU_PARAMS);
         if (v) { replayed = m.graphs.replayed; captured = m.graphs.captured; still_on = m.graphs.on; }
         if (m.cudnn) exact &= cudnn_attn_deterministic(m.cudnn);
@@ -721,6 +726,13 @@ static void graph_case(Comm* comm, const T5Config* c, const T5Layout* L, const f
     free(params[0]); free(params[1]);
 }
 
+// the engine's micro-step body behind a host synchronisation while it is being captured: an operation no
+// capture can hold, so the capture breaks (its eager runs are micro_body's)
+static void broken_micro_body(void* ctx) {
+    if (g_capture_errors.on) cudaCheck(cudaStreamSynchronize(((const StepCtx*)ctx)->m->stream));
+    micro_body(ctx);
+}
+
 // a capture that breaks (a host synchronisation inside it, on the first micro-step, under ZeRO-1 so that
 // the communicator's copies are in the body too): the run says so, goes on eagerly with graphs off, and
 // its losses and parameters are the eager run's bit for bit (nothing of the broken capture ran twice)
@@ -731,8 +743,7 @@ static void graph_fallback(Comm* comm, const T5Config* c, const T5Layout* L, con
     long long captured = -1;
     for (int v = 0; v < 2; v++) {
         T5Cuda m = graph_model(comm, c, p0, &g, v);
-        m.graphs.break_next = v;
-        graph_steps(&m, 0, GRAPH_STEPS, g.accum, loss[v], norm[v]);
+        graph_steps(&m, 0, GRAPH_STEPS, g.accum, loss[v], norm[v], v ? broken_micro_body : micro_body);
         params[v] = download_model(&m, T5CU_PARAMS);
         if (v) { on = m.graphs.on; captured = m.graphs.captured; }
         t5cu_free(&m);
@@ -749,11 +760,11 @@ static void graph_resume(const T5Config* c, const T5Layout* L, const float* p0, 
     GraphCase g = { 0, 0, ATTN_FLASH, 1, "flash, save + resume" };
     float la[GRAPH_STEPS], na[GRAPH_STEPS], lb[GRAPH_STEPS], nb[GRAPH_STEPS];
     T5Cuda m1 = graph_model(NULL, c, p0, &g, 1);
-    graph_steps(&m1, 0, GRAPH_STEPS, 1, la, na);
+    graph_steps(&m1, 0, GRAPH_STEPS, 1, la, na, micro_body);
     float* pa = download_model(&m1, T5CU_PARAMS);
     t5cu_free(&m1);
     T5Cuda m2 = graph_model(NULL, c, p0, &g, 1);
-    graph_steps(&m2, 0, GRAPH_STEPS / 2, 1, lb, nb);
+    graph_steps(&m2, 0, GRAPH_STEPS / 2, 1, lb, nb, micro_body);
     char path[600], err[1024];
     snprintf(path, sizeof(path), "%s/graphs.ckpt", tmp);
     if (t5cu_save_checkpoint(&m2, path, NULL, err, sizeof(err))) { printf("error: %s\n", err); exit(EXIT_FAILURE); }
@@ -764,7 +775,7 @@ static void graph_resume(const T5Config* c, const T5Layout* L, const float* p0, 
     T5Cuda m3 = graph_model(NULL, &info.config, p, &g, 1);
     t5cu_set_optimizer_state(&m3, mm, vv, info.step);
     free(p); free(mm); free(vv);
-    graph_steps(&m3, GRAPH_STEPS / 2, GRAPH_STEPS, 1, lb, nb);
+    graph_steps(&m3, GRAPH_STEPS / 2, GRAPH_STEPS, 1, lb, nb, micro_body);
     float* pb = download_model(&m3, T5CU_PARAMS);
     long long replayed = m3.graphs.replayed;
     t5cu_free(&m3);
@@ -1197,7 +1208,7 @@ static void test_graphs_lora(Comm* comm) {
             lora_build(&m, &c, p0, &lc, adapter, zero ? comm : NULL, zero, 0, ATTN_FLASH);
             m.graphs.on = v;
             t5cu_reserve(&m, 2, 61, 29);
-            graph_steps(&m, 0, GRAPH_STEPS, 2, loss[v], norm[v]);
+            graph_steps(&m, 0, GRAPH_STEPS, 2, loss[v], norm[v], micro_body);
             params[v] = download_lora(&m, LORA_PARAMS);
             n = m.lora->n;
             if (v) replayed = m.graphs.replayed * m.graphs.on;

@@ -102,6 +102,10 @@ typedef struct {
     float* grads_memory;
     float* m_memory;       // AdamW first moment, lazily allocated
     float* v_memory;       // AdamW second moment
+    int opt_kind;          // OptimKind (llmc/optim.h): AdamW (m_memory, v_memory) or Adafactor (af_memory)
+    int af_beta1;          // Adafactor: its state holds the first moment M
+    float* af_memory;      // (af_n) Adafactor state of the trainable tensors' slices, lazily allocated
+    size_t af_n;
     long long step;        // optimizer updates done
     T5Acts acts;
     int max_B, max_Ts, max_Tt; // sizes the activations were allocated for (0: not yet)
@@ -177,7 +181,7 @@ static void t5_free_acts(T5Acts* a) {
 }
 
 static void t5_free(T5* m) {
-    free(m->params_memory); free(m->grads_memory); free(m->m_memory); free(m->v_memory);
+    free(m->params_memory); free(m->grads_memory); free(m->m_memory); free(m->v_memory); free(m->af_memory);
     free(m->lora_memory); free(m->lora_grads);
     t5_free_acts(&m->acts);
     gemm_workspace_free(&m->gemm_ws);
@@ -1010,6 +1014,26 @@ static void t5_update(T5* m, const AdamW* o, float lr) {
     }
 }
 
+// Adafactor (llmc/adafactor.h, transformers' semantics) on every slice of the trainable tensors (llmc/optim.h:
+// each layer of a stacked tensor on its own, matrices factored, norms as vectors), from the step's values
+// (the driver's adafactor_step_values for update t = step + 1). RMSNorm weights take no weight decay unless
+// decay_norms (HF Trainer's groups); the adapter's A and B all do.
+static void t5_update_adafactor(T5* m, const AdafactorStep* s, int decay_norms) {
+    int lora = m->lora.r > 0;
+    int n = lora ? lora_opt_slices(&m->lora_layout, NULL) : t5_opt_slices(&m->layout, NULL);
+    OptSlice* sl = (OptSlice*)mallocCheck((size_t)n * sizeof(OptSlice));
+    if (lora) lora_opt_slices(&m->lora_layout, sl); else t5_opt_slices(&m->layout, sl);
+    if (m->af_memory == NULL) {
+        m->af_beta1 = s->has_beta1;
+        m->af_n = adafactor_slices_floats(sl, n, s->has_beta1);
+        m->af_memory = (float*)callocCheck(m->af_n + 1, sizeof(float));
+    }
+    m->step++;
+    if (lora) adafactor_update_slices(m->lora_memory, m->lora_grads, m->af_memory, sl, n, s, 1);
+    else adafactor_update_slices(m->params_memory, m->grads_memory, m->af_memory, sl, n, s, decay_norms);
+    free(sl);
+}
+
 // ----------------------------------------------------------------------------
 // LoRA: attaching an adapter, and merging it into the weights (llmc/lora.h)
 
@@ -1557,23 +1581,20 @@ static void cpu_sum_f64(Engine* e, double* x, int n) { dist_sum_f64(cpu_dist(e),
 
 // the model from host weights: params copied; the adapter and the optimizer state taken over
 static int cpu_build(Engine* e, HostModel* h, const Options* o, int solo) {
-    (void)o; (void)solo; // one engine per process: rank 0's evaluation models need nothing else
+    (void)solo; // one engine per process: rank 0's evaluation models need nothing else
     T5* m = (T5*)callocCheck(1, sizeof(T5));
     t5_build_from_config(m, &h->config);
     memcpy(m->params_memory, h->params, m->layout.total * sizeof(float));
     if (h->lora.r) { t5_lora_attach(m, &h->lora, h->adapter, 0); h->adapter = NULL; }
     m->m_memory = h->m; m->v_memory = h->v; h->m = h->v = NULL;
+    m->opt_kind = o->optimizer; m->af_beta1 = o->af_beta1 >= 0.0;
+    m->af_memory = h->af; m->af_n = h->af_n; h->af = NULL; // (llmc/model.h checked it is this run's optimizer's)
     m->step = h->step;
     e->self = m;
     return 0;
 }
 
-static void cpu_free(Engine* e) {
-    if (!e->self) return;
-    t5_free(cpu_model(e));
-    free(e->self);
-    e->self = NULL;
-}
+static void cpu_free(void* model) { t5_free((T5*)model); free(model); }
 
 static void cpu_print_config(Engine* e, const Options* o) {
     (void)e; (void)o;
@@ -1605,7 +1626,8 @@ static void cpu_step(Engine* e, const StepIn* in, StepOut* out) {
     out->skipped = !isfinite(out->loss) || !isfinite(out->grad_norm);
     if (out->skipped) return; // a bad step never reaches the weights
     t5_clip_grads(m, out->grad_norm, in->clip);
-    t5_update(m, &in->opt, in->lr);
+    if (in->optimizer == OPTIM_ADAFACTOR) t5_update_adafactor(m, &in->af, in->opt.decay_norms);
+    else t5_update(m, &in->opt, in->lr);
 }
 
 static float cpu_eval_batch(Engine* e, const T5Batch* b, int* counted) {
@@ -1631,6 +1653,7 @@ static int cpu_get_state(Engine* e, EngineState* s) {
     s->params = m->params_memory; s->n = m->layout.total; s->step = m->step;
     if (m->lora.r) { s->adapter = m->lora_memory; s->am = m->m_memory; s->av = m->v_memory; s->lora_n = m->lora_layout.total; }
     else { s->m = m->m_memory; s->v = m->v_memory; }
+    s->opt_kind = m->opt_kind; s->af_beta1 = m->af_beta1; s->af = m->af_memory; s->af_n = m->af_n;
     return 0;
 }
 

@@ -14,8 +14,9 @@
 #      its command line, its kernel twin
 #   3. the kernel twins of dev/cuda (CPU check at several sizes + benchmark; matmul: every cuBLASLt
 #      candidate checked, the step's products timed first choice vs fastest)
-#   4. benchmark: train_t5cu (flash attention, the default; flash with GPU time per operation,
-#      T5_PROFILE=ops; flash with T5_MATMUL_TUNE=class; cuDNN attention) vs transformers + PyTorch
+#   4. benchmark: train_t5cu (flash attention, the default; flash with GPU time per phase and operation,
+#      --profile ops on the PROFILE=1 build (gpu_build/profile: the profiler is compiled out of the others);
+#      flash with T5_MATMUL_TUNE=class; cuDNN attention) vs transformers + PyTorch
 #      (dev/bench_hf_gpu.py, eager; HF_COMPILE=1 adds torch.compile last), flan-t5-base-shaped random
 #      model, the same synthetic DialogSum-shaped batches, in this same call; real DialogSum batches
 #      (the gemm attention path, --attention gemm, was measured on 2026-11-26 and is left out)
@@ -98,6 +99,7 @@ else
 fi
 ldd "$BIN/bf16/train_t5cu" | grep -E "cublas|nccl|cudnn|mpi" || true
 T5=$BIN/bf16/train_t5cu
+T5_PROFILED=$BIN/profile/train_t5cu # the same with the --bench profiler compiled in (PROFILE=1)
 
 # ---- 0a. CUDA graphs first (issue 15; --cuda-graphs 1 has never run on a GPU): replay vs eager bit for bit
 #      (every attention kind, accumulation, recompute, ZeRO-1, save + resume), then the speed they buy on
@@ -108,12 +110,12 @@ for p in bf16 fp32; do stage "test $p graphs" 120 "$BIN/$p/test_t5cu" --only gra
 # eager, as "bench t5cu ladder", are the comparison; the DialogSum run is 200 steps: ~46 shapes an epoch
 # are captured once each)
 GRAPH_BENCH=(--model flan-t5-base --bench "$STEPS" --bench-warmup 10 --batch-size "$BATCH" --attention flash --shape-ladder 128,32)
-stage "bench t5cu graphs" 90 env T5_MATMUL_PLANS=1 "$T5" "${GRAPH_BENCH[@]}" --cuda-graphs 1
-stage "bench t5cu ladder" 90 env T5_MATMUL_PLANS=1 "$T5" "${GRAPH_BENCH[@]}" --cuda-graphs 0
+stage "bench t5cu graphs" 90 "$T5" --matmul-plans 1 "${GRAPH_BENCH[@]}" --cuda-graphs 1
+stage "bench t5cu ladder" 90 "$T5" --matmul-plans 1 "${GRAPH_BENCH[@]}" --cuda-graphs 0
 # transformers eager on the same padded batches (torch.compile on them, per shape: HF_COMPILE=1, section 9)
 stage "bench hf-eager ladder" 120 python3 dev/bench_hf_gpu.py --steps "$STEPS" --warmup 10 --batch-size "$BATCH" \
     --shape-ladder 128,32 --compile off
-[ -f "$DS" ] && stage "dialogsum train graphs" 120 env T5_MATMUL_PLANS=1 "$T5" --model flan-t5-base --train-file "$DS" \
+[ -f "$DS" ] && stage "dialogsum train graphs" 120 "$T5" --matmul-plans 1 --model flan-t5-base --train-file "$DS" \
     --steps 200 --batch-size "$BATCH" --shape-ladder 32,16 --cuda-graphs 1
 
 # ---- 1, 2. test_t5cu, one process per section
@@ -160,8 +162,12 @@ for k in rmsnorm ffn_act crossentropy attention embedding adamw adafactor global
 # ---- 4. training benchmark
 BENCH=(--model flan-t5-base --bench "$STEPS" --bench-warmup 3 --batch-size "$BATCH")
 stage "bench t5cu flash" 90 "$T5" "${BENCH[@]}" --attention flash
-stage "bench t5cu ops" 90 env T5_PROFILE=ops "$T5" "${BENCH[@]}" --attention flash # GPU time per operation
-stage "bench t5cu class" 90 env T5_MATMUL_TUNE=class "$T5" "${BENCH[@]}" --attention flash
+if loads "$T5_PROFILED"; then # GPU time per phase and per operation
+    stage "bench t5cu ops" 90 "$T5_PROFILED" "${BENCH[@]}" --attention flash --profile ops
+elif selected "bench t5cu ops"; then
+    NAMES+=("bench t5cu ops"); STATUS+=("SKIPPED (no PROFILE=1 build: $T5_PROFILED)")
+fi
+stage "bench t5cu class" 90 "$T5" --matmul-tune class "${BENCH[@]}" --attention flash
 cudnn_ok && stage "bench t5cu cudnn" 90 "$CUDNN_BIN/train_t5cu" "${BENCH[@]}" --attention cudnn
 stage "bench hf-eager" 120 python3 dev/bench_hf_gpu.py --steps "$STEPS" --warmup 3 --batch-size "$BATCH" --compile off
 # real DialogSum (prepro_dialogsum.py's train.bin, carried in gpu_data/ since ../shared stays behind):
@@ -191,7 +197,7 @@ stage "gen model" 60 "$T5" --model flan-t5-base --save-hf "$OUT/gen_model"
 for beams in 1 4; do
     stage "gen t5cu b$beams" 90 "$T5" --model "$OUT/gen_model" --gen-bench "$GEN_INPUTS" --gen-batch-size "$GEN_BATCH" \
         --num-beams "$beams" --max-new-tokens 64
-    stage "gen t5cu graphs b$beams" 90 env T5_MATMUL_PLANS=1 "$T5" --model "$OUT/gen_model" --gen-bench "$GEN_INPUTS" \
+    stage "gen t5cu graphs b$beams" 90 "$T5" --matmul-plans 1 --model "$OUT/gen_model" --gen-bench "$GEN_INPUTS" \
         --gen-batch-size "$GEN_BATCH" --num-beams "$beams" --max-new-tokens 64 --cuda-graphs 1
     stage "gen hf b$beams" 120 python3 dev/bench_hf_generate.py --model-dir "$OUT/gen_model" --inputs "$GEN_INPUTS" \
         --batch-size "$GEN_BATCH" --num-beams "$beams" --max-new-tokens 64
@@ -299,7 +305,7 @@ stage "sanitizer fixtures" 120 compute-sanitizer --tool memcheck --error-exitcod
 # cost (compare the "host_ms" of the step lines and the median ms/step with the untuned run above)
 [ -f "$DS" ] && stage "dialogsum train ladder" 90 "$T5" --model flan-t5-base --train-file "$DS" --steps 60 \
     --batch-size "$BATCH" --shape-ladder 32,16
-[ -f "$DS" ] && stage "dialogsum train plans" 90 env T5_MATMUL_PLANS=1 "$T5" --model flan-t5-base --train-file "$DS" \
+[ -f "$DS" ] && stage "dialogsum train plans" 90 "$T5" --matmul-plans 1 --model flan-t5-base --train-file "$DS" \
     --steps 60 --batch-size "$BATCH" --shape-ladder 32,16
 for mode in tuned class; do # T5_MATMUL_TUNE=1, =class
     [ -f "$DS" ] && stage "dialogsum train $mode" 90 env T5_MATMUL_TUNE="$([ $mode = tuned ] && echo 1 || echo class)" \
@@ -347,7 +353,7 @@ fi
 for e in t5cu_ladder t5cu_graphs; do
     echo "ratio $e / best transformers on the same ladder (real tokens/s): $(ratio "$(field "bench_$e" real_tok_per_s)" "$hf_ladder")"
 done
-for e in t5cu_flash t5cu_class t5cu_cudnn; do echo "$e $(grep -h '^phases' "$OUT/bench_$e.log" 2>/dev/null | tail -1)"; done
+echo "t5cu_ops $(grep -h '^phases' "$OUT/bench_t5cu_ops.log" 2>/dev/null | tail -1)" # (only the PROFILE=1 build times phases)
 for s in base large xl; do # LoRA (r 32, q,v) against full fine-tuning of the same model and batches, and against peft
     full=$([ $s = base ] && echo t5cu_flash || echo "t5cu_${s}_nolora")
     echo "lora $s: step ms LoRA/full $(ratio "$(field "bench_t5cu_lora_$s" median_step_ms)" "$(field "bench_$full" median_step_ms)")," \

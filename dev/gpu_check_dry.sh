@@ -9,7 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 D=$(mktemp -d /tmp/gpu_check_dry_XXXXXX)
 trap 'rm -rf "$D"' EXIT
-mkdir -p "$D"/pb/{fp32,bf16,cudnn} "$D"/bin
+mkdir -p "$D"/pb/{fp32,bf16,cudnn,profile} "$D"/bin
 
 # train_t5cu: --plan-memory, --bench, --gen-bench, --save-hf, and training runs that print step lines
 # and keep a run directory (checkpoints refuse a fresh run; --resume continues at step 4)
@@ -17,7 +17,10 @@ cat > "$D/train" <<'EOF'
 #!/usr/bin/env bash
 case " $* " in
     *" --plan-memory "*) echo "preset flan-t5-large fits"; exit 0 ;;
-    *" --bench "*) echo "phases (GPU ms per step): zero_grad=0.3"; [ -n "${T5_PROFILE:-}" ] && echo "ops matmul=1.0"
+    *" --bench "*) case "$0" in # only the PROFILE=1 build (DIR/profile) has a profiler
+            */profile/*) echo "phases (GPU ms per step): zero_grad=0.3"; case " $* " in *" --profile ops "*) echo "ops matmul=1.0" ;; esac ;;
+            *) echo "(no phase profile: this build has no profiler; make PROFILE=1 builds one)" ;;
+        esac
         echo "bench: median_step_ms=40.0 real_tok_per_s=95000 tflops=61.0 mfu=6.2% peak_mem_gib=8.8 median_host_ms=25.0"; exit 0 ;;
     *" --gen-bench "*) echo "gen_bench: summaries_per_s=246.0"; exit 0 ;;
     *" --save-hf "*) mkdir -p "${@: -1}"; exit 0 ;;
@@ -42,6 +45,7 @@ chmod +x "$D/train" "$D/test" "$D/kernel" "$D/bin/compute-sanitizer"
 for p in fp32 bf16 cudnn; do cp "$D/train" "$D/pb/$p/train_t5cu"; cp "$D/test" "$D/pb/$p/test_t5cu"; done
 for k in rmsnorm ffn_act crossentropy attention embedding adamw adafactor global_norm matmul lora; do cp "$D/kernel" "$D/pb/bf16/$k"; done
 cp "$D/kernel" "$D/pb/cudnn/attention"
+cp "$D/train" "$D/pb/profile/train_t5cu"
 
 mkdir -p "$D/data" && : > "$D/data/train.bin" # the stub trainer does not read it
 PATH="$D/bin:$PATH" GPU_PREBUILT="$D/pb" GPU_CHECK_OUT="$D/out" GPU_CHECK_BUDGET=600 GPU_DATA="$D/data" \
@@ -68,6 +72,8 @@ expect "the CUDA-graph stages ran (tests in both builds, the benchmark), with th
     '[ "$(echo "$summary" | grep -cE "^(test (bf16|fp32) graphs|bench t5cu (graphs|ladder)) +PASS")" = 4 ] && echo "$summary" | grep -q "^t5cu_graphs *95000"'
 expect "the summary has the engine rows, the ratios and the generation table" \
     'echo "$summary" | grep -q "^t5cu_cudnn *95000" && echo "$summary" | grep -q "^t5cu_class *95000" && echo "$summary" | grep -q "^ratio t5cu_flash" && echo "$summary" | grep -q "^ratio t5cu_graphs / best transformers on the same ladder" && echo "$summary" | grep -q "^flan-t5-base *4 *246.0 *246.0"'
+expect "the profiled bench ran on the PROFILE=1 build, its phase and operation tables in the summary" \
+    'echo "$summary" | grep -qE "^bench t5cu ops +PASS" && echo "$summary" | grep -q "^t5cu_ops phases" && echo "$summary" | grep -q "^ops matmul"'
 # the two passes (GPU_CHECK_PASS=1, 2): between them every stage of the whole check, none twice
 stage_names() { sed -n '/^=== summary/,$p' "$1" | grep -E " (PASS|FAIL|SKIPPED)" | sed -E 's/ +(PASS|FAIL|SKIPPED).*//' | sort; }
 for pass in 1 2; do

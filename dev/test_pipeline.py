@@ -499,6 +499,52 @@ def poison(model_dir, tensor):
         f.write(struct.pack("<f", float("nan")))
 
 
+def test_keep_best(args, data, tmp):
+    """--keep-best (HF's load_best_model_at_end) and --early-stop: the exported model is the best evaluated
+    checkpoint's, a resumed run keeps the best so far, a run that stops improving stops"""
+    kb = ["--val-file", os.path.join(data, "val.bin"), "--eval-every", "5", "--eval-batches", "2", "--eval-rouge", "6",
+          "--max-new-tokens", "16", "--tokenizer", os.path.join(args.data, "t5", "spiece.model"), "--keep-best", "rouge1",
+          "--checkpoint-every", "5"]
+    rd = os.path.join(tmp, "run_best")
+    r = train(args, data, rd, "--steps", "30", *kb)
+    if not check("--keep-best rouge1: exit 0", r.returncode == 0, r.stderr[-300:]):
+        return
+    _, recs = train_records(rd)
+    evals = [x for x in recs if x["type"] == "eval"]
+    top = max(evals, key=lambda x: (x["rouge1"], -x["step"]))  # the first of the best (a tie does not improve)
+    best = json.load(open(os.path.join(rd, "best", "best.json")))
+    check("best.json: the evaluation with the highest ROUGE-1 (first of equals), and its checkpoint in best/",
+          best["step"] == top["step"] and abs(best["value"] - top["rouge1"]) < 1e-6
+          and sorted(os.listdir(os.path.join(rd, "best"))) == ["best.json", f"ckpt_{top['step']:09d}.bin"], str(best))
+    check("metrics.jsonl: a best_model record before the end record names the exported step",
+          any(x["type"] == "best_model" and x["step"] == top["step"] for x in recs) and recs[-1]["type"] == "end")
+    ref = os.path.join(tmp, "best_ref_export")
+    r2 = run([args.train_bin, "--model", os.path.join(rd, "best", f"ckpt_{top['step']:09d}.bin"), "--save-hf", ref])
+    same = r2.returncode == 0 and open(os.path.join(rd, "model", "model.safetensors"), "rb").read() == \
+        open(os.path.join(ref, "model.safetensors"), "rb").read()
+    check(f"the exported model's weights are the best checkpoint's (step {top['step']} of 30), bit for bit", same, r2.stderr[-200:])
+    card = open(os.path.join(rd, "model", "README.md")).read()
+    check("the model card says which step the weights are", f"at step {top['step']} of 30" in card)
+    # a run stopped after step 15 and resumed keeps the best so far: the same best as the uninterrupted run
+    rs = os.path.join(tmp, "run_best_resume")
+    p = train(args, data, rs, "--steps", "30", *kb, wait=False)
+    wait_for(os.path.join(rs, "checkpoints", "ckpt_000000015.bin"), p)
+    p.send_signal(signal.SIGTERM)
+    p.communicate()
+    r = train(args, data, rs, "--steps", "30", *kb, "--resume", "latest")
+    again = json.load(open(os.path.join(rs, "best", "best.json"))) if r.returncode == 0 else {}
+    check("stopped and resumed: the best so far is kept, and the end result equals the uninterrupted run's",
+          r.returncode == 0 and again.get("step") == best["step"] and again.get("value") == best["value"]
+          and "best so far: rouge1" in r.stdout, r.stderr[-300:])
+    # --early-stop: a learning rate that makes the validation loss rise stops after N evaluations without a better one
+    re_ = os.path.join(tmp, "run_early")
+    r = train(args, data, re_, "--steps", "60", "--val-file", os.path.join(data, "val.bin"), "--eval-every", "2",
+              "--eval-batches", "2", "--keep-best", "val_loss", "--early-stop", "2", "--lr", "3", "--clip", "0")
+    got, _ = train_records(re_) if r.returncode == 0 else ({}, [])
+    check("--early-stop 2: stops after 2 evaluations without a lower validation loss, before step 60",
+          r.returncode == 0 and "early stop: 2 evaluations" in r.stdout and 0 < len(got) < 60, r.stdout[-300:])
+
+
 def test_nonfinite(args, data, tmp):
     """A NaN weight makes every loss non-finite: each step is skipped and reported, the weights are never
     updated, the metrics log marks it, and --max-skips stops a run that cannot recover."""
@@ -690,6 +736,23 @@ def test_mpi(args, data, tmp):
     worst = max(abs(a[k][i] - b[k][i]) / abs(a[k][i]) for k in a for i in (0, 1)) if ok and a.keys() == b.keys() else 1.0
     check("LoRA: 2 ranks x batch 2 = 1 process x batch 4: losses and grad norms within 1e-5 relative", ok and worst < 1e-5,
           f"max rel {worst:.2e}" if ok else (one.stderr + two.stderr)[-300:])
+    # Adafactor (issue 26): the update needs each whole tensor's gradient, which every rank holds after the
+    # all-reduce, so every rank computes the same update; full fine-tuning with transformers' defaults (relative
+    # step: no --lr) and beta1 + weight decay, LoRA with the T5 settings (scheduled lr)
+    no_lr = [x for i, x in enumerate(base) if x != "--lr" and (i == 0 or base[i - 1] != "--lr")]
+    for label, extra in (("Adafactor", [*no_lr, "--optimizer", "adafactor", "--adafactor-beta1", "0.9", "--weight-decay", "0.01"]),
+                         ("Adafactor LoRA", [*base, *lora, "--optimizer", "adafactor", "--adafactor-relative-step", "0",
+                                             "--adafactor-scale-parameter", "0"])):
+        tag = label.replace(" ", "_").lower()
+        one = run([args.train_bin, *extra, "--batch-size", "4", "--out-dir", os.path.join(tmp, f"mpi_{tag}1")], env=env)
+        two = run(["mpirun", *flags, "-np", "2", args.train_bin, *extra, "--batch-size", "2",
+                   "--out-dir", os.path.join(tmp, f"mpi_{tag}2")], env=env)
+        ok = one.returncode == 0 and two.returncode == 0
+        a, _ = train_records(os.path.join(tmp, f"mpi_{tag}1")) if ok else ({}, None)
+        b, _ = train_records(os.path.join(tmp, f"mpi_{tag}2")) if ok else ({}, None)
+        worst = max(abs(a[k][i] - b[k][i]) / abs(a[k][i]) for k in a for i in (0, 1)) if ok and a and a.keys() == b.keys() else 1.0
+        check(f"{label}: 2 ranks x batch 2 = 1 process x batch 4: losses and grad norms within 1e-5 relative", ok and worst < 1e-5,
+              f"max rel {worst:.2e}" if ok else (one.stderr + two.stderr)[-300:])
     # without OMP_NUM_THREADS the ranks of a node split its cores instead of each taking all of them
     free_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     cores = os.cpu_count() or 1
@@ -721,6 +784,7 @@ def main():
             if full and lora:
                 test_report(args, data, tmp, full, lora)
             test_resume(args, data, tmp)
+            test_keep_best(args, data, tmp)
             test_nonfinite(args, data, tmp)
             test_write_failure(args, data, tmp)
             test_run_dir_lock(args, data, tmp)

@@ -12,6 +12,8 @@
 #include "llmc/utils.h"         // defines: mallocCheck
 #include "llmc/safetensors.h"   // defines: StFile, st_find, st_read_f32, st_read_i32, st_metadata
 #include "llmc/fileio.h"        // defines: file_size_of
+#include "llmc/hf.h"            // defines: t5_load_hf_dir
+#include "llmc/lora.h"          // defines: lora_load_dir, lora_layout, lora_key, lora_A, lora_B
 
 static int g_pass = 0, g_fail = 0;
 
@@ -198,6 +200,146 @@ static void check_cli_lora_errors(const char* bin, const char* tmp) {
         printf("%-62s %s\n      -> %s\n", name, ok ? "OK" : "FAIL", rc ? out : "(accepted!)");
         verdict(ok, name);
     }
+}
+
+// ----------------------------------------------------------------------------
+// Adafactor against transformers (dev/make_adafactor_model_fixtures.py): `bin` trains with the case's flags on
+// the fixture's model and batch, then its step losses and the weights it saved are compared with
+// transformers' Adafactor run. Weights: max |ours − HF| (tol_abs), and the same over the largest change of
+// any weight since the start (tol_change): the warmup case moves weights by ~1e-6, where an absolute bound
+// alone would pass an optimizer that did nothing.
+
+// max |a − b| over n values, and max |b − c| (c: the start; NULL: skipped)
+static void adafactor_diffs(const float* a, const float* b, const float* c, size_t n, double* diff, double* change) {
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= *diff)) *diff = isnan(d) ? INFINITY : d;
+        if (c && fabs((double)b[i] - c[i]) > *change) *change = fabs((double)b[i] - c[i]);
+    }
+}
+
+static void adafactor_verdict(const char* label, double diff, double change, double tol_abs, double tol_change) {
+    char name[300];
+    double rel = diff / (change > 0 ? change : 1.0);
+    int ok = diff <= tol_abs && rel <= tol_change;
+    snprintf(name, sizeof(name), "%s weights", label);
+    printf("%-62s max abs %.3e  / max change %.3e = %.3e  tol %.0e, %.0e  %s\n", name, diff, change, rel, tol_abs, tol_change,
+           ok ? "OK" : "FAIL");
+    verdict(ok, name);
+}
+
+// model: dev/fixtures/adafactor_model/<model>; cs: the case (its flags in the fixture's metadata)
+static void check_cli_adafactor(const char* bin, const char* tmp, const char* model, const char* cs, float tol_loss,
+                                double tol_abs, double tol_change) {
+    static char out[1 << 16];
+    char cmd[3000], dir[600], key[400], name[300], err[1024];
+    Fixture f;
+    snprintf(dir, sizeof(dir), "dev/fixtures/adafactor_model/%s", model);
+    snprintf(f.path, sizeof(f.path), "%s/fixture.safetensors", dir);
+    if (st_open(&f.st, f.path, err, sizeof(err))) { printf("%s\n", err); check_true("the adafactor_model fixture opens", 0); return; }
+    snprintf(key, sizeof(key), "%s.flags", cs);
+    const char* flags = st_metadata(&f.st, key);
+    int steps = (int)fx_meta(&f, "steps");
+    snprintf(cmd, sizeof(cmd), "%s --model %s/model --train-file %s/examples.bin --steps %d --batch-size 3 --shuffle 0 --bucket 0 "
+             "--clip %g --dropout 0 --optimizer adafactor %s --save-hf %s/af_%s_%s", bin, dir, dir, steps, (double)fx_meta(&f, "clip"),
+             flags ? flags : "", tmp, model, cs);
+    int rc = run_cmd(cmd, out, sizeof(out));
+    float got[16];
+    int n = parse_losses(out, got, 16);
+    snprintf(name, sizeof(name), "%s adafactor %s/%s: exit 0, %d steps", bin, model, cs, steps);
+    check_true(name, rc == 0 && n == steps);
+    if (rc != 0 || n != steps) { printf("%s\n%s\n", cmd, out); st_close(&f.st); return; }
+    snprintf(key, sizeof(key), "%s.loss", cs);
+    float* want = fx_f32(&f, key, NULL);
+    snprintf(name, sizeof(name), "adafactor %s/%s: %d step losses vs transformers", model, cs, steps);
+    check_close(name, got, want, (size_t)steps, tol_loss);
+    free(want);
+    // the saved weights, tensor by tensor (each layer its own HF tensor), against HF's; the start from model/
+    T5Config c, c0;
+    float *p = NULL, *p0 = NULL;
+    snprintf(key, sizeof(key), "%s/af_%s_%s", tmp, model, cs);
+    snprintf(name, sizeof(name), "%s/model", dir);
+    if (t5_load_hf_dir(key, &c, &p, err, sizeof(err)) || t5_load_hf_dir(name, &c0, &p0, err, sizeof(err))) {
+        printf("%s\n", err); check_true("the saved weights load", 0); st_close(&f.st); return;
+    }
+    T5Layout L;
+    t5_layout(&c, &L);
+    double diff = 0.0, change = 0.0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const T5Tensor* t = &L.t[i];
+        size_t copy = t5_tensor_copy_size(t);
+        for (int l = 0; t->size && l < t->layers; l++) {
+            char hf[128];
+            t5_tensor_name(&L, i, l, hf, sizeof(hf));
+            snprintf(key, sizeof(key), "%s.final.%s", cs, hf);
+            size_t nw = 0;
+            float* w = fx_f32(&f, key, &nw);
+            if (nw != copy) { printf("%s: %zu values, ours %zu\n", key, nw, copy); diff = INFINITY; }
+            else adafactor_diffs(p + t->offset + l * copy, w, p0 + t->offset + l * copy, copy, &diff, &change);
+            free(w);
+        }
+    }
+    snprintf(name, sizeof(name), "adafactor %s/%s: all %zu", model, cs, L.total);
+    adafactor_verdict(name, diff, change, tol_abs, tol_change);
+    free(p); free(p0);
+    st_close(&f.st);
+}
+
+// the LoRA case: peft's adapter of lora_gated on flan_gated, Adafactor over the adapter only
+static void check_cli_adafactor_lora(const char* bin, const char* tmp, float tol_loss, double tol_abs, double tol_change) {
+    static char out[1 << 16];
+    char cmd[3000], path[600], key[400], name[300], err[1024];
+    Fixture f;
+    snprintf(f.path, sizeof(f.path), "dev/fixtures/adafactor_model/lora.safetensors");
+    if (st_open(&f.st, f.path, err, sizeof(err))) { printf("%s\n", err); check_true("the adafactor lora fixture opens", 0); return; }
+    const char* flags = st_metadata(&f.st, "lora.flags");
+    int steps = (int)fx_meta(&f, "steps");
+    snprintf(path, sizeof(path), "%s/af_lora", tmp);
+    snprintf(cmd, sizeof(cmd), "%s --model dev/fixtures/flan_gated/model --lora-adapter dev/fixtures/lora_gated/adapter "
+             "--train-file dev/fixtures/flan_gated/examples.bin --steps %d --batch-size 3 --shuffle 0 --bucket 0 --clip %g --dropout 0 "
+             "--optimizer adafactor %s --save-lora %s", bin, steps, (double)fx_meta(&f, "clip"), flags ? flags : "", path);
+    int rc = run_cmd(cmd, out, sizeof(out));
+    float got[16];
+    int n = parse_losses(out, got, 16);
+    snprintf(name, sizeof(name), "%s adafactor LoRA: exit 0, %d steps", bin, steps);
+    check_true(name, rc == 0 && n == steps);
+    if (rc != 0 || n != steps) { printf("%s\n%s\n", cmd, out); st_close(&f.st); return; }
+    float* want = fx_f32(&f, "lora.loss", NULL);
+    snprintf(name, sizeof(name), "adafactor LoRA: %d step losses vs transformers + peft", steps);
+    check_close(name, got, want, (size_t)steps, tol_loss);
+    free(want);
+    T5Config c;
+    float *base = NULL, *a = NULL, *a0 = NULL;
+    LoraConfig lc, lc0;
+    if (t5_load_hf_dir("dev/fixtures/flan_gated/model", &c, &base, err, sizeof(err)) ||
+        lora_load_dir(path, &c, &lc, &a, err, sizeof(err)) || lora_load_dir("dev/fixtures/lora_gated/adapter", &c, &lc0, &a0, err, sizeof(err))) {
+        printf("%s\n", err); check_true("the saved adapter loads", 0); st_close(&f.st); return;
+    }
+    T5Layout bl;
+    LoraLayout L;
+    t5_layout(&c, &bl);
+    lora_layout(&lc, &bl, c.gated, &L);
+    double diff = 0.0, change = 0.0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const LoraTensor* t = &L.t[i];
+        for (int l = 0; t->on && l < t->layers; l++)
+            for (int ab = 0; ab < 2; ab++) {
+                char k[200];
+                lora_key(&bl, i, l, ab ? 'B' : 'A', k, sizeof(k));
+                snprintf(key, sizeof(key), "lora.final.%s", k);
+                size_t nw = 0, cnt = ab ? (size_t)t->out * L.r : (size_t)L.r * t->in;
+                float* w = fx_f32(&f, key, &nw);
+                float* ours = ab ? lora_B(&L, a, i, l) : lora_A(&L, a, i, l);
+                float* start = ab ? lora_B(&L, a0, i, l) : lora_A(&L, a0, i, l);
+                if (nw != cnt) { printf("%s: %zu values, ours %zu\n", key, nw, cnt); diff = INFINITY; }
+                else adafactor_diffs(ours, w, start, cnt, &diff, &change);
+                free(w);
+            }
+    }
+    snprintf(name, sizeof(name), "adafactor LoRA: all %zu adapter", L.total);
+    adafactor_verdict(name, diff, change, tol_abs, tol_change);
+    free(base); free(a); free(a0);
+    st_close(&f.st);
 }
 
 #endif // T5_TESTING_H

@@ -172,9 +172,11 @@ typedef struct {
     char path[4400];        // the checkpoint file (ckpt_path)
     char out_dir[4096];     // the run directory, for ckpt_prune; "" = no pruning
     int keep;               // --keep-checkpoints
-    float* state;           // owned: n floats, or 3n (params | m | v) when has_opt
+    float* state;           // owned: n floats, or n + opt_floats (params | m | v, or params | Adafactor state) when has_opt
     int64_t n;
     int has_opt;
+    int opt_kind, af_beta1; // OptimKind of the state; Adafactor: M in it
+    int64_t opt_floats;     // 2n (AdamW) or the Adafactor state's length
     int64_t step;           // the optimizer step in the header
     CkptTrainState train;
     int lora;               // 0: ckpt_save with config; 1: lora_ckpt_save with lora_config, base_n, base_crc
@@ -194,6 +196,24 @@ static inline CkptJob* ckpt_job_alloc(int64_t n, int has_opt) {
     if (!j->state) { free(j); return NULL; }
     j->n = n;
     j->has_opt = has_opt;
+    j->opt_floats = has_opt ? 2 * n : 0;
+    return j;
+}
+
+// a job holding copies of params and of the optimizer state opt describes (NULL or no buffers: none)
+static inline CkptJob* ckpt_job_stage_opt(const float* params, const CkptOpt* opt, int64_t n) {
+    int64_t nopt = ckpt_opt_floats(opt, n);
+    CkptJob* j = (CkptJob*)calloc(1, sizeof(CkptJob));
+    if (!j) return NULL;
+    j->state = (float*)malloc((size_t)(n + nopt) * sizeof(float) + 1);
+    if (!j->state) { free(j); return NULL; }
+    j->n = n; j->has_opt = nopt > 0; j->opt_floats = nopt;
+    memcpy(j->state, params, (size_t)n * sizeof(float));
+    if (nopt) {
+        j->opt_kind = opt->kind; j->af_beta1 = opt->af_beta1;
+        if (opt->kind == OPTIM_ADAFACTOR) memcpy(j->state + n, opt->af, (size_t)nopt * sizeof(float));
+        else { memcpy(j->state + n, opt->m, (size_t)n * sizeof(float)); memcpy(j->state + 2 * n, opt->v, (size_t)n * sizeof(float)); }
+    }
     return j;
 }
 
@@ -211,11 +231,12 @@ static inline CkptJob* ckpt_job_stage(const float* params, const float* m, const
 
 static inline int ckpt_job_write(void* ctx, char* err, size_t errlen) {
     const CkptJob* j = (const CkptJob*)ctx;
-    const float* m = j->has_opt ? j->state + j->n : NULL;
-    const float* v = j->has_opt ? j->state + 2 * j->n : NULL;
-    int rc = j->lora ? lora_ckpt_save(j->path, &j->lora_config, j->state, m, v, j->n, j->step, j->base_n, j->base_crc,
-                                      (const int64_t*)&j->train, err, errlen)
-                     : ckpt_save(j->path, &j->config, j->state, m, v, j->n, j->step, &j->train, err, errlen);
+    CkptOpt o = { j->opt_kind, j->af_beta1, NULL, NULL, NULL, 0 };
+    if (j->has_opt && j->opt_kind == OPTIM_ADAFACTOR) { o.af = j->state + j->n; o.af_n = j->opt_floats; }
+    else if (j->has_opt) { o.m = j->state + j->n; o.v = j->state + 2 * j->n; }
+    int rc = j->lora ? lora_ckpt_save_opt(j->path, &j->lora_config, j->state, &o, j->n, j->step, j->base_n, j->base_crc,
+                                          (const int64_t*)&j->train, err, errlen)
+                     : ckpt_save_opt(j->path, &j->config, j->state, &o, j->n, j->step, &j->train, err, errlen);
     if (rc == 0 && j->out_dir[0]) ckpt_prune(j->out_dir, j->keep); // warns; a failed prune loses no checkpoint
     return rc;
 }

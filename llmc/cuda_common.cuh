@@ -18,7 +18,7 @@
 // ----------------------------------------------------------------------------
 // checked calls: print the statement, file and line, then exit (program code only)
 
-// While a CUDA graph is being captured (train_t5cu's graph_capture_launch sets `on`), a checked call that
+// While a CUDA graph is being captured (graph_capture_launch of llmc/graphs.cuh sets `on`), a checked call that
 // fails does not stop the program: the first failure is kept, the capture (invalid from then on) runs to
 // its end, and the step runs again eagerly, where a call that still fails stops the program as below.
 // One per translation unit: the one that captures is the one whose checks it needs to soften.

@@ -15,6 +15,7 @@
 #include "schedule.h"      // defines: LrScheduleKind
 #include "dataloader.h"    // defines: T5Batch
 #include "watchdog.h"      // defines: Watchdog, watchdog_enter, watchdog_leave
+#include "optim.h"         // defines: OptimKind, AdafactorStep, AdafactorConfig
 
 #ifdef __cplusplus
 extern "C" {
@@ -54,9 +55,17 @@ typedef struct {
     float epochs;
     int eval_every, eval_batches, eval_batch_size, checkpoint_every, keep_checkpoints, max_skips;
     float lr, weight_decay, beta1, beta2, adam_eps, clip, dropout;
+    int optimizer;           // OptimKind (--optimizer adamw|adafactor)
+    int af_relative_step, af_scale_parameter, af_warmup_init; // transformers' Adafactor(...) switches
+    double af_beta1;         // < 0: beta1=None
+    double af_clip, af_decay, af_eps1, af_eps2; // clip_threshold, decay_rate, eps=(eps1, eps2)
+    int lr_given, wd_given, sched_given; // --lr / --weight-decay / --schedule, --warmup or --schedule-steps were given
     LrScheduleKind schedule;
     long long seed;
     int bench, bench_src_len, bench_tgt_len, dry_run;
+    int init;                // a preset's random initialisation: 0 scratch, 1 hf (llmc/model.h InitKind)
+    int keep_best;           // 0 off, else 1 + the KeepMetric the best evaluated checkpoint is kept by (llmc/run.h)
+    int early_stop;          // stop after this many evaluations without improvement (0 = never)
     int async_checkpoint;    // 1: checkpoints written by a background thread from a staged copy (-1: the engine's default)
     float collective_timeout; // seconds one wait for the other ranks may last (the watchdog); 0 = off
     T5Config dims;           // explicit dimensions over a preset (0 / -1 = keep the preset's)
@@ -72,7 +81,7 @@ typedef struct {
     int attention;           // AttnKind
     int matmul_tune;         // 0 heuristic's first per product, 1 timed per shape class, 2 heuristic's first per class
     int matmul_plans;        // 1: cuBLASLt plans kept per exact shape
-    int profile;             // 0 off, 1 phases, 2 phases and operations (with --bench)
+    int profile;             // with --bench in a PROFILE=1 build: 0 phases, 1 operations too
     float peak_tflops, plan_memory;
 } Options;
 
@@ -121,6 +130,9 @@ typedef struct {
     LoraConfig lora;         // r > 0: LoRA (llmc/lora.h), the adapter below; r = 0: full fine-tuning
     float* adapter;          // (lora_layout total)
     uint32_t base_crc;       // lora_base_fingerprint of params: an adapter checkpoint names its base by it
+    int opt_kind, af_beta1;  // the optimizer of the state loaded (OptimKind); Adafactor: whether M is in it
+    float* af;               // (af_n) Adafactor state (llmc/optim.h layout; NULL: none yet); m, v stay NULL
+    size_t af_n;
 } HostModel;
 
 // One optimizer step over A micro-batches of this rank (B = 0 possible: a rank's empty share). The driver
@@ -132,6 +144,8 @@ typedef struct {
     const uint64_t* seeds;   // (A) dropout seed of each micro-batch
     float lr, clip;          // this step's learning rate; max gradient norm (0 = off)
     AdamW opt;
+    int optimizer;           // OptimKind: AdamW (opt, lr) or Adafactor (af: this step's values, t = updates done + 1)
+    AdafactorStep af;
 } StepIn;
 
 typedef struct {
@@ -149,6 +163,9 @@ typedef struct {
     const float *adapter, *am, *av; // (lora_n) under LoRA: the adapter and its moments
     size_t lora_n;
     long long step;
+    int opt_kind, af_beta1;  // OptimKind; Adafactor: whether its state holds M
+    const float* af;         // (af_n) Adafactor state of the trainable tensors (the model, or the adapter): m, v,
+    size_t af_n;             // am, av are NULL then (llmc/optim.h: the slices' states concatenated)
 } EngineState;
 
 typedef struct Engine Engine;
@@ -170,7 +187,7 @@ typedef struct {
     // solo: a model of this process alone (rank 0 evaluating another model): no communicator, no sharding
     int (*build)(Engine* e, HostModel* h, const Options* o, int solo);
     void (*print_config)(Engine* e, const Options* o);
-    void (*free)(Engine* e);
+    void (*free)(void* model);                       // frees e->self (run.h: engine_free)
     void (*reserve)(Engine* e, int B, int Ts, int Tt);  // the widest batch a run makes (NULL: grows as needed)
     void (*step)(Engine* e, const StepIn* in, StepOut* out);
     float (*eval_batch)(Engine* e, const T5Batch* b, int* counted); // mean loss, dropout off
@@ -203,6 +220,8 @@ struct Engine {
     uint32_t base_crc;        // under LoRA: lora_base_fingerprint of the frozen base
     void* watchdog;           // the driver's Watchdog (llmc/watchdog.h): engines mark their waits for other ranks
     long long run_step;       // the step the run is at (the watchdog's messages)
+    long long best_step;      // --keep-best: the run step of the best weights the engine holds (0: the last ones)
+    double best_value;        //   and their metric's value
 };
 
 // an engine's wait for the other ranks (a gradient all-reduce, the step's synchronisation after NCCL work),

@@ -30,6 +30,9 @@ typedef struct {
     int random_init;          // base_model is a preset: randomly initialised, not pretrained
     const char* train_file;   // NULL: no training in this run (an export)
     long long steps;          // optimizer steps the weights have taken in all
+    const char* best_metric;  // --keep-best: the metric the exported weights were the best by (NULL: the last weights)
+    double best_value;
+    long long best_step, run_steps; // their step of the run's run_steps
     int batch_size, grad_accum, ranks, warmup, max_src_len, max_tgt_len;
     double lr, weight_decay, dropout, clip;
     const char* schedule;
@@ -255,8 +258,11 @@ static inline void hub_card_body(FILE* f, const char* name, const char* base_id,
                 c->train_file, c->steps, c->batch_size, c->grad_accum, c->ranks, c->ranks == 1 ? "" : "s");
         fprintf(f, "| learning rate | %g, %s schedule, %d warmup steps |\n| AdamW weight decay | %g |\n", c->lr, c->schedule,
                 c->warmup, c->weight_decay);
-        fprintf(f, "| gradient clipping | %g |\n| dropout | %g |\n| max source / target tokens | %d / %d |\n| seed | %lld |\n\n",
+        fprintf(f, "| gradient clipping | %g |\n| dropout | %g |\n| max source / target tokens | %d / %d |\n| seed | %lld |\n",
                 c->clip, c->dropout, c->max_src_len, c->max_tgt_len, c->seed);
+        if (c->best_metric) fprintf(f, "| weights | the best evaluation by %s (%.4f) at step %lld of %lld (--keep-best) |\n",
+                                    c->best_metric, c->best_value, c->best_step, c->run_steps);
+        fputs("\n", f);
     }
     if (s) {
         fprintf(f, "## Evaluation\n\n%lld dialogues of `%s`; ROUGE as rouge_score (stemmer, best over the human references, "

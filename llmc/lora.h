@@ -19,6 +19,8 @@
 #include <math.h>        // defines: sqrtf, floor
 #include <regex.h>       // defines: regex_t, regcomp, regexec, regfree, regerror (POSIX)
 #include "t5.h"          // defines: T5Config, T5Layout, t5_layout, t5_tensor_name, P_* tensor ids
+#include "optim.h"       // defines: OptSlice, adafactor_slices_floats, OPTIM_ADAMW, OPTIM_ADAFACTOR
+#include "checkpoint.h"  // defines: CkptOpt, ckpt_opt_floats
 #include "json.h"        // defines: JsonValue, json_read_file, json_find, json_free
 #include "safetensors.h" // defines: StFile, st_open, st_find, st_read_f32, st_write_f32, st_close
 #include "fileio.h"      // defines: mkdir_p, AtomicFile, atomic_open, atomic_write, atomic_close, file_size_of, disk_space_check_for
@@ -275,6 +277,30 @@ static inline float* lora_A(const LoraLayout* L, float* buf, int i, int layer) {
 }
 static inline float* lora_B(const LoraLayout* L, float* buf, int i, int layer) {
     return buf + L->t[i].b + (size_t)layer * L->t[i].out * L->r;
+}
+
+// the adapter's tensors as Adafactor updates them (llmc/optim.h), in buffer order: every copy of A (r, in),
+// then every copy of B (out, r), per wrapped tensor; all are nn.Linear weights in peft, so all factored
+static inline int lora_opt_slices(const LoraLayout* L, OptSlice* out) {
+    int n = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const LoraTensor* t = &L->t[i];
+        if (!t->on) continue;
+        for (int l = 0; l < t->layers; l++, n++)
+            if (out) { OptSlice s = { t->a + (size_t)l * L->r * t->in, L->r, t->in, 1, 0 }; out[n] = s; }
+        for (int l = 0; l < t->layers; l++, n++)
+            if (out) { OptSlice s = { t->b + (size_t)l * t->out * L->r, t->out, L->r, 1, 0 }; out[n] = s; }
+    }
+    return n;
+}
+
+static inline size_t lora_adafactor_floats(const LoraLayout* L, int has_beta1) {
+    int n = lora_opt_slices(L, NULL);
+    OptSlice* s = (OptSlice*)mallocCheck((size_t)(n > 0 ? n : 1) * sizeof(OptSlice));
+    lora_opt_slices(L, s);
+    size_t total = adafactor_slices_floats(s, n, has_beta1);
+    free(s);
+    return total;
 }
 
 // peft's key: base_model.model.<module>.lora_A.weight, <module> = the HF name without ".weight"
@@ -683,13 +709,15 @@ static inline int lora_load_dir(const char* dir, const T5Config* m, LoraConfig* 
 }
 
 // ----------------------------------------------------------------------------
-// the adapter checkpoint: the adapter and its AdamW moments, and a fingerprint of the base weights
-// (their CRC-32 and count) instead of a second copy of them. Little-endian, version 1:
-//   header int64[32]: [0] magic 0x4c354350 ("PC5L"), [1] version 1, [2] n adapter floats, [3] has
+// the adapter checkpoint: the adapter and its optimizer state, and a fingerprint of the base weights
+// (their CRC-32 and count) instead of a second copy of them. Little-endian, version 2:
+//   header int64[32]: [0] magic 0x4c354350 ("PC5L"), [1] version, [2] n adapter floats, [3] has
 //     optimizer state, [4] optimizer step, [5] r, [6] alpha (float bits), [7] dropout (float bits),
 //     [8] targets, [9] rslora, [10] base floats, [11] base CRC-32, [12..18] the trainer's 7-slot
-//     training state (CkptTrainState), [19] CRC-32 of every byte after the header
-//   adapter float[n], then m float[n], v float[n] when [3] = 1
+//     training state (CkptTrainState), [19] CRC-32 of every byte after the header, [20] optimizer
+//     (OptimKind), [21] Adafactor state floats, [22] Adafactor's state holds M (version 1: AdamW, no [20..22])
+//   adapter float[n], then when [3] = 1: AdamW m float[n], v float[n]; Adafactor float[[21]] (the
+//     adapter's slices, lora_opt_slices, their states concatenated)
 
 #define LORA_CKPT_MAGIC 0x4c354350LL
 #define LORA_CKPT_HEADER_INTS 32
@@ -712,28 +740,42 @@ static inline int lora_ckpt_is(const char* path) {
     return ok;
 }
 
-// train: 7 int64 (the trainer's CkptTrainState) or NULL; m, v may be NULL (no optimizer state)
-static inline int lora_ckpt_save(const char* path, const LoraConfig* c, const float* adapter, const float* m, const float* v,
-                                 int64_t n, int64_t step, int64_t base_n, uint32_t base_crc, const int64_t* train,
-                                 char* err, size_t errlen) {
+// train: 7 int64 (the trainer's CkptTrainState) or NULL; opt NULL or without buffers: no optimizer state
+static inline int lora_ckpt_save_opt(const char* path, const LoraConfig* c, const float* adapter, const CkptOpt* opt,
+                                     int64_t n, int64_t step, int64_t base_n, uint32_t base_crc, const int64_t* train,
+                                     char* err, size_t errlen) {
     int64_t h[LORA_CKPT_HEADER_INTS] = {0};
-    h[0] = LORA_CKPT_MAGIC; h[1] = 1; h[2] = n; h[3] = (m && v) ? 1 : 0; h[4] = step;
+    int64_t nopt = ckpt_opt_floats(opt, n);
+    h[0] = LORA_CKPT_MAGIC; h[1] = 2; h[2] = n; h[3] = nopt > 0; h[4] = step;
     h[5] = c->r; h[6] = lora_float_bits(c->alpha); h[7] = lora_float_bits(c->dropout); h[8] = c->targets; h[9] = c->rslora;
     h[10] = base_n; h[11] = base_crc;
     if (train) memcpy(h + 12, train, 7 * sizeof(int64_t));
-    const float* bufs[3] = { adapter, m, v };
+    if (nopt) { h[20] = opt->kind; h[21] = opt->kind == OPTIM_ADAFACTOR ? opt->af_n : 0; h[22] = opt->kind == OPTIM_ADAFACTOR && opt->af_beta1; }
+    const float* bufs[3] = { adapter, NULL, NULL };
+    int64_t lens[3] = { n, 0, 0 };
+    int nb = 1;
+    if (nopt && opt->kind == OPTIM_ADAFACTOR) { bufs[1] = opt->af; lens[1] = opt->af_n; nb = 2; }
+    else if (nopt) { bufs[1] = opt->m; bufs[2] = opt->v; lens[1] = lens[2] = n; nb = 3; }
     Crc32Table T;
     crc32_table_init(&T);
     uint32_t crc = 0;
-    for (int i = 0; i < (h[3] ? 3 : 1); i++) crc = crc32_update(&T, crc, bufs[i], (size_t)n * sizeof(float));
+    for (int i = 0; i < nb; i++) crc = crc32_update(&T, crc, bufs[i], (size_t)lens[i] * sizeof(float));
     h[19] = crc;
-    uint64_t bytes = sizeof(h) + (uint64_t)n * sizeof(float) * (h[3] ? 3 : 1);
+    uint64_t bytes = sizeof(h) + (uint64_t)(n + nopt) * sizeof(float);
     AtomicFile a;
     if (mkdir_parent(path, err, errlen) || disk_space_check_for(path, bytes, err, errlen) ||
         atomic_open(&a, path, err, errlen)) return -1;
     int ok = atomic_write(&a, h, sizeof(h), err, errlen) == 0;
-    for (int i = 0; ok && i < (h[3] ? 3 : 1); i++) ok = atomic_write(&a, bufs[i], (size_t)n * sizeof(float), err, errlen) == 0;
+    for (int i = 0; ok && i < nb; i++) ok = atomic_write(&a, bufs[i], (size_t)lens[i] * sizeof(float), err, errlen) == 0;
     return atomic_close(&a, ok, err, errlen);
+}
+
+// with AdamW's state (m, v may be NULL: none)
+static inline int lora_ckpt_save(const char* path, const LoraConfig* c, const float* adapter, const float* m, const float* v,
+                                 int64_t n, int64_t step, int64_t base_n, uint32_t base_crc, const int64_t* train,
+                                 char* err, size_t errlen) {
+    CkptOpt o = { OPTIM_ADAMW, 0, m, v, NULL, 0 };
+    return lora_ckpt_save_opt(path, c, adapter, &o, n, step, base_n, base_crc, train, err, errlen);
 }
 
 typedef struct {
@@ -742,20 +784,26 @@ typedef struct {
     int has_opt;
     uint32_t base_crc;
     int64_t train[7];
+    int opt_kind, af_beta1;  // OptimKind (AdamW in version 1); Adafactor: M in its state
+    int64_t opt_floats;      // floats of optimizer state in the file
 } LoraCkptInfo;
 
-// loads PATH into fresh buffers (*m, *v NULL without optimizer state), checking it against the base
-// model it is meant for (config m5, fingerprint of its weights)
-static inline int lora_ckpt_load(const char* path, const T5Config* m5, int64_t base_n, uint32_t base_crc, LoraCkptInfo* info,
-                                 float** adapter, float** m, float** v, char* err, size_t errlen) {
-    *adapter = *m = *v = NULL;
+// loads PATH into fresh buffers (*m, *v NULL without AdamW state, *af NULL without Adafactor state; af NULL:
+// an Adafactor state is dropped, has_opt 0 then), checking it against the base model it is meant for
+// (config m5, fingerprint of its weights)
+static inline int lora_ckpt_load_opt(const char* path, const T5Config* m5, int64_t base_n, uint32_t base_crc, LoraCkptInfo* info,
+                                     float** adapter, float** m, float** v, float** af, char* err, size_t errlen) {
+    float* dropped = NULL;
+    if (!af) af = &dropped;
+    *adapter = *m = *v = *af = NULL;
     int64_t size = file_size_of(path, err, errlen), h[LORA_CKPT_HEADER_INTS];
     if (size < 0) return -1;
     FILE* f = fopen(path, "rb");
     if (!f) { snprintf(err, errlen, "%s: cannot open", path); return -1; }
     int ok = size >= (int64_t)sizeof(h) && fread(h, sizeof(h), 1, f) == 1;
     const char* bad = !ok ? "file too short for an adapter checkpoint header" : h[0] != LORA_CKPT_MAGIC ? "not a t5.c adapter checkpoint (bad magic)"
-                    : h[1] != 1 ? "unsupported adapter checkpoint version" : (h[3] != 0 && h[3] != 1) ? "corrupted header (optimizer flag)" : NULL;
+                    : (h[1] != 1 && h[1] != 2) ? "unsupported adapter checkpoint version" : (h[3] != 0 && h[3] != 1) ? "corrupted header (optimizer flag)"
+                    : (h[1] >= 2 && (h[20] < 0 || h[20] > 1 || h[22] < 0 || h[22] > 1)) ? "corrupted header (optimizer kind)" : NULL;
     char msg[256];
     if (!bad) {
         info->config = (LoraConfig){ (int)h[5], lora_bits_float(h[6]), lora_bits_float(h[7]), (unsigned)h[8], (int)h[9] };
@@ -766,27 +814,42 @@ static inline int lora_ckpt_load(const char* path, const T5Config* m5, int64_t b
         LoraLayout L;
         t5_layout(m5, &base);
         lora_layout(&info->config, &base, m5->gated, &L);
+        info->opt_kind = h[1] >= 2 ? (int)h[20] : OPTIM_ADAMW;
+        info->af_beta1 = h[1] >= 2 ? (int)h[22] : 0;
+        info->opt_floats = !h[3] ? 0 : info->opt_kind == OPTIM_ADAFACTOR ? h[21] : 2 * h[2];
         if (h[2] != (int64_t)L.total) bad = "adapter size does not match its config and the base model";
-        else if (size != (int64_t)sizeof(h) + 4 * h[2] * (1 + 2 * h[3])) bad = "file size does not match the header (truncated or padded)";
+        else if (h[3] && info->opt_kind == OPTIM_ADAFACTOR && h[21] != (int64_t)lora_adafactor_floats(&L, info->af_beta1))
+            bad = "Adafactor state length does not match the adapter";
+        else if (size != (int64_t)sizeof(h) + 4 * (h[2] + info->opt_floats)) bad = "file size does not match the header (truncated or padded)";
         else if (h[10] != base_n || (uint32_t)h[11] != base_crc) bad = "made for other base weights (their fingerprint differs): resume with the --model it was trained on";
     }
     if (bad) { snprintf(err, errlen, "%s: %s", path, bad); fclose(f); return -1; }
     info->n = h[2]; info->has_opt = (int)h[3]; info->step = h[4]; info->base_n = h[10]; info->base_crc = (uint32_t)h[11];
     memcpy(info->train, h + 12, sizeof(info->train));
     float** dst[3] = { adapter, m, v };
+    size_t lens[3] = { (size_t)info->n, (size_t)info->n, (size_t)info->n };
+    int nb = 1;
+    if (info->has_opt && info->opt_kind == OPTIM_ADAFACTOR) { dst[1] = af; lens[1] = (size_t)info->opt_floats; nb = 2; }
+    else if (info->has_opt) nb = 3;
     Crc32Table T;
     crc32_table_init(&T);
     uint32_t crc = 0;
-    for (int i = 0; i < (info->has_opt ? 3 : 1) && ok; i++) {
-        *dst[i] = (float*)malloc((size_t)info->n * sizeof(float) + 1);
-        ok = *dst[i] && fread(*dst[i], sizeof(float), (size_t)info->n, f) == (size_t)info->n;
-        if (ok) crc = crc32_update(&T, crc, *dst[i], (size_t)info->n * sizeof(float));
+    for (int i = 0; i < nb && ok; i++) {
+        *dst[i] = (float*)malloc(lens[i] * sizeof(float) + 1);
+        ok = *dst[i] && fread(*dst[i], sizeof(float), lens[i], f) == lens[i];
+        if (ok) crc = crc32_update(&T, crc, *dst[i], lens[i] * sizeof(float));
     }
     fclose(f);
     if (ok && (int64_t)crc != h[19]) { ok = 0; snprintf(err, errlen, "%s: checksum mismatch (the checkpoint is corrupted)", path); }
     else if (!ok) snprintf(err, errlen, "%s: cannot read the adapter data", path);
-    if (!ok) for (int i = 0; i < 3; i++) { free(*dst[i]); *dst[i] = NULL; }
+    if (!ok) for (int i = 0; i < nb; i++) { free(*dst[i]); *dst[i] = NULL; }
+    if (ok && dropped) { free(dropped); info->has_opt = 0; info->opt_floats = 0; }
     return ok ? 0 : -1;
+}
+
+static inline int lora_ckpt_load(const char* path, const T5Config* m5, int64_t base_n, uint32_t base_crc, LoraCkptInfo* info,
+                                 float** adapter, float** m, float** v, char* err, size_t errlen) {
+    return lora_ckpt_load_opt(path, m5, base_n, base_crc, info, adapter, m, v, NULL, err, errlen);
 }
 
 #endif // T5_LORA_H

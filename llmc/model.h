@@ -45,8 +45,16 @@ static float t5_init_std(const T5Config* c, int i) {
     }
 }
 
+// For training from scratch (--init scratch, the default of a preset): the same, except an untied lm_head
+// drawn with std d_model^-0.5 instead of 1.0. HF's 1.0 assumes weights that will be overwritten by a
+// pretrained checkpoint; trained from it, the head's logits start with std ≈ sqrt(d_model) (16 for
+// d_model 256), the first loss is ~68 nats instead of ln(vocab) ≈ 10.4, and the first hundreds of steps
+// only shrink the head. With std d_model^-0.5 the logits start with std ≈ 1: loss ≈ ln(V) + 1/2. (A tied
+// head already has this scale: the decoder output is multiplied by d_model^-0.5.)
+typedef enum { INIT_SCRATCH = 0, INIT_HF = 1 } InitKind;
+
 // params (layout order) drawn as above from one stream, tensor by tensor
-static void t5_init_params(const T5Config* c, float* params, uint64_t seed) {
+static void t5_init_params_as(const T5Config* c, float* params, uint64_t seed, int kind) {
     T5Layout L;
     t5_layout(c, &L);
     Rng rng;
@@ -55,10 +63,13 @@ static void t5_init_params(const T5Config* c, float* params, uint64_t seed) {
         const T5Tensor* t = &L.t[i];
         float* p = params + t->offset;
         if (t5_is_norm(i)) { for (size_t j = 0; j < t->size; j++) p[j] = 1.0f; continue; }
-        float std = t5_init_std(c, i);
+        float std = kind == INIT_SCRATCH && i == P_LM_HEAD ? 1.0f / sqrtf((float)c->d_model) : t5_init_std(c, i);
         for (size_t j = 0; j < t->size; j++) p[j] = std * rng_normal(&rng);
     }
 }
+
+// transformers' own initialisation exactly (the parity tests' models)
+static void t5_init_params(const T5Config* c, float* params, uint64_t seed) { t5_init_params_as(c, params, seed, INIT_HF); }
 
 // a preset with the explicitly given dimensions replacing its own
 static int config_from_preset(const Options* o, const char* spec, T5Config* c) {
@@ -105,8 +116,26 @@ static size_t host_model_size(const HostModel* h) {
 }
 
 static void host_model_free(HostModel* h) {
-    free(h->params); free(h->m); free(h->v); free(h->adapter);
-    h->params = h->m = h->v = h->adapter = NULL;
+    free(h->params); free(h->m); free(h->v); free(h->adapter); free(h->af);
+    h->params = h->m = h->v = h->adapter = h->af = NULL;
+}
+
+// a checkpoint's optimizer state must be the run's optimizer's (kind, and Adafactor's β1 on or off: its
+// state differs); 0, or -1 with a message naming PATH
+static int host_opt_match(const Options* o, const HostModel* h, const char* path, char* err, size_t errlen) {
+    int has = h->m || h->af;
+    if (!has) return 0;
+    if (h->opt_kind != o->optimizer) {
+        snprintf(err, errlen, "%s holds %s state; the run asks for --optimizer %s (resume with the optimizer it was trained with)",
+                 path, optim_name(h->opt_kind), optim_name(o->optimizer));
+        return -1;
+    }
+    if (h->opt_kind == OPTIM_ADAFACTOR && h->af_beta1 != (o->af_beta1 >= 0.0)) {
+        snprintf(err, errlen, "%s holds Adafactor state %s a first moment; the run %s --adafactor-beta1", path,
+                 h->af_beta1 ? "with" : "without", h->af_beta1 ? "lacks" : "gives");
+        return -1;
+    }
+    return 0;
 }
 
 // the LoRA layout of h's adapter (h->lora.r > 0)
@@ -134,16 +163,23 @@ static int load_host_model(const Options* o, const char* spec, HostModel* h) {
                 return -1;
             }
             CkptInfo info;
-            if (ckpt_load(spec, &info, &h->params, &h->m, &h->v, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+            if (ckpt_load_opt(spec, &info, &h->params, &h->m, &h->v, &h->af, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
             h->config = info.config; h->step = info.step; h->train = info.train;
+            h->opt_kind = info.opt_kind; h->af_beta1 = info.af_beta1; h->af_n = (size_t)(h->af ? info.opt_floats : 0);
+            if (host_opt_match(o, h, spec, err, sizeof(err))) { // a start (or an evaluated model), not a resume
+                fprintf(stderr, "note: %s; its optimizer state is not used\n", err);
+                free(h->m); free(h->v); free(h->af);
+                h->m = h->v = h->af = NULL;
+                h->af_n = 0; h->step = 0;
+            }
             snprintf(h->from, sizeof(h->from), "checkpoint");
             break;
         }
         default:
             if (config_from_preset(o, spec, &h->config)) return -1;
             h->params = (float*)mallocCheck(host_model_size(h) * sizeof(float));
-            t5_init_params(&h->config, h->params, (uint64_t)o->seed);
-            snprintf(h->from, sizeof(h->from), "random init (seed %lld)", o->seed);
+            t5_init_params_as(&h->config, h->params, (uint64_t)o->seed, o->init);
+            snprintf(h->from, sizeof(h->from), "random init (%s, seed %lld)", o->init == INIT_HF ? "hf" : "scratch", o->seed);
             fprintf(stderr, "note: model %s: RANDOMLY INITIALISED %s-shaped T5 (seed %lld), not pretrained weights\n", spec, spec, o->seed);
     }
     if (o->dropout >= 0.0f) h->config.dropout = o->dropout;
@@ -152,8 +188,9 @@ static int load_host_model(const Options* o, const char* spec, HostModel* h) {
 
 // h's base as it is before LoRA: no optimizer state of its own, its fingerprint for adapter checkpoints
 static void host_freeze_base(HostModel* h) {
-    free(h->m); free(h->v); // a full checkpoint as the base: its moments were the base's
-    h->m = h->v = NULL;
+    free(h->m); free(h->v); free(h->af); // a full checkpoint as the base: its optimizer state was the base's
+    h->m = h->v = h->af = NULL;
+    h->af_n = 0;
     h->step = 0;
     h->base_crc = lora_base_fingerprint(h->params, host_model_size(h));
 }
@@ -209,8 +246,10 @@ static int load_resumed(const Options* o, const char* path, HostModel* h, char* 
     if (!lora_ckpt_is(path)) {
         CkptInfo info;
         memset(h, 0, sizeof(*h));
-        if (ckpt_load(path, &info, &h->params, &h->m, &h->v, err, errlen)) return -1;
+        if (ckpt_load_opt(path, &info, &h->params, &h->m, &h->v, &h->af, err, errlen)) return -1;
         h->config = info.config; h->step = info.step; h->train = info.train;
+        h->opt_kind = info.opt_kind; h->af_beta1 = info.af_beta1; h->af_n = (size_t)(h->af ? info.opt_floats : 0);
+        if (host_opt_match(o, h, path, err, errlen)) { host_model_free(h); return -1; }
         snprintf(h->from, sizeof(h->from), "checkpoint");
         if (o->dropout >= 0.0f) h->config.dropout = o->dropout;
         return 0;
@@ -218,11 +257,14 @@ static int load_resumed(const Options* o, const char* path, HostModel* h, char* 
     if (load_host_model(o, o->model, h)) { snprintf(err, errlen, "%s: cannot load its base model --model %s", path, o->model); return -1; }
     host_freeze_base(h);
     LoraCkptInfo info;
-    if (lora_ckpt_load(path, &h->config, (int64_t)host_model_size(h), h->base_crc, &info, &h->adapter, &h->m, &h->v, err, errlen)) {
+    if (lora_ckpt_load_opt(path, &h->config, (int64_t)host_model_size(h), h->base_crc, &info, &h->adapter, &h->m, &h->v, &h->af,
+                           err, errlen)) {
         host_model_free(h);
         return -1;
     }
     h->lora = info.config; h->step = info.step;
+    h->opt_kind = info.opt_kind; h->af_beta1 = info.af_beta1; h->af_n = (size_t)(h->af ? info.opt_floats : 0);
+    if (host_opt_match(o, h, path, err, errlen)) { host_model_free(h); return -1; }
     memcpy(&h->train, info.train, sizeof(h->train));
     snprintf(h->from, sizeof(h->from), "LoRA adapter checkpoint (base: --model)");
     return 0;

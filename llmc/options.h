@@ -18,7 +18,7 @@
 
 #define DEFAULT_PROMPT "Summarize the following conversation.\n\n{dialogue}\n\nSummary: "
 
-typedef enum { OPT_SECTION, OPT_INT, OPT_LL, OPT_FLOAT, OPT_STR, OPT_CHOICE, OPT_SPECIAL } OptType;
+typedef enum { OPT_SECTION, OPT_INT, OPT_LL, OPT_FLOAT, OPT_STR, OPT_CHOICE, OPT_SPECIAL, OPT_DOUBLE } OptType;
 
 // a flag: its value lands at `offset` in Options. def: the default as it would be typed (NULL: zero /
 // NULL); shown: what --help says the default is when that is not def ("" = say nothing)
@@ -57,6 +57,7 @@ static int opt_ffn(const char* v, void* dst) {
 #define INTS(f, mv, field, lo, hi, def, shown, eng, help) { f, mv, OPT_INT, OFS(field), lo, hi, def, shown, eng, help, NULL, NULL }
 #define FLT(f, mv, field, lo, hi, def, eng, help) { f, mv, OPT_FLOAT, OFS(field), lo, hi, def, NULL, eng, help, NULL, NULL }
 #define FLTS(f, mv, field, lo, hi, def, shown, eng, help) { f, mv, OPT_FLOAT, OFS(field), lo, hi, def, shown, eng, help, NULL, NULL }
+#define DBL(f, mv, field, lo, hi, def, shown, eng, help) { f, mv, OPT_DOUBLE, OFS(field), lo, hi, def, shown, eng, help, NULL, NULL }
 #define STR(f, mv, field, def, shown, eng, help) { f, mv, OPT_STR, OFS(field), 0, 0, def, shown, eng, help, NULL, NULL }
 #define CHOICE(f, field, choices, def, eng, help) { f, choices, OPT_CHOICE, OFS(field), 0, 0, def, NULL, eng, help, choices, NULL }
 #define SPECIAL(f, mv, field, fn, expect, def, eng, help) { f, mv, OPT_SPECIAL, OFS(field), 0, 0, def, NULL, eng, help, expect, fn }
@@ -68,6 +69,9 @@ static const OptSpec OPTIONS[] = {
         "preset name, HF model directory (config.json + *.safetensors), or native\ncheckpoint file. Presets: "
         "t5-small t5-base t5-large t5-3b t5-11b flan-t5-small flan-t5-base\nflan-t5-large flan-t5-xl flan-t5-xxl (a preset is RANDOMLY initialised)"),
     FLT("--dropout", "X", dropout, -1.0, 0.99, "-1", ENGINE_BOTH, "dropout rate, -1 = the model config's"),
+    CHOICE("--init", init, "scratch|hf", "scratch", ENGINE_BOTH,
+           "a preset's random initialisation: scratch (HF's, but an untied lm_head with std\nd_model^-0.5: the first "
+           "loss near ln(vocab)), or hf (transformers' _init_weights exactly)"),
     SECTION("data"),
     STR("--train-file", "PATH", train_file, NULL, "", ENGINE_BOTH, "pre-tokenized training examples (prepro_dialogsum.py / llmc/examples.h)"),
     STR("--val-file", "PATH", val_file, NULL, "", ENGINE_BOTH, "pre-tokenized validation examples: validation loss"),
@@ -88,12 +92,28 @@ static const OptSpec OPTIONS[] = {
     SPECIAL("--schedule", "S", schedule, opt_schedule, "constant, linear or cosine", "linear", ENGINE_BOTH, "constant | linear | cosine"),
     INT("--warmup", "N", warmup, 0, NEVER, "0", ENGINE_BOTH, "linear warmup steps"),
     INT("--schedule-steps", "N", schedule_steps, 0, NEVER, "0", ENGINE_BOTH, "length of the lr schedule, 0 = the run's steps"),
-    FLT("--weight-decay", "X", weight_decay, 0.0, 10.0, "0.01", ENGINE_BOTH, "AdamW decoupled weight decay"),
+    FLT("--weight-decay", "X", weight_decay, 0.0, 10.0, "0.01", ENGINE_BOTH, "decoupled weight decay (AdamW; Adafactor: 0 unless given)"),
     INT("--decay-norms", "0|1", decay_norms, 0, 1, "0", ENGINE_BOTH, "also decay RMSNorm weights (0: HF Trainer's rule)"),
     FLT("--beta1", "X", beta1, 0.0, 0.999999, "0.9", ENGINE_BOTH, "AdamW beta1"),
     FLT("--beta2", "X", beta2, 0.0, 0.999999999, "0.999", ENGINE_BOTH, "AdamW beta2"),
     FLT("--adam-eps", "X", adam_eps, 1e-30, 1.0, "1e-8", ENGINE_BOTH, "AdamW epsilon"),
     FLT("--clip", "X", clip, 0.0, 1e9, "1", ENGINE_BOTH, "max global gradient norm, 0 = off"),
+    CHOICE("--optimizer", optimizer, "adamw|adafactor", "adamw", ENGINE_BOTH,
+           "adamw: torch.optim.AdamW; adafactor: transformers.optimization.Adafactor\n(llmc/adafactor.h; "
+           "docs/adafactor.md), options below, weight decay 0 unless\n--weight-decay is given"),
+    INT("--adafactor-relative-step", "0|1", af_relative_step, 0, 1, "1", ENGINE_BOTH,
+        "step size min(1e-2, 1/sqrt(t)) (x RMS(p) with the parameter scale): --lr,\n--schedule, --warmup do "
+        "not apply; 0: the scheduled --lr"),
+    INT("--adafactor-scale-parameter", "0|1", af_scale_parameter, 0, 1, "1", ENGINE_BOTH,
+        "the step size scales with max(eps2, RMS(p)) of each tensor"),
+    INT("--adafactor-warmup-init", "0|1", af_warmup_init, 0, 1, "0", ENGINE_BOTH,
+        "relative step min(1e-6 t, 1/sqrt(t)) (needs --adafactor-relative-step 1)"),
+    DBL("--adafactor-beta1", "X", af_beta1, 0.0, 0.999999, "-1", "off", ENGINE_BOTH,
+        "first moment of the update (beta1=None when not given: no extra state)"),
+    DBL("--adafactor-clip", "X", af_clip, 1e-30, 1e9, "1", NULL, ENGINE_BOTH, "clip_threshold: the update's RMS is clipped to X"),
+    DBL("--adafactor-decay", "X", af_decay, -1e9, 0.0, "-0.8", NULL, ENGINE_BOTH, "decay_rate: beta2_t = 1 - t^X"),
+    DBL("--adafactor-eps1", "X", af_eps1, 0.0, 1.0, "1e-30", NULL, ENGINE_BOTH, "eps[0]: added to the squared gradient"),
+    DBL("--adafactor-eps2", "X", af_eps2, 0.0, 1.0, "1e-3", NULL, ENGINE_BOTH, "eps[1]: the floor of RMS(p) in the parameter scale"),
     INT("--max-skips", "N", max_skips, 1, NEVER, "10", ENGINE_BOTH,
         "stop after N consecutive steps with a non-finite loss or gradient norm"),
     { "--seed", "N", OPT_LL, OFS(seed), 0, 4611686018427387904.0, "42", NULL, ENGINE_BOTH,
@@ -110,6 +130,11 @@ static const OptSpec OPTIONS[] = {
     INT("--checkpoint-every", "N", checkpoint_every, 0, NEVER, "0", ENGINE_BOTH,
         "checkpoint every N steps into DIR/checkpoints, 0 = at the end (and on a stop signal)"),
     INT("--keep-checkpoints", "K", keep_checkpoints, 1, 1000000, "3", ENGINE_BOTH, "keep the newest K checkpoints"),
+    CHOICE("--keep-best", keep_best, "none|val_loss|rouge1|rouge2|rougeL|rougeLsum", "none", ENGINE_BOTH,
+           "keep the best evaluated checkpoint in DIR/best/ (outside the rotation); the\nexported model (or adapter) and "
+           "the evaluation after training are then the best\none (HF's load_best_model_at_end). rouge*: needs --eval-rouge"),
+    INT("--early-stop", "N", early_stop, 0, NEVER, "0", ENGINE_BOTH,
+        "stop after N evaluations without improvement of --keep-best's metric, 0 = never"),
     STR("--resume", "latest|PATH", resume, NULL, "", ENGINE_BOTH,
         "continue the run in --out-dir from its newest valid checkpoint (or PATH):\nweights, optimizer state, "
         "steps run and data position (same global batch,\naccumulation and seed). SIGINT / SIGTERM finish the "
@@ -268,6 +293,15 @@ static int opt_set(const OptSpec* s, const char* v, Options* o, int checked) {
             *(float*)dst = (float)x;
             return 0;
         }
+        case OPT_DOUBLE: {
+            double x = strtod(v, &end);
+            if (errno || *end || end == v || (checked && !(x >= s->lo && x <= s->hi))) {
+                fprintf(stderr, "error: %s needs a number in [%g, %g], got '%s'\n", s->flag, s->lo, s->hi, v);
+                return -1;
+            }
+            *(double*)dst = x;
+            return 0;
+        }
         case OPT_STR: *(const char**)dst = v; return 0;
         case OPT_CHOICE: {
             int k = opt_choice_index(s->choices, v);
@@ -291,7 +325,6 @@ static Options options_default(void) {
         if (OPTIONS[i].type != OPT_SECTION && OPTIONS[i].def) opt_set(&OPTIONS[i], OPTIONS[i].def, &o, 0);
     o.dims.gated = -1; o.dims.act = (T5Act)-1; // --ffn not given
     o.attention = ATTN_AUTO;
-    o.profile = 1;
     return o;
 }
 
@@ -330,6 +363,33 @@ static void options_usage(FILE* f, const char* binary) {
     }
 }
 
+// transformers' Adafactor(...) arguments from the flags: lr only without relative steps (the scheduled lr is
+// what it gets each step); weight decay 0, Adafactor's default, unless --weight-decay is given
+static AdafactorConfig adafactor_config_of(const Options* o) {
+    AdafactorConfig c = adafactor_defaults();
+    c.relative_step = o->af_relative_step; c.scale_parameter = o->af_scale_parameter; c.warmup_init = o->af_warmup_init;
+    c.has_lr = o->lr_given || !o->af_relative_step;
+    c.lr = o->lr;
+    c.has_beta1 = o->af_beta1 >= 0.0;
+    c.beta1 = c.has_beta1 ? o->af_beta1 : 0.0;
+    c.clip_threshold = o->af_clip; c.decay_rate = o->af_decay; c.eps1 = o->af_eps1; c.eps2 = o->af_eps2;
+    c.weight_decay = o->wd_given ? o->weight_decay : 0.0;
+    return c;
+}
+
+// --optimizer adafactor: the combinations transformers refuses (adafactor_check: --lr with relative steps,
+// warmup init without them) and values its formulas cannot take
+static const char* options_check_adafactor(const Options* o, char* msg, size_t n) {
+    AdafactorConfig c = adafactor_config_of(o);
+    char err[512];
+    if (adafactor_check(&c, err, sizeof(err))) {
+        snprintf(msg, n, "--optimizer %s [--lr %s, --adafactor-relative-step %d, --adafactor-warmup-init %d]", err,
+                 o->lr_given ? "given" : "not given", o->af_relative_step, o->af_warmup_init);
+        return msg;
+    }
+    return NULL;
+}
+
 // combinations the flags alone cannot rule out
 static const char* options_check(const Options* o) {
     static char msg[1100];
@@ -338,6 +398,9 @@ static const char* options_check(const Options* o) {
     if ((o->eval_every || o->eval_batches) && !o->val_file) return "--eval-every / --eval-batches need --val-file";
     if (o->checkpoint_every && !o->out_dir) return "--checkpoint-every needs --out-dir";
     if (o->eval_rouge && !o->val_file) return "--eval-rouge needs --val-file (and its _refs.jsonl beside it)";
+    if (o->keep_best && (!o->val_file || !o->out_dir)) return "--keep-best needs --val-file (what is evaluated) and --out-dir (where the best is kept)";
+    if (o->keep_best > 1 && !o->eval_rouge) return "--keep-best rouge*: needs --eval-rouge N (ROUGE on the first N validation examples)";
+    if (o->early_stop && !o->keep_best) return "--early-stop needs --keep-best (the metric that must improve)";
     if (o->baseline_model && !o->eval_split) return "--baseline-model needs --eval-split";
     if (o->compare_lora_adapter && !o->compare_model) return "--compare-lora-adapter needs --compare-model (the base it adapts)";
     if (o->compare_model && !o->eval_split) return "--compare-model needs --eval-split (it adds a model to the comparison report)";
@@ -347,6 +410,10 @@ static const char* options_check(const Options* o) {
         snprintf(msg, sizeof(msg), "--min-new-tokens %d exceeds --max-new-tokens %d: no summary could end with eos, "
                  "which --min-new-tokens %d already says", o->min_new_tokens, o->max_new_tokens, o->max_new_tokens);
         return msg;
+    }
+    if (o->optimizer == OPTIM_ADAFACTOR) {
+        const char* bad = options_check_adafactor(o, msg, sizeof(msg));
+        if (bad) return bad;
     }
     LoraFlags f = { o->lora_r, o->lora_alpha, o->lora_dropout, o->lora_targets, o->lora_adapter };
     return lora_flags_check(&f, o->resume != NULL, o->save_lora || o->merge_lora, msg, sizeof(msg));
@@ -392,6 +459,10 @@ static int options_parse(int argc, char** argv, Options* o, EngineKind engine, c
         given[s - OPTIONS] = 1;
     }
     if (options_from_env(o, given, engine)) return -1;
+    o->lr_given = given[opt_find("--lr") - OPTIONS];
+    o->wd_given = given[opt_find("--weight-decay") - OPTIONS];
+    o->sched_given = given[opt_find("--schedule") - OPTIONS] || given[opt_find("--warmup") - OPTIONS] ||
+                     given[opt_find("--schedule-steps") - OPTIONS];
     const char* bad = options_check(o);
     if (bad) { fprintf(stderr, "error: %s\n", bad); return -1; }
     return 0;

@@ -61,6 +61,11 @@ static void all_wait_for_rank0(Engine* e, const char* phase, double seconds) {
 #define RANK0_PHASE_S 3600.0 // the bound of rank 0's evaluation or synchronous checkpoint write
 static int is_rank0(const Engine* e) { return e->rank == 0; }
 
+static void engine_free(Engine* e) {
+    if (e->self) e->ops->free(e->self);
+    e->self = NULL;
+}
+
 // what the driver knows of a model before (or without) building it
 static void engine_describe(Engine* e, const HostModel* h) {
     T5Layout L;
@@ -197,16 +202,24 @@ static float* merged_params(Engine* e, const Options* o, const EngineState* st) 
     return p;
 }
 
-// writes PATH (ts: the run's position; NULL for --save-checkpoint): the full model and its AdamW state,
-// or under LoRA the adapter checkpoint (llmc/lora.h: the adapter, its moments, the base's fingerprint)
+// the optimizer state of an engine's state, as a checkpoint takes it (the adapter's under LoRA)
+static CkptOpt engine_state_opt(const EngineState* st, int lora) {
+    CkptOpt c = { st->opt_kind, st->af_beta1, lora ? st->am : st->m, lora ? st->av : st->v, st->af, (int64_t)st->af_n };
+    return c;
+}
+
+// writes PATH (ts: the run's position; NULL for --save-checkpoint): the full model and its optimizer state
+// (AdamW's or Adafactor's), or under LoRA the adapter checkpoint (llmc/lora.h: the adapter, its optimizer
+// state, the base's fingerprint)
 static int save_checkpoint(Engine* e, const char* path, const CkptTrainState* ts) {
     char err[1024];
     EngineState st;
     int bad = e->ops->get_state(e, &st) != 0;
     if (!bad && is_rank0(e)) {
-        int rc = e->lora.r ? lora_ckpt_save(path, &e->lora, st.adapter, st.am, st.av, (int64_t)st.lora_n, st.step,
-                                            (int64_t)e->num_params, e->base_crc, (const int64_t*)ts, err, sizeof(err))
-                           : ckpt_save(path, &e->config, st.params, st.m, st.v, (int64_t)st.n, st.step, ts, err, sizeof(err));
+        CkptOpt opt = engine_state_opt(&st, e->lora.r > 0);
+        int rc = e->lora.r ? lora_ckpt_save_opt(path, &e->lora, st.adapter, &opt, (int64_t)st.lora_n, st.step,
+                                                (int64_t)e->num_params, e->base_crc, (const int64_t*)ts, err, sizeof(err))
+                           : ckpt_save_opt(path, &e->config, st.params, &opt, (int64_t)st.n, st.step, ts, err, sizeof(err));
         if (rc) { fprintf(stderr, "error: %s\n", err); bad = 1; }
     }
     return all_max(e, bad) ? -1 : 0;
@@ -225,6 +238,15 @@ static void on_stop_signal(int sig) {
 }
 
 typedef struct { float loss, grad_norm, lr; long long tokens; double flops, host_ms; int skipped; const char* error; } StepResult;
+
+// --keep-best: the best evaluation so far, the checkpoint of its weights in DIR/best/ (llmc/run.h best_*)
+typedef enum { KEEP_NONE, KEEP_VAL_LOSS, KEEP_ROUGE1, KEEP_ROUGE2, KEEP_ROUGEL, KEEP_ROUGELSUM } KeepMetric;
+static const char* const KEEP_NAMES[] = { "none", "val_loss", "rouge1", "rouge2", "rougeL", "rougeLsum" };
+typedef struct {
+    double value;           // the best value so far (val_loss: lowest; ROUGE: highest)
+    long long step;         // its run step; 0: none yet
+    int stale;              // evaluations since then without improvement (--early-stop)
+} Best;
 
 // everything a run holds besides the model
 typedef struct {
@@ -249,6 +271,10 @@ typedef struct {
     StepResult last;
     AsyncSaver saver;       // rank 0 with --async-checkpoint 1: the background checkpoint writer
     int async;              // the saver runs
+    float* stage;           // its staging buffer: the state's copy it writes (3 x the trainable count), touched
+    size_t stage_n;         //   once at the start so that a checkpoint costs a copy, not page faults
+    Best best;              // --keep-best
+    long long last_eval;    // the step of the last evaluation (the final one is not repeated)
 } Run;
 
 static LrSchedule run_schedule(const Options* o, const Run* r) {
@@ -261,6 +287,36 @@ static void log_step_data(Run* run, long long k, int a) {
     fprintf(run->data_log, "%lld %d", k + 1, a);
     for (int i = 0; i < run->train.idx_n; i++) fprintf(run->data_log, " %lld", (long long)run->train.idx[i]);
     fprintf(run->data_log, "\n");
+}
+
+// the optimizer of the step: AdamW reads in->opt and in->lr; Adafactor gets its step's values for update t
+// (t = updates done + 1: a skipped step does not advance it), with the scheduled lr as transformers' group
+// lr, or its relative step (then the logged lr is that relative step size, before the parameter scale)
+static void optimizer_step_in(const Options* o, long long t, StepIn* in, StepResult* r) {
+    in->optimizer = o->optimizer;
+    if (o->optimizer != OPTIM_ADAFACTOR) return;
+    AdafactorConfig c = adafactor_config_of(o);
+    in->af = adafactor_step_values(&c, t, (double)in->lr);
+    if (c.relative_step) r->lr = in->lr = (float)in->af.rel_step;
+}
+
+// the optimizer's rows of the configuration table (and a note when schedule flags are given that do not apply)
+static void print_optimizer_rows(const Options* o) {
+    if (o->optimizer != OPTIM_ADAFACTOR) {
+        printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
+        return;
+    }
+    AdafactorConfig c = adafactor_config_of(o);
+    char row[128];
+    if (c.relative_step) {
+        printf("| %-22s | %-43s |\n", "lr / schedule", c.warmup_init ? "relative: min(1e-6 t, 1/sqrt t)" : "relative: min(1e-2, 1/sqrt t)");
+        if (o->sched_given) fprintf(stderr, "note: --adafactor-relative-step 1: --schedule, --warmup and --schedule-steps do not apply\n");
+    } else printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
+    snprintf(row, sizeof(row), "scale %d clip %g decay %g beta1 %s", c.scale_parameter, c.clip_threshold, c.decay_rate,
+             c.has_beta1 ? "set" : "off");
+    printf("| %-22s | %-43s |\n", "adafactor", row);
+    snprintf(row, sizeof(row), "eps %g, %g  wd %g", c.eps1, c.eps2, c.weight_decay);
+    printf("| %-22s | %-43s |\n", "adafactor eps / wd", row);
 }
 
 // the micro-batches of step k, checked and counted over every rank, their dropout seeds, the step's lr:
@@ -295,6 +351,7 @@ static int step_inputs(Run* run, long long k, StepIn* in, StepResult* r) {
     in->lr = r->lr; in->clip = o->clip;
     in->opt.lr = o->lr; in->opt.beta1 = o->beta1; in->opt.beta2 = o->beta2; in->opt.eps = o->adam_eps;
     in->opt.weight_decay = o->weight_decay; in->opt.decay_norms = o->decay_norms;
+    optimizer_step_in(o, e->opt_step + 1, in, r);
     return 0;
 }
 
@@ -329,8 +386,12 @@ static int eval_rouge(Run* run, EvalResult* r) {
     return -1;
 }
 
-static void log_eval(Run* run) {
+static int best_update(Run* run, double loss, const EvalResult* r, int rouge);
+
+// the validation loss (and ROUGE), logged; --keep-best's bookkeeping. 0, or -1 when keeping the best failed
+static int log_eval(Run* run) {
     double t0 = now_ms();
+    run->last_eval = run->step;
     long long tokens;
     double loss = evaluate(run, &tokens);
     EvalResult r;
@@ -349,7 +410,9 @@ static void log_eval(Run* run) {
         fprintf(run->metrics, ", \"tokens\": %lld}\n", tokens);
         fflush(run->metrics);
     }
+    int rc = run->o->keep_best ? best_update(run, loss, &r, rouge) : 0;
     eval_result_free(&r);
+    return rc;
 }
 
 // --eval-rouge: the validation split's references (VAL.bin → VAL_refs.jsonl) and the tokenizer
@@ -389,12 +452,44 @@ static CkptTrainState train_state(const Run* run) {
     return ts;
 }
 
-// the state staged into a job the background writer owns (rank 0): a copy, since training goes on
+// the background writer idle, its last write reported (rank 0); 0, or -1 after the failure's message
+static int run_wait_saves(Run* run) {
+    char err[1024];
+    if (!run->async) return 0;
+    if (async_save_wait(&run->saver, err, sizeof(err)) == 0) return 0;
+    fprintf(stderr, "error: checkpoint: %s\n", err);
+    return -1;
+}
+
+// dst[0..n) = src[0..n) on every core (the copy is what a background checkpoint blocks the step for)
+static void copy_floats(float* dst, const float* src, size_t n) {
+    const size_t CHUNK = (size_t)1 << 20;
+    long long chunks = (long long)((n + CHUNK - 1) / CHUNK);
+    #pragma omp parallel for schedule(static)
+    for (long long c = 0; c < chunks; c++) {
+        size_t lo = (size_t)c * CHUNK, len = n - lo < CHUNK ? n - lo : CHUNK;
+        memcpy(dst + lo, src + lo, len * sizeof(float));
+    }
+}
+
+static void stage_job_done(void* ctx) { free(ctx); } // the staging buffer is the run's, reused
+
+// the state copied into the run's staging buffer, as a job for the background writer (rank 0; the previous
+// job has finished: it read the same buffer)
 static CkptJob* stage_checkpoint(Run* run, const EngineState* st, const char* path, const CkptTrainState* ts) {
     Engine* e = run->e;
-    CkptJob* j = e->lora.r ? ckpt_job_stage(st->adapter, st->am, st->av, (int64_t)st->lora_n)
-                           : ckpt_job_stage(st->params, st->m, st->v, (int64_t)st->n);
-    if (!j) return NULL;
+    CkptOpt opt = engine_state_opt(st, e->lora.r > 0);
+    const float* w = e->lora.r ? st->adapter : st->params;
+    size_t n = e->lora.r ? st->lora_n : st->n, nopt = (size_t)ckpt_opt_floats(&opt, (int64_t)n);
+    if (n + nopt > run->stage_n) return NULL;
+    CkptJob* j = (CkptJob*)callocCheck(1, sizeof(CkptJob));
+    j->state = run->stage; j->n = (int64_t)n; j->has_opt = nopt > 0; j->opt_floats = (int64_t)nopt;
+    copy_floats(j->state, w, n);
+    if (nopt) {
+        j->opt_kind = opt.kind; j->af_beta1 = opt.af_beta1;
+        if (opt.kind == OPTIM_ADAFACTOR) copy_floats(j->state + n, opt.af, nopt);
+        else { copy_floats(j->state + n, opt.m, n); copy_floats(j->state + 2 * n, opt.v, n); }
+    }
     snprintf(j->path, sizeof(j->path), "%s", path);
     snprintf(j->out_dir, sizeof(j->out_dir), "%s", run->o->out_dir);
     j->keep = run->o->keep_checkpoints;
@@ -412,19 +507,25 @@ static int run_checkpoint(Run* run) {
     CkptTrainState ts = train_state(run);
     ckpt_path(path, sizeof(path), run->o->out_dir, run->step);
     if (!run->async) {
+        double t0 = now_ms();
         all_wait_for_rank0(e, "rank 0 writing a checkpoint", RANK0_PHASE_S);
         if (save_checkpoint(e, path, &ts)) return -1;
-        if (is_rank0(e)) { printf("checkpoint %s\n", path); ckpt_prune(run->o->out_dir, run->o->keep_checkpoints); }
+        if (is_rank0(e)) {
+            printf("checkpoint %s (the step waited %.0f ms)\n", path, now_ms() - t0);
+            ckpt_prune(run->o->out_dir, run->o->keep_checkpoints);
+        }
         return 0;
     }
+    double t0 = now_ms();
+    int bad = is_rank0(e) && run_wait_saves(run) != 0; // one in flight: the staging buffer is free again
     EngineState st;
-    int bad = e->ops->get_state(e, &st) != 0;
+    bad |= e->ops->get_state(e, &st) != 0;
     if (!bad && is_rank0(e)) {
-        double t0 = now_ms();
         CkptJob* j = stage_checkpoint(run, &st, path, &ts);
         if (!j) { fprintf(stderr, "error: %s: no host memory to stage the checkpoint (--async-checkpoint 0 writes without a copy)\n", path); bad = 1; }
         else {
             AsyncJob job = ckpt_job_async(j);
+            job.done = stage_job_done;
             if (async_save_start(&run->saver, &job, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); bad = 1; }
             else printf("checkpoint %s (writing in the background; the step waited %.0f ms)\n", path, now_ms() - t0);
         }
@@ -432,14 +533,91 @@ static int run_checkpoint(Run* run) {
     return all_max(e, bad) ? -1 : 0;
 }
 
-// the background writer idle, its last write reported (rank 0); 0, or -1 after the failure's message
-static int run_wait_saves(Run* run) {
-    char err[1024];
-    if (!run->async) return 0;
-    if (async_save_wait(&run->saver, err, sizeof(err)) == 0) return 0;
-    fprintf(stderr, "error: checkpoint: %s\n", err);
-    return -1;
+// ----------------------------------------------------------------------------
+// --keep-best: DIR/best/ckpt_<step>.bin (one, outside the rotation) and DIR/best/best.json (the metric, its
+// best value and step, the evaluations since without improvement), both published durably; the older
+// best checkpoint is removed only once the new one and its record are in place
+
+static void best_path(const Options* o, long long step, char* buf, size_t n) {
+    snprintf(buf, n, "%s/best/ckpt_%09lld.bin", o->out_dir, step);
 }
+
+static int best_write_record(Run* run, char* err, size_t errlen) {
+    char path[4400];
+    snprintf(path, sizeof(path), "%s/best/best.json", run->o->out_dir);
+    AtomicFile a;
+    if (mkdir_parent(path, err, errlen) || atomic_open(&a, path, err, errlen)) return -1;
+    fprintf(a.f, "{\"metric\": \"%s\", \"step\": %lld", KEEP_NAMES[run->o->keep_best], run->best.step);
+    json_num(a.f, "value", run->best.value);
+    fprintf(a.f, ", \"evaluations_since\": %d}\n", run->best.stale);
+    return atomic_close(&a, !ferror(a.f), err, errlen);
+}
+
+// a resumed run's best so far (DIR/best/best.json, if its checkpoint is there and not newer than the resumed
+// step); a fresh run starts with none
+static void best_resume(Run* run, long long resumed_step) {
+    char path[4400], err[256], ck[4400];
+    JsonValue v;
+    run->best.step = 0; run->best.stale = 0;
+    snprintf(path, sizeof(path), "%s/best/best.json", run->o->out_dir);
+    if (json_read_file(path, &v, err, sizeof(err))) return;
+    const JsonValue *m = json_find(&v, "metric"), *st = json_find(&v, "step"), *val = json_find(&v, "value"), *k = json_find(&v, "evaluations_since");
+    int ok = m && m->type == JSON_STRING && strcmp(m->string, KEEP_NAMES[run->o->keep_best]) == 0 && st && st->type == JSON_NUMBER &&
+             val && val->type == JSON_NUMBER && st->number >= 1 && st->number <= (double)resumed_step;
+    if (ok) {
+        best_path(run->o, (long long)st->number, ck, sizeof(ck));
+        ok = access(ck, R_OK) == 0;
+    }
+    if (ok) {
+        run->best.step = (long long)st->number; run->best.value = val->number;
+        run->best.stale = k && k->type == JSON_NUMBER ? (int)k->number : 0;
+        printf("best so far: %s %.6f at step %lld (%d evaluation(s) since)\n", KEEP_NAMES[run->o->keep_best], run->best.value,
+               run->best.step, run->best.stale);
+    } else fprintf(stderr, "note: %s does not match this run (another metric, or a step past the resumed one): the best starts over\n", path);
+    json_free(&v);
+}
+
+// the value an evaluation gives the kept metric (rank 0 has ROUGE)
+static double best_value_of(int metric, double loss, const EvalResult* r) {
+    static const int ROUGE_OF[] = { 0, 0, ROUGE_1, ROUGE_2, ROUGE_L, ROUGE_LSUM };
+    return metric == KEEP_VAL_LOSS ? loss : 100 * r->rouge.m[ROUGE_OF[metric]].fmeasure;
+}
+
+// after an evaluation: rank 0 decides whether it improved (every rank learns it), the new best checkpoint is
+// written (synchronously: every rank takes part), its record published, the older one removed
+static int best_update(Run* run, double loss, const EvalResult* r, int rouge) {
+    Engine* e = run->e;
+    int metric = run->o->keep_best;
+    double v = best_value_of(metric, loss, r);
+    int valid = isfinite(v) && (metric == KEEP_VAL_LOSS || rouge);
+    int better = is_rank0(e) && valid && (run->best.step == 0 || (metric == KEEP_VAL_LOSS ? v < run->best.value : v > run->best.value));
+    if (run->best.step != 0) all_wait_for_rank0(e, "rank 0 deciding the best checkpoint", RANK0_PHASE_S);
+    better = all_max(e, better);
+    char path[4400], old[4400], err[1024];
+    if (!better) {
+        run->best.stale++;
+        return is_rank0(e) && best_write_record(run, err, sizeof(err)) ? (fprintf(stderr, "error: %s\n", err), -1) : 0;
+    }
+    long long prev = run->best.step;
+    CkptTrainState ts = train_state(run);
+    best_path(run->o, run->step, path, sizeof(path));
+    if (is_rank0(e) && mkdir_parent(path, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); }
+    all_wait_for_rank0(e, "rank 0 writing the best checkpoint", RANK0_PHASE_S);
+    if (save_checkpoint(e, path, &ts)) return -1;
+    run->best.step = run->step; run->best.value = v; run->best.stale = 0;
+    if (!is_rank0(e)) return 0;
+    if (best_write_record(run, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+    if (prev && prev != run->step) { best_path(run->o, prev, old, sizeof(old)); unlink(old); }
+    printf("best so far: %s %.6f at step %lld (%s)\n", KEEP_NAMES[metric], v, run->step, path);
+    if (run->metrics) {
+        fprintf(run->metrics, "{\"type\": \"best\", \"step\": %lld, \"metric\": \"%s\"", run->step, KEEP_NAMES[metric]);
+        json_num(run->metrics, "value", v);
+        fprintf(run->metrics, "}\n");
+        fflush(run->metrics);
+    }
+    return 0;
+}
+
 
 static int open_loader(Run* run, DataLoader* dl, const char* path, int bs, int training) {
     char err[1024];
@@ -499,6 +677,7 @@ static int run_open(Run* run, const CkptTrainState* resumed, const char* from, i
     if (o->eval_rouge && is_rank0(e) && open_rouge(run)) return -1;
     if (resumed && resume_data(run, resumed, from)) return -1;
     run->step = resumed ? resumed->run_step : 0;
+    if (o->keep_best && resumed) best_resume(run, run->step);
     int Ts = 1, Tt = 1; // the buffers the engine sizes once (graphs hold their addresses)
     loader_widest(&run->train, o, &Ts, &Tt);
     if (run->has_val) loader_widest(&run->val, o, &Ts, &Tt);
@@ -518,6 +697,11 @@ static int run_open(Run* run, const CkptTrainState* resumed, const char* from, i
         return -1;
     if (o->out_dir && is_rank0(e) && o->async_checkpoint) {
         char err[1024];
+        run->stage_n = 3 * e->num_trainable;
+        run->stage = (float*)malloc(run->stage_n * sizeof(float) + 1);
+        if (!run->stage) { fprintf(stderr, "error: --async-checkpoint 1: no host memory for its %.2f GB staging buffer (0 writes without one)\n",
+                                   run->stage_n * 4.0 / 1e9); return -1; }
+        memset(run->stage, 0, run->stage_n * sizeof(float)); // its pages now, not at the first checkpoint
         if (async_saver_init(&run->saver, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
         run->async = 1;
     }
@@ -527,6 +711,8 @@ static int run_open(Run* run, const CkptTrainState* resumed, const char* from, i
 static void run_close(Run* run) {
     if (!run->opened) return;
     if (run->async) { run_wait_saves(run); async_saver_free(&run->saver); run->async = 0; }
+    free(run->stage);
+    run->stage = NULL;
     dataloader_free(&run->train);
     if (run->has_val) dataloader_free(&run->val);
     if (run->bufs) for (int a = 0; a < run->o->grad_accum; a++) batch_free(&run->bufs[a]);
@@ -547,13 +733,18 @@ static int train_finish(Run* run, int rc) {
     printf("padding: %.1f%% of the training batch tokens; peak memory %.0f MiB (%s)\n",
            100.0 * dataloader_padding_fraction(&run->train), run->peak_mib, e->ops->memory_kind);
     if (rc > 0) printf("stopped by signal %d after step %lld\n", rc, run->step);
-    if (rc == 0 && run->has_val) log_eval(run);
+    if (rc == 0 && run->has_val && run->last_eval != run->step && log_eval(run)) rc = -1;
     if (rc >= 0 && o->out_dir) {
         int bad = run_checkpoint(run) != 0;
         bad = all_max(e, bad || (is_rank0(e) && run_wait_saves(run) != 0)); // the last checkpoint is durable before the end record
         if (bad) rc = -1;
         else if (rc > 0) printf("resume with the same command and --resume latest\n");
     } else if (is_rank0(e) && run_wait_saves(run)) rc = -1;
+    if (rc == 0 && o->keep_best && run->best.step && run->metrics) { // what the outputs will be (run_end reloads it)
+        fprintf(run->metrics, "{\"type\": \"best_model\", \"step\": %lld, \"metric\": \"%s\"", run->best.step, KEEP_NAMES[o->keep_best]);
+        json_num(run->metrics, "value", run->best.value);
+        fprintf(run->metrics, ", \"of_steps\": %lld}\n", run->step);
+    }
     metrics_end(run->metrics, rc == 0, run->step, dataloader_padding_fraction(&run->train), run->peak_mib, e->ops->memory_kind);
     return rc;
 }
@@ -629,7 +820,7 @@ static int eval_other(Engine* e, const Options* o, const SpmModel* tok, const Ev
     if (rc) return -1;
     describe_model_row(w, &b, w->kind == KIND_ZERO_SHOT ? NULL : spec_run_dir(w->spec, w->adapter, dir, sizeof(dir)), 0);
     rc = eval_model(&b, o, tok, s, w);
-    e->ops->free(&b);
+    engine_free(&b);
     return rc;
 }
 
@@ -797,6 +988,7 @@ static HubSave hub_save_of(const Engine* e, const Options* o, int evaluated, Hub
     c->eval_split = evaluated ? o->eval_split : NULL; c->scores_json = p->scores;
     c->baseline_json = o->baseline_model ? p->baseline : NULL; c->lora = e->lora.r ? p->lora : NULL;
     c->prompt = o->prompt; c->gen = g;
+    if (e->best_step) { c->best_metric = KEEP_NAMES[o->keep_best]; c->best_value = e->best_value; c->best_step = e->best_step; c->run_steps = e->run_step; }
     return s;
 }
 
@@ -905,7 +1097,7 @@ static void print_config(Engine* e, const Options* o, const char* from) {
     printf("| %-22s | %d x %d x %-35d |\n", "batch x accum x ranks", o->batch_size, o->grad_accum, e->size);
     printf("| %-22s | shuffle %d bucket %d src<=%-6d tgt<=%-10d |\n", "batches", o->shuffle, o->bucket, o->max_src_len, o->max_tgt_len);
     if (o->ladder[0] > 1 || o->ladder[1] > 1) printf("| %-22s | multiples of %-4d / %-4d (capped at the maxima) |\n", "shape ladder", o->ladder[0], o->ladder[1]);
-    printf("| %-22s | %-10g %-8s warmup %-17d |\n", "lr / schedule", (double)o->lr, lr_schedule_name(o->schedule), o->warmup);
+    print_optimizer_rows(o);
     printf("| %-22s | wd %-8g clip %-8g dropout %-14g |\n", "regularisation", (double)o->weight_decay, (double)o->clip, (double)c->dropout);
     printf("| %-22s | %-43s |\n", "LoRA", lora_describe(&e->lora, row, sizeof(row)));
     if (e->ops->print_config && e->self) e->ops->print_config(e, o); // (a dry run has no engine model)
@@ -1088,7 +1280,14 @@ static inline void run_after(Program* p, const StepOut* out) {
         return;
     }
     int last = k + 1 == run->total_steps;
-    if (run->has_val && o->eval_every && (k + 1) % o->eval_every == 0 && !last) log_eval(run);
+    if (run->has_val && o->eval_every && (k + 1) % o->eval_every == 0 && !last) {
+        if (log_eval(run)) { p->status = -1; return; }
+        if (o->early_stop && run->best.stale >= o->early_stop) { // the steps end here; what follows a last step follows
+            printf("early stop: %d evaluations without a better %s than %.6f (step %lld)\n", run->best.stale, KEEP_NAMES[o->keep_best],
+                   run->best.value, run->best.step);
+            run->total_steps = run->step;
+        }
+    }
     if (o->checkpoint_every && (k + 1) % o->checkpoint_every == 0 && !last && run_checkpoint(run)) { p->status = -1; return; }
     // every rank stops after the same step: on a stop signal, or when rank 0's background checkpoint
     // write failed (reported here, at the first step boundary after it, as a failed write is)
@@ -1097,6 +1296,36 @@ static inline void run_after(Program* p, const StepOut* out) {
     if (failed) fprintf(stderr, "error: checkpoint: %s\n", err);
     int sig = all_max(e, failed ? 1000 : (int)g_stop_signal);
     if (sig) p->status = sig >= 1000 ? -1 : sig;
+}
+
+// --keep-best after training: the engine rebuilt from the best checkpoint (unless the last weights are the
+// best), for the outputs and the evaluation that follow, as HF's load_best_model_at_end
+static int reload_best(Program* p) {
+    Run* run = &p->run;
+    Engine* e = &p->engine;
+    const Options* o = &p->opts;
+    if (!o->keep_best || run->best.step == 0) return 0;
+    e->best_step = run->best.step; e->best_value = run->best.value; e->run_step = run->step;
+    if (run->best.step == run->step) return 0;
+    char path[4400], err[1024];
+    best_path(o, run->best.step, path, sizeof(path));
+    HostModel h;
+    int bad = load_resumed(o, path, &h, err, sizeof(err)) != 0;
+    if (bad) fprintf(stderr, "error: the best checkpoint: %s\n", err);
+    if (all_max(e, bad)) return -1;
+    engine_free(e);
+    p->built = 0;
+    long long best = e->best_step;
+    double value = e->best_value;
+    engine_describe(e, &h);
+    e->best_step = best; e->best_value = value; e->run_step = run->step;
+    bad = e->ops->build(e, &h, o, 0) != 0;
+    host_model_free(&h);
+    if (all_max(e, bad)) return -1;
+    p->built = 1;
+    printf("the outputs and the evaluation use the best weights: %s %.6f at step %lld of %lld (%s)\n", KEEP_NAMES[o->keep_best],
+           value, best, run->step, path);
+    return 0;
 }
 
 // after training (or a command): the final evaluation and checkpoint, the outputs, the evaluation with
@@ -1108,12 +1337,13 @@ static inline int run_end(Program* p) {
     if (p->training) rc = train_finish(&p->run, rc);
     run_close(&p->run);
     stop_watchdog(p); // what follows is rank 0's alone (evaluation) or ends with the process
+    if (rc == 0 && p->training) rc = reload_best(p);
     int trains_or_exports = p->built && !o->summarize && !o->bench && !o->gen_bench;
     if (rc == 0 && trains_or_exports) rc = save_outputs(e, o);
     if (rc == 0 && trains_or_exports && o->eval_split && is_rank0(e)) rc = run_eval(e, o, o->train_file ? "fine-tuned" : p->from);
     if (rc == 0 && trains_or_exports && o->eval_split && is_rank0(e)) rc = update_card(e, o);
     if (p->built && e->ops->report_end && is_rank0(e)) e->ops->report_end(e, o);
-    if (p->built) e->ops->free(e);
+    if (p->built) engine_free(e);
     host_model_free(&p->host);
     if (e->ops->finalize) e->ops->finalize(e);
     if (rc > 0) return 128 + rc; // stopped by a signal, checkpoint written: the shell's convention
