@@ -1387,6 +1387,32 @@ static void test_decode_summary(const char* spm_path) {
     spm_free(&tok);
 }
 
+// the trivial baselines' rule (llmc/evalset.h trivial_summary) on the cases DialogSum holds and a few it
+// does not: blank and whitespace-only lines, "\r\n", a tag without a space or without text after it, a
+// line without a tag, ties in length, fewer utterances than asked for, an empty dialogue. The same rule
+// in Python (dev/trivial_baselines.py) is compared with the C on real DialogSum by dev/test_pipeline.py.
+static void test_trivial_baselines(void) {
+    const char* cases[][3] = { // dialogue, LEAD-2, LONGEST-3
+        { "#Person1#: Hi there.\n#Person2#: Hello, how are you today?\n#Person1#: Fine.\n#Person2#: Good to hear that, really.",
+          "#Person1# Hi there. #Person2# Hello, how are you today?",
+          "#Person1# Hi there. #Person2# Hello, how are you today? #Person2# Good to hear that, really." },
+        { "\n  #Person1#:Okay. Andrew.\r\n\t\n#Person2#:\n#Person1#:   a b c d\n", // no space, empty text, blank lines
+          "#Person1# Okay. Andrew. #Person2#", "#Person1# Okay. Andrew. #Person2# #Person1# a b c d" },
+        { "no tag here at all\n#P#: one two\n# not a tag: x\n#Person3#: w", // ties (3 words each): the earlier wins
+          "no tag here at all #P# one two", "no tag here at all #P# one two # not a tag: x" },
+        { "#Person1#: only one", "#Person1# only one", "#Person1# only one" },
+        { " \n\n \t", "", "" },
+    };
+    int ok = 1;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        for (int k = 0; k < TRIVIAL_NUM; k++) {
+            char* got = trivial_summary(cases[i][0], (TrivialKind)k);
+            if (strcmp(got, cases[i][1 + k]) != 0) { printf("  case %zu %s: '%s', want '%s'\n", i, k ? "LONGEST-3" : "LEAD-2", got, cases[i][1 + k]); ok = 0; }
+            free(got);
+        }
+    check_true("LEAD-2 / LONGEST-3 on 5 hand-written dialogues (tags, blank lines, ties, short ones)", ok);
+}
+
 // ----------------------------------------------------------------------------
 // LoRA without fixtures: dropout, finite differences, bad adapters
 
@@ -1771,6 +1797,7 @@ int main(int argc, char** argv) {
     const char* spm = "../shared/data/t5/spiece.model"; // --spm PATH overrides
     for (int i = 1; i + 1 < argc; i++) if (strcmp(argv[i], "--spm") == 0) spm = argv[i + 1];
     test_decode_summary(spm);
+    test_trivial_baselines();
     if (bin) {
         printf("\n=== command line (%s)\n", bin);
         for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) test_cli_fixture_run(bin, tmp, fixtures[i]);

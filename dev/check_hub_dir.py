@@ -25,6 +25,7 @@ With PyTorch installed (dev use; results in docs/benchmarks.md):
 import argparse
 import json
 import os
+import re
 import sys
 import warnings
 
@@ -111,6 +112,13 @@ def check_card(r, d, scores):
         got = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
         same = all(abs(got[k] - want[k]) < 1e-4 for k in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"))
         r.check("model-index metrics == scores.json (ROUGE-1/2/L/Lsum, BLEU)", same, str(got))
+        # the trivial baselines the evaluation scored beside the model: rows of the card's table
+        rows = {}
+        for name, file in (("LEAD-2", "scores_lead2.json"), ("LONGEST-3", "scores_longest3.json")):
+            b = json.load(open(os.path.join(os.path.dirname(scores), file)))
+            rows[name] = "| " + " | ".join(f"{b[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu")) + " |"
+        ok = all(re.search(rf"\n\| {n} \(baseline[^|]*{re.escape(row)}\n", text) for n, row in rows.items())
+        r.check("model card: LEAD-2 and LONGEST-3 rows == scores_lead2.json, scores_longest3.json", ok)
 
 
 def check_model(r, d, head, expected):

@@ -18,7 +18,8 @@
 //                the file's own header, so the checks behind it are reached); saved, loaded back identical
 //   examples     pre-tokenized example file → dataloader_init, then two epochs of batches: each
 //                example once per epoch, every id within the file's largest id
-//   refs         PREFIX_refs.jsonl → evalset_read_refs (the first byte picks how many records)
+//   refs         PREFIX_refs.jsonl → evalset_read_refs (the first byte picks how many records), and the
+//                trivial baselines of each dialogue read (trivial_summary)
 //   metrics_log  metrics.jsonl → metrics_run_info (the comparison report's reader: never fails on a file
 //                that opens, counts within bounds), then metrics_truncate: the rewrite keeps whole lines
 //                at or before the step
@@ -392,6 +393,11 @@ static void fuzz_refs(const uint8_t* d, size_t n) {
         fz.accepted++;
         for (int64_t i = 0; i < s.n; i++) {
             if (!s.ids[i] || !s.dialogues[i] || s.ref_start[i + 1] <= s.ref_start[i]) FUZZ_FAIL("record %lld accepted incomplete", (long long)i);
+            for (int k = 0; k < TRIVIAL_NUM; k++) { // the baselines cut from any dialogue: never longer than it
+                char* t = trivial_summary(s.dialogues[i], (TrivialKind)k);
+                if (strlen(t) > strlen(s.dialogues[i])) FUZZ_FAIL("record %lld: a baseline summary longer than its dialogue", (long long)i);
+                free(t);
+            }
         }
     } else {
         expect_named(err, path);

@@ -47,4 +47,16 @@ python3 prepro_dialogsum.py --data-dir "$data/dialogsum" --tokenizer "$spm" --ou
     --steps 4 --batch-size 4 --out-dir "$out/run" --eval-split "$out/ds/test" --eval-limit 3 --max-new-tokens 8 \
     --tokenizer "$spm" > "$out/run.log"
 check --dir "$out/run/model" --expect-head 0,0 --scores "$out/run/eval/scores.json" --generations "$out/run/eval/generations.jsonl"
+
+# the model card's usage snippet (issue 25): its tokenizer part runs without PyTorch and encodes the run's prompt
+# as training did; its generate() passes generation_config.json's settings. Default prompt and settings (the
+# trained run), then a prompt and settings that are not the defaults (the whole snippet: dev/check_card_snippet.py
+# --train-bin ./train_t5, where PyTorch is installed)
+snippet() { python3 dev/check_card_snippet.py --tokenizer-only --spm "$spm" "$@" || status=1; }
+snippet --dir "$out/run/model"
+prompt=$'Dialogue:\n{dialogue}\n\nWhat was said, in "brief"?  '
+"$bin" --model dev/fixtures/formats/v4_flan/model --save-hf "$out/card" --tokenizer "$spm" --prompt "$prompt" --num-beams 3 \
+    --max-new-tokens 10 --min-new-tokens 2 --no-repeat-ngram 2 --repetition-penalty 1.3 --length-penalty 0.6 --early-stopping 1 \
+    --max-src-len 64 > /dev/null
+snippet --dir "$out/card" --prompt "$prompt"
 exit $status

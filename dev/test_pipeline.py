@@ -267,6 +267,7 @@ def test_eval(args, data, rd, tmp):
     check("comparison.md: both models' scores and the dialogues side by side", "| model | examples | ROUGE-1" in md and "flan-t5-small" in md
           and "**human**" in md and "**zero-shot**" in md and "**full fine-tune**" in md and refs[0]["id"] in md
           and os.path.isfile(os.path.join(ev, "comparison.txt")) and os.path.isfile(os.path.join(ev, "generations_baseline.jsonl")))
+    test_trivial_baselines(args, data, rd, tmp, r.stdout)
     r = run([args.train_bin, "--model", os.path.join(rd, "model"), "--summarize", "-", *tok], input=refs[0]["dialogue"])
     check("--summarize - (C tokenizer end to end) prints the summary the evaluation generated", r.returncode == 0
           and r.stdout.rstrip("\n") == gens[0]["generated"], repr(r.stdout[:80]))
@@ -300,6 +301,29 @@ def test_eval(args, data, rd, tmp):
              os.path.join(data, "test"), "--tokenizer", os.path.join(tmp, "nope.model")])
     check("training with --eval-split and a missing tokenizer: refused before the first step",
           r.returncode == 1 and "nope.model" in r.stderr and "step 1/" not in r.stdout, r.stderr.strip()[-200:])
+
+
+def test_trivial_baselines(args, data, rd, tmp, table):
+    """Issue 25: every evaluation scores LEAD-2 and LONGEST-3 beside the models, as rows marked "(baseline)"
+    after them; their summaries and scores equal dev/trivial_baselines.py's (the rule in Python, rouge_score,
+    sacrebleu) on every test dialogue of the subset."""
+    rows = re.findall(r"\n(\S.*?) +\d+ +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +(\S+) ", table)
+    check("the score table: the models, then LEAD-2 and LONGEST-3 marked (baseline), summaries/s \"–\"",
+          [k for k, _ in rows] == ["zero-shot", "full fine-tune", "LEAD-2 (baseline)", "LONGEST-3 (baseline)"]
+          and [s for _, s in rows][2:] == ["–", "–"], str(rows))
+    ev = os.path.join(tmp, "eval_trivial")
+    r = run([args.train_bin, "--model", os.path.join(rd, "model"), "--eval-split", os.path.join(data, "test"),
+             "--max-new-tokens", "1", "--eval-out", ev, "--tokenizer", os.path.join(args.data, "t5", "spiece.model")])
+    files = ["scores_lead2.json", "scores_longest3.json", "generations_lead2.jsonl", "generations_longest3.jsonl"]
+    if not check("one model evaluated: exit 0, the baselines' files written, no comparison files (one model)",
+                 r.returncode == 0 and all(os.path.isfile(os.path.join(ev, f)) for f in files)
+                 and not os.path.exists(os.path.join(ev, "comparison.md")), r.stderr[-300:] if r.returncode else ""):
+        return
+    r = run([sys.executable, "dev/trivial_baselines.py", "--split", os.path.join(data, "test_refs.jsonl"), "--check-eval", ev])
+    n = len(read_refs(os.path.join(data, "test_refs.jsonl")))
+    ok = r.returncode == 0 and "all checks passed" in r.stdout
+    check(f"LEAD-2 / LONGEST-3 on {n} test dialogues: texts and scores == dev/trivial_baselines.py", ok,
+          "" if ok else (r.stdout + r.stderr)[-400:])
 
 
 def test_lora(args, data, tmp):
@@ -364,10 +388,14 @@ def test_report(args, data, tmp, full, lora):
     md = open(os.path.join(ev, "comparison.md"), encoding="utf-8").read()
     table = md_table(md)
     printed = [re.search(r"trainable params: ([\d,]+) of", out).group(1) for out in (full_out, lora_out)]
-    check("three rows in order: zero-shot, full fine-tune, LoRA (comparison.md, .txt and stdout)",
-          [k for k, _ in table] == ["zero-shot", "full fine-tune", "LoRA"]
-          and "SUMMARIES: human vs zero-shot vs full fine-tune vs LoRA" in open(os.path.join(ev, "comparison.txt")).read()
-          and re.search(r"\nzero-shot .*\nfull fine-tune .*\nLoRA ", r.stdout) is not None, str([k for k, _ in table]))
+    check("rows in order: zero-shot, full fine-tune, LoRA, then the two baselines (comparison.md, .txt and stdout)",
+          [k for k, _ in table] == ["zero-shot", "full fine-tune", "LoRA", "LEAD-2 (baseline)", "LONGEST-3 (baseline)"]
+          and "SUMMARIES: human vs zero-shot vs full fine-tune vs LoRA\n" in open(os.path.join(ev, "comparison.txt")).read()
+          and re.search(r"\nzero-shot .*\nfull fine-tune .*\nLoRA .*\nLEAD-2 \(baseline\) .*\nLONGEST-3 \(baseline\) ", r.stdout)
+          is not None, str([k for k, _ in table]))
+    check("baseline rows: summaries/s and the run cells \"–\" (no model, no run)",
+          all(c[-4:] == ["–", "–", "–", "–"] for _, c in table[3:]), str(table[3:]))
+    table = table[:3]
     check("trainable params: 0 for zero-shot, the count each run printed for the others",
           [c[-3] for _, c in table] == ["0", *printed], f"{[c[-3] for _, c in table]} vs printed {printed}")
     want = []
@@ -437,7 +465,8 @@ def test_tracking(rd, recs):
           and blob.count(b"val/val_loss") >= n_eval and last_loss in blob, (r.stdout + r.stderr).strip()[-200:])
     test_rouge = json.dumps(json.load(open(os.path.join(rd, "eval", "scores.json")))["rouge1"]).encode()
     check("the W&B run's config holds the start record (trainable params), its summary the end record and OUT/eval's "
-          "test scores", all(k in blob for k in (b"trainable", b"total_steps", b"peak_mib", b"test/rouge1", b"test/bleu"))
+          "test scores", all(k in blob for k in (b"trainable", b"total_steps", b"peak_mib", b"test/rouge1", b"test/bleu",
+                                                  b"lead2/rouge1", b"longest3/rouge1"))
           and test_rouge in blob, (r.stdout + r.stderr).strip()[-200:])
     r = run([sys.executable, "dev/wandb_bridge.py", rd, "--project", "t5c-test", "--follow", "--timeout", "5"], env=env)
     check("the W&B bridge with --follow reads the same records and stops at the run's end record",

@@ -13,7 +13,9 @@ The run's config gets what its start record says (params, trainable, total_steps
 or LoRA, as peft's print_trainable_parameters counts them); its summary what its end record says
 (peak_mib, peak_memory, padding_fraction, finished) and, when the run evaluated with --eval-split,
 the scores of OUT/eval: scores.json under test/*, scores_baseline.json (the zero-shot model) under
-zero_shot/*, scores_compare.json under compare/* (ROUGE-1/2/L/Lsum x 100, BLEU, examples, kind).
+zero_shot/*, scores_compare.json under compare/*, and the trivial baselines every evaluation scores,
+scores_lead2.json under lead2/* and scores_longest3.json under longest3/* (ROUGE-1/2/L/Lsum x 100, BLEU,
+examples, kind).
 """
 import argparse
 import json
@@ -28,7 +30,8 @@ TRAIN_KEYS = ("loss", "lr", "grad_norm", "ms", "tokens_per_s", "tokens", "skippe
 START_KEYS = ("params", "trainable", "total_steps")
 END_KEYS = ("peak_mib", "peak_memory", "padding_fraction")
 SCORE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "examples", "kind", "model", "trainable_params")
-SCORE_FILES = (("scores.json", "test"), ("scores_baseline.json", "zero_shot"), ("scores_compare.json", "compare"))
+SCORE_FILES = (("scores.json", "test"), ("scores_baseline.json", "zero_shot"), ("scores_compare.json", "compare"),
+               ("scores_lead2.json", "lead2"), ("scores_longest3.json", "longest3"))
 
 
 def to_wandb(rec):

@@ -149,12 +149,15 @@ static void eval_accum_init(EvalAccum* a, int64_t n) {
     a->r.cap = n;
 }
 
-// example e's generated ids: decoded, scored against its references, added to the corpus sums
-static int eval_accum_add(EvalAccum* a, const EvalSet* s, const SpmModel* tok, int64_t e, const int* ids, int n,
-                          char* err, size_t errlen) {
-    if (e < 0 || e >= s->n || a->r.summaries[e]) { snprintf(err, errlen, "evaluation: example %lld out of range or given twice", (long long)e); return -1; }
-    a->r.summaries[e] = decode_summary(tok, ids, n, err, errlen);
-    if (!a->r.summaries[e]) return -1;
+// example e's summary `text` (the accumulator takes it: freed with the result) scored against its
+// references and added to the corpus sums
+static int eval_accum_add_text(EvalAccum* a, const EvalSet* s, int64_t e, char* text, char* err, size_t errlen) {
+    if (e < 0 || e >= s->n || a->r.summaries[e]) {
+        free(text);
+        snprintf(err, errlen, "evaluation: example %lld out of range or given twice", (long long)e);
+        return -1;
+    }
+    a->r.summaries[e] = text;
     const char* const* refs = (const char* const*)s->refs + s->ref_start[e];
     int nrefs = s->ref_start[e + 1] - s->ref_start[e];
     a->r.each[e] = rouge_score_multi(a->r.summaries[e], refs, nrefs);
@@ -164,10 +167,118 @@ static int eval_accum_add(EvalAccum* a, const EvalSet* s, const SpmModel* tok, i
     return 0;
 }
 
+// example e's generated ids: decoded, then as eval_accum_add_text
+static int eval_accum_add(EvalAccum* a, const EvalSet* s, const SpmModel* tok, int64_t e, const int* ids, int n,
+                          char* err, size_t errlen) {
+    char* text = decode_summary(tok, ids, n, err, errlen);
+    return text ? eval_accum_add_text(a, s, e, text, err, errlen) : -1;
+}
+
 static void eval_accum_finish(EvalAccum* a, double seconds) {
     a->r.seconds = seconds;
     a->r.rouge = rouge_corpus_mean(&a->rouge);
     a->r.bleu = bleu_compute(&a->bleu);
+}
+
+// ----------------------------------------------------------------------------
+// trivial baselines (issue 25): summaries cut from the dialogue itself, scored as the models' are, so that
+// a reader sees what a score is worth (on the DialogSum test split, rouge_score: LEAD-2 ROUGE-1 32.2,
+// LONGEST-3 28.2; dev/trivial_baselines.py computes them in Python).
+//   utterance  a line of the dialogue ('\n'-separated, as *_refs.jsonl writes line breaks) with ASCII
+//              whitespace trimmed at both ends, if anything is left. A speaker tag keeps its name and
+//              loses its colon: "#Person1#: Hi." → "#Person1# Hi." (the human summaries name speakers
+//              "#Person1#"; ROUGE reads the colon as a separator anyway, BLEU counts it as a token)
+//   LEAD-2     the first two utterances
+//   LONGEST-3  the three utterances with the most words (runs of non-whitespace), the earlier on ties, in
+//              dialogue order (the DialogSum paper's baseline)
+// The utterances are joined by one space; a dialogue with fewer utterances gives all it has.
+
+typedef enum { TRIVIAL_LEAD2, TRIVIAL_LONGEST3, TRIVIAL_NUM } TrivialKind;
+
+static int ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+
+// the utterances of a dialogue as (start, length) spans of it; returns how many (spans: malloc'd, ≥ 1 slot)
+static int utterance_spans(const char* d, int (**spans)[2]) {
+    int n = 0, cap = 16;
+    *spans = (int (*)[2])mallocCheck((size_t)cap * sizeof(**spans));
+    for (int lo = 0; d[lo];) {
+        int end = lo;
+        while (d[end] && d[end] != '\n') end++;
+        int a = lo, b = end;
+        while (a < b && ascii_space(d[a])) a++;
+        while (b > a && ascii_space(d[b - 1])) b--;
+        if (b > a) {
+            if (n == cap) *spans = (int (*)[2])reallocCheck(*spans, (size_t)(cap *= 2) * sizeof(**spans));
+            (*spans)[n][0] = a; (*spans)[n][1] = b - a; n++;
+        }
+        lo = d[end] ? end + 1 : end;
+    }
+    return n;
+}
+
+static int count_words(const char* s, int len) {
+    int words = 0;
+    for (int i = 0; i < len; i++) words += !ascii_space(s[i]) && (i == 0 || ascii_space(s[i - 1]));
+    return words;
+}
+
+// utterance u appended to out at *k: "#Name#: text" → "#Name# text", "#Name#:" → "#Name#", else as it is
+static void put_utterance(const char* u, int len, char* out, size_t* k) {
+    int tag = 0; // the tag's length, closing '#' included, when a colon follows it
+    if (len > 1 && u[0] == '#') {
+        const char* close = (const char*)memchr(u + 1, '#', (size_t)len - 1);
+        if (close && close + 1 < u + len && close[1] == ':') tag = (int)(close - u) + 1;
+    }
+    if (tag) {
+        memcpy(out + *k, u, (size_t)tag);
+        *k += (size_t)tag;
+        int rest = tag + 1;
+        while (rest < len && ascii_space(u[rest])) rest++;
+        if (rest == len) return;
+        out[(*k)++] = ' ';
+        u += rest; len -= rest;
+    }
+    memcpy(out + *k, u, (size_t)len);
+    *k += (size_t)len;
+}
+
+// the baseline summary of a dialogue (malloc'd)
+static char* trivial_summary(const char* dialogue, TrivialKind kind) {
+    int (*sp)[2];
+    int n = utterance_spans(dialogue, &sp), want = kind == TRIVIAL_LEAD2 ? 2 : 3;
+    char* pick = (char*)callocCheck((size_t)n + 1, 1);
+    if (kind == TRIVIAL_LEAD2) for (int i = 0; i < n && i < want; i++) pick[i] = 1;
+    else for (int got = 0; got < want && got < n; got++) {
+        int best = -1, best_words = -1;
+        for (int i = 0; i < n; i++) {
+            int w = count_words(dialogue + sp[i][0], sp[i][1]);
+            if (!pick[i] && w > best_words) { best = i; best_words = w; }
+        }
+        if (best < 0) break; // never: got < n leaves one unpicked
+        pick[best] = 1;
+    }
+    char* out = (char*)mallocCheck(strlen(dialogue) + 1); // never longer: trimmed lines, a ':' per tag dropped
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        if (!pick[i]) continue;
+        if (k) out[k++] = ' ';
+        put_utterance(dialogue + sp[i][0], sp[i][1], out, &k);
+    }
+    out[k] = '\0';
+    free(pick); free(sp);
+    return out;
+}
+
+// a baseline over every example of s, scored as eval_generate scores a model's summaries
+static int eval_trivial(const EvalSet* s, TrivialKind kind, EvalResult* r, char* err, size_t errlen) {
+    EvalAccum acc;
+    eval_accum_init(&acc, s->n);
+    double t0 = now_ms();
+    int status = 0;
+    for (int64_t e = 0; e < s->n && status == 0; e++) status = eval_accum_add_text(&acc, s, e, trivial_summary(s->dialogues[e], kind), err, errlen);
+    eval_accum_finish(&acc, (now_ms() - t0) / 1e3);
+    *r = acc.r;
+    return status;
 }
 
 // sources of examples [lo, lo+B) as int rows (truncated to max_src with </s> kept last)

@@ -41,6 +41,8 @@ typedef struct {
     const char* scores_json;  // that evaluation's scores.json (fine-tuned model), or NULL
     const char* baseline_json;// scores_baseline.json (the zero-shot model), or NULL
     const char* lora;         // "LoRA rank r, alpha a, merged into the weights", or NULL
+    const char* prompt;       // the source template, with {dialogue} (--prompt): the card's usage snippet
+    HubGeneration gen;        // the generation settings (generation_config.json's): the snippet passes them
 } HubCard;
 
 typedef struct {
@@ -53,13 +55,17 @@ typedef struct {
 // ----------------------------------------------------------------------------
 // generation_config.json
 
+// v as a float literal of JSON and Python: "1.0", not "1" (HF refuses an int penalty)
+static inline void hub_float_literal(char* buf, size_t n, float v) {
+    hf_format_float(buf, n, v);
+    if (strchr(buf, '.') == NULL && strchr(buf, 'e') == NULL && strchr(buf, 'n') == NULL) strncat(buf, ".0", n - strlen(buf) - 1);
+}
+
 static inline int hub_write_generation_config(const char* dir, const T5Config* c, const HubGeneration* g, char* err, size_t errlen) {
     char path[4096], lp[32], rp[32];
     if (hf_join(path, sizeof(path), dir, "generation_config.json", err, errlen)) return -1;
-    hf_format_float(lp, sizeof(lp), (float)g->length_penalty);
-    if (strchr(lp, '.') == NULL && strchr(lp, 'e') == NULL) strcat(lp, ".0");
-    hf_format_float(rp, sizeof(rp), g->repetition_penalty); // a float in JSON: HF refuses an int penalty
-    if (strchr(rp, '.') == NULL && strchr(rp, 'e') == NULL) strcat(rp, ".0");
+    hub_float_literal(lp, sizeof(lp), (float)g->length_penalty);
+    hub_float_literal(rp, sizeof(rp), g->repetition_penalty);
     AtomicFile a;
     if (atomic_open(&a, path, err, errlen)) return -1;
     fprintf(a.f, "{\n  \"decoder_start_token_id\": %d,\n  \"eos_token_id\": %d,\n  \"pad_token_id\": %d,\n"
@@ -198,8 +204,48 @@ static inline void hub_card_metadata(FILE* f, const char* name, const char* base
     fputs("---\n\n", f);
 }
 
+// "## Use": a Python snippet for transformers 4.x and 5.x (5.x has no "summarization" pipeline): the
+// tokenizer with the prompt the model was trained with, then AutoModelForSeq2SeqLM.generate() with the
+// run's generation settings. Its first part, down to HUB_SNIPPET_MODEL_LINE, needs no PyTorch (CI runs it:
+// dev/check_card_snippet.py; the whole snippet runs there where PyTorch is installed)
+#define HUB_SNIPPET_MODEL_LINE "# the model (needs PyTorch)"
+#define HUB_SNIPPET_DIALOGUE "#Person1#: Hi, Mike. Are you coming to the meeting at three?\n#Person2#: I can't. My car broke down " \
+    "and I'm waiting for the mechanic.\n#Person1#: OK. I'll tell the team and send you the notes."
+
+static inline void hub_card_usage(FILE* f, const HubCard* c) {
+    const HubGeneration* g = &c->gen;
+    char x[32];
+    fputs("## Use\n\nWith transformers 4.x or 5.x: the prompt the model was trained with and the generation settings "
+          "it was evaluated with (generation_config.json holds them too). The tokenizer part needs no PyTorch.\n\n"
+          "```python\nfrom transformers import AutoTokenizer\n\nmodel_dir = \"PATH/TO/THIS/DIR\"  # this directory, or its id on the hub\n"
+          "prompt = ", f);
+    json_put_string(f, c->prompt ? c->prompt : "{dialogue}"); // a JSON string is a Python string literal
+    fputs("\ndialogue = ", f);
+    json_put_string(f, HUB_SNIPPET_DIALOGUE);
+    fprintf(f, "\n\ntokenizer = AutoTokenizer.from_pretrained(model_dir)\n"
+            "# the source as the model was trained on it: no trailing whitespace (sentencepiece drops it, transformers 4's\n"
+            "# fast tokenizer would keep a token for it), at most %d tokens with </s> last\n"
+            "source = prompt.replace(\"{dialogue}\", dialogue).rstrip()\n"
+            "input_ids = tokenizer(source, max_length=%d, truncation=True).input_ids\n\n"
+            HUB_SNIPPET_MODEL_LINE "\nfrom transformers import AutoModelForSeq2SeqLM\n\n"
+            "model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)\n"
+            "inputs = tokenizer(source, max_length=%d, truncation=True, return_tensors=\"pt\")\n"
+            "summary_ids = model.generate(**inputs, num_beams=%d, max_new_tokens=%d",
+            c->max_src_len, c->max_src_len, c->max_src_len, g->num_beams, g->max_new_tokens);
+    if (g->min_new_tokens > 0) fprintf(f, ", min_new_tokens=%d", g->min_new_tokens);
+    if (g->no_repeat_ngram_size > 0) fprintf(f, ", no_repeat_ngram_size=%d", g->no_repeat_ngram_size);
+    if (g->repetition_penalty != 1.0f) { hub_float_literal(x, sizeof(x), g->repetition_penalty); fprintf(f, ", repetition_penalty=%s", x); }
+    if (g->num_beams > 1) { // beam search only: greedy search ignores them (and transformers warns of them)
+        hub_float_literal(x, sizeof(x), (float)g->length_penalty);
+        fprintf(f, ",\n                             length_penalty=%s, early_stopping=%s", x, g->early_stopping ? "True" : "False");
+    }
+    fputs(")\nprint(tokenizer.decode(summary_ids[0], skip_special_tokens=True))\n```\n", f);
+}
+
+// trivial[k]: the evaluation's LEAD-2 / LONGEST-3 scores (scores_lead2.json, scores_longest3.json beside
+// scores.json), NULL where not read
 static inline void hub_card_body(FILE* f, const char* name, const char* base_id, const HubCard* c, const HubScores* s,
-                                 const HubScores* base) {
+                                 const HubScores* base, const HubScores* const trivial[2]) {
     fprintf(f, "# %s\n\n", name);
     if (c->random_init) fprintf(f, "A %s-shaped T5 **randomly initialised** (seed %lld), not pretrained weights", c->base_model, c->seed);
     else fprintf(f, "Weights from `%s`%s%s%s", c->base_model, base_id ? " (" : "", base_id ? base_id : "", base_id ? ")" : "");
@@ -224,11 +270,14 @@ static inline void hub_card_body(FILE* f, const char* name, const char* base_id,
                 "|---|---:|---:|---:|---:|---:|\n", s->examples, c->eval_split);
         if (base) fprintf(f, "| zero-shot (before fine-tuning) | %.2f | %.2f | %.2f | %.2f | %.2f |\n", base->rouge1, base->rouge2,
                           base->rougeL, base->rougeLsum, base->bleu);
-        fprintf(f, "| this model | %.2f | %.2f | %.2f | %.2f | %.2f |\n\n", s->rouge1, s->rouge2, s->rougeL, s->rougeLsum, s->bleu);
+        fprintf(f, "| this model | %.2f | %.2f | %.2f | %.2f | %.2f |\n", s->rouge1, s->rouge2, s->rougeL, s->rougeLsum, s->bleu);
+        const char* rules[2] = { "LEAD-2 (baseline: the dialogue's first two lines)", "LONGEST-3 (baseline: its three longest lines)" };
+        for (int k = 0; k < 2; k++)
+            if (trivial[k]) fprintf(f, "| %s | %.2f | %.2f | %.2f | %.2f | %.2f |\n", rules[k], trivial[k]->rouge1, trivial[k]->rouge2,
+                                    trivial[k]->rougeL, trivial[k]->rougeLsum, trivial[k]->bleu);
+        fputc('\n', f);
     }
-    fputs("## Use\n\n```python\nfrom transformers import pipeline\nsummarize = pipeline(\"summarization\", model=\"PATH/TO/THIS/DIR\")\n"
-          "print(summarize(\"Summarize the following conversation.\\n\\n#Person1#: ...\\n\\nSummary: \")[0][\"summary_text\"])\n```\n\n"
-          "generation_config.json holds the settings the run evaluated with.\n", f);
+    hub_card_usage(f, c);
 }
 
 // the card's title: DIR's last component, or RUN-model for a run directory's RUN/model
@@ -255,11 +304,19 @@ static inline int hub_write_card(const char* dir, const HubCard* c, char* err, s
     HubScores s, b;
     int have = c->eval_split && hub_read_scores(c->scores_json, &s) == 0;
     int have_base = have && hub_read_scores(c->baseline_json, &b) == 0;
+    HubScores tv[2];
+    const HubScores* trivial[2] = { NULL, NULL };
+    const char* files[2] = { "scores_lead2.json", "scores_longest3.json" };
+    for (int k = 0; have && k < 2; k++) { // beside scores.json
+        const char* slash = strrchr(c->scores_json, '/');
+        snprintf(path, sizeof(path), "%.*s%s", slash ? (int)(slash - c->scores_json + 1) : 0, c->scores_json, files[k]);
+        if (hub_read_scores(path, &tv[k]) == 0) trivial[k] = &tv[k];
+    }
     if (hf_join(path, sizeof(path), dir, "README.md", err, errlen)) return -1;
     AtomicFile a;
     if (atomic_open(&a, path, err, errlen)) return -1;
     hub_card_metadata(a.f, name, base_id, c, have ? &s : NULL);
-    hub_card_body(a.f, name, base_id, c, have ? &s : NULL, have_base ? &b : NULL);
+    hub_card_body(a.f, name, base_id, c, have ? &s : NULL, have_base ? &b : NULL, trivial);
     return atomic_close(&a, !ferror(a.f), err, errlen);
 }
 

@@ -11,21 +11,25 @@
 #include "rundir.h"     // defines: RunInfo, run_info_unknown, metrics_run_info, rundir_of
 #include "lora.h"       // defines: lora_count_string
 
-// What a model of the report is: the original (zero-shot) one, a full fine-tune, a LoRA adapter (on its
-// base, or merged into it), or a fine-tuned model whose training is unknown. The report orders them so,
-// as the lab's table does: original → full fine-tune → PEFT.
-typedef enum { KIND_ZERO_SHOT, KIND_FULL, KIND_TUNED, KIND_LORA, KIND_MODEL } ModelKind;
-static const char* const KIND_NAMES[] = { "zero-shot", "full fine-tune", "fine-tuned", "LoRA", "model" };
-static int kind_rank(ModelKind k) { return k == KIND_ZERO_SHOT ? 0 : k == KIND_LORA ? 2 : 1; }
+// What a row of the report is: the original (zero-shot) model, a full fine-tune, a LoRA adapter (on its
+// base, or merged into it), or a fine-tuned model whose training is unknown; or no model at all, a trivial
+// baseline cut from the dialogue (llmc/evalset.h trivial_summary), in every evaluation. The report orders
+// them so, as the lab's table does: original → full fine-tune → PEFT, then the baselines, labelled
+// "(baseline)", as the floor a score is read against.
+typedef enum { KIND_ZERO_SHOT, KIND_FULL, KIND_TUNED, KIND_LORA, KIND_MODEL, KIND_LEAD2, KIND_LONGEST3 } ModelKind;
+static const char* const KIND_NAMES[] = { "zero-shot", "full fine-tune", "fine-tuned", "LoRA", "model", "LEAD-2", "LONGEST-3" };
+static int kind_is_trivial(ModelKind k) { return k == KIND_LEAD2 || k == KIND_LONGEST3; }
+static int kind_rank(ModelKind k) { return k == KIND_ZERO_SHOT ? 0 : k == KIND_LORA ? 2 : kind_is_trivial(k) ? 3 : 1; }
 
 #define REPORT_NA "–" // an unknown cell: 3 bytes, 1 column
 
 // one model of the report: what it is, what its training run's log says, its summaries and scores
 typedef struct {
-    const char* spec;     // the model as given: --model, --compare-model or --baseline-model
+    const char* spec;     // the model as given: --model, --compare-model or --baseline-model; a baseline's rule
     const char* adapter;  // the LoRA adapter directory applied to it, or NULL
     const char* name;     // its scores.json's "model" (the spec; "fine-tuned" for a model trained by this process)
-    const char* tag;      // its files: generations{tag}.jsonl, scores{tag}.json ("", "_compare", "_baseline")
+    const char* tag;      // its files: generations{tag}.jsonl, scores{tag}.json ("", "_compare", "_baseline",
+                          // "_lead2", "_longest3")
     ModelKind kind;
     int trained;          // 1: trained by this process, from spec (its run: --out-dir)
     char label[40];       // the kind, made unique within the report
@@ -50,13 +54,16 @@ static void put_cell(FILE* f, int md, int width, const char* cell) {
     else fprintf(f, " %*s", width + (strcmp(cell, REPORT_NA) == 0 ? 2 : 0), cell);
 }
 
+// a row: its scores, then summaries/s ("–" for a baseline: no model ran) and the run cells
 static void print_scores_row(FILE* f, const ReportRow* w, int md) {
     const EvalResult* r = &w->r;
-    const char* fmt = md ? "| %s | %lld | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |"
-                         : "%-24s %6lld %8.2f %8.2f %8.2f %10.2f %8.2f %8.2f";
+    const char* fmt = md ? "| %s | %lld | %.2f | %.2f | %.2f | %.2f | %.2f |" : "%-24s %6lld %8.2f %8.2f %8.2f %10.2f %8.2f";
     fprintf(f, fmt, w->label, (long long)r->n, 100 * r->rouge.m[ROUGE_1].fmeasure, 100 * r->rouge.m[ROUGE_2].fmeasure,
-            100 * r->rouge.m[ROUGE_L].fmeasure, 100 * r->rouge.m[ROUGE_LSUM].fmeasure, r->bleu.score, r->n / r->seconds);
-    char cells[3][32];
+            100 * r->rouge.m[ROUGE_L].fmeasure, 100 * r->rouge.m[ROUGE_LSUM].fmeasure, r->bleu.score);
+    char speed[32], cells[3][32];
+    if (kind_is_trivial(w->kind)) snprintf(speed, sizeof(speed), REPORT_NA);
+    else snprintf(speed, sizeof(speed), "%.2f", r->n / r->seconds);
+    put_cell(f, md, 8, speed);
     run_cells(&w->info, cells);
     int widths[3] = { 12, 9, 9 };
     for (int k = 0; k < 3; k++) put_cell(f, md, widths[k], cells[k]);
@@ -75,6 +82,7 @@ static void print_legend(FILE* f, int md, const ReportRow* rows, int n) {
     fprintf(f, md ? "\nModels:\n\n" : "models:\n");
     for (int k = 0; k < n; k++) {
         const ReportRow* w = &rows[k];
+        if (kind_is_trivial(w->kind)) { fprintf(f, md ? "- **%s**: %s (no model)\n" : "  %-24s %s (no model)\n", w->label, w->spec); continue; }
         fprintf(f, md ? "- **%s**: `%s`" : "  %-24s %s", w->label, w->spec);
         if (w->adapter) fprintf(f, md ? " + LoRA adapter `%s`" : " + LoRA adapter %s", w->adapter);
         if (w->trained) fprintf(f, ", trained by this process");
@@ -100,6 +108,7 @@ static int write_scores_json(const char* path, const ReportRow* w, char* err, si
     fprintf(a.f, ", \"bleu\": %.6f, \"bleu_bp\": %.6f, \"summaries_per_s\": %.4f, \"note\": \"ROUGE: mean of per-example F1 x 100 "
             "(rouge_score, use_stemmer, best over the references), not a bootstrap median\"", r->bleu.score, r->bleu.bp, r->n / r->seconds);
     fprintf(a.f, ", \"kind\": \"%s\"", KIND_NAMES[w->kind]);
+    if (kind_is_trivial(w->kind)) { fputs(", \"trivial_baseline\": true, \"rule\": ", a.f); json_put_string(a.f, w->spec); }
     if (w->adapter) { fputs(", \"lora_adapter\": ", a.f); json_put_string(a.f, w->adapter); }
     if (w->run[0]) { fputs(", \"run_dir\": ", a.f); json_put_string(a.f, w->run); }
     if (w->info.trainable >= 0) fprintf(a.f, ", \"trainable_params\": %lld", w->info.trainable);
@@ -112,12 +121,14 @@ static int write_scores_json(const char* path, const ReportRow* w, char* err, si
     return atomic_close(&a, !ferror(a.f), err, errlen);
 }
 
-// the side-by-side report: every model's scores (rows ordered zero-shot, full fine-tune, LoRA), then the
-// first `examples` dialogues with the human summary and each model's; as text and as markdown
+// the side-by-side report: every row's scores (ordered zero-shot, full fine-tune, LoRA, baselines), then the
+// first `examples` dialogues with the human summary and each model's (a baseline's is the dialogue's own
+// lines, shown above it: left out); as text and as markdown
 static void write_comparison(FILE* f, int md, const EvalSet* s, const ReportRow* rows, int n, int examples) {
     int width = 5; // "human"
     fprintf(f, md ? "# Summaries: human" : "SUMMARIES: human");
     for (int k = 0; k < n; k++) {
+        if (kind_is_trivial(rows[k].kind)) continue;
         fprintf(f, " vs %s", rows[k].label);
         if ((int)strlen(rows[k].label) > width) width = (int)strlen(rows[k].label);
     }
@@ -130,6 +141,7 @@ static void write_comparison(FILE* f, int md, const EvalSet* s, const ReportRow*
         if (md) fprintf(f, "- **human**: %s\n", s->refs[s->ref_start[i]]);
         else fprintf(f, "  %-*s : %s\n", width, "human", s->refs[s->ref_start[i]]);
         for (int k = 0; k < n; k++) {
+            if (kind_is_trivial(rows[k].kind)) continue;
             if (md) fprintf(f, "- **%s**: %s\n", rows[k].label, rows[k].r.summaries[i]);
             else fprintf(f, "  %-*s : %s\n", width, rows[k].label, rows[k].r.summaries[i]);
         }
@@ -173,6 +185,18 @@ static void describe_row(ReportRow* w, const char* run_dir, long long own, int a
             : own >= 0 ? KIND_FULL : w->run[0] ? KIND_TUNED : KIND_MODEL;
 }
 
+// a trivial baseline's row (llmc/evalset.h): nothing trained, no run; its files generations_lead2.jsonl,
+// scores_lead2.json (_longest3)
+static void trivial_row(ReportRow* w, TrivialKind k) {
+    memset(w, 0, sizeof(*w));
+    w->kind = k == TRIVIAL_LEAD2 ? KIND_LEAD2 : KIND_LONGEST3;
+    w->name = KIND_NAMES[w->kind];
+    w->tag = k == TRIVIAL_LEAD2 ? "_lead2" : "_longest3";
+    w->spec = k == TRIVIAL_LEAD2 ? "the dialogue's first two lines, speaker tags without their colon"
+                                 : "the dialogue's three longest lines (in words), in its order, tags as LEAD-2";
+    w->info = run_info_unknown();
+}
+
 // the rows in the report's order (zero-shot, full fine-tune, LoRA; stable), each labelled with its kind,
 // and the compare model's with "(compare)" after it when another row has the same kind
 static void order_rows(ReportRow* rows, int n) {
@@ -184,7 +208,7 @@ static void order_rows(ReportRow* rows, int n) {
         int twin = 0;
         for (int j = 0; j < n; j++) twin |= j != i && rows[j].kind == rows[i].kind;
         snprintf(rows[i].label, sizeof(rows[i].label), "%s%s", KIND_NAMES[rows[i].kind],
-                 twin && strcmp(rows[i].tag, "_compare") == 0 ? " (compare)" : "");
+                 kind_is_trivial(rows[i].kind) ? " (baseline)" : twin && strcmp(rows[i].tag, "_compare") == 0 ? " (compare)" : "");
     }
 }
 

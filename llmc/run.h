@@ -773,15 +773,9 @@ static void eval_path(const Options* o, const char* file, char* buf, size_t len)
     else snprintf(buf, len, "%s/eval/%s", o->out_dir, file);
 }
 
-// one model over the split: generations{tag}.jsonl and scores{tag}.json in the eval directory
-static int eval_model(Engine* e, const Options* o, const SpmModel* tok, const EvalSet* s, ReportRow* w) {
-    char err[1024], file[256], path[4400], label[32];
-    EvalConfig c = eval_config(o, 1);
-    snprintf(label, sizeof(label), "%-14s", KIND_NAMES[w->kind]);
-    if (eval_generate(e, tok, s, &c, label, &w->r, err, sizeof(err))) {
-        fprintf(stderr, "error: %s: %s\n", w->spec, err);
-        return -1;
-    }
+// a row's generations{tag}.jsonl and scores{tag}.json in the eval directory
+static int write_row_files(const Options* o, const EvalSet* s, const ReportRow* w) {
+    char err[1024], file[256], path[4400];
     snprintf(file, sizeof(file), "generations%s.jsonl", w->tag);
     eval_path(o, file, path, sizeof(path));
     int rc = write_generations(path, s, &w->r, err, sizeof(err));
@@ -790,6 +784,29 @@ static int eval_model(Engine* e, const Options* o, const SpmModel* tok, const Ev
     if (rc == 0) rc = write_scores_json(path, w, err, sizeof(err));
     if (rc) fprintf(stderr, "error: %s\n", err);
     return rc;
+}
+
+// one model over the split, its files written
+static int eval_model(Engine* e, const Options* o, const SpmModel* tok, const EvalSet* s, ReportRow* w) {
+    char err[1024], label[32];
+    EvalConfig c = eval_config(o, 1);
+    snprintf(label, sizeof(label), "%-14s", KIND_NAMES[w->kind]);
+    if (eval_generate(e, tok, s, &c, label, &w->r, err, sizeof(err))) {
+        fprintf(stderr, "error: %s: %s\n", w->spec, err);
+        return -1;
+    }
+    return write_row_files(o, s, w);
+}
+
+// the trivial baselines (LEAD-2, LONGEST-3) over the split, their files written: rows[0..TRIVIAL_NUM)
+static int eval_trivial_rows(const Options* o, const EvalSet* s, ReportRow* rows) {
+    char err[1024];
+    for (int k = 0; k < TRIVIAL_NUM; k++) {
+        trivial_row(&rows[k], (TrivialKind)k);
+        if (eval_trivial(s, (TrivialKind)k, &rows[k].r, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+        if (write_row_files(o, s, &rows[k])) return -1;
+    }
+    return 0;
 }
 
 // the run directory a model given as SPEC (+ an adapter DIR) came from: the adapter's run, else the
@@ -822,8 +839,8 @@ static int eval_other(Engine* e, const Options* o, const SpmModel* tok, const Ev
     return rc;
 }
 
-// the score table on stdout and, with two models or more, comparison.txt / comparison.md
-static int report(const Options* o, const EvalSet* s, ReportRow* rows, int n) {
+// the score table on stdout and, with two models or more (baselines aside), comparison.txt / comparison.md
+static int report(const Options* o, const EvalSet* s, ReportRow* rows, int n, int models) {
     char err[1024], path[4400];
     order_rows(rows, n);
     print_scores_header(stdout, 0);
@@ -831,7 +848,7 @@ static int report(const Options* o, const EvalSet* s, ReportRow* rows, int n) {
     print_legend(stdout, 0, rows, n);
     eval_path(o, "", path, sizeof(path));
     printf("wrote generations and scores to %s\n", path);
-    if (n < 2) return 0;
+    if (models < 2) return 0;
     if (write_comparison_files(path, s, rows, n, o->compare_examples, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
     printf("wrote the side-by-side comparison to %scomparison.txt and comparison.md\n", path);
     return 0;
@@ -889,7 +906,7 @@ static int run_eval(Engine* e, const Options* o, const char* name) {
     if (open_eval_inputs(&e->config, o, &s, &tok)) return -1;
     printf("evaluating on %s: %lld dialogues, %s, up to %d new tokens\n", o->eval_split, (long long)s.n,
            o->num_beams > 1 ? "beam search" : "greedy", o->max_new_tokens);
-    ReportRow rows[3];
+    ReportRow rows[3 + TRIVIAL_NUM];
     memset(rows, 0, sizeof(rows));
     int n = 0, rc = 0, trained = o->train_file != NULL;
     if (o->baseline_model) {
@@ -909,8 +926,10 @@ static int run_eval(Engine* e, const Options* o, const char* name) {
         w->spec = w->name = o->compare_model; w->adapter = o->compare_lora_adapter; w->tag = "_compare"; w->kind = KIND_TUNED;
         rc = eval_other(e, o, &tok, &s, w);
     }
-    if (rc == 0) rc = report(o, &s, rows, n);
-    for (int k = 0; k < n; k++) eval_result_free(&rows[k].r);
+    int models = n;
+    if (rc == 0 && (rc = eval_trivial_rows(o, &s, rows + n)) == 0) n += TRIVIAL_NUM;
+    if (rc == 0) rc = report(o, &s, rows, n, models);
+    for (int k = 0; k < (int)(sizeof(rows) / sizeof(rows[0])); k++) eval_result_free(&rows[k].r); // zeroed or filled
     spm_free(&tok);
     evalset_free(&s);
     return rc;
@@ -983,6 +1002,7 @@ static HubSave hub_save_of(const Engine* e, const Options* o, int evaluated, Hub
     c->schedule = lr_schedule_name(o->schedule); c->seed = o->seed;
     c->eval_split = evaluated ? o->eval_split : NULL; c->scores_json = p->scores;
     c->baseline_json = o->baseline_model ? p->baseline : NULL; c->lora = e->lora.r ? p->lora : NULL;
+    c->prompt = o->prompt; c->gen = g;
     if (e->best_step) { c->best_metric = KEEP_NAMES[o->keep_best]; c->best_value = e->best_value; c->best_step = e->best_step; c->run_steps = e->run_step; }
     return s;
 }
