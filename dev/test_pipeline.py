@@ -11,6 +11,7 @@ Needs: sentencepiece, numpy (prepro); matplotlib, wandb (plots, bridge). Exit st
 import argparse
 import glob
 import json
+import math
 import os
 import re
 import resource
@@ -211,8 +212,10 @@ def test_training(args, data, tmp):
     steps, recs = train_records(rd)
     first = sum(steps[k][0] for k in (1, 2, 3)) / 3
     last = sum(steps[k][0] for k in (38, 39, 40)) / 3
-    check("training loss falls by more than half (mean of the first vs last 3 steps)", last < 0.5 * first,
-          f"{first:.2f} -> {last:.2f}")
+    # --init scratch (a preset's default): the untied head starts small, so the first loss is near ln(vocab)
+    # (HF's initialisation starts near 68); 40 steps then take it down by several nats
+    check("the first loss is near ln 32128 = 10.38 (scratch init), and the last 3 steps are 3+ nats lower",
+          abs(steps[1][0] - math.log(32128)) < 1.0 and last < first - 3.0, f"{steps[1][0]:.2f}; {first:.2f} -> {last:.2f}")
     evals = [x for x in recs if x["type"] == "eval"]
     check("validation loss logged at steps 20 and 40, and it falls", [e["step"] for e in evals] == [20, 40]
           and evals[1]["val_loss"] < evals[0]["val_loss"], str([round(e["val_loss"], 3) for e in evals]))
