@@ -2298,12 +2298,10 @@ static StepIn bench_inputs(Engine* e, const Options* o, T5Batch** b, uint64_t* s
     int64_t counts[3] = { batch_count_labels(b[0]), batch_real_tokens(b[0]), (int64_t)gpu_step_flops(e, b[0]) };
     gpu_sum_i64(e, counts, 3);
     *tokens = counts[1]; *flops = (double)counts[2];
-    *seed = mix64((uint64_t)o->seed ^ mix64((uint64_t)k * 65536)) + (uint64_t)e->rank * 0x9e3779b97f4a7c15ULL;
     StepIn in;
     memset(&in, 0, sizeof(in));
-    in.batches = b; in.A = 1; in.total = counts[0]; in.seeds = seed; in.lr = o->lr; in.clip = o->clip;
-    in.opt.lr = o->lr; in.opt.beta1 = o->beta1; in.opt.beta2 = o->beta2; in.opt.eps = o->adam_eps;
-    in.opt.weight_decay = o->weight_decay; in.opt.decay_norms = o->decay_norms;
+    in.batches = b; in.A = 1; in.total = counts[0];
+    t5_step_settings(o, e, k, o->lr, seed, &in); // the training loop's seeds and optimizer (a constant lr)
     return in;
 }
 

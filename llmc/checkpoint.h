@@ -92,18 +92,22 @@ static inline void ckpt_unpack_config(const int64_t* h, int64_t version, T5Confi
                      .pad_id = (int)v[14], .eos_id = (int)v[15], .decoder_start_id = (int)v[16] };
 }
 
-// opt may be NULL or hold no buffers (no optimizer state saved); ts may be NULL (no training state). Returns
-// once the file is durable (fileio.h), or -1 with a message and PATH untouched (a full disk is found up front)
-static inline int ckpt_save_opt(const char* path, const T5Config* c, const float* params, const CkptOpt* opt, int64_t n,
-                                int64_t step, const CkptTrainState* ts, char* err, size_t errlen) {
-    int64_t h[CKPT_HEADER_INTS] = {0};
-    int64_t nopt = ckpt_opt_floats(opt, n);
-    h[0] = CKPT_MAGIC; h[1] = CKPT_VERSION; h[2] = n; h[3] = nopt > 0; h[4] = step;
-    ckpt_pack_config(h, c);
-    if (ts) memcpy(h + 22, ts, sizeof(*ts));
-    if (nopt) { h[31] = opt->kind; h[32] = opt->kind == OPTIM_ADAFACTOR ? opt->af_n : 0; h[33] = opt->kind == OPTIM_ADAFACTOR && opt->af_beta1; }
+// the optimizer's three header slots (kind, Adafactor's state floats, Adafactor's M) at h, when nopt > 0
+static inline void ckpt_pack_opt(int64_t* h, const CkptOpt* opt, int64_t nopt) {
+    if (!nopt) return;
+    h[0] = opt->kind;
+    h[1] = opt->kind == OPTIM_ADAFACTOR ? opt->af_n : 0;
+    h[2] = opt->kind == OPTIM_ADAFACTOR && opt->af_beta1;
+}
+
+// a checkpoint file of either kind (this one, and lora.h's adapter checkpoint): the header h (hints
+// int64), then the weights w[n], then the optimizer's buffers (AdamW: m[n], v[n]; Adafactor: af[af_n]).
+// h[crc_at] gets the CRC-32 of everything after the header. Returns once the file is durable
+// (fileio.h), or -1 with a message and PATH untouched (a full disk is found up front)
+static inline int ckpt_write_file(const char* path, int64_t* h, int hints, int crc_at, const float* w, int64_t n,
+                                  const CkptOpt* opt, int64_t nopt, char* err, size_t errlen) {
     // the buffers after the header, in file order
-    const float* bufs[3] = { params, NULL, NULL };
+    const float* bufs[3] = { w, NULL, NULL };
     int64_t lens[3] = { n, 0, 0 };
     int nb = 1;
     if (nopt && opt->kind == OPTIM_ADAFACTOR) { bufs[1] = opt->af; lens[1] = opt->af_n; nb = 2; }
@@ -112,14 +116,28 @@ static inline int ckpt_save_opt(const char* path, const T5Config* c, const float
     crc32_table_init(&T);
     uint32_t crc = 0;
     for (int i = 0; i < nb; i++) crc = crc32_update(&T, crc, bufs[i], (size_t)lens[i] * sizeof(float));
-    h[29] = crc;
-    uint64_t bytes = sizeof(h) + (uint64_t)(n + nopt) * sizeof(float);
+    h[crc_at] = crc;
+    size_t hbytes = (size_t)hints * sizeof(int64_t);
+    uint64_t bytes = hbytes + (uint64_t)(n + nopt) * sizeof(float);
     AtomicFile a;
     if (mkdir_parent(path, err, errlen) || disk_space_check_for(path, bytes, err, errlen) ||
         atomic_open(&a, path, err, errlen)) return -1;
-    int ok = atomic_write(&a, h, sizeof(h), err, errlen) == 0;
+    int ok = atomic_write(&a, h, hbytes, err, errlen) == 0;
     for (int i = 0; ok && i < nb; i++) ok = atomic_write(&a, bufs[i], (size_t)lens[i] * sizeof(float), err, errlen) == 0;
     return atomic_close(&a, ok, err, errlen);
+}
+
+// opt may be NULL or hold no buffers (no optimizer state saved); ts may be NULL (no training state). Returns
+// once the file is durable, or -1 with a message and PATH untouched
+static inline int ckpt_save_opt(const char* path, const T5Config* c, const float* params, const CkptOpt* opt, int64_t n,
+                                int64_t step, const CkptTrainState* ts, char* err, size_t errlen) {
+    int64_t h[CKPT_HEADER_INTS] = {0};
+    int64_t nopt = ckpt_opt_floats(opt, n);
+    h[0] = CKPT_MAGIC; h[1] = CKPT_VERSION; h[2] = n; h[3] = nopt > 0; h[4] = step;
+    ckpt_pack_config(h, c);
+    if (ts) memcpy(h + 22, ts, sizeof(*ts));
+    ckpt_pack_opt(h + 31, opt, nopt);
+    return ckpt_write_file(path, h, CKPT_HEADER_INTS, 29, params, n, opt, nopt, err, errlen);
 }
 
 // AdamW's state (m and v may be NULL: none saved)

@@ -18,6 +18,9 @@ int program_end(Program* p) {
 
 const char* t5_batch_check(const T5Config* c, const T5Batch* b) { return batch_check(c, b); }
 void t5_init_weights(const T5Config* c, float* params, uint64_t seed) { t5_init_params(c, params, seed); }
+float t5_step_settings(const Options* o, const Engine* e, long long k, float lr, uint64_t* seeds, StepIn* in) {
+    return step_settings(o, e, k, lr, seeds, in);
+}
 
 int gen_check(const T5Config* c, const int* const* src, const int* src_len, int B, const GenConfig* g, char* err, size_t errlen) {
     return gen_request_check(c, src, src_len, B, g, err, errlen);

@@ -248,6 +248,9 @@ Engine* program_engine(Program* p);
 // host pieces an engine may use
 const char* t5_batch_check(const T5Config* c, const T5Batch* b);
 void t5_init_weights(const T5Config* c, float* params, uint64_t seed);
+// the rest of step k's inputs once batches, A and total are set: dropout seeds, lr, clip, the optimizer's
+// settings and step values (the training loop's own, llmc/run.h step_settings); returns the lr to log
+float t5_step_settings(const Options* o, const Engine* e, long long k, float lr, uint64_t* seeds, StepIn* in);
 
 // beam search bookkeeping (llmc/beam.h) for an engine that computes scores elsewhere: each step, the
 // caller computes for every input b the K = 2·num_beams best continuations of its beams (flat index

@@ -19,8 +19,8 @@
 #include <math.h>        // defines: sqrtf, floor
 #include <regex.h>       // defines: regex_t, regcomp, regexec, regfree, regerror (POSIX)
 #include "t5.h"          // defines: T5Config, T5Layout, t5_layout, t5_tensor_name, P_* tensor ids
-#include "optim.h"       // defines: OptSlice, adafactor_slices_floats, OPTIM_ADAMW, OPTIM_ADAFACTOR
-#include "checkpoint.h"  // defines: CkptOpt, ckpt_opt_floats
+#include "optim.h"       // defines: OptSlice, adafactor_layout_floats, OPTIM_ADAMW, OPTIM_ADAFACTOR
+#include "checkpoint.h"  // defines: CkptOpt, ckpt_opt_floats, ckpt_pack_opt, ckpt_write_file
 #include "json.h"        // defines: JsonValue, json_read_file, json_find, json_free
 #include "safetensors.h" // defines: StFile, st_open, st_find, st_read_f32, st_write_f32, st_close
 #include "fileio.h"      // defines: mkdir_p, AtomicFile, atomic_open, atomic_write, atomic_close, file_size_of, disk_space_check_for
@@ -294,13 +294,10 @@ static inline int lora_opt_slices(const LoraLayout* L, OptSlice* out) {
     return n;
 }
 
+static inline int lora_opt_slicer(const void* L, OptSlice* out) { return lora_opt_slices((const LoraLayout*)L, out); }
+
 static inline size_t lora_adafactor_floats(const LoraLayout* L, int has_beta1) {
-    int n = lora_opt_slices(L, NULL);
-    OptSlice* s = (OptSlice*)mallocCheck((size_t)(n > 0 ? n : 1) * sizeof(OptSlice));
-    lora_opt_slices(L, s);
-    size_t total = adafactor_slices_floats(s, n, has_beta1);
-    free(s);
-    return total;
+    return adafactor_layout_floats(lora_opt_slicer, L, has_beta1);
 }
 
 // peft's key: base_model.model.<module>.lora_A.weight, <module> = the HF name without ".weight"
@@ -750,24 +747,8 @@ static inline int lora_ckpt_save_opt(const char* path, const LoraConfig* c, cons
     h[5] = c->r; h[6] = lora_float_bits(c->alpha); h[7] = lora_float_bits(c->dropout); h[8] = c->targets; h[9] = c->rslora;
     h[10] = base_n; h[11] = base_crc;
     if (train) memcpy(h + 12, train, 7 * sizeof(int64_t));
-    if (nopt) { h[20] = opt->kind; h[21] = opt->kind == OPTIM_ADAFACTOR ? opt->af_n : 0; h[22] = opt->kind == OPTIM_ADAFACTOR && opt->af_beta1; }
-    const float* bufs[3] = { adapter, NULL, NULL };
-    int64_t lens[3] = { n, 0, 0 };
-    int nb = 1;
-    if (nopt && opt->kind == OPTIM_ADAFACTOR) { bufs[1] = opt->af; lens[1] = opt->af_n; nb = 2; }
-    else if (nopt) { bufs[1] = opt->m; bufs[2] = opt->v; lens[1] = lens[2] = n; nb = 3; }
-    Crc32Table T;
-    crc32_table_init(&T);
-    uint32_t crc = 0;
-    for (int i = 0; i < nb; i++) crc = crc32_update(&T, crc, bufs[i], (size_t)lens[i] * sizeof(float));
-    h[19] = crc;
-    uint64_t bytes = sizeof(h) + (uint64_t)(n + nopt) * sizeof(float);
-    AtomicFile a;
-    if (mkdir_parent(path, err, errlen) || disk_space_check_for(path, bytes, err, errlen) ||
-        atomic_open(&a, path, err, errlen)) return -1;
-    int ok = atomic_write(&a, h, sizeof(h), err, errlen) == 0;
-    for (int i = 0; ok && i < nb; i++) ok = atomic_write(&a, bufs[i], (size_t)lens[i] * sizeof(float), err, errlen) == 0;
-    return atomic_close(&a, ok, err, errlen);
+    ckpt_pack_opt(h + 20, opt, nopt);
+    return ckpt_write_file(path, h, LORA_CKPT_HEADER_INTS, 19, adapter, n, opt, nopt, err, errlen);
 }
 
 // with AdamW's state (m, v may be NULL: none)

@@ -55,14 +55,24 @@ static inline size_t adafactor_slices_floats(const OptSlice* s, int n, int has_b
     return total;
 }
 
-// floats of Adafactor state of a full model
-static inline size_t t5_adafactor_floats(const T5Layout* L, int has_beta1) {
-    int n = t5_opt_slices(L, NULL);
+// a layout's slices: count them (out NULL) or write them (t5_opt_slices, lora.h's lora_opt_slices)
+typedef int (*OptSlicer)(const void* layout, OptSlice* out);
+
+// floats of Adafactor state over every slice of a layout
+static inline size_t adafactor_layout_floats(OptSlicer slicer, const void* layout, int has_beta1) {
+    int n = slicer(layout, NULL);
     OptSlice* s = (OptSlice*)mallocCheck((size_t)(n > 0 ? n : 1) * sizeof(OptSlice));
-    t5_opt_slices(L, s);
+    slicer(layout, s);
     size_t total = adafactor_slices_floats(s, n, has_beta1);
     free(s);
     return total;
+}
+
+static inline int t5_opt_slicer(const void* L, OptSlice* out) { return t5_opt_slices((const T5Layout*)L, out); }
+
+// floats of Adafactor state of a full model
+static inline size_t t5_adafactor_floats(const T5Layout* L, int has_beta1) {
+    return adafactor_layout_floats(t5_opt_slicer, L, has_beta1);
 }
 
 // one Adafactor step over every slice: params and grads in the buffer the slices index, state the

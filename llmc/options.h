@@ -286,22 +286,14 @@ static int opt_set(const OptSpec* s, const char* v, Options* o, int checked) {
             else *(long long*)dst = x;
             return 0;
         }
-        case OPT_FLOAT: {
+        case OPT_FLOAT: case OPT_DOUBLE: {
             double x = strtod(v, &end);
             if (errno || *end || end == v || (checked && !(x >= s->lo && x <= s->hi))) {
                 fprintf(stderr, "error: %s needs a number in [%g, %g], got '%s'\n", s->flag, s->lo, s->hi, v);
                 return -1;
             }
-            *(float*)dst = (float)x;
-            return 0;
-        }
-        case OPT_DOUBLE: {
-            double x = strtod(v, &end);
-            if (errno || *end || end == v || (checked && !(x >= s->lo && x <= s->hi))) {
-                fprintf(stderr, "error: %s needs a number in [%g, %g], got '%s'\n", s->flag, s->lo, s->hi, v);
-                return -1;
-            }
-            *(double*)dst = x;
+            if (s->type == OPT_FLOAT) *(float*)dst = (float)x;
+            else *(double*)dst = x;
             return 0;
         }
         case OPT_STR: *(const char**)dst = v; return 0;

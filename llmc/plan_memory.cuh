@@ -66,6 +66,13 @@ static const char* plan_check_orders(void) {
     return NULL;
 }
 
+// preset i's config and layout (every table below walks the presets)
+static void plan_preset(int i, T5Config* c, T5Layout* L) {
+    memset(c, 0, sizeof(*c));
+    t5_config_preset(c, T5_PRESETS[i].name);
+    t5_layout(c, L);
+}
+
 // the LoRA table of --plan-memory: --lora-r (32 when not given) on --lora-targets (q,v), one GPU
 static int plan_memory_lora(const PlanSizes* z, const Options* o, size_t budget, int attention) {
     LoraFlags f = { o->lora_r, o->lora_alpha, o->lora_dropout, o->lora_targets, o->lora_adapter };
@@ -88,8 +95,8 @@ static int plan_memory_lora(const PlanSizes* z, const Options* o, size_t budget,
     size_t largest_n = 0;
     for (int i = 0; i < T5_NUM_PRESETS; i++) {
         T5Config c;
-        memset(&c, 0, sizeof(c));
-        t5_config_preset(&c, T5_PRESETS[i].name);
+        T5Layout base;
+        plan_preset(i, &c, &base);
         if (lora_config_check(&lc, &c, err, sizeof(err))) { printf("%-14s (%s)\n", T5_PRESETS[i].name, err); continue; }
         LoraState L;
         lora_state_geometry(&L, &lc, &c, 0, NULL);
@@ -97,8 +104,6 @@ static int plan_memory_lora(const PlanSizes* z, const Options* o, size_t budget,
         int b[2] = { plan_max_batch(z, &c, state, budget, Ts, Tt, 0, attention, extra),
                      plan_max_batch(z, &c, state, budget, Ts, Tt, 1, attention, extra) };
         printf("%-14s %10.2f %10.1f %10d %10d\n", T5_PRESETS[i].name, L.n / 1e6, state / G, b[0], b[1]);
-        T5Layout base;
-        t5_layout(&c, &base);
         if (b[1] > 0 && base.total > largest_n) { largest = T5_PRESETS[i].name; largest_n = base.total; largest_b[0] = b[0]; largest_b[1] = b[1]; }
     }
     if (largest)
@@ -122,10 +127,8 @@ static void plan_memory_optimizers(const PlanSizes* z, size_t budget, int Ts, in
            "AdamW rc", "Adafac. rc");
     for (int i = 0; i < T5_NUM_PRESETS; i++) {
         T5Config c;
-        memset(&c, 0, sizeof(c));
-        t5_config_preset(&c, T5_PRESETS[i].name);
         T5Layout L;
-        t5_layout(&c, &L);
+        plan_preset(i, &c, &L);
         size_t adamw = 8 * L.total, af = 4 * t5_adafactor_floats(&L, 0), af1 = 4 * t5_adafactor_floats(&L, 1);
         size_t s1 = z->state_bytes(&c, 0, 1, NULL), sa = s1 - adamw + af;
         printf("%-14s %10.1f %11.3f %11.1f %10.1f %10.1f %10d %10d\n", T5_PRESETS[i].name, adamw / M, af / M, af1 / M, s1 / G,
@@ -153,10 +156,8 @@ static int plan_memory(const PlanSizes* z, const Options* o) {
            "", "recompute", "recomp+ZeRO-1");
     for (int i = 0; i < T5_NUM_PRESETS; i++) {
         T5Config c;
-        memset(&c, 0, sizeof(c));
-        t5_config_preset(&c, T5_PRESETS[i].name);
         T5Layout L;
-        t5_layout(&c, &L);
+        plan_preset(i, &c, &L);
         size_t s1 = z->state_bytes(&c, 0, 1, NULL), sz = z->state_bytes(&c, 1, R, NULL);
         double a1 = (z->act_bytes(&c, 2, Ts, Tt, 0, fl) - z->act_bytes(&c, 1, Ts, Tt, 0, fl)) / G;
         double ar = (z->act_bytes(&c, 2, Ts, Tt, 1, fl) - z->act_bytes(&c, 1, Ts, Tt, 1, fl)) / G;

@@ -289,15 +289,24 @@ static void log_step_data(Run* run, long long k, int a) {
     fprintf(run->data_log, "\n");
 }
 
-// the optimizer of the step: AdamW reads in->opt and in->lr; Adafactor gets its step's values for update t
-// (t = updates done + 1: a skipped step does not advance it), with the scheduled lr as transformers' group
-// lr, or its relative step (then the logged lr is that relative step size, before the parameter scale)
-static void optimizer_step_in(const Options* o, long long t, StepIn* in, StepResult* r) {
+// the rest of step k's inputs once in->batches, in->A and in->total are set: each micro-batch's dropout seed
+// (ranks > 0 draw other masks than rank 0 for the same positions of their slices), the scheduled lr, clipping,
+// AdamW's settings, and Adafactor's step values (t = updates done + 1: a skipped step does not advance it)
+// with the scheduled lr as transformers' group lr, or its relative step (then the logged lr is that relative
+// step size, before the parameter scale). seeds: in->A of them. Returns the lr to log
+static float step_settings(const Options* o, const Engine* e, long long k, float lr, uint64_t* seeds, StepIn* in) {
+    for (int a = 0; a < in->A; a++)
+        seeds[a] = mix64((uint64_t)o->seed ^ mix64((uint64_t)k * 65536 + (uint64_t)a)) + (uint64_t)e->rank * 0x9e3779b97f4a7c15ULL;
+    in->seeds = seeds;
+    in->lr = lr; in->clip = o->clip;
+    in->opt.lr = o->lr; in->opt.beta1 = o->beta1; in->opt.beta2 = o->beta2; in->opt.eps = o->adam_eps;
+    in->opt.weight_decay = o->weight_decay; in->opt.decay_norms = o->decay_norms;
     in->optimizer = o->optimizer;
-    if (o->optimizer != OPTIM_ADAFACTOR) return;
+    if (o->optimizer != OPTIM_ADAFACTOR) return in->lr;
     AdafactorConfig c = adafactor_config_of(o);
-    in->af = adafactor_step_values(&c, t, (double)in->lr);
-    if (c.relative_step) r->lr = in->lr = (float)in->af.rel_step;
+    in->af = adafactor_step_values(&c, e->opt_step + 1, (double)lr);
+    if (c.relative_step) in->lr = (float)in->af.rel_step;
+    return in->lr;
 }
 
 // the optimizer's rows of the configuration table (and a note when schedule flags are given that do not apply)
@@ -342,16 +351,9 @@ static int step_inputs(Run* run, long long k, StepIn* in, StepResult* r) {
     all_sum_i64(e, counts, 3);
     r->tokens = counts[1];
     r->flops = (double)counts[2];
-    // ranks > 0 draw other masks than rank 0 for the same positions of their slices
-    for (int a = 0; a < A; a++)
-        run->seeds[a] = mix64((uint64_t)o->seed ^ mix64((uint64_t)k * 65536 + (uint64_t)a)) + (uint64_t)e->rank * 0x9e3779b97f4a7c15ULL;
     LrSchedule sched = run_schedule(o, run);
-    r->lr = (float)(o->lr * lr_multiplier(&sched, k));
-    in->batches = run->batches; in->A = A; in->total = counts[0]; in->seeds = run->seeds;
-    in->lr = r->lr; in->clip = o->clip;
-    in->opt.lr = o->lr; in->opt.beta1 = o->beta1; in->opt.beta2 = o->beta2; in->opt.eps = o->adam_eps;
-    in->opt.weight_decay = o->weight_decay; in->opt.decay_norms = o->decay_norms;
-    optimizer_step_in(o, e->opt_step + 1, in, r);
+    in->batches = run->batches; in->A = A; in->total = counts[0];
+    r->lr = step_settings(o, e, k, (float)(o->lr * lr_multiplier(&sched, k)), run->seeds, in);
     return 0;
 }
 
