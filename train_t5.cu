@@ -2276,9 +2276,14 @@ static int gpu_generate(Engine* e, const int* const* src, const int* src_len, in
     return t5cu_generate(gpu_model(e), src, src_len, B, g, out, out_len, err, errlen);
 }
 
-// the state gathered to rank 0's host buffers (t5cu_get_state; every rank takes part); freed at the next call
+// the state gathered to rank 0's host buffers (t5cu_get_state; every rank takes part); freed at the next call.
+// Under ZeRO-1 the gathers are NCCL all-gathers and a synchronisation: a wait for the other ranks (watchdog)
 static int gpu_get_state(Engine* e, EngineState* s) {
-    t5cu_get_state(gpu_model(e), s);
+    T5Cuda* m = gpu_model(e);
+    int gathers = m->zero && m->comm;
+    if (gathers) engine_wait_begin(e, "the ZeRO-1 state's gather (NCCL all-gathers, then a synchronisation)");
+    t5cu_get_state(m, s);
+    if (gathers) engine_wait_end(e);
     return 0;
 }
 

@@ -210,11 +210,13 @@ static CkptOpt engine_state_opt(const EngineState* st, int lora) {
 
 // writes PATH (ts: the run's position; NULL for --save-checkpoint): the full model and its optimizer state
 // (AdamW's or Adafactor's), or under LoRA the adapter checkpoint (llmc/lora.h: the adapter, its optimizer
-// state, the base's fingerprint)
-static int save_checkpoint(Engine* e, const char* path, const CkptTrainState* ts) {
+// state, the base's fingerprint). phase (non-NULL): the other ranks then wait for rank 0's write, announced
+// to the watchdog after get_state, whose gather (ZeRO-1 on the GPU) is a wait of its own and ends an announcement
+static int save_checkpoint(Engine* e, const char* path, const CkptTrainState* ts, const char* phase) {
     char err[1024];
     EngineState st;
     int bad = e->ops->get_state(e, &st) != 0;
+    if (phase) all_wait_for_rank0(e, phase, RANK0_PHASE_S);
     if (!bad && is_rank0(e)) {
         CkptOpt opt = engine_state_opt(&st, e->lora.r > 0);
         int rc = e->lora.r ? lora_ckpt_save_opt(path, &e->lora, st.adapter, &opt, (int64_t)st.lora_n, st.step,
@@ -525,8 +527,7 @@ static int run_checkpoint(Run* run) {
     ckpt_path(path, sizeof(path), run->o->out_dir, run->step);
     if (!run->async) {
         double t0 = now_ms();
-        all_wait_for_rank0(e, "rank 0 writing a checkpoint", RANK0_PHASE_S);
-        if (save_checkpoint(e, path, &ts)) return -1;
+        if (save_checkpoint(e, path, &ts, "rank 0 writing a checkpoint")) return -1;
         if (is_rank0(e)) {
             printf("checkpoint %s (the step waited %.0f ms)\n", path, now_ms() - t0);
             ckpt_prune(run->o->out_dir, run->o->keep_checkpoints);
@@ -619,8 +620,7 @@ static int best_update(Run* run, double loss, const EvalResult* r, int rouge) {
     CkptTrainState ts = train_state(run);
     best_path(run->o, run->step, path, sizeof(path));
     if (is_rank0(e) && mkdir_parent(path, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); }
-    all_wait_for_rank0(e, "rank 0 writing the best checkpoint", RANK0_PHASE_S);
-    if (save_checkpoint(e, path, &ts)) return -1;
+    if (save_checkpoint(e, path, &ts, "rank 0 writing the best checkpoint")) return -1;
     run->best.step = run->step; run->best.value = v; run->best.stale = 0;
     if (!is_rank0(e)) return 0;
     if (best_write_record(run, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
@@ -1063,7 +1063,7 @@ static int save_outputs(Engine* e, const Options* o) {
     }
     if (all_max(e, bad)) return -1;
     if (o->save_ckpt) {
-        if (save_checkpoint(e, o->save_ckpt, NULL)) return -1;
+        if (save_checkpoint(e, o->save_ckpt, NULL, NULL)) return -1;
         if (is_rank0(e)) printf("saved checkpoint %s\n", o->save_ckpt);
     }
     return 0;
