@@ -273,7 +273,7 @@ typedef struct {
     StepResult last;
     AsyncSaver saver;       // rank 0 with --async-checkpoint 1: the background checkpoint writer
     int async;              // the saver runs
-    float* stage;           // its staging buffer: the state's copy it writes (3 x the trainable count), touched
+    float* stage;           // its staging buffer: the state's copy it writes (run_opt_floats + the trainable count), touched
     size_t stage_n;         //   once at the start so that a checkpoint costs a copy, not page faults
     Best best;              // --keep-best
     long long last_eval;    // the step of the last evaluation (the final one is not repeated)
@@ -492,6 +492,22 @@ static void copy_floats(float* dst, const float* src, size_t n) {
 }
 
 static void stage_job_done(void* ctx) { free(ctx); } // the staging buffer is the run's, reused
+
+// floats of the run's optimizer state over the trainable tensors: AdamW's m and v, or Adafactor's state, which
+// can pass 2 x the trainable count (a (1, n) or (n, 1) slice holds 1 + n + n floats with β1: LoRA at r = 1)
+static size_t run_opt_floats(const Engine* e, const Options* o) {
+    size_t adamw = 2 * e->num_trainable;
+    if (o->optimizer != OPTIM_ADAFACTOR) return adamw;
+    T5Layout base;
+    t5_layout(&e->config, &base);
+    size_t af = t5_adafactor_floats(&base, o->af_beta1 >= 0.0);
+    if (e->lora.r) {
+        LoraLayout L;
+        lora_layout(&e->lora, &base, e->config.gated, &L);
+        af = lora_adafactor_floats(&L, o->af_beta1 >= 0.0);
+    }
+    return af > adamw ? af : adamw;
+}
 
 // the state copied into the run's staging buffer, as a job for the background writer (rank 0; the previous
 // job has finished: it read the same buffer)
@@ -714,7 +730,7 @@ static int run_open(Run* run, const CkptTrainState* resumed, const char* from, i
         return -1;
     if (o->out_dir && is_rank0(e) && o->async_checkpoint) {
         char err[1024];
-        run->stage_n = 3 * e->num_trainable;
+        run->stage_n = e->num_trainable + run_opt_floats(e, o);
         run->stage = (float*)malloc(run->stage_n * sizeof(float) + 1);
         if (!run->stage) { fprintf(stderr, "error: --async-checkpoint 1: no host memory for its %.2f GB staging buffer (0 writes without one)\n",
                                    run->stage_n * 4.0 / 1e9); return -1; }
