@@ -10,7 +10,7 @@ With --dir, the directory train_t5 exported:
   - the card has one python block, no pipeline("summarization") (transformers 5 removed that task), and
     its generate() call passes generation_config.json's settings (read off the code, without running it)
   - the tokenizer part (down to "# the model (needs PyTorch)") runs in a Python where PyTorch cannot be
-    imported (what CI has); its prompt is --prompt (the run's; default prepro_dialogsum.py's) and its
+    imported (what CI has); its prompt is --prompt (the run's; default the directory's prompt.json's) and its
     input_ids are sentencepiece's ids of the prompt around the dialogue, </s> last: the source the model
     was trained on
   - where PyTorch is installed and --tokenizer-only is not given, the whole snippet runs, and the summary it
@@ -29,15 +29,14 @@ import subprocess
 import sys
 import tempfile
 
+from hub_summarize import GEN_KEYS, dir_prompt, generate_kwargs  # dev/hub_summarize.py
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_PROMPT = "Summarize the following conversation.\n\n{dialogue}\n\nSummary: "  # llmc/options.h, prepro_dialogsum.py
 MODEL_LINE = "# the model (needs PyTorch)"  # llmc/hub.h HUB_SNIPPET_MODEL_LINE
 PLACEHOLDER = '"PATH/TO/THIS/DIR"'
 # generate() keyword -> train_t5 flag (generation_config.json's names are generate()'s)
-GEN_FLAGS = {"num_beams": "--num-beams", "max_new_tokens": "--max-new-tokens", "min_new_tokens": "--min-new-tokens",
-             "no_repeat_ngram_size": "--no-repeat-ngram", "repetition_penalty": "--repetition-penalty",
-             "length_penalty": "--length-penalty", "early_stopping": "--early-stopping"}
-BEAM_ONLY = ("length_penalty", "early_stopping")
+GEN_FLAGS = dict(zip(GEN_KEYS, ("--num-beams", "--max-new-tokens", "--min-new-tokens", "--no-repeat-ngram",
+                                "--repetition-penalty", "--length-penalty", "--early-stopping")))
 # the prompt and settings of the export made without --dir: none of them the default
 EXPORT_PROMPT = "Dialogue:\n{dialogue}\n\nWhat was said, in brief?  "
 EXPORT_GEN = ["--num-beams", "3", "--max-new-tokens", "10", "--min-new-tokens", "2", "--no-repeat-ngram", "2",
@@ -69,7 +68,7 @@ def snippet(d):
     return code.split(MODEL_LINE)[0], code
 
 
-def generate_kwargs(code):
+def snippet_generate_kwargs(code):
     """the keywords of the snippet's model.generate(...) call, as Python values"""
     for node in ast.walk(ast.parse(code)):
         if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "generate":
@@ -78,14 +77,13 @@ def generate_kwargs(code):
 
 
 def check_settings(d, code):
-    gen = json.load(open(os.path.join(d, "generation_config.json")))
-    kw = generate_kwargs(code)
+    kw = snippet_generate_kwargs(code)
     if not check("the snippet calls model.generate()", kw is not None):
         return
     # what the snippet leaves out must be transformers' default; beam-only settings matter under beam search only
     defaults = {"min_new_tokens": 0, "no_repeat_ngram_size": 0, "repetition_penalty": 1.0, "length_penalty": 1.0,
                 "early_stopping": False}
-    want = {k: gen[k] for k in GEN_FLAGS if k not in BEAM_ONLY or gen["num_beams"] > 1}
+    want = generate_kwargs(d)
     got = {k: kw.get(k, defaults.get(k)) for k in want}
     check("generate()'s settings in the snippet == generation_config.json", got == want, f"{got} vs {want}" if got != want else str(kw))
 
@@ -154,7 +152,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir")
     ap.add_argument("--spm", default=os.path.join(REPO, "..", "shared", "data", "t5", "spiece.model"))
-    ap.add_argument("--prompt", help="the --prompt the directory was exported with (default: prepro_dialogsum.py's)")
+    ap.add_argument("--prompt", help="the prompt the directory was exported with (default: its prompt.json's, else "
+                    "prepro_dialogsum.py's)")
     ap.add_argument("--train-bin")
     ap.add_argument("--tokenizer-only", action="store_true")
     a = ap.parse_args()
@@ -167,7 +166,7 @@ def main():
     train_bin = os.path.abspath(a.train_bin) if a.train_bin else None
     tmp = None
     if a.dir:
-        d, prompt = a.dir, a.prompt if a.prompt is not None else DEFAULT_PROMPT
+        d, prompt = a.dir, a.prompt if a.prompt is not None else dir_prompt(a.dir)
     else:
         if not train_bin:
             print("cannot run: give --dir, or --train-bin to export a model")

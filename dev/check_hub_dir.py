@@ -8,18 +8,20 @@ check passed, 1 = a check failed, 2 = could not run.
 
 Without PyTorch (what `make test` runs; transformers and tokenizers install without it):
   - AutoConfig: the config loads; with --expect-head, transformers' scale_decoder_outputs is the one given
-  - AutoTokenizer: loads; with --dialogsum/--spm, the ids of every test dialogue (the prompt as
-    prepro_dialogsum.py writes it) and of every human summary equal sentencepiece's + </s>, and decoding
-    them gives sentencepiece's text back
+  - AutoTokenizer: loads; with --dialogsum/--spm, the ids of every test dialogue (in the directory's
+    prompt, prompt.json's, as the card's snippet writes the source: trailing whitespace, which
+    sentencepiece drops, stripped for transformers 4's fast tokenizer) and of every human summary equal
+    sentencepiece's + </s>, and decoding them gives sentencepiece's text back
   - generation_config.json: the ids agree with config.json; README.md: its model-index front matter
     parses (PyYAML) and, with --scores, holds those scores
 With PyTorch installed (dev use; results in docs/benchmarks.md):
   - AutoModelForSeq2SeqLM: no missing/unexpected keys; lm_head shared with the embedding iff
     --expect-head says tied; with --expected (a dev/fixtures/formats expected.safetensors), that batch's
     loss and logits (1e-4, see dev/check_hf_export.py for why)
-  - with --generations (train_t5's generations.jsonl for this model): pipeline("summarization") on the
-    same prompts, with the directory's generation_config.json, gives the same summaries (transformers 5
-    removed that pipeline: there, tokenizer + generate() + decode, which is what it did)
+  - with --generations (train_t5's generations.jsonl for this model): what the model card's snippet does
+    (dev/hub_summarize.py: AutoTokenizer on the directory's prompt around each dialogue, then
+    AutoModelForSeq2SeqLM.generate() with generation_config.json's settings, decode) gives the same
+    summaries, on transformers 4.x and 5.x (5.x removed pipeline("summarization"))
 """
 
 import argparse
@@ -29,10 +31,10 @@ import re
 import sys
 import warnings
 
+from hub_summarize import dir_prompt, source, summarizer  # dev/hub_summarize.py: the model card snippet's steps
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore")
-
-PROMPT = "Summarize the following conversation.\n\n{dialogue}\n\nSummary: "  # prepro_dialogsum.py's default
 
 
 class Report:
@@ -62,12 +64,12 @@ def check_config(r, d, head):
     return cfg
 
 
-def dialogsum_texts(root):
+def dialogsum_texts(root, prompt):
     texts = []
     with open(os.path.join(root, "dialogsum.test.jsonl"), encoding="utf-8") as f:
         for line in f:
             ex = json.loads(line)
-            texts.append(PROMPT.format(dialogue=ex["dialogue"]))
+            texts.append(source(prompt, ex["dialogue"]))
             texts += [v for k, v in sorted(ex.items()) if k.startswith("summary")]
     return texts
 
@@ -80,7 +82,7 @@ def check_tokenizer(r, d, dialogsum, spm_path):
         return tok
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=spm_path)
-    texts = dialogsum_texts(dialogsum)
+    texts = dialogsum_texts(dialogsum, dir_prompt(d))
     bad_ids = bad_text = 0
     first = None
     for t in texts:
@@ -143,45 +145,18 @@ def check_model(r, d, head, expected):
     return model
 
 
-def summarizer(d):
-    """pipeline("summarization") where this transformers has it (4.x); 5.x removed the task, so there
-    the same thing by hand: tokenize (truncating to model_max_length), generate() with the directory's
-    generation_config.json, decode without special tokens."""
-    from transformers import pipeline, AutoTokenizer
-    try:
-        # transformers 4's fast T5 tokenizer keeps a token for trailing whitespace that sentencepiece drops
-        # (the prompt ends in "Summary: "), and its summarization pipeline puts its own num_beams=4,
-        # max_new_tokens=256 over the model's generation_config.json: the slow tokenizer, and the
-        # directory's settings passed in the call, as a 4.x user must
-        p = pipeline("summarization", model=d, tokenizer=AutoTokenizer.from_pretrained(d, use_fast=False))
-        gen = json.load(open(os.path.join(d, "generation_config.json")))
-        kw = {k: gen[k] for k in ("num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "no_repeat_ngram_size",
-                                 "repetition_penalty", "early_stopping")}
-        return ("pipeline('summarization', slow tokenizer, generation_config.json's settings)",
-                lambda text: p(text, truncation=True, **kw)[0]["summary_text"])
-    except KeyError:
-        from transformers import AutoTokenizer, AutoModelForSeq2SeqLM
-        tok = AutoTokenizer.from_pretrained(d)
-        model = AutoModelForSeq2SeqLM.from_pretrained(d)
-
-        def run(text):
-            ids = tok(text, truncation=True, return_tensors="pt")
-            return tok.decode(model.generate(**ids)[0], skip_special_tokens=True)
-        return "tokenizer + generate() (transformers 5 has no summarization pipeline)", run
-
-
-def check_pipeline(r, d, generations):
+def check_summaries(r, d, generations):
     rows = [json.loads(line) for line in open(generations, encoding="utf-8")]
-    how, run = summarizer(d)
+    run = summarizer(d)
     same = 0
     first = None
     for row in rows:
-        got = run(PROMPT.format(dialogue=row["dialogue"]))
+        got = run(row["dialogue"])
         if got == row["generated"]:
             same += 1
         elif first is None:
             first = (got[:80], row["generated"][:80])
-    r.check(f"{how} == train_t5's summaries ({len(rows)} dialogues)", same == len(rows),
+    r.check(f"tokenizer + generate(), the card's way, == train_t5's summaries ({len(rows)} dialogues)", same == len(rows),
             f"{same}/{len(rows)} equal" + (f", first difference: {first}" if first else ""))
 
 
@@ -214,11 +189,11 @@ def main():
         have_torch = True
     except ImportError:
         have_torch = False
-        print("(no PyTorch: the model and pipeline checks are left to a machine that has it)")
+        print("(no PyTorch: the model and summary checks are left to a machine that has it)")
     if have_torch:
         check_model(r, a.dir, head, a.expected)
         if a.generations:
-            check_pipeline(r, a.dir, a.generations)
+            check_summaries(r, a.dir, a.generations)
     print(f"{'all checks passed' if r.failed == 0 else str(r.failed) + ' check(s) FAILED'}")
     return 1 if r.failed else 0
 

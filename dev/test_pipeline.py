@@ -2,9 +2,10 @@
 """The DialogSum pipeline end to end, on a subset of the real DialogSum and the real T5 tokenizer:
 prepro (both split modes, both input layouts, bad input), a short CPU training run whose loss falls,
 kill-and-resume (SIGTERM and kill -9) with bit-identical losses, refusal of corrupted or truncated
-shards and checkpoints (the previous checkpoint survives), the metrics plots and the W&B bridge.
+shards and checkpoints (the previous checkpoint survives), the metrics plots and the W&B bridge, and the
+prompt a model is trained with reaching its card, its exports and --summarize (--only prompt: that alone).
 
-    python3 dev/test_pipeline.py [--train-bin ./train_t5] [--data ../shared/data]
+    python3 dev/test_pipeline.py [--train-bin ./train_t5] [--data ../shared/data] [--only prompt]
 
 Needs: sentencepiece, numpy (prepro); matplotlib, wandb (plots, bridge). Exit status is the verdict.
 """
@@ -26,6 +27,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PASS, FAIL = [], []
 # a small random FLAN-shaped model: fast on 2 cores, large enough to learn unigram statistics
+sys.path.insert(0, REPO)
+from prepro_dialogsum import DEFAULT_PROMPT  # noqa: E402  (the one llmc/prompt.h holds too)
 TINY = ["--model", "flan-t5-small", "--d-model", "64", "--num-heads", "2", "--d-kv", "32", "--d-ff", "128",
         "--num-layers", "2"]
 
@@ -304,6 +307,86 @@ def test_eval(args, data, rd, tmp):
              os.path.join(data, "test"), "--tokenizer", os.path.join(tmp, "nope.model")])
     check("training with --eval-split and a missing tokenizer: refused before the first step",
           r.returncode == 1 and "nope.model" in r.stderr and "step 1/" not in r.stdout, r.stderr.strip()[-200:])
+
+
+def test_prompt(args, sub, tmp):
+    """The prompt travels (llmc/prompt.h): shards made with a custom --prompt, a short run without --prompt, then
+    the model card, OUT/model/prompt.json, a re-export and --summarize use that prompt; a LoRA adapter records it;
+    --prompt over the data's warns; a malformed meta.json is refused, a missing one gives the default."""
+    custom = 'Dialogue:\n{dialogue}\n\nIn one "short" sentence: '
+    data, rd = os.path.join(tmp, "prompted"), os.path.join(tmp, "run_prompt")
+    spm = os.path.join(args.data, "t5", "spiece.model")
+    tok = ["--tokenizer", spm, "--max-new-tokens", "12", "--max-src-len", "128"]  # the shards' cut (prepro below)
+    r = prepro(args, sub, data, "--max-source-len", "128", "--prompt", custom)
+    if not check("prepro --prompt CUSTOM: exit 0, meta.json records it", r.returncode == 0 and
+                 json.load(open(os.path.join(data, "meta.json")))["prompt"] == custom, r.stderr[-300:]):
+        return
+    r = train(args, data, rd, "--steps", "3", "--eval-split", os.path.join(data, "test"), "--eval-limit", "2", *tok)
+    if not check("a 3-step run on them without --prompt: exit 0, 'prompt from' names the data's meta.json",
+                 r.returncode == 0 and re.search(r"\| prompt from +\| \S*prompted/meta\.json", r.stdout), r.stderr[-300:]):
+        return
+    model = os.path.join(rd, "model")
+    recorded = lambda d: json.load(open(os.path.join(d, "prompt.json")))["prompt"]
+    card = open(os.path.join(model, "README.md"), encoding="utf-8").read()
+    check("OUT/model/prompt.json and the card's snippet hold the data's prompt, not the default",
+          recorded(model) == custom and f"prompt = {json.dumps(custom)}\n" in card, repr(recorded(model)))
+    c = run([sys.executable, "dev/check_card_snippet.py", "--dir", model, "--tokenizer-only", "--spm", spm, "--prompt", custom])
+    check("dev/check_card_snippet.py: the snippet encodes the training sources' ids", c.returncode == 0, c.stdout[-300:])
+    dialogue = read_refs(os.path.join(data, "test_refs.jsonl"))[0]["dialogue"]
+    generated = json.loads(open(os.path.join(rd, "eval", "generations.jsonl"), encoding="utf-8").readline())["generated"]
+    s = run([args.train_bin, "--model", model, "--summarize", "-", *tok], input=dialogue)
+    d = run([args.train_bin, "--model", model, "--summarize", "-", "--prompt", DEFAULT_PROMPT, *tok], input=dialogue)
+    check("--summarize without --prompt (prompt.json's) == the evaluation's summary of the custom-prompt test.bin",
+          s.returncode == 0 and s.stdout.rstrip("\n") == generated, f"{s.stdout.strip()!r} vs {generated!r}")
+    check("... and with --prompt DEFAULT another summary: the prompt is what differs", d.returncode == 0 and d.stdout != s.stdout
+          and "warning: the prompt" in d.stderr and "prompt.json" in d.stderr, f"{d.stdout.strip()!r}; {d.stderr.strip()[-200:]}")
+    re_dir = os.path.join(tmp, "prompt_reexport")
+    r = run([args.train_bin, "--model", model, "--save-hf", re_dir, "--tokenizer", spm])
+    check("a re-export of that directory keeps its prompt (prompt.json, card)", r.returncode == 0 and recorded(re_dir) == custom
+          and f"prompt = {json.dumps(custom)}\n" in open(os.path.join(re_dir, "README.md"), encoding="utf-8").read(), r.stderr[-200:])
+    r = train(args, data, os.path.join(tmp, "run_prompt_lora"), "--steps", "2", "--lora-r", "4", *tok)
+    adapter = os.path.join(tmp, "run_prompt_lora", "adapter")
+    ok = r.returncode == 0 and recorded(adapter) == custom
+    a = [run([args.train_bin, "--model", "flan-t5-small", *TINY[2:], "--lora-adapter", adapter, "--summarize", "-", *tok, *p],
+             input=dialogue) for p in ([], ["--prompt", custom])]
+    check("LoRA: OUT/adapter/prompt.json; --summarize with --lora-adapter uses it", ok and a[0].returncode == 0
+          and a[0].stdout == a[1].stdout and a[0].stdout.strip(), (r.stderr + a[0].stderr)[-200:])
+    other = "Other:\n{dialogue}"
+    r = train(args, data, os.path.join(tmp, "run_prompt_flag"), "--steps", "1", "--prompt", other, *tok)
+    check("--prompt given and not the data's: a warning naming both; the flag's goes to prompt.json", r.returncode == 0
+          and json.dumps(other) in r.stderr and json.dumps(custom) in r.stderr and "meta.json" in r.stderr
+          and recorded(os.path.join(tmp, "run_prompt_flag", "model")) == other, r.stderr.strip()[-300:])
+    test_prompt_records(args, data, model, tmp)
+
+
+def test_prompt_records(args, data, model, tmp):
+    """meta.json beside --train-file: malformed or with a non-string prompt refused by name; missing, the default"""
+    def copy_with_meta(name, meta):
+        d = os.path.join(tmp, name)
+        os.makedirs(d)
+        for f in ("train.bin", "test.bin", "test_refs.jsonl"):
+            os.symlink(os.path.join(data, f), os.path.join(d, f))
+        if meta is not None:
+            with open(os.path.join(d, "meta.json"), "w", encoding="utf-8") as f:
+                f.write(meta)
+        return d
+    for name, meta, why in (("meta_truncated", '{"prompt": "Dialogue:', "unterminated string"),
+                            ("meta_number", '{"prompt": 3}', '"prompt" is not a string'),
+                            ("meta_no_placeholder", '{"prompt": "Summarize."}', "has no {dialogue}")):
+        d = copy_with_meta(name, meta)
+        r = train(args, d, os.path.join(tmp, "run_" + name), "--steps", "2")
+        check(f"meta.json {name[5:].replace('_', ' ')}: refused, the message names the file, no step taken",
+              r.returncode == 1 and os.path.join(d, "meta.json") in r.stderr and why in r.stderr and "step 1/" not in r.stdout,
+              r.stderr.strip()[-200:])
+    d = copy_with_meta("meta_missing", None)
+    r = train(args, d, os.path.join(tmp, "run_meta_missing"), "--dry-run", "1")
+    check("no meta.json beside --train-file: the default prompt, as before", r.returncode == 0
+          and re.search(r"\| prompt from +\| the default ", r.stdout), r.stderr.strip()[-200:])
+    d = copy_with_meta("meta_default", json.dumps({"prompt": DEFAULT_PROMPT}))
+    r = run([args.train_bin, "--model", model, "--eval-split", os.path.join(d, "test"), "--dry-run", "1"])
+    check("--eval-split made with another prompt than the model's: a warning naming both", r.returncode == 0
+          and "warning: the prompt" in r.stderr and json.dumps(DEFAULT_PROMPT) in r.stderr and "prompt.json" in r.stderr,
+          r.stderr.strip()[-300:])
 
 
 def test_trivial_baselines(args, data, rd, tmp, table):
@@ -793,11 +876,16 @@ def main():
     p.add_argument("--train-bin", default="./train_t5")
     p.add_argument("--data", default=os.environ.get("DATA", os.path.join(REPO, "..", "shared", "data")))
     p.add_argument("--mpi", type=int, default=1, help="1: train_t5 was built with MPI, run the 2-rank test")
+    p.add_argument("--only", choices=["prompt"], help="prompt: only the prompt's tests (test_prompt), on the subset")
     args = p.parse_args()
     args.train_bin = os.path.abspath(os.path.join(REPO, args.train_bin))
     tmp = tempfile.mkdtemp(prefix="t5c_pipeline_")
     try:
         sub, csvd = make_subset(args.data, tmp)
+        if args.only == "prompt":
+            print("=== the prompt")
+            test_prompt(args, sub, tmp)
+            return finish()
         print("=== prepro")
         data = test_prepro_official(args, sub, csvd, tmp)
         test_prepro_ratio(args, sub, tmp)
@@ -813,6 +901,8 @@ def main():
             test_nonfinite(args, data, tmp)
             test_write_failure(args, data, tmp)
             test_run_dir_lock(args, data, tmp)
+            print("=== the prompt")
+            test_prompt(args, sub, tmp)
             print("=== data parallel (MPI)")
             if args.mpi:
                 test_mpi(args, data, tmp)
@@ -820,6 +910,10 @@ def main():
                 check("MPI not found by the Makefile: the 2-rank test cannot run (install libopenmpi-dev openmpi-bin)", False)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return finish()
+
+
+def finish():
     print(f"\n{len(PASS)} passed, {len(FAIL)} failed")
     return 1 if FAIL else 0
 

@@ -60,6 +60,8 @@ typedef struct {
     double af_beta1;         // < 0: beta1=None
     double af_clip, af_decay, af_eps1, af_eps2; // clip_threshold, decay_rate, eps=(eps1, eps2)
     int lr_given, wd_given, sched_given; // --lr / --weight-decay / --schedule, --warmup or --schedule-steps were given
+    int prompt_given;        // --prompt was given (else the prompt the data or the model records: llmc/prompt.h)
+    const char* prompt_from; // where prompt came from: "--prompt", a record's path, or "the default" (llmc/run.h)
     LrScheduleKind schedule;
     long long seed;
     int bench, bench_src_len, bench_tgt_len, dry_run;

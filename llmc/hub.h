@@ -4,6 +4,7 @@
 //   tokenizer_config.json, special_tokens_map.json — what AutoTokenizer needs in transformers 4 and 5
 //   README.md                a model card: base model, dataset, training settings, and the scores of the
 //                            run's evaluation in the hub's model-index metadata
+//   prompt.json              the prompt the model was trained with (llmc/prompt.h), for --summarize
 // Used by both trainers (hub_save_dir). Every file is written to a temporary and renamed.
 #ifndef T5_HUB_H
 #define T5_HUB_H
@@ -14,6 +15,7 @@
 #include "hf.h"        // defines: t5_save_hf_weights, HfWeightsOptions, hf_save_tokenizer, hf_join, hf_format_float
 #include "json.h"      // defines: json_read_file, json_find, json_put_string
 #include "fileio.h"    // defines: AtomicFile, file_copy
+#include "prompt.h"    // defines: prompt_write
 
 // the generation settings a run evaluates and summarizes with (train_t5's GenConfig, in HF's names)
 typedef struct {
@@ -212,6 +214,9 @@ static inline void hub_card_metadata(FILE* f, const char* name, const char* base
 #define HUB_SNIPPET_DIALOGUE "#Person1#: Hi, Mike. Are you coming to the meeting at three?\n#Person2#: I can't. My car broke down " \
     "and I'm waiting for the mechanic.\n#Person1#: OK. I'll tell the team and send you the notes."
 
+// the card's prompt; none given: the dialogue alone
+static inline const char* hub_prompt(const HubCard* c) { return c->prompt ? c->prompt : "{dialogue}"; }
+
 static inline void hub_card_usage(FILE* f, const HubCard* c) {
     const HubGeneration* g = &c->gen;
     char x[32];
@@ -219,7 +224,7 @@ static inline void hub_card_usage(FILE* f, const HubCard* c) {
           "it was evaluated with (generation_config.json holds them too). The tokenizer part needs no PyTorch.\n\n"
           "```python\nfrom transformers import AutoTokenizer\n\nmodel_dir = \"PATH/TO/THIS/DIR\"  # this directory, or its id on the hub\n"
           "prompt = ", f);
-    json_put_string(f, c->prompt ? c->prompt : "{dialogue}"); // a JSON string is a Python string literal
+    json_put_string(f, hub_prompt(c)); // a JSON string is a Python string literal
     fputs("\ndialogue = ", f);
     json_put_string(f, HUB_SNIPPET_DIALOGUE);
     fprintf(f, "\n\ntokenizer = AutoTokenizer.from_pretrained(model_dir)\n"
@@ -323,7 +328,7 @@ static inline int hub_write_card(const char* dir, const HubCard* c, char* err, s
 // ----------------------------------------------------------------------------
 // the whole directory
 
-// weights + config.json (llmc/hf.h), generation_config.json, the tokenizer files and the model card
+// weights + config.json (llmc/hf.h), generation_config.json, the tokenizer files, the model card and prompt.json
 static inline int hub_save_dir(const char* dir, const T5Config* c, const float* params, const HubSave* s, int* tokenizer_json,
                                char* err, size_t errlen) {
     int with_json = 0;
@@ -331,6 +336,7 @@ static inline int hub_save_dir(const char* dir, const T5Config* c, const float* 
     if (rc == 0) rc = hub_write_generation_config(dir, c, &s->gen, err, errlen);
     if (rc == 0) rc = hub_write_tokenizer(dir, s->spm_path, &with_json, err, errlen);
     if (rc == 0) rc = hub_write_card(dir, &s->card, err, errlen);
+    if (rc == 0) rc = prompt_write(dir, hub_prompt(&s->card), err, errlen);
     if (tokenizer_json) *tokenizer_json = with_json;
     return rc;
 }

@@ -15,8 +15,7 @@
 #include "schedule.h"   // defines: lr_schedule_parse, lr_schedule_name
 #include "dataloader.h" // defines: ladder_parse
 #include "lora.h"       // defines: LoraFlags, lora_flags_check
-
-#define DEFAULT_PROMPT "Summarize the following conversation.\n\n{dialogue}\n\nSummary: "
+#include "prompt.h"     // defines: DEFAULT_PROMPT
 
 typedef enum { OPT_SECTION, OPT_INT, OPT_LL, OPT_FLOAT, OPT_STR, OPT_CHOICE, OPT_SPECIAL, OPT_DOUBLE } OptType;
 
@@ -173,8 +172,9 @@ static const OptSpec OPTIONS[] = {
     STR("--summarize", "FILE|-", summarize, NULL, "", ENGINE_BOTH, "print the summary of the dialogue in FILE (- = stdin)"),
     STR("--tokenizer", "PATH", tokenizer, NULL, "the model directory's spiece.model, else " T5_DEFAULT_TOKENIZER, ENGINE_BOTH,
         "T5's spiece.model; the HF directory written after training gets a copy"),
-    STR("--prompt", "TEXT", prompt, DEFAULT_PROMPT, "prepro_dialogsum.py's FLAN prompt", ENGINE_BOTH,
-        "source template with {dialogue}"),
+    STR("--prompt", "TEXT", prompt, DEFAULT_PROMPT, "the data's or the model's, else prepro_dialogsum.py's FLAN prompt", ENGINE_BOTH,
+        "source template with {dialogue}; not given: the one the training data was\nmade with (meta.json beside "
+        "--train-file), else the one --lora-adapter's or\n--model's directory records (prompt.json)"),
     INT("--num-beams", "N", num_beams, 1, 64, "1", ENGINE_BOTH, "1 = greedy search"),
     INT("--max-new-tokens", "N", max_new_tokens, 1, 4096, "128", ENGINE_BOTH, "tokens generated per summary, eos included"),
     FLT("--length-penalty", "X", length_penalty, -100.0, 100.0, "1", ENGINE_BOTH, "beam score / length^X"),
@@ -455,6 +455,7 @@ static int options_parse(int argc, char** argv, Options* o, EngineKind engine, c
     if (options_from_env(o, given, engine)) return -1;
     o->lr_given = given[opt_find("--lr") - OPTIONS];
     o->wd_given = given[opt_find("--weight-decay") - OPTIONS];
+    o->prompt_given = given[opt_find("--prompt") - OPTIONS];
     o->sched_given = given[opt_find("--schedule") - OPTIONS] || given[opt_find("--warmup") - OPTIONS] ||
                      given[opt_find("--schedule-steps") - OPTIONS];
     const char* bad = options_check(o);

@@ -29,6 +29,7 @@
 #include "../tokenizer/spm.h" // defines: SpmModel, spm_load, spm_encode, spm_free
 #include "async_save.h"  // defines: AsyncSaver, async_save_start/_wait/_poll, CkptJob, ckpt_job_stage
 #include "watchdog.h"    // defines: Watchdog, watchdog_start/_stop/_enter/_leave/_announce
+#include "prompt.h"      // defines: DEFAULT_PROMPT, PROMPT_FILE, prompt_read, prompt_data_meta, prompt_write
 
 // ----------------------------------------------------------------------------
 // the engine's processes: every rank takes the same branch (1 process: the values as they are)
@@ -1052,7 +1053,8 @@ static int save_lora_outputs(Engine* e, const Options* o, const EngineState* st)
         LoraLayout L;
         t5_layout(&e->config, &base);
         lora_layout(&e->lora, &base, e->config.gated, &L);
-        if (lora_save_dir(ad, &e->lora, &base, &L, st->adapter, o->model, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
+        if (lora_save_dir(ad, &e->lora, &base, &L, st->adapter, o->model, err, sizeof(err)) ||
+            prompt_write(ad, o->prompt, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }
         printf("saved LoRA adapter %s (peft format)\n", ad);
     }
     const char* dirs[2] = { o->merge_lora, o->save_hf };
@@ -1100,6 +1102,68 @@ static int update_card(const Engine* e, const Options* o) {
 }
 
 // ----------------------------------------------------------------------------
+// the prompt (llmc/prompt.h). A run trains on its data's tokens, made with the prompt in the meta.json beside
+// --train-file; the prompt it holds is what the model card's snippet, the exports' prompt.json and --summarize
+// use, so it is that one unless --prompt is given (then a warning if the two differ). Without training, the
+// prompt the model records (--lora-adapter's, then --model's prompt.json); nothing recorded: the default.
+
+// the record that applies (path, its prompt in *rec); 1 when none exists, -1 after a message
+static int read_prompt_record(const Options* o, char** rec, char* path, size_t n) {
+    char err[4600];
+    int rc = 1;
+    if (o->train_file) {
+        if (prompt_data_meta(o->train_file, path, n) == 0) rc = prompt_read(path, rec, err, sizeof(err));
+    } else {
+        const char* dirs[2] = { o->lora_adapter, o->model };
+        for (int k = 0; k < 2 && rc == 1; k++)
+            if (dirs[k] && model_source(dirs[k]) == SRC_HF_DIR && snprintf(path, n, "%s/" PROMPT_FILE, dirs[k]) < (int)n)
+                rc = prompt_read(path, rec, err, sizeof(err));
+    }
+    if (rc < 0) fprintf(stderr, "error: %s (the record of the prompt: fix the file, or remove it for the default prompt)\n", err);
+    return rc;
+}
+
+// "warning: A \"x\" (from) is not B \"y\" (from): what follows" on stderr, the prompts as JSON strings
+static void warn_prompts(const char* a, const char* a_from, const char* b, const char* b_from, const char* what) {
+    fputs("warning: the prompt ", stderr);
+    json_put_string(stderr, a);
+    fprintf(stderr, " (%s) differs from the prompt ", a_from);
+    json_put_string(stderr, b);
+    fprintf(stderr, " (%s): %s\n", b_from, what);
+}
+
+// --eval-split: its sources were tokenized with the prompt in the meta.json beside it; a warning when that is
+// not the run's. 0, or -1 after a message (a malformed meta.json)
+static int check_split_prompt(const Options* o, int speak) {
+    char path[4400], err[4600];
+    char* split = NULL;
+    if (!o->eval_split || prompt_data_meta(o->eval_split, path, sizeof(path)) || strcmp(path, o->prompt_from) == 0) return 0;
+    int rc = prompt_read(path, &split, err, sizeof(err));
+    if (rc < 0) { fprintf(stderr, "error: --eval-split: %s\n", err); return -1; }
+    if (rc == 0 && speak && strcmp(split, o->prompt) != 0)
+        warn_prompts(split, path, o->prompt, o->prompt_from, "--eval-split's sources are evaluated as they were tokenized");
+    free(split);
+    return 0;
+}
+
+// o->prompt and o->prompt_from as the rule above says (rec: the record's prompt, owned by the caller, or
+// NULL; from: a buffer for the record's path). speak: this process prints the warnings. 0, or -1 after a message
+static int resolve_prompt(Options* o, char** rec, char* from, size_t n, int speak) {
+    int rc = read_prompt_record(o, rec, from, n);
+    if (rc < 0) return -1;
+    if (o->prompt_given) {
+        if (rc == 0 && speak && strcmp(*rec, o->prompt) != 0)
+            warn_prompts(o->prompt, "--prompt", *rec, from, o->train_file ? "training reads the data's tokens as they are; "
+                         "the model card, prompt.json and --summarize get --prompt's" : "--prompt's is used");
+        o->prompt_from = "--prompt";
+    } else {
+        o->prompt = rc == 0 ? *rec : DEFAULT_PROMPT;
+        o->prompt_from = rc == 0 ? from : "the default";
+    }
+    return check_split_prompt(o, speak);
+}
+
+// ----------------------------------------------------------------------------
 // the program: run_begin → while (run_next) { step; run_after } → run_end
 
 struct Program {
@@ -1110,6 +1174,8 @@ struct Program {
     Watchdog watchdog;      // with several ranks and --collective-timeout: the stalled-rank watchdog
     CkptTrainState resumed; // the checkpoint's training state (resume)
     char from[4400];        // where the model came from
+    char* prompt;           // the recorded prompt the run uses (resolve_prompt), or NULL
+    char prompt_from[4400]; // its file
     int is_resumed, built, training, status; // status: 0, -1 on error, or the signal that stopped training
 };
 
@@ -1126,6 +1192,7 @@ static void print_config(Engine* e, const Options* o, const char* from) {
     printf("| %-22s | %-43s |\n", "ffn / head", t5_head_desc(c));
     printf("| %-22s | %-43s |\n", "train file", o->train_file ? o->train_file : "(none)");
     printf("| %-22s | %-43s |\n", "val file", o->val_file ? o->val_file : "(none)");
+    printf("| %-22s | %-43s |\n", "prompt from", o->prompt_from);
     printf("| %-22s | %-43s |\n", "run directory", o->out_dir ? o->out_dir : "(none)");
     printf("| %-22s | %d x %d x %-35d |\n", "batch x accum x ranks", o->batch_size, o->grad_accum, e->size);
     printf("| %-22s | shuffle %d bucket %d src<=%-6d tgt<=%-10d |\n", "batches", o->shuffle, o->bucket, o->max_src_len, o->max_tgt_len);
@@ -1264,6 +1331,7 @@ static inline int run_begin(Program* p, int argc, char** argv, const EngineOps* 
     if (ops->init && ops->init(e, &argc, &argv, o)) { p->status = -1; return -1; }
     if (e->rank > 0 && !freopen("/dev/null", "w", stdout)) { p->status = -1; return -1; } // rank 0 speaks for all
     if (e->size > 1) printf("data parallel: %d ranks\n", e->size);
+    if (resolve_prompt(o, &p->prompt, p->prompt_from, sizeof(p->prompt_from), is_rank0(e))) { p->status = -1; return -1; }
     if (!o->dry_run && start_watchdog(p)) { p->status = -1; return -1; }
     if (setup_host_model(p)) { p->status = -1; return -1; }
     if (o->dry_run) { p->status = dry_run(p); return -1; }
@@ -1384,6 +1452,7 @@ static inline int run_end(Program* p) {
     if (p->built && e->ops->report_end && is_rank0(e)) e->ops->report_end(e, o);
     if (p->built) engine_free(e);
     host_model_free(&p->host);
+    free(p->prompt);
     if (e->ops->finalize) e->ops->finalize(e);
     if (rc > 0) return 128 + rc; // stopped by a signal, checkpoint written: the shell's convention
     return rc ? EXIT_FAILURE : EXIT_SUCCESS;
