@@ -26,14 +26,24 @@ Tolerances (why each is what it is):
     (test_t5: 1e-5 absolute on the fixtures); AdamW's first steps move every parameter by about lr
     whatever the gradient's size, so a 1e-6 relative gradient difference on a tiny gradient becomes a
     visible parameter difference later. 4 steps at lr <= 1e-2 stay under 2e-5 in practice.
-  - grad norms: the same bound, relative.
+  - grad norms: 1e-4 relative. A norm sums every squared gradient, and on ill-conditioned tiny models (d_kv 1,
+    d_model 4, large epsilon) fp32 itself is that far off: seed 105's first step (equal weights in both)
+    gives train_t5 2.5082178, transformers fp32 2.5082064, transformers fp64 2.5082462 (1e-5 for both).
   - exported weights against the torch-trained weights: 1e-4 * max(1, max|w|) for fp32 exports (the
     trajectories differ by rounding only), and half a bf16 ulp plus that for bf16 exports.
   - logits of the export against the torch-trained model: 1e-4 * max(1, max|logit|) (fp32), 3e-2 (bf16).
   - generation: identical text, unless the first divergence is a near-tie: greedy top-2 gap below
     1e-4 in HF's processed scores (reported as a tie, not a failure). Beam divergences are all reported.
 
---quick runs 4 seeds with generation (about 30 s on one core); the full 50 about 6 minutes.
+--quick runs 4 seeds (about 10 s of one core, 15 s wall on a shared machine); 50 seeds take about 2 minutes.
+
+Found and fixed: the relative attention bias tables were weight-decayed under --decay-norms 0, where HF
+Trainer's get_decay_parameter_names leaves out every name with "bias" in it (llmc/t5.h t5_no_decay).
+Known and left out of the draw (not fixed, too large for host code alone):
+  - eos_token_id given as a list: transformers stops generation at any of its ids (and min_new_tokens bans
+    them all); the engine reads the first only, and its export writes that one back.
+  - transformers 5.25's generate() with num_decoder_layers > num_layers and the cache on: IndexError in
+    its own cache (use_cache=False here; a transformers bug, not the engine's).
 """
 
 import argparse
@@ -65,6 +75,7 @@ REFUSED_ACTS = ["mish", "quick_gelu", "gelu_10", "gelu_accurate", "relu6", "tanh
 HEADS = {"t5": (True, False), "flan": (False, True), "fresh_flan": (False, False), "untied_scaled": (True, True)}
 
 LOSS_TOL = 2e-5
+NORM_TOL = 1e-4
 WEIGHT_TOL = 1e-4
 GREEDY_TIE = 1e-4
 
@@ -87,7 +98,7 @@ def random_config(rng):
               dropout_rate=rng.choice([0.0, 0.1, 0.3]))
     v = kw["vocab_size"]
     kw["pad_token_id"] = rng.choice([0, 0, rng.randrange(v)])
-    kw["eos_token_id"] = rng.choice([1, 1, rng.randrange(v)])
+    kw["eos_token_id"] = rng.choice([1, 1, rng.randrange(v), kw["pad_token_id"]])
     kw["decoder_start_token_id"] = rng.choice([kw["pad_token_id"], rng.randrange(v)])
     head = rng.choice(sorted(HEADS))
     save = dict(dtype=rng.choice(["fp32", "fp32", "bf16", "fp16"]), shard=rng.choice([None, None, "4KB", "20KB"]))
@@ -163,7 +174,7 @@ def batch_tensors(examples, pad):
 # training: train_t5 against torch.optim.AdamW with HF Trainer's groups
 
 def random_optim(rng):
-    return dict(steps=4, batch=rng.randint(1, 3), lr=rng.choice([1e-3, 3e-3, 1e-2]),
+    return dict(steps=4, batch=rng.randint(1, 3), accum=rng.choice([1, 1, 2]), lr=rng.choice([1e-3, 3e-3, 1e-2]),
                 schedule=rng.choice(["constant", "linear", "cosine"]), warmup=rng.choice([0, 1, 2]),
                 schedule_steps=rng.choice([0, 6]), wd=rng.choice([0.0, 0.01, 0.1]), decay_norms=rng.randint(0, 1),
                 clip=rng.choice([0.0, 1.0, 0.05]), beta1=rng.choice([0.9, 0.5]), beta2=rng.choice([0.999, 0.95]),
@@ -212,7 +223,7 @@ def hf_train(model, batches, o):
 
 def c_train_cmd(args, mdir, train_bin, run_dir, export, o, export_opts):
     cmd = [args.train_bin, "--model", mdir, "--train-file", train_bin, "--steps", str(o["steps"]),
-           "--batch-size", str(o["batch"]), "--shuffle", "0", "--bucket", "0", "--lr", repr(o["lr"]),
+           "--batch-size", str(o["batch"]), "--grad-accum", str(o["accum"]), "--shuffle", "0", "--bucket", "0", "--lr", repr(o["lr"]),
            "--schedule", o["schedule"], "--warmup", str(o["warmup"]), "--schedule-steps", str(o["schedule_steps"]),
            "--weight-decay", repr(o["wd"]), "--decay-norms", str(o["decay_norms"]), "--clip", repr(o["clip"]),
            "--beta1", repr(o["beta1"]), "--beta2", repr(o["beta2"]), "--adam-eps", repr(o["eps"]), "--dropout", "0",
@@ -348,10 +359,13 @@ def run(cmd):
 
 def check_training(args, rng, tmp, mdir, kw, report):
     o = random_optim(rng)
-    ex = random_examples(rng, kw["vocab_size"], 2 * o["batch"], 17, 9, kw["eos_token_id"])
+    # accumulation: one step is `accum` micro-batches in file order, its loss the mean over all their counted
+    # tokens (HF Trainer's num_items_in_batch), i.e. one HF batch of batch * accum examples
+    per_step = o["batch"] * o["accum"]
+    ex = random_examples(rng, kw["vocab_size"], 2 * per_step, rng.choice([17, 40]), 9, kw["eos_token_id"])
     train_bin = os.path.join(tmp, "train.bin")
     write_examples(train_bin, ex)
-    batches = [batch_tensors(ex[i:i + o["batch"]], kw["pad_token_id"]) for i in (0, o["batch"])]
+    batches = [batch_tensors(ex[i:i + per_step], kw["pad_token_id"]) for i in (0, per_step)]
     export_opts = dict(dtype=rng.choice(["fp32", "fp32", "bf16"]), shard=rng.choice([None, None, "3KB"]))
     run_dir, export = os.path.join(tmp, "run"), os.path.join(tmp, "export")
     r = run(c_train_cmd(args, mdir, train_bin, run_dir, export, o, export_opts))
@@ -370,7 +384,7 @@ def check_training(args, rng, tmp, mdir, kw, report):
         dl, dn, dlr = rel_diff(rec["loss"], loss), rel_diff(rec["grad_norm"], norm), rel_diff(rec["lr"], lr)
         report["loss_diff"] = max(report.get("loss_diff", 0.0), dl)
         report["norm_diff"] = max(report.get("norm_diff", 0.0), dn)
-        if dl > LOSS_TOL or dn > LOSS_TOL or dlr > 1e-6:
+        if dl > LOSS_TOL or dn > NORM_TOL or dlr > 1e-6:
             report["problems"].append(f"step {k + 1}: loss {rec['loss']:.7g} vs {loss:.7g}, grad norm "
                                       f"{rec['grad_norm']:.7g} vs {norm:.7g}, lr {rec['lr']:.7g} vs {lr:.7g}")
     problems, dw, dlog = compare_export(export, model, form, model.config, batches[0], export_opts["dtype"] == "bf16")
