@@ -685,6 +685,44 @@ static void test_dropout(void) {
     t5_free(&m);
 }
 
+// HF Trainer's weight-decay groups (found by dev/sweep_hf.py: the relative bias tables were decayed).
+// Trainer.get_decay_parameter_names drops the names matching "bias" or "_norm(.|$)"; t5_no_decay must say the
+// same of every tensor's HF name. Then one AdamW step with zero gradients, decay_norms 0: m = v = 0, so
+// θ ← θ·(1 − lr·wd) for the decayed tensors and θ unchanged for the others, bit for bit.
+static void test_decay_groups(void) {
+    T5 m;
+    T5Config c = tiny_config(0, ACT_GELU_TANH, 1); // gated, untied: every tensor of the layout present
+    t5_build_from_config(&m, &c);
+    t5_init_random(&m, 5);
+    int agree = 1, kept = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        char name[256];
+        t5_tensor_name(&m.layout, i, 0, name, sizeof(name));
+        int hf_keeps = strstr(name, "bias") != NULL || strstr(name, "_norm.") != NULL;
+        agree = agree && hf_keeps == t5_no_decay(i);
+        kept += hf_keeps;
+    }
+    printf("%-62s %d of %d tensors without decay\n", "weight-decay groups against HF Trainer's name rule", kept, NUM_PARAM_TENSORS);
+    check_true("t5_no_decay = HF Trainer's rule (norms and relative bias tables)", agree && kept == 9);
+    float* before = (float*)mallocCheck(m.layout.total * sizeof(float));
+    memcpy(before, m.params_memory, m.layout.total * sizeof(float));
+    t5_zero_grad(&m);
+    AdamW o = { 0.5f, 0.9f, 0.999f, 1e-8f, 0.1f, 0 };
+    t5_update(&m, &o, o.lr);
+    float decay = (float)(1.0 - 0.5 * 0.1);
+    int exact = 1;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const T5Tensor* t = &m.layout.t[i];
+        for (size_t j = 0; j < t->size; j++) {
+            float want = t5_no_decay(i) ? before[t->offset + j] : before[t->offset + j] * decay;
+            exact = exact && m.params_memory[t->offset + j] == want;
+        }
+    }
+    check_true("AdamW, --decay-norms 0, zero gradients: only the decayed tensors shrink, by 1 - lr*wd", exact);
+    free(before);
+    t5_free(&m);
+}
+
 // ----------------------------------------------------------------------------
 // bad input: every loader refuses with a message naming the file, never crashes
 
@@ -1783,6 +1821,7 @@ int main(int argc, char** argv) {
     test_grad_accumulation();
     test_repad();
     test_dropout();
+    test_decay_groups();
     test_lora_finite_differences(1);
     test_lora_finite_differences(0);
     printf("\n=== bad input\n");

@@ -1007,7 +1007,7 @@ static void t5_update(T5* m, const AdamW* o, float lr) {
     }
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         const T5Tensor* tt = &m->layout.t[t];
-        float decay = (t5_is_norm(t) && !o->decay_norms) ? 1.0f : (float)(1.0 - (double)lr * o->weight_decay);
+        float decay = (t5_no_decay(t) && !o->decay_norms) ? 1.0f : (float)(1.0 - (double)lr * o->weight_decay);
         size_t off = tt->offset;
         adamw_tensor(m->params_memory + off, m->grads_memory + off, m->m_memory + off, m->v_memory + off, tt->size, o,
                      decay, step_size, bc2_sqrt);
@@ -1016,8 +1016,8 @@ static void t5_update(T5* m, const AdamW* o, float lr) {
 
 // Adafactor (llmc/adafactor.h, transformers' semantics) on every slice of the trainable tensors (llmc/optim.h:
 // each layer of a stacked tensor on its own, matrices factored, norms as vectors), from the step's values
-// (the driver's adafactor_step_values for update t = step + 1). RMSNorm weights take no weight decay unless
-// decay_norms (HF Trainer's groups); the adapter's A and B all do.
+// (the driver's adafactor_step_values for update t = step + 1). RMSNorm weights and the relative bias tables
+// take no weight decay unless decay_norms (HF Trainer's groups, t5_no_decay); the adapter's A and B all do.
 static void t5_update_adafactor(T5* m, const AdafactorStep* s, int decay_norms) {
     int lora = m->lora.r > 0;
     int n = lora ? lora_opt_slices(&m->lora_layout, NULL) : t5_opt_slices(&m->layout, NULL);

@@ -1,8 +1,8 @@
 """
 Writes the model-level Adafactor fixtures: small random T5s trained for a few steps with
 transformers.optimization.Adafactor the way HF Trainer drives it (global gradient-norm clipping
-before optimizer.step(), the scheduler's lr as the group's lr, RMSNorm weights in a group without
-weight decay). test_t5 (test_cli_adafactor) runs ./train_t5 --optimizer adafactor with the same
+before optimizer.step(), the scheduler's lr as the group's lr, RMSNorm weights and relative bias tables
+in a group without weight decay). test_t5 (test_cli_adafactor) runs ./train_t5 --optimizer adafactor with the same
 settings and compares the printed step losses and the saved weights.
 
     python3 dev/make_adafactor_model_fixtures.py
@@ -31,7 +31,7 @@ import sys
 import torch
 from torch import nn
 import transformers
-from transformers import T5Config, T5ForConditionalGeneration, get_linear_schedule_with_warmup
+from transformers import T5Config, T5ForConditionalGeneration, Trainer, get_linear_schedule_with_warmup
 from transformers.optimization import Adafactor
 import peft
 from peft import PeftModel
@@ -104,16 +104,18 @@ def make_batch(seed, vocab):
     return dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
 
 
-def groups(named, wd):
-    """HF Trainer's two groups: weights decayed, RMSNorm weights not"""
-    decay = [p for n, p in named if "layer_norm" not in n]
-    keep = [p for n, p in named if "layer_norm" in n]
+def groups(model, named, wd):
+    """HF Trainer's two groups, by its own rule: names matching "bias" or "_norm" (the RMSNorm weights and the
+    relative attention bias tables) without weight decay, the rest with it"""
+    decayed = {n.replace(".default.", ".") for n in Trainer.get_decay_parameter_names(None, model)}  # peft keys as `named`
+    decay = [p for n, p in named if n in decayed]
+    keep = [p for n, p in named if n not in decayed]
     return [dict(params=decay, weight_decay=wd), dict(params=keep, weight_decay=0.0)]
 
 
 def train(model, named, batch, kw, wd, sched):
     params = [p for _, p in named]
-    opt = Adafactor(groups(named, wd), **kw)
+    opt = Adafactor(groups(model, named, wd), **kw)
     lr_sched = get_linear_schedule_with_warmup(opt, SCHED["warmup"], SCHED["total"]) if sched else None
     losses = []
     for _ in range(STEPS):

@@ -118,7 +118,7 @@ static inline GenConfig gen_config_default(void) {
 // AdamW with the exact semantics of torch.optim.AdamW (both engines)
 typedef struct {
     float lr, beta1, beta2, eps, weight_decay;
-    int decay_norms;  // 1: decay RMSNorm weights too (torch AdamW over all parameters); 0: HF Trainer's rule
+    int decay_norms;  // 1: decay every tensor (torch AdamW over all parameters); 0: HF Trainer's rule (t5_no_decay)
 } AdamW;
 
 // A model as the host holds it (llmc/model.h loads it; an engine is built from it). fp32, layout order.

@@ -13,7 +13,7 @@
 #include <sys/stat.h>    // defines: stat, S_ISDIR
 #include "utils.h"       // defines: mallocCheck
 #include "engine.h"      // defines: HostModel, Options
-#include "t5.h"          // defines: T5Config, T5Layout, t5_layout, t5_config_preset, t5_is_norm
+#include "t5.h"          // defines: T5Config, T5Layout, t5_layout, t5_config_preset, t5_is_rmsnorm
 #include "rng.h"         // defines: Rng, rng_init, rng_normal
 #include "hf.h"          // defines: t5_load_hf_dir
 #include "checkpoint.h"  // defines: ckpt_load, CkptInfo
@@ -62,7 +62,7 @@ static void t5_init_params_as(const T5Config* c, float* params, uint64_t seed, i
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         const T5Tensor* t = &L.t[i];
         float* p = params + t->offset;
-        if (t5_is_norm(i)) { for (size_t j = 0; j < t->size; j++) p[j] = 1.0f; continue; }
+        if (t5_is_rmsnorm(i)) { for (size_t j = 0; j < t->size; j++) p[j] = 1.0f; continue; }
         float std = kind == INIT_SCRATCH && i == P_LM_HEAD ? 1.0f / sqrtf((float)c->d_model) : t5_init_std(c, i);
         for (size_t j = 0; j < t->size; j++) p[j] = std * rng_normal(&rng);
     }

@@ -16,7 +16,7 @@
 #define T5_OPTIM_H
 
 #include <stddef.h>     // defines: size_t
-#include "t5.h"         // defines: T5Layout, T5Tensor, t5_is_norm, NUM_PARAM_TENSORS
+#include "t5.h"         // defines: T5Layout, T5Tensor, t5_no_decay, NUM_PARAM_TENSORS
 #include "adafactor.h"  // defines: AdafactorConfig, AdafactorStep, adafactor_state_floats, adafactor_update_values
 
 typedef enum { OPTIM_ADAMW = 0, OPTIM_ADAFACTOR = 1 } OptimKind;
@@ -28,7 +28,7 @@ typedef struct {
     size_t off;        // floats from the start of the parameter (and gradient) buffer
     int rows, cols;    // a vector: rows = 1, cols = its length
     int factored;      // 1: a matrix (factored second moment)
-    int norm;          // 1: an RMSNorm weight (HF Trainer puts it in the group without weight decay)
+    int norm;          // 1: in HF Trainer's group without weight decay (t5_no_decay: RMSNorm weights, relative bias tables)
 } OptSlice;
 
 // the slices of a full model, in layout order (out NULL: only counted)
@@ -41,7 +41,7 @@ static inline int t5_opt_slices(const T5Layout* L, OptSlice* out) {
         for (int l = 0; l < t->layers; l++, n++) {
             if (!out) continue;
             OptSlice s = { t->offset + (size_t)l * copy, t->cols > 0 ? t->rows : 1, t->cols > 0 ? t->cols : t->rows,
-                           t->cols > 0, t5_is_norm(i) };
+                           t->cols > 0, t5_no_decay(i) };
             out[n] = s;
         }
     }
@@ -76,7 +76,7 @@ static inline size_t t5_adafactor_floats(const T5Layout* L, int has_beta1) {
 }
 
 // one Adafactor step over every slice: params and grads in the buffer the slices index, state the
-// concatenation above. decay_norms = 0: RMSNorm weights get no weight decay (HF Trainer's parameter groups)
+// concatenation above. decay_norms = 0: the slices of t5_no_decay get no weight decay (HF Trainer's parameter groups)
 static inline void adafactor_update_slices(float* params, const float* grads, float* state, const OptSlice* s, int n,
                                            const AdafactorStep* step, int decay_norms) {
     size_t at = 0;

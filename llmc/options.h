@@ -92,7 +92,7 @@ static const OptSpec OPTIONS[] = {
     INT("--warmup", "N", warmup, 0, NEVER, "0", ENGINE_BOTH, "linear warmup steps"),
     INT("--schedule-steps", "N", schedule_steps, 0, NEVER, "0", ENGINE_BOTH, "length of the lr schedule, 0 = the run's steps"),
     FLT("--weight-decay", "X", weight_decay, 0.0, 10.0, "0.01", ENGINE_BOTH, "decoupled weight decay (AdamW; Adafactor: 0 unless given)"),
-    INT("--decay-norms", "0|1", decay_norms, 0, 1, "0", ENGINE_BOTH, "also decay RMSNorm weights (0: HF Trainer's rule)"),
+    INT("--decay-norms", "0|1", decay_norms, 0, 1, "0", ENGINE_BOTH, "also decay RMSNorm weights and relative bias tables (0: HF Trainer's rule)"),
     FLT("--beta1", "X", beta1, 0.0, 0.999999, "0.9", ENGINE_BOTH, "AdamW beta1"),
     FLT("--beta2", "X", beta2, 0.0, 0.999999999, "0.999", ENGINE_BOTH, "AdamW beta2"),
     FLT("--adam-eps", "X", adam_eps, 1e-30, 1.0, "1e-8", ENGINE_BOTH, "AdamW epsilon"),

@@ -269,11 +269,19 @@ static inline void t5_point_params(T5Params* p, float* base, const T5Layout* L) 
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) ptrs[i] = L->t[i].size ? base + L->t[i].offset : NULL;
 }
 
-// is tensor i an RMSNorm weight (excluded from weight decay by HF Trainer's convention)
-static inline int t5_is_norm(int i) {
+// is tensor i an RMSNorm weight (initialised to 1)
+static inline int t5_is_rmsnorm(int i) {
     return i == P_ENC_LN1 || i == P_ENC_LN2 || i == P_ENC_LNF || i == P_DEC_LN1 || i == P_DEC_LN2 ||
            i == P_DEC_LN3 || i == P_DEC_LNF;
 }
+
+// is tensor i in HF Trainer's group without weight decay (--decay-norms 0). Trainer.get_decay_parameter_names
+// drops every parameter whose name matches "bias" or "_norm(.|$)": the RMSNorm weights (…layer_norm.weight)
+// and the relative attention bias tables (…relative_attention_bias.weight), though the latter are weights.
+static inline int t5_no_decay(int i) { return t5_is_rmsnorm(i) || i == P_ENC_RELB || i == P_DEC_RELB; }
+
+// the older name of t5_no_decay, still read by the GPU's decay runs (llmc/zero.cuh)
+static inline int t5_is_norm(int i) { return t5_no_decay(i); }
 
 // ----------------------------------------------------------------------------
 // relative position buckets (HF T5Attention._relative_position_bucket), rel = key pos - query pos.
