@@ -354,7 +354,9 @@ def score_mismatches(c, py, with_bleu):
     corpus_ok = True
     if with_bleu:
         cb, pb = c["bleu"], py["bleu"]
-        corpus_ok = abs(cb["score"] - pb["score"]) <= tm.TOL and all(cb[k] == pb[k] for k in ("hyp_len", "ref_len", "counts", "totals"))
+        reals = [(cb[k], pb[k]) for k in ("score", "bp", "ratio")] + list(zip(cb["precisions"], pb["precisions"]))
+        corpus_ok = (all(abs(a - b) <= tm.TOL for a, b in reals)
+                     and all(cb[k] == pb[k] for k in ("hyp_len", "ref_len", "counts", "totals")))
     return bad, corpus_ok
 
 
