@@ -239,6 +239,11 @@ HF_KEEP = [
     ([0, 8774, 296, 1, 0, 0], "<pad> Hello world</s><pad><pad>", "Hello world"),
     ([8774, 2, 296], "Hello<unk> world", "Hello \u2047  world"),
     ([32000], "<extra_id_99>", ""),
+    # found by dev/sweep_text.py: HF strips the leading space of the first token only (transformers 5.25)
+    ([3, 3806], " generate", "generate"),
+    ([3, 13421, 1, 19214, 2, 3], " transformed</s> Pig<unk> ", "transformed Pig \u2047  "),
+    ([3, 3, 8774], "  Hello", "Hello"),
+    ([1, 3], "</s> ", ""),
 ]
 
 

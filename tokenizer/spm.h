@@ -50,9 +50,11 @@ Decoding (spm_decode):
   then the denormalizer map, if the model has one. Sentinels are dropped too (sentencepiece rejects
   ids >= n_pieces).
   SPM_KEEP_SPECIAL renders <pad>, </s>, <unk> and sentinels as their names ("</s>", "<unk>",
-  "<extra_id_0>"); being text, they end the leading-space stripping. This equals Hugging Face's
-  T5TokenizerFast.decode(ids, skip_special_tokens=False), e.g. [0, 8774, 296, 1] -> "<pad> Hello
-  world</s>", [32099, 8774] -> "<extra_id_0> Hello" (checked with transformers 5.24).
+  "<extra_id_0>") and, as Hugging Face's Metaspace decoder, drops a leading "▁" from the first
+  token only, so [3, 8774] ("▁", "▁Hello") -> " Hello" and [1, 3] -> "</s> ". This equals Hugging
+  Face's T5TokenizerFast.decode(ids, skip_special_tokens=False), e.g. [0, 8774, 296, 1] -> "<pad>
+  Hello world</s>", [32099, 8774] -> "<extra_id_0> Hello" (checked with transformers 5.24 and 5.25;
+  dev/sweep_text.py compares it on random ids).
   Differences from Hugging Face's decode that remain: with skip_special_tokens=True HF drops <unk>
   (here: " ⁇ ", as sentencepiece), and HF strips the leading space of the first piece only, so
   ids [3, 3, 8774] ("▁", "▁", "▁Hello") give "Hello" here and in sentencepiece, "  Hello" in HF.
@@ -1244,7 +1246,8 @@ static inline char* spm_decode(const SpmModel* m, const int* ids, size_t n, SpmS
         }
         rc = spm_flush_bytes(&out, (const uint8_t*)bytes.data, bytes.len);
         bytes.len = 0;
-        if (bos_ws_seen || out.len > 0) { at_bos = 0; }
+        // sentencepiece: leading "▁"s go until text is written; Hugging Face (KEEP): the first token's only
+        if (bos_ws_seen || out.len > 0 || (mode == SPM_KEEP_SPECIAL && i > 0)) { at_bos = 0; }
         if (rc != 0) { break; }
         if (t == SPM_CONTROL || t == SPM_UNKNOWN || t == SPM_SENTINEL) {
             const char* s = spm_special_text(m, id, mode);

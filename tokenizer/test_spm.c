@@ -101,6 +101,7 @@ static void test_real_model(TestCtx* tc, const SpmModel* m) {
     check(tc, "decode sentinels and <unk>, kept", decode_equals(m, sentinels, 5, SPM_KEEP_SPECIAL, "<extra_id_0> Hello<extra_id_1> world<unk>", d, sizeof(d)), d);
     check(tc, "decode sentinels and <unk>, skipped", decode_equals(m, sentinels, 5, SPM_SKIP_SPECIAL, "Hello world \xe2\x81\x87 ", d, sizeof(d)), d);
     check(tc, "decode drops every leading space piece (sentencepiece)", decode_equals(m, leading_ws, 3, SPM_SKIP_SPECIAL, "Hello", d, sizeof(d)), d);
+    check(tc, "decode keeping specials drops the first token's space only (HF)", decode_equals(m, leading_ws, 3, SPM_KEEP_SPECIAL, "  Hello", d, sizeof(d)), d);
     const int bad[] = {8774, 32100};
     char err[256] = "";
     char* t = spm_decode(m, bad, 2, SPM_SKIP_SPECIAL, NULL, err, sizeof(err));
