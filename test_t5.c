@@ -1502,7 +1502,7 @@ static void write_adapter(const char* dir, const char* from, const char* config)
 }
 
 // target_modules written the other ways peft reads them select the same modules as the fixture's list
-// (q, k, v, o, wi_0, wi_1, wo; peft's own choice checked by hand with peft 0.21: a string is re.fullmatch'ed
+// (q, k, v, o, wi_0, wi_1, wo; peft's own choice checked by hand with peft 0.21, by dev/sweep_peft.py with 0.22: a string is re.fullmatch'ed
 // against each module name, "all-linear" is every Linear but lm_head, a list entry matches a name or a
 // suffix after "."): each loads the fixture's tensors with the same config. And --lora-targets all-linear
 // resolves to the names the model has (gated or ReLU FFN).
@@ -1513,18 +1513,32 @@ static void test_adapter_target_forms(const char* tmp) {
     float* base_a = NULL;
     int rc = lora_load_dir("dev/fixtures/lora_gated/adapter", &m.config, &want, &base_a, err, sizeof(err));
     check_true("lora_gated adapter loads", rc == 0);
+    // and the peft options that are the same here, as peft 0.22 reads them (dev/sweep_peft.py found each refused
+    // before): Python's own regex syntax, names matching nothing beside others, exclusions that take nothing,
+    // every layer, ranks and alphas that repeat r and lora_alpha, bias (T5 has none), fan_in_fan_out (off for
+    // nn.Linear), an empty modules_to_save, inits that only draw A and B
+    const char* all = "[\"q\", \"k\", \"v\", \"o\", \"wi_0\", \"wi_1\", \"wo\"]";
     const char* forms[] = { "\"all-linear\"", "\".*\\\\.(q|k|v|o|wi_0|wi_1|wo)\"", "\"(en|de)coder\\\\.block\\\\.[0-9]+\\\\..*\\\\.(q|k|v|o|wi_[01]|wo)\"",
-                            "[\"SelfAttention.q\", \"EncDecAttention.q\", \"k\", \"v\", \"o\", \"DenseReluDense.wi_0\", \"wi_1\", \"layer.2.DenseReluDense.wo\", \"layer.1.DenseReluDense.wo\"]" };
+                            "[\"SelfAttention.q\", \"EncDecAttention.q\", \"k\", \"v\", \"o\", \"DenseReluDense.wi_0\", \"wi_1\", \"layer.2.DenseReluDense.wo\", \"layer.1.DenseReluDense.wo\"]",
+                            "\"(?:en|de)coder\\\\.block\\\\.\\\\d+\\\\..*?\\\\.(?:q|k|v|o|wi_[01]|wo)\"", "\".*\\\\w\\\\.(q|k|v|o|wi_0|wi_1|wo)\"",
+                            "[\"q\", \"k\", \"v\", \"o\", \"wi_0\", \"wi_1\", \"wo\", \"wi\", \"query\"]",
+                            "%s, \"exclude_modules\": [\"nothing\", \"lm_head\"]", "%s, \"exclude_modules\": \"encoder\\\\.x.*\"",
+                            "%s, \"layers_to_transform\": [0, 1]", "%s, \"layers_to_transform\": [1, 0], \"layers_pattern\": \"block\"",
+                            "%s, \"rank_pattern\": {\"q\": 4, \"lm_head\": 9}, \"alpha_pattern\": {\"^decoder.*\": 2}",
+                            "%s, \"bias\": \"all\", \"fan_in_fan_out\": true, \"modules_to_save\": []",
+                            "%s, \"bias\": \"lora_only\", \"init_lora_weights\": \"orthogonal\"" };
     for (size_t k = 0; k < sizeof(forms) / sizeof(forms[0]); k++) {
+        char targets[400];
+        snprintf(targets, sizeof(targets), forms[k], all);
         snprintf(cfg, sizeof(cfg), "{\"peft_type\": \"LORA\", \"r\": %d, \"lora_alpha\": %.9g, \"lora_dropout\": %.9g, \"target_modules\": %s}",
-                 want.r, (double)want.alpha, (double)want.dropout, forms[k]);
+                 want.r, (double)want.alpha, (double)want.dropout, targets);
         snprintf(dir, sizeof(dir), "%s/targetform%zu", tmp, k);
         write_adapter(dir, "dev/fixtures/lora_gated/adapter", cfg);
         LoraConfig c;
         float* a = NULL;
         rc = lora_load_dir(dir, &m.config, &c, &a, err, sizeof(err));
         char what[200];
-        snprintf(what, sizeof(what), "adapter target_modules %s: the fixture's modules and tensors", forms[k]);
+        snprintf(what, sizeof(what), "adapter target_modules %.150s: the fixture's modules and tensors", targets);
         LoraLayout L;
         lora_layout(&want, &m.layout, m.config.gated, &L);
         check_true(what, rc == 0 && memcmp(&c, &want, sizeof(c)) == 0 && memcmp(a, base_a, L.total * sizeof(float)) == 0);
@@ -1566,21 +1580,21 @@ static void test_bad_adapters(const char* tmp) {
     struct { const char* what; const char* config; const char* expect; } cases[] = {
         { "adapter: peft type other than LoRA", "{\"peft_type\": \"IA3\", \"target_modules\": [\"q\"]}", "only LoRA adapters" },
         { "adapter: rank 0", "{\"peft_type\": \"LORA\", \"r\": 0, \"target_modules\": [\"q\"]}", "r = 0" },
-        { "adapter: unknown target name", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"q\", \"query\"]}", "unknown target module 'query'" },
+        { "adapter: target names that match nothing", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"query\", \"dense\"]}", "matches no module" },
         { "adapter: target that matches nothing (wi in a gated model)", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"wi\"]}", "matches no module" },
         { "adapter: pattern that also takes lm_head", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": \".*\"}", "selects lm_head" },
         { "adapter: use_dora", NULL, "'use_dora'" },
         { "adapter: modules_to_save", NULL, "'modules_to_save'" },
-        { "adapter: rank_pattern", NULL, "'rank_pattern'" },
-        { "adapter: layers_to_transform", NULL, "'layers_to_transform'" },
-        { "adapter: fan_in_fan_out", NULL, "'fan_in_fan_out'" },
-        { "adapter: bias 'all'", NULL, "bias must be \"none\"" },
+        { "adapter: rank_pattern with another rank for q", NULL, "rank_pattern gives 'q' another rank" },
+        { "adapter: layers_to_transform [0] of 2 blocks", NULL, "with layers_to_transform selects some of the modules" },
+        { "adapter: alpha_pattern with another alpha for v", NULL, "alpha_pattern gives 'v' another alpha" },
+        { "adapter: bias 'some'", NULL, "bias must be \"none\", \"all\" or \"lora_only\"" },
         { "adapter: PiSSA init", NULL, "changes the base weights" },
         { "adapter: fewer targets than the file holds", NULL, "matches no LoRA module" },
         { "adapter: another rank than the file's tensors", NULL, "another base shape" },
     };
     const char* tails[] = { "\"use_dora\": true", "\"modules_to_save\": [\"lm_head\"]", "\"rank_pattern\": {\"q\": 8}",
-                            "\"layers_to_transform\": [0]", "\"fan_in_fan_out\": true", "\"bias\": \"all\"",
+                            "\"layers_to_transform\": [0]", "\"alpha_pattern\": {\"v\": 3}", "\"bias\": \"some\"",
                             "\"init_lora_weights\": \"pissa\"" };
     char dir[600], cfg[1024], err[1024];
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
@@ -1597,8 +1611,8 @@ static void test_bad_adapters(const char* tmp) {
         { "adapter: suffix entry taking self-attention q only", "[\"SelfAttention.q\", \"k\", \"v\", \"o\", \"wi_0\", \"wi_1\", \"wo\"]",
           "takes decoder.block.1.layer.0.SelfAttention.q but not decoder.block.1.layer.1.EncDecAttention.q" },
         { "adapter: pattern taking the encoder's q only", "\"encoder\\\\..*\\\\.q\"", "some of the modules of a name" },
-        { "adapter: pattern with Python-only syntax", "\"(?:.*)\\\\.(q|v)\"", "Python-only" },
-        { "adapter: pattern with \\\\d", "\".*block\\\\.\\\\d.*\"", "Python-only" },
+        { "adapter: pattern with a Python lookahead", "\"(?=.*)\\\\.(q|v)\"", "syntax this engine does not read ((?=)" },
+        { "adapter: pattern with \\\\b", "\".*\\\\bq\"", "syntax this engine does not read (\\b)" },
         { "adapter: pattern that does not compile", "\"[q\"", "not a regular expression" },
         { "adapter: pattern that matches nothing", "\"query\"", "matches no module" },
         { "adapter: entry that is not a string", "[\"q\", 3]", "entry 1 is not a string" },

@@ -185,7 +185,7 @@ static void check_cli_lora_errors(const char* bin, const char* tmp) {
         { "--lora-r 4 --lora-targets wi --save-lora x", "matches no module" },
         { "--lora-alpha 16 --save-hf x", "need --lora-r" },
         { "--merge-lora x", "need LoRA" },
-        { "--lora-adapter dev/fixtures/lora_relu/adapter --save-lora x", "matches no module" },
+        { "--lora-adapter dev/fixtures/lora_relu/adapter --save-lora x", "matches no LoRA module" }, // its wi tensors
         { "--model %s/lora_full/checkpoints/ckpt_000000004.bin --save-hf %s/x", "LoRA adapter checkpoint, not a model" },
         { "--model dev/fixtures/flan_gated/model_bf16 --train-file dev/fixtures/flan_gated/examples.bin --batch-size 1 "
           "--lora-r 4 --steps 5 --out-dir %s/lora_full --resume latest", "fingerprint" }, // other base weights

@@ -407,159 +407,326 @@ static inline int lora_field_off(const JsonValue* v) {
     return 0;
 }
 
-#define LORA_SUPPORTED "supported: peft_type LORA, r, lora_alpha, lora_dropout, target_modules (names q/k/v/o/wi/wi_0/wi_1/wo, module-name suffixes, \"all-linear\" or a pattern, each taking all modules of a name), use_rslora; bias must be \"none\""
+#define LORA_SUPPORTED "supported: peft_type LORA, r, lora_alpha, lora_dropout, use_rslora, target_modules (names q/k/v/o/wi/wi_0/wi_1/wo, module-name suffixes, \"all-linear\" or a pattern), exclude_modules, layers_to_transform, layers_pattern, each selection taking all modules of a name; rank_pattern / alpha_pattern only where they repeat r / lora_alpha"
 
+// options that only take their "off" value here. bias: T5's Linears have no bias, so peft's "all" and
+// "lora_only" train and save nothing more than "none" (a bias tensor in the file is refused by name);
+// fan_in_fan_out: peft turns it off for nn.Linear, which every T5 Linear is
 static inline int lora_config_refuse(const JsonValue* root, const char* path, char* err, size_t errlen) {
-    static const char* const off[] = { "use_dora", "fan_in_fan_out", "modules_to_save", "rank_pattern", "alpha_pattern",
-                                       "layers_to_transform", "layers_pattern", "exclude_modules", "lora_bias",
-                                       "trainable_token_indices", "layer_replication", "target_parameters", "use_qalora",
-                                       "megatron_config", "alora_invocation_tokens", "use_bdlora", "arrow_config" };
+    static const char* const off[] = { "use_dora", "modules_to_save", "lora_bias", "trainable_token_indices",
+                                       "layer_replication", "target_parameters", "use_qalora", "megatron_config",
+                                       "alora_invocation_tokens", "use_bdlora", "arrow_config", "velora_config",
+                                       "monteclora_config", "kasa_config" };
     for (size_t k = 0; k < sizeof(off) / sizeof(off[0]); k++)
         if (!lora_field_off(json_find(root, off[k]))) {
             snprintf(err, errlen, "%s: peft option '%s' is set; this engine does not support it (%s)", path, off[k], LORA_SUPPORTED);
             return -1;
         }
     const JsonValue* bias = json_find(root, "bias");
-    if (bias && !(bias->type == JSON_STRING && strcmp(bias->string, "none") == 0)) {
-        snprintf(err, errlen, "%s: bias must be \"none\" (LoRA biases are not supported)", path); return -1;
+    if (bias && !(bias->type == JSON_STRING && (strcmp(bias->string, "none") == 0 || strcmp(bias->string, "all") == 0 ||
+                                                strcmp(bias->string, "lora_only") == 0))) {
+        snprintf(err, errlen, "%s: bias must be \"none\", \"all\" or \"lora_only\" (the same on T5, whose Linears have no bias)", path);
+        return -1;
     }
-    // PiSSA, OLoRA, LoftQ, EVA, CorDA initialisations change the base weights too: such an adapter
-    // only fits the base it was made with after peft's conversion
+    // PiSSA, OLoRA, LoftQ, CorDA, ... change the base weights too: such an adapter only fits the base it was
+    // made with after peft's conversion. "gaussian", "orthogonal" and "eva" only draw A and B
     const JsonValue* init = json_find(root, "init_lora_weights");
-    if (init && init->type == JSON_STRING && strcmp(init->string, "gaussian") != 0) {
+    if (init && init->type == JSON_STRING && strcmp(init->string, "gaussian") != 0 && strcmp(init->string, "orthogonal") != 0 &&
+        strcmp(init->string, "eva") != 0) {
         snprintf(err, errlen, "%s: init_lora_weights \"%s\" changes the base weights; not supported (%s)", path, init->string, LORA_SUPPORTED);
         return -1;
     }
     return 0;
 }
 
-// target_modules as peft matches it against a model's module names (BaseTuner's check_target_module_exists):
-// a list entry selects the modules whose name is the entry or ends in "." + entry ("q", "DenseReluDense.wo");
-// a string is "all-linear" (every Linear but the output layer), or a regular expression that must match a
-// whole module name (re.fullmatch), here as POSIX extended syntax. The adapter layout wraps every module
-// of a name (q, k, ...) or none, so a selection that takes some of a name's modules and not others (one
-// stack, some layers) is refused, as is one that takes the output layer lm_head.
+// Python's re syntax as POSIX extended syntax, for patterns peft matches whole (re.fullmatch, or re.match
+// ending in $): (?: is (, \d \w \s and their capitals are classes, and a lazy quantifier (*? +? ?? }?) is
+// greedy, which decides the same whole match. Anything else of Python's own ((?=, (?P, \b, \A, ...) is
+// refused rather than read with another meaning. 0, or -1 with the offending piece in err
+static inline int lora_regex_posix(const char* py, char* out, size_t n, char* err, size_t errlen) {
+    static const char* const cls[][2] = { { "d", "0-9" }, { "D", "^0-9" }, { "w", "A-Za-z0-9_" }, { "W", "^A-Za-z0-9_" },
+                                          { "s", "[:space:]" }, { "S", "^[:space:]" } };
+    size_t k = 0;
+    int bracket = 0;
+    for (const char* p = py; *p; p++) {
+        char piece[24] = { *p, 0 };
+        if (*p == '\\' && p[1]) {
+            const char* c = NULL;
+            for (size_t j = 0; j < sizeof(cls) / sizeof(cls[0]); j++) if (p[1] == cls[j][0][0]) c = cls[j][1];
+            if (c && bracket && c[0] == '^') { snprintf(err, errlen, "%.2s inside [...]", p); return -1; }
+            if (c) snprintf(piece, sizeof(piece), bracket ? "%s" : "[%s]", c);
+            else if (strchr("bBAZ", p[1]) || (p[1] >= '0' && p[1] <= '9')) { snprintf(err, errlen, "%.2s", p); return -1; }
+            else if (bracket && strchr("]^-\\", p[1])) { snprintf(err, errlen, "%.2s inside [...]", p); return -1; }
+            else snprintf(piece, sizeof(piece), bracket ? "%c" : "\\%c", p[1]); // an escaped literal
+            p++;
+        } else if (!bracket && p[0] == '(' && p[1] == '?') {
+            if (p[2] != ':') { snprintf(err, errlen, "%.3s", p); return -1; }
+            p += 2;
+            piece[0] = '(';
+        } else if (!bracket && p[0] == '?' && p > py && strchr("*+?}", p[-1]) && !(p - 1 > py && p[-2] == '\\')) {
+            piece[0] = 0; // the lazy mark of a quantifier
+        } else if (*p == '[' && !bracket) {
+            bracket = 1;
+            if (p[1] == '^') { strcpy(piece, "[^"); p++; }
+            if (p[1] == ']') { strcat(piece, "]"); p++; }
+        } else if (*p == ']' && bracket) bracket = 0;
+        size_t len = strlen(piece);
+        if (k + len + 1 > n) { snprintf(err, errlen, "too long"); return -1; }
+        memcpy(out + k, piece, len);
+        k += len;
+    }
+    out[k] = 0;
+    return 0;
+}
 
-// list entries (those that are not one of the eight names: those are taken whole as bits), or a pattern
-typedef struct { const JsonValue* items; size_t count; regex_t* re; } LoraMatcher;
+// a Python pattern compiled as POSIX "^(<prefix>(pattern)<suffix>)$"-style: fmt holds one %s for the
+// translated pattern. 0, or -1 with a message naming `what` in the file at path
+static inline int lora_regcomp(regex_t* re, const char* fmt, const char* pat, const char* what, const char* path, char* err, size_t errlen) {
+    char posix[1024], full[1200], bad[64];
+    if (lora_regex_posix(pat, posix, sizeof(posix), bad, sizeof(bad))) {
+        snprintf(err, errlen, "%s: %s '%.200s' uses regular expression syntax this engine does not read (%s): write it "
+                 "as a list of module names", path, what, pat, bad);
+        return -1;
+    }
+    snprintf(full, sizeof(full), fmt, posix);
+    int rc = regcomp(re, full, REG_EXTENDED);
+    if (rc != 0) {
+        char msg[128];
+        regerror(rc, re, msg, sizeof(msg));
+        snprintf(err, errlen, "%s: %s '%.200s' is not a regular expression this engine reads: %s", path, what, pat, msg);
+        return -1;
+    }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// which modules peft wraps (BaseTuner's check_target_module_exists): a module is excluded when
+// exclude_modules names it (a list entry equal to the name or a suffix after "."; a string: re.fullmatch);
+// else target_modules selects it: a string is re.fullmatch'ed ("all-linear": every Linear but lm_head);
+// a list entry equal to the module's name selects it, and an entry that is a suffix after "." selects
+// it when layers_to_transform (an index or a list of them) is not given or holds the module's layer
+// index: the number after the first "<layers_pattern>." (no pattern: after the first ".<segment>.", which
+// on T5 is the block). The adapter layout wraps every module of a name (q, k, ...) or none, so a
+// selection that takes some of a name's modules and not others is refused, as is one that takes lm_head.
+
+typedef struct {
+    const JsonValue* items; size_t count; // target_modules as a list
+    regex_t* re;                          // target_modules as a pattern (full match)
+    const JsonValue* ex_items; size_t ex_count; regex_t* ex_re; // exclude_modules
+    const JsonValue* layers;              // layers_to_transform: a number or a list (NULL: every layer)
+    regex_t* lpat; size_t nlpat;          // layers_pattern, each compiled as "^(P)\.([0-9]+)\." (0: none)
+} LoraMatcher;
 
 static inline int lora_suffix_match(const char* module, const char* entry) {
     size_t n = strlen(module), e = strlen(entry);
     return strcmp(module, entry) == 0 || (n > e && module[n - e - 1] == '.' && strcmp(module + n - e, entry) == 0);
 }
 
-static inline int lora_matches(const LoraMatcher* w, const char* module) {
-    if (w->re) return regexec(w->re, module, 0, NULL, 0) == 0;
-    for (size_t k = 0; k < w->count; k++) {
-        const char* e = w->items[k].string;
-        if (lora_target_index(e) < 0 && lora_suffix_match(module, e)) return 1;
-    }
+static inline int lora_list_match(const JsonValue* items, size_t count, const char* module) {
+    for (size_t k = 0; k < count; k++) if (items[k].type == JSON_STRING && lora_suffix_match(module, items[k].string)) return 1;
     return 0;
 }
 
-// the selection of w plus the names in `given`: every module of a name (*whole), or some and not others
-// (*part, with a module it takes and one it leaves of the first such name), and whether it takes lm_head
-static inline void lora_select(const LoraMatcher* w, unsigned given, const T5Config* m, unsigned* whole, unsigned* part,
-                               char in[160], char out[160], int* head) {
+// the layer index of `module` as peft reads it, or -1: the first start (a "." before it; with a pattern, the
+// name's start too) where the pattern (default: one segment) is followed by ".<digits>."
+static inline long lora_layer_index(const LoraMatcher* w, const char* module) {
+    for (const char* s = module; *s; s++) {
+        if (s == module ? w->nlpat == 0 : s[-1] != '.') continue;
+        if (w->nlpat == 0) {
+            const char* d = strchr(s, '.');
+            if (d && d[1] >= '0' && d[1] <= '9') {
+                char* end;
+                long idx = strtol(d + 1, &end, 10);
+                if (*end == '.') return idx;
+            }
+            continue;
+        }
+        for (size_t k = 0; k < w->nlpat; k++) {
+            regmatch_t g[3];
+            if (regexec(&w->lpat[k], s, 3, g, 0) == 0) return strtol(s + g[2].rm_so, NULL, 10);
+        }
+    }
+    return -1;
+}
+
+static inline int lora_layer_selected(const LoraMatcher* w, const char* module) {
+    if (!w->layers) return 1;
+    long idx = lora_layer_index(w, module);
+    if (idx < 0) return 0;
+    if (w->layers->type == JSON_NUMBER) return (double)idx == w->layers->number;
+    for (size_t k = 0; k < w->layers->count; k++)
+        if (w->layers->items[k].type == JSON_NUMBER && (double)idx == w->layers->items[k].number) return 1;
+    return 0;
+}
+
+static inline int lora_matches(const LoraMatcher* w, const char* module) {
+    if (w->ex_re ? regexec(w->ex_re, module, 0, NULL, 0) == 0 : lora_list_match(w->ex_items, w->ex_count, module)) return 0;
+    if (w->re) return regexec(w->re, module, 0, NULL, 0) == 0;
+    for (size_t k = 0; k < w->count; k++) if (w->items[k].type == JSON_STRING && strcmp(module, w->items[k].string) == 0) return 1;
+    return lora_list_match(w->items, w->count, module) && lora_layer_selected(w, module);
+}
+
+// calls fn(ctx, name bit, module name) for every copy of every Linear LoRA can wrap whose name is in `names`
+typedef void (*LoraModuleVisit)(void* ctx, int t, const char* module);
+static inline void lora_visit_modules(const T5Config* m, unsigned names, LoraModuleVisit fn, void* ctx) {
     T5Layout base;
     t5_layout(m, &base);
-    char ex_in[LORA_NUM_TARGETS][160], ex_out[LORA_NUM_TARGETS][160];
-    unsigned any = given, all = ~0u;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         int t = lora_target_of(i, m->gated);
-        for (int l = 0; t >= 0 && base.t[i].size && l < base.t[i].layers; l++) {
+        for (int l = 0; t >= 0 && ((names >> t) & 1) && base.t[i].size && l < base.t[i].layers; l++) {
             char name[160];
             t5_tensor_name(&base, i, l, name, sizeof(name));
             name[strlen(name) - 7] = 0; // ".weight"
-            if ((given >> t) & 1) continue;
-            if (lora_matches(w, name)) { any |= 1u << t; snprintf(ex_in[t], 160, "%s", name); }
-            else { all &= ~(1u << t); snprintf(ex_out[t], 160, "%s", name); }
+            fn(ctx, t, name);
         }
     }
-    *whole = any & all;
-    *part = any & ~all;
-    for (int t = 0; t < LORA_NUM_TARGETS; t++)
-        if ((*part >> t) & 1) { snprintf(in, 160, "%s", ex_in[t]); snprintf(out, 160, "%s", ex_out[t]); break; }
-    *head = lora_matches(w, "lm_head");
 }
 
-// the selection of w (and `given`) into *mask, or -1 with a message naming `what` (the list or the pattern)
-static inline int lora_select_into(const LoraMatcher* w, unsigned given, const char* what, const T5Config* m, unsigned* mask,
+typedef struct {
+    const LoraMatcher* w;
+    unsigned any, all;
+    char ex_in[LORA_NUM_TARGETS][160], ex_out[LORA_NUM_TARGETS][160];
+} LoraSelection;
+
+static inline void lora_select_visit(void* ctx, int t, const char* name) {
+    LoraSelection* s = (LoraSelection*)ctx;
+    if (lora_matches(s->w, name)) { s->any |= 1u << t; snprintf(s->ex_in[t], 160, "%s", name); }
+    else { s->all &= ~(1u << t); snprintf(s->ex_out[t], 160, "%s", name); }
+}
+
+// the selection of w into *mask (every module of a name, or none), or -1 with a message naming `what`
+static inline int lora_select_into(const LoraMatcher* w, const char* what, const T5Config* m, unsigned* mask,
                                    const char* path, char* err, size_t errlen) {
-    unsigned whole, part;
-    char in[160] = "", out[160] = "";
-    int head;
-    lora_select(w, given, m, &whole, &part, in, out, &head);
-    if (head) { snprintf(err, errlen, "%s: target_modules %s selects lm_head: LoRA on the output layer is not supported (%s)", path, what, "supported: q, k, v, o, wi, wi_0, wi_1, wo"); return -1; }
-    if (part) {
-        snprintf(err, errlen, "%s: target_modules %s selects some of the modules of a name and not others (it takes %s but "
-                 "not %s): this engine wraps every module of a name or none (list names: q, k, v, o, wi, wi_0, wi_1, wo)", path, what, in, out);
+    LoraSelection s;
+    memset(&s, 0, sizeof(s));
+    s.w = w; s.all = ~0u;
+    lora_visit_modules(m, ~0u, lora_select_visit, &s);
+    unsigned whole = s.any & s.all, part = s.any & ~s.all;
+    if (lora_matches(w, "lm_head")) {
+        snprintf(err, errlen, "%s: %s selects lm_head: LoRA on the output layer is not supported (%s)", path, what, "supported: q, k, v, o, wi, wi_0, wi_1, wo");
         return -1;
     }
-    if (!whole && w->re) { snprintf(err, errlen, "%s: target_modules %s matches no module of this model", path, what); return -1; }
-    *mask |= whole | given;
+    for (int t = 0; t < LORA_NUM_TARGETS; t++)
+        if ((part >> t) & 1) {
+            snprintf(err, errlen, "%s: %s selects some of the modules of a name and not others (it takes %s but not %s): this "
+                     "engine wraps every module of a name or none (list names: q, k, v, o, wi, wi_0, wi_1, wo)", path, what,
+                     s.ex_in[t], s.ex_out[t]);
+            return -1;
+        }
+    if (!whole) { snprintf(err, errlen, "%s: %s matches no module of this model", path, what); return -1; }
+    *mask = whole;
     return 0;
 }
 
-// a pattern string: "all-linear", or a regular expression compiled for a whole-name match ("^(…)$");
-// Python-only syntax ((?…), \d, \w, \s, \b, …) is refused rather than read with another meaning
-static inline int lora_pattern_targets(const char* pat, const T5Config* m, unsigned* mask, const char* path, char* err, size_t errlen) {
-    if (strcmp(pat, "all-linear") == 0) { *mask = lora_resolve_targets(LORA_ALL_LINEAR, m); return 0; }
-    char what[300];
-    snprintf(what, sizeof(what), "pattern '%.250s'", pat);
-    for (const char* p = pat; *p; p++)
-        if ((p[0] == '(' && p[1] == '?') || (p[0] == '\\' && p[1] && strchr("dDwWsSbBAZ", p[1]))) {
-            snprintf(err, errlen, "%s: target_modules %s uses Python-only regular expression syntax (%.2s): write it with "
-                     "POSIX classes, or as a list of module names", path, what, p);
-            return -1;
-        }
-    size_t n = strlen(pat);
-    char* full = (char*)malloc(n + 5);
-    if (!full) { snprintf(err, errlen, "%s: out of memory", path); return -1; }
-    snprintf(full, n + 5, "^(%s)$", pat);
-    regex_t re;
-    int rc = regcomp(&re, full, REG_EXTENDED | REG_NOSUB);
-    free(full);
-    if (rc != 0) {
-        char msg[128];
-        regerror(rc, &re, msg, sizeof(msg));
-        snprintf(err, errlen, "%s: target_modules %s is not a regular expression this engine reads: %s", path, what, msg);
-        return -1;
+// layers_pattern (a string or a list of them) compiled into w; 0 or -1 with a message
+static inline int lora_layers_patterns(const JsonValue* lp, LoraMatcher* w, const char* path, char* err, size_t errlen) {
+    int list = lp->type == JSON_ARRAY;
+    size_t n = list ? lp->count : 1;
+    w->lpat = (regex_t*)calloc(n ? n : 1, sizeof(regex_t));
+    for (size_t k = 0; k < n; k++) {
+        const JsonValue* e = list ? &lp->items[k] : lp;
+        if (e->type != JSON_STRING) { snprintf(err, errlen, "%s: layers_pattern must be a string or a list of strings", path); return -1; }
+        if (lora_regcomp(&w->lpat[k], "^(%s)\\.([0-9]+)\\.", e->string, "layers_pattern", path, err, errlen)) return -1;
+        w->nlpat = k + 1;
     }
-    LoraMatcher w = { NULL, 0, &re };
-    rc = lora_select_into(&w, 0, what, m, mask, path, err, errlen);
-    regfree(&re);
-    return rc;
+    return 0;
 }
 
-static inline int lora_config_targets(const JsonValue* tm, const T5Config* m, unsigned* mask, const char* path, char* err, size_t errlen) {
-    *mask = 0;
-    if (tm && tm->type == JSON_STRING) return lora_pattern_targets(tm->string, m, mask, path, err, errlen);
-    if (tm == NULL || tm->type != JSON_ARRAY) {
+static inline void lora_matcher_free(LoraMatcher* w) {
+    if (w->re) regfree(w->re);
+    if (w->ex_re) regfree(w->ex_re);
+    for (size_t k = 0; k < w->nlpat; k++) regfree(&w->lpat[k]);
+    free(w->lpat);
+}
+
+// target_modules, exclude_modules, layers_to_transform and layers_pattern of the config into w (re and ex_re
+// point at the caller's storage); 0, or -1 with a message
+static inline int lora_matcher_build(const JsonValue* root, LoraMatcher* w, regex_t* re, regex_t* ex_re, const char* path,
+                                     char* err, size_t errlen) {
+    const JsonValue* tm = json_find(root, "target_modules");
+    const JsonValue* ex = json_find(root, "exclude_modules");
+    const JsonValue* lt = json_find(root, "layers_to_transform");
+    const JsonValue* lp = json_find(root, "layers_pattern");
+    memset(w, 0, sizeof(*w));
+    if (tm && tm->type == JSON_STRING) { // "all-linear": every Linear but lm_head, that is every name LoRA wraps
+        const char* pat = strcmp(tm->string, "all-linear") == 0 ? ".*\\.(q|k|v|o|wi|wi_0|wi_1|wo)" : tm->string;
+        if (lora_regcomp(re, "^(%s)$", pat, "target_modules pattern", path, err, errlen)) return -1;
+        w->re = re;
+    } else if (tm && tm->type == JSON_ARRAY) {
+        for (size_t k = 0; k < tm->count; k++)
+            if (tm->items[k].type != JSON_STRING) { snprintf(err, errlen, "%s: target_modules entry %zu is not a string", path, k); return -1; }
+        w->items = tm->items; w->count = tm->count;
+        if (!lora_field_off(lt)) { // peft reads the layer options with a list only
+            if (lt->type != JSON_NUMBER && lt->type != JSON_ARRAY) { snprintf(err, errlen, "%s: layers_to_transform must be an index or a list", path); return -1; }
+            w->layers = lt;
+            if (!lora_field_off(lp) && lora_layers_patterns(lp, w, path, err, errlen)) return -1;
+        }
+    } else {
         snprintf(err, errlen, "%s: target_modules must be a list of module names or a pattern string", path);
         return -1;
     }
-    // the eight names are bits (lora_config_check says whether the model has them); any other entry must take
-    // some module of the model, and the entries together must take every module of a name or none
-    unsigned given = 0;
-    for (size_t k = 0; k < tm->count; k++) {
-        const JsonValue* e = &tm->items[k];
-        if (e->type != JSON_STRING) { snprintf(err, errlen, "%s: target_modules entry %zu is not a string", path, k); return -1; }
-        int t = lora_target_index(e->string);
-        if (t >= 0) { given |= 1u << t; continue; }
-        LoraMatcher w1 = { e, 1, NULL };
-        unsigned whole, part;
-        char in[160], out[160];
-        int head;
-        lora_select(&w1, 0, m, &whole, &part, in, out, &head);
-        if (!whole && !part && !head) {
-            snprintf(err, errlen, "%s: unknown target module '%.150s' (T5's are q, k, v, o, wi, wi_0, wi_1, wo, or suffixes of "
-                     "its module names)", path, e->string);
+    if (ex && ex->type == JSON_STRING && ex->string[0]) {
+        if (lora_regcomp(ex_re, "^(%s)$", ex->string, "exclude_modules pattern", path, err, errlen)) return -1;
+        w->ex_re = ex_re;
+    } else if (ex && ex->type == JSON_ARRAY) { w->ex_items = ex->items; w->ex_count = ex->count; }
+    return 0;
+}
+
+static inline int lora_config_targets(const JsonValue* root, const T5Config* m, unsigned* mask, const char* path, char* err, size_t errlen) {
+    const JsonValue* tm = json_find(root, "target_modules");
+    int pattern = tm && tm->type == JSON_STRING;
+    char what[300];
+    snprintf(what, sizeof(what), "target_modules %s%.200s%s%s%s", pattern ? "pattern '" : "list", pattern ? tm->string : "",
+             pattern ? "'" : "", lora_field_off(json_find(root, "exclude_modules")) ? "" : " with exclude_modules",
+             lora_field_off(json_find(root, "layers_to_transform")) ? "" : " with layers_to_transform");
+    LoraMatcher w;
+    regex_t re, ex_re;
+    *mask = 0;
+    int rc = lora_matcher_build(root, &w, &re, &ex_re, path, err, errlen);
+    if (rc == 0) rc = lora_select_into(&w, what, m, mask, path, err, errlen);
+    lora_matcher_free(&w);
+    return rc;
+}
+
+// rank_pattern / alpha_pattern: peft gives a module the value of the first key k with re.match("(.*\.)?(k)$")
+// of its name. The layout has one rank and one scale, so each wrapped module's value must be r (lora_alpha)
+typedef struct { const JsonValue* pat; regex_t* re; double want; const char* bad; } LoraPatternCheck;
+
+static inline void lora_pattern_visit(void* ctx, int t, const char* name) {
+    LoraPatternCheck* p = (LoraPatternCheck*)ctx;
+    (void)t;
+    for (size_t k = 0; k < p->pat->count && p->re; k++)
+        if (regexec(&p->re[k], name, 0, NULL, 0) == 0) {
+            if (p->pat->items[k].type != JSON_NUMBER || p->pat->items[k].number != p->want) p->bad = p->pat->keys[k];
+            return;
+        }
+}
+
+static inline int lora_patterns_check(const JsonValue* root, const T5Config* m, const LoraConfig* c, const char* path,
+                                      char* err, size_t errlen) {
+    const char* keys[2] = { "rank_pattern", "alpha_pattern" };
+    for (int j = 0; j < 2; j++) {
+        const JsonValue* pat = json_find(root, keys[j]);
+        if (lora_field_off(pat)) continue;
+        if (pat->type != JSON_OBJECT) { snprintf(err, errlen, "%s: %s must be an object", path, keys[j]); return -1; }
+        LoraPatternCheck p = { pat, (regex_t*)calloc(pat->count, sizeof(regex_t)), j ? (double)c->alpha : (double)c->r, NULL };
+        size_t built = 0;
+        int rc = 0;
+        for (; built < pat->count && rc == 0; built++)
+            rc = lora_regcomp(&p.re[built], "^(.*\\.)?(%s)$", pat->keys[built], keys[j], path, err, errlen);
+        if (rc) built--;
+        // only the wrapped modules count: a key matching modules LoRA does not wrap changes nothing
+        if (rc == 0) lora_visit_modules(m, c->targets, lora_pattern_visit, &p);
+        for (size_t k = 0; k < built; k++) regfree(&p.re[k]);
+        free(p.re);
+        if (rc) return -1;
+        if (p.bad) {
+            snprintf(err, errlen, "%s: %s gives '%s' another %s than %s %g: this engine has one rank and one alpha for "
+                     "every module (%s)", path, keys[j], p.bad, j ? "alpha" : "rank", j ? "lora_alpha" : "r", p.want, LORA_SUPPORTED);
             return -1;
         }
     }
-    LoraMatcher w = { tm->items, tm->count, NULL };
-    return lora_select_into(&w, given, "list", m, mask, path, err, errlen);
+    return 0;
 }
 
 static inline int lora_config_from_json(const JsonValue* root, const T5Config* m, LoraConfig* c, const char* path, char* err,
@@ -587,8 +754,8 @@ static inline int lora_config_from_json(const JsonValue* root, const T5Config* m
     c->alpha = alpha ? (float)alpha->number : 8.0f; // peft's defaults
     c->dropout = drop ? (float)drop->number : 0.0f;
     c->rslora = rs ? rs->boolean : 0;
-    if (lora_config_refuse(root, path, err, errlen)) return -1;
-    return lora_config_targets(json_find(root, "target_modules"), m, &c->targets, path, err, errlen);
+    if (lora_config_refuse(root, path, err, errlen) || lora_config_targets(root, m, &c->targets, path, err, errlen)) return -1;
+    return lora_patterns_check(root, m, c, path, err, errlen);
 }
 
 static inline int lora_config_read(const char* path, const T5Config* m, LoraConfig* c, char* err, size_t errlen) {
