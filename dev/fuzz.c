@@ -367,7 +367,7 @@ static void fuzz_examples(const uint8_t* d, size_t n) {
     if (!fuzz_write_crc_file(path, d, n, 6, 8 * EXAMPLES_HEADER_INTS)) return;
     // the first byte also picks the loader's geometry
     LoaderConfig cfg = { 1 + d[0] % 5, 1, 0, (d[0] >> 3) & 1, (d[0] >> 4) & 1, 2, 1 + d[0] % 7, 1 + d[0] % 11, 0, 0, d[0],
-                         (d[0] >> 5) & 3, (d[0] >> 6) & 3 }; // ladder steps 0..3: padding past the examples, capped
+                         (d[0] >> 5) & 3, (d[0] >> 6) & 3, 1 }; // ladder steps 0..3: padding past the examples, capped; eos 1
     DataLoader dl;
     if (dataloader_init(&dl, path, &cfg, err, sizeof(err))) { expect_named(err, path); return; }
     fz.accepted++;

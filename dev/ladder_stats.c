@@ -15,7 +15,7 @@
 typedef struct { double extra, padding; int shapes; } LadderCost;
 
 static int run_epoch(const char* path, int bs, int src_step, int tgt_step, int max_src, int max_tgt, LadderCost* out) {
-    LoaderConfig c = { bs, 1, 0, 1, 1, 64, max_src, max_tgt, 0, 0, 42, src_step, tgt_step };
+    LoaderConfig c = { bs, 1, 0, 1, 1, 64, max_src, max_tgt, 0, 0, 42, src_step, tgt_step, 1 };
     DataLoader dl;
     char err[1024];
     if (dataloader_init(&dl, path, &c, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return -1; }

@@ -43,7 +43,7 @@ static void write_random_file(const char* path, int n, uint64_t seed) {
 }
 
 static LoaderConfig cfg(int bs, int ranks, int rank, int shuffle, int bucket, uint64_t seed) {
-    return (LoaderConfig){ bs, ranks, rank, shuffle, bucket, 4, 1 << 20, 1 << 20, 0, 0, seed, 0, 0 };
+    return (LoaderConfig){ bs, ranks, rank, shuffle, bucket, 4, 1 << 20, 1 << 20, 0, 0, seed, 0, 0, -1 };
 }
 
 static void open_or_die(DataLoader* dl, const char* path, LoaderConfig c) {
@@ -282,6 +282,41 @@ static void test_bad_files(const char* dir) {
     check("missing file: refused naming it", file_error(path, "cannot open"));
 }
 
+// a cut keeps </s> last, as the T5 tokenizer's truncation (max_length - 1 ids, then </s>): examples that end in
+// eos (1) and are longer than the caps end in eos at the cap; one that does not end in eos is cut plainly;
+// the decoder input is the shifted cut labels
+static void test_cut_keeps_eos(const char* dir) {
+    char path[512], err[1024];
+    snprintf(path, sizeof(path), "%s/eos.bin", dir);
+    uint32_t s0[] = { 5, 6, 7, 8, 9, 1 }, t0[] = { 20, 21, 22, 23, 1 }; // both cut (caps 4 and 3)
+    uint32_t s1[] = { 5, 6, 1 },          t1[] = { 30, 1 };             // both shorter than the caps
+    uint32_t s2[] = { 5, 6, 7, 8, 9 },    t2[] = { 40, 41, 42, 43 };    // cut, no eos to keep
+    const uint32_t* src[] = { s0, s1, s2 };
+    const uint32_t* tgt[] = { t0, t1, t2 };
+    int32_t ls[] = { 6, 3, 5 }, lt[] = { 5, 2, 4 };
+    if (examples_write(path, 3, src, ls, tgt, lt, err, sizeof(err))) { printf("%s\n", err); exit(EXIT_FAILURE); }
+    DataLoader dl;
+    LoaderConfig c = cfg(3, 1, 0, 0, 0, 1);
+    c.pad_id = 0; c.start_id = 0; c.max_src = 4; c.max_tgt = 3; c.eos_id = 1;
+    open_or_die(&dl, path, c);
+    BatchBuf bb = {0};
+    T5Batch* b = dataloader_next(&dl, &bb);
+    int want_src[3][4] = { { 5, 6, 7, 1 }, { 5, 6, 1, 0 }, { 5, 6, 7, 8 } };
+    int want_lab[3][3] = { { 20, 21, 1 }, { 30, 1, IGNORE_INDEX }, { 40, 41, 42 } };
+    int want_din[3][3] = { { 0, 20, 21 }, { 0, 30, 1 }, { 0, 40, 41 } };
+    int ok = b->B == 3 && b->Ts == 4 && b->Tt == 3, kept = ok, plain = ok;
+    for (int i = 0; ok && i < 3; i++) {
+        int* row_ok = i == 2 ? &plain : &kept;
+        *row_ok &= b->src_len[i] == (i == 1 ? 3 : 4);
+        for (int j = 0; j < 4; j++) *row_ok &= b->src[i * 4 + j] == want_src[i][j];
+        for (int j = 0; j < 3; j++) *row_ok &= b->labels[i * 3 + j] == want_lab[i][j] && b->dec_in[i * 3 + j] == want_din[i][j];
+    }
+    check("a cut source and target keep </s> last (as the T5 tokenizer truncates); short ones unchanged", kept);
+    check("a cut example that does not end in </s> is cut plainly", plain);
+    batch_free(&bb);
+    dataloader_free(&dl);
+}
+
 int main(void) {
     char dir[] = "/tmp/test_dataloader_XXXXXX";
     if (!mkdtemp(dir)) { perror("mkdtemp"); return EXIT_FAILURE; }
@@ -297,6 +332,7 @@ int main(void) {
     test_seek(path);
     test_padding(path);
     test_bad_files(dir);
+    test_cut_keeps_eos(dir);
     char cmd[600];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);

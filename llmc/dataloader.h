@@ -86,10 +86,20 @@ static inline int ladder_parse(const char* v, int* out) {
     return 0;
 }
 
-// lays out examples idx[0..B) (sources / targets truncated to max_src / max_tgt tokens), padded to the
+// x (len ids) cut to its first cap ids in out; an example that ends in eos_id keeps it last, as the T5
+// tokenizer truncates (max_length - 1 ids, then </s>): a cut source still ends the input, a cut target still
+// teaches the model to stop. eos_id < 0: a plain cut. Returns the ids written
+static inline int cut_ids(int* out, const uint32_t* x, int len, int cap, int eos_id) {
+    int n = clamp_len(len, cap);
+    for (int j = 0; j < n; j++) out[j] = (int)x[j];
+    if (n < len && n > 0 && eos_id >= 0 && (int)x[len - 1] == eos_id) out[n - 1] = eos_id;
+    return n;
+}
+
+// lays out examples idx[0..B) (sources / targets cut to max_src / max_tgt tokens by cut_ids), padded to the
 // longest of them on the ladder of src_step / tgt_step (ladder_len)
 static inline T5Batch* batch_make(BatchBuf* bb, const ExampleFile* e, const int64_t* idx, int B, int max_src,
-                                  int max_tgt, int src_step, int tgt_step, int pad_id, int start_id) {
+                                  int max_tgt, int src_step, int tgt_step, int pad_id, int start_id, int eos_id) {
     int Ts = 1, Tt = 1;
     for (int i = 0; i < B; i++) {
         int ls = clamp_len(e->lens[2 * idx[i]], max_src), lt = clamp_len(e->lens[2 * idx[i] + 1], max_tgt);
@@ -102,15 +112,14 @@ static inline T5Batch* batch_make(BatchBuf* bb, const ExampleFile* e, const int6
     T5Batch* b = &bb->b;
     b->B = B; b->Ts = Ts; b->Tt = Tt;
     for (int i = 0; i < B; i++) {
-        int ls = clamp_len(e->lens[2 * idx[i]], max_src), lt = clamp_len(e->lens[2 * idx[i] + 1], max_tgt);
-        const uint32_t* s = examples_src(e, idx[i]);
-        const uint32_t* t = examples_tgt(e, idx[i]);
         int* src = b->src + (size_t)i * Ts;
         int* lab = b->labels + (size_t)i * Tt;
         int* din = b->dec_in + (size_t)i * Tt;
+        int ls = cut_ids(src, examples_src(e, idx[i]), e->lens[2 * idx[i]], max_src, eos_id);
+        int lt = cut_ids(lab, examples_tgt(e, idx[i]), e->lens[2 * idx[i] + 1], max_tgt, eos_id);
         b->src_len[i] = ls;
-        for (int j = 0; j < Ts; j++) src[j] = j < ls ? (int)s[j] : pad_id;
-        for (int j = 0; j < Tt; j++) lab[j] = j < lt ? (int)t[j] : IGNORE_INDEX;
+        for (int j = ls; j < Ts; j++) src[j] = pad_id;
+        for (int j = lt; j < Tt; j++) lab[j] = IGNORE_INDEX;
         for (int j = 0; j < Tt; j++) din[j] = dec_input(j == 0 ? start_id : lab[j - 1], pad_id);
     }
     return b;
@@ -160,6 +169,7 @@ typedef struct {
     int pad_id, start_id;
     uint64_t seed;
     int src_step, tgt_step; // the shape ladder (ladder_len); ≤ 1: dynamic padding
+    int eos_id;             // the terminator a cut keeps last (cut_ids); -1: plain cuts
 } LoaderConfig;
 
 typedef struct {
@@ -284,7 +294,7 @@ static inline T5Batch* dataloader_next(DataLoader* dl, BatchBuf* bb) {
     loader_slice(dl, dl->batch);
     const LoaderConfig* c = &dl->cfg;
     T5Batch* b = batch_make(bb, &dl->data, dl->idx, dl->idx_n, c->max_src, c->max_tgt, c->src_step, c->tgt_step, c->pad_id,
-                            c->start_id);
+                            c->start_id, c->eos_id);
     dl->real_tokens += batch_real_tokens(b);
     dl->padded_tokens += (long long)b->B * (b->Ts + b->Tt);
     if (++dl->batch == dl->num_batches) dataloader_seek(dl, dl->epoch + 1, 0);

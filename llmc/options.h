@@ -81,8 +81,8 @@ static const OptSpec OPTIONS[] = {
     SPECIAL("--shape-ladder", "S,T", ladder, opt_ladder, "S,T: two steps in [0, 4096] (e.g. 64,16; 0,0 = dynamic padding)", "0,0", ENGINE_BOTH,
             "pad each batch's sources / targets up to a multiple of S / T (capped at the\nmaximum lengths): a small "
             "fixed set of shapes; 0,0: to the longest"),
-    INT("--max-src-len", "N", max_src_len, 1, 1 << 20, "512", ENGINE_BOTH, "truncate sources to N tokens"),
-    INT("--max-tgt-len", "N", max_tgt_len, 1, 1 << 20, "128", ENGINE_BOTH, "truncate targets to N tokens"),
+    INT("--max-src-len", "N", max_src_len, 1, 1 << 20, "512", ENGINE_BOTH, "truncate sources to N tokens (a cut example keeps </s> last, as the T5 tokenizer)"),
+    INT("--max-tgt-len", "N", max_tgt_len, 1, 1 << 20, "128", ENGINE_BOTH, "truncate targets to N tokens (likewise)"),
     STR("--data-log", "PREFIX", data_log, NULL, "", ENGINE_BOTH, "each rank writes the example ids of every step to PREFIX.rank<r>"),
     SECTION("schedule and optimizer"),
     FLT("--epochs", "X", epochs, 1e-6, 1e6, "1", ENGINE_BOTH, "passes over the training file, used when --steps is 0"),

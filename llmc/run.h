@@ -658,7 +658,8 @@ static int open_loader(Run* run, DataLoader* dl, const char* path, int bs, int t
     const Options* o = run->o;
     const T5Config* c = &run->e->config;
     LoaderConfig lc = { bs, run->e->size, run->e->rank, training ? o->shuffle : 0, training ? o->bucket : 1, 64, o->max_src_len,
-                        o->max_tgt_len, c->pad_id, c->decoder_start_id, (uint64_t)o->seed, o->ladder[0], o->ladder[1] };
+                        o->max_tgt_len, c->pad_id, c->decoder_start_id, (uint64_t)o->seed, o->ladder[0], o->ladder[1],
+                        c->eos_id };
     if (dataloader_init(dl, path, &lc, err, sizeof(err)) == 0 && examples_check_vocab(&dl->data, c->vocab_size, path, err, sizeof(err)) == 0)
         return 0;
     fprintf(stderr, "error: %s\n", err);
