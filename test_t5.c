@@ -352,6 +352,13 @@ static void test_head_cases(const char* tmp) {
         snprintf(label, sizeof(label), "config %s: transformers' defaults (V C D H F Le Ld gated tied scaled = %s)", dflt[i][0], dflt[i][1]);
         check_true(label, rc == 0 && strcmp(got, dflt[i][1]) == 0);
     }
+    // eos_token_id as a list (transformers stops at any of them): the engines keep the first, with a warning on
+    // stderr when the list holds another id (printed just above this check's line)
+    const char* eos = "{\"model_type\": \"t5\", \"vocab_size\": 64, \"d_model\": 16, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 24, "
+                      "\"num_layers\": 1, \"eos_token_id\": [5, 1]}";
+    write_bytes(path, eos, strlen(eos));
+    rc = t5_config_read(path, &c, err, sizeof(err));
+    check_true("eos_token_id [5, 1]: the first id is the end id (a warning names the others)", rc == 0 && c.eos_id == 5);
     // dense_act_fn wins over feed_forward_proj: silu is read as silu; mish, which the engine lacks, is refused
     const char* silu = "{\"model_type\": \"t5\", \"vocab_size\": 64, \"d_model\": 16, \"d_kv\": 4, \"num_heads\": 2, \"d_ff\": 24, "
                        "\"num_layers\": 1, \"feed_forward_proj\": \"gated-gelu\", \"dense_act_fn\": \"silu\"}";

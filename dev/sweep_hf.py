@@ -41,7 +41,7 @@ Found and fixed: the relative attention bias tables were weight-decayed under --
 Trainer's get_decay_parameter_names leaves out every name with "bias" in it (llmc/t5.h t5_no_decay).
 Known and left out of the draw (not fixed, too large for host code alone):
   - eos_token_id given as a list: transformers stops generation at any of its ids (and min_new_tokens bans
-    them all); the engine reads the first only, and its export writes that one back.
+    them all); the engine reads the first only (a warning says so), and its export writes that one back.
   - transformers 5.25's generate() with num_decoder_layers > num_layers and the cache on: IndexError in
     its own cache (use_cache=False here; a transformers bug, not the engine's).
 """

@@ -107,6 +107,19 @@ typedef struct { int vocab_size, d_model, d_kv, d_ff, num_layers, num_heads; con
 static const HfDefaults HF_T5_DEFAULTS = { 32128, 512, 64, 2048, 6, 8, "relu" };
 static const HfDefaults HF_MT5_DEFAULTS = { 250112, 512, 64, 1024, 8, 6, "gated-gelu" };
 
+// eos_token_id as a list: transformers ends generation at any of its ids (and min_new_tokens bans them all);
+// the engines keep one end id, the first. Said once, on stderr, when the list holds another id
+static inline void hf_eos_list_note(const JsonValue* root, const T5Config* c, const char* path) {
+    const JsonValue* v = json_find(root, "eos_token_id");
+    if (!v || v->type != JSON_ARRAY) return;
+    for (size_t i = 1; i < v->count; i++)
+        if (v->items[i].type != JSON_NUMBER || v->items[i].number != (double)c->eos_id) {
+            fprintf(stderr, "warning: %s: eos_token_id lists %zu ids; t5.c ends generation at the first (%d) only, "
+                    "transformers' generate() at any of them\n", path, (size_t)v->count, c->eos_id);
+            return;
+        }
+}
+
 static inline int t5_config_from_json(const JsonValue* root, T5Config* c, const char* path, char* err, size_t errlen) {
     if (root->type != JSON_OBJECT) { snprintf(err, errlen, "%s: not a JSON object", path); return -1; }
     const JsonValue* mt = json_find(root, "model_type");
@@ -140,6 +153,7 @@ static inline int t5_config_from_json(const JsonValue* root, T5Config* c, const 
     if (mt5) c->scale_out = 0; // MT5ForConditionalGeneration never scales the decoder output
     const char* bad = t5_config_check(c);
     if (bad) { snprintf(err, errlen, "%s: invalid config: %s", path, bad); return -1; }
+    hf_eos_list_note(root, c, path);
     return 0;
 }
 
