@@ -285,6 +285,11 @@ def test_eval(args, data, rd, tmp):
           same_tok and r.returncode == 0 and r.stdout.rstrip("\n") == gens[0]["generated"], r.stderr.strip()[-200:])
     r = run([args.train_bin, "--model", os.path.join(rd, "model"), "--summarize", "-", *tok], input=" \n ")
     check("--summarize of an empty dialogue: a clear error", r.returncode == 1 and "empty dialogue" in r.stderr, r.stderr.strip())
+    r = subprocess.run([args.train_bin, "--model", os.path.join(rd, "model"), "--summarize", "-", *tok], cwd=REPO,
+                       input=b"#Person1#: caf\xe9 at six?", capture_output=True)
+    err = r.stderr.decode("utf-8", "replace")
+    check("--summarize of text that is not UTF-8 (Latin-1): refused, naming the byte", r.returncode == 1 and
+          "standard input: not valid UTF-8 at byte 14 (0xe9)" in err and not r.stdout, err.strip()[-200:])
     ev2 = os.path.join(tmp, "eval_beam")
     r = run([args.train_bin, *dims, "--model", os.path.join(rd, "model"), "--baseline-model", "flan-t5-small",
              "--eval-split", os.path.join(data, "test"), "--eval-limit", "6", "--eval-out", ev2, "--num-beams", "3",

@@ -955,6 +955,14 @@ static int run_eval(Engine* e, const Options* o, const char* name) {
     return rc;
 }
 
+// the offset of the first byte of s[0..n) that starts no well-formed UTF-8 sequence, or -1 (prepro refuses
+// such text too; sentencepiece would read each bad byte as U+FFFD, which no Python caller can pass)
+static long long utf8_bad_at(const char* s, size_t n) {
+    for (size_t i = 0, k; i < n; i += k)
+        if ((k = spm_utf8_len((const uint8_t*)s + i, n - i)) == 0) return (long long)i;
+    return -1;
+}
+
 // the whole of FILE (or stdin) as one dialogue → its summary on stdout
 static int run_summarize(Engine* e, const Options* o) {
     char err[1024];
@@ -970,8 +978,12 @@ static int run_summarize(Engine* e, const Options* o) {
     text[len] = 0;
     int blank = 1;
     for (size_t i = 0; i < len && blank; i++) blank = text[i] == ' ' || text[i] == '\n' || text[i] == '\t' || text[i] == '\r';
-    if (blank || strlen(text) != len) {
-        fprintf(stderr, "error: %s: %s\n", o->summarize, blank ? "empty dialogue" : "the text contains a NUL byte");
+    long long bad = blank || strlen(text) != len ? -1 : utf8_bad_at(text, len);
+    if (blank || strlen(text) != len || bad >= 0) {
+        const char* name = strcmp(o->summarize, "-") == 0 ? "standard input" : o->summarize;
+        if (bad >= 0) fprintf(stderr, "error: %s: not valid UTF-8 at byte %lld (0x%02x); save the text as UTF-8\n", name, bad,
+                              (unsigned)(uint8_t)text[bad]);
+        else fprintf(stderr, "error: %s: %s\n", name, blank ? "empty dialogue" : "the text contains a NUL byte");
         free(text);
         return -1;
     }
