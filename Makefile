@@ -236,9 +236,12 @@ $(BUILD)/asan/test_spm: tokenizer/test_spm.c tokenizer/spm.h
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(filter-out -O3,$(CFLAGS)) $(SAN_FLAGS) $< -o $@ $(LDLIBS)
 .PHONY: test_tokenizer
-test_tokenizer: $(BUILD)/t5tok $(BUILD)/test_spm
+test_tokenizer: $(BUILD)/t5tok $(BUILD)/test_spm $(BUILD)/score
 	./$(BUILD)/test_spm --model $(DATA)/t5/spiece.model
 	$(PYTHON) dev/test_tokenizer.py --t5tok $(BUILD)/t5tok --data $(DATA)
+	@# a small fixed-seed slice of the randomized sweep (tokenizer vs sentencepiece and transformers, ROUGE vs
+	@# rouge_score, BLEU vs sacrebleu on generated adversarial text; about 15 s); the whole sweep: dev/sweep_text.py
+	$(PYTHON) dev/sweep_text.py --t5tok $(BUILD)/t5tok --score-bin $(BUILD)/score --data $(DATA) --seed 7 --texts 6000 --pairs 1500
 
 # the data loader on generated example files; the DialogSum pipeline end to end (prepro on a subset
 # of the real data, a CPU run whose loss falls, kill + resume, corrupted files, plots, W&B offline;
