@@ -9,7 +9,7 @@ LDLIBS = -lm
 SAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 BUILD = build
 # (defined before any rule: a rule's prerequisites are expanded when it is read)
-HEADERS = $(wildcard llmc/*.h)
+HEADERS = $(wildcard llmc/*.h) tokenizer/spm.h
 
 # ---------------------------------------------------------------- OpenMP (probe)
 ifeq ($(NO_OMP),1)

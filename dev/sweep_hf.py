@@ -178,7 +178,15 @@ def random_optim(rng):
                 schedule=rng.choice(["constant", "linear", "cosine"]), warmup=rng.choice([0, 1, 2]),
                 schedule_steps=rng.choice([0, 6]), wd=rng.choice([0.0, 0.01, 0.1]), decay_norms=rng.randint(0, 1),
                 clip=rng.choice([0.0, 1.0, 0.05]), beta1=rng.choice([0.9, 0.5]), beta2=rng.choice([0.999, 0.95]),
-                eps=rng.choice([1e-8, 1e-6]))
+                eps=rng.choice([1e-8, 1e-6]), max_src=rng.choice([0, 0, 5, 9]), max_tgt=rng.choice([0, 0, 3, 6]))
+
+
+def tokenizer_cut(ids, cap, eos):
+    """ids cut to cap (0: no cap) as the T5 tokenizer truncates: cap - 1 ids, then </s>, when they end in </s>
+    (what tokenizer(text, max_length=cap, truncation=True) gives); a plain cut otherwise"""
+    if not cap or len(ids) <= cap:
+        return ids
+    return ids[:cap - 1] + [eos] if ids[-1] == eos else ids[:cap]
 
 
 def make_scheduler(opt, o):
@@ -228,6 +236,9 @@ def c_train_cmd(args, mdir, train_bin, run_dir, export, o, export_opts):
            "--weight-decay", repr(o["wd"]), "--decay-norms", str(o["decay_norms"]), "--clip", repr(o["clip"]),
            "--beta1", repr(o["beta1"]), "--beta2", repr(o["beta2"]), "--adam-eps", repr(o["eps"]), "--dropout", "0",
            "--out-dir", run_dir, "--save-hf", export, "--tokenizer", SPIECE]
+    for flag, key in (("--max-src-len", "max_src"), ("--max-tgt-len", "max_tgt")):
+        if o[key]:
+            cmd += [flag, str(o[key])]
     if export_opts["dtype"] == "bf16":
         cmd += ["--save-hf-dtype", "bf16"]
     if export_opts["shard"]:
@@ -365,7 +376,9 @@ def check_training(args, rng, tmp, mdir, kw, report):
     ex = random_examples(rng, kw["vocab_size"], 2 * per_step, rng.choice([17, 40]), 9, kw["eos_token_id"])
     train_bin = os.path.join(tmp, "train.bin")
     write_examples(train_bin, ex)
-    batches = [batch_tensors(ex[i:i + per_step], kw["pad_token_id"]) for i in (0, per_step)]
+    # the reference trains on the examples cut as --max-src-len / --max-tgt-len cut them (tokenizer_cut)
+    cut = [(tokenizer_cut(s, o["max_src"], kw["eos_token_id"]), tokenizer_cut(t, o["max_tgt"], kw["eos_token_id"])) for s, t in ex]
+    batches = [batch_tensors(cut[i:i + per_step], kw["pad_token_id"]) for i in (0, per_step)]
     export_opts = dict(dtype=rng.choice(["fp32", "fp32", "bf16"]), shard=rng.choice([None, None, "3KB"]))
     run_dir, export = os.path.join(tmp, "run"), os.path.join(tmp, "export")
     r = run(c_train_cmd(args, mdir, train_bin, run_dir, export, o, export_opts))

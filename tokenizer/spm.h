@@ -189,13 +189,15 @@ typedef struct {
     size_t len, cap;
 } SpmBuf;
 
-// make room for `extra` more bytes plus a NUL; returns -1 when out of memory
+// make room for `extra` more bytes plus a NUL; returns -1 when out of memory. Once allocated the data is
+// always a string: a buffer nothing was appended to (the decode of no ids) reads as ""
 static inline int spm_buf_reserve(SpmBuf* b, size_t extra) {
     if (b->len + extra + 1 <= b->cap) { return 0; }
     size_t cap = b->cap < 64 ? 64 : b->cap;
     while (cap < b->len + extra + 1) { cap *= 2; }
     char* d = (char*)realloc(b->data, cap);
     if (d == NULL) { return -1; }
+    d[b->len] = '\0';
     b->data = d;
     b->cap = cap;
     return 0;

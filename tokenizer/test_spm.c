@@ -102,6 +102,10 @@ static void test_real_model(TestCtx* tc, const SpmModel* m) {
     check(tc, "decode sentinels and <unk>, skipped", decode_equals(m, sentinels, 5, SPM_SKIP_SPECIAL, "Hello world \xe2\x81\x87 ", d, sizeof(d)), d);
     check(tc, "decode drops every leading space piece (sentencepiece)", decode_equals(m, leading_ws, 3, SPM_SKIP_SPECIAL, "Hello", d, sizeof(d)), d);
     check(tc, "decode keeping specials drops the first token's space only (HF)", decode_equals(m, leading_ws, 3, SPM_KEEP_SPECIAL, "  Hello", d, sizeof(d)), d);
+    const int only_special[] = {1, 0};
+    int empty = decode_equals(m, NULL, 0, SPM_SKIP_SPECIAL, "", d, sizeof(d)) && decode_equals(m, NULL, 0, SPM_KEEP_SPECIAL, "", d, sizeof(d));
+    check(tc, "decode of no ids: '' (a string, not the buffer's unwritten bytes)", empty, d);
+    check(tc, "decode of </s><pad>, specials skipped: ''", decode_equals(m, only_special, 2, SPM_SKIP_SPECIAL, "", d, sizeof(d)), d);
     const int bad[] = {8774, 32100};
     char err[256] = "";
     char* t = spm_decode(m, bad, 2, SPM_SKIP_SPECIAL, NULL, err, sizeof(err));
