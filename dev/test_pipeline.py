@@ -673,15 +673,16 @@ def test_resume(args, data, tmp):
     ckpts = sorted(os.listdir(os.path.join(ref, "checkpoints")))
     check("--keep-checkpoints 2 keeps the newest two", ckpts == ["ckpt_000000012.bin", "ckpt_000000016.bin"], str(ckpts))
 
-    for how, sig in (("SIGTERM", signal.SIGTERM), ("kill -9", signal.SIGKILL)):
+    for how, sig in (("SIGTERM", signal.SIGTERM), ("SIGHUP", signal.SIGHUP), ("kill -9", signal.SIGKILL)):
         rd = os.path.join(tmp, "run_" + how.replace(" ", "").replace("-", ""))
         p = train(args, data, rd, *common, wait=False)
         target = os.path.join(rd, "checkpoints", "ckpt_000000008.bin")
         wait_for(target, p)
         p.send_signal(sig)
         out, _ = p.communicate()
-        if sig == signal.SIGTERM:
-            check("SIGTERM: checkpoint written, exit 143", p.returncode == 143 and "stopped by signal 15" in out, f"rc {p.returncode}")
+        if sig != signal.SIGKILL: # SIGHUP: the SSH session to the machine dropped
+            check(f"{how}: checkpoint written, exit {128 + sig}", p.returncode == 128 + sig and f"stopped by signal {int(sig)}" in out,
+                  f"rc {p.returncode}")
         r = train(args, data, rd, *common, "--resume", "latest")
         got, _ = train_records(rd)
         same = sorted(got) == list(range(1, 17)) and all(got[k] == want[k] for k in want)
@@ -690,6 +691,20 @@ def test_resume(args, data, tmp):
     test_bad_checkpoints(args, data, tmp, ref, common)
     test_bad_shard(args, data, tmp, ref, common)
     test_resume_adafactor_lora(args, data, tmp)
+    test_stdout_gone(args, data, tmp, want, common)
+
+
+def test_stdout_gone(args, data, tmp, want, common):
+    """the reader of the trainer's stdout goes away (| tee, | head, a closed terminal): training goes on to the
+    end, its steps recorded in metrics.jsonl, instead of dying of SIGPIPE without a checkpoint"""
+    rd = os.path.join(tmp, "run_pipe")
+    p = train(args, data, rd, *common, wait=False)
+    p.stdout.readline()
+    p.stdout.close() # the pipe's reader is gone: the next write gets EPIPE
+    rc = p.wait(timeout=600)
+    got, _ = train_records(rd) if os.path.isfile(os.path.join(rd, "metrics.jsonl")) else ({}, None)
+    check("stdout's reader gone after the first line: the run completes (exit 0), every step in metrics.jsonl",
+          rc == 0 and got == want, f"rc {rc}, {len(got)} steps")
 
 
 def test_resume_adafactor_lora(args, data, tmp):

@@ -13,7 +13,7 @@
 #include <stdlib.h>      // defines: free, qsort
 #include <string.h>      // defines: memset, strcmp, strstr
 #include <math.h>        // defines: isfinite, ceil, NAN
-#include <signal.h>      // defines: signal, sig_atomic_t, SIGINT, SIGTERM
+#include <signal.h>      // defines: signal, sig_atomic_t, SIGINT, SIGTERM, SIGUSR1, SIGHUP, SIGPIPE
 #include "utils.h"       // defines: mallocCheck, callocCheck, now_ms, peak_rss_mib
 #include "engine.h"      // defines: Engine, EngineOps, Options, HostModel, StepIn, StepOut, GenConfig
 #include "options.h"     // defines: options_default, options_parse, options_usage, options_has_work
@@ -231,8 +231,8 @@ static int save_checkpoint(Engine* e, const char* path, const CkptTrainState* ts
 // ----------------------------------------------------------------------------
 // a training run
 
-// set by SIGINT / SIGTERM, read between steps: the one piece of global state, as signal handlers
-// can reach nothing else
+// set by SIGINT / SIGTERM / SIGUSR1 / SIGHUP, read between steps: the one piece of global state, as signal
+// handlers can reach nothing else
 static volatile sig_atomic_t g_stop_signal = 0;
 
 static void on_stop_signal(int sig) {
@@ -1360,6 +1360,8 @@ static inline int run_begin(Program* p, int argc, char** argv, const EngineOps* 
     signal(SIGINT, on_stop_signal);
     signal(SIGTERM, on_stop_signal);
     signal(SIGUSR1, on_stop_signal); // what Slurm's --signal and mpirun forward (docs/durability.md)
+    signal(SIGHUP, on_stop_signal);  // the SSH session to a rented machine dropped: stop with a checkpoint
+    signal(SIGPIPE, SIG_IGN);        // a reader of stdout gone (| tee, | head): metrics.jsonl still records every step
     p->training = 1;
     return 0;
 }
