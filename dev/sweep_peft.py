@@ -28,6 +28,9 @@ trainable tensor redrawn at random, save_pretrained. Then:
        max |Δ| ≤ 1e-5 (an update moves at most lr/eps = 0.1 times a gradient element's fp32 error)
     5. the adapter train_t5 writes loads in peft: every A, B equal to the file's, peft's logits
        == the logits of train_t5's own --merge-lora directory (1e-5 as 3.)
+    Past the bound of 3., 4. (A and B) or 5., float64 decides: the same computation in float64, and the check
+    passes when train_t5's result is within 3x the distance of torch's own fp32 result from it (a large scale,
+    e.g. rsLoRA alpha 16 at r 4 = 8 on every Linear, makes torch's fp32 A, B 5e-4 from float64 after 3 steps)
   not plain -> train_t5 must refuse it (exit 1..127) with a message naming adapter_config.json (or the
     adapter file) and the option that makes the difference.
 Then the reverse direction: train_t5 --lora-r R --lora-alpha A --lora-targets T --lora-dropout D trains
@@ -277,15 +280,26 @@ def eval_of(model, batch):
     return o.logits, o.loss.item()
 
 
+def logits_noise_only(mdir, adir, batch, merged, peft_logits):
+    """the merged directory's logits apart from peft's by more than 1e-5: is it fp32 rounding (a merge folds
+    scale * B A into W: with scale 8 its rounding shows)? peft's logits in float64 decide: the merged ones
+    pass within 3x the distance of peft's own fp32 logits from them"""
+    model = PeftModel.from_pretrained(load_base(mdir, dtype=torch.float64), adir).to(torch.float64)
+    exact, _ = eval_of(model, batch)
+    ours, theirs = rel_max(merged.double(), exact), rel_max(peft_logits.double(), exact)
+    print(f"    logits vs float64: merged {ours:.2e}, peft fp32 {theirs:.2e}")
+    return ours <= 3 * theirs + 1e-7
+
+
 def merge_diff(merged_dir, peft_model):
     ours = load_base(merged_dir).state_dict()
     theirs = peft_model.merge_and_unload().state_dict()
     return max(rel_max(ours[k], theirs[k]) for k in theirs)
 
 
-def peft_trajectory(mdir, adir, batch):
+def peft_trajectory(mdir, adir, batch, dtype=torch.float32):
     # T5's dropout off (train_t5 --dropout 0); T5Attention keeps its rate as a float, so through the config
-    model = PeftModel.from_pretrained(load_base(mdir, dropout_rate=0.0), adir, is_trainable=True)
+    model = PeftModel.from_pretrained(load_base(mdir, dropout_rate=0.0, dtype=dtype), adir, is_trainable=True).to(dtype)
     named = [(n.replace(".default.", "."), p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     opt = torch.optim.AdamW(params, lr=TRAIN["lr"], eps=TRAIN["eps"], weight_decay=TRAIN["weight_decay"], foreach=False)
@@ -335,7 +349,7 @@ class Sweep:
         mlogits, _ = eval_of(load_base(os.path.join(out, "merged")), batch)
         d = rel_max(mlogits, logits)
         self.note("reload_logits", d)
-        if d > 1e-5:
+        if d > 1e-5 and not logits_noise_only(mdir, adir, batch, mlogits, logits):
             self.fail(seed, spec, f"peft on train_t5's adapter vs train_t5's merge: logits rel {d:.2e}")
 
     def accepted(self, seed, spec, mdir, adir, ex, batch, B, model, tmp):
@@ -355,7 +369,7 @@ class Sweep:
         mlogits, _ = eval_of(load_base(os.path.join(out, "merged")), batch)
         d = rel_max(mlogits, logits)
         self.note("logits", d)
-        if d > 1e-5:
+        if d > 1e-5 and not logits_noise_only(mdir, adir, batch, mlogits, logits):
             self.fail(seed, spec, f"merged directory logits vs PeftModel logits: rel {d:.2e}")
         self.check_reload(seed, spec, mdir, out, batch)
         if spec.get("lora_dropout", 0.0) == 0.0:
@@ -376,8 +390,18 @@ class Sweep:
         saved = load_file(os.path.join(out, "adapter", "adapter_model.safetensors"))
         d = max((saved[k] - final[k]).abs().max().item() for k in final) if set(saved) == set(final) else math.inf
         self.note("train_ab", d)
-        if d > 1e-5:
+        if d > 1e-5 and not self.noise_only(saved, final, mdir, adir, batch):
             self.fail(seed, spec, f"A, B after {TRAIN['steps']} AdamW steps: max |diff| {d:.2e}")
+
+    def noise_only(self, saved, final, mdir, adir, batch):
+        """A and B apart by more than 1e-5: fp32 rounding, or a bug? The same steps in float64 decide. Some
+        configs (rsLoRA with alpha 16 at r 4: scale 8, every Linear wrapped) amplify fp32 rounding so that
+        torch's own fp32 run is 5e-4 away from float64; train_t5 passes when it is within 3x torch's distance"""
+        _, exact = peft_trajectory(mdir, adir, batch, torch.float64)
+        ours = max((saved[k].double() - exact[k]).abs().max().item() for k in exact)
+        torch_err = max((final[k].double() - exact[k]).abs().max().item() for k in exact)
+        print(f"    A, B vs float64: train_t5 {ours:.2e}, torch fp32 {torch_err:.2e}")
+        return ours <= 3 * torch_err + 1e-6
 
     def refused(self, seed, spec, why, mdir, adir, ex, B, tmp):
         rc, text = train_t5(self.args, mdir, ex, os.path.join(tmp, "ref"), ["--lora-adapter", adir], B, 1, 0.0)
