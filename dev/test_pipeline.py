@@ -636,6 +636,30 @@ def test_keep_best(args, data, tmp):
           r.returncode == 0 and "early stop: 2 evaluations" in r.stdout and 0 < len(got) < 60, r.stdout[-300:])
 
 
+def test_early_stop_resume(args, data, tmp):
+    """--early-stop across a resume: the count of evaluations without improvement is the resumed step's (best.json
+    may have been rewritten by evaluations after the resumed checkpoint), and a run that stopped early stays stopped"""
+    # lr 0: the validation loss never improves on step 2's, so an uninterrupted run stops at step 8 (3 evaluations since)
+    common = ("--steps", "12", "--lr", "0", "--dropout", "0", "--val-file", os.path.join(data, "val.bin"), "--eval-every", "2",
+              "--eval-batches", "1", "--keep-best", "val_loss", "--early-stop", "3", "--checkpoint-every", "4",
+              "--keep-checkpoints", "5", "--async-checkpoint", "0")
+    rd = os.path.join(tmp, "run_early_resume")
+    r = train(args, data, rd, *common)
+    want, _ = train_records(rd) if r.returncode == 0 else ({}, [])
+    if not check("--early-stop 3, lr 0: stops at step 8", r.returncode == 0 and sorted(want) == list(range(1, 9)), r.stderr[-300:] if r.returncode else ""):
+        return
+    # killed after step 6's evaluation (best.json: 2 evaluations since) and before step 8's checkpoint: resumes at 4
+    os.remove(os.path.join(rd, "checkpoints", "ckpt_000000008.bin"))
+    r = train(args, data, rd, *common, "--resume", "latest")
+    got, _ = train_records(rd)
+    check("... resumed from step 4 with best.json written at step 8: stops at step 8 again, the same losses",
+          r.returncode == 0 and "at step 4" in r.stdout and got == want, f"steps {sorted(got)}")
+    r = train(args, data, rd, *common, "--resume", "latest")
+    got, _ = train_records(rd)
+    check("... and --resume latest of the run that stopped early trains no further step",
+          r.returncode == 0 and "stopped early at step 8" in r.stdout and got == want, f"steps {sorted(got)}")
+
+
 def test_nonfinite(args, data, tmp):
     """A NaN weight makes every loss non-finite: each step is skipped and reported, the weights are never
     updated, the metrics log marks it, and --max-skips stops a run that cannot recover."""
@@ -896,7 +920,8 @@ def main():
     p.add_argument("--train-bin", default="./train_t5")
     p.add_argument("--data", default=os.environ.get("DATA", os.path.join(REPO, "..", "shared", "data")))
     p.add_argument("--mpi", type=int, default=1, help="1: train_t5 was built with MPI, run the 2-rank test")
-    p.add_argument("--only", choices=["prompt"], help="prompt: only the prompt's tests (test_prompt), on the subset")
+    p.add_argument("--only", choices=["prompt", "fuzz_cli"], help="prompt: only the prompt's tests (test_prompt), on the subset; "
+                   "fuzz_cli: only the checks of what dev/fuzz_cli.py found")
     args = p.parse_args()
     args.train_bin = os.path.abspath(os.path.join(REPO, args.train_bin))
     tmp = tempfile.mkdtemp(prefix="t5c_pipeline_")
@@ -908,6 +933,11 @@ def main():
             return finish()
         print("=== prepro")
         data = test_prepro_official(args, sub, csvd, tmp)
+        if args.only == "fuzz_cli":
+            print("=== what dev/fuzz_cli.py found")
+            if data:
+                test_early_stop_resume(args, data, tmp)
+            return finish()
         test_prepro_ratio(args, sub, tmp)
         test_prepro_errors(args, sub, csvd, tmp)
         if data:
@@ -918,6 +948,7 @@ def main():
                 test_report(args, data, tmp, full, lora)
             test_resume(args, data, tmp)
             test_keep_best(args, data, tmp)
+            test_early_stop_resume(args, data, tmp)
             test_nonfinite(args, data, tmp)
             test_write_failure(args, data, tmp)
             test_run_dir_lock(args, data, tmp)

@@ -606,6 +606,9 @@ static void best_resume(Run* run, long long resumed_step) {
     if (ok) {
         run->best.step = (long long)st->number; run->best.value = val->number;
         run->best.stale = k && k->type == JSON_NUMBER ? (int)k->number : 0;
+        snprintf(ck, sizeof(ck), "%s/metrics.jsonl", run->o->out_dir);
+        int since = metrics_count_evals(ck, run->best.step, resumed_step); // as of the resumed step, not best.json's last write
+        if (since >= 0) run->best.stale = since;
         printf("best so far: %s %.6f at step %lld (%d evaluation(s) since)\n", KEEP_NAMES[run->o->keep_best], run->best.value,
                run->best.step, run->best.stale);
     } else fprintf(stderr, "note: %s does not match this run (another metric, or a step past the resumed one): the best starts over\n", path);
@@ -713,6 +716,11 @@ static int run_open(Run* run, const CkptTrainState* resumed, const char* from, i
     if (resumed && resume_data(run, resumed, from)) return -1;
     run->step = resumed ? resumed->run_step : 0;
     if (o->keep_best && resumed) best_resume(run, run->step);
+    if (o->keep_best && resumed && o->early_stop && run->best.stale >= o->early_stop) { // the run had stopped early: it is over
+        printf("early stop: %d evaluations without a better %s than %.6f (step %lld): the run stopped early at step %lld\n",
+               run->best.stale, KEEP_NAMES[o->keep_best], run->best.value, run->best.step, run->step);
+        run->total_steps = run->step;
+    }
     int Ts = 1, Tt = 1; // the buffers the engine sizes once (graphs hold their addresses)
     loader_widest(&run->train, o, &Ts, &Tt);
     if (run->has_val) loader_widest(&run->val, o, &Ts, &Tt);
@@ -1408,6 +1416,7 @@ static inline void run_after(Program* p, const StepOut* out) {
             printf("early stop: %d evaluations without a better %s than %.6f (step %lld)\n", run->best.stale, KEEP_NAMES[o->keep_best],
                    run->best.value, run->best.step);
             run->total_steps = run->step;
+            last = 1; // its checkpoint is the final one (train_finish), not a second write of the same step
         }
     }
     if (o->checkpoint_every && (k + 1) % o->checkpoint_every == 0 && !last && run_checkpoint(run)) { p->status = -1; return; }

@@ -289,6 +289,31 @@ static inline int metrics_run_info(const char* path, RunInfo* r) {
     return 0;
 }
 
+// the evaluations PATH (a run's metrics.jsonl) records after step lo up to step hi, or -1 when it cannot be
+// read. A resumed run's count of evaluations since its best: best.json holds the count as of its last write,
+// which may be past the resumed checkpoint (killed after an evaluation, before the next checkpoint)
+static inline int metrics_count_evals(const char* path, long long lo, long long hi) {
+    FILE* f = fopen(path, "rb");
+    if (!f) return -1;
+    char* line = NULL;
+    size_t linecap = 0;
+    int n = 0;
+    for (ssize_t len; (len = getline(&line, &linecap, f)) > 0; ) {
+        JsonValue rec;
+        char why[128];
+        if (line[len - 1] != '\n') break; // torn last line
+        if (json_parse(line, (size_t)len, &rec, why, sizeof(why)) == 0 && rec.type == JSON_OBJECT) {
+            const JsonValue* type = json_find(&rec, "type");
+            double step = metrics_field(&rec, "step");
+            if (type && type->type == JSON_STRING && strcmp(type->string, "eval") == 0 && step > (double)lo && step <= (double)hi) n++;
+        }
+        json_free(&rec);
+    }
+    free(line);
+    fclose(f);
+    return n;
+}
+
 // the run directory that PATH (a model directory, a checkpoint file or an adapter directory) was written
 // into, when it lies in one: RUN/model, RUN/adapter, RUN/<dir> → RUN; RUN/checkpoints/<file> → RUN. 0 with
 // RUN in buf when RUN/metrics.jsonl is there, else -1
