@@ -54,6 +54,14 @@ step lora_adapter $TINY --lora-adapter "$tmp/lora/adapter" $EVAL --eval-out "$tm
 step adafactor $TINY $TRAIN --steps 3 --optimizer adafactor --adafactor-beta1 0.9 --checkpoint-every 2 --out-dir "$tmp/ada"
 step adafactor_resume $TINY $TRAIN --steps 5 --optimizer adafactor --adafactor-beta1 0.9 --out-dir "$tmp/ada" --resume latest
 step adafactor_lr $TINY $TRAIN --steps 2 --optimizer adafactor --adafactor-relative-step 0 --adafactor-scale-parameter 0 --lr 1e-3
+# the rest of the data and schedule paths: accumulation, a shape ladder, file order, the data log, cosine
+# warmup, HF's init, other FFN and head forms, early stopping, --resume auto on a fresh directory
+step flags --model flan-t5-small --d-model 32 --num-heads 2 --d-kv 16 --d-ff 64 --num-layers 2 --num-decoder-layers 1 $LEN \
+    $TRAIN --steps 3 --grad-accum 2 --shape-ladder 8,4 --bucket 0 --shuffle 0 --data-log "$tmp/datalog" --schedule cosine \
+    --warmup 1 --init hf --ffn gated-silu --tied 1 --dropout 0.2 --eval-every 1 --eval-batch-size 3 --keep-best val_loss \
+    --early-stop 1 --decay-norms 1 --out-dir "$tmp/flags" --resume auto
+step relu --model t5-small --d-model 32 --num-heads 2 --d-kv 8 --d-ff 48 --num-layers 1 --num-buckets 8 --max-distance 16 \
+    --ffn relu --scale-output 0 $LEN $TRAIN --steps 2 --clip 0 --weight-decay 0 --save-hf "$tmp/relu"
 step greedy $LEN --model "$tmp/run/model" $EVAL --eval-out "$tmp/greedy" --baseline-model "$tmp/hf_bf16" \
     --compare-model "$tmp/merged" --compare-examples 2
 expect "greedy: comparison" "$tmp/greedy/comparison.md"
@@ -63,6 +71,9 @@ step beam_neg $LEN --model "$tmp/hf_bf16" $EVAL --eval-out "$tmp/beam_neg" --num
 printf '#Person1#: Hello, how are you?\n#Person2#: Fine, thanks. And you?\n' > "$tmp/dialogue.txt"
 step summarize $LEN --model "$tmp/run/model" --summarize "$tmp/dialogue.txt" --max-new-tokens 8
 step summarize_beam $LEN --model "$tmp/run/model" --summarize "$tmp/dialogue.txt" --max-new-tokens 8 --num-beams 3
+step summarize_stdin $LEN --model "$tmp/run/model" --summarize - --prompt "Sum up: {dialogue}" --max-new-tokens 6 < "$tmp/dialogue.txt"
+step compare_lora $LEN --model "$tmp/run/model" $EVAL --eval-out "$tmp/cmp_lora" --compare-model "$tmp/run/model" \
+    --compare-lora-adapter "$tmp/lora/adapter" --baseline-model "$tmp/relu"
 # a model that emits </s> first: every summary empty
 step empty_greedy $LEN --model "$tmp/run/model" $EVAL --eval-out "$tmp/empty" --eos-bias 1000
 step empty_beam $LEN --model "$tmp/run/model" $EVAL --eval-out "$tmp/empty_beam" --eos-bias 1000 --num-beams 3 --no-repeat-ngram 2
