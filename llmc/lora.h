@@ -489,6 +489,9 @@ static inline int lora_regcomp(regex_t* re, const char* fmt, const char* pat, co
         return -1;
     }
     snprintf(full, sizeof(full), fmt, posix);
+    // (a failed regcomp leaves *re partly unwritten, and regerror may read it: MemorySanitizer's
+    // interceptor reads all of it, though glibc's does not)
+    memset(re, 0, sizeof(*re));
     int rc = regcomp(re, full, REG_EXTENDED);
     if (rc != 0) {
         char msg[128];
