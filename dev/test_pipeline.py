@@ -655,9 +655,11 @@ def test_early_stop_resume(args, data, tmp):
     check("... resumed from step 4 with best.json written at step 8: stops at step 8 again, the same losses",
           r.returncode == 0 and "at step 4" in r.stdout and got == want, f"steps {sorted(got)}")
     r = train(args, data, rd, *common, "--resume", "latest")
-    got, _ = train_records(rd)
+    got, recs = train_records(rd)
     check("... and --resume latest of the run that stopped early trains no further step",
           r.returncode == 0 and "stopped early at step 8" in r.stdout and got == want, f"steps {sorted(got)}")
+    evals = [x["step"] for x in recs if x["type"] == "eval"]
+    check("... nor repeats step 8's evaluation (one eval record per step in metrics.jsonl)", evals == [2, 4, 6, 8], f"{evals}")
 
 
 def test_nonfinite(args, data, tmp):

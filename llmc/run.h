@@ -697,6 +697,13 @@ static void loader_widest(const DataLoader* dl, const Options* o, int* Ts, int* 
 
 // the data, the step count, the run directory; resumed: the checkpoint's state, checked against this run.
 // dry: nothing written (no metrics, no data log)
+// whether the run's metrics.jsonl records an evaluation at step k
+static int eval_logged_at(const Options* o, long long k) {
+    char path[4400];
+    snprintf(path, sizeof(path), "%s/metrics.jsonl", o->out_dir);
+    return metrics_count_evals(path, k - 1, k) > 0;
+}
+
 static int run_open(Run* run, const CkptTrainState* resumed, const char* from, int dry) {
     const Options* o = run->o;
     Engine* e = run->e;
@@ -721,6 +728,9 @@ static int run_open(Run* run, const CkptTrainState* resumed, const char* from, i
                run->best.stale, KEEP_NAMES[o->keep_best], run->best.value, run->best.step, run->step);
         run->total_steps = run->step;
     }
+    // the final checkpoint follows the final evaluation: a resume of a finished run finds that evaluation in the
+    // log and does not repeat it (every rank agrees: the file may be rank 0's alone)
+    if (resumed && run->has_val && o->out_dir && all_max(e, eval_logged_at(o, run->step))) run->last_eval = run->step;
     int Ts = 1, Tt = 1; // the buffers the engine sizes once (graphs hold their addresses)
     loader_widest(&run->train, o, &Ts, &Tt);
     if (run->has_val) loader_widest(&run->val, o, &Ts, &Tt);
