@@ -665,7 +665,7 @@ static int open_loader(Run* run, DataLoader* dl, const char* path, int bs, int t
                         c->eos_id };
     if (dataloader_init(dl, path, &lc, err, sizeof(err)) == 0 && examples_check_vocab(&dl->data, c->vocab_size, path, err, sizeof(err)) == 0)
         return 0;
-    fprintf(stderr, "error: %s\n", err);
+    fprintf(stderr, "error: %s %s\n", training ? "--train-file" : "--val-file", err); // the flag, then the file and its problem
     return -1;
 }
 
