@@ -654,8 +654,11 @@ def test_early_stop_resume(args, data, tmp):
     got, _ = train_records(rd)
     check("... resumed from step 4 with best.json written at step 8: stops at step 8 again, the same losses",
           r.returncode == 0 and "at step 4" in r.stdout and got == want, f"steps {sorted(got)}")
+    final = os.path.join(rd, "checkpoints", "ckpt_000000008.bin")
+    stamp = os.stat(final).st_mtime_ns
     r = train(args, data, rd, *common, "--resume", "latest")
     got, recs = train_records(rd)
+    check("... its checkpoint, the one it resumed from, is not written again", os.stat(final).st_mtime_ns == stamp)
     check("... and --resume latest of the run that stopped early trains no further step",
           r.returncode == 0 and "stopped early at step 8" in r.stdout and got == want, f"steps {sorted(got)}")
     evals = [x["step"] for x in recs if x["type"] == "eval"]

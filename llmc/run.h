@@ -278,6 +278,7 @@ typedef struct {
     size_t stage_n;         //   once at the start so that a checkpoint costs a copy, not page faults
     Best best;              // --keep-best
     long long last_eval;    // the step of the last evaluation (the final one is not repeated)
+    long long resumed_at;   // the step the run resumed at (0: a fresh run)
 } Run;
 
 static LrSchedule run_schedule(const Options* o, const Run* r) {
@@ -413,7 +414,8 @@ static int log_eval(Run* run) {
     double loss = evaluate(run, &tokens);
     EvalResult r;
     memset(&r, 0, sizeof(r));
-    if (run->has_rouge) all_wait_for_rank0(run->e, "rank 0 evaluating ROUGE", RANK0_PHASE_S);
+    // every rank announces it (has_rouge is rank 0's alone: it holds the references)
+    if (run->o->eval_rouge) all_wait_for_rank0(run->e, "rank 0 evaluating ROUGE", RANK0_PHASE_S);
     int rouge = run->has_rouge && is_rank0(run->e) && eval_rouge(run, &r) == 0;
     printf("eval step %lld | val loss %.6f | %lld target tokens", run->step, loss, tokens);
     int64_t distinct = rouge ? distinct_summaries(&r) : 0;
@@ -721,7 +723,7 @@ static int run_open(Run* run, const CkptTrainState* resumed, const char* from, i
     if (run->has_val) printf("val file: %lld examples\n", (long long)run->val.data.n);
     if (o->eval_rouge && is_rank0(e) && open_rouge(run)) return -1;
     if (resumed && resume_data(run, resumed, from)) return -1;
-    run->step = resumed ? resumed->run_step : 0;
+    run->step = run->resumed_at = resumed ? resumed->run_step : 0;
     if (o->keep_best && resumed) best_resume(run, run->step);
     if (o->keep_best && resumed && o->early_stop && run->best.stale >= o->early_stop) { // the run had stopped early: it is over
         printf("early stop: %d evaluations without a better %s than %.6f (step %lld): the run stopped early at step %lld\n",
@@ -777,6 +779,14 @@ static void run_close(Run* run) {
     run->opened = 0;
 }
 
+// whether this step's checkpoint is in the run directory already: a resume that ran no step (a finished run
+// resumed, or stopped before its first step) finds the one it resumed from, and does not write it again
+static int checkpoint_in_place(Run* run) {
+    char path[4400];
+    ckpt_path(path, sizeof(path), run->o->out_dir, run->step);
+    return all_max(run->e, run->step == run->resumed_at && is_rank0(run->e) && access(path, R_OK) == 0);
+}
+
 // after the last step (or a stop signal): the final evaluation and checkpoint, and the log's last record
 static int train_finish(Run* run, int rc) {
     Engine* e = run->e;
@@ -788,7 +798,7 @@ static int train_finish(Run* run, int rc) {
     if (rc > 0) printf("stopped by signal %d after step %lld\n", rc, run->step);
     if (rc == 0 && run->has_val && run->last_eval != run->step && log_eval(run)) rc = -1;
     if (rc >= 0 && o->out_dir) {
-        int bad = run_checkpoint(run) != 0;
+        int bad = !checkpoint_in_place(run) && run_checkpoint(run) != 0;
         bad = all_max(e, bad || (is_rank0(e) && run_wait_saves(run) != 0)); // the last checkpoint is durable before the end record
         if (bad) rc = -1;
         else if (rc > 0) printf("resume with the same command and --resume latest\n");
