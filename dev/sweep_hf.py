@@ -31,7 +31,8 @@ Tolerances (why each is what it is):
     gives train_t5 2.5082178, transformers fp32 2.5082064, transformers fp64 2.5082462 (1e-5 for both).
   - exported weights against the torch-trained weights: 1e-4 * max(1, max|w|) for fp32 exports (the
     trajectories differ by rounding only), and half a bf16 ulp plus that for bf16 exports.
-  - logits of the export against the torch-trained model: 1e-4 * max(1, max|logit|) (fp32), 3e-2 (bf16).
+  - logits of the export against the torch-trained model: 1e-4 * max(1, max|logit|) (fp32); a bf16 export
+    against that model with its weights rounded to bf16 by torch, 1e-2 (compare_export says why).
   - generation: identical text, unless the first divergence is a near-tie: greedy top-2 gap below
     1e-4 in HF's processed scores (reported as a tie, not a failure). Beam divergences are all reported.
 
@@ -47,6 +48,7 @@ Known and left out of the draw (not fixed, too large for host code alone):
 """
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -292,12 +294,21 @@ def compare_export(export, trained, original_form, orig_cfg, batch, bf16):
         if d > tol:
             problems.append(f"export weight {name}: max diff {d:.3g} > {tol:.3g}")
     ids, mask, labels = batch
+    # a bf16 export is compared with the trained model's weights rounded to bf16 by torch: the rounding itself
+    # moves the logits of a tiny deep model by several percent (4.8e-2 seen at d_model 6, 3+3 blocks), which
+    # says nothing of the export. What is left: a weight that lies within fp32 noise of a rounding boundary
+    # may round the other way (one bf16 ulp, 2^-8 relative), hence 1e-2
+    ref = copy.deepcopy(trained)
+    if bf16:
+        with torch.no_grad():
+            for q in ref.parameters():
+                q.copy_(q.to(torch.bfloat16).float())
     with torch.no_grad():
         a = got(input_ids=ids, attention_mask=mask, labels=labels).logits
-        b = trained(input_ids=ids, attention_mask=mask, labels=labels).logits
+        b = ref(input_ids=ids, attention_mask=mask, labels=labels).logits
     scale = max(1.0, b.abs().max().item())
     d = (a - b).abs().max().item() / scale
-    if d > (3e-2 if bf16 else 1e-4):
+    if d > (1e-2 if bf16 else 1e-4):
         problems.append(f"export logits: max rel diff {d:.3g}")
     return problems, worst_w, d
 
