@@ -608,8 +608,7 @@ static void best_resume(Run* run, long long resumed_step) {
     if (ok) {
         run->best.step = (long long)st->number; run->best.value = val->number;
         run->best.stale = k && k->type == JSON_NUMBER ? (int)k->number : 0;
-        snprintf(ck, sizeof(ck), "%s/metrics.jsonl", run->o->out_dir);
-        int since = metrics_count_evals(ck, run->best.step, resumed_step); // as of the resumed step, not best.json's last write
+        int since = metrics_count_evals(run->o->out_dir, run->best.step, resumed_step); // as of the resumed step, not best.json's last write
         if (since >= 0) run->best.stale = since;
         printf("best so far: %s %.6f at step %lld (%d evaluation(s) since)\n", KEEP_NAMES[run->o->keep_best], run->best.value,
                run->best.step, run->best.stale);
@@ -699,13 +698,6 @@ static void loader_widest(const DataLoader* dl, const Options* o, int* Ts, int* 
 
 // the data, the step count, the run directory; resumed: the checkpoint's state, checked against this run.
 // dry: nothing written (no metrics, no data log)
-// whether the run's metrics.jsonl records an evaluation at step k
-static int eval_logged_at(const Options* o, long long k) {
-    char path[4400];
-    snprintf(path, sizeof(path), "%s/metrics.jsonl", o->out_dir);
-    return metrics_count_evals(path, k - 1, k) > 0;
-}
-
 static int run_open(Run* run, const CkptTrainState* resumed, const char* from, int dry) {
     const Options* o = run->o;
     Engine* e = run->e;
@@ -732,7 +724,8 @@ static int run_open(Run* run, const CkptTrainState* resumed, const char* from, i
     }
     // the final checkpoint follows the final evaluation: a resume of a finished run finds that evaluation in the
     // log and does not repeat it (every rank agrees: the file may be rank 0's alone)
-    if (resumed && run->has_val && o->out_dir && all_max(e, eval_logged_at(o, run->step))) run->last_eval = run->step;
+    if (resumed && run->has_val && o->out_dir && all_max(e, metrics_count_evals(o->out_dir, run->step - 1, run->step) > 0))
+        run->last_eval = run->step;
     int Ts = 1, Tt = 1; // the buffers the engine sizes once (graphs hold their addresses)
     loader_widest(&run->train, o, &Ts, &Tt);
     if (run->has_val) loader_widest(&run->val, o, &Ts, &Tt);

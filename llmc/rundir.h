@@ -289,10 +289,12 @@ static inline int metrics_run_info(const char* path, RunInfo* r) {
     return 0;
 }
 
-// the evaluations PATH (a run's metrics.jsonl) records after step lo up to step hi, or -1 when it cannot be
-// read. A resumed run's count of evaluations since its best: best.json holds the count as of its last write,
-// which may be past the resumed checkpoint (killed after an evaluation, before the next checkpoint)
-static inline int metrics_count_evals(const char* path, long long lo, long long hi) {
+// the evaluations OUT/metrics.jsonl records after step lo up to step hi, or -1 when it cannot be read. A
+// resumed run's count of evaluations since its best: best.json holds the count as of its last write, which
+// may be past the resumed checkpoint (killed after an evaluation, before the next checkpoint)
+static inline int metrics_count_evals(const char* out_dir, long long lo, long long hi) {
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/metrics.jsonl", out_dir);
     FILE* f = fopen(path, "rb");
     if (!f) return -1;
     char* line = NULL;
